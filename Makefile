@@ -1,0 +1,36 @@
+# Every target bootstraps .venv itself; system packages and services come from scripts/.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench services system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/newsletter demo
+
+system-deps:
+	scripts/install-system-deps.sh
+
+services:
+	scripts/ensure-services.sh
+
+test: $(STAMP) system-deps services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check newsletter worker
+	$(VENV)/bin/mypy
+
+bench: $(STAMP) system-deps services
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) newsletter.db* outbox test-output .pytest_cache .mypy_cache .ruff_cache

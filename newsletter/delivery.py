@@ -1,0 +1,758 @@
+"""Campaigns: plan recipients into the ledger, claim them in small groups, send, record, retry, recover.
+
+The ledger (`deliveries`) is the single source of truth. A row moves pending -> sending (claimed, in one
+set-based UPDATE) -> sent | failed | pending (retry later) | unknown (a crash left its fate unknown) |
+skipped (unsubscribed meanwhile, or campaign cancelled). Rows are claimed `outcome_flush_count` at a time
+and their outcomes written before the next claim, so a worker killed at any instant leaves at most one
+group in `sending`: that bounds the `unknown` set, and nothing claimed-but-never-tried is lost silently.
+
+Functions here never import Celery: they return what must happen next (batch ranges), the task enqueues.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import String, and_, cast, exists, func, insert, literal, or_, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter import digests, rendering
+from newsletter.config import Settings
+from newsletter.db import is_postgres, utcnow
+from newsletter.mailer import Mailer, SendResult, classify
+from newsletter.messages import CampaignMessage, DkimSigner, Recipient
+from newsletter.models import (
+    Campaign,
+    CampaignStatus,
+    Delivery,
+    DeliveryStatus,
+    Digest,
+    Event,
+    EventType,
+    Link,
+    MailingList,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+    campaign_lists,
+)
+from newsletter.subscriptions import TokenPurpose, Tokens, get_list, suppress
+
+
+class CampaignError(ValueError):
+    """A campaign request that cannot be carried out; the message says why."""
+
+
+class DigestNotFound(LookupError):
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"no published digest with slug {slug!r}")
+
+
+class CampaignNotFound(LookupError):
+    def __init__(self, campaign_id: int) -> None:
+        super().__init__(f"no campaign with id {campaign_id}")
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """A keyset range of ledger ids for one batch task; `countdown` delays it (retries)."""
+
+    campaign_id: int
+    first_id: int
+    last_id: int
+    countdown: float = 0.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# --- creating and scheduling ------------------------------------------------------------------------------
+
+
+def create_campaign(
+    session: Session,
+    *,
+    digest_slug: str,
+    list_slugs: Sequence[str],
+    subject: str | None = None,
+    scheduled_at: dt.datetime | None = None,
+    allow_repeat: bool = False,
+    created_by: str | None = None,
+    now: dt.datetime | None = None,
+) -> Campaign:
+    """Create a campaign (scheduled when `scheduled_at` is given, else a draft that `start` sends)."""
+    digest = session.scalar(select(Digest).where(Digest.slug == digest_slug))
+    if digest is None:
+        raise DigestNotFound(digest_slug)
+    if not list_slugs:
+        raise CampaignError("name at least one list to send to")
+    lists = [get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
+    if scheduled_at is not None:
+        if scheduled_at.tzinfo is None:
+            raise CampaignError("the send time needs a timezone, e.g. 2026-12-01T09:00:00+00:00")
+        if scheduled_at <= (now or utcnow()):
+            raise CampaignError(f"the send time {scheduled_at.isoformat()} is in the past")
+    if not allow_repeat:
+        repeated = session.execute(
+            select(MailingList.slug, Campaign.id)
+            .join(campaign_lists, campaign_lists.c.list_id == MailingList.id)
+            .join(Campaign, Campaign.id == campaign_lists.c.campaign_id)
+            .where(
+                Campaign.digest_id == digest.id,
+                MailingList.id.in_([m.id for m in lists]),
+                Campaign.status != CampaignStatus.cancelled,
+            )
+        ).first()
+        if repeated is not None:
+            raise CampaignError(
+                f"digest {digest_slug!r} was already sent to list {repeated[0]!r} by campaign {repeated[1]}; "
+                "pass --again to send it once more"
+            )
+    clean_subject = " ".join((subject or digest.title).split())
+    if not clean_subject:
+        raise CampaignError("the subject is empty")
+    campaign = Campaign(
+        digest_id=digest.id,
+        subject=clean_subject[:500],
+        status=CampaignStatus.scheduled if scheduled_at else CampaignStatus.draft,
+        scheduled_at=scheduled_at.astimezone(dt.UTC) if scheduled_at else None,
+        created_by=created_by,
+        lists=lists,
+    )
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+def get_campaign(session: Session, campaign_id: int, *, lock: bool = False) -> Campaign:
+    query = select(Campaign).where(Campaign.id == campaign_id)
+    if lock:
+        query = query.with_for_update()
+    campaign = session.scalar(query)
+    if campaign is None:
+        raise CampaignNotFound(campaign_id)
+    return campaign
+
+
+# --- planning ---------------------------------------------------------------------------------------------
+
+
+def start(session: Session, settings: Settings, campaign_id: int) -> list[BatchRange]:
+    """Render once, materialise the ledger and return the batches to enqueue. Safe to run twice."""
+    campaign = get_campaign(session, campaign_id, lock=True)
+    if campaign.status in (CampaignStatus.draft, CampaignStatus.scheduled):
+        render_campaign(session, settings, campaign)
+        campaign.recipient_count = plan_ledger(session, campaign)
+        campaign.planned_at = campaign.started_at = utcnow()
+        campaign.status = CampaignStatus.sending
+        session.flush()
+    if campaign.status != CampaignStatus.sending:
+        return []
+    ranges = batch_ranges(session, campaign.id, settings.batch_size)
+    if not ranges:
+        finish_if_done(session, campaign.id)
+    return ranges
+
+
+def render_campaign(session: Session, settings: Settings, campaign: Campaign) -> None:
+    """Render the digest once for the whole campaign, registering its links for click tracking."""
+    primary = campaign.lists[0]
+    positions: dict[str, int] = {}
+
+    def track(url: str) -> str:
+        position = positions.setdefault(url, len(positions) + 1)
+        return f"{settings.base_url}/c/{rendering.TRACK}.{position}"
+
+    tracking = primary.tracking
+    rendered = rendering.render_digest(
+        digest_model(campaign.digest),
+        theme=theme_for(primary),
+        list_name=primary.name,
+        list_description=primary.description,
+        link_href=track if tracking else None,
+        open_pixel_url=f"{settings.base_url}/o/{rendering.TRACK}" if tracking else None,
+    )
+    campaign.html = rendered.html
+    campaign.text = rendered.text
+    if positions:
+        session.execute(
+            insert(Link), [{"campaign_id": campaign.id, "position": p, "url": u} for u, p in positions.items()]
+        )
+
+
+def theme_for(mailing_list: MailingList) -> rendering.Theme:
+    values = {"publication_name": mailing_list.name, "postal_address": mailing_list.postal_address}
+    values.update(mailing_list.theme or {})
+    return rendering.Theme.from_dict(values)
+
+
+def digest_model(digest: Digest) -> digests.Digest:
+    """The stored digest back as the validated model rendering takes."""
+    return digests.Digest.model_validate(
+        {
+            "title": digest.title,
+            "date": digest.date,
+            "slug": digest.slug,
+            "intro": digest.intro,
+            "items": [
+                {
+                    "headline": item.headline,
+                    "source": item.source,
+                    "url": item.url,
+                    "date": item.date,
+                    "section": item.section,
+                    "summary": item.summary,
+                    "image": item.image,
+                    "image_alt": item.image_alt,
+                }
+                for item in digest.items
+            ],
+        }
+    )
+
+
+def _eligible_subscriptions(list_ids: Sequence[int]) -> Any:
+    """Confirmed subscriptions of active, unsuppressed subscribers on the given lists."""
+    return (
+        select(Subscription.subscriber_id, func.min(Subscription.list_id).label("list_id"))
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(
+            Subscription.list_id.in_(list_ids),
+            Subscription.status == SubscriptionStatus.confirmed,
+            Subscriber.status == SubscriberStatus.active,
+            ~exists().where(Suppression.email_hash == Subscriber.email_hash),
+        )
+        .group_by(Subscription.subscriber_id)
+    )
+
+
+def plan_ledger(session: Session, campaign: Campaign) -> int:
+    """One INSERT ... SELECT: a row per recipient, one even for someone on several of the lists."""
+    eligible = _eligible_subscriptions([m.id for m in campaign.lists]).subquery()
+    source = select(
+        text(str(campaign.id)),
+        eligible.c.subscriber_id,
+        eligible.c.list_id,
+        text(f"'{DeliveryStatus.pending.value}'"),
+        text("0"),
+        func.now() if is_postgres(session) else text("CURRENT_TIMESTAMP"),
+    ).order_by(eligible.c.subscriber_id)
+    statement = insert(Delivery).from_select(
+        ["campaign_id", "subscriber_id", "list_id", "status", "attempts", "created_at"], source
+    )
+    if is_postgres(session):
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement = pg_insert(Delivery).from_select(statement.select_names, source).on_conflict_do_nothing()
+    else:
+        statement = statement.prefix_with("OR IGNORE")
+    session.execute(statement)
+    return session.scalar(select(func.count()).where(Delivery.campaign_id == campaign.id)) or 0
+
+
+def batch_ranges(session: Session, campaign_id: int, batch_size: int, *, due_only: bool = False) -> list[BatchRange]:
+    """Keyset ranges of `batch_size` pending ledger rows, computed in the database."""
+    now = utcnow()
+    conditions = [Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.pending]
+    if due_only:
+        conditions.append(or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now))
+    numbered = (
+        select(Delivery.id, ((func.row_number().over(order_by=Delivery.id) - 1) / batch_size).label("grp"))
+        .where(*conditions)
+        .subquery()
+    )
+    rows = session.execute(
+        select(func.min(numbered.c.id), func.max(numbered.c.id)).group_by(numbered.c.grp).order_by(numbered.c.grp)
+    )
+    return [BatchRange(campaign_id, first, last) for first, last in rows]
+
+
+# --- claiming ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: int
+    subscriber_id: int
+    list_id: int
+    email: str
+    name: str
+    attempts: int
+
+
+def skip_ineligible(session: Session, campaign_id: int, first_id: int, last_id: int) -> int:
+    """Mark pending rows whose recipient left, was blocked or suppressed since planning as skipped."""
+    still_wanted = (
+        exists()
+        .where(
+            Subscription.subscriber_id == Delivery.subscriber_id,
+            Subscription.list_id.in_(
+                select(campaign_lists.c.list_id).where(campaign_lists.c.campaign_id == campaign_id)
+            ),
+            Subscription.status == SubscriptionStatus.confirmed,
+        )
+        .where(
+            exists().where(
+                Subscriber.id == Delivery.subscriber_id,
+                Subscriber.status == SubscriberStatus.active,
+                ~exists().where(Suppression.email_hash == Subscriber.email_hash),
+            )
+        )
+    )
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.id.between(first_id, last_id),
+            Delivery.status == DeliveryStatus.pending,
+            ~still_wanted,
+        )
+        .values(status=DeliveryStatus.skipped, smtp_text="unsubscribed, blocked or suppressed before sending")
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, limit: int, worker: str) -> list[Claimed]:
+    """Atomically move up to `limit` due pending rows of the range to `sending` and return their recipients.
+
+    Rows are re-checked against the subscriptions first, so an unsubscribe takes effect mid-campaign.
+    On PostgreSQL `FOR UPDATE SKIP LOCKED` lets any number of workers share one range without waiting.
+    """
+    skip_ineligible(session, campaign_id, first_id, last_id)
+    now = utcnow()
+    candidates = (
+        select(Delivery.id)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.id.between(first_id, last_id),
+            Delivery.status == DeliveryStatus.pending,
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+            exists().where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.sending),
+        )
+        .order_by(Delivery.id)
+        .limit(limit)
+    )
+    if is_postgres(session):
+        candidates = candidates.with_for_update(skip_locked=True)
+    claimed_ids = session.scalars(
+        update(Delivery)
+        .where(Delivery.id.in_(candidates.scalar_subquery()))
+        .values(
+            status=DeliveryStatus.sending,
+            claimed_at=now,
+            claimed_by=worker,
+            attempts=Delivery.attempts + 1,
+        )
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not claimed_ids:
+        return []
+    rows = session.execute(
+        select(
+            Delivery.id,
+            Delivery.subscriber_id,
+            Delivery.list_id,
+            Subscriber.email,
+            Subscriber.name,
+            Delivery.attempts,
+        )
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.id.in_(claimed_ids))
+        .order_by(Delivery.id)
+    )
+    return [Claimed(*row) for row in rows]
+
+
+# --- sending ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcomes:
+    """Outcomes of one group, written with a few set-based statements."""
+
+    sent: list[tuple[int, SendResult]] = field(default_factory=list)
+    retry: list[tuple[Claimed, SendResult]] = field(default_factory=list)
+    failed: list[tuple[Claimed, SendResult]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    sent: int
+    retried: int
+    failed: int
+    released: int
+    retry_after: float | None  # seconds until the earliest retry of this range is due
+
+
+class PreparedCampaign:
+    """Everything per-campaign the send loop needs, built once per campaign per process."""
+
+    def __init__(self, settings: Settings, campaign: Campaign, tokens: Tokens, dkim: DkimSigner | None) -> None:
+        if campaign.html is None or campaign.text is None:
+            raise CampaignError(f"campaign {campaign.id} has not been rendered")
+        primary = campaign.lists[0]
+        self.settings = settings
+        self.campaign_id = campaign.id
+        self.tokens = tokens
+        self.tracking = primary.tracking
+        self.domain = primary.from_email.rpartition("@")[2]
+        # Makes Message-IDs unique across installations and databases, yet derivable in SQL from the row id.
+        self.nonce = hashlib.blake2s(f"{settings.secret_key}:{campaign.id}".encode(), digest_size=6).hexdigest()
+        self.envelope_from = primary.from_email
+        self.message = CampaignMessage(
+            subject=campaign.subject,
+            from_name=primary.from_name or primary.name,
+            from_email=primary.from_email,
+            reply_to=primary.reply_to,
+            list_id=f"{primary.name} <{primary.slug}.{self.domain}>",
+            html=campaign.html,
+            text=campaign.text,
+            unsubscribe_mailto=settings.list_unsubscribe_mailto,
+            headers={"X-Campaign-ID": str(campaign.id)},
+            dkim=dkim,
+        )
+
+    def message_id(self, delivery_id: int) -> str:
+        return f"<{self.campaign_id}.{delivery_id}.{self.nonce}@{self.domain}>"
+
+    def render(self, claimed: Claimed) -> bytes:
+        base = self.settings.base_url
+        unsubscribe = (
+            f"{base}/unsubscribe/{self.tokens.make(TokenPurpose.unsubscribe, claimed.subscriber_id, claimed.list_id)}"
+        )
+        values = {
+            rendering.NAME: claimed.name,
+            rendering.UNSUBSCRIBE_URL: unsubscribe,
+            rendering.PREFERENCES_URL: (
+                f"{base}/preferences/{self.tokens.make(TokenPurpose.preferences, claimed.subscriber_id)}"
+            ),
+        }
+        if self.tracking:
+            values[rendering.TRACK] = self.tokens.make(TokenPurpose.track, claimed.delivery_id)
+        return self.message.render(
+            Recipient(
+                email=claimed.email,
+                name=claimed.name or None,
+                message_id=self.message_id(claimed.delivery_id),
+                values=values,
+                unsubscribe_url=unsubscribe,
+            )
+        )
+
+
+_prepared: dict[tuple[int, str], PreparedCampaign] = {}
+
+
+def prepare(session: Session, settings: Settings, campaign_id: int) -> PreparedCampaign:
+    key = (campaign_id, settings.secret_key)
+    if key not in _prepared:
+        campaign = get_campaign(session, campaign_id)
+        dkim = (
+            DkimSigner.from_file(settings.dkim_domain, settings.dkim_selector, settings.dkim_key_file)
+            if settings.dkim_domain and settings.dkim_selector and settings.dkim_key_file
+            else None
+        )
+        _prepared.clear()  # one campaign at a time per process is the common case; keep memory flat
+        _prepared[key] = PreparedCampaign(settings, campaign, Tokens(settings.secret_key), dkim)
+    return _prepared[key]
+
+
+def send_batch(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    mailer: Mailer,
+    campaign_id: int,
+    first_id: int,
+    last_id: int,
+    *,
+    throttle: Callable[[int], None] | None = None,
+) -> BatchReport:
+    """Send one keyset range: claim a group, send it on one connection, record it, repeat.
+
+    Takes a session factory rather than a session because the claim must be committed before a message
+    leaves (so a crash shows the row as `sending`) and each group's outcomes are committed as they come.
+    """
+    worker = worker_name()
+    totals = {"sent": 0, "retried": 0, "failed": 0, "released": 0}
+    group_size = settings.outcome_flush_count
+    with sessions() as session:
+        prepared = prepare(session, settings, campaign_id)
+    with mailer.session() as smtp:
+        while True:
+            with sessions.begin() as session:
+                group = claim(session, campaign_id, first_id, last_id, limit=group_size, worker=worker)
+            if not group:
+                break
+            if throttle is not None:
+                throttle(len(group))
+            outcomes = Outcomes()
+            results = smtp.send_many((prepared.envelope_from, c.email, prepared.render(c)) for c in group)
+            for claimed, result in zip(group, results, strict=True):
+                verdict = classify(result)
+                if verdict == "sent":
+                    outcomes.sent.append((claimed.delivery_id, result))
+                elif verdict == "retry":
+                    outcomes.retry.append((claimed, result))
+                else:
+                    outcomes.failed.append((claimed, result))
+            with sessions.begin() as session:
+                record(session, settings, prepared, outcomes)
+                totals["sent"] += len(outcomes.sent)
+                totals["retried"] += len(outcomes.retry)
+                totals["failed"] += len(outcomes.failed)
+                status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+            if status != CampaignStatus.sending:
+                break
+    with sessions.begin() as session:
+        totals["released"] = release_claims(session, campaign_id, first_id, last_id, worker)
+        retry_after = next_retry_delay(session, campaign_id, first_id, last_id)
+        finish_if_done(session, campaign_id)
+    return BatchReport(retry_after=retry_after, **totals)
+
+
+def record(session: Session, settings: Settings, prepared: PreparedCampaign, outcomes: Outcomes) -> None:
+    now = utcnow()
+    if outcomes.sent:
+        ids = [delivery_id for delivery_id, _ in outcomes.sent]
+        # One statement per group; the message id is derived from the row id, so needs no per-row value.
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.sending)
+            .values(
+                status=DeliveryStatus.sent,
+                sent_at=now,
+                smtp_code=250,
+                smtp_text=None,
+                message_id=literal(f"<{prepared.campaign_id}.", String)
+                + cast(Delivery.id, String)
+                + literal(f".{prepared.nonce}@{prepared.domain}>", String),
+                claimed_by=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    for claimed, result in outcomes.retry:
+        _record_retry(session, settings, claimed, result, now)
+    for claimed, result in outcomes.failed:
+        _record_failure(session, prepared, claimed, result, now)
+
+
+def _record_retry(session: Session, settings: Settings, claimed: Claimed, result: SendResult, now: dt.datetime) -> None:
+    created = session.scalar(select(Delivery.created_at).where(Delivery.id == claimed.delivery_id))
+    too_old = created is not None and now - created > dt.timedelta(hours=settings.retry_max_age_hours)
+    if claimed.attempts >= settings.retry_max_attempts or too_old:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == claimed.delivery_id)
+            .values(
+                status=DeliveryStatus.failed,
+                smtp_code=result.code or None,
+                smtp_text=f"gave up after {claimed.attempts} attempts: {result.text}"[:2000],
+            )
+        )
+        return
+    delay = settings.retry_base_seconds * 2 ** (claimed.attempts - 1)
+    delay *= random.uniform(0.8, 1.2)  # jitter so retries of one outage do not arrive together
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == claimed.delivery_id)
+        .values(
+            status=DeliveryStatus.pending,
+            next_attempt_at=now + dt.timedelta(seconds=delay),
+            smtp_code=result.code or None,
+            smtp_text=result.text[:2000],
+            claimed_by=None,
+        )
+    )
+
+
+def is_hard_bounce(result: SendResult) -> bool:
+    """A 5xx that says the mailbox does not exist or refuses us for good (RFC 3463 5.1.x / 5.2.1)."""
+    status = result.text.split(" ", 1)[0]
+    return result.permanent and (status.startswith(("5.1.", "5.2.1")) or status[:1] != "5")
+
+
+def _record_failure(
+    session: Session, prepared: PreparedCampaign, claimed: Claimed, result: SendResult, now: dt.datetime
+) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == claimed.delivery_id)
+        .values(status=DeliveryStatus.failed, smtp_code=result.code, smtp_text=result.text[:2000], claimed_by=None)
+    )
+    session.add(
+        Event(
+            type=EventType.bounce,
+            campaign_id=prepared.campaign_id,
+            delivery_id=claimed.delivery_id,
+            subscriber_id=claimed.subscriber_id,
+            list_id=claimed.list_id,
+            detail=f"{result.code} {result.text}"[:2000],
+        )
+    )
+    if is_hard_bounce(result):
+        suppress(session, claimed.email, SuppressionReason.hard_bounce, detail=f"{result.code} {result.text}")
+
+
+def release_claims(session: Session, campaign_id: int, first_id: int, last_id: int, worker: str) -> int:
+    """Give back rows this worker claimed but did not try (pause/cancel arrived mid-batch)."""
+    status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+    target = DeliveryStatus.skipped if status == CampaignStatus.cancelled else DeliveryStatus.pending
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.id.between(first_id, last_id),
+            Delivery.status == DeliveryStatus.sending,
+            Delivery.claimed_by == worker,
+        )
+        .values(status=target, attempts=Delivery.attempts - 1, claimed_by=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]
+
+
+def next_retry_delay(session: Session, campaign_id: int, first_id: int, last_id: int) -> float | None:
+    earliest = session.scalar(
+        select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.id.between(first_id, last_id),
+            Delivery.status == DeliveryStatus.pending,
+        )
+    )
+    if earliest is None:
+        return None
+    if earliest.tzinfo is None:  # SQLite aggregate results bypass the column type
+        earliest = earliest.replace(tzinfo=dt.UTC)
+    return max(0.0, (earliest - utcnow()).total_seconds())
+
+
+def finish_if_done(session: Session, campaign_id: int) -> bool:
+    """A sending campaign with no row pending or sending is finished."""
+    busy = session.scalar(
+        select(Delivery.id)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.status.in_([DeliveryStatus.pending, DeliveryStatus.sending]),
+        )
+        .limit(1)
+    )
+    if busy is not None:
+        return False
+    result = session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.sending)
+        .values(status=CampaignStatus.finished, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- pause, resume, cancel, recover -----------------------------------------------------------------------
+
+
+def pause(session: Session, campaign_id: int, reason: str = "paused by an editor") -> Campaign:
+    campaign = get_campaign(session, campaign_id, lock=True)
+    if campaign.status != CampaignStatus.sending:
+        raise CampaignError(f"campaign {campaign_id} is {campaign.status.value}, only a sending one can pause")
+    campaign.status = CampaignStatus.paused
+    campaign.pause_reason = reason
+    session.flush()
+    return campaign
+
+
+def resume(session: Session, settings: Settings, campaign_id: int) -> list[BatchRange]:
+    campaign = get_campaign(session, campaign_id, lock=True)
+    if campaign.status != CampaignStatus.paused:
+        raise CampaignError(f"campaign {campaign_id} is {campaign.status.value}, only a paused one can resume")
+    campaign.status = CampaignStatus.sending
+    campaign.pause_reason = None
+    session.flush()
+    ranges = batch_ranges(session, campaign_id, settings.batch_size)
+    if not ranges:
+        finish_if_done(session, campaign_id)
+    return ranges
+
+
+def cancel(session: Session, campaign_id: int) -> Campaign:
+    campaign = get_campaign(session, campaign_id, lock=True)
+    if campaign.status in (CampaignStatus.finished, CampaignStatus.cancelled):
+        raise CampaignError(f"campaign {campaign_id} is already {campaign.status.value}")
+    campaign.status = CampaignStatus.cancelled
+    campaign.finished_at = utcnow()
+    session.execute(
+        update(Delivery)
+        .where(Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.pending)
+        .values(status=DeliveryStatus.skipped, smtp_text="campaign cancelled")
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    return campaign
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    unknown: int
+    requeued: list[BatchRange]
+    started: list[int]
+
+
+def sweep(session: Session, settings: Settings, now: dt.datetime | None = None) -> SweepReport:
+    """The periodic recovery pass: expire dead claims, re-enqueue lost work, start due scheduled campaigns."""
+    now = now or utcnow()
+    lease_expired = now - dt.timedelta(seconds=settings.claim_lease_seconds)
+    stuck = and_(Delivery.status == DeliveryStatus.sending, Delivery.claimed_at < lease_expired)
+    if settings.unknown_policy == "resend":
+        values: dict[str, Any] = {
+            "status": DeliveryStatus.pending,
+            "smtp_text": "outcome of the previous attempt unknown (worker died); resending by policy",
+        }
+    else:
+        values = {
+            "status": DeliveryStatus.unknown,
+            "smtp_text": "worker died while this message was in flight; it may or may not have been delivered",
+        }
+    unknown = (
+        session.execute(
+            update(Delivery).where(stuck).values(claimed_by=None, **values).execution_options(synchronize_session=False)
+        ).rowcount
+        or 0
+    )  # type: ignore[attr-defined]
+
+    requeued: list[BatchRange] = []
+    sending = session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.sending)).all()
+    for campaign_id in sending:
+        ranges = batch_ranges(session, campaign_id, settings.batch_size, due_only=True)
+        requeued.extend(ranges)
+        if not ranges:
+            finish_if_done(session, campaign_id)
+    started = session.scalars(
+        select(Campaign.id).where(Campaign.status == CampaignStatus.scheduled, Campaign.scheduled_at <= now)
+    ).all()
+    return SweepReport(unknown=unknown, requeued=requeued, started=list(started))
+
+
+# --- reading ----------------------------------------------------------------------------------------------
+
+
+def counts(session: Session, campaign_id: int) -> dict[str, int]:
+    result = dict.fromkeys((s.value for s in DeliveryStatus), 0)
+    rows = session.execute(
+        select(Delivery.status, func.count()).where(Delivery.campaign_id == campaign_id).group_by(Delivery.status)
+    )
+    for status, count in rows:
+        result[DeliveryStatus(status).value] = count
+    return result

@@ -1,0 +1,555 @@
+"""Digest source formats (Markdown with front matter, YAML, JSON) parsed into one validated `Digest`.
+
+The Markdown form, for editors who type digests by hand::
+
+    ---
+    title: Foreign media on Kazakhstan
+    date: 2025-04-26
+    slug: foreign-media-2025-04-26      # optional; derived from date + title when missing
+    intro: One paragraph of Markdown.   # optional; or write it as text before the first heading
+    ---
+
+    Intro paragraphs may also go here, before the first heading.
+
+    # Investment
+
+    ## Kazakhstan plans $500 million railway investment
+    Source: Ariana News · 2025-04-21 · https://example.com/article
+    Image: https://example.com/photo.jpg | Freight train at a border station
+
+    Summary paragraph(s) in Markdown, up to the next `#` or `##` heading.
+
+Rules:
+
+- `# Name` starts a section: the items below it belong to it until the next `# Name`.
+- `## Headline` starts an item. The non-blank lines right under it are its metadata, each `Key: value`
+  with a key among Source, URL (or Link), Date, Section, Image, Image-Alt (case-insensitive). A blank line
+  ends the metadata; everything after it up to the next `#`/`##` heading is the summary (`###` and deeper
+  headings stay inside the summary, as does anything in a fenced code block).
+- The Source line may carry the date and the URL too, separated by `·` or ` | `:
+  `Source: Ariana News · 2025-04-21 · https://example.com/a`. Parts are told apart by their shape (an ISO
+  date, an http(s) URL); giving the same field twice, here and on its own line, is an error.
+- The Image line may carry the alt text after ` | `: `Image: https://example.com/a.jpg | alt text`.
+- `Section:` on an item overrides the enclosing `# Section` heading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter import models
+
+__all__ = [
+    "Digest",
+    "DigestConflict",
+    "DigestFormat",
+    "DigestItem",
+    "InvalidDigest",
+    "load_digest",
+    "parse_digest",
+    "publish",
+    "slugify",
+]
+
+DigestFormat = Literal["md", "yaml", "json"]
+
+SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
+SLUG_MAX_LENGTH = 100
+
+_SUFFIX_FORMATS: dict[str, DigestFormat] = {
+    ".md": "md",
+    ".markdown": "md",
+    ".yaml": "yaml",
+    ".yml": "yaml",
+    ".json": "json",
+}
+
+# Control characters (CR and LF above all) in a single-line field could end up inside a mail header.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class InvalidDigest(ValueError):
+    """A digest source that cannot become a `Digest`; `problems` lists each reason for a person to fix."""
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = (problems,) if isinstance(problems, str) else tuple(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def _check_single_line(value: str | None) -> str | None:
+    if value is not None and _CONTROL_CHARS.search(value):
+        raise ValueError("must be a single line of text (no line breaks or control characters)")
+    return value
+
+
+def _check_web_url(value: str, *, schemes: tuple[str, ...]) -> str:
+    wanted = "an absolute https URL" if schemes == ("https",) else "an absolute http(s) URL"
+    if any(ch.isspace() or ord(ch) < 32 for ch in value):
+        raise ValueError(f"must be {wanted} without spaces, got {value!r}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ValueError(f"must be {wanted}, got {value!r}") from None
+    if parts.scheme.lower() not in schemes or not parts.hostname:
+        raise ValueError(f"must be {wanted}, got {value!r}")
+    return value
+
+
+def _blank_to_none(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+class DigestItem(BaseModel):
+    """One curated article: where it was published, a link to it and a short Markdown summary."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=True, coerce_numbers_to_str=True
+    )
+
+    headline: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    url: str
+    date: dt.date | None = None
+    section: str | None = None
+    summary: str = ""
+    image: str | None = None
+    image_alt: str | None = None
+
+    @field_validator("headline", "source", "section", "image_alt")
+    @classmethod
+    def _single_line(cls, value: str | None) -> str | None:
+        return _check_single_line(value)
+
+    @field_validator("url")
+    @classmethod
+    def _web_url(cls, value: str) -> str:
+        return _check_web_url(value, schemes=("http", "https"))
+
+    @field_validator("image")
+    @classmethod
+    def _image_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_web_url(value, schemes=("https",))
+
+    @field_validator("section", "image", "image_alt", "date", mode="before")
+    @classmethod
+    def _optional(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @field_validator("summary", mode="before")
+    @classmethod
+    def _summary_default(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+
+class Digest(BaseModel):
+    """A dated issue: title, optional intro and at least one item; immutable once validated."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=True, coerce_numbers_to_str=True
+    )
+
+    title: str = Field(min_length=1)
+    date: dt.date
+    slug: str | None = None
+    intro: str | None = None
+    items: tuple[DigestItem, ...] = Field(min_length=1)
+
+    @field_validator("title")
+    @classmethod
+    def _single_line(cls, value: str) -> str:
+        _check_single_line(value)
+        return value
+
+    @field_validator("slug", "intro", mode="before")
+    @classmethod
+    def _optional(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @field_validator("slug")
+    @classmethod
+    def _slug_shape(cls, value: str | None) -> str | None:
+        if value is not None and not SLUG_PATTERN.match(value):
+            raise ValueError(
+                "must be 1-100 lowercase letters, digits and hyphens, starting with a letter or digit, "
+                f"got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _derive_slug(self) -> Digest:
+        if self.slug is None:
+            # The model is frozen; setting the derived value once during validation is the intended escape.
+            object.__setattr__(self, "slug", slugify(self.title, self.date))
+        return self
+
+    def sections(self) -> list[tuple[str | None, list[DigestItem]]]:
+        """Group the items by section, sections in order of first appearance, items in digest order."""
+        groups: dict[str | None, list[DigestItem]] = {}
+        for item in self.items:
+            groups.setdefault(item.section, []).append(item)
+        return list(groups.items())
+
+    def canonical_json(self) -> str:
+        """Serialise the validated content deterministically, so equal content gives equal text."""
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
+
+    def content_hash(self) -> str:
+        """Return the sha256 hex digest of `canonical_json()`, to tell a re-publish from a changed digest."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+
+def slugify(title: str, date: dt.date) -> str:
+    """Build the default slug `YYYY-MM-DD-words-of-the-title`, ASCII only and at most 100 characters."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    words = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+    slug = f"{date.isoformat()}-{words}" if words else date.isoformat()
+    return slug[:SLUG_MAX_LENGTH].rstrip("-")
+
+
+def load_digest(path: Path) -> Digest:
+    """Read and validate a digest file; the format follows the suffix (.md, .markdown, .yaml, .yml, .json)."""
+    path = Path(path)
+    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(_SUFFIX_FORMATS)
+        raise InvalidDigest(f"{path}: unknown digest file type {path.suffix or '(none)'!r}; use one of {known}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidDigest(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidDigest(f"{path}: is a directory, not a digest file") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidDigest(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        return parse_digest(text, fmt)
+    except InvalidDigest as exc:
+        raise InvalidDigest([f"{path}: {problem}" for problem in exc.problems]) from None
+
+
+def parse_digest(text: str, fmt: DigestFormat) -> Digest:
+    """Parse digest source text in the given format and validate it, or raise `InvalidDigest`."""
+    item_lines: list[int] = []
+    if fmt == "md":
+        data, item_lines = _read_markdown(text)
+    elif fmt == "yaml":
+        data = _read_yaml(text)
+    elif fmt == "json":
+        data = _read_json(text)
+    else:
+        raise InvalidDigest(f"unknown digest format {fmt!r}; use 'md', 'yaml' or 'json'")
+    return _validate(data, item_lines)
+
+
+# --- YAML and JSON -------------------------------------------------------------------------------------
+
+
+def _read_yaml(text: str, *, first_line: int = 1) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidDigest(_describe_yaml_error(exc, first_line)) from None
+
+
+def _describe_yaml_error(exc: yaml.YAMLError, first_line: int) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return f"invalid YAML: {problem}"
+    return f"invalid YAML at line {mark.line + first_line}, column {mark.column + 1}: {problem}"
+
+
+def _read_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidDigest(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+
+
+# --- Markdown ------------------------------------------------------------------------------------------
+
+_FRONT_MATTER_FENCE = re.compile(r"^---\s*$")
+_HEADING = re.compile(r"^(#{1,2})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_CODE_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_METADATA_LINE = re.compile(r"^([A-Za-z][A-Za-z_-]*)[ \t]*:[ \t]*(.*)$")
+_PART_SEPARATOR = re.compile(r"[ \t]*·[ \t]*|[ \t]+\|[ \t]+")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Anything shaped like "scheme:rest" without spaces is taken as the URL, so that validation can reject
+# `javascript:` and friends by name instead of silently folding them into the source's name.
+_URL_LIKE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:\S+$")
+
+_METADATA_KEYS = {
+    "source": "source",
+    "url": "url",
+    "link": "url",
+    "date": "date",
+    "section": "section",
+    "image": "image",
+    "image-alt": "image_alt",
+    "image_alt": "image_alt",
+    "alt": "image_alt",
+}
+
+
+def _read_markdown(text: str) -> tuple[dict[str, Any], list[int]]:
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    data, body_start = _read_front_matter(lines)
+    items: list[dict[str, Any]] = []
+    item_lines: list[int] = []
+    intro: list[str] = []
+    section: str | None = None
+    block: list[str] = []  # lines of the item being read
+    block_line = 0
+    in_fence = False
+    problems: list[str] = []
+
+    def finish_block() -> None:
+        if block_line:
+            try:
+                items.append(_read_markdown_item(block, block_line, section))
+                item_lines.append(block_line)
+            except InvalidDigest as exc:
+                problems.extend(exc.problems)
+
+    for number, line in enumerate(lines[body_start:], start=body_start + 1):
+        if _CODE_FENCE.match(line):
+            in_fence = not in_fence
+        heading = None if in_fence else _HEADING.match(line)
+        if heading is None:
+            if block_line:
+                block.append(line)
+            elif section is None:
+                intro.append(line)
+            elif line.strip():
+                problems.append(
+                    f"line {number}: text under a '# {section}' section heading belongs to no item; "
+                    "start an item with '## Headline' first"
+                )
+            continue
+        finish_block()
+        level, title = len(heading.group(1)), (heading.group(2) or "").strip()
+        if level == 1:
+            if not title:
+                problems.append(f"line {number}: empty section heading '#'")
+            section, block, block_line = title or None, [], 0
+        else:
+            block, block_line = [line], number
+    finish_block()
+
+    if problems:
+        raise InvalidDigest(problems)
+    intro_text = "\n".join(intro).strip()
+    if intro_text:
+        if data.get("intro"):
+            raise InvalidDigest(
+                "intro is given both in the front matter and as text before the first heading; keep one"
+            )
+        data["intro"] = intro_text
+    data["items"] = items
+    return data, item_lines
+
+
+def _read_front_matter(lines: list[str]) -> tuple[dict[str, Any], int]:
+    """Return the front matter mapping and the index of the first body line."""
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None or not _FRONT_MATTER_FENCE.match(lines[first]):
+        raise InvalidDigest(
+            "line 1: a Markdown digest starts with YAML front matter between '---' lines "
+            "(title, date, optional slug and intro)"
+        )
+    end = next((i for i in range(first + 1, len(lines)) if _FRONT_MATTER_FENCE.match(lines[i])), None)
+    if end is None:
+        raise InvalidDigest(f"line {first + 1}: front matter opened with '---' is never closed by a '---' line")
+    data = _read_yaml("\n".join(lines[first + 1 : end]), first_line=first + 2)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidDigest(
+            f"line {first + 2}: front matter must be 'key: value' lines (title, date, slug, intro), "
+            f"got {_type_name(data)}"
+        )
+    if "items" in data:
+        raise InvalidDigest("front matter: items are written as '## Headline' sections, not in the front matter")
+    return dict(data), end + 1
+
+
+def _read_markdown_item(block: list[str], line: int, section: str | None) -> dict[str, Any]:
+    heading = _HEADING.match(block[0])
+    headline = (heading.group(2) or "").strip() if heading else ""
+    item: dict[str, Any] = {"headline": headline}
+    if section is not None:
+        item["section"] = section
+    label = f'item at line {line} (headline "{headline}")' if headline else f"item at line {line}"
+    index = 1
+    seen: set[str] = set()
+    while index < len(block) and block[index].strip():
+        number = line + index
+        match = _METADATA_LINE.match(block[index].strip())
+        key = _METADATA_KEYS.get(match.group(1).lower()) if match else None
+        if match is None or key is None:
+            raise InvalidDigest(
+                f"{label}: line {number}: expected 'Key: value' metadata (Source, URL, Date, Section, Image, "
+                f"Image-Alt) right under the headline, got {block[index].strip()!r}; "
+                "leave a blank line before the summary"
+            )
+        for field, value in _expand_metadata(key, match.group(2).strip()):
+            if field in seen:
+                raise InvalidDigest(f"{label}: line {number}: {field} is given twice")
+            seen.add(field)
+            item[field] = value
+        index += 1
+    item["summary"] = "\n".join(block[index:]).strip()
+    return item
+
+
+def _expand_metadata(key: str, value: str) -> list[tuple[str, str]]:
+    """Split the shorthand lines `Source: name · date · url` and `Image: url | alt` into fields."""
+    if key == "image":
+        url, _, alt = value.partition(" | ")
+        return [("image", url.strip())] + ([("image_alt", alt.strip())] if alt.strip() else [])
+    if key != "source":
+        return [(key, value)]
+    fields: list[tuple[str, str]] = []
+    names: list[str] = []
+    for part in _PART_SEPARATOR.split(value):
+        if _ISO_DATE.match(part):
+            fields.append(("date", part))
+        elif _URL_LIKE.match(part):
+            fields.append(("url", part))
+        elif part:
+            names.append(part)
+    return [("source", " · ".join(names))] + fields
+
+
+# --- Validation and error messages ---------------------------------------------------------------------
+
+
+def _validate(data: Any, item_lines: list[int]) -> Digest:
+    if not isinstance(data, dict):
+        raise InvalidDigest(
+            f"expected a mapping with title, date and items at the top level, got {_type_name(data)}"
+        )
+    items = data.get("items")
+    if isinstance(items, list):
+        for number, item in enumerate(items, start=1):
+            if not isinstance(item, dict):
+                raise InvalidDigest(f"item {number}: expected a mapping of fields, got {_type_name(item)}")
+    try:
+        return Digest.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if any(error["loc"][:1] == ("items",) and len(error["loc"]) > 1 for error in errors):
+            # Pydantic also reports "too short" when items exist but failed; that would only mislead.
+            errors = [error for error in errors if error["loc"] != ("items",) or error["type"] != "too_short"]
+        raise InvalidDigest([_describe_error(error, data, item_lines) for error in errors]) from None
+
+
+def _describe_error(error: Mapping[str, Any], data: Mapping[str, Any], item_lines: list[int]) -> str:
+    loc = tuple(error["loc"])
+    message = _describe_problem(error, loc[-1] if loc else "")
+    if len(loc) >= 2 and loc[0] == "items" and isinstance(loc[1], int):
+        return f"{_describe_item(loc[1], data, item_lines)}: {_dotted(loc[2:])}{message}"
+    return f"{_dotted(loc)}{message}"
+
+
+def _describe_item(index: int, data: Mapping[str, Any], item_lines: list[int]) -> str:
+    label = f"item {index + 1}"
+    if index < len(item_lines):
+        label += f" at line {item_lines[index]}"
+    item = data["items"][index]
+    headline = item.get("headline") if isinstance(item, dict) else None
+    if isinstance(headline, str) and headline.strip():
+        shown = headline.strip() if len(headline) <= 60 else headline.strip()[:57] + "..."
+        label += f' (headline "{shown}")'
+    return label
+
+
+def _dotted(loc: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in loc) + ": " if loc else ""
+
+
+def _describe_problem(error: Mapping[str, Any], field: Any) -> str:
+    kind = error["type"]
+    given = error.get("input")
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "unknown field (check its spelling)"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "too_short" and field == "items":
+        return "a digest needs at least one item"
+    if kind.startswith("date") or kind.startswith("datetime"):
+        return f"expected a date like 2025-04-26, got {given!r}"
+    if kind == "string_type":
+        return f"expected text, got {_type_name(given)}"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    return str(error["msg"])
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", str: "text", type(None): "nothing", bool: "true/false"}
+    return names.get(type(value), type(value).__name__)
+
+
+class DigestConflict(InvalidDigest):
+    """The slug is taken by a published digest with different content (published digests are immutable)."""
+
+
+def publish(session: Session, digest: Digest) -> tuple[models.Digest, bool]:
+    """Store a validated digest; publishing identical content again is a no-op, different content is refused.
+
+    Returns the stored row and whether it was created now.
+    """
+    existing = session.scalar(select(models.Digest).where(models.Digest.slug == digest.slug))
+    content_hash = digest.content_hash()
+    if existing is not None:
+        if existing.content_hash != content_hash:
+            raise DigestConflict(
+                f"slug {digest.slug!r} is already published with different content; published digests "
+                "cannot change: give this one another slug"
+            )
+        return existing, False
+    stored = models.Digest(
+        slug=digest.slug,
+        title=digest.title,
+        date=digest.date,
+        intro=digest.intro,
+        content_hash=content_hash,
+        items=[
+            models.DigestItem(
+                position=position,
+                headline=item.headline,
+                source=item.source,
+                url=item.url,
+                date=item.date,
+                section=item.section,
+                summary=item.summary,
+                image=item.image,
+                image_alt=item.image_alt,
+            )
+            for position, item in enumerate(digest.items, start=1)
+        ],
+    )
+    session.add(stored)
+    session.flush()
+    return stored, True

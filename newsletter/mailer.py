@@ -1,0 +1,614 @@
+"""Mail transports behind one small protocol: an SMTP server pool, an outbox directory, memory."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+import re
+import smtplib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, Protocol
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+__all__ = [
+    "MailSession",
+    "Mailer",
+    "MemoryMailer",
+    "OutboxMailer",
+    "SMTPMailer",
+    "SendResult",
+    "SentMessage",
+    "SmtpServer",
+    "classify",
+    "enhanced_status",
+    "get_mailer",
+    "parse_smtp_urls",
+]
+
+_ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def enhanced_status(text: str) -> tuple[int, int, int] | None:
+    """The RFC 3463 enhanced status code at the start of a reply text, e.g. (5, 1, 1)."""
+    match = _ENHANCED.match(text)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The server's final answer for one message; code 0 means no answer (connection error)."""
+
+    code: int
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def permanent(self) -> bool:
+        return 500 <= self.code < 600
+
+    @property
+    def throttled(self) -> bool:
+        status = enhanced_status(self.text)
+        return self.code == 421 or (
+            400 <= self.code < 500 and status is not None and status[:2] == (4, 7)
+        )
+
+
+def classify(result: SendResult) -> Literal["sent", "retry", "failed"]:
+    """DESIGN §3 step 4: 2xx sent; 4xx and no answer retried; 5xx failed except mailbox full."""
+    if result.ok:
+        return "sent"
+    if result.permanent:
+        status = enhanced_status(result.text)
+        # RFC 3463 X.2.2 (mailbox full) and RFC 5321 552 are soft in practice: retry later
+        if result.code == 552 or (status is not None and status[1:] == (2, 2)):
+            return "retry"
+        return "failed"
+    return "retry"
+
+
+class MailSession(Protocol):
+    """One connection, used for one batch."""
+
+    def send(self, envelope_from: str, recipient: str, data: bytes) -> SendResult: ...
+
+    def send_many(self, items: Iterable[tuple[str, str, bytes]]) -> Iterator[SendResult]:
+        """Send in order (pipelined where the server allows) and yield one result per item."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Mailer(Protocol):
+    def session(self) -> AbstractContextManager[MailSession]: ...
+
+
+# --- in memory and outbox ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    envelope_from: str
+    recipient: str
+    data: bytes
+
+
+class _SimpleSession:
+    """A session whose messages go to a callable; shared by the memory and outbox mailers."""
+
+    def __init__(self, deliver: Callable[[str, str, bytes], SendResult]) -> None:
+        self._deliver = deliver
+
+    def send(self, envelope_from: str, recipient: str, data: bytes) -> SendResult:
+        return self._deliver(envelope_from, recipient, data)
+
+    def send_many(self, items: Iterable[tuple[str, str, bytes]]) -> Iterator[SendResult]:
+        for envelope_from, recipient, data in items:
+            yield self._deliver(envelope_from, recipient, data)
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryMailer:
+    """Keeps accepted messages in `.sent`; `responses` can make chosen recipients fail."""
+
+    def __init__(
+        self, responses: Mapping[str, SendResult] | Callable[[str], SendResult | None] | None = None
+    ) -> None:
+        self.sent: list[SentMessage] = []
+        self.sessions_opened = 0
+        self.responses = responses
+        self._lock = threading.Lock()
+
+    def _deliver(self, envelope_from: str, recipient: str, data: bytes) -> SendResult:
+        responses = self.responses
+        canned = responses(recipient) if callable(responses) else (responses or {}).get(recipient)
+        if canned is not None and not canned.ok:
+            return canned
+        with self._lock:
+            self.sent.append(SentMessage(envelope_from, recipient, data))
+            number = len(self.sent)
+        return canned or SendResult(250, f"2.0.0 Ok: queued as mem{number}")
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[MailSession]:
+        with self._lock:
+            self.sessions_opened += 1
+        yield _SimpleSession(self._deliver)
+
+
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
+
+
+class OutboxMailer:
+    """Writes each message to `<directory>/<UTC time>-<hash>.eml`, for development and demos."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+
+    def _deliver(self, envelope_from: str, recipient: str, data: bytes) -> SendResult:
+        head = data[: data.find(b"\r\n\r\n") + 2]
+        match = _MESSAGE_ID.search(head)
+        # the hash keeps names unique and stable; the time prefix makes `ls` show sending order
+        digest = hashlib.sha256((match[1] if match else data) + recipient.encode()).hexdigest()
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        path = self.directory / f"{stamp}-{digest[:16]}.eml"
+        tmp = self.directory / f".{path.name}.tmp"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # atomic: a reader never sees half a message
+        except OSError as error:
+            return SendResult(0, f"cannot write to outbox {self.directory}: {error.strerror}")
+        return SendResult(250, f"2.0.0 Ok: written {path.name}")
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[MailSession]:
+        yield _SimpleSession(self._deliver)
+
+
+# --- SMTP configuration ------------------------------------------------------------------------
+
+_OPTIONS = ("starttls", "max_connections", "rate", "timeout", "pipelining", "verify")
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """One server of the pool, as parsed from an `smtp://` or `smtps://` URL."""
+
+    host: str
+    port: int
+    implicit_tls: bool = False
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    max_connections: int = 4
+    rate: float | None = None  # messages per second on this server; None: as fast as it takes
+    timeout: float = 30.0
+    pipelining: bool = True  # used only when the server advertises PIPELINING
+    verify: bool = True
+
+    @property
+    def display(self) -> str:
+        """The URL without the password, for logs and error messages."""
+        user = f"{self.username}@" if self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'smtps' if self.implicit_tls else 'smtp'}://{user}{host}:{self.port}"
+
+
+def _bool(name: str, value: str, where: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{where}: option {name}={value!r} must be true or false")
+
+
+def _number(name: str, value: str, where: str, kind: type[int] | type[float]) -> float:
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(f"{where}: option {name}={value!r} must be a positive number") from None
+    if number <= 0:
+        raise ValueError(f"{where}: option {name}={value!r} must be a positive number")
+    return number
+
+
+def _parse_one(url: str) -> SmtpServer:
+    where = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)  # never echo a password
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise ValueError(f"SMTP URL {where!r}: {error}") from None
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError(
+            f"SMTP URL {where!r}: scheme must be smtp:// or smtps://, not {parts.scheme or 'nothing'!r}"
+        )
+    if not parts.hostname:
+        raise ValueError(f"SMTP URL {where!r}: no host name")
+    if parts.path not in ("", "/"):
+        raise ValueError(f"SMTP URL {where!r}: unexpected path {parts.path!r}")
+    implicit = parts.scheme == "smtps"
+    values: dict[str, object] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
+        if name not in _OPTIONS:
+            raise ValueError(
+                f"SMTP URL {where!r}: unknown option {name!r} (known: {', '.join(_OPTIONS)})"
+            )
+        if name in ("starttls", "verify"):
+            values[name] = _bool(name, value, f"SMTP URL {where!r}")
+        elif name == "pipelining":
+            if value not in ("auto", "off"):
+                raise ValueError(f"SMTP URL {where!r}: pipelining must be auto or off, not {value!r}")
+            values[name] = value == "auto"
+        elif name == "max_connections":
+            values[name] = int(_number(name, value, f"SMTP URL {where!r}", int))
+        else:
+            values[name] = _number(name, value, f"SMTP URL {where!r}", float)
+    if implicit and values.get("starttls"):
+        raise ValueError(f"SMTP URL {where!r}: smtps:// is already TLS; drop starttls=true")
+    return SmtpServer(
+        host=parts.hostname,
+        port=port or (465 if implicit else 25),
+        implicit_tls=implicit,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        **values,  # type: ignore[arg-type]
+    )
+
+
+def parse_smtp_urls(value: str) -> list[SmtpServer]:
+    """Parse `smtp://user:pass@host:587?starttls=true,smtps://host2` into servers.
+
+    Separate several servers with commas (percent-encode a comma in a password as %2C).
+    Options: starttls, verify (true|false), max_connections, rate (msgs/s), timeout (s),
+    pipelining (auto|off). Raises ValueError with a message naming the offending part.
+    """
+    urls = [u.strip() for u in value.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("SMTP URL is empty; expected e.g. smtp://user:pass@host:587?starttls=true")
+    return [_parse_one(url) for url in urls]
+
+
+# --- SMTP pool ---------------------------------------------------------------------------------
+
+_DOWN_SECONDS = 30.0  # how long a server that refused a connection is skipped
+_THROTTLE_INTERVAL = 0.05  # a throttled server gets at most 20 msgs/s, halved per further 421
+_THROTTLE_MAX_LEVEL = 6
+_THROTTLE_RECOVER_SECONDS = 30.0  # each quiet period halves the slowdown again
+
+
+class _ServerState:
+    """Connection slots, pacing and health of one server, shared by all sessions."""
+
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
+        self.slots = threading.BoundedSemaphore(server.max_connections)
+        self.active = 0
+        self.down_until = 0.0
+        self.level = 0  # throttle level: 0 is full speed
+        self.level_changed = 0.0
+        self._next_slot = 0.0
+        self._lock = threading.Lock()
+
+    def throttle(self) -> None:
+        with self._lock:
+            self.level = min(self.level + 1, _THROTTLE_MAX_LEVEL)
+            self.level_changed = time.monotonic()
+
+    def pace(self) -> None:
+        """Sleep until this server may take another message (rate and throttling)."""
+        with self._lock:
+            now = time.monotonic()
+            if self.level and now - self.level_changed > _THROTTLE_RECOVER_SECONDS:
+                self.level -= 1
+                self.level_changed = now
+            interval = 1.0 / self.server.rate if self.server.rate else 0.0
+            if self.level:
+                interval = max(interval, _THROTTLE_INTERVAL * 2 ** (self.level - 1))
+            if not interval:
+                return
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+class _Disconnected(Exception):
+    """The connection is gone; `data_sent` says whether the current message may have arrived."""
+
+    def __init__(self, reason: str, data_sent: bool) -> None:
+        super().__init__(reason)
+        self.data_sent = data_sent
+
+
+def _stuff(data: bytes) -> bytes:
+    """CRLF line endings and leading dots doubled (RFC 5321 §4.5.2), plus the final CRLF."""
+    if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
+        data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    if data.startswith(b"."):
+        data = b"." + data
+    data = data.replace(b"\n.", b"\n..")
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
+_BAD_ADDRESS = re.compile(r"[\s<>\x00-\x1f\x7f]")
+
+
+class _SMTPSession:
+    """One SMTP connection for a batch, reconnecting (maybe to another server) when dropped."""
+
+    def __init__(self, mailer: SMTPMailer) -> None:
+        self._mailer = mailer
+        self._state: _ServerState | None = None
+        self._conn: smtplib.SMTP | None = None
+        self._pipelining = False
+        self._dead: str | None = None  # set when no server could be reached: fail fast after
+
+    # connection handling
+
+    def _connect(self) -> None:
+        errors: list[str] = []
+        for state in self._mailer._candidates():
+            if not state.slots.acquire(timeout=state.server.timeout):
+                errors.append(f"{state.server.display}: all connections busy")
+                continue
+            try:
+                conn = self._open(state.server)
+            except (OSError, smtplib.SMTPException) as error:
+                state.slots.release()
+                state.down_until = time.monotonic() + _DOWN_SECONDS
+                errors.append(f"{state.server.display}: {_describe(error)}")
+                continue
+            with self._mailer._lock:
+                state.active += 1
+            self._state, self._conn = state, conn
+            self._pipelining = state.server.pipelining and conn.has_extn("pipelining")
+            return
+        self._dead = "no SMTP server reachable: " + "; ".join(errors)
+        raise _Disconnected(self._dead, data_sent=False)
+
+    def _open(self, server: SmtpServer) -> smtplib.SMTP:
+        context = ssl.create_default_context()
+        if not server.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        conn: smtplib.SMTP
+        if server.implicit_tls:
+            conn = smtplib.SMTP_SSL(timeout=server.timeout, context=context)
+        else:
+            conn = smtplib.SMTP(timeout=server.timeout)
+        try:
+            code, text = conn.connect(server.host, server.port)
+            if code != 220:
+                if code == 421:
+                    self._mailer._state_for(server).throttle()
+                raise smtplib.SMTPConnectError(code, text)
+            conn.ehlo()
+            if server.starttls:
+                # never fall back to plain text when TLS was asked for
+                conn.starttls(context=context)
+                conn.ehlo()
+            if server.username:
+                conn.login(server.username, server.password or "")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _drop(self) -> None:
+        conn, state = self._conn, self._state
+        self._conn = self._state = None
+        if conn is not None:
+            conn.close()
+        if state is not None:
+            with self._mailer._lock:
+                state.active -= 1
+            state.slots.release()
+
+    def close(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                conn.putcmd("quit")
+                conn.getreply()
+        self._drop()
+
+    # the protocol
+
+    def _write(self, data: bytes, data_sent: bool = False) -> None:
+        assert self._conn is not None
+        try:
+            self._conn.send(data)
+        except (OSError, smtplib.SMTPServerDisconnected) as error:
+            self._drop()
+            raise _Disconnected(_describe(error), data_sent) from None
+
+    def _reply(self, data_sent: bool = False) -> SendResult:
+        assert self._conn is not None
+        try:
+            code, text = self._conn.getreply()
+        except (OSError, smtplib.SMTPServerDisconnected) as error:
+            self._drop()
+            raise _Disconnected(_describe(error), data_sent) from None
+        result = SendResult(max(code, 0), text.decode("utf-8", "replace").replace("\n", " "))
+        if result.throttled and self._state is not None:
+            self._state.throttle()
+        if code == 421:  # the server is closing the connection
+            self._drop()
+        return result
+
+    def _replies(self, count: int) -> list[SendResult]:
+        """Read up to `count` replies; after a 421 the server has hung up, so it repeats."""
+        replies: list[SendResult] = []
+        while len(replies) < count:
+            if self._conn is None:
+                replies.append(replies[-1])
+            else:
+                replies.append(self._reply())
+        return replies
+
+    def send(self, envelope_from: str, recipient: str, data: bytes) -> SendResult:
+        return next(iter(self.send_many([(envelope_from, recipient, data)])))
+
+    def send_many(self, items: Iterable[tuple[str, str, bytes]]) -> Iterator[SendResult]:
+        queue = iter(items)
+        item = next(queue, None)
+        following = next(queue, None) if item is not None else None
+        presented = False  # item's MAIL/RCPT/DATA already went out behind the previous message
+        retried = False
+        while item is not None:
+            try:
+                result, presented = self._send_one(item, following, presented)
+            except _Disconnected as lost:
+                presented = False
+                if not (lost.data_sent or retried or self._dead):
+                    retried = True  # none of this message reached the server: try once more
+                    continue
+                # the message may have arrived: report no answer, never guess success
+                result = SendResult(0, f"connection lost: {lost}" if lost.data_sent else str(lost))
+            yield result
+            item, retried = following, False
+            following = next(queue, None) if following is not None else None
+
+    def _send_one(
+        self, item: tuple[str, str, bytes], following: tuple[str, str, bytes] | None, presented: bool
+    ) -> tuple[SendResult, bool]:
+        """Send one message; returns its result and whether `following`'s commands went out."""
+        envelope_from, recipient, data = item
+        if not _valid_envelope(envelope_from, recipient):
+            return SendResult(501, "5.1.3 not sent: malformed envelope address"), False
+        if self._dead is not None:
+            return SendResult(0, self._dead), False
+        if self._conn is None:
+            presented = False
+            self._connect()
+        assert self._conn is not None and self._state is not None
+        utf8 = not (envelope_from + recipient).isascii()
+        if utf8 and not self._conn.has_extn("smtputf8"):
+            return SendResult(553, "5.6.7 not sent: server does not support SMTPUTF8"), False
+        self._state.pace()
+
+        commands = _commands(envelope_from, recipient)
+        if self._pipelining:
+            if not presented:
+                self._write(b"".join(commands))
+            mail, rcpt, start = self._replies(3)
+        else:
+            replies: list[SendResult] = []
+            for command in commands:
+                self._write(command)
+                replies += self._replies(1)
+                if not 200 <= replies[-1].code < 400:
+                    break
+            mail, rcpt, start = (replies + [replies[-1]] * 2)[:3]
+        if start.code != 354:
+            failure = next(r for r in (mail, rcpt, start) if not 200 <= r.code < 400)
+            if self._conn is not None:
+                self._write(b"RSET\r\n")  # MAIL may have been accepted: clear the transaction
+                self._replies(1)
+            return failure, False
+
+        payload = _stuff(data) + b".\r\n"
+        pipelined = (
+            self._pipelining and following is not None and following[0] + following[1] != ""
+            and _valid_envelope(following[0], following[1])
+            and (following[0] + following[1]).isascii()
+        )
+        if pipelined:
+            # RFC 2920 §3.1: message content may open a group; the next MAIL/RCPT/DATA follow it,
+            # which saves a round trip per message
+            assert following is not None
+            payload += b"".join(_commands(following[0], following[1]))
+        self._write(payload, data_sent=True)
+        result = self._reply(data_sent=True)
+        return result, pipelined and self._conn is not None
+
+
+def _commands(envelope_from: str, recipient: str) -> list[bytes]:
+    option = "" if (envelope_from + recipient).isascii() else " SMTPUTF8"
+    return [
+        f"MAIL FROM:<{envelope_from}>{option}\r\n".encode(),
+        f"RCPT TO:<{recipient}>\r\n".encode(),
+        b"DATA\r\n",
+    ]
+
+
+def _valid_envelope(envelope_from: str, recipient: str) -> bool:
+    # an empty MAIL FROM (null sender) is legal; an empty recipient is not
+    return bool(recipient) and not _BAD_ADDRESS.search(envelope_from + recipient)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, smtplib.SMTPResponseException):
+        text = error.smtp_error
+        return f"{error.smtp_code} {text.decode('utf-8', 'replace') if isinstance(text, bytes) else text}"
+    if isinstance(error, socket.timeout):
+        return "timed out"
+    return str(error) or type(error).__name__
+
+
+class SMTPMailer:
+    """A pool of SMTP servers: least-loaded first, throttled and unreachable servers last."""
+
+    def __init__(self, servers: list[SmtpServer] | str) -> None:
+        if isinstance(servers, str):
+            servers = parse_smtp_urls(servers)
+        if not servers:
+            raise ValueError("SMTPMailer needs at least one server")
+        self.servers = servers
+        self._states = [_ServerState(s) for s in servers]
+        self._lock = threading.Lock()
+        self._turn = itertools.count()
+
+    def _state_for(self, server: SmtpServer) -> _ServerState:
+        return next(s for s in self._states if s.server is server)
+
+    def _candidates(self) -> list[_ServerState]:
+        """Servers in the order to try: up before down, then unthrottled, least loaded, rotating."""
+        now = time.monotonic()
+        turn = next(self._turn)
+        count = len(self._states)
+        with self._lock:
+            return sorted(
+                self._states,
+                key=lambda s: (
+                    s.down_until > now,
+                    s.level,
+                    s.active / s.server.max_connections,
+                    (self._states.index(s) - turn) % count,
+                ),
+            )
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[MailSession]:
+        session = _SMTPSession(self)
+        try:
+            yield session
+        finally:
+            session.close()
+
+
+def get_mailer(smtp_url: str | None, outbox_dir: Path) -> Mailer:
+    """SMTP when a URL is configured, else `.eml` files in the outbox directory."""
+    if smtp_url:
+        return SMTPMailer(parse_smtp_urls(smtp_url))
+    return OutboxMailer(outbox_dir)

@@ -1,0 +1,460 @@
+"""Turn a campaign rendered once plus one recipient into signed, ready-to-send MIME bytes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import html
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+__all__ = [
+    "NAME_PLACEHOLDER",
+    "CampaignMessage",
+    "DkimKeyError",
+    "DkimSigner",
+    "InvalidHeader",
+    "Recipient",
+    "clean_value",
+]
+
+NAME_PLACEHOLDER = "%%NAME%%"
+# Any %%UPPER_CASE%% token in the rendered parts is a slot; rendering.py decides which ones exist.
+PLACEHOLDER = re.compile(r"%%[A-Z][A-Z0-9_]*%%")
+
+# C0/C1 controls, DEL and the Unicode line/paragraph separators: any of them in a header could
+# start a new header line in some parser, and none of them belongs in a name or a subject.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(?: [A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*")
+_ADDR_SPEC = re.compile(r"[^\s<>()\[\],;:\\\"@\x00-\x1f\x7f]+@[^\s<>()\[\],;:\\\"@\x00-\x1f\x7f]+")
+_MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
+_URL = re.compile(r"[^\s<>\x00-\x1f\x7f]+")
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ':'
+_CRLF = b"\r\n"
+_SOFT_BREAK = b"=\r\n"
+_MAX_HEADER_LINE = 78
+_WORD_BYTES = 39  # 39 UTF-8 bytes -> 52 base64 chars -> a 64-char encoded word (RFC 2047 max 75)
+
+# Headers this module writes itself; callers may not smuggle a second copy in via `headers=`.
+_OWN_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "From", "To", "Reply-To", "Subject", "Date", "Message-ID", "MIME-Version", "List-Id",
+        "List-Unsubscribe", "List-Unsubscribe-Post", "Content-Type", "Content-Transfer-Encoding",
+        "DKIM-Signature", "Bcc", "Cc", "Sender",
+    )
+)
+
+
+class InvalidHeader(ValueError):
+    """An address, Message-ID, URL or header name that cannot be written into a header safely."""
+
+
+class DkimKeyError(ValueError):
+    """The DKIM key or its domain/selector cannot be used for signing."""
+
+
+def clean_value(value: str) -> str:
+    """Replace each run of control or line-separator characters with one space."""
+    return _CONTROLS.sub(" ", value)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """The personal parts of one delivery."""
+
+    email: str
+    name: str | None
+    message_id: str  # full "<...@domain>" form
+    unsubscribe_url: str
+    values: Mapping[str, str] = field(default_factory=dict)  # placeholder -> raw (unescaped) value
+
+
+# --- header encoding -------------------------------------------------------------------------
+
+
+def _encoded_words(text: str) -> str:
+    """RFC 2047 B-encoded words, split on character boundaries and folded one word per line."""
+    words: list[str] = []
+    chunk = bytearray()
+    for char in text:
+        encoded = char.encode("utf-8")
+        if len(chunk) + len(encoded) > _WORD_BYTES:
+            words.append(base64.b64encode(chunk).decode("ascii"))
+            chunk.clear()
+        chunk += encoded
+    if chunk:
+        words.append(base64.b64encode(chunk).decode("ascii"))
+    return "\r\n ".join(f"=?utf-8?b?{w}?=" for w in words)
+
+
+def _needs_encoding(text: str) -> bool:
+    # "=?" would otherwise be decoded by the reader as an encoded word that was never meant.
+    return not text.isascii() or "=?" in text
+
+
+def _phrase(name: str) -> str:
+    """A display name as an RFC 5322 phrase: atoms, a quoted string or encoded words."""
+    if _needs_encoding(name):
+        return _encoded_words(name)
+    if _ATOM_PHRASE.fullmatch(name):
+        return name
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _unstructured(text: str, prefix: int) -> str:
+    """An unstructured header value (e.g. Subject), folded at spaces or encoded."""
+    if _needs_encoding(text):
+        return _encoded_words(text)
+    if prefix + len(text) <= _MAX_HEADER_LINE or " " not in text:
+        return text
+    lines: list[str] = []
+    words: list[str] = []
+    width = prefix
+    for word in text.split(" "):
+        # fold only before a non-empty word, so no line is whitespace alone
+        if words and word and width + 1 + len(word) > _MAX_HEADER_LINE:
+            lines.append(" ".join(words))
+            words, width = [word], 1 + len(word)  # the fold's space stands for the one split at
+        else:
+            width += (1 if words else 0) + len(word)
+            words.append(word)
+    lines.append(" ".join(words))
+    return "\r\n ".join(lines)
+
+
+def _addr_spec(email: str) -> str:
+    email = email.strip()
+    if not _ADDR_SPEC.fullmatch(email):
+        raise InvalidHeader(f"not a usable email address: {email!r}")
+    local, _, domain = email.rpartition("@")
+    if not domain.isascii():
+        domain = domain.encode("idna").decode("ascii")
+    return f"{local}@{domain}"
+
+
+def _address(name: str | None, email: str) -> str:
+    """`Display Name <addr>`; the name is cleaned of controls first, so it can never start a header."""
+    spec = _addr_spec(email)
+    display = clean_value(name).strip() if name else ""
+    return f"{_phrase(display)} <{spec}>" if display else spec
+
+
+def _header(name: str, value: str) -> str:
+    return f"{name}: {value}\r\n"
+
+
+# --- quoted-printable skeleton --------------------------------------------------------------
+
+
+def _qp(text: str) -> bytes:
+    """Quoted-printable with CRLF hard breaks and soft breaks keeping lines within 76 chars."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", _CRLF)
+
+
+def _qp_value(value: str) -> bytes:
+    # Values were cleaned of line breaks, so this is one soft-wrapped logical line.
+    return binascii.b2a_qp(value.encode("utf-8"), istext=True).replace(b"\n", _CRLF)
+
+
+def _skeleton(content: str) -> list[bytes | str]:
+    """Encoded literal chunks with placeholder names (str) in between.
+
+    Every placeholder sits between soft line breaks, so each substituted value starts a fresh QP
+    line and no substitution can split an escape or push a line past 76 characters.
+    """
+    pieces: list[bytes | str] = []
+    literals = PLACEHOLDER.split(content)
+    slots = PLACEHOLDER.findall(content)
+    for i, literal in enumerate(literals):
+        encoded = _qp(literal)
+        first, last = i == 0, i == len(literals) - 1
+        chunk = b""
+        if not first:
+            chunk += _SOFT_BREAK
+        chunk += encoded
+        if not last and encoded and not encoded.endswith(_CRLF):
+            chunk += _SOFT_BREAK
+        if last and not encoded and chunk.endswith(_SOFT_BREAK):
+            # a trailing soft break would dangle against the closing boundary
+            chunk = b""
+        if chunk:
+            pieces.append(chunk)
+        if not last:
+            pieces.append(slots[i])
+    return pieces
+
+
+class CampaignMessage:
+    """One campaign's message, pre-encoded once; `render()` adds a recipient in microseconds.
+
+    `list_id` is either the bare id (`weekly.news.example.org`) or `Name <weekly.news.example.org>`.
+    Placeholders missing from a recipient's `values` stay as they are, except `%%NAME%%`, which
+    falls back to the recipient's name and then to `name_fallback`.
+    """
+
+    def __init__(
+        self,
+        *,
+        subject: str,
+        from_email: str,
+        from_name: str | None,
+        list_id: str,
+        html: str,
+        text: str,
+        reply_to: str | None = None,
+        unsubscribe_mailto: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        dkim: DkimSigner | None = None,
+        name_fallback: str = "reader",
+    ) -> None:
+        self.dkim = dkim
+        self.name_fallback = name_fallback
+        subject = clean_value(subject).strip()
+
+        # Hand-written composer for speed: EmailMessage + as_bytes() costs ~4 ms per recipient.
+        head = [_header("From", _address(from_name, from_email))]
+        if reply_to:
+            head.append(_header("Reply-To", _address(None, reply_to)))
+        self._head_from = "".join(head).encode("utf-8")
+        self._head_subject = _header("Subject", _unstructured(subject, len("Subject: "))).encode()
+
+        list_name, _, list_addr = clean_value(list_id).rpartition("<")
+        list_addr = list_addr.strip().rstrip(">").strip()
+        if not _URL.fullmatch(list_addr):
+            raise InvalidHeader(f"not a usable List-Id: {list_id!r}")
+        list_value = f"<{list_addr}>"
+        if list_name.strip():
+            list_value = f"{_phrase(list_name.strip())} {list_value}"
+        self._head_list = (_header("MIME-Version", "1.0") + _header("List-Id", list_value)).encode()
+
+        self._mailto = ""
+        if unsubscribe_mailto:
+            mailto = unsubscribe_mailto.strip()
+            if not mailto.startswith("mailto:"):
+                mailto = "mailto:" + mailto
+            if not _URL.fullmatch(mailto):
+                raise InvalidHeader(f"not a usable unsubscribe mailto: {unsubscribe_mailto!r}")
+            self._mailto = mailto
+
+        self._boundary = "=_nl_" + secrets.token_hex(12)  # "=_" cannot occur in QP-encoded text
+        tail = [_header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
+        for name, value in (headers or {}).items():
+            if not _HEADER_NAME.fullmatch(name) or name.lower() in _OWN_HEADERS:
+                raise InvalidHeader(f"cannot add header {name!r}")
+            tail.append(_header(name, _unstructured(clean_value(value).strip(), len(name) + 2)))
+        tail.append(_header("Content-Type", f'multipart/alternative; boundary="{self._boundary}"'))
+        tail.append("\r\n")
+        self._head_tail = "".join(tail).encode("utf-8")
+
+        def part_head(subtype: str) -> bytes:
+            return (
+                f"--{self._boundary}\r\n"
+                f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+                "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+            ).encode("ascii")
+
+        # Body pieces: bytes are final; a (placeholder, is_html) tuple is filled per recipient.
+        body: list[bytes | tuple[str, bool]] = [part_head("plain")]
+        body += [p if isinstance(p, bytes) else (p, False) for p in _skeleton(text)]
+        body.append(b"\r\n" + part_head("html"))
+        body += [p if isinstance(p, bytes) else (p, True) for p in _skeleton(html)]
+        body.append(f"\r\n--{self._boundary}--\r\n".encode("ascii"))
+        self._body = [p if isinstance(p, bytes) else b"" for p in body]
+        # No piece ends in whitespace (QP encodes it) and slots sit next to CRLF or "=", so the
+        # relaxed body canonicalisation can be done piecewise: literals once, values per recipient.
+        self._body_relaxed = [_relaxed_piece(p) for p in self._body]
+        self._slots = [(i, p[0], p[1]) for i, p in enumerate(body) if isinstance(p, tuple)]
+        self._date_second = -1
+        self._date = b""
+
+    def _date_header(self) -> bytes:
+        # formatdate costs more than the rest of the headers together; one per second is enough.
+        now = int(time.time())
+        if now != self._date_second:
+            self._date = _header("Date", formatdate(now, usegmt=True)).encode("ascii")
+            self._date_second = now
+        return self._date
+
+    def render(self, recipient: Recipient) -> bytes:
+        """The complete message for one recipient, CRLF line endings, DKIM-signed if configured."""
+        message_id = recipient.message_id.strip()
+        if not _MESSAGE_ID.fullmatch(message_id):
+            raise InvalidHeader(f"not a usable Message-ID: {recipient.message_id!r}")
+        url = recipient.unsubscribe_url.strip()
+        if not _URL.fullmatch(url):
+            raise InvalidHeader(f"not a usable unsubscribe URL: {recipient.unsubscribe_url!r}")
+        unsubscribe = f"<{url}>"
+        if self._mailto:
+            sep = ",\r\n " if len(unsubscribe) + len(self._mailto) > 50 else ", "
+            unsubscribe = f"{unsubscribe}{sep}<{self._mailto}>"
+
+        values = recipient.values
+        encoded: dict[tuple[str, bool], bytes] = {}
+        body = self._body.copy()
+        relaxed = self._body_relaxed.copy() if self.dkim else None
+        for index, placeholder, is_html in self._slots:
+            key = (placeholder, is_html)
+            piece = encoded.get(key)
+            if piece is None:
+                value = values.get(placeholder)
+                if placeholder == NAME_PLACEHOLDER and not value:
+                    value = recipient.name or self.name_fallback
+                value = placeholder if value is None else clean_value(value)
+                piece = _qp_value(html.escape(value, quote=True) if is_html else value)
+                encoded[key] = piece
+            body[index] = piece
+            if relaxed is not None:
+                relaxed[index] = _relaxed_piece(piece)
+
+        message = b"".join(
+            (
+                self._head_from,
+                _header("To", _address(recipient.name, recipient.email)).encode("utf-8"),
+                self._head_subject,
+                self._date_header(),
+                _header("Message-ID", message_id).encode("ascii"),
+                self._head_list,
+                _header("List-Unsubscribe", unsubscribe).encode("ascii"),
+                self._head_tail,
+                *body,
+            )
+        )
+        if self.dkim is None or relaxed is None:
+            return message
+        return self.dkim.sign(message, body_hash=hashlib.sha256(b"".join(relaxed)).digest())
+
+
+# --- DKIM ------------------------------------------------------------------------------------
+
+# Signed when present, in this order; the second list is signed once more than it occurs
+# ("over-signing"), so nobody can add another From or List-Unsubscribe after signing.
+_DKIM_HEADERS = (
+    "from", "to", "subject", "date", "message-id", "reply-to", "mime-version", "content-type",
+    "list-id", "list-unsubscribe", "list-unsubscribe-post", "feedback-id",
+)
+_DKIM_OVERSIGN = ("from", "to", "subject", "reply-to", "list-unsubscribe", "list-unsubscribe-post")
+_FIELD_SPLIT = re.compile(rb"\r\n(?![ \t])")
+_WSP_RUN = re.compile(rb"[ \t]+")
+_WSP_EOL = re.compile(rb"[ \t]+\r\n")
+_DKIM_TOKEN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-_]*[A-Za-z0-9])?")
+
+
+def _relaxed_body(body: bytes) -> bytes:
+    """RFC 6376 §3.4.4: collapse and strip line-end whitespace, drop trailing empty lines."""
+    if b" \r\n" in body or b"\t" in body or b"  " in body or body.endswith(b" "):
+        body = _WSP_EOL.sub(b"\r\n", body)
+        body = _WSP_RUN.sub(b" ", body).rstrip(b" ")
+    body = body.rstrip(b"\r\n")
+    return body + b"\r\n" if body else b""
+
+
+def _relaxed_piece(piece: bytes) -> bytes:
+    if b"\t" in piece or b"  " in piece or b" \r\n" in piece:
+        return _WSP_RUN.sub(b" ", _WSP_EOL.sub(b"\r\n", piece))
+    return piece
+
+
+def _relaxed_header(field_: bytes) -> bytes:
+    """RFC 6376 §3.4.2: lowercase name, unfold, collapse whitespace, trim around the colon."""
+    name, _, value = field_.partition(b":")
+    value = _WSP_RUN.sub(b" ", value.replace(b"\r\n", b"")).strip(b" \t")
+    return name.strip(b" \t").lower() + b":" + value
+
+
+class DkimSigner:
+    """DKIM signatures (relaxed/relaxed) with an RSA or Ed25519 key loaded once."""
+
+    def __init__(self, domain: str, selector: str, private_key_pem: bytes) -> None:
+        if not _DKIM_TOKEN.fullmatch(domain) or "." not in domain:
+            raise DkimKeyError(f"DKIM domain {domain!r} is not a domain name")
+        if not _DKIM_TOKEN.fullmatch(selector):
+            raise DkimKeyError(f"DKIM selector {selector!r} is not a valid selector")
+        try:
+            key = serialization.load_pem_private_key(private_key_pem, password=None)
+        except (ValueError, TypeError) as error:
+            raise DkimKeyError(f"cannot read the DKIM key (unencrypted PEM expected): {error}") from None
+        if isinstance(key, rsa.RSAPrivateKey):
+            if key.key_size < 1024:
+                raise DkimKeyError(f"DKIM RSA key has {key.key_size} bits; use 2048")
+            self.algorithm = "rsa-sha256"
+        elif isinstance(key, ed25519.Ed25519PrivateKey):
+            self.algorithm = "ed25519-sha256"
+        else:
+            raise DkimKeyError("DKIM key must be RSA or Ed25519")
+        self.domain = domain
+        self.selector = selector
+        self._key = key
+
+    @classmethod
+    def from_file(cls, domain: str, selector: str, path: str | Path) -> DkimSigner:
+        try:
+            pem = Path(path).read_bytes()
+        except OSError as error:
+            raise DkimKeyError(f"cannot read DKIM key file {path}: {error.strerror}") from None
+        return cls(domain, selector, pem)
+
+    def dns_record(self) -> str:
+        """The TXT record to publish at `<selector>._domainkey.<domain>`."""
+        public = self._key.public_key()
+        if isinstance(public, ed25519.Ed25519PublicKey):
+            raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            return f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode()}"
+        der = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+    def sign(self, message: bytes, *, body_hash: bytes | None = None) -> bytes:
+        """The message with a DKIM-Signature header prepended.
+
+        `body_hash` is the SHA-256 of the relaxed-canonical body when the caller already has it.
+        Signs through `cryptography` (OpenSSL) with our own canonicalisation: dkimpy's signer
+        parses and canonicalises in pure Python and costs ~9 ms per message against ~0.8 ms.
+        """
+        end = message.find(b"\r\n\r\n")
+        if end < 0:
+            raise ValueError("message has no CRLF CRLF between header and body")
+        if body_hash is None:
+            body_hash = hashlib.sha256(_relaxed_body(message[end + 4 :])).digest()
+
+        fields: dict[bytes, list[bytes]] = {}
+        for raw in _FIELD_SPLIT.split(message[:end]):
+            fields.setdefault(raw.partition(b":")[0].strip().lower(), []).append(raw)
+        signed: list[str] = []
+        canonical: list[bytes] = []
+        for name in _DKIM_HEADERS:
+            instances = fields.get(name.encode(), [])
+            # several instances are signed bottom-up (RFC 6376 §5.4.2)
+            for raw in reversed(instances):
+                signed.append(name)
+                canonical.append(_relaxed_header(raw) + _CRLF)
+            if name in _DKIM_OVERSIGN:
+                signed.append(name)
+
+        head = (
+            f"DKIM-Signature: v=1; a={self.algorithm}; c=relaxed/relaxed; d={self.domain};\r\n"
+            f" s={self.selector}; t={int(time.time())};\r\n"
+            f" h={':'.join(signed)};\r\n"
+            f" bh={base64.b64encode(body_hash).decode()};\r\n"
+            " b="
+        ).encode("ascii")
+        canonical.append(_relaxed_header(head))
+        data = b"".join(canonical)
+        if isinstance(self._key, rsa.RSAPrivateKey):
+            signature = self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        else:  # RFC 8463: Ed25519 signs the SHA-256 digest
+            signature = self._key.sign(hashlib.sha256(data).digest())
+        b64 = base64.b64encode(signature)
+        folded = b"\r\n ".join(b64[i : i + 72] for i in range(0, len(b64), 72))
+        return head + folded + _CRLF + message

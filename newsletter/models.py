@@ -1,0 +1,390 @@
+"""The tables: lists, subscribers and their consent, digests, campaigns and the send-tracking ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from newsletter.db import BigID, Base, JSONType, UTCDateTime, created_at, intpk, updated_at
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored by value as VARCHAR + CHECK: portable, readable in psql, and new values need no type migration.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+def email_hash(email: str) -> str:
+    """The key suppressions are matched by, so an erased address stays suppressed without being stored."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+class OptIn(enum.StrEnum):
+    single = "single"
+    double = "double"
+
+
+class Visibility(enum.StrEnum):
+    public = "public"
+    private = "private"
+
+
+class SubscriberStatus(enum.StrEnum):
+    active = "active"
+    blocklisted = "blocklisted"
+
+
+class SubscriptionStatus(enum.StrEnum):
+    pending = "pending"
+    confirmed = "confirmed"
+    unsubscribed = "unsubscribed"
+
+
+class SubscriptionSource(enum.StrEnum):
+    form = "form"
+    import_ = "import"
+    api = "api"
+    admin = "admin"
+
+
+class CampaignStatus(enum.StrEnum):
+    draft = "draft"
+    scheduled = "scheduled"
+    sending = "sending"
+    paused = "paused"
+    finished = "finished"
+    cancelled = "cancelled"
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"
+    sending = "sending"
+    sent = "sent"
+    failed = "failed"
+    unknown = "unknown"
+    skipped = "skipped"
+
+
+TERMINAL_DELIVERY_STATUSES = (
+    DeliveryStatus.sent,
+    DeliveryStatus.failed,
+    DeliveryStatus.unknown,
+    DeliveryStatus.skipped,
+)
+
+
+class EventType(enum.StrEnum):
+    open = "open"
+    click = "click"
+    unsubscribe = "unsubscribe"
+    bounce = "bounce"
+    complaint = "complaint"
+    confirm = "confirm"
+
+
+class SuppressionReason(enum.StrEnum):
+    hard_bounce = "hard_bounce"
+    complaint = "complaint"
+    manual = "manual"
+    erased = "erased"
+
+
+class Role(enum.StrEnum):
+    admin = "admin"
+    editor = "editor"
+
+
+class MailingList(Base):
+    __tablename__ = "mailing_lists"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    from_name: Mapped[str] = mapped_column(String(255), default="")
+    from_email: Mapped[str] = mapped_column(String(320))
+    reply_to: Mapped[str | None] = mapped_column(String(320))
+    opt_in: Mapped[OptIn] = mapped_column(_enum(OptIn, "opt_in"), default=OptIn.double)
+    visibility: Mapped[Visibility] = mapped_column(_enum(Visibility, "visibility"), default=Visibility.public)
+    postal_address: Mapped[str] = mapped_column(Text, default="")
+    # Publication name, logo URL, accent colour: see rendering.Theme.
+    theme: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    tracking: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Extra attributes the subscribe form asks for, e.g. [{"name": "city", "label": "City"}].
+    form_fields: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    cors_origins: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]
+
+    subscriptions: Mapped[list[Subscription]] = relationship(back_populates="mailing_list")
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[intpk]
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    email_hash: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    status: Mapped[SubscriberStatus] = mapped_column(
+        _enum(SubscriberStatus, "subscriber_status"), default=SubscriberStatus.active
+    )
+    created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]
+
+    subscriptions: Mapped[list[Subscription]] = relationship(back_populates="subscriber", cascade="all, delete-orphan")
+
+
+class Subscription(Base):
+    """The consent record: who joined which list, how, when, from where, and how they left."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "list_id"),
+        Index("ix_subscriptions_list_id_status", "list_id", "status"),
+    )
+
+    id: Mapped[intpk]
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
+    status: Mapped[SubscriptionStatus] = mapped_column(
+        _enum(SubscriptionStatus, "subscription_status"), default=SubscriptionStatus.pending
+    )
+    source: Mapped[SubscriptionSource] = mapped_column(
+        _enum(SubscriptionSource, "subscription_source"), default=SubscriptionSource.form
+    )
+    consent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    consent_ip: Mapped[str | None] = mapped_column(String(45))
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    confirmation_sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    unsubscribed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # one-click | page | admin | bounce | complaint | preferences | import
+    unsubscribe_source: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    # Digest sections this subscriber wants; None means all.
+    sections: Mapped[list[str] | None] = mapped_column(JSONType)
+    created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
+    mailing_list: Mapped[MailingList] = relationship(back_populates="subscriptions")
+
+
+class Digest(Base):
+    """A published issue. Immutable once stored: campaigns and the archive render from these rows."""
+
+    __tablename__ = "digests"
+
+    id: Mapped[intpk]
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    title: Mapped[str] = mapped_column(String(500))
+    date: Mapped[dt.date] = mapped_column(Date, index=True)
+    intro: Mapped[str | None] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    published_at: Mapped[created_at]
+
+    items: Mapped[list[DigestItem]] = relationship(
+        back_populates="digest", order_by="DigestItem.position", cascade="all, delete-orphan"
+    )
+
+
+class DigestItem(Base):
+    __tablename__ = "digest_items"
+    __table_args__ = (UniqueConstraint("digest_id", "position"),)
+
+    id: Mapped[intpk]
+    digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    headline: Mapped[str] = mapped_column(String(500))
+    source: Mapped[str] = mapped_column(String(255))
+    url: Mapped[str] = mapped_column(Text)
+    date: Mapped[dt.date | None] = mapped_column(Date)
+    section: Mapped[str | None] = mapped_column(String(255))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    image: Mapped[str | None] = mapped_column(Text)
+    image_alt: Mapped[str | None] = mapped_column(String(500))
+
+    digest: Mapped[Digest] = relationship(back_populates="items")
+
+
+class Template(Base):
+    """An editor-supplied digest template, rendered in Jinja2's sandbox."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    source: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]
+
+
+campaign_lists = Table(
+    "campaign_lists",
+    Base.metadata,
+    Column("campaign_id", ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("list_id", ForeignKey("mailing_lists.id", ondelete="RESTRICT"), primary_key=True),
+)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_status_scheduled_at", "status", "scheduled_at"),)
+
+    id: Mapped[intpk]
+    digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="RESTRICT"), index=True)
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id", ondelete="SET NULL"))
+    subject: Mapped[str] = mapped_column(String(500))
+    status: Mapped[CampaignStatus] = mapped_column(
+        _enum(CampaignStatus, "campaign_status"), default=CampaignStatus.draft
+    )
+    scheduled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    planned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # Rendered once when the campaign is planned; per recipient only placeholders are substituted.
+    html: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    recipient_count: Mapped[int] = mapped_column(Integer, default=0)
+    pause_reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]
+
+    digest: Mapped[Digest] = relationship()
+    lists: Mapped[list[MailingList]] = relationship(secondary=campaign_lists, order_by=MailingList.id)
+    links: Mapped[list[Link]] = relationship(order_by="Link.position", cascade="all, delete-orphan")
+
+
+class Delivery(Base):
+    """The send-tracking ledger: one row per (campaign, subscriber), the single source of truth."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "subscriber_id"),
+        # claim: due pending rows of one campaign by id range; stats: counts per status.
+        Index("ix_deliveries_campaign_id_status_id", "campaign_id", "status", "id"),
+        # sweep: rows stuck in sending past their lease.
+        Index(
+            "ix_deliveries_sending_claimed_at",
+            "claimed_at",
+            postgresql_where=text("status = 'sending'"),
+            sqlite_where=text("status = 'sending'"),
+        ),
+    )
+
+    id: Mapped[intpk]
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    # The list whose subscription put this recipient in the campaign (footer, unsubscribe scope).
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.pending
+    )
+    attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    smtp_code: Mapped[int | None] = mapped_column(SmallInteger)
+    smtp_text: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[created_at]
+
+
+class Link(Base):
+    """A URL a campaign links to; click tracking redirects only to these."""
+
+    __tablename__ = "links"
+    __table_args__ = (UniqueConstraint("campaign_id", "position"),)
+
+    id: Mapped[intpk]
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_campaign_id_type", "campaign_id", "type"),
+        Index("ix_events_delivery_id_type", "delivery_id", "type"),
+    )
+
+    id: Mapped[intpk]
+    type: Mapped[EventType] = mapped_column(_enum(EventType, "event_type"))
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), index=True)
+    list_id: Mapped[int | None] = mapped_column(ForeignKey("mailing_lists.id", ondelete="SET NULL"))
+    link_id: Mapped[int | None] = mapped_column(ForeignKey("links.id", ondelete="SET NULL"))
+    url: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[created_at]
+
+
+class Suppression(Base):
+    """Addresses that are never mailed. Matched by hash so erased addresses need not be kept."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[intpk]
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    reason: Mapped[SuppressionReason] = mapped_column(_enum(SuppressionReason, "suppression_reason"))
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[created_at]
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+    created_at: Mapped[created_at]
+
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+
+class ApiToken(Base):
+    """Only a hash of the token is stored; the prefix lets people tell tokens apart."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[created_at]
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    user: Mapped[User] = relationship(back_populates="tokens")

@@ -1,0 +1,352 @@
+"""Render a digest once per campaign into subject, HTML (Jinja2 -> MJML -> HTML) and text with placeholders.
+
+Per-recipient work never runs Jinja2 or MJML: the HTML and text returned by `render_digest` contain the
+literal placeholders below, which the message composer replaces for each recipient with plain string
+substitution (HTML-escaping the values it puts into the HTML part).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from markupsafe import Markup
+from mjml import mjml2html
+
+from newsletter.digests import Digest, DigestItem
+
+__all__ = [
+    "NAME",
+    "PLACEHOLDERS",
+    "PREFERENCES_URL",
+    "TEMPLATES_DIR",
+    "TRACK",
+    "UNSUBSCRIBE_URL",
+    "RenderedEmail",
+    "Theme",
+    "format_date",
+    "render_digest",
+]
+
+# Placeholders substituted per recipient by the composer. None contains a character that HTML escaping,
+# URL handling or MJML would change, so they survive rendering byte for byte.
+NAME = "%%NAME%%"
+UNSUBSCRIBE_URL = "%%UNSUBSCRIBE_URL%%"
+PREFERENCES_URL = "%%PREFERENCES_URL%%"
+TRACK = "%%TRACK%%"
+PLACEHOLDERS = (NAME, UNSUBSCRIBE_URL, PREFERENCES_URL, TRACK)
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEXT_WIDTH = 76
+DEFAULT_ACCENT_COLOR = "#1a5fb4"  # 6.4:1 against white, readable as link colour in both themes
+
+_COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+_MARKDOWN_SCHEMES = ("http", "https", "mailto")
+
+
+@dataclass(frozen=True)
+class Theme:
+    """A publication's look: its name and logo in the header, accent colour, and footer postal address."""
+
+    publication_name: str
+    logo_url: str | None = None
+    accent_color: str = DEFAULT_ACCENT_COLOR
+    postal_address: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.publication_name.strip():
+            raise ValueError("publication_name must not be empty")
+        if not _COLOR.match(self.accent_color):
+            raise ValueError(f"accent_color must be a hex colour like #1a5fb4 or #15b, got {self.accent_color!r}")
+        if self.logo_url is not None and urlsplit(self.logo_url).scheme not in ("http", "https"):
+            raise ValueError(f"logo_url must be an absolute http(s) URL, got {self.logo_url!r}")
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any]) -> Theme:
+        """Build a theme from a list's JSON settings, ignoring keys that are not theme fields."""
+        if not settings.get("publication_name"):
+            raise ValueError("theme settings need a non-empty 'publication_name'")
+        return cls(
+            publication_name=str(settings["publication_name"]),
+            logo_url=settings.get("logo_url") or None,
+            accent_color=str(settings.get("accent_color") or DEFAULT_ACCENT_COLOR),
+            postal_address=str(settings.get("postal_address") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """A campaign's pre-rendered email; `html` and `text` still hold the per-recipient placeholders."""
+
+    subject: str
+    html: str
+    text: str
+    links: tuple[str, ...]
+
+
+def format_date(date: dt.date) -> str:
+    """Format a date as `21 April 2025`, independent of the process locale."""
+    return f"{date.day} {_MONTHS[date.month - 1]} {date.year}"
+
+
+def render_digest(
+    digest: Digest,
+    *,
+    theme: Theme,
+    list_name: str,
+    list_description: str = "",
+    link_href: Callable[[str], str] | None = None,
+    open_pixel_url: str | None = None,
+    greeting: bool = True,
+) -> RenderedEmail:
+    """Render a digest's subject, HTML and text parts once for a whole campaign.
+
+    `link_href(url)` is called once per distinct http(s) URL (item links and links inside summaries and the
+    intro) and returns the href to emit, e.g. a click-tracking URL containing `TRACK`; the URLs it was
+    called with are returned as `links`, in order of first appearance.
+    """
+    links = _LinkRecorder(link_href)
+    context = _build_context(
+        digest,
+        theme=theme,
+        list_name=list_name,
+        list_description=list_description,
+        links=links,
+        open_pixel_url=open_pixel_url,
+        greeting=greeting,
+    )
+    subject = " ".join(_environment.get_template("email/digest/subject.txt").render(context).split())
+    mjml_source = _environment.get_template("email/digest/body.mjml").render(context)
+    html = mjml2html(mjml_source, disable_comments=True)
+    text = _environment.get_template("email/digest/body.txt").render(context)
+    return RenderedEmail(subject=subject, html=html, text=_tidy_text(text), links=links.urls())
+
+
+# --- Template context ----------------------------------------------------------------------------------
+
+
+class _LinkRecorder:
+    """Calls `link_href` once per distinct http(s) URL and remembers them in order."""
+
+    def __init__(self, link_href: Callable[[str], str] | None) -> None:
+        self._link_href = link_href or (lambda url: url)
+        self._hrefs: dict[str, str] = {}
+
+    def __call__(self, url: str) -> str:
+        if urlsplit(url).scheme.lower() not in ("http", "https"):
+            return url
+        if url not in self._hrefs:
+            self._hrefs[url] = self._link_href(url)
+        return self._hrefs[url]
+
+    def urls(self) -> tuple[str, ...]:
+        return tuple(self._hrefs)
+
+
+def _build_context(
+    digest: Digest,
+    *,
+    theme: Theme,
+    list_name: str,
+    list_description: str,
+    links: _LinkRecorder,
+    open_pixel_url: str | None,
+    greeting: bool,
+) -> dict[str, Any]:
+    # Links are resolved here, in document order, so `links` is deterministic whatever the templates do.
+    intro_tokens = _parse_markdown(digest.intro or "", links)
+    sections = [
+        {"name": name, "items": [_build_item(item, links) for item in items]}
+        for name, items in digest.sections()
+    ]
+    return {
+        "digest": digest,
+        "date_label": format_date(digest.date),
+        "intro_html": Markup(_markdown.renderer.render(intro_tokens, _markdown.options, {})),
+        "intro_text": _markdown_to_text(intro_tokens),
+        "sections": sections,
+        "show_toc": len(sections) > 1 or sections[0]["name"] is not None,
+        "theme": theme,
+        "postal_address": ", ".join(line.strip() for line in theme.postal_address.splitlines() if line.strip()),
+        "list_name": list_name,
+        "list_description": list_description,
+        "greeting": greeting,
+        "name": NAME,
+        "unsubscribe_url": UNSUBSCRIBE_URL,
+        "preferences_url": PREFERENCES_URL,
+        "open_pixel_url": open_pixel_url,
+    }
+
+
+def _build_item(item: DigestItem, links: _LinkRecorder) -> dict[str, Any]:
+    href = links(item.url)
+    tokens = _parse_markdown(item.summary, links)
+    byline = item.source if item.date is None else f"{item.source} · {format_date(item.date)}"
+    return {
+        "headline": item.headline,
+        "source": item.source,
+        "byline": byline,
+        "href": href,
+        "summary_html": Markup(_markdown.renderer.render(tokens, _markdown.options, {})),
+        "summary_text": _markdown_to_text(tokens),
+        "image": item.image,
+        # Screen readers need something for a linked image; the headline describes where it leads.
+        "image_alt": item.image_alt or item.headline,
+    }
+
+
+# --- Markdown ------------------------------------------------------------------------------------------
+
+# Raw HTML off: an editor's summary must not inject markup. Images off: item images have their own field.
+_markdown = MarkdownIt("commonmark", {"html": False}).disable("image")
+
+
+def _parse_markdown(text: str, links: _LinkRecorder) -> list[Token]:
+    """Parse Markdown and rewrite its links: http(s) through `links`, mailto kept, anything else unlinked."""
+    tokens = _markdown.parse(text)
+    for token in tokens:
+        if token.children:
+            token.children = _rewrite_links(token.children, links)
+    return tokens
+
+
+def _rewrite_links(children: list[Token], links: _LinkRecorder) -> list[Token]:
+    kept: list[Token] = []
+    dropping = False  # CommonMark links never nest, so the next link_close closes a dropped link_open
+    for token in children:
+        if token.type == "link_open":
+            url = str(token.attrGet("href") or "")
+            if urlsplit(url).scheme.lower() not in _MARKDOWN_SCHEMES:
+                dropping = True
+                continue
+            token.meta["url"] = url
+            token.attrSet("href", links(url))
+        elif token.type == "link_close" and dropping:
+            dropping = False
+            continue
+        kept.append(token)
+    return kept
+
+
+def _markdown_to_text(tokens: Sequence[Token]) -> str:
+    """Render parsed Markdown as wrapped plain text: paragraphs, bullets, and links as `text (url)`."""
+    blocks: list[tuple[str, bool]] = []  # (wrapped text, belongs to a tight list)
+    indents: list[str] = []
+    lists: list[str] = []
+    marker: str | None = None
+    tight = False
+    for token in tokens:
+        kind = token.type
+        if kind in ("bullet_list_open", "ordered_list_open"):
+            lists.append(token.markup)
+        elif kind in ("bullet_list_close", "ordered_list_close"):
+            lists.pop()
+        elif kind == "list_item_open":
+            marker = f"{token.info}{token.markup} " if token.info else "- "
+            indents.append(" " * len(marker))
+        elif kind == "blockquote_open":
+            indents.append("> ")
+        elif kind in ("list_item_close", "blockquote_close"):
+            indents.pop()
+        elif kind == "paragraph_open":
+            tight = token.hidden
+        elif kind == "inline":
+            rest = "".join(indents)
+            first = "".join(indents[:-1]) + marker if marker else rest
+            blocks.append((_wrap_lines(_inline_to_text(token.children or []), first, rest), tight))
+            marker, tight = None, False
+        elif kind in ("fence", "code_block"):
+            code = textwrap.indent(token.content.rstrip("\n"), "".join(indents) + "    ")
+            blocks.append((code, False))
+        elif kind == "hr":
+            blocks.append(("".join(indents) + "-" * 20, False))
+    text = ""
+    for index, (block, in_tight_list) in enumerate(blocks):
+        if index:
+            text += "\n" if in_tight_list and blocks[index - 1][1] else "\n\n"
+        text += block
+    return text
+
+
+def _inline_to_text(children: Sequence[Token]) -> str:
+    parts: list[str] = []
+    link_start: int | None = None
+    link: Token | None = None
+    for token in children:
+        if token.type in ("text", "code_inline"):
+            parts.append(token.content)
+        elif token.type == "softbreak":
+            parts.append(" ")
+        elif token.type == "hardbreak":
+            parts.append("\n")
+        elif token.type == "link_open":
+            link_start, link = len(parts), token
+        elif token.type == "link_close" and link is not None:
+            label = "".join(parts[link_start:])
+            href = str(link.attrGet("href") or "")
+            shown = href.removeprefix("mailto:") if href.startswith("mailto:") else href
+            if label.strip() not in (href, shown, link.meta.get("url")):
+                parts.append(f" ({shown})")
+            link = None
+    return "".join(parts)
+
+
+def _wrap_lines(text: str, first_prefix: str, rest_prefix: str) -> str:
+    """Wrap each hard line at TEXT_WIDTH without ever breaking a URL or a hyphenated word."""
+    wrapped: list[str] = []
+    for number, line in enumerate(text.split("\n")):
+        wrapped.append(
+            textwrap.fill(
+                line,
+                width=TEXT_WIDTH,
+                initial_indent=first_prefix if number == 0 else rest_prefix,
+                subsequent_indent=rest_prefix,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            or (first_prefix if number == 0 else rest_prefix).rstrip()
+        )
+    return "\n".join(wrapped)
+
+
+# --- Templates -----------------------------------------------------------------------------------------
+
+
+def _wrap_filter(text: str, prefix: str = "") -> str:
+    return _wrap_lines(str(text), prefix, prefix)
+
+
+def _tidy_text(text: str) -> str:
+    """Drop trailing spaces and runs of blank lines that template conditionals leave behind."""
+    # "-- " keeps its trailing space: it is the signature separator mail clients recognise.
+    lines = [line if line == "-- " else line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
+
+
+def _create_environment() -> Environment:
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=select_autoescape(["html", "mjml"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    environment.filters["wrap"] = _wrap_filter
+    return environment
+
+
+_environment = _create_environment()

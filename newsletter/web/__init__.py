@@ -1,0 +1,5 @@
+"""The FastAPI application: public subscriber pages, tracking endpoints and the admin REST API."""
+
+from newsletter.web.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,84 @@
+"""The schema: migrations produce exactly the models, and the constraints that carry the guarantees hold."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, inspect, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from newsletter.db import Base, make_engine
+from newsletter.migrate import current_revision, upgrade
+from newsletter.models import Campaign, Delivery, DeliveryStatus, MailingList, Subscriber, email_hash
+from tests.factories import make_list, make_subscriber, publish_sample
+
+
+def test_migrations_produce_exactly_the_models(engine: Engine) -> None:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_upgrade_on_empty_sqlite_is_repeatable(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    upgrade(engine)
+    upgrade(engine)  # a second run is a no-op
+    assert current_revision(engine) == "0001"
+    assert {"deliveries", "subscribers", "mailing_lists", "suppressions"} <= set(inspect(engine).get_table_names())
+
+
+def test_list_slug_is_unique(session: Session) -> None:
+    make_list(session, slug="weekly")
+    session.add(
+        MailingList(slug="weekly", name="Copy", from_email="a@example.org", theme={}, form_fields=[], cors_origins=[])
+    )
+    with pytest.raises(IntegrityError):
+        session.flush()
+
+
+def test_subscriber_email_is_unique(session: Session) -> None:
+    make_subscriber(session, email="ana@example.com")
+    session.add(Subscriber(email="ana@example.com", email_hash=email_hash("ana@example.com"), attributes={}))
+    with pytest.raises(IntegrityError):
+        session.flush()
+
+
+def test_one_ledger_row_per_campaign_and_subscriber(session: Session) -> None:
+    mailing_list = make_list(session)
+    subscriber = make_subscriber(session, mailing_list)
+    digest = publish_sample(session)
+    campaign = Campaign(digest_id=digest.id, subject="s", lists=[mailing_list])
+    session.add(campaign)
+    session.flush()
+    session.add(Delivery(campaign_id=campaign.id, subscriber_id=subscriber.id, list_id=mailing_list.id))
+    session.flush()
+    session.add(Delivery(campaign_id=campaign.id, subscriber_id=subscriber.id, list_id=mailing_list.id))
+    with pytest.raises(IntegrityError):
+        session.flush()
+
+
+def test_timestamps_come_back_timezone_aware(session: Session) -> None:
+    subscriber = make_subscriber(session)
+    session.expire_all()
+    loaded = session.scalar(select(Subscriber).where(Subscriber.id == subscriber.id))
+    assert loaded is not None and loaded.created_at.tzinfo is not None
+    assert loaded.created_at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+
+
+def test_enum_values_are_stored_by_value(session: Session) -> None:
+    mailing_list = make_list(session)
+    subscriber = make_subscriber(session, mailing_list)
+    digest = publish_sample(session)
+    campaign = Campaign(digest_id=digest.id, subject="s", lists=[mailing_list])
+    session.add(campaign)
+    session.flush()
+    session.add(
+        Delivery(
+            campaign_id=campaign.id, subscriber_id=subscriber.id, list_id=mailing_list.id, status=DeliveryStatus.pending
+        )
+    )
+    session.flush()
+    raw = session.connection().exec_driver_sql("SELECT status FROM deliveries").scalar()
+    assert raw == "pending"

@@ -1,0 +1,33 @@
+"""The Celery application, configured from newsletter.config for the guarantees of the sending pipeline."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from newsletter.config import get_settings
+
+settings = get_settings()
+
+app = Celery("newsletter", include=["worker.tasks"])
+app.conf.update(
+    broker_url=settings.broker_url or "memory://",
+    # Embedded mode: no broker, every task runs in the caller's process as it is enqueued.
+    task_always_eager=settings.broker_url is None,
+    task_eager_propagates=True,
+    task_ignore_result=True,
+    # A task is acknowledged only when it finished, and a worker killed mid-task gives it back.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_serializer="json",
+    accept_content=["json"],
+    timezone="UTC",
+    enable_utc=True,
+    broker_connection_retry_on_startup=True,
+    # Batches take seconds; an hour of visibility only matters if a whole worker host disappears,
+    # and the periodic sweep re-enqueues such work long before that.
+    broker_transport_options={"visibility_timeout": 3600},
+    beat_schedule={
+        "sweep": {"task": "worker.tasks.sweep", "schedule": float(settings.sweep_interval_seconds)},
+    },
+)

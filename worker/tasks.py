@@ -1,0 +1,74 @@
+"""Celery tasks: thin wrappers that open a unit of work, call newsletter.delivery and enqueue what it returns."""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+from newsletter import delivery
+from newsletter.config import get_settings
+from newsletter.db import session_factory, session_scope
+from newsletter.mailer import Mailer, get_mailer
+from newsletter.ratelimit import RateLimiter, get_rate_limiter
+from worker.app import app
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def _mailer() -> Mailer:
+    settings = get_settings()
+    return get_mailer(settings.smtp_url, settings.outbox_dir)
+
+
+@cache
+def _rate_limiter() -> RateLimiter | None:
+    return get_rate_limiter(get_settings())
+
+
+def enqueue_batches(ranges: list[delivery.BatchRange]) -> None:
+    """Enqueue after the transaction that made the rows visible has committed (callers guarantee it)."""
+    for batch in ranges:
+        send_batch.apply_async((batch.campaign_id, batch.first_id, batch.last_id), countdown=batch.countdown)
+
+
+@app.task(acks_late=True)
+def start_campaign(campaign_id: int) -> None:
+    with session_scope(get_settings()) as session:
+        ranges = delivery.start(session, get_settings(), campaign_id)
+    enqueue_batches(ranges)
+
+
+@app.task(acks_late=True)
+def send_batch(campaign_id: int, first_id: int, last_id: int) -> None:
+    settings = get_settings()
+    limiter = _rate_limiter()
+    report = delivery.send_batch(
+        session_factory(settings),
+        settings,
+        _mailer(),
+        campaign_id,
+        first_id,
+        last_id,
+        throttle=limiter.acquire if limiter else None,
+    )
+    log.info("campaign %s batch %s-%s: %s", campaign_id, first_id, last_id, report)
+    # In embedded mode a countdown would run at once and spin; the sweep (or --wait loop) picks retries up.
+    if report.retry_after is not None and not app.conf.task_always_eager:
+        send_batch.apply_async((campaign_id, first_id, last_id), countdown=report.retry_after)
+
+
+@app.task(acks_late=True)
+def sweep() -> None:
+    settings = get_settings()
+    with session_scope(settings) as session:
+        report = delivery.sweep(session, settings)
+    if report.unknown:
+        log.warning(
+            "sweep: %d deliveries in flight when their worker died are now %s",
+            report.unknown,
+            "pending again (policy resend)" if settings.unknown_policy == "resend" else "unknown",
+        )
+    enqueue_batches(report.requeued)
+    for campaign_id in report.started:
+        start_campaign.delay(campaign_id)

@@ -23,12 +23,9 @@ from newsletter import delivery, digests, subscriptions
 from newsletter.config import ConfigError, Settings, get_settings
 from newsletter.db import get_engine, session_scope
 from newsletter.models import (
-    Campaign,
     CampaignStatus,
     MailingList,
     OptIn,
-    SubscriptionSource,
-    SubscriptionStatus,
 )
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)

@@ -118,9 +118,7 @@ def _blank_to_none(value: Any) -> Any:
 class DigestItem(BaseModel):
     """One curated article: where it was published, a link to it and a short Markdown summary."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, str_strip_whitespace=True, coerce_numbers_to_str=True
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, coerce_numbers_to_str=True)
 
     headline: str = Field(min_length=1)
     source: str = Field(min_length=1)
@@ -160,9 +158,7 @@ class DigestItem(BaseModel):
 class Digest(BaseModel):
     """A dated issue: title, optional intro and at least one item; immutable once validated."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, str_strip_whitespace=True, coerce_numbers_to_str=True
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, coerce_numbers_to_str=True)
 
     title: str = Field(min_length=1)
     date: dt.date
@@ -186,8 +182,7 @@ class Digest(BaseModel):
     def _slug_shape(cls, value: str | None) -> str | None:
         if value is not None and not SLUG_PATTERN.match(value):
             raise ValueError(
-                "must be 1-100 lowercase letters, digits and hyphens, starting with a letter or digit, "
-                f"got {value!r}"
+                f"must be 1-100 lowercase letters, digits and hyphens, starting with a letter or digit, got {value!r}"
             )
         return value
 
@@ -207,9 +202,7 @@ class Digest(BaseModel):
 
     def canonical_json(self) -> str:
         """Serialise the validated content deterministically, so equal content gives equal text."""
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":")
-        )
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
     def content_hash(self) -> str:
         """Return the sha256 hex digest of `canonical_json()`, to tell a re-publish from a changed digest."""
@@ -436,7 +429,7 @@ def _expand_metadata(key: str, value: str) -> list[tuple[str, str]]:
             fields.append(("url", part))
         elif part:
             names.append(part)
-    return [("source", " · ".join(names))] + fields
+    return [("source", " · ".join(names)), *fields]
 
 
 # --- Validation and error messages ---------------------------------------------------------------------
@@ -444,9 +437,7 @@ def _expand_metadata(key: str, value: str) -> list[tuple[str, str]]:
 
 def _validate(data: Any, item_lines: list[int]) -> Digest:
     if not isinstance(data, dict):
-        raise InvalidDigest(
-            f"expected a mapping with title, date and items at the top level, got {_type_name(data)}"
-        )
+        raise InvalidDigest(f"expected a mapping with title, date and items at the top level, got {_type_name(data)}")
     items = data.get("items")
     if isinstance(items, list):
         for number, item in enumerate(items, start=1):

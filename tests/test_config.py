@@ -27,7 +27,7 @@ def test_plain_postgresql_url_uses_the_bundled_driver() -> None:
     [{"environment": "production"}, {"broker_url": "redis://127.0.0.1:6379/0"}],
 )
 def test_default_secret_is_refused_outside_development(overrides: dict[str, str]) -> None:
-    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY must be set.*secrets.token_urlsafe"):
+    with pytest.raises(ConfigError, match=r"NEWSLETTER_SECRET_KEY must be set.*secrets\.token_urlsafe"):
         load_settings(**overrides)
 
 

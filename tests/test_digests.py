@@ -102,8 +102,7 @@ def test_explicit_slug_must_have_the_right_shape() -> None:
 
 def test_markdown_metadata_keys_and_summary() -> None:
     digest = parse_digest(
-        FRONT
-        + "Intro text.\n\n# Money\n\n## First ##\nSOURCE: Paper\nURL: http://example.com/a\nDate: 2025-04-20\n"
+        FRONT + "Intro text.\n\n# Money\n\n## First ##\nSOURCE: Paper\nURL: http://example.com/a\nDate: 2025-04-20\n"
         "Image: https://example.com/i.png\nImage-Alt: A picture\n\nPara one.\n\n### Not an item\n\n"
         "```\n## not a heading either\n```\n\n## Second\nSection: Other\nSource: Paper · https://example.com/b\n",
         "md",
@@ -212,7 +211,11 @@ def test_line_break_in_title_is_rejected() -> None:
 
 
 def test_unknown_field_is_reported() -> None:
-    data = {"title": "T", "date": "2025-01-01", "items": [{"headline": "H", "source": "S", "url": "https://e.com/", "sumary": "x"}]}
+    data = {
+        "title": "T",
+        "date": "2025-01-01",
+        "items": [{"headline": "H", "source": "S", "url": "https://e.com/", "sumary": "x"}],
+    }
     with pytest.raises(InvalidDigest, match=r'item 1 \(headline "H"\): sumary: unknown field'):
         parse_digest(json.dumps(data), "json")
 

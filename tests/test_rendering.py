@@ -44,11 +44,14 @@ THEME = Theme(
 )
 
 
-def tracked(url: str, links: list[str] = []) -> str:  # noqa: B006 - deliberate per-process registry
+TRACKED: list[str] = []  # shared by every test so a URL keeps its number throughout the module
+
+
+def tracked(url: str) -> str:
     """Imitate the delivery layer: one numbered click-tracking URL per distinct link."""
-    if url not in links:
-        links.append(url)
-    return f"https://news.example.org/c/{TRACK}.{links.index(url)}"
+    if url not in TRACKED:
+        TRACKED.append(url)
+    return f"https://news.example.org/c/{TRACK}.{TRACKED.index(url)}"
 
 
 def render(digest: Digest, **overrides: object) -> RenderedEmail:
@@ -235,7 +238,7 @@ def test_text_part_wraps_but_never_breaks_urls(sample_email: RenderedEmail) -> N
         if len(line) > 76:
             assert re.search(r"\S*https?://\S+", line), line
     for url in re.findall(r"https?://\S+", sample_email.text):
-        assert url.rstrip(").,") .startswith("https://news.example.org/c/")
+        assert url.rstrip(").,").startswith("https://news.example.org/c/")
     assert "\r" not in sample_email.text
 
 

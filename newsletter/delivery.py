@@ -249,15 +249,13 @@ def plan_ledger(session: Session, campaign: Campaign) -> int:
         text("0"),
         func.now() if is_postgres(session) else text("CURRENT_TIMESTAMP"),
     ).order_by(eligible.c.subscriber_id)
-    statement = insert(Delivery).from_select(
-        ["campaign_id", "subscriber_id", "list_id", "status", "attempts", "created_at"], source
-    )
+    columns = ["campaign_id", "subscriber_id", "list_id", "status", "attempts", "created_at"]
     if is_postgres(session):
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        statement = pg_insert(Delivery).from_select(statement.select_names, source).on_conflict_do_nothing()
+        statement = pg_insert(Delivery).from_select(columns, source).on_conflict_do_nothing()
     else:
-        statement = statement.prefix_with("OR IGNORE")
+        statement = insert(Delivery).from_select(columns, source).prefix_with("OR IGNORE")
     session.execute(statement)
     return session.scalar(select(func.count()).where(Delivery.campaign_id == campaign.id)) or 0
 
@@ -269,7 +267,7 @@ def batch_ranges(session: Session, campaign_id: int, batch_size: int, *, due_onl
     if due_only:
         conditions.append(or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now))
     numbered = (
-        select(Delivery.id, ((func.row_number().over(order_by=Delivery.id) - 1) / batch_size).label("grp"))
+        select(Delivery.id, ((func.row_number().over(order_by=Delivery.id) - 1) // batch_size).label("grp"))
         .where(*conditions)
         .subquery()
     )

@@ -356,6 +356,8 @@ _BAD_ADDRESS = re.compile(r"[\s<>\x00-\x1f\x7f]")
 class _SMTPSession:
     """One SMTP connection for a batch, reconnecting (maybe to another server) when dropped."""
 
+    pipeline_across_messages = True  # off only to measure what it gains
+
     def __init__(self, mailer: SMTPMailer) -> None:
         self._mailer = mailer
         self._state: _ServerState | None = None
@@ -392,16 +394,17 @@ class _SMTPSession:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         conn: smtplib.SMTP
-        if server.implicit_tls:
-            conn = smtplib.SMTP_SSL(timeout=server.timeout, context=context)
-        else:
-            conn = smtplib.SMTP(timeout=server.timeout)
         try:
-            code, text = conn.connect(server.host, server.port)
-            if code != 220:
-                if code == 421:
-                    self._mailer._state_for(server).throttle()
-                raise smtplib.SMTPConnectError(code, text)
+            # the constructor connects and raises SMTPConnectError unless greeted with 220
+            if server.implicit_tls:
+                conn = smtplib.SMTP_SSL(server.host, server.port, timeout=server.timeout, context=context)
+            else:
+                conn = smtplib.SMTP(server.host, server.port, timeout=server.timeout)
+        except smtplib.SMTPConnectError as error:
+            if error.smtp_code == 421:
+                self._mailer._state_for(server).throttle()
+            raise
+        try:
             conn.ehlo()
             if server.starttls:
                 # never fall back to plain text when TLS was asked for
@@ -475,19 +478,24 @@ class _SMTPSession:
         following = next(queue, None) if item is not None else None
         presented = False  # item's MAIL/RCPT/DATA already went out behind the previous message
         retried = False
-        while item is not None:
-            try:
-                result, presented = self._send_one(item, following, presented)
-            except _Disconnected as lost:
-                presented = False
-                if not (lost.data_sent or retried or self._dead):
-                    retried = True  # none of this message reached the server: try once more
-                    continue
-                # the message may have arrived: report no answer, never guess success
-                result = SendResult(0, f"connection lost: {lost}" if lost.data_sent else str(lost))
-            yield result
-            item, retried = following, False
-            following = next(queue, None) if following is not None else None
+        try:
+            while item is not None:
+                try:
+                    result, presented = self._send_one(item, following, presented)
+                except _Disconnected as lost:
+                    presented = False
+                    if not (lost.data_sent or retried or self._dead):
+                        retried = True  # none of this message reached the server: try once more
+                        continue
+                    # the message may have arrived: report no answer, never guess success
+                    result = SendResult(0, f"connection lost: {lost}" if lost.data_sent else str(lost))
+                yield result
+                item, retried = following, False
+                following = next(queue, None) if following is not None else None
+        finally:
+            if presented:
+                # abandoned after the next DATA went out: the server awaits content, so hang up
+                self._drop()
 
     def _send_one(
         self, item: tuple[str, str, bytes], following: tuple[str, str, bytes] | None, presented: bool
@@ -529,7 +537,9 @@ class _SMTPSession:
 
         payload = _stuff(data) + b".\r\n"
         pipelined = (
-            self._pipelining and following is not None and following[0] + following[1] != ""
+            self._pipelining
+            and self.pipeline_across_messages
+            and following is not None
             and _valid_envelope(following[0], following[1])
             and (following[0] + following[1]).isascii()
         )

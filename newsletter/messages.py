@@ -105,7 +105,10 @@ def _needs_encoding(text: str) -> bool:
 def _phrase(name: str) -> str:
     """A display name as an RFC 5322 phrase: atoms, a quoted string or encoded words."""
     if _needs_encoding(name):
-        return _encoded_words(name)
+        # One word, even past RFC 2047's 75 chars, as the stdlib writes it: Python's address
+        # parser (and others) put a space between adjacent encoded words in a phrase.
+        word = f"=?utf-8?b?{base64.b64encode(name.encode()).decode()}?="
+        return word if len(word) <= 700 else _encoded_words(name)
     if _ATOM_PHRASE.fullmatch(name):
         return name
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -145,7 +148,8 @@ def _addr_spec(email: str) -> str:
 def _address(name: str | None, email: str) -> str:
     """`Display Name <addr>`; the name is cleaned of controls first, so it can never start a header."""
     spec = _addr_spec(email)
-    display = clean_value(name).strip() if name else ""
+    # whitespace runs collapse too: readers fold them anyway, so the result stays predictable
+    display = " ".join(clean_value(name).split()) if name else ""
     return f"{_phrase(display)} <{spec}>" if display else spec
 
 

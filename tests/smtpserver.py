@@ -207,11 +207,12 @@ class RecordingSMTPServer:
                     user.encode(),
                     password.encode(),
                 )
-                return AuthResult(success=ok)
+                return AuthResult(success=ok, handled=False)  # let aiosmtpd answer 235 or 535
 
             # requiring AUTH without TLS makes aiosmtpd warn; tests use auth together with TLS
+            # aiosmtpd 1.4's LOGIN crashes on a rejected password; smtplib falls back to it after PLAIN
             kwargs.update(authenticator=authenticate, auth_required=bool(self.tls),
-                          auth_require_tls=bool(self.tls))
+                          auth_require_tls=bool(self.tls), auth_exclude_mechanism=["LOGIN"])
         self._controller = _Controller(self, **kwargs)
         self._controller.start()
         self.port = self._controller.port

@@ -16,7 +16,6 @@ import hashlib
 import os
 import random
 import socket
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any

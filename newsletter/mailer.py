@@ -62,9 +62,7 @@ class SendResult:
     @property
     def throttled(self) -> bool:
         status = enhanced_status(self.text)
-        return self.code == 421 or (
-            400 <= self.code < 500 and status is not None and status[:2] == (4, 7)
-        )
+        return self.code == 421 or (400 <= self.code < 500 and status is not None and status[:2] == (4, 7))
 
 
 def classify(result: SendResult) -> Literal["sent", "retry", "failed"]:
@@ -126,9 +124,7 @@ class _SimpleSession:
 class MemoryMailer:
     """Keeps accepted messages in `.sent`; `responses` can make chosen recipients fail."""
 
-    def __init__(
-        self, responses: Mapping[str, SendResult] | Callable[[str], SendResult | None] | None = None
-    ) -> None:
+    def __init__(self, responses: Mapping[str, SendResult] | Callable[[str], SendResult | None] | None = None) -> None:
         self.sent: list[SentMessage] = []
         self.sessions_opened = 0
         self.responses = responses
@@ -237,9 +233,7 @@ def _parse_one(url: str) -> SmtpServer:
     except ValueError as error:
         raise ValueError(f"SMTP URL {where!r}: {error}") from None
     if parts.scheme not in ("smtp", "smtps"):
-        raise ValueError(
-            f"SMTP URL {where!r}: scheme must be smtp:// or smtps://, not {parts.scheme or 'nothing'!r}"
-        )
+        raise ValueError(f"SMTP URL {where!r}: scheme must be smtp:// or smtps://, not {parts.scheme or 'nothing'!r}")
     if not parts.hostname:
         raise ValueError(f"SMTP URL {where!r}: no host name")
     if parts.path not in ("", "/"):
@@ -248,9 +242,7 @@ def _parse_one(url: str) -> SmtpServer:
     values: dict[str, object] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
         if name not in _OPTIONS:
-            raise ValueError(
-                f"SMTP URL {where!r}: unknown option {name!r} (known: {', '.join(_OPTIONS)})"
-            )
+            raise ValueError(f"SMTP URL {where!r}: unknown option {name!r} (known: {', '.join(_OPTIONS)})")
         if name in ("starttls", "verify"):
             values[name] = _bool(name, value, f"SMTP URL {where!r}")
         elif name == "pipelining":

@@ -48,9 +48,22 @@ _WORD_BYTES = 39  # 39 UTF-8 bytes -> 52 base64 chars -> a 64-char encoded word 
 _OWN_HEADERS = frozenset(
     h.lower()
     for h in (
-        "From", "To", "Reply-To", "Subject", "Date", "Message-ID", "MIME-Version", "List-Id",
-        "List-Unsubscribe", "List-Unsubscribe-Post", "Content-Type", "Content-Transfer-Encoding",
-        "DKIM-Signature", "Bcc", "Cc", "Sender",
+        "From",
+        "To",
+        "Reply-To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "List-Id",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "DKIM-Signature",
+        "Bcc",
+        "Cc",
+        "Sender",
     )
 )
 
@@ -344,8 +357,18 @@ class CampaignMessage:
 # Signed when present, in this order; the second list is signed once more than it occurs
 # ("over-signing"), so nobody can add another From or List-Unsubscribe after signing.
 _DKIM_HEADERS = (
-    "from", "to", "subject", "date", "message-id", "reply-to", "mime-version", "content-type",
-    "list-id", "list-unsubscribe", "list-unsubscribe-post", "feedback-id",
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "reply-to",
+    "mime-version",
+    "content-type",
+    "list-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "feedback-id",
 )
 _DKIM_OVERSIGN = ("from", "to", "subject", "reply-to", "list-unsubscribe", "list-unsubscribe-post")
 _FIELD_SPLIT = re.compile(rb"\r\n(?![ \t])")
@@ -414,9 +437,7 @@ class DkimSigner:
         if isinstance(public, ed25519.Ed25519PublicKey):
             raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
             return f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode()}"
-        der = public.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
 
     def sign(self, message: bytes, *, body_hash: bytes | None = None) -> bytes:

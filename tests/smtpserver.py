@@ -48,9 +48,7 @@ def self_signed_context(directory: Path) -> ssl.SSLContext:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         )
         .sign(key, hashes.SHA256())
@@ -110,9 +108,7 @@ class _Handler:
             return None
         return hook(rcpt)
 
-    async def handle_RCPT(
-        self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
+    async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         fault = self._fault("rcpt", address)
         if fault:
             return fault
@@ -211,8 +207,12 @@ class RecordingSMTPServer:
 
             # requiring AUTH without TLS makes aiosmtpd warn; tests use auth together with TLS
             # aiosmtpd 1.4's LOGIN crashes on a rejected password; smtplib falls back to it after PLAIN
-            kwargs.update(authenticator=authenticate, auth_required=bool(self.tls),
-                          auth_require_tls=bool(self.tls), auth_exclude_mechanism=["LOGIN"])
+            kwargs.update(
+                authenticator=authenticate,
+                auth_required=bool(self.tls),
+                auth_require_tls=bool(self.tls),
+                auth_exclude_mechanism=["LOGIN"],
+            )
         self._controller = _Controller(self, **kwargs)
         self._controller.start()
         self.port = self._controller.port

@@ -63,8 +63,11 @@ def test_one_connection_carries_a_whole_batch(smtp: RecordingSMTPServer) -> None
 
 
 def test_results_per_recipient_with_injected_failures(smtp: RecordingSMTPServer) -> None:
-    faults = {"r2@example.com": "550 5.1.1 User unknown", "r5@example.com": "451 4.3.0 Try later",
-              "r6@example.com": "552 5.2.2 Mailbox full"}
+    faults = {
+        "r2@example.com": "550 5.1.1 User unknown",
+        "r5@example.com": "451 4.3.0 Try later",
+        "r6@example.com": "552 5.2.2 Mailbox full",
+    }
     smtp.responses = faults.get
     with SMTPMailer(smtp.url).session() as session:
         results = list(session.send_many(batch(8)))
@@ -193,8 +196,7 @@ def test_parse_urls() -> None:
         "smtp://us%40er:p%2Cw@mail.example.org:587?starttls=true&max_connections=8&rate=20"
         "&timeout=5&pipelining=off&verify=false, smtps://[::1]"
     )
-    assert (first.host, first.port, first.username, first.password) == (
-        "mail.example.org", 587, "us@er", "p,w")
+    assert (first.host, first.port, first.username, first.password) == ("mail.example.org", 587, "us@er", "p,w")
     assert first.starttls and not first.verify and not first.pipelining
     assert (first.max_connections, first.rate, first.timeout) == (8, 20.0, 5.0)
     assert (second.host, second.port, second.implicit_tls) == ("::1", 465, True)

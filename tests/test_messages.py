@@ -28,7 +28,7 @@ from newsletter.messages import (
 )
 
 HTML = (
-    '<html><body><p>Hello %%NAME%%,</p>\n'
+    "<html><body><p>Hello %%NAME%%,</p>\n"
     + '<div style="font-family:Arial;color:#333">Қазақстан — item &amp; «summary» é 🎉</div>\n' * 200
     + '<p><a href="%%UNSUBSCRIBE_URL%%">Unsubscribe</a> · <a href="%%PREFERENCES_URL%%">Prefs</a>'
     + '</p><img src="%%TRACK%%" width="1" height="1" alt=""></body></html>\n'
@@ -64,8 +64,12 @@ def recipient(name: str | None, **values: str) -> Recipient:
         name=name,
         message_id="<42.7.abc@news.example.org>",
         unsubscribe_url=UNSUB,
-        values={"%%UNSUBSCRIBE_URL%%": UNSUB, "%%PREFERENCES_URL%%": UNSUB + "&p=1",
-                "%%TRACK%%": "https://news.example.org/o/t1", **values},
+        values={
+            "%%UNSUBSCRIBE_URL%%": UNSUB,
+            "%%PREFERENCES_URL%%": UNSUB + "&p=1",
+            "%%TRACK%%": "https://news.example.org/o/t1",
+            **values,
+        },
     )
 
 
@@ -205,13 +209,21 @@ def test_same_content_as_the_stdlib_route() -> None:
     theirs = parse(reference.as_bytes())
 
     assert bodies(ours) == bodies(theirs)
-    for header in ("From", "Reply-To", "To", "Subject", "Message-ID", "List-Id", "List-Unsubscribe",
-                   "List-Unsubscribe-Post"):
+    for header in (
+        "From",
+        "Reply-To",
+        "To",
+        "Subject",
+        "Message-ID",
+        "List-Id",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+    ):
         assert str(ours[header]) == str(theirs[header]), header
     assert ours["To"].addresses == theirs["To"].addresses
 
 
-@settings(max_examples=150, deadline=None, database=None)
+@settings(max_examples=3000, deadline=None, database=None)
 @given(
     name=st.one_of(st.none(), st.text(max_size=80)),
     value=st.text(max_size=200),
@@ -257,7 +269,7 @@ def verify(message: bytes, signer: DkimSigner) -> bool:
 
 
 def test_dkim_signature_verifies_with_dkimpy(signer: DkimSigner) -> None:
-    message = campaign(dkim=signer).render(recipient("Қазақстан 🎉, \"x\""))
+    message = campaign(dkim=signer).render(recipient('Қазақстан 🎉, "x"'))
     assert message.startswith(b"DKIM-Signature: v=1; a=" + signer.algorithm.encode())
     assert verify(message, signer)
     assert_wire_format(message)
@@ -265,8 +277,19 @@ def test_dkim_signature_verifies_with_dkimpy(signer: DkimSigner) -> None:
     signed = re.search(r"h=([^;]+);", str(tags))
     assert signed is not None
     names = signed[1].replace(" ", "").split(":")
-    for header in ("from", "to", "subject", "date", "message-id", "list-unsubscribe",
-                   "list-unsubscribe-post", "mime-version", "content-type", "list-id", "reply-to"):
+    for header in (
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "mime-version",
+        "content-type",
+        "list-id",
+        "reply-to",
+    ):
         assert header in names
 
 

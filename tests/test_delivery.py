@@ -1,0 +1,226 @@
+"""The campaign pipeline on both backends: planning, claiming, sending, retries, pause/resume/cancel, sweep."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter import delivery, subscriptions
+from newsletter.config import Settings
+from newsletter.db import utcnow
+from newsletter.mailer import MemoryMailer, SendResult
+from newsletter.models import (
+    CampaignStatus,
+    Delivery,
+    Event,
+    EventType,
+    Suppression,
+    SuppressionReason,
+)
+from tests.factories import make_list, make_subscriber, make_subscribers, publish_sample, subscription_of
+
+
+def start_campaign(session: Session, settings: Settings, *slugs: str) -> tuple[int, list[delivery.BatchRange]]:
+    digest = publish_sample(session)
+    campaign = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=list(slugs), allow_repeat=True)
+    ranges = delivery.start(session, settings, campaign.id)
+    session.commit()
+    return campaign.id, ranges
+
+
+def send_all(sessions: sessionmaker[Session], settings: Settings, mailer: MemoryMailer, ranges) -> None:
+    for batch in ranges:
+        delivery.send_batch(sessions, settings, mailer, batch.campaign_id, batch.first_id, batch.last_id)
+
+
+def ledger(session: Session, campaign_id: int) -> dict[str, int]:
+    session.expire_all()
+    return {k: v for k, v in delivery.counts(session, campaign_id).items() if v}
+
+
+def test_plan_makes_one_row_per_recipient_across_lists_and_skips_the_ineligible(
+    session: Session, settings: Settings
+) -> None:
+    a, b = make_list(session, slug="a"), make_list(session, slug="b")
+    both = make_subscriber(session, a, "both@example.com")
+    subscriptions.add_subscription(session, b, both, source=subscriptions.SubscriptionSource.admin, confirmed=True)
+    make_subscribers(session, a, 3, prefix="a")
+    make_subscribers(session, b, 2, prefix="b")
+    make_subscriber(session, a, "pending@example.com", confirmed=False)
+    suppressed = make_subscriber(session, b, "bounced@example.com")
+    subscriptions.suppress(session, suppressed.email, SuppressionReason.hard_bounce)
+    blocked = make_subscriber(session, a, "blocked@example.com")
+    subscriptions.blocklist(session, blocked)
+
+    campaign_id, ranges = start_campaign(session, settings, "a", "b")
+    assert ledger(session, campaign_id) == {"pending": 6}
+    assert [(r.first_id, r.last_id) for r in ranges] == [
+        tuple(session.execute(select(func.min(Delivery.id), func.max(Delivery.id))).one())
+    ]
+    # Planning again adds nothing.
+    campaign = delivery.get_campaign(session, campaign_id)
+    assert delivery.plan_ledger(session, campaign) == 6
+
+
+def test_batches_are_keyset_ranges_of_the_batch_size(session: Session, make_settings, settings: Settings) -> None:
+    mailing_list = make_list(session, slug="weekly")
+    make_subscribers(session, mailing_list, 7)
+    small = make_settings(database_url=settings.database_url, batch_size=3)
+    _, ranges = start_campaign(session, small, "weekly")
+    sizes = [session.scalar(select(func.count()).where(Delivery.id.between(r.first_id, r.last_id))) for r in ranges]
+    assert sizes == [3, 3, 1]
+
+
+def test_send_batch_sends_each_recipient_once_with_personal_links(
+    sessions: sessionmaker[Session], session: Session, settings: Settings
+) -> None:
+    mailing_list = make_list(session, slug="weekly")
+    people = make_subscribers(session, mailing_list, 5)
+    campaign_id, ranges = start_campaign(session, settings, "weekly")
+    mailer = MemoryMailer()
+    send_all(sessions, settings, mailer, ranges)
+    send_all(sessions, settings, mailer, ranges)  # a redelivered task finds nothing left to claim
+
+    assert sorted(m.recipient for m in mailer.sent) == sorted(p.email for p in people)
+    assert ledger(session, campaign_id) == {"sent": 5}
+    assert delivery.get_campaign(session, campaign_id).status == CampaignStatus.finished
+    assert mailer.sessions_opened == 2  # one connection per batch task, not per message
+    for sent in mailer.sent:
+        message = email.message_from_bytes(sent.data, policy=email.policy.default)
+        html = message.get_body(("html",)).get_content()
+        assert "%%" not in html and "%%" not in message.get_body(("plain",)).get_content()
+        assert f"{settings.base_url}/unsubscribe/" in message["List-Unsubscribe"]
+        assert f"{settings.base_url}/o/" in html and f"{settings.base_url}/c/" in html
+    ids = session.scalars(select(Delivery.message_id).where(Delivery.campaign_id == campaign_id)).all()
+    assert len(set(ids)) == 5 and all(i and i.startswith(f"<{campaign_id}.") for i in ids)
+
+
+def test_unsubscribe_mid_campaign_skips_that_recipient(
+    sessions: sessionmaker[Session], session: Session, settings: Settings
+) -> None:
+    mailing_list = make_list(session, slug="weekly")
+    people = make_subscribers(session, mailing_list, 4)
+    campaign_id, ranges = start_campaign(session, settings, "weekly")
+    subscriptions.unsubscribe_subscription(session, subscription_of(session, people[2], mailing_list), source="page")
+    session.commit()
+    mailer = MemoryMailer()
+    send_all(sessions, settings, mailer, ranges)
+    assert people[2].email not in {m.recipient for m in mailer.sent}
+    assert ledger(session, campaign_id) == {"sent": 3, "skipped": 1}
+
+
+def test_soft_failures_retry_and_hard_bounces_suppress(
+    sessions: sessionmaker[Session], session: Session, make_settings, settings: Settings
+) -> None:
+    settings = make_settings(database_url=settings.database_url, retry_base_seconds=60)
+    mailing_list = make_list(session, slug="weekly")
+    make_subscribers(session, mailing_list, 3)
+    campaign_id, ranges = start_campaign(session, settings, "weekly")
+    failures = {
+        "r0@example.com": SendResult(451, "4.3.0 Try again later"),
+        "r1@example.com": SendResult(550, "5.1.1 User unknown"),
+        "r2@example.com": SendResult(552, "5.2.2 Mailbox full"),
+    }
+    mailer = MemoryMailer(failures)
+    send_all(sessions, settings, mailer, ranges)
+    session.expire_all()
+    rows = {r.subscriber_id: r for r in session.scalars(select(Delivery).where(Delivery.campaign_id == campaign_id))}
+    statuses = sorted((r.status.value, r.attempts, r.smtp_code) for r in rows.values())
+    assert statuses == [("failed", 1, 550), ("pending", 1, 451), ("pending", 1, 552)]
+    assert session.scalar(select(Suppression.reason)) == SuppressionReason.hard_bounce
+    assert session.scalar(select(func.count()).where(Event.type == EventType.bounce)) == 1
+
+    # Once the servers recover, the retries go out and the campaign finishes; the 550 is never retried.
+    mailer.responses = None
+    session.execute(Delivery.__table__.update().values(next_attempt_at=utcnow() - dt.timedelta(seconds=1)))
+    session.commit()
+    send_all(sessions, settings, mailer, ranges)
+    assert ledger(session, campaign_id) == {"sent": 2, "failed": 1}
+    assert sorted(m.recipient for m in mailer.sent) == ["r0@example.com", "r2@example.com"]
+
+
+def test_pause_resume_cancel_never_send_twice(
+    sessions: sessionmaker[Session], session: Session, settings: Settings
+) -> None:
+    mailing_list = make_list(session, slug="weekly")
+    make_subscribers(session, mailing_list, 6)
+    campaign_id, ranges = start_campaign(session, settings, "weekly")
+    delivery.pause(session, campaign_id)
+    session.commit()
+    mailer = MemoryMailer()
+    send_all(sessions, settings, mailer, ranges)
+    assert mailer.sent == [] and ledger(session, campaign_id) == {"pending": 6}
+
+    ranges = delivery.resume(session, settings, campaign_id)
+    session.commit()
+    batch = ranges[0]
+    # Send only three, then cancel: the rest are skipped, and a resent task changes nothing.
+    rows = session.scalars(select(Delivery.id).where(Delivery.campaign_id == campaign_id).order_by(Delivery.id)).all()
+    delivery.send_batch(sessions, settings, mailer, campaign_id, rows[0], rows[2])
+    delivery.cancel(session, campaign_id)
+    session.commit()
+    delivery.send_batch(sessions, settings, mailer, campaign_id, batch.first_id, batch.last_id)
+    assert len(mailer.sent) == 3
+    assert ledger(session, campaign_id) == {"sent": 3, "skipped": 3}
+    with pytest.raises(delivery.CampaignError, match="already cancelled"):
+        delivery.cancel(session, campaign_id)
+
+
+def test_sweep_marks_dead_claims_unknown_and_requeues_lost_work(session: Session, settings: Settings) -> None:
+    mailing_list = make_list(session, slug="weekly")
+    make_subscribers(session, mailing_list, 4)
+    campaign_id, ranges = start_campaign(session, settings, "weekly")
+    batch = ranges[0]
+    claimed = delivery.claim(session, campaign_id, batch.first_id, batch.last_id, limit=2, worker="dead:1")
+    assert len(claimed) == 2
+    session.commit()
+    later = utcnow() + dt.timedelta(seconds=settings.claim_lease_seconds + 1)
+    report = delivery.sweep(session, settings, now=later)
+    assert report.unknown == 2
+    assert [(r.first_id, r.last_id) for r in report.requeued] == [(claimed[-1].delivery_id + 1, batch.last_id)]
+    assert ledger(session, campaign_id) == {"unknown": 2, "pending": 2}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"digest_slug": "nope", "list_slugs": ["weekly"]}, "no published digest with slug 'nope'"),
+        ({"list_slugs": ["missing"]}, "no list with slug 'missing'"),
+        ({"list_slugs": []}, "name at least one list"),
+        ({"list_slugs": ["weekly"], "scheduled_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)}, "is in the past"),
+        ({"list_slugs": ["weekly"], "scheduled_at": dt.datetime(2099, 1, 1)}, "needs a timezone"),
+    ],
+)
+def test_bad_campaign_requests_are_refused_and_store_nothing(
+    session: Session, kwargs: dict[str, object], message: str
+) -> None:
+    make_list(session, slug="weekly")
+    digest = publish_sample(session)
+    kwargs.setdefault("digest_slug", digest.slug)
+    with pytest.raises((delivery.CampaignError, LookupError)) as info:
+        delivery.create_campaign(session, **kwargs)  # type: ignore[arg-type]
+    assert message in str(info.value)
+    assert session.scalar(select(func.count()).select_from(Delivery)) == 0
+    from newsletter.models import Campaign
+
+    assert session.scalar(select(func.count()).select_from(Campaign)) == 0
+
+
+def test_empty_list_finishes_at_once(session: Session, settings: Settings) -> None:
+    make_list(session, slug="empty")
+    campaign_id, ranges = start_campaign(session, settings, "empty")
+    assert ranges == []
+    assert delivery.get_campaign(session, campaign_id).status == CampaignStatus.finished
+
+
+def test_same_digest_to_same_list_twice_needs_again(session: Session) -> None:
+    make_list(session, slug="weekly")
+    digest = publish_sample(session)
+    delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["weekly"])
+    with pytest.raises(delivery.CampaignError, match="already sent to list 'weekly'"):
+        delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["weekly"])

@@ -10,7 +10,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 
@@ -88,8 +88,8 @@ class Recipient:
     email: str
     name: str | None
     message_id: str  # full "<...@domain>" form
+    values: Mapping[str, str]  # placeholder -> raw (unescaped) value, e.g. {"%%NAME%%": "Ana"}
     unsubscribe_url: str
-    values: Mapping[str, str] = field(default_factory=dict)  # placeholder -> raw (unescaped) value
 
 
 # --- header encoding -------------------------------------------------------------------------
@@ -181,7 +181,16 @@ def _qp(text: str) -> bytes:
 
 def _qp_value(value: str) -> bytes:
     # Values were cleaned of line breaks, so this is one soft-wrapped logical line.
-    return binascii.b2a_qp(value.encode("utf-8"), istext=True).replace(b"\n", _CRLF)
+    return _room_for_soft_break(binascii.b2a_qp(value.encode("utf-8"), istext=True).replace(b"\n", _CRLF))
+
+
+def _room_for_soft_break(encoded: bytes) -> bytes:
+    """Keep the last line within 75 chars, so a soft break appended to it stays within 76."""
+    if len(encoded) - (encoded.rfind(b"\n") + 1) <= 75:
+        return encoded
+    # move the last token ("=XX" or one char; "=" never appears inside an escape) to a new line
+    cut = len(encoded) - (3 if encoded[-3:-2] == b"=" else 1)
+    return encoded[:cut] + _SOFT_BREAK + encoded[cut:]
 
 
 def _skeleton(content: str) -> list[bytes | str]:
@@ -196,15 +205,10 @@ def _skeleton(content: str) -> list[bytes | str]:
     for i, literal in enumerate(literals):
         encoded = _qp(literal)
         first, last = i == 0, i == len(literals) - 1
-        chunk = b""
-        if not first:
-            chunk += _SOFT_BREAK
-        chunk += encoded
         if not last and encoded and not encoded.endswith(_CRLF):
-            chunk += _SOFT_BREAK
-        if last and not encoded and chunk.endswith(_SOFT_BREAK):
-            # a trailing soft break would dangle against the closing boundary
-            chunk = b""
+            encoded = _room_for_soft_break(encoded) + _SOFT_BREAK
+        # no soft break may dangle at the very end, against the closing boundary
+        chunk = b"" if last and not encoded else (b"" if first else _SOFT_BREAK) + encoded
         if chunk:
             pieces.append(chunk)
         if not last:

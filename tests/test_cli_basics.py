@@ -1,0 +1,86 @@
+"""The `newsletter` command in a subprocess: the embedded demo and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    environment.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_demo_sends_once_and_says_so_the_second_time(tmp_path: Path) -> None:
+    first = run(["demo"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    files = sorted((tmp_path / "outbox").glob("*.eml"))
+    assert len(files) == 36
+    recipients = set()
+    for path in files:
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert message.get_content_type() == "multipart/alternative"
+        assert message["List-Unsubscribe"].startswith("<http://localhost:8000/unsubscribe/")
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert b"\r\n" in path.read_bytes() and b"\n" not in path.read_bytes().replace(b"\r\n", b"")
+        recipients.add(message["To"].addresses[0].domain)
+    assert recipients <= {"example.com", "example.org", "example.net"}
+    assert "36 sent" in first.stdout and "preview" in first.stdout and "python3 -m webbrowser" in first.stdout
+
+    second = run(["demo"], tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "already sent" in second.stdout and "nobody gets a second copy" in second.stdout
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 36
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (
+            ["lists", "list"],
+            {"NEWSLETTER_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+            "cannot use the database postgresql+psycopg://nobody@127.0.0.1:1/none",
+        ),
+        (["lists", "list"], {"NEWSLETTER_SMTP_URL": "smtp//oops"}, "NEWSLETTER_SMTP_URL"),
+        (["lists", "list"], {"NEWSLETTER_DATABASE_URL": "mysql://x/y"}, "unsupported database URL"),
+        (["digests", "publish", "no-such-file.md"], {}, "no-such-file.md: no such file"),
+        (["campaigns", "send", "some-digest", "--list", "nope"], {}, "no published digest with slug 'some-digest'"),
+        (["subscribers", "unsubscribe", "a@example.com", "--list", "nope"], {}, "no list with slug 'nope'"),
+        (["campaigns", "send", "x", "--list", "a", "--at", "tomorrow"], {}, "is not an ISO 8601 time"),
+        (["campaigns", "status", "999"], {}, "no campaign with id 999"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_and_a_non_zero_exit(
+    tmp_path: Path, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert run(["db", "upgrade"], tmp_path, NEWSLETTER_DATABASE_URL=db).returncode == 0
+    result = run(args, tmp_path, **{"NEWSLETTER_DATABASE_URL": db, **env})
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_runs_from_any_directory(tmp_path: Path) -> None:
+    db = tmp_path / "elsewhere.db"
+    result = run(["db", "upgrade"], tmp_path, NEWSLETTER_DATABASE_URL=f"sqlite:///{db}")
+    assert result.returncode == 0, result.stderr
+    assert "database at revision 0001" in result.stdout and db.exists()
+    assert tmp_path != ROOT

@@ -126,14 +126,7 @@ def lists_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
         return
     table = Table("slug", "name", "opt-in", "confirmed", "pending", "unsubscribed")
     for row in rows:
-        table.add_row(
-            row["slug"],
-            row["name"],
-            row["opt_in"],
-            str(row["confirmed"]),
-            str(row["pending"]),
-            str(row["unsubscribed"]),
-        )
+        table.add_row(*(str(row[key]) for key in ("slug", "name", "opt_in", "confirmed", "pending", "unsubscribed")))
     out.print(table)
 
 
@@ -159,11 +152,11 @@ def digests_publish(file: Path, as_json: Annotated[bool, typer.Option("--json")]
     digest = digests.load_digest(file)
     with unit_of_work() as session:
         stored, created = digests.publish(session, digest)
-        result = {"slug": stored.slug, "created": created}
+        slug = stored.slug
     if as_json:
-        emit_json(result)
+        emit_json({"slug": slug, "created": created})
     else:
-        sys.stdout.write(result["slug"] + "\n")
+        sys.stdout.write(slug + "\n")
 
 
 # --- campaigns --------------------------------------------------------------------------------------------
@@ -248,7 +241,7 @@ def campaigns_status(campaign_id: int, as_json: Annotated[bool, typer.Option("--
     """Counts per delivery status."""
     with unit_of_work() as session:
         campaign = delivery.get_campaign(session, campaign_id)
-        result = {
+        result: dict[str, Any] = {
             "id": campaign.id,
             "status": campaign.status.value,
             "subject": campaign.subject,
@@ -325,6 +318,7 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = (
     delivery.CampaignNotFound,
     delivery.DigestNotFound,
     FileNotFoundError,
+    OperationalError,
 )
 
 
@@ -350,7 +344,7 @@ def _hide_password(url: str) -> str:
 def run_guarded(entry: Callable[[], T]) -> T:
     try:
         return entry()
-    except (*EXPECTED_ERRORS, OperationalError) as exc:
+    except EXPECTED_ERRORS as exc:
         err.print(f"error: {describe(exc)}", markup=False, soft_wrap=True)
         raise SystemExit(1) from None
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import String, and_, cast, exists, func, insert, literal, or_, select, text, update
+from sqlalchemy.engine import Result
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import digests, rendering
@@ -71,6 +72,11 @@ class BatchRange:
     first_id: int
     last_id: int
     countdown: float = 0.0
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE touched (the generic Result type does not declare it)."""
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def worker_name() -> str:
@@ -252,10 +258,9 @@ def plan_ledger(session: Session, campaign: Campaign) -> int:
     if is_postgres(session):
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        statement = pg_insert(Delivery).from_select(columns, source).on_conflict_do_nothing()
+        session.execute(pg_insert(Delivery).from_select(columns, source).on_conflict_do_nothing())
     else:
-        statement = insert(Delivery).from_select(columns, source).prefix_with("OR IGNORE")
-    session.execute(statement)
+        session.execute(insert(Delivery).from_select(columns, source).prefix_with("OR IGNORE"))
     return session.scalar(select(func.count()).where(Delivery.campaign_id == campaign.id)) or 0
 
 
@@ -319,7 +324,7 @@ def skip_ineligible(session: Session, campaign_id: int, first_id: int, last_id: 
         .values(status=DeliveryStatus.skipped, smtp_text="unsubscribed, blocked or suppressed before sending")
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, limit: int, worker: str) -> list[Claimed]:
@@ -619,7 +624,7 @@ def release_claims(session: Session, campaign_id: int, first_id: int, last_id: i
         .values(status=target, attempts=Delivery.attempts - 1, claimed_by=None)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 def next_retry_delay(session: Session, campaign_id: int, first_id: int, last_id: int) -> float | None:
@@ -655,7 +660,7 @@ def finish_if_done(session: Session, campaign_id: int) -> bool:
         .values(status=CampaignStatus.finished, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(rowcount(result))
 
 
 # --- pause, resume, cancel, recover -----------------------------------------------------------------------
@@ -722,12 +727,11 @@ def sweep(session: Session, settings: Settings, now: dt.datetime | None = None) 
             "status": DeliveryStatus.unknown,
             "smtp_text": "worker died while this message was in flight; it may or may not have been delivered",
         }
-    unknown = (
+    unknown = rowcount(
         session.execute(
             update(Delivery).where(stuck).values(claimed_by=None, **values).execution_options(synchronize_session=False)
-        ).rowcount
-        or 0
-    )  # type: ignore[attr-defined]
+        )
+    )
 
     requeued: list[BatchRange] = []
     sending = session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.sending)).all()

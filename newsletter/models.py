@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from newsletter.db import BigID, Base, JSONType, UTCDateTime, created_at, intpk, updated_at
+from newsletter.db import Base, BigID, JSONType, UTCDateTime, created_at, intpk, updated_at
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:

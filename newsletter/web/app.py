@@ -65,8 +65,10 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 def get_tokens(request: Request) -> Tokens:
-    return request.app.state.tokens  # type: ignore[no-any-return]
+    tokens: Tokens = request.app.state.tokens
+    return tokens
 
 
 def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    settings: Settings = request.app.state.settings
+    return settings

@@ -159,6 +159,114 @@ def digests_publish(file: Path, as_json: Annotated[bool, typer.Option("--json")]
         sys.stdout.write(slug + "\n")
 
 
+def _write_output(content: str | bytes, output: Path | None) -> None:
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        output.write_bytes(data)
+        err.print(f"wrote {output} ({len(data) / 1024:.1f} KB)")
+
+
+@digests_app.command("preview")
+def digests_preview(
+    slug: Annotated[str, typer.Argument(help="Slug of a published digest.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.")] = None,
+    text: Annotated[bool, typer.Option("--text", help="The text part instead of the HTML.")] = False,
+    eml: Annotated[bool, typer.Option("--eml", help="The complete message (.eml) instead of the HTML.")] = False,
+    list_slug: Annotated[str | None, typer.Option("--list", help="Render for this list (default: the oldest).")] = None,
+    template: Annotated[str | None, typer.Option(help="An uploaded template instead of the bundled one.")] = None,
+) -> None:
+    """The email exactly as a subscriber of the list gets it, for a sample recipient."""
+    from newsletter import previews, templates
+
+    if text and eml:
+        fail("choose one of --text and --eml")
+    with unit_of_work() as session:
+        try:
+            preview = previews.preview_digest(session, settings(), slug, list_slug, template=template)
+        except (previews.NoListToPreview, templates.TemplateNotFound) as exc:
+            fail(describe(exc))
+    _write_output(preview.message if eml else preview.text if text else preview.html, output)
+
+
+@digests_app.command("check")
+def digests_check(
+    slug: Annotated[str, typer.Argument(help="Slug of a published digest.")],
+    list_slug: Annotated[str | None, typer.Option("--list", help="Check for this list (default: the oldest).")] = None,
+    template: Annotated[str | None, typer.Option(help="An uploaded template instead of the bundled one.")] = None,
+    spamassassin: Annotated[bool, typer.Option(help="Score with a local SpamAssassin when installed.")] = True,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Pre-send deliverability check; exits non-zero when something must be fixed before sending."""
+    from newsletter import deliverability, previews, templates
+
+    with unit_of_work() as session:
+        try:
+            findings = deliverability.check(
+                session, settings(), slug, list_slug, template=template, spamassassin=spamassassin
+            )
+        except (previews.NoListToPreview, templates.TemplateNotFound) as exc:
+            fail(describe(exc))
+    problems = deliverability.errors(findings)
+    if as_json:
+        emit_json({"ok": not problems, "findings": [finding.as_dict() for finding in findings]})
+    else:
+        styles = {"error": "bold red", "warning": "yellow", "info": "dim"}
+        for finding in findings:
+            where = f"item {finding.item} ({finding.headline}): " if finding.item else ""
+            out.print(f"[{styles[finding.level]}]{finding.level:>7}[/] {where}{finding.message}", markup=True)
+    if problems:
+        fail(f"{len(problems)} problem(s) must be fixed before digest {slug!r} can be sent")
+
+
+# --- templates --------------------------------------------------------------------------------------------
+
+templates_app = typer.Typer(no_args_is_help=True, help="Custom digest templates (MJML, rendered in a sandbox).")
+app.add_typer(templates_app, name="templates")
+
+
+@templates_app.command("add")
+def templates_add(
+    name: Annotated[str, typer.Argument(help="Lowercase name, e.g. 'weekly-dark'.")],
+    file: Annotated[Path, typer.Argument(help="MJML body template; start from templates/email/digest/body.mjml.")],
+) -> None:
+    """Upload a digest template (replacing one of the same name) after a test render of the sample digest."""
+    from newsletter import templates
+
+    try:
+        source = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"{file}: cannot read the template: {exc}")
+    with unit_of_work() as session:
+        try:
+            template = templates.save_template(session, name, source)
+        except templates.InvalidTemplate as exc:
+            fail(f"{file}: {exc}")
+        result = template.name
+    out.print(f"saved template {result}")
+
+
+@templates_app.command("list")
+def templates_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Uploaded templates."""
+    from newsletter import templates
+
+    with unit_of_work() as session:
+        rows: list[dict[str, str]] = [
+            {"name": t.name, "characters": str(len(t.source)), "updated_at": t.updated_at.isoformat()}
+            for t in templates.list_templates(session)
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("name", "characters", "updated")
+    for row in rows:
+        table.add_row(row["name"], row["characters"], row["updated_at"])
+    out.print(table)
+
+
 # --- campaigns --------------------------------------------------------------------------------------------
 
 
@@ -205,6 +313,39 @@ def campaigns_send(
     with unit_of_work() as session:
         status = delivery.get_campaign(session, campaign_id).status.value
     emit_json({"id": campaign_id, "status": status}) if as_json else out.print(str(campaign_id))
+
+
+@campaigns_app.command("test")
+def campaigns_test(
+    digest: Annotated[str, typer.Argument(help="Slug of a published digest.")],
+    to: Annotated[str, typer.Option("--to", help="Address to send the test to.")],
+    list_slug: Annotated[str | None, typer.Option("--list", help="Render for this list (default: the oldest).")] = None,
+    template: Annotated[str | None, typer.Option(help="An uploaded template instead of the bundled one.")] = None,
+) -> None:
+    """Send one real message marked as a test ([TEST] subject, untracked links, recorded nowhere)."""
+    from newsletter import previews, templates
+    from newsletter.mailer import get_mailer
+
+    config = settings()
+    with unit_of_work() as session:
+        try:
+            preview, result = previews.send_test(
+                session,
+                config,
+                get_mailer(config.smtp_url, config.outbox_dir),
+                digest,
+                to,
+                list_slug,
+                template=template,
+            )
+        except subscriptions.InvalidEmail as exc:
+            fail(f"--to {to!r}: {exc}")
+        except (previews.NoListToPreview, previews.TestSendFailed, templates.TemplateNotFound) as exc:
+            fail(describe(exc))
+    out.print(
+        f"sent test of {digest} for list {preview.list_slug} to {preview.recipient} via "
+        f"{previews.destination(config)}: {result.code} {result.text}"
+    )
 
 
 def watch(campaign_id: int, *, quiet: bool = False, poll: float = 0.5) -> None:

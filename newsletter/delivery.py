@@ -24,7 +24,7 @@ from sqlalchemy import String, and_, cast, exists, func, insert, literal, or_, s
 from sqlalchemy.engine import Result
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import digests, rendering
+from newsletter import digests, rendering, templates
 from newsletter.config import Settings
 from newsletter.db import is_postgres, utcnow
 from newsletter.mailer import Mailer, SendResult, classify
@@ -128,6 +128,9 @@ def create_campaign(
     clean_subject = " ".join((subject or digest.title).split())
     if not clean_subject:
         raise CampaignError("the subject is empty")
+    from newsletter.deliverability import ensure_sendable  # imported here: it renders through this module
+
+    ensure_sendable(session, digest, lists, clean_subject)
     campaign = Campaign(
         digest_id=digest.id,
         subject=clean_subject[:500],
@@ -188,6 +191,7 @@ def render_campaign(session: Session, settings: Settings, campaign: Campaign) ->
         list_description=primary.description,
         link_href=track if tracking else None,
         open_pixel_url=f"{settings.base_url}/o/{rendering.TRACK}" if tracking else None,
+        template_source=templates.template_source(session, campaign.template_id),
     )
     campaign.html = rendered.html
     campaign.text = rendered.text

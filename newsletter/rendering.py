@@ -11,7 +11,7 @@ import datetime as dt
 import re
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +22,7 @@ from markdown_it.token import Token
 from markupsafe import Markup
 from mjml import mjml2html
 
+from newsletter import sandbox
 from newsletter.digests import Digest, DigestItem
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "TRACK",
     "UNSUBSCRIBE_URL",
     "RenderedEmail",
+    "TemplateRejected",
     "Theme",
     "format_date",
     "render_digest",
@@ -55,6 +57,8 @@ _MONTHS = (
     "July", "August", "September", "October", "November", "December",
 )  # fmt: skip
 _MARKDOWN_SCHEMES = ("http", "https", "mailto")
+
+TemplateRejected = sandbox.TemplateRejected
 
 
 @dataclass(frozen=True)
@@ -111,12 +115,17 @@ def render_digest(
     link_href: Callable[[str], str] | None = None,
     open_pixel_url: str | None = None,
     greeting: bool = True,
+    template_source: str | None = None,
 ) -> RenderedEmail:
     """Render a digest's subject, HTML and text parts once for a whole campaign.
 
     `link_href(url)` is called once per distinct http(s) URL (item links and links inside summaries and the
     intro) and returns the href to emit, e.g. a click-tracking URL containing `TRACK`; the URLs it was
     called with are returned as `links`, in order of first appearance.
+
+    `template_source` is an editor's MJML body template used instead of `templates/email/digest/body.mjml`;
+    it renders in the sandbox (see `sandbox.py`) with `template_context()`, and a template that fails
+    raises `TemplateRejected`. The subject and text part always come from the bundled templates.
     """
     links = _LinkRecorder(link_href)
     context = _build_context(
@@ -129,8 +138,14 @@ def render_digest(
         greeting=greeting,
     )
     subject = " ".join(_environment.get_template("email/digest/subject.txt").render(context).split())
-    mjml_source = _environment.get_template("email/digest/body.mjml").render(context)
-    html = mjml2html(mjml_source, disable_comments=True)
+    if template_source is None:
+        mjml_source = _environment.get_template("email/digest/body.mjml").render(context)
+    else:
+        mjml_source = sandbox.render(template_source, template_context(context))
+    try:
+        html = mjml2html(mjml_source, disable_comments=True)
+    except Exception as exc:  # mjml-python raises plain exceptions with MRML's message
+        raise TemplateRejected(f"the template does not produce valid MJML: {exc}") from None
     text = _environment.get_template("email/digest/body.txt").render(context)
     return RenderedEmail(subject=subject, html=html, text=_tidy_text(text), links=links.urls())
 
@@ -205,6 +220,34 @@ def _build_item(item: DigestItem, links: _LinkRecorder) -> dict[str, Any]:
         # Screen readers need something for a linked image; the headline describes where it leads.
         "image_alt": item.image_alt or item.headline,
     }
+
+
+def template_context(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The context of the bundled body template as plain JSON data, for editor templates in the sandbox.
+
+    Same names as `body.mjml` sees, so an editor can start from a copy of it. HTML that the renderer built
+    (and escaped) sits under keys ending in `_html`; the sandbox marks exactly those as safe.
+    """
+    digest: Digest = context["digest"]
+    theme: Theme = context["theme"]
+    plain = {
+        key: str(value) if isinstance(value, Markup) else value
+        for key, value in context.items()
+        if key not in ("digest", "theme", "sections")
+    }
+    plain["digest"] = digest.model_dump(mode="json")
+    plain["theme"] = asdict(theme)
+    plain["sections"] = [
+        {
+            "name": section["name"],
+            "items": [
+                {key: str(value) if isinstance(value, Markup) else value for key, value in item.items()}
+                for item in section["items"]
+            ],
+        }
+        for section in context["sections"]
+    ]
+    return plain
 
 
 # --- Markdown ------------------------------------------------------------------------------------------

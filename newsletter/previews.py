@@ -1,0 +1,216 @@
+"""Show a stored digest exactly as a list's subscribers get it, and send one real test message of it.
+
+The message is built by the sending code itself, `delivery.PreparedCampaign` on an unsaved campaign, so
+headers, placeholder substitution and DKIM are the ones a real send uses; nothing is written to the
+database (no campaign, no ledger row, no links).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter import delivery, rendering, templates
+from newsletter.config import Settings
+from newsletter.mailer import Mailer, SendResult, parse_smtp_urls
+from newsletter.messages import DkimSigner
+from newsletter.models import Campaign, Digest, MailingList, Subscriber
+from newsletter.subscriptions import Tokens, get_list, normalise_email
+
+__all__ = [
+    "SAMPLE_EMAIL",
+    "SAMPLE_NAME",
+    "TEST_HEADER",
+    "TEST_SUBJECT_PREFIX",
+    "NoListToPreview",
+    "Preview",
+    "TestSendFailed",
+    "preview_digest",
+    "send_test",
+]
+
+SAMPLE_EMAIL = "reader@example.com"
+SAMPLE_NAME = "Sample Reader"
+TEST_SUBJECT_PREFIX = "[TEST] "
+TEST_HEADER = ("X-Newsletter-Test", "yes")
+
+
+class NoListToPreview(LookupError):
+    def __init__(self) -> None:
+        super().__init__("there is no mailing list yet: create one with `newsletter lists create` to preview for it")
+
+
+class TestSendFailed(RuntimeError):
+    """The test message was not accepted; the message gives the server's answer."""
+
+
+@dataclass(frozen=True)
+class Preview:
+    """One digest as one recipient of one list gets it; `html` and `text` are the decoded parts of `message`."""
+
+    digest_slug: str
+    list_slug: str
+    subject: str
+    html: str
+    text: str
+    message: bytes  # the complete MIME message, CRLF line endings, DKIM-signed when configured
+    envelope_from: str
+    recipient: str
+    unsubscribe_url: str
+    links: Mapping[str, str]  # href in the HTML -> the digest's URL it leads to (differs when tracked)
+
+
+def preview_digest(
+    session: Session,
+    settings: Settings,
+    digest_slug: str,
+    list_slug: str | None = None,
+    *,
+    template: str | None = None,
+    subject: str | None = None,
+    tracking: bool = False,
+    recipient_email: str = SAMPLE_EMAIL,
+    recipient_name: str = SAMPLE_NAME,
+    test: bool = False,
+) -> Preview:
+    """Render a stored digest for a list as sent, personalised for a sample recipient.
+
+    Without `list_slug` the oldest list is used. `tracking=False` (the default, for people looking at a
+    preview or a test) keeps links pointing at the articles: click tracking only redirects to links a real
+    campaign registered. `tracking=True` gives the bytes a real send produces, for the pre-send check.
+    """
+    digest = session.scalar(select(Digest).where(Digest.slug == digest_slug))
+    if digest is None:
+        raise delivery.DigestNotFound(digest_slug)
+    mailing_list = get_list(session, list_slug) if list_slug else _default_list(session)
+    source = templates.get_template(session, template).source if template else None
+    tracked = tracking and mailing_list.tracking
+    hrefs: dict[str, str] = {}
+
+    def track(url: str) -> str:
+        # The URL form of delivery.render_campaign: numbered links of the campaign behind one token.
+        href = f"{settings.base_url}/c/{rendering.TRACK}.{len(hrefs) + 1}"
+        hrefs[href] = url
+        return href
+
+    rendered = rendering.render_digest(
+        delivery.digest_model(digest),
+        theme=delivery.theme_for(mailing_list),
+        list_name=mailing_list.name,
+        list_description=mailing_list.description,
+        link_href=track if tracked else None,
+        open_pixel_url=f"{settings.base_url}/o/{rendering.TRACK}" if tracked else None,
+        template_source=source,
+    )
+    title = " ".join((subject or digest.title).split())
+    # Never added to the session: an unsaved campaign only carries what PreparedCampaign reads.
+    campaign = Campaign(
+        id=0,
+        subject=(TEST_SUBJECT_PREFIX if test else "") + title,
+        html=rendered.html,
+        text=rendered.text,
+        lists=[mailing_list],
+    )
+    prepared = delivery.PreparedCampaign(settings, campaign, Tokens(settings.secret_key), _dkim(settings))
+    email_address = normalise_email(recipient_email)
+    # A subscriber's own tokens make unsubscribe and preferences work in a test sent to them; anyone else
+    # gets tokens for subscriber 0, which the web app answers with "this link is not valid".
+    subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email == email_address)) or 0
+    claimed = delivery.Claimed(
+        # A random ledger id keeps each preview's Message-ID unique, so mail clients never merge two tests.
+        delivery_id=secrets.randbelow(2**40) + 1,
+        subscriber_id=subscriber_id,
+        list_id=mailing_list.id,
+        email=email_address,
+        name=recipient_name,
+        attempts=0,
+    )
+    message = prepared.render(claimed)
+    if test:
+        # Prepended, not signed: DKIM signs a fixed header list, so the signature stays valid.
+        message = f"{TEST_HEADER[0]}: {TEST_HEADER[1]}\r\n".encode("ascii") + message
+    parsed = email.message_from_bytes(message, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return Preview(
+        digest_slug=digest.slug,
+        list_slug=mailing_list.slug,
+        subject=str(parsed["Subject"]),
+        html=_part(parsed, "html"),
+        text=_part(parsed, "plain"),
+        message=message,
+        envelope_from=prepared.envelope_from,
+        recipient=email_address,
+        unsubscribe_url=_unsubscribe_url(parsed),
+        links=hrefs or {url: url for url in rendered.links},
+    )
+
+
+def send_test(
+    session: Session,
+    settings: Settings,
+    mailer: Mailer,
+    digest_slug: str,
+    to: str,
+    list_slug: str | None = None,
+    *,
+    template: str | None = None,
+) -> tuple[Preview, SendResult]:
+    """Send one message of the digest to `to`, marked as a test and recorded nowhere; raise if refused.
+
+    Links are untracked (a test has no campaign to count clicks for) and there is no open pixel.
+    """
+    address = normalise_email(to)
+    subscriber_name = session.scalar(select(Subscriber.name).where(Subscriber.email == address))
+    preview = preview_digest(
+        session,
+        settings,
+        digest_slug,
+        list_slug,
+        template=template,
+        recipient_email=address,
+        recipient_name=subscriber_name or "",
+        test=True,
+    )
+    with mailer.session() as smtp:
+        result = smtp.send(preview.envelope_from, address, preview.message)
+    if not result.ok:
+        reason = result.text if result.code == 0 else f"{result.code} {result.text}"
+        raise TestSendFailed(f"test message to {address} not sent: {reason}")
+    return preview, result
+
+
+def destination(settings: Settings) -> str:
+    """Where the configured mailer sends, for people (passwords left out)."""
+    if settings.smtp_url:
+        return ", ".join(server.display for server in parse_smtp_urls(settings.smtp_url))
+    return f"the outbox directory {settings.outbox_dir}"
+
+
+def _default_list(session: Session) -> MailingList:
+    mailing_list = session.scalar(select(MailingList).order_by(MailingList.id).limit(1))
+    if mailing_list is None:
+        raise NoListToPreview()
+    return mailing_list
+
+
+def _dkim(settings: Settings) -> DkimSigner | None:
+    if settings.dkim_domain and settings.dkim_selector and settings.dkim_key_file:
+        return DkimSigner.from_file(settings.dkim_domain, settings.dkim_selector, settings.dkim_key_file)
+    return None
+
+
+def _part(message: EmailMessage, subtype: str) -> str:
+    part = message.get_body(preferencelist=(subtype,))
+    return "" if part is None else str(part.get_content())
+
+
+def _unsubscribe_url(message: EmailMessage) -> str:
+    header = str(message.get("List-Unsubscribe", ""))
+    return header.split(",")[0].strip().strip("<>")

@@ -22,7 +22,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tokens = Tokens(settings.secret_key)
 
     from newsletter.web import public
+    from newsletter.web.pages import Pages
+    from newsletter.web.throttle import make_throttle
 
+    app.state.pages = Pages()
+    app.state.subscribe_throttle = make_throttle(
+        settings.effective_redis_url, settings.subscribe_ip_limit, 3600, "newsletter:subscribe-ip"
+    )
+    # Replaceable in tests; by default the Celery task, which runs inline in embedded mode.
+    app.state.enqueue_confirmation = public.enqueue_confirmation
     app.include_router(public.router)
 
     @app.get("/healthz", tags=["public"])

@@ -46,12 +46,13 @@ def record_open(session: Session, tokens: Tokens, *, token: str) -> bool:
         .join(MailingList, MailingList.id == Delivery.list_id)
         .where(Delivery.id == delivery_id, MailingList.tracking.is_(True))
     )
-    result = session.execute(
-        insert(Event).from_select(
-            ["type", "campaign_id", "delivery_id", "subscriber_id", "list_id", "created_at"], source
-        )
-    )
-    if result.rowcount:  # type: ignore[attr-defined]
+    # RETURNING rather than rowcount: psycopg reports -1 for an INSERT ... SELECT.
+    inserted = session.execute(
+        insert(Event)
+        .from_select(["type", "campaign_id", "delivery_id", "subscriber_id", "list_id", "created_at"], source)
+        .returning(Event.id)
+    ).first()
+    if inserted is not None:
         return True
     if session.scalar(select(Delivery.id).where(Delivery.id == delivery_id)) is None:
         raise UnknownToken("this link is not valid")  # e.g. the delivery's campaign was deleted

@@ -28,8 +28,8 @@ from newsletter.models import (
 from newsletter.subscriptions import (
     ExpiredToken,
     InvalidEmail,
-    Tokens,
     TokenPurpose,
+    Tokens,
     UnknownToken,
 )
 from tests.conftest import TEST_SECRET

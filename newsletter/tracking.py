@@ -7,11 +7,12 @@ client calls them), so each hit is one or two small Core statements, no ORM obje
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, distinct, func, insert, literal, select
 from sqlalchemy.orm import Session
 
-from newsletter.db import utcnow
+from newsletter.db import is_postgres, utcnow
 from newsletter.models import Delivery, Event, EventType, Link, MailingList, Subscriber, SuppressionReason
 from newsletter.subscriptions import TokenPurpose, Tokens, UnknownToken, suppress
 
@@ -72,29 +73,75 @@ def record_click(session: Session, tokens: Tokens, *, token: str) -> str:
         (delivery_id,) = tokens.read(TokenPurpose.track, signed, 1)
     except UnknownToken:
         raise UnknownLink("this link is not valid") from None
-    row = session.execute(
-        select(Link.id, Link.url, Delivery.campaign_id, Delivery.subscriber_id, Delivery.list_id, MailingList.tracking)
-        .join(Link, and_(Link.campaign_id == Delivery.campaign_id, Link.position == int(position_text)))
+    position = int(position_text)
+    if is_postgres(session):
+        url = _click_in_one_statement(session, delivery_id, position)
+    else:
+        url = _click_in_two_statements(session, delivery_id, position)
+    if url is None:
+        raise UnknownLink("this link is not valid")
+    return url
+
+
+def _link_of(delivery_id: int, position: int) -> Any:
+    return (
+        select(
+            Link.id.label("link_id"),
+            Link.url,
+            Delivery.campaign_id,
+            Delivery.subscriber_id,
+            Delivery.list_id,
+            MailingList.tracking,
+        )
+        .join(Link, and_(Link.campaign_id == Delivery.campaign_id, Link.position == position))
         .join(MailingList, MailingList.id == Delivery.list_id)
         .where(Delivery.id == delivery_id)
-    ).first()
+    )
+
+
+def _click_in_one_statement(session: Session, delivery_id: int, position: int) -> str | None:
+    # One round trip: find the link and record the click in a data-modifying CTE (PostgreSQL only).
+    hit = _link_of(delivery_id, position).cte("hit")
+    record = (
+        insert(Event)
+        .from_select(
+            ["type", "campaign_id", "delivery_id", "subscriber_id", "list_id", "link_id", "url", "created_at"],
+            select(
+                literal(EventType.click.value),
+                hit.c.campaign_id,
+                literal(delivery_id),
+                hit.c.subscriber_id,
+                hit.c.list_id,
+                hit.c.link_id,
+                hit.c.url,
+                literal(utcnow(), Event.created_at.type),
+            ).where(hit.c.tracking.is_(True)),
+        )
+        .returning(Event.id)
+        .cte("record")
+    )
+    url = session.scalar(select(hit.c.url).add_cte(record))
+    return None if url is None else str(url)
+
+
+def _click_in_two_statements(session: Session, delivery_id: int, position: int) -> str | None:
+    row = session.execute(_link_of(delivery_id, position)).first()
     if row is None:
-        raise UnknownLink("this link is not valid")
-    link_id, url, campaign_id, subscriber_id, list_id, tracking = row
-    if tracking:
+        return None
+    if row.tracking:
         session.execute(
             insert(Event).values(
                 type=EventType.click,
-                campaign_id=campaign_id,
+                campaign_id=row.campaign_id,
                 delivery_id=delivery_id,
-                subscriber_id=subscriber_id,
-                list_id=list_id,
-                link_id=link_id,
-                url=url,
+                subscriber_id=row.subscriber_id,
+                list_id=row.list_id,
+                link_id=row.link_id,
+                url=row.url,
                 created_at=utcnow(),
             )
         )
-    return str(url)
+    return str(row.url)
 
 
 @dataclass(frozen=True)

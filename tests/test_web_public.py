@@ -67,7 +67,7 @@ class Web:
 @pytest.fixture
 def web(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[Web]:
     app = create_app(settings)
-    app.state.sessions = sessions
+    app.state.sessions = app.state.tracking_sessions = app.state.one_click_sessions = sessions
     app.state.subscribe_throttle = LocalThrottle(settings.subscribe_ip_limit, 3600)
     mailer = MemoryMailer()
 
@@ -301,7 +301,7 @@ def test_gmail_one_click_post_unsubscribes_mid_campaign(
 ) -> None:
     settings: Settings = make_settings(database_url=pg_url)  # type: ignore[operator]
     app = create_app(settings)
-    app.state.sessions = pg_sessions
+    app.state.sessions = app.state.tracking_sessions = app.state.one_click_sessions = pg_sessions
     with pg_sessions() as session:
         mailing_list = make_list(session)
         readers = make_subscribers(session, mailing_list, 5)

@@ -70,8 +70,9 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-    # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin, so SAVEPOINTs and
-    # rollbacks behave as on PostgreSQL (the documented pysqlite recipe).
+    # pysqlite's own transaction handling defers BEGIN until the first write, so a SAVEPOINT issued
+    # first becomes the outermost transaction and releasing it commits. Let SQLAlchemy emit BEGIN itself
+    # (the recipe in SQLAlchemy's SQLite dialect docs): savepoints and rollbacks then mean what they say.
     dbapi_connection.isolation_level = None
 
 

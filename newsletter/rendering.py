@@ -35,7 +35,9 @@ __all__ = [
     "RenderedEmail",
     "TemplateRejected",
     "Theme",
+    "digest_page_context",
     "format_date",
+    "render_confirmation",
     "render_digest",
 ]
 
@@ -397,3 +399,40 @@ def _create_environment() -> Environment:
 
 
 _environment = _create_environment()
+
+
+# --- Confirmation email and web pages --------------------------------------------------------------------
+
+
+def render_confirmation(
+    *, theme: Theme, list_name: str, list_description: str = "", confirm_url: str, name: str = ""
+) -> RenderedEmail:
+    """Render the double opt-in email (`templates/email/confirm/`) for one person; it is sent rarely."""
+    context = {
+        "theme": theme,
+        "list_name": list_name,
+        "list_description": list_description,
+        "confirm_url": confirm_url,
+        "name": name,
+        "postal_address": ", ".join(line.strip() for line in theme.postal_address.splitlines() if line.strip()),
+    }
+    subject = " ".join(_environment.get_template("email/confirm/subject.txt").render(context).split())
+    html = mjml2html(_environment.get_template("email/confirm/body.mjml").render(context), disable_comments=True)
+    text = _environment.get_template("email/confirm/body.txt").render(context)
+    return RenderedEmail(subject=subject, html=html, text=_tidy_text(text), links=(confirm_url,))
+
+
+def digest_page_context(digest: Digest) -> dict[str, Any]:
+    """The digest's content for a web page (the archive): what the email shows, without personal links."""
+    links = _LinkRecorder(None)
+    intro_tokens = _parse_markdown(digest.intro or "", links)
+    sections = [
+        {"name": name, "items": [_build_item(item, links) for item in items]} for name, items in digest.sections()
+    ]
+    return {
+        "digest": digest,
+        "date_label": format_date(digest.date),
+        "intro_html": _render_markdown_html(intro_tokens),
+        "sections": sections,
+        "show_toc": len(sections) > 1 or sections[0]["name"] is not None,
+    }

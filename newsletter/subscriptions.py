@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import datetime as dt
+import hmac
+import unicodedata
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import Iterable
 from dataclasses import dataclass
+from email import policy as email_policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 from enum import StrEnum
 
 from email_validator import EmailNotValidError, validate_email
-from itsdangerous import BadSignature, Signer
-from sqlalchemy import select
+from itsdangerous import BadSignature, SignatureExpired, Signer, TimestampSigner
+from sqlalchemy import func, insert, literal, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from newsletter.db import utcnow
+from newsletter import rendering
+from newsletter.config import Settings
+from newsletter.db import is_postgres, utcnow
+from newsletter.mailer import Mailer, SendResult
+from newsletter.messages import DkimSigner, clean_value
 from newsletter.models import (
+    Campaign,
+    CampaignStatus,
+    DigestItem,
     Event,
     EventType,
     MailingList,
+    OptIn,
     Subscriber,
     SubscriberStatus,
     Subscription,
@@ -25,6 +40,8 @@ from newsletter.models import (
     SubscriptionStatus,
     Suppression,
     SuppressionReason,
+    Visibility,
+    campaign_lists,
     email_hash,
 )
 
@@ -35,6 +52,18 @@ class InvalidEmail(ValueError):
 
 class UnknownToken(LookupError):
     """A token that is forged, for another purpose, or for something that no longer exists."""
+
+
+class ExpiredToken(UnknownToken):
+    """A genuine confirmation link that is older than CONFIRM_MAX_AGE."""
+
+
+class ListNotSubscribable(LookupError):
+    """A private list: people are added by an admin, not through the public form."""
+
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"list {slug!r} cannot be subscribed to from the public form")
+        self.slug = slug
 
 
 class ListNotFound(LookupError):
@@ -50,16 +79,24 @@ class TokenPurpose(StrEnum):
     track = "track"
 
 
+CONFIRM_MAX_AGE = dt.timedelta(days=7)
+_MAX_AGE = {TokenPurpose.confirm: CONFIRM_MAX_AGE}
+
+
 class Tokens:
     """Opaque, purpose-bound signed tokens: ids packed in base64, an HMAC per purpose.
 
-    Unsubscribe links must keep working in old emails, so tokens carry no expiry; the purpose is the
-    itsdangerous salt, so an unsubscribe token can never confirm. Signers are built once because
-    the delivery path signs several tokens per recipient.
+    Unsubscribe links must keep working in old emails, so those tokens carry no expiry; confirmation links
+    carry a timestamp and expire after `CONFIRM_MAX_AGE` (a forwarded old confirmation mail should not sign
+    anyone up months later). The purpose is the itsdangerous salt, so an unsubscribe token can never
+    confirm. Signers are built once because the delivery path signs several tokens per recipient.
     """
 
     def __init__(self, secret_key: str) -> None:
-        self._signers = {purpose: Signer(secret_key, salt=f"newsletter.{purpose}") for purpose in TokenPurpose}
+        self._signers: dict[TokenPurpose, Signer] = {
+            purpose: (TimestampSigner if purpose in _MAX_AGE else Signer)(secret_key, salt=f"newsletter.{purpose}")
+            for purpose in TokenPurpose
+        }
 
     def make(self, purpose: TokenPurpose, *ids: int) -> str:
         payload = b".".join(b"%x" % i for i in ids)
@@ -67,10 +104,21 @@ class Tokens:
         return self._signers[purpose].sign(packed).decode("ascii")
 
     def read(self, purpose: TokenPurpose, token: str, count: int) -> tuple[int, ...]:
+        signer = self._signers[purpose]
         try:
-            packed = self._signers[purpose].unsign(token.encode("ascii"))  # compares in constant time
+            # Compare the exact signature text in constant time: itsdangerous compares decoded bytes, and
+            # base64's spare low bits would let a second spelling of the same signature through.
+            value, _, signature = token.encode("ascii").rpartition(b".")
+            if not hmac.compare_digest(signer.get_signature(value), signature):
+                raise BadSignature("signature mismatch")
+            if isinstance(signer, TimestampSigner):
+                packed = signer.unsign(token.encode("ascii"), max_age=int(_MAX_AGE[purpose].total_seconds()))
+            else:
+                packed = signer.unsign(token.encode("ascii"))
             payload = urlsafe_b64decode(packed + b"=" * (-len(packed) % 4))
             ids = tuple(int(part, 16) for part in payload.split(b"."))
+        except SignatureExpired:
+            raise ExpiredToken("this link has expired") from None
         except (BadSignature, ValueError, UnicodeEncodeError):
             raise UnknownToken("this link is not valid") from None
         if len(ids) != count:
@@ -79,15 +127,32 @@ class Tokens:
 
 
 def normalise_email(address: str) -> str:
-    """Validate the syntax (no DNS: this runs at import speed) and return the normalised form."""
+    """Validate the syntax (no DNS: this runs at import speed) and return the normalised form.
+
+    On top of email-validator's rules: the local part is at most 64 octets (RFC 5321), and no part may mix
+    Latin, Cyrillic or Greek letters (`exampl\u0435.com` with a Cyrillic "е" imitates example.com).
+    A name written wholly in a lookalike script still passes: telling it apart needs the confusables table.
+    """
     if any(ch in address for ch in "\r\n"):
         raise InvalidEmail("an email address cannot contain line breaks")
     try:
         result = validate_email(address.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
         raise InvalidEmail(str(exc)) from None
+    if len(result.local_part.encode("utf-8")) > 64:
+        raise InvalidEmail("the part before the @-sign is longer than 64 characters")
+    for part in (result.local_part, *result.domain.split(".")):
+        scripts = {unicodedata.name(ch, "?").split(" ", 1)[0] for ch in part if ch.isalpha()} & _LOOKALIKE_SCRIPTS
+        if len(scripts) > 1:
+            raise InvalidEmail(
+                f"{part!r} mixes {' and '.join(sorted(s.title() for s in scripts))} letters, "
+                "which is how addresses imitate others; please check the address"
+            )
     # Domains are case-insensitive; local parts technically are not, but every real provider treats them so.
     return result.normalized.lower()
+
+
+_LOOKALIKE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE"})
 
 
 def get_list(session: Session, slug: str) -> MailingList:
@@ -187,6 +252,68 @@ def unsubscribe(
     return unsubscribe_subscription(session, subscription, source=source, reason=reason)
 
 
+def one_click_unsubscribe(session: Session, tokens: Tokens, *, token: str) -> bool:
+    """RFC 8058 one-click: the same effect as `unsubscribe`, in one statement on PostgreSQL.
+
+    Mailbox providers call this for every click on their unsubscribe button, so it skips the ORM: a
+    conditional UPDATE ... RETURNING feeding the event INSERT, in a single data-modifying CTE (atomic on
+    its own, so it may run on an autocommit connection: one round trip). Returns whether the status
+    changed; raises UnknownToken for a token whose subscription does not exist.
+    """
+    subscriber_id, list_id = tokens.read(TokenPurpose.unsubscribe, token, 2)
+    now = utcnow()
+    this_one = (Subscription.subscriber_id == subscriber_id, Subscription.list_id == list_id)
+    leave = (
+        update(Subscription)
+        .where(*this_one, Subscription.status != SubscriptionStatus.unsubscribed)
+        .values(
+            status=SubscriptionStatus.unsubscribed,
+            unsubscribed_at=now,
+            unsubscribe_source="one-click",
+            reason=None,
+            updated_at=now,
+        )
+        .returning(Subscription.subscriber_id, Subscription.list_id)
+    )
+    exists = select(Subscription.id).where(*this_one).exists()
+    if is_postgres(session):
+        changed_rows = leave.cte("changed")
+        record = (
+            insert(Event)
+            .from_select(
+                ["type", "subscriber_id", "list_id", "detail", "created_at"],
+                select(
+                    literal(EventType.unsubscribe.value),
+                    changed_rows.c.subscriber_id,
+                    changed_rows.c.list_id,
+                    literal("one-click"),
+                    literal(now, Event.created_at.type),
+                ),
+            )
+            .returning(Event.id)
+            .cte("record")
+        )
+        count = select(func.count()).select_from(changed_rows).scalar_subquery()
+        changed, found = session.execute(select(count, exists).add_cte(record)).one()
+        changed = bool(changed)
+    else:
+        changed = session.execute(leave.execution_options(synchronize_session=False)).first() is not None
+        found = changed or bool(session.scalar(select(exists)))
+        if changed:
+            session.execute(
+                insert(Event).values(
+                    type=EventType.unsubscribe,
+                    subscriber_id=subscriber_id,
+                    list_id=list_id,
+                    detail="one-click",
+                    created_at=now,
+                )
+            )
+    if not found:
+        raise UnknownToken("this link is not valid")
+    return changed
+
+
 def unsubscribe_subscription(
     session: Session, subscription: Subscription, *, source: str, reason: str | None = None
 ) -> UnsubscribeResult:
@@ -246,3 +373,359 @@ def consent_window_open(subscription: Subscription, hours: float, now: dt.dateti
     if subscription.confirmation_sent_at is None:
         return True
     return (now or utcnow()) - subscription.confirmation_sent_at >= dt.timedelta(hours=hours)
+
+
+# --- the subscribe form and its confirmation ------------------------------------------------------------
+
+MAX_ATTRIBUTE_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class SubscribeResult:
+    """What happened, for the caller only: the person sees the same answer whatever it was."""
+
+    subscription_id: int | None  # None when nothing was recorded (suppressed or blocked address)
+    send_confirmation: bool  # the caller enqueues the confirmation email after committing
+
+
+def get_public_list(session: Session, slug: str) -> MailingList:
+    """A list the public form may subscribe to; private lists are as unknown as missing ones."""
+    mailing_list = get_list(session, slug)
+    if mailing_list.visibility != Visibility.public:
+        raise ListNotSubscribable(slug)
+    return mailing_list
+
+
+def form_attributes(mailing_list: MailingList, values: dict[str, str]) -> dict[str, str]:
+    """Keep only the extra fields the list asks for, each one line and bounded in length."""
+    attributes: dict[str, str] = {}
+    for field in mailing_list.form_fields or []:
+        key = str(field.get("name", ""))
+        value = " ".join(str(values.get(key, "")).split())[:MAX_ATTRIBUTE_LENGTH]
+        if key and value:
+            attributes[key] = value
+    return attributes
+
+
+def subscribe(
+    session: Session,
+    mailing_list: MailingList,
+    address: str,
+    *,
+    name: str = "",
+    attributes: dict[str, str] | None = None,
+    ip: str | None = None,
+    resend_hours: float = 24,
+    now: dt.datetime | None = None,
+) -> SubscribeResult:
+    """The public form: a pending subscription plus a confirmation email (double opt-in) or consent now.
+
+    Raises InvalidEmail for a malformed address and nothing else: a suppressed, blocked, pending or
+    confirmed address gets the same treatment from the caller's point of view, so the form cannot be used
+    to learn who is subscribed. At most one confirmation email per address and list per `resend_hours`.
+    """
+    email = normalise_email(address)
+    now = now or utcnow()
+    if is_suppressed(session, email):
+        return SubscribeResult(None, send_confirmation=False)
+    subscriber, subscription = _get_or_create_subscription(session, mailing_list, email, name, attributes or {}, ip)
+    if subscriber.status != SubscriberStatus.active or subscription.status == SubscriptionStatus.confirmed:
+        return SubscribeResult(subscription.id, send_confirmation=False)
+    if mailing_list.opt_in == OptIn.single:
+        add_subscription(session, mailing_list, subscriber, source=SubscriptionSource.form, confirmed=True, ip=ip)
+        _record_event(session, EventType.confirm, subscription, detail="single opt-in form")
+        return SubscribeResult(subscription.id, send_confirmation=False)
+    if subscription.status == SubscriptionStatus.unsubscribed:
+        # Joining again after leaving needs a fresh confirmation; until then nothing is sent to them.
+        subscription.status = SubscriptionStatus.pending
+        subscription.consent_ip = ip
+        session.flush()
+    # A conditional UPDATE claims the right to send: of two concurrent requests only one matches, as
+    # PostgreSQL re-checks the WHERE clause after the first commits (and SQLite has a single writer).
+    cutoff = now - dt.timedelta(hours=resend_hours)
+    claimed = session.execute(
+        update(Subscription)
+        .where(
+            Subscription.id == subscription.id,
+            Subscription.status == SubscriptionStatus.pending,
+            or_(Subscription.confirmation_sent_at.is_(None), Subscription.confirmation_sent_at <= cutoff),
+        )
+        .values(confirmation_sent_at=now)
+        .returning(Subscription.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    session.expire(subscription, ["confirmation_sent_at"])
+    return SubscribeResult(subscription.id, send_confirmation=claimed is not None)
+
+
+def _get_or_create_subscription(
+    session: Session, mailing_list: MailingList, email: str, name: str, attributes: dict[str, str], ip: str | None
+) -> tuple[Subscriber, Subscription]:
+    for attempt in range(2):
+        try:
+            # A savepoint, so that losing a race against a concurrent request for the same address
+            # (the unique constraints) only undoes this step.
+            with session.begin_nested():
+                subscriber = session.scalar(select(Subscriber).where(Subscriber.email == email))
+                if subscriber is None:
+                    # Name and attributes are taken only for a new address: an anonymous form must not
+                    # rename somebody else's existing record.
+                    subscriber = get_or_create_subscriber(session, email, name, dict[str, object](attributes))
+                subscription = session.scalar(
+                    select(Subscription).where(
+                        Subscription.subscriber_id == subscriber.id, Subscription.list_id == mailing_list.id
+                    )
+                )
+                if subscription is None:
+                    subscription = Subscription(
+                        subscriber_id=subscriber.id,
+                        list_id=mailing_list.id,
+                        source=SubscriptionSource.form,
+                        status=SubscriptionStatus.pending,
+                        consent_ip=ip,
+                    )
+                    session.add(subscription)
+                    session.flush()
+            return subscriber, subscription
+        except IntegrityError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _record_event(session: Session, kind: EventType, subscription: Subscription, detail: str | None = None) -> None:
+    session.add(Event(type=kind, subscriber_id=subscription.subscriber_id, list_id=subscription.list_id, detail=detail))
+
+
+def confirm(session: Session, tokens: Tokens, *, token: str, ip: str | None = None) -> Subscription:
+    """Record consent from a confirmation link; clicking it again changes nothing."""
+    subscriber_id, list_id = tokens.read(TokenPurpose.confirm, token, 2)
+    subscription = _subscription(session, subscriber_id, list_id)
+    if subscription.status == SubscriptionStatus.confirmed:
+        return subscription
+    form_ip = subscription.consent_ip
+    add_subscription(
+        session, subscription.mailing_list, subscription.subscriber, source=subscription.source, confirmed=True, ip=ip
+    )
+    # consent_ip now holds where the link was clicked; the event keeps where the form was sent from.
+    _record_event(session, EventType.confirm, subscription, detail=f"form from {form_ip or 'unknown'}")
+    session.flush()
+    return subscription
+
+
+def resubscribe(session: Session, tokens: Tokens, *, token: str, ip: str | None = None) -> Subscription:
+    """The undo link on the unsubscribe page: back on the list, if they had confirmed before."""
+    subscriber_id, list_id = tokens.read(TokenPurpose.unsubscribe, token, 2)
+    subscription = _subscription(session, subscriber_id, list_id)
+    if subscription.status == SubscriptionStatus.unsubscribed and subscription.confirmed_at is not None:
+        add_subscription(
+            session,
+            subscription.mailing_list,
+            subscription.subscriber,
+            source=subscription.source,
+            confirmed=True,
+            ip=ip,
+        )
+        subscription.reason = None
+        _record_event(session, EventType.confirm, subscription, detail="undo on the unsubscribe page")
+        session.flush()
+    return subscription
+
+
+def subscription_for_token(session: Session, tokens: Tokens, purpose: TokenPurpose, token: str) -> Subscription:
+    """The subscription an unsubscribe or confirmation link points at (UnknownToken if it is gone)."""
+    subscriber_id, list_id = tokens.read(purpose, token, 2)
+    return _subscription(session, subscriber_id, list_id)
+
+
+def _subscription(session: Session, subscriber_id: int, list_id: int) -> Subscription:
+    subscription = session.scalar(
+        select(Subscription).where(Subscription.subscriber_id == subscriber_id, Subscription.list_id == list_id)
+    )
+    if subscription is None:
+        raise UnknownToken("this link is not valid")
+    return subscription
+
+
+def confirm_url(base_url: str, tokens: Tokens, subscriber_id: int, list_id: int) -> str:
+    return f"{base_url}/confirm/{tokens.make(TokenPurpose.confirm, subscriber_id, list_id)}"
+
+
+def publication_theme(mailing_list: MailingList) -> rendering.Theme:
+    """The list's look: its theme settings over defaults taken from the list itself."""
+    values: dict[str, object] = {"publication_name": mailing_list.name, "postal_address": mailing_list.postal_address}
+    values.update(mailing_list.theme or {})
+    try:
+        return rendering.Theme.from_dict(values)
+    except ValueError:  # a broken theme must not stop a confirmation email or a page
+        return rendering.Theme(publication_name=mailing_list.name, postal_address=mailing_list.postal_address)
+
+
+def compose_confirmation(settings: Settings, tokens: Tokens, subscription: Subscription) -> bytes:
+    """The confirmation email for one pending subscription, as CRLF MIME bytes (DKIM-signed if configured)."""
+    mailing_list, subscriber = subscription.mailing_list, subscription.subscriber
+    rendered = rendering.render_confirmation(
+        theme=publication_theme(mailing_list),
+        list_name=mailing_list.name,
+        list_description=mailing_list.description,
+        confirm_url=confirm_url(settings.base_url, tokens, subscriber.id, mailing_list.id),
+        name=subscriber.name,
+    )
+    message = EmailMessage(policy=email_policy.SMTP)
+    message["From"] = Address(
+        clean_value(mailing_list.from_name or mailing_list.name), addr_spec=mailing_list.from_email
+    )
+    message["To"] = Address(clean_value(subscriber.name), addr_spec=subscriber.email)
+    if mailing_list.reply_to:
+        message["Reply-To"] = mailing_list.reply_to
+    message["Subject"] = clean_value(rendered.subject)
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid("confirm", domain=mailing_list.from_email.rpartition("@")[2])
+    # RFC 3834: vacation responders must not answer an automatic message.
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(rendered.text, cte="quoted-printable")
+    message.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    data = message.as_bytes()
+    if settings.dkim_domain and settings.dkim_selector and settings.dkim_key_file:
+        data = DkimSigner.from_file(settings.dkim_domain, settings.dkim_selector, settings.dkim_key_file).sign(data)
+    return data
+
+
+def send_confirmation(session: Session, settings: Settings, mailer: Mailer, subscription_id: int) -> SendResult | None:
+    """Send the confirmation email of a pending subscription; None when there is nothing to send any more.
+
+    A failed send clears `confirmation_sent_at`, so the person can ask again at once instead of waiting
+    out the resend window for an email that never left.
+    """
+    subscription = session.get(Subscription, subscription_id)
+    if subscription is None or subscription.status != SubscriptionStatus.pending:
+        return None
+    subscriber = subscription.subscriber
+    if subscriber.status != SubscriberStatus.active or is_suppressed(session, subscriber.email):
+        return None
+    data = compose_confirmation(settings, Tokens(settings.secret_key), subscription)
+    with mailer.session() as smtp:
+        result = smtp.send(subscription.mailing_list.from_email, subscriber.email, data)
+    if not result.ok:
+        subscription.confirmation_sent_at = None
+        session.flush()
+    return result
+
+
+# --- preferences ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ListChoice:
+    mailing_list: MailingList
+    subscription: Subscription | None
+    sections: list[str]  # digest sections this list has sent, to choose from
+
+    @property
+    def subscribed(self) -> bool:
+        return self.subscription is not None and self.subscription.status != SubscriptionStatus.unsubscribed
+
+    def wants(self, section: str) -> bool:
+        wanted = self.subscription.sections if self.subscription is not None else None
+        return wanted is None or section in wanted
+
+
+@dataclass
+class Preferences:
+    subscriber: Subscriber
+    choices: list[ListChoice]
+
+    @property
+    def publication_name(self) -> str:
+        for choice in self.choices:
+            if choice.subscribed:
+                return publication_theme(choice.mailing_list).publication_name
+        return publication_theme(self.choices[0].mailing_list).publication_name if self.choices else ""
+
+
+def preferences(session: Session, tokens: Tokens, *, token: str) -> Preferences:
+    """The lists of the subscriber's publication(s) and where they stand on each.
+
+    A publication is the set of lists sending from one domain: the page offers the public lists of every
+    domain the subscriber already receives from, plus any private list they are on (to leave it).
+    """
+    (subscriber_id,) = tokens.read(TokenPurpose.preferences, token, 1)
+    subscriber = session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise UnknownToken("this link is not valid")
+    own = {s.list_id: s for s in _subscriptions_of(session, subscriber.id)}
+    domains = {s.mailing_list.from_email.rpartition("@")[2] for s in own.values()}
+    candidates = session.scalars(select(MailingList).order_by(MailingList.name, MailingList.id)).all()
+    choices = []
+    for mailing_list in candidates:
+        mine = own.get(mailing_list.id)
+        same_publication = mailing_list.from_email.rpartition("@")[2] in domains
+        if mine is not None or (same_publication and mailing_list.visibility == Visibility.public):
+            choices.append(ListChoice(mailing_list, mine, list_sections(session, mailing_list.id)))
+    return Preferences(subscriber, choices)
+
+
+def _subscriptions_of(session: Session, subscriber_id: int) -> list[Subscription]:
+    # A query, not `subscriber.subscriptions`: that collection may have been loaded before a change.
+    return list(session.scalars(select(Subscription).where(Subscription.subscriber_id == subscriber_id)))
+
+
+def list_sections(session: Session, list_id: int, recent: int = 10) -> list[str]:
+    """The digest sections of the list's recent campaigns, in order of first appearance."""
+    recent_digests = (
+        select(Campaign.digest_id)
+        .join(campaign_lists, campaign_lists.c.campaign_id == Campaign.id)
+        .where(campaign_lists.c.list_id == list_id, Campaign.status != CampaignStatus.cancelled)
+        .order_by(Campaign.id.desc())
+        .limit(recent)
+    )
+    rows = session.execute(
+        select(DigestItem.section, func.min(DigestItem.id))
+        .where(DigestItem.digest_id.in_(recent_digests.scalar_subquery()), DigestItem.section.is_not(None))
+        .group_by(DigestItem.section)
+        .order_by(func.min(DigestItem.id))
+    )
+    return [section for section, _ in rows if section]
+
+
+def update_preferences(
+    session: Session,
+    tokens: Tokens,
+    *,
+    token: str,
+    name: str | None,
+    lists: Iterable[int],
+    sections: dict[int, list[str]],
+    ip: str | None = None,
+) -> Preferences:
+    """Join the checked lists, leave the others, store the wanted sections (None = all) and the name.
+
+    The token came in an email to this address, so joining here needs no second confirmation.
+    """
+    current = preferences(session, tokens, token=token)
+    wanted = set(lists)
+    subscriber = current.subscriber
+    if name is not None:
+        subscriber.name = _clean_name(name)
+    for choice in current.choices:
+        if choice.mailing_list.id in wanted and not choice.subscribed:
+            choice.subscription = add_subscription(
+                session, choice.mailing_list, subscriber, source=SubscriptionSource.form, confirmed=True, ip=ip
+            )
+            _record_event(session, EventType.confirm, choice.subscription, detail="preferences page")
+        elif choice.mailing_list.id not in wanted and choice.subscribed and choice.subscription is not None:
+            unsubscribe_subscription(session, choice.subscription, source="preferences")
+        if choice.subscription is not None and choice.sections:
+            chosen = [s for s in choice.sections if s in set(sections.get(choice.mailing_list.id, []))]
+            choice.subscription.sections = None if len(chosen) == len(choice.sections) else chosen
+    session.flush()
+    return current
+
+
+def unsubscribe_everything(session: Session, tokens: Tokens, *, token: str) -> int:
+    """ "Unsubscribe from everything" on the preferences page: every list, this publication or not."""
+    current = preferences(session, tokens, token=token)
+    changed = 0
+    for subscription in _subscriptions_of(session, current.subscriber.id):
+        changed += unsubscribe_subscription(session, subscription, source="preferences").changed
+    return changed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from functools import cache
 
-from newsletter import delivery
+from newsletter import delivery, subscriptions
 from newsletter.config import get_settings
 from newsletter.db import session_factory, session_scope
 from newsletter.mailer import Mailer, get_mailer
@@ -72,3 +72,13 @@ def sweep() -> None:
     enqueue_batches(report.requeued)
     for campaign_id in report.started:
         start_campaign.delay(campaign_id)
+
+
+@app.task(acks_late=True)
+def send_confirmation(subscription_id: int) -> None:
+    """The double opt-in email of one pending subscription (enqueued after the subscribe request commits)."""
+    settings = get_settings()
+    with session_scope(settings) as session:
+        result = subscriptions.send_confirmation(session, settings, _mailer(), subscription_id)
+    if result is not None and not result.ok:
+        log.warning("confirmation email of subscription %s not sent: %s %s", subscription_id, result.code, result.text)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.config import Settings, get_settings
-from newsletter.db import session_factory
+from newsletter.db import make_engine, session_factory
 from newsletter.subscriptions import Tokens
 
 
@@ -19,10 +21,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="newsletter", version="0.1.0", docs_url="/docs", redoc_url=None)
     app.state.settings = settings
     app.state.sessions = session_factory(settings)
+    app.state.tracking_sessions, app.state.one_click_sessions = hot_session_factories(settings, app.state.sessions)
     app.state.tokens = Tokens(settings.secret_key)
 
     from newsletter.web import public
+    from newsletter.web.pages import Pages
+    from newsletter.web.throttle import make_throttle
 
+    app.state.pages = Pages()
+    app.state.subscribe_throttle = make_throttle(
+        settings.effective_redis_url, settings.subscribe_ip_limit, 3600, "newsletter:subscribe-ip"
+    )
+    # Replaceable in tests; by default the Celery task, which runs inline in embedded mode.
+    app.state.enqueue_confirmation = public.enqueue_confirmation
     app.include_router(public.router)
 
     @app.get("/healthz", tags=["public"])
@@ -34,6 +45,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ok" if healthy else "unavailable", **checks}, 200 if healthy else 503)
 
     return app
+
+
+def hot_session_factories(
+    settings: Settings, default: sessionmaker[Session]
+) -> tuple[sessionmaker[Session], sessionmaker[Session]]:
+    """Sessions for the open pixel / click redirect and for one-click unsubscribe (PostgreSQL).
+
+    Each of those requests is a single SQL statement, atomic by itself, so they run on autocommit
+    connections: one round trip instead of BEGIN + statement + COMMIT, and no pre-ping (a connection
+    older than `pool_recycle` is replaced instead). Tracking also skips waiting for the WAL flush
+    (synchronous_commit=off): a crash may lose the last fraction of a second of opens and clicks, never
+    an unsubscribe. The pools are sized for the worker threadpool so connections are reused, not reopened.
+    """
+    if not settings.database_url.startswith("postgresql"):
+        return default, default
+    return (
+        sessionmaker(bind=_hot_engine(settings.database_url, durable=False), expire_on_commit=False),
+        sessionmaker(bind=_hot_engine(settings.database_url, durable=True), expire_on_commit=False),
+    )
+
+
+@lru_cache(maxsize=8)
+def _hot_engine(url: str, *, durable: bool) -> Engine:
+    # One pool per process and URL, like db.get_engine: apps come and go (tests), connections stay pooled.
+    options: dict[str, Any] = {
+        "isolation_level": "AUTOCOMMIT",
+        "pool_size": 20,
+        "max_overflow": 20,
+        "pool_pre_ping": False,
+        "pool_recycle": 1800,
+    }
+    if not durable:
+        options["connect_args"] = {"options": "-c synchronous_commit=off"}
+    return make_engine(url, **options)
 
 
 def _check(probe: object) -> str:

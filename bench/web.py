@@ -1,0 +1,241 @@
+"""Load test of the hot public endpoints: one-click unsubscribe, open pixel and click redirect, with wrk.
+
+Usage (PostgreSQL on 127.0.0.1, wrk installed; not part of `make test`):
+
+    .venv/bin/python -m bench.web [--workers 2] [--duration 15] [--connections 32] [--subscribers 60000]
+
+It creates a scratch database, seeds a list with confirmed subscribers and a sent campaign, writes one
+distinct valid token per request into files, starts `newsletter serve` on a free loopback port and runs
+wrk with a Lua script per endpoint (each request uses the next token, so every one-click POST
+unsubscribes somebody new). Prints requests/s and latency percentiles and drops the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from sqlalchemy import text
+
+from newsletter.db import make_engine
+from newsletter.migrate import upgrade
+from newsletter.subscriptions import TokenPurpose, Tokens
+
+ADMIN_URL = os.environ.get("NEWSLETTER_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+DATABASE = "newsletter_bench_web"
+SECRET = "bench-secret-key-0123456789abcdef-not-for-production"  # noqa: S105 - a scratch database
+
+LUA = """
+-- `id` is a global that setup() sets in each thread's own Lua state (a local here would shadow it).
+local tokens = {}
+local threads, i = 1, 0
+function setup(thread)
+  counter = (counter or 0) + 1
+  thread:set("id", counter - 1)
+end
+function init(args)
+  for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
+  threads = tonumber(os.getenv("THREADS"))
+end
+function request()
+  local n = (i * threads + id) % #tokens + 1
+  i = i + 1
+  %s
+end
+"""
+REQUESTS = {
+    "one-click unsubscribe": (
+        "unsubscribe",
+        'return wrk.format("POST", "/unsubscribe/" .. tokens[n], '
+        '{["Content-Type"] = "application/x-www-form-urlencoded"}, "List-Unsubscribe=One-Click")',
+    ),
+    "open pixel": ("track", 'return wrk.format("GET", "/o/" .. tokens[n])'),
+    "click redirect": ("track", 'return wrk.format("GET", "/c/" .. tokens[n] .. ".1")'),
+}
+
+
+def seed(url: str, subscribers: int) -> tuple[list[str], list[str]]:
+    engine = make_engine(url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        list_id = conn.execute(
+            text(
+                "INSERT INTO mailing_lists (slug, name, description, from_name, from_email, opt_in, visibility, "
+                "postal_address, theme, tracking, form_fields, cors_origins, created_at, updated_at) VALUES "
+                "('bench', 'Bench Weekly', '', '', 'news@bench.example', 'double', 'public', '', '{}', true, "
+                "'[]', '[]', now(), now()) RETURNING id"
+            )
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO subscribers (email, email_hash, name, attributes, status, created_at, updated_at) "
+                "SELECT 'r' || g || '@bench.example', md5(g::text) || md5(g::text), '', '{}', 'active', now(), now() "
+                "FROM generate_series(1, :n) g"
+            ),
+            {"n": subscribers},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO subscriptions (subscriber_id, list_id, status, source, confirmed_at, created_at, "
+                "updated_at) SELECT id, :l, 'confirmed', 'import', now(), now(), now() FROM subscribers"
+            ),
+            {"l": list_id},
+        )
+        digest_id = conn.execute(
+            text(
+                "INSERT INTO digests (slug, title, date, content_hash, published_at) "
+                "VALUES ('bench', 'Bench', current_date, '', now()) RETURNING id"
+            )
+        ).scalar_one()
+        campaign_id = conn.execute(
+            text(
+                "INSERT INTO campaigns (digest_id, subject, status, recipient_count, created_at, updated_at) "
+                "VALUES (:d, 'Bench', 'sending', :n, now(), now()) RETURNING id"
+            ),
+            {"d": digest_id, "n": subscribers},
+        ).scalar_one()
+        conn.execute(text("INSERT INTO campaign_lists VALUES (:c, :l)"), {"c": campaign_id, "l": list_id})
+        conn.execute(
+            text("INSERT INTO links (campaign_id, position, url) VALUES (:c, 1, 'https://example.org/story')"),
+            {"c": campaign_id},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO deliveries (campaign_id, subscriber_id, list_id, status, attempts, created_at) "
+                "SELECT :c, id, :l, 'sent', 1, now() FROM subscribers ORDER BY id"
+            ),
+            {"c": campaign_id, "l": list_id},
+        )
+        conn.execute(text("ANALYZE"))
+        subscriber_ids = conn.execute(text("SELECT id FROM subscribers ORDER BY id")).scalars().all()
+        delivery_ids = conn.execute(text("SELECT id FROM deliveries ORDER BY id")).scalars().all()
+    engine.dispose()
+    tokens = Tokens(SECRET)
+    return (
+        [tokens.make(TokenPurpose.unsubscribe, s, list_id) for s in subscriber_ids],
+        [tokens.make(TokenPurpose.track, d) for d in delivery_ids],
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(base: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("newsletter serve did not come up")
+
+
+def run_wrk(base: str, script: Path, tokens: Path, args: argparse.Namespace) -> str:
+    env = {**os.environ, "TOKENS": str(tokens), "THREADS": str(args.threads)}
+    command = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--latency",
+        "-s",
+        str(script),
+        base,
+    ]
+    print("$", " ".join(command), flush=True)
+    return subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def summarise(name: str, output: str) -> str:
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    pcts = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", output, re.MULTILINE))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    return (
+        f"{name:24} {float(rate[1]) if rate else 0:8.0f} req/s   p50 {pcts.get('50', '?'):>8}  "
+        f"p90 {pcts.get('90', '?'):>8}  p99 {pcts.get('99', '?'):>8}   "
+        f"non-2xx/3xx: {errors[1] if errors else 0}{'   socket errors: ' + socket_errors[1] if socket_errors else ''}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--duration", type=int, default=15, help="seconds per endpoint")
+    parser.add_argument("--subscribers", type=int, default=60_000, help="distinct tokens (one per request)")
+    args = parser.parse_args()
+
+    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{DATABASE}"'))
+    url = re.sub(r"/[^/]*$", f"/{DATABASE}", ADMIN_URL)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        print(f"seeding {args.subscribers} subscribers and deliveries ...", flush=True)
+        unsubscribe_tokens, track_tokens = seed(url, args.subscribers)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "NEWSLETTER_DATABASE_URL": url,
+            "NEWSLETTER_SECRET_KEY": SECRET,
+            "NEWSLETTER_ENVIRONMENT": "production",
+            "NEWSLETTER_BASE_URL": base,
+        }
+        env.pop("NEWSLETTER_BROKER_URL", None)
+        newsletter = Path(sys.executable).with_name("newsletter")
+        command = [str(newsletter), "serve", "--port", str(port), "--workers", str(args.workers)]
+        if os.environ.get("BENCH_SERVE"):  # e.g. to compare a plain uvicorn command line
+            command = os.environ["BENCH_SERVE"].replace("{port}", str(port)).split()
+        print("$", " ".join(command), flush=True)
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until_up(base)
+        results = []
+        with tempfile.TemporaryDirectory(prefix="bench-web-") as scratch:
+            files = {"unsubscribe": Path(scratch) / "unsubscribe.txt", "track": Path(scratch) / "track.txt"}
+            files["unsubscribe"].write_text("\n".join(unsubscribe_tokens) + "\n")
+            files["track"].write_text("\n".join(track_tokens) + "\n")
+            for name, (kind, body) in REQUESTS.items():
+                script = Path(scratch) / f"{kind}-{len(results)}.lua"
+                script.write_text(LUA.replace("%s", body))
+                output = run_wrk(base, script, files[kind], args)
+                print(output, flush=True)
+                results.append(summarise(name, output))
+        print(f"\n{args.workers} uvicorn worker(s), wrk -t{args.threads} -c{args.connections} -d{args.duration}s:")
+        print("\n".join(results))
+        with make_engine(url).connect() as conn:
+            counts = conn.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM subscriptions WHERE status = 'unsubscribed'), "
+                    "(SELECT count(*) FROM events WHERE type = 'open'), "
+                    "(SELECT count(*) FROM events WHERE type = 'click')"
+                )
+            ).one()
+        print(f"recorded: {counts[0]} unsubscribes, {counts[1]} opens, {counts[2]} clicks")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -103,10 +103,14 @@ def session_factory(settings: Settings) -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(settings), expire_on_commit=False)
 
 
+def session_scope(settings: Settings) -> AbstractContextManager[Session]:
+    return unit_of_work(session_factory(settings))
+
+
 @contextmanager
-def session_scope(settings: Settings) -> Iterator[Session]:
+def unit_of_work(sessions: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on error."""
-    session = session_factory(settings)()
+    session = sessions()
     try:
         yield session
         session.commit()

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.config import Settings, get_settings
-from newsletter.db import make_engine, session_factory
+from newsletter.db import make_engine, session_factory, unit_of_work
 from newsletter.subscriptions import Tokens
 
 
@@ -98,15 +98,8 @@ def _ping_broker(url: str) -> None:
 
 def get_session(request: Request) -> Iterator[Session]:
     """One unit of work per request: committed when the handler returns, rolled back on error."""
-    session: Session = request.app.state.sessions()
-    try:
+    with unit_of_work(request.app.state.sessions) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def get_tokens(request: Request) -> Tokens:

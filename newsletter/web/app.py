@@ -24,6 +24,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from newsletter.web import public
 
     app.include_router(public.router)
+    from newsletter.web import api
+
+    app.include_router(api.router)
 
     @app.get("/healthz", tags=["public"])
     def healthz(session: Session = Depends(get_session)) -> JSONResponse:

@@ -36,7 +36,7 @@ def unsubscribe_page(token: str, tokens: Tokens = Depends(get_tokens)) -> HTMLRe
     )
 
 
-@router.post("/unsubscribe/{token}")
+@router.post("/unsubscribe/{token}", response_model=None)
 async def unsubscribe(
     token: str, request: Request, session: Session = Depends(get_session), tokens: Tokens = Depends(get_tokens)
 ) -> HTMLResponse | PlainTextResponse:

@@ -416,9 +416,8 @@ def _merge(
     subscription_values = ":list, :status, :source, :consent, :consent, :now, :now"
 
     def execute(sql: str) -> int:
-        statement = text(sql).bindparams(
-            bindparam("now", type_=UTCDateTime()), bindparam("consent", type_=UTCDateTime())
-        )
+        types = [bindparam(name, type_=UTCDateTime()) for name in ("now", "consent") if f":{name}" in sql]
+        statement = text(sql).bindparams(*types)
         return session.execute(statement, values).rowcount or 0  # type: ignore[attr-defined]
 
     # Subscribers who existed before and are not on the list yet (run before new rows join the table).

@@ -45,7 +45,9 @@ def world(api: Api) -> dict[str, Any]:
         campaign = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["weekly"])
         session.add_all(
             [
-                Delivery(campaign_id=campaign.id, subscriber_id=ana.id, list_id=weekly.id, status=DeliveryStatus.failed),
+                Delivery(
+                    campaign_id=campaign.id, subscriber_id=ana.id, list_id=weekly.id, status=DeliveryStatus.failed
+                ),
             ]
         )
         campaign.status = delivery.CampaignStatus.finished
@@ -143,7 +145,9 @@ def test_every_route_is_documented_and_covered(api: Api) -> None:
 
 
 @pytest.mark.parametrize("role", [None, "wrong", "revoked"])
-def test_every_route_refuses_missing_wrong_and_revoked_tokens(api: Api, world: dict[str, Any], role: str | None) -> None:
+def test_every_route_refuses_missing_wrong_and_revoked_tokens(
+    api: Api, world: dict[str, Any], role: str | None
+) -> None:
     for method, path, body, _ in routes(world):
         response = send(api, role, method, path, body)
         assert response.status_code == 401, (method, path, response.text)
@@ -290,14 +294,14 @@ def test_subscriber_update_block_unsubscribe_delete(api: Api) -> None:
 
 def test_csv_import_and_export_over_http(api: Api) -> None:
     api.call("POST", "/api/v1/lists", json={"slug": "csv", "name": "CSV", "from_email": "n@example.org"})
-    body = "email;name;city\na@example.com;=HYPERLINK(\"http://evil\");Almaty\nnope;X;Y\n"
+    body = 'email;name;city\na@example.com;=HYPERLINK("http://evil");Almaty\nnope;X;Y\n'
     report = api.call("POST", "/api/v1/lists/csv/import", content=body, headers={"Content-Type": "text/csv"}).json()
     assert report["imported"] == 1 and report["errors"][0]["line"] == 3
     assert report["pending_confirmation"] == 1 and report["confirmation_emails_queued"] is True
     assert api.jobs.confirmations
     exported = api.call("GET", "/api/v1/lists/csv/export")
     assert exported.headers["content-type"].startswith("text/csv")
-    assert exported.text.splitlines() == ["email,name,city", "a@example.com,\"'=HYPERLINK(\"\"http://evil\"\")\",Almaty"]
+    assert exported.text.splitlines() == ["email,name,city", 'a@example.com,"\'=HYPERLINK(""http://evil"")",Almaty']
     strict = api.call(
         "POST", "/api/v1/lists/csv/import", params={"strict": True}, content=body, headers={"Content-Type": "text/csv"}
     )
@@ -365,7 +369,10 @@ def test_campaign_create_stats_ledger_and_resend(api: Api) -> None:
     assert api.call("POST", f"/api/v1/campaigns/{cid}/pause", "editor").json()["status"] == "paused"
     assert api.call("POST", f"/api/v1/campaigns/{cid}/cancel", "editor").json()["status"] == "cancelled"
     past = api.call(
-        "POST", "/api/v1/campaigns", "editor", json={"digest": "api-digest", "lists": ["stats"], "at": "2000-01-01T00:00:00Z"}
+        "POST",
+        "/api/v1/campaigns",
+        "editor",
+        json={"digest": "api-digest", "lists": ["stats"], "at": "2000-01-01T00:00:00Z"},
     )
     assert past.status_code == 409 and "past" in past.json()["error"]
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from newsletter import delivery, digests, subscriptions
+from newsletter import subscriptions
 from newsletter.config import ConfigError, Settings, get_settings
 from newsletter.db import get_engine, session_scope
 from newsletter.models import (
@@ -479,6 +479,8 @@ def subscribers_erase(
 @digests_app.command("publish")
 def digests_publish(file: Path, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Validate and store a digest (.md with front matter, .yaml or .json); prints its slug."""
+    from newsletter import digests
+
     digest = digests.load_digest(file)
     with unit_of_work() as session:
         stored, created = digests.publish(session, digest)
@@ -515,6 +517,7 @@ def campaigns_send(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Send a digest to one or more lists, now or at a given time."""
+    from newsletter import delivery
     from worker import tasks
 
     when = parse_when(at)
@@ -539,6 +542,7 @@ def campaigns_send(
 
 def watch(campaign_id: int, *, quiet: bool = False, poll: float = 0.5) -> None:
     """Progress until the campaign stops moving; in embedded mode this loop also runs the due retries."""
+    from newsletter import delivery
     from worker import tasks
 
     embedded = settings().broker_url is None
@@ -654,7 +658,7 @@ def campaigns_resend(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Send again to failed and/or unknown recipients only; sent ones never get a second copy."""
-    from newsletter import stats
+    from newsletter import delivery, stats
     from worker import tasks
 
     with unit_of_work() as session:
@@ -670,6 +674,8 @@ def campaigns_resend(
 @campaigns_app.command("pause")
 def campaigns_pause(campaign_id: int) -> None:
     """Stop claiming new recipients; rows stay pending."""
+    from newsletter import delivery
+
     with unit_of_work() as session:
         delivery.pause(session, campaign_id)
     out.print(f"campaign {campaign_id} paused")
@@ -678,6 +684,7 @@ def campaigns_pause(campaign_id: int) -> None:
 @campaigns_app.command("resume")
 def campaigns_resume(campaign_id: int) -> None:
     """Carry on where a pause stopped; never resends a delivered message."""
+    from newsletter import delivery
     from worker import tasks
 
     with unit_of_work() as session:
@@ -689,6 +696,8 @@ def campaigns_resume(campaign_id: int) -> None:
 @campaigns_app.command("cancel")
 def campaigns_cancel(campaign_id: int) -> None:
     """Stop for good; recipients not yet sent to are marked skipped."""
+    from newsletter import delivery
+
     with unit_of_work() as session:
         delivery.cancel(session, campaign_id)
     out.print(f"campaign {campaign_id} cancelled")
@@ -882,10 +891,23 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
 # --- errors -----------------------------------------------------------------------------------------------
 
 
-def _domain_errors() -> tuple[type[Exception], ...]:
-    from newsletter import imports, lists, subscribers, suppressions, users
+def expected_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean "this cannot be done" rather than a bug: one line, exit 1. Imported lazily, as
+    the domain modules (rendering above all) would otherwise make every command start slowly."""
+    from newsletter import delivery, digests, imports, lists, subscribers, suppressions, users
 
     return (
+        Failure,
+        ConfigError,
+        FileNotFoundError,
+        OperationalError,
+        digests.InvalidDigest,
+        subscriptions.InvalidEmail,
+        subscriptions.ListNotFound,
+        subscriptions.UnknownToken,
+        delivery.CampaignError,
+        delivery.CampaignNotFound,
+        delivery.DigestNotFound,
         lists.InvalidList,
         lists.ListInUse,
         imports.InvalidCsv,
@@ -897,21 +919,6 @@ def _domain_errors() -> tuple[type[Exception], ...]:
         users.UserNotFound,
         users.TokenNotFound,
     )
-
-
-EXPECTED_ERRORS: tuple[type[Exception], ...] = (
-    *_domain_errors(),
-    Failure,
-    ConfigError,
-    digests.InvalidDigest,
-    subscriptions.InvalidEmail,
-    subscriptions.ListNotFound,
-    subscriptions.UnknownToken,
-    delivery.CampaignError,
-    delivery.CampaignNotFound,
-    delivery.DigestNotFound,
-    FileNotFoundError,
-)
 
 
 def describe(exc: BaseException) -> str:
@@ -933,28 +940,46 @@ def _hide_password(url: str) -> str:
         return "(unparseable URL)"
 
 
-GUARDED_ERRORS: tuple[type[Exception], ...] = (*EXPECTED_ERRORS, OperationalError)
-
-
 def run_guarded(entry: Callable[[], T]) -> T:
     try:
         return entry()
-    except GUARDED_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, expected_errors()):
+            raise
         err.print(f"error: {describe(exc)}", markup=False, soft_wrap=True)
         raise SystemExit(1) from None
 
 
-def main() -> None:
+def _click_errors() -> tuple[
+    tuple[type[BaseException], ...], tuple[type[Exception], ...], tuple[type[BaseException], ...]
+]:
+    """(exit, usage error, abort) classes of click and of the click copy newer Typer versions vendor."""
     import click
 
+    exits: list[type[BaseException]] = [click.exceptions.Exit, typer.Exit]
+    usage: list[type[Exception]] = [click.ClickException]
+    aborts: list[type[BaseException]] = [click.exceptions.Abort, typer.Abort]
+    try:
+        from typer._click import exceptions as vendored  # typer >= 0.25 ships its own click
+
+        usage.append(vendored.ClickException)
+    except ImportError:
+        pass
+    return tuple(exits), tuple(usage), tuple(aborts)
+
+
+def main() -> None:
+    exits, usage, aborts = _click_errors()
     try:
         result = run_guarded(lambda: app(standalone_mode=False))
-    except click.exceptions.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except click.ClickException as exc:
-        exc.show()
-        raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Abort:
-        err.print("aborted")
+    except exits as exc:
+        raise SystemExit(getattr(exc, "exit_code", 0)) from None
+    except usage as exc:
+        # One line like every other failure; `--help` shows the usage.
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        err.print(f"error: {' '.join(message.split())}", markup=False, soft_wrap=True)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    except aborts:
+        err.print("error: aborted")
         raise SystemExit(1) from None
     raise SystemExit(result if isinstance(result, int) else 0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import itertools
 import json
 import re
@@ -223,12 +224,16 @@ def read_rows(
         report.add_error(line, reason)
 
 
+@functools.cache
+def _special_use_suffixes() -> tuple[str, ...]:
+    return tuple("." + name for name in email_validator.SPECIAL_USE_DOMAIN_NAMES)
+
+
 def normalise_email(address: str) -> str:
     """subscriptions.normalise_email, with a fast path for the plain addresses most files consist of."""
     candidate = address.strip().lower()
     if len(candidate) <= 254 and "--" not in candidate and _PLAIN_EMAIL.match(candidate):
-        domain = candidate.rpartition("@")[2]
-        if not any(domain == d or domain.endswith("." + d) for d in email_validator.SPECIAL_USE_DOMAIN_NAMES):
+        if not ("." + candidate.rpartition("@")[2]).endswith(_special_use_suffixes()):
             return candidate
     return subscriptions.normalise_email(address)
 

@@ -8,17 +8,12 @@ from fastapi import APIRouter, Path, Query
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from newsletter import digests, models
+from newsletter import delivery, digests, models
 from newsletter.web.api.deps import Db, Editor
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
 from newsletter.web.api.schemas import SLUG_PATTERN, DigestItemOut, DigestOut, DigestSummary, Published
 
 router = APIRouter(tags=["digests"], route_class=ApiRoute)
-
-
-class DigestNotFound(LookupError):
-    def __init__(self, slug: str) -> None:
-        super().__init__(f"no published digest with slug {slug!r}")
 
 
 @router.post(
@@ -55,7 +50,7 @@ def get_digest(session: Db, _: Editor, slug: str = Path(pattern=SLUG_PATTERN)) -
         select(models.Digest).where(models.Digest.slug == slug).options(selectinload(models.Digest.items))
     )
     if digest is None:
-        raise DigestNotFound(slug)
+        raise delivery.DigestNotFound(slug)
     return DigestOut(
         slug=digest.slug,
         title=digest.title,

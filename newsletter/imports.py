@@ -232,9 +232,13 @@ def _special_use_suffixes() -> tuple[str, ...]:
 def normalise_email(address: str) -> str:
     """subscriptions.normalise_email, with a fast path for the plain addresses most files consist of."""
     candidate = address.strip().lower()
-    if len(candidate) <= 254 and "--" not in candidate and _PLAIN_EMAIL.match(candidate):
-        if not ("." + candidate.rpartition("@")[2]).endswith(_special_use_suffixes()):
-            return candidate
+    if (
+        len(candidate) <= 254
+        and "--" not in candidate
+        and _PLAIN_EMAIL.match(candidate)
+        and not ("." + candidate.rpartition("@")[2]).endswith(_special_use_suffixes())
+    ):
+        return candidate
     return subscriptions.normalise_email(address)
 
 

@@ -390,6 +390,14 @@ def test_suppressions_add_list_remove(api: Api) -> None:
         assert session.scalars(select(Subscriber)).all() == []
 
 
+def test_interactive_docs_are_served(api: Api) -> None:
+    assert api.client.get("/docs").status_code == 200
+    document = api.client.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
+    operation = document["paths"]["/api/v1/lists/{slug}"]["get"]
+    assert {"401", "403", "404", "422"} <= set(operation["responses"])
+
+
 def test_validation_errors_use_the_error_body(api: Api) -> None:
     response = api.call("POST", "/api/v1/lists", json={"slug": "Bad Slug"})
     assert response.status_code == 422

@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from newsletter.models import MailingList, OptIn, Subscription, SubscriptionStatus, Visibility
-from newsletter.subscriptions import normalise_email
+from newsletter import rendering
+from newsletter.models import (
+    Campaign,
+    CampaignStatus,
+    MailingList,
+    OptIn,
+    Subscription,
+    SubscriptionStatus,
+    Visibility,
+    campaign_lists,
+)
+from newsletter.subscriptions import InvalidEmail, get_list, normalise_email
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 
 
 class InvalidList(ValueError):
     """A list definition that cannot be stored; the message names the field."""
+
+
+class ListInUse(ValueError):
+    """The list cannot be deleted now; the message says what holds it."""
+
+
+THEME_KEYS = ("publication_name", "logo_url", "accent_color", "postal_address")
 
 
 def create_list(
@@ -30,6 +49,7 @@ def create_list(
     description: str = "",
     reply_to: str | None = None,
     tracking: bool = True,
+    theme: Mapping[str, Any] | None = None,
 ) -> MailingList:
     if not SLUG.match(slug):
         raise InvalidList(f"slug {slug!r}: use lowercase letters, digits and dashes (at most 100)")
@@ -38,6 +58,7 @@ def create_list(
     clean_name = " ".join(name.split())
     if not clean_name:
         raise InvalidList("name: must not be empty")
+    checked_theme = check_theme(theme or {}, list_name=clean_name, postal_address=postal_address.strip())
     mailing_list = MailingList(
         slug=slug,
         name=clean_name[:255],
@@ -49,7 +70,7 @@ def create_list(
         postal_address=postal_address.strip(),
         description=description.strip(),
         tracking=tracking,
-        theme={},
+        theme=checked_theme,
         form_fields=[],
         cors_origins=[],
     )
@@ -66,3 +87,103 @@ def subscription_counts(session: Session, list_id: int) -> dict[str, int]:
     for status, count in rows:
         counts[SubscriptionStatus(status).value] = count
     return counts
+
+
+def check_theme(theme: Mapping[str, Any], *, list_name: str, postal_address: str) -> dict[str, Any]:
+    """Validate a theme the way rendering will use it (the list's name and address fill the gaps)."""
+    unknown = sorted(set(theme) - set(THEME_KEYS))
+    if unknown:
+        raise InvalidList(f"theme: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(THEME_KEYS)}")
+    for key, value in theme.items():
+        if value is not None and not isinstance(value, str):
+            raise InvalidList(f"theme.{key}: must be a string")
+    values = {"publication_name": list_name, "postal_address": postal_address}
+    values.update({k: v for k, v in theme.items() if v})
+    try:
+        rendering.Theme.from_dict(values)
+    except ValueError as exc:
+        raise InvalidList(f"theme: {exc}") from None
+    return {k: v for k, v in theme.items() if v}
+
+
+_UNSET: Any = object()
+
+
+def update_list(
+    session: Session,
+    slug: str,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    from_email: str | None = None,
+    from_name: str | None = None,
+    reply_to: str | None = _UNSET,
+    opt_in: OptIn | None = None,
+    visibility: Visibility | None = None,
+    postal_address: str | None = None,
+    theme: Mapping[str, Any] | None = None,
+    tracking: bool | None = None,
+) -> MailingList:
+    """Change the given fields of a list (None leaves a field as it is; reply_to=None clears it)."""
+    mailing_list = get_list(session, slug)
+    try:
+        if name is not None:
+            clean_name = " ".join(name.split())
+            if not clean_name:
+                raise InvalidList("name: must not be empty")
+            mailing_list.name = clean_name[:255]
+        if description is not None:
+            mailing_list.description = description.strip()
+        if from_email is not None:
+            mailing_list.from_email = normalise_email(from_email)
+        if from_name is not None:
+            mailing_list.from_name = " ".join(from_name.split())[:255]
+        if reply_to is not _UNSET:
+            mailing_list.reply_to = normalise_email(reply_to) if reply_to else None
+    except InvalidEmail as exc:
+        raise InvalidList(f"address: {exc}") from None
+    if opt_in is not None:
+        mailing_list.opt_in = OptIn(opt_in)
+    if visibility is not None:
+        mailing_list.visibility = Visibility(visibility)
+    if postal_address is not None:
+        mailing_list.postal_address = postal_address.strip()
+    if tracking is not None:
+        mailing_list.tracking = tracking
+    new_theme = dict(theme) if theme is not None else dict(mailing_list.theme or {})
+    mailing_list.theme = check_theme(new_theme, list_name=mailing_list.name, postal_address=mailing_list.postal_address)
+    session.flush()
+    return mailing_list
+
+
+def delete_list(session: Session, slug: str) -> None:
+    """Delete a list and its subscriptions; refused while a campaign to it is running or waiting to run.
+
+    Finished campaigns keep their ledger but lose the link to the list, so delete is also refused when
+    any campaign ever went to it: their statistics would lose their audience.
+    """
+    mailing_list = get_list(session, slug)
+    campaigns = session.execute(
+        select(Campaign.id, Campaign.status)
+        .join(campaign_lists, campaign_lists.c.campaign_id == Campaign.id)
+        .where(campaign_lists.c.list_id == mailing_list.id)
+        .order_by(Campaign.id)
+    ).all()
+    active = [cid for cid, status in campaigns if status in _RUNNING]
+    if active:
+        raise ListInUse(f"list {slug!r} has campaign(s) {', '.join(map(str, active))} sending or scheduled")
+    if campaigns:
+        raise ListInUse(
+            f"list {slug!r} was sent campaign(s) {', '.join(str(c) for c, _ in campaigns)}; "
+            "their statistics depend on it, so it cannot be deleted"
+        )
+    # The database cascades to subscriptions; the ORM would try to orphan them first.
+    session.execute(delete(MailingList).where(MailingList.id == mailing_list.id))
+    session.expire_all()
+
+
+_RUNNING = (CampaignStatus.sending, CampaignStatus.paused, CampaignStatus.scheduled, CampaignStatus.draft)
+
+
+def all_lists(session: Session) -> list[MailingList]:
+    return list(session.scalars(select(MailingList).order_by(MailingList.slug)))

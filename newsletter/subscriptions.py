@@ -6,7 +6,7 @@ import datetime as dt
 import hmac
 import unicodedata
 from base64 import urlsafe_b64decode, urlsafe_b64encode
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from email import policy as email_policy
 from email.headerregistry import Address
@@ -597,19 +597,64 @@ def send_confirmation(session: Session, settings: Settings, mailer: Mailer, subs
     A failed send clears `confirmation_sent_at`, so the person can ask again at once instead of waiting
     out the resend window for an email that never left.
     """
-    subscription = session.get(Subscription, subscription_id)
-    if subscription is None or subscription.status != SubscriptionStatus.pending:
-        return None
-    subscriber = subscription.subscriber
-    if subscriber.status != SubscriberStatus.active or is_suppressed(session, subscriber.email):
-        return None
-    data = compose_confirmation(settings, Tokens(settings.secret_key), subscription)
+    return send_confirmations(session, settings, mailer, [subscription_id]).get(subscription_id)
+
+
+def send_confirmations(
+    session: Session,
+    settings: Settings,
+    mailer: Mailer,
+    subscription_ids: Sequence[int],
+    throttle: Callable[[int], None] | None = None,
+) -> dict[int, SendResult]:
+    """Confirmation emails for several pending subscriptions over one connection (imports send thousands)."""
+    tokens = Tokens(settings.secret_key)
+    results: dict[int, SendResult] = {}
     with mailer.session() as smtp:
-        result = smtp.send(subscription.mailing_list.from_email, subscriber.email, data)
-    if not result.ok:
-        subscription.confirmation_sent_at = None
-        session.flush()
-    return result
+        for subscription_id in subscription_ids:
+            subscription = session.get(Subscription, subscription_id)
+            if subscription is None or subscription.status != SubscriptionStatus.pending:
+                continue
+            subscriber = subscription.subscriber
+            if subscriber.status != SubscriberStatus.active or is_suppressed(session, subscriber.email):
+                continue
+            if throttle is not None:
+                throttle(1)
+            data = compose_confirmation(settings, tokens, subscription)
+            result = smtp.send(subscription.mailing_list.from_email, subscriber.email, data)
+            if not result.ok:
+                subscription.confirmation_sent_at = None
+            results[subscription_id] = result
+    session.flush()
+    return results
+
+
+def claim_unsent_confirmations(session: Session, list_id: int, *, limit: int) -> list[int]:
+    """Pending subscriptions of a list never sent a confirmation (e.g. imported): mark `limit` of them sent.
+
+    Marking before sending means two workers never email the same person; a failed send clears the mark.
+    """
+    candidates = (
+        select(Subscription.id)
+        .where(
+            Subscription.list_id == list_id,
+            Subscription.status == SubscriptionStatus.pending,
+            Subscription.confirmation_sent_at.is_(None),
+        )
+        .order_by(Subscription.id)
+        .limit(limit)
+    )
+    if is_postgres(session):
+        candidates = candidates.with_for_update(skip_locked=True)
+    return list(
+        session.scalars(
+            update(Subscription)
+            .where(Subscription.id.in_(candidates.scalar_subquery()))
+            .values(confirmation_sent_at=utcnow())
+            .returning(Subscription.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
 
 
 # --- preferences ----------------------------------------------------------------------------------------

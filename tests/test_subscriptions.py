@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import subscriptions
 from newsletter.config import Settings
-from newsletter.mailer import MemoryMailer
+from newsletter.mailer import MemoryMailer, SendResult
 from newsletter.models import (
     Event,
     EventType,
@@ -332,3 +332,22 @@ def test_preferences_offer_the_publications_public_lists(session: Session) -> No
 
     assert subscriptions.unsubscribe_everything(session, TOKENS, token=token) == 1
     assert subscription_of(session, subscriber, daily).status == SubscriptionStatus.unsubscribed
+
+
+def test_imported_pending_subscriptions_get_one_confirmation_each(session: Session, settings: Settings) -> None:
+    weekly = make_list(session, slug="weekly")
+    pending = [make_subscriber(session, weekly, f"imp{i}@example.com", confirmed=False) for i in range(3)]
+    make_subscriber(session, weekly, "already@example.com")  # confirmed: nothing to send
+    left = make_subscriber(session, weekly, "bounced@example.com", confirmed=False)
+    subscriptions.suppress(session, left.email, SuppressionReason.hard_bounce)
+    mailer = MemoryMailer({"imp2@example.com": SendResult(451, "4.3.0 try later")})
+
+    claimed = subscriptions.claim_unsent_confirmations(session, weekly.id, limit=10)
+    assert len(claimed) == 4  # the suppressed one is claimed but never mailed
+    results = subscriptions.send_confirmations(session, settings, mailer, claimed)
+    assert sorted(m.recipient for m in mailer.sent) == ["imp0@example.com", "imp1@example.com"]
+    assert all(b"/confirm/" in m.data for m in mailer.sent)
+    assert {r.code for r in results.values()} == {250, 451}
+    # Nobody is claimed twice; the one whose send failed can be claimed again.
+    again = subscriptions.claim_unsent_confirmations(session, weekly.id, limit=10)
+    assert again == [subscription_of(session, pending[2], weekly).id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from functools import cache
 
 from newsletter import delivery, subscriptions
@@ -82,3 +83,24 @@ def send_confirmation(subscription_id: int) -> None:
         result = subscriptions.send_confirmation(session, settings, _mailer(), subscription_id)
     if result is not None and not result.ok:
         log.warning("confirmation email of subscription %s not sent: %s %s", subscription_id, result.code, result.text)
+
+
+@app.task(acks_late=True)
+def send_import_confirmations(list_id: int) -> None:
+    """Double opt-in emails for subscriptions an import left pending, a batch at a time, rate-limited."""
+    settings = get_settings()
+    limiter = _rate_limiter()
+    deadline = time.monotonic() + 20  # keep tasks short; the rest goes to a fresh task
+    while True:
+        with session_scope(settings) as session:
+            claimed = subscriptions.claim_unsent_confirmations(session, list_id, limit=settings.batch_size)
+        if not claimed:
+            return
+        with session_scope(settings) as session:
+            subscriptions.send_confirmations(
+                session, settings, _mailer(), claimed, throttle=limiter.acquire if limiter else None
+            )
+        # In embedded mode a new task would run nested in this one: loop instead of recursing.
+        if time.monotonic() > deadline and not app.conf.task_always_eager:
+            send_import_confirmations.delay(list_id)
+            return

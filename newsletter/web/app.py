@@ -35,6 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Replaceable in tests; by default the Celery task, which runs inline in embedded mode.
     app.state.enqueue_confirmation = public.enqueue_confirmation
     app.include_router(public.router)
+    from newsletter.web import api
+
+    app.include_router(api.router)
 
     @app.get("/healthz", tags=["public"])
     def healthz(session: Session = Depends(get_session)) -> JSONResponse:

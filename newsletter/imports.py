@@ -1,0 +1,537 @@
+"""CSV import and export of a list's subscribers: streamed, set-based, and safe to open in a spreadsheet.
+
+Import reads the file line by line and validates each row in Python (so every bad row is reported with
+its line number), stages the good rows in a temporary table (COPY on PostgreSQL) and then merges them
+with a handful of set-based statements: memory stays flat and a million rows take seconds, not hours.
+
+Decisions a reader may want to know:
+
+- A name that looks like a spreadsheet formula (``=HYPERLINK(...)``) is accepted: names are data, and
+  real ones start with ``-`` or ``@`` too. The danger is only in spreadsheets, so the export neutralises
+  such cells (OWASP: prefix ``'``), and the import strips that prefix again so files round-trip.
+- An address repeated in the file is imported once, its rows merged in file order (a later non-empty
+  name replaces an earlier one, attributes accumulate); the extra rows count as skipped duplicates.
+- An address already on the list is updated (a non-empty name replaces the stored one, attributes are
+  merged in); an import never re-subscribes someone who unsubscribed from the list, nor a blocklisted
+  or suppressed address: those are skipped and counted.
+- Without ``confirmed`` new subscriptions stay pending until the person confirms by email, whatever
+  the list's opt-in mode: an imported address carries no proof of consent.
+- Blank lines are reported (they often mean a broken export) but do not stop the import.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import functools
+import itertools
+import json
+import re
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import email_validator
+from sqlalchemy import bindparam, func, select, text
+from sqlalchemy.orm import Session
+
+from newsletter import subscriptions
+from newsletter.db import UTCDateTime, is_postgres, utcnow
+from newsletter.models import (
+    Subscriber,
+    Subscription,
+    SubscriptionSource,
+    SubscriptionStatus,
+    email_hash,
+)
+from newsletter.subscribers import MAX_ATTRIBUTE_LENGTH, Search, search_query
+
+CHUNK_ROWS = 5000
+MAX_REPORTED_ERRORS = 1000
+MAX_NAME_LENGTH = 255
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+# Plain ASCII addresses that email-validator certainly accepts unchanged (apart from case): checked here
+# in ~1 us instead of ~25 us, which is half the time of a million-row import. Anything else (quoted or
+# international local parts, IDNA, odd dashes, special-use domains) takes the full validator.
+_PLAIN_EMAIL = re.compile(
+    r"(?=[^@]{1,64}@)[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@(?=.{4,253}\Z)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z"
+)
+
+
+class InvalidCsv(ValueError):
+    """The file as a whole cannot be imported (no email column, empty, not CSV); nothing was changed."""
+
+
+class ImportRefused(ValueError):
+    """`strict` was asked for and some rows are bad; nothing was imported. `report` lists them."""
+
+    def __init__(self, report: ImportReport) -> None:
+        first = report.errors[0]
+        super().__init__(
+            f"refused the whole file: {report.error_count} bad row(s), the first on line {first.line}: {first.reason}"
+        )
+        self.report = report
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    updated: int = 0
+    skipped: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    error_count: int = 0
+    skipped_reasons: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("duplicate", "suppressed", "blocklisted", "unsubscribed"), 0)
+    )
+    rows: int = 0
+    pending_confirmation: int = 0
+
+    def add_error(self, line: int, reason: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(RowError(line, reason))
+
+    def skip(self, reason: str, count: int) -> None:
+        self.skipped_reasons[reason] += count
+        self.skipped += count
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "imported": self.imported,
+            "updated": self.updated,
+            "skipped": self.skipped,
+            "errors": [{"line": e.line, "reason": e.reason} for e in self.errors],
+            "error_count": self.error_count,
+            "skipped_reasons": dict(self.skipped_reasons),
+            "rows": self.rows,
+            "pending_confirmation": self.pending_confirmation,
+        }
+
+
+@dataclass(frozen=True)
+class GoodRow:
+    line: int
+    email: str
+    name: str
+    attributes: str  # JSON text, ready for the staging table
+
+
+# --- reading ----------------------------------------------------------------------------------------------
+
+
+def unneutralise(cell: str) -> str:
+    """Undo the export's formula neutralisation, so exported files import back unchanged."""
+    if len(cell) > 1 and cell[0] == "'" and cell[1] in FORMULA_STARTS:
+        return cell[1:]
+    return cell
+
+
+def neutralise(cell: str) -> str:
+    """OWASP CSV injection: a cell a spreadsheet would run as a formula is prefixed with a quote."""
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
+
+def _lines(stream: IO[bytes], progress: Callable[[int], None] | None) -> Iterator[str]:
+    # Decoding line by line with surrogateescape keeps going past bytes that are not UTF-8; the row that
+    # holds them is reported (it is usually one Latin-1 name) instead of the whole file failing.
+    done = 0
+    for number, raw in enumerate(stream, start=1):
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        done += len(raw)
+        if progress is not None and number % 10_000 == 0:
+            progress(done)
+        yield raw.decode("utf-8", "surrogateescape")
+    if progress is not None:
+        progress(done)
+
+
+def _sniff_delimiter(header_line: str) -> str:
+    return ";" if header_line.count(";") > header_line.count(",") else ","
+
+
+def read_rows(
+    stream: IO[bytes], report: ImportReport, progress: Callable[[int], None] | None = None
+) -> Iterator[GoodRow]:
+    """Yield the valid rows of a CSV file, recording each bad one in `report` with its line number."""
+    lines = _lines(stream, progress)
+    first = next(lines, None)
+    if first is None or not first.strip():
+        raise InvalidCsv("the file is empty: the first line must be a header naming an email column")
+    if _UNDECODABLE.search(first):
+        raise InvalidCsv("the header line is not UTF-8 text: save the file as UTF-8")
+
+    def all_lines() -> Iterator[str]:
+        yield first
+        yield from lines
+
+    reader = csv.reader(all_lines(), delimiter=_sniff_delimiter(first))
+    # email and name are matched case-insensitively; attribute names keep their case so exports round-trip.
+    header = [column.strip() for column in next(reader)]
+    header = [c.lower() if c.lower() in ("email", "name") else c for c in header]
+    if "email" not in header:
+        raise InvalidCsv(f"line 1: no 'email' column in the header (found: {', '.join(header) or 'nothing'})")
+    for position, column in enumerate(header, start=1):
+        if not column:
+            raise InvalidCsv(f"line 1: column {position} has no name")
+        if len(column) > 100:
+            raise InvalidCsv(f"line 1: column {position} has a name longer than 100 characters")
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise InvalidCsv(f"line 1: column(s) {', '.join(duplicated)} appear more than once")
+    email_at = header.index("email")
+    name_at = header.index("name") if "name" in header else None
+    attribute_columns = [(i, c) for i, c in enumerate(header) if c not in ("email", "name")]
+    width = len(header)
+
+    while True:
+        line = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            report.rows += 1
+            report.add_error(line, f"not valid CSV: {exc}")
+            continue
+        report.rows += 1
+        reason = _check_record(record, width)
+        if reason is None:
+            cells = [unneutralise(cell) for cell in record]
+            cells += [""] * (width - len(cells))
+            try:
+                email = normalise_email(cells[email_at])
+            except subscriptions.InvalidEmail as exc:
+                reason = f"email {cells[email_at]!r}: {exc}" if cells[email_at].strip() else "no email address"
+            else:
+                name = cells[name_at] if name_at is not None else ""
+                if "\r" in name or "\n" in name:
+                    reason = "name: contains a line break"
+                elif len(name) > MAX_NAME_LENGTH:
+                    reason = f"name: longer than {MAX_NAME_LENGTH} characters"
+                else:
+                    attributes = {c: cells[i] for i, c in attribute_columns if cells[i] != ""}
+                    yield GoodRow(line, email, " ".join(name.split()), json.dumps(attributes) if attributes else "{}")
+                    continue
+        report.add_error(line, reason)
+
+
+@functools.cache
+def _special_use_suffixes() -> tuple[str, ...]:
+    return tuple("." + name for name in email_validator.SPECIAL_USE_DOMAIN_NAMES)
+
+
+def normalise_email(address: str) -> str:
+    """subscriptions.normalise_email, with a fast path for the plain addresses most files consist of."""
+    candidate = address.strip().lower()
+    if (
+        len(candidate) <= 254
+        and "--" not in candidate
+        and _PLAIN_EMAIL.match(candidate)
+        and not ("." + candidate.rpartition("@")[2]).endswith(_special_use_suffixes())
+    ):
+        return candidate
+    return subscriptions.normalise_email(address)
+
+
+def _check_record(record: list[str], width: int) -> str | None:
+    if not record:
+        return "blank line"
+    if len(record) > width:
+        return f"{len(record)} fields but the header has {width}"
+    for position, cell in enumerate(record, start=1):
+        if not cell.isascii() and _UNDECODABLE.search(cell):
+            return f"field {position}: not UTF-8 text (save the file as UTF-8)"
+        if len(cell) > MAX_ATTRIBUTE_LENGTH:
+            return f"field {position}: longer than {MAX_ATTRIBUTE_LENGTH} characters"
+    if not any(cell.strip() for cell in record):
+        return "empty row"
+    return None
+
+
+def _chunks(rows: Iterable[GoodRow], size: int) -> Iterator[list[GoodRow]]:
+    chunk: list[GoodRow] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# --- importing --------------------------------------------------------------------------------------------
+
+
+def import_csv(
+    session: Session,
+    list_slug: str,
+    stream: IO[bytes],
+    *,
+    confirmed: bool = False,
+    strict: bool = False,
+    progress: Callable[[int], None] | None = None,
+    stage: Callable[[str], None] | None = None,
+) -> ImportReport:
+    """Import a CSV file of subscribers into a list; see the module docstring for the rules.
+
+    `progress` is called with the number of bytes read so far, `stage` with the name of each merge step.
+    """
+    mailing_list = subscriptions.get_list(session, list_slug)
+    report = ImportReport()
+    rows = read_rows(stream, report, progress)
+    first = next(rows, None)  # the header is checked here, before anything touches the database
+    staging = f"import_rows_{secrets.token_hex(4)}"
+    final = f"import_final_{secrets.token_hex(4)}"
+    postgres = is_postgres(session)
+    # On an error the caller rolls back, which also drops these tables (PostgreSQL and SQLite DDL is
+    # transactional); on success they are dropped below.
+    on_commit = " ON COMMIT DROP" if postgres else ""
+    session.execute(
+        text(
+            f"CREATE TEMPORARY TABLE {staging} "
+            f"(line BIGINT, email TEXT, email_hash TEXT, name TEXT, attributes TEXT){on_commit}"
+        )
+    )
+    if first is not None:
+        _stage_rows(session, staging, itertools.chain([first], rows), postgres)
+    if strict and report.error_count:
+        raise ImportRefused(report)
+    if stage:
+        stage("merging")
+    _merge(session, staging, final, mailing_list.id, report, confirmed=confirmed, postgres=postgres)
+    session.execute(text(f"DROP TABLE {staging}"))
+    session.execute(text(f"DROP TABLE {final}"))
+    report.pending_confirmation = pending_confirmations(session, mailing_list.id)
+    session.expire_all()
+    return report
+
+
+def _stage_rows(session: Session, staging: str, rows: Iterable[GoodRow], postgres: bool) -> None:
+    if postgres:
+        # COPY is ~6x faster than batched INSERTs (DESIGN §7) and streams: nothing accumulates here.
+        cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {staging} (line, email, email_hash, name, attributes) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row((row.line, row.email, email_hash(row.email), row.name, row.attributes))
+        return
+    insert = text(
+        f"INSERT INTO {staging} (line, email, email_hash, name, attributes) "
+        "VALUES (:line, :email, :hash, :name, :attrs)"
+    )
+    for chunk in _chunks(rows, CHUNK_ROWS):
+        session.execute(
+            insert,
+            [
+                {"line": r.line, "email": r.email, "hash": email_hash(r.email), "name": r.name, "attrs": r.attributes}
+                for r in chunk
+            ],
+        )
+
+
+def _merge(
+    session: Session,
+    staging: str,
+    final: str,
+    list_id: int,
+    report: ImportReport,
+    *,
+    confirmed: bool,
+    postgres: bool,
+) -> None:
+    def run(sql: str, **params: Any) -> int:
+        statement = text(sql)
+        if "now" in params:
+            statement = statement.bindparams(bindparam("now", type_=UTCDateTime()))
+        return session.execute(statement, params).rowcount or 0  # type: ignore[attr-defined]
+
+    now = utcnow()
+    as_json = "CAST({} AS jsonb)" if postgres else "{}"
+    merge_json = (
+        "subscribers.attributes || CAST(f.attributes AS jsonb)"
+        if postgres
+        else ("json_patch(subscribers.attributes, f.attributes)")
+    )
+    ignore = ("", " ON CONFLICT DO NOTHING") if postgres else (" OR IGNORE", "")
+
+    # The last row of an address wins; the earlier ones are duplicates.
+    session.execute(
+        text(
+            f"CREATE TEMPORARY TABLE {final}{' ON COMMIT DROP' if postgres else ''} AS "
+            "SELECT line, email, email_hash, name, attributes FROM "
+            f"(SELECT *, row_number() OVER (PARTITION BY email ORDER BY line DESC) AS rn FROM {staging}) AS r "
+            "WHERE rn = 1"
+        )
+    )
+    session.execute(text(f"CREATE UNIQUE INDEX ix_{final}_email ON {final} (email)"))
+    if postgres:
+        session.execute(text(f"ANALYZE {final}"))  # temporary tables are never auto-analysed
+    staged = session.scalar(text(f"SELECT count(*) FROM {staging}")) or 0
+    kept = session.scalar(text(f"SELECT count(*) FROM {final}")) or 0
+    report.skip("duplicate", staged - kept)
+    if staged > kept:
+        _merge_duplicates(session, staging, final)
+
+    report.skip("suppressed", run(f"DELETE FROM {final} WHERE email_hash IN (SELECT email_hash FROM suppressions)"))
+    report.skip(
+        "blocklisted",
+        run(f"DELETE FROM {final} WHERE email IN (SELECT email FROM subscribers WHERE status = 'blocklisted')"),
+    )
+    report.skip(
+        "unsubscribed",
+        run(
+            f"DELETE FROM {final} WHERE email IN (SELECT s.email FROM subscribers s JOIN subscriptions x "
+            "ON x.subscriber_id = s.id WHERE x.list_id = :list AND x.status = 'unsubscribed')",
+            list=list_id,
+        ),
+    )
+
+    # Existing subscribers: a non-empty name replaces the stored one, attributes are merged in.
+    run(
+        f"UPDATE subscribers SET name = CASE WHEN f.name <> '' THEN f.name ELSE subscribers.name END, "
+        f"attributes = {merge_json}, updated_at = :now FROM {final} AS f "
+        "WHERE subscribers.email = f.email AND (f.name <> '' OR f.attributes <> '{}')",
+        now=now,
+    )
+    on_list = (
+        f"SELECT s.id FROM {final} AS f JOIN subscribers s ON s.email = f.email "
+        "JOIN subscriptions x ON x.subscriber_id = s.id AND x.list_id = :list"
+    )
+    report.updated = session.scalar(text(f"SELECT count(*) FROM ({on_list}) AS existing"), {"list": list_id}) or 0
+    if confirmed:
+        run(
+            "UPDATE subscriptions SET status = 'confirmed', confirmed_at = :now, consent_at = :now, updated_at = :now "
+            f"WHERE list_id = :list AND status = 'pending' AND subscriber_id IN ({on_list})",
+            list=list_id,
+            now=now,
+        )
+    status = SubscriptionStatus.confirmed if confirmed else SubscriptionStatus.pending
+    values = {
+        "list": list_id,
+        "status": status.value,
+        "source": SubscriptionSource.import_.value,
+        "consent": now if confirmed else None,
+        "now": now,
+    }
+    columns = "subscriber_id, list_id, status, source, consent_at, confirmed_at, created_at, updated_at"
+    subscription_values = ":list, :status, :source, :consent, :consent, :now, :now"
+
+    def execute(sql: str) -> int:
+        types = [bindparam(name, type_=UTCDateTime()) for name in ("now", "consent") if f":{name}" in sql]
+        statement = text(sql).bindparams(*types)
+        return session.execute(statement, values).rowcount or 0  # type: ignore[attr-defined]
+
+    # Subscribers who existed before and are not on the list yet (run before new rows join the table).
+    report.imported = execute(
+        f"INSERT{ignore[0]} INTO subscriptions ({columns}) SELECT s.id, {subscription_values} FROM {final} AS f "
+        "JOIN subscribers s ON s.email = f.email WHERE NOT EXISTS "
+        f"(SELECT 1 FROM subscriptions x WHERE x.subscriber_id = s.id AND x.list_id = :list){ignore[1]}"
+    )
+    new_subscribers = (
+        "INSERT{} INTO subscribers (email, email_hash, name, attributes, status, created_at, updated_at) "
+        f"SELECT f.email, f.email_hash, f.name, {as_json.format('f.attributes')}, 'active', :now, :now "
+        f"FROM {final} AS f WHERE NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email = f.email){{}}"
+    )
+    if postgres:
+        # One statement: the new subscribers' ids flow straight into their subscriptions, no second join.
+        report.imported += execute(
+            f"WITH new AS ({new_subscribers.format('', ' ON CONFLICT DO NOTHING RETURNING id')}) "
+            f"INSERT INTO subscriptions ({columns}) SELECT new.id, {subscription_values} FROM new"
+        )
+    else:
+        created = execute(new_subscribers.format(" OR IGNORE", ""))
+        if created:
+            report.imported += execute(
+                f"INSERT OR IGNORE INTO subscriptions ({columns}) SELECT s.id, {subscription_values} "
+                f"FROM {final} AS f JOIN subscribers s ON s.email = f.email WHERE NOT EXISTS "
+                "(SELECT 1 FROM subscriptions x WHERE x.subscriber_id = s.id AND x.list_id = :list)"
+            )
+
+
+def _merge_duplicates(session: Session, staging: str, final: str) -> None:
+    """Fold the rows of an address repeated in the file into one, in file order: a later non-empty name
+    replaces an earlier one, attributes accumulate. Only repeated addresses are read back, so this stays
+    cheap for the usual file with a few duplicates."""
+    rows = session.execute(
+        text(
+            f"SELECT email, name, attributes FROM {staging} WHERE email IN "
+            f"(SELECT email FROM {staging} GROUP BY email HAVING count(*) > 1) ORDER BY email, line"
+        )
+    )
+    merged: list[dict[str, str]] = []
+    current: dict[str, Any] | None = None
+    for email, name, attributes in rows:
+        if current is None or current["email"] != email:
+            current = {"email": email, "name": "", "attributes": {}}
+            merged.append(current)
+        current["name"] = name or current["name"]
+        current["attributes"].update(json.loads(attributes))
+    session.execute(
+        text(f"UPDATE {final} SET name = :name, attributes = :attributes WHERE email = :email"),
+        [{"email": m["email"], "name": m["name"], "attributes": json.dumps(m["attributes"])} for m in merged],
+    )
+
+
+def pending_confirmations(session: Session, list_id: int) -> int:
+    """Imported subscriptions still waiting for their first confirmation email."""
+    return (
+        session.scalar(
+            select(func.count()).where(
+                Subscription.list_id == list_id,
+                Subscription.status == SubscriptionStatus.pending,
+                Subscription.source == SubscriptionSource.import_,
+                Subscription.confirmation_sent_at.is_(None),
+            )
+        )
+        or 0
+    )
+
+
+# --- exporting --------------------------------------------------------------------------------------------
+
+
+class _Line:
+    """A file-like sink for csv.writer that hands back what was written, one row at a time."""
+
+    def __init__(self) -> None:
+        self.value = ""
+
+    def write(self, value: str) -> int:
+        self.value = value
+        return len(value)
+
+
+def export_csv(session: Session, search: Search, *, batch: int = 5000) -> Iterator[str]:
+    """CSV lines (header first) of the subscribers a search finds: email, name, then one column per attribute.
+
+    Two streamed passes (attribute names, then rows) keep memory flat for any list size.
+    """
+    query = search_query(session, search).order_by(Subscriber.id)
+    names: set[str] = set()
+    for attributes in session.scalars(
+        query.with_only_columns(Subscriber.attributes).execution_options(yield_per=batch)
+    ):
+        names.update(attributes or {})
+    columns = sorted(names - {"email", "name"})
+    sink = _Line()
+    writer = csv.writer(sink, lineterminator="\r\n")
+    writer.writerow(["email", "name", *columns])
+    yield sink.value
+    rows = session.execute(
+        query.with_only_columns(Subscriber.email, Subscriber.name, Subscriber.attributes).execution_options(
+            yield_per=batch
+        )
+    )
+    for email, name, attributes in rows:
+        attributes = attributes or {}
+        values = ["" if attributes.get(c) is None else str(attributes[c]) for c in columns]
+        writer.writerow([neutralise(cell) for cell in (email, name, *values)])
+        yield sink.value

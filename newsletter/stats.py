@@ -1,0 +1,199 @@
+"""Campaign reports: delivery counts, opens, clicks, unsubscribes and bounces, the per-recipient ledger, resends."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from newsletter import delivery
+from newsletter.config import Settings
+from newsletter.db import utcnow
+from newsletter.models import (
+    Campaign,
+    CampaignStatus,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventType,
+    Link,
+    MailingList,
+    Subscriber,
+)
+
+RESENDABLE = (DeliveryStatus.failed, DeliveryStatus.unknown)
+MAX_PAGE = 1000
+
+
+def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Everything the campaign status command and API show, computed with a few aggregate queries."""
+    campaign = delivery.get_campaign(session, campaign_id)
+    counts = delivery.counts(session, campaign_id)
+    events = dict.fromkeys((e.value for e in EventType), 0)
+    for event_type, count in session.execute(
+        select(Event.type, func.count()).where(Event.campaign_id == campaign_id).group_by(Event.type)
+    ):
+        events[EventType(event_type).value] = count
+    unique_opens = (
+        session.scalar(
+            select(func.count(func.distinct(Event.subscriber_id))).where(
+                Event.campaign_id == campaign_id, Event.type == EventType.open
+            )
+        )
+        or 0
+    )
+    clicks = [
+        {"url": url, "clicks": total, "unique_clicks": unique}
+        for url, total, unique in session.execute(
+            select(Link.url, func.count(Event.id), func.count(func.distinct(Event.subscriber_id)))
+            .select_from(Link)
+            .outerjoin(Event, (Event.link_id == Link.id) & (Event.type == EventType.click))
+            .where(Link.campaign_id == campaign_id)
+            .group_by(Link.id, Link.url, Link.position)
+            .order_by(Link.position)
+        )
+    ]
+    last_sent = session.scalar(select(func.max(Delivery.sent_at)).where(Delivery.campaign_id == campaign_id))
+    if last_sent is not None and last_sent.tzinfo is None:  # SQLite aggregates bypass the column type
+        last_sent = last_sent.replace(tzinfo=dt.UTC)
+    duration = None
+    if campaign.started_at is not None:
+        end = campaign.finished_at or (now or utcnow())
+        duration = max(0.0, (end - campaign.started_at).total_seconds())
+    rate = None
+    if campaign.started_at is not None and last_sent is not None and counts["sent"]:
+        seconds = max((last_sent - campaign.started_at).total_seconds(), 0.001)
+        rate = round(counts["sent"] / seconds, 2)
+    return {
+        "id": campaign.id,
+        "status": campaign.status.value,
+        "subject": campaign.subject,
+        "digest": campaign.digest.slug,
+        "lists": [m.slug for m in campaign.lists],
+        "scheduled_at": campaign.scheduled_at,
+        "started_at": campaign.started_at,
+        "finished_at": campaign.finished_at,
+        "pause_reason": campaign.pause_reason,
+        "recipients": campaign.recipient_count,
+        "counts": counts,
+        "opens": events["open"],
+        "unique_opens": unique_opens,
+        "clicks": events["click"],
+        "links": clicks,
+        "unsubscribes": events["unsubscribe"],
+        "bounces": events["bounce"],
+        "complaints": events["complaint"],
+        "duration_seconds": duration,
+        "send_rate_per_second": rate,
+    }
+
+
+def list_campaigns(session: Session, *, status: CampaignStatus | None = None, limit: int = 100) -> list[Campaign]:
+    query = select(Campaign).order_by(Campaign.id.desc()).limit(max(1, min(limit, MAX_PAGE)))
+    if status is not None:
+        query = query.where(Campaign.status == status)
+    return list(session.scalars(query))
+
+
+@dataclass
+class LedgerPage:
+    items: list[dict[str, Any]]
+    next_cursor: int | None
+
+
+def ledger_page(
+    session: Session,
+    campaign_id: int,
+    *,
+    statuses: Sequence[DeliveryStatus] = (),
+    after: int | None = None,
+    limit: int = 100,
+) -> LedgerPage:
+    """The per-recipient ledger in id order, filtered by status (e.g. who failed), keyset-paged."""
+    delivery.get_campaign(session, campaign_id)
+    limit = max(1, min(limit, MAX_PAGE))
+    query = (
+        select(Delivery, Subscriber.email, MailingList.slug)
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .join(MailingList, MailingList.id == Delivery.list_id)
+        .where(Delivery.campaign_id == campaign_id)
+        .order_by(Delivery.id)
+        .limit(limit + 1)
+    )
+    if statuses:
+        query = query.where(Delivery.status.in_(list(statuses)))
+    if after is not None:
+        query = query.where(Delivery.id > after)
+    rows = session.execute(query).all()
+    items = [
+        {
+            "id": d.id,
+            "subscriber_id": d.subscriber_id,
+            "email": email,
+            "list": slug,
+            "status": d.status.value,
+            "attempts": d.attempts,
+            "next_attempt_at": d.next_attempt_at,
+            "message_id": d.message_id,
+            "smtp_code": d.smtp_code,
+            "smtp_text": d.smtp_text,
+            "sent_at": d.sent_at,
+        }
+        for d, email, slug in rows[:limit]
+    ]
+    return LedgerPage(items=items, next_cursor=rows[limit - 1][0].id if len(rows) > limit else None)
+
+
+def resend(
+    session: Session, settings: Settings, campaign_id: int, statuses: Sequence[DeliveryStatus | str]
+) -> tuple[int, list[delivery.BatchRange]]:
+    """Put failed and/or unknown recipients back in the queue; `sent` rows are never touched.
+
+    Returns how many rows were requeued and the batches to enqueue (none while the campaign is paused:
+    resume enqueues them). Recipients who unsubscribed or were suppressed meanwhile are skipped at claim.
+    """
+    wanted = []
+    for status in statuses:
+        try:
+            value = DeliveryStatus(status)
+        except ValueError:
+            raise delivery.CampaignError(f"unknown delivery status {status!r}") from None
+        if value not in RESENDABLE:
+            raise delivery.CampaignError(
+                f"only failed and unknown deliveries can be resent, not {value.value} "
+                "(a sent message is never sent twice)"
+            )
+        wanted.append(value)
+    if not wanted:
+        raise delivery.CampaignError("name the statuses to resend: failed, unknown or both")
+    campaign = delivery.get_campaign(session, campaign_id, lock=True)
+    if campaign.status in (CampaignStatus.cancelled, CampaignStatus.draft, CampaignStatus.scheduled):
+        raise delivery.CampaignError(f"campaign {campaign_id} is {campaign.status.value}: nothing to resend")
+    moved = (
+        session.execute(
+            update(Delivery)
+            .where(Delivery.campaign_id == campaign_id, Delivery.status.in_(wanted))
+            .values(
+                status=DeliveryStatus.pending,
+                attempts=0,
+                next_attempt_at=None,
+                claimed_at=None,
+                claimed_by=None,
+                smtp_code=None,
+                smtp_text=None,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        or 0
+    )
+    if moved and campaign.status == CampaignStatus.finished:
+        campaign.status = CampaignStatus.sending
+        campaign.finished_at = None
+    session.flush()
+    if campaign.status != CampaignStatus.sending:
+        return moved, []
+    return moved, delivery.batch_ranges(session, campaign_id, settings.batch_size)

@@ -1,0 +1,198 @@
+"""Subscriber administration: add, find and page through, change, block, unsubscribe and delete."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Select, exists, select
+from sqlalchemy.orm import Session
+
+from newsletter import subscriptions
+from newsletter.models import (
+    MailingList,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionSource,
+    SubscriptionStatus,
+)
+
+MAX_PAGE = 1000
+MAX_ATTRIBUTE_LENGTH = 1000
+
+
+class SubscriberNotFound(LookupError):
+    def __init__(self, key: int | str) -> None:
+        super().__init__(f"no subscriber {key}" if isinstance(key, int) else f"no subscriber with address {key!r}")
+
+
+class InvalidSubscriber(ValueError):
+    """A change to a subscriber that cannot be stored; the message names the field."""
+
+
+def check_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """Attributes are a flat JSON object of short scalar values (they are substituted into emails)."""
+    clean: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if not isinstance(key, str) or not key.strip() or len(key) > 100:
+            raise InvalidSubscriber(f"attribute name {key!r}: must be 1 to 100 characters")
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise InvalidSubscriber(f"attribute {key!r}: only strings, numbers and booleans are allowed")
+        if isinstance(value, str) and len(value) > MAX_ATTRIBUTE_LENGTH:
+            raise InvalidSubscriber(f"attribute {key!r}: longer than {MAX_ATTRIBUTE_LENGTH} characters")
+        clean[key.strip()] = value
+    return clean
+
+
+def check_name(name: str) -> str:
+    if any(ch in name for ch in "\r\n"):
+        raise InvalidSubscriber("name: must be a single line")
+    if len(name) > 255:
+        raise InvalidSubscriber("name: longer than 255 characters")
+    return " ".join(name.split())
+
+
+def get_subscriber(session: Session, key: int | str) -> Subscriber:
+    """By id, or by address (normalised the way it was stored)."""
+    if isinstance(key, int):
+        subscriber = session.get(Subscriber, key)
+    else:
+        subscriber = session.scalar(select(Subscriber).where(Subscriber.email == subscriptions.normalise_email(key)))
+    if subscriber is None:
+        raise SubscriberNotFound(key)
+    return subscriber
+
+
+def add_subscriber(
+    session: Session,
+    email: str,
+    *,
+    name: str = "",
+    attributes: Mapping[str, Any] | None = None,
+    list_slugs: Sequence[str] = (),
+    confirmed: bool = False,
+    source: SubscriptionSource = SubscriptionSource.api,
+) -> Subscriber:
+    """Add someone (or find them) and subscribe them to the given lists; suppressed addresses are refused."""
+    if subscriptions.is_suppressed(session, subscriptions.normalise_email(email)):
+        raise InvalidSubscriber(f"{email} is on the suppression list and cannot be subscribed")
+    lists = [subscriptions.get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
+    subscriber = subscriptions.get_or_create_subscriber(session, email)
+    if name:
+        subscriber.name = check_name(name)
+    if attributes:
+        subscriber.attributes = {**subscriber.attributes, **check_attributes(attributes)}
+    for mailing_list in lists:
+        subscriptions.add_subscription(session, mailing_list, subscriber, source=source, confirmed=confirmed)
+    session.flush()
+    return subscriber
+
+
+@dataclass(frozen=True)
+class Search:
+    """Filters combine with AND; `attribute` is (name, value) compared as text."""
+
+    email: str | None = None
+    status: SubscriberStatus | None = None
+    list_slug: str | None = None
+    subscription_status: SubscriptionStatus | None = None
+    attribute: tuple[str, str] | None = None
+
+
+@dataclass
+class Page:
+    items: list[Subscriber]
+    next_cursor: int | None
+    subscriptions: dict[int, list[tuple[str, Subscription]]] = field(default_factory=dict)
+
+
+def search_query(session: Session, search: Search) -> Select[Any]:
+    query = select(Subscriber)
+    if search.email:
+        # Addresses are stored lower-case, so a lower-cased LIKE is case-insensitive on every backend.
+        pattern = search.email.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Subscriber.email.like(f"%{pattern}%", escape="\\"))
+    if search.status:
+        query = query.where(Subscriber.status == search.status)
+    if search.list_slug or search.subscription_status:
+        conditions = [Subscription.subscriber_id == Subscriber.id]
+        if search.list_slug:
+            conditions.append(Subscription.list_id == subscriptions.get_list(session, search.list_slug).id)
+        if search.subscription_status:
+            conditions.append(Subscription.status == search.subscription_status)
+        query = query.where(exists().where(*conditions))
+    if search.attribute:
+        name, value = search.attribute
+        query = query.where(Subscriber.attributes[name].as_string() == value)
+    return query
+
+
+def search_page(session: Session, search: Search, *, after: int | None = None, limit: int = 100) -> Page:
+    """One page ordered by id: the cursor is the last id seen, so inserts never shift or repeat rows."""
+    limit = max(1, min(limit, MAX_PAGE))
+    query = search_query(session, search).order_by(Subscriber.id).limit(limit + 1)
+    if after is not None:
+        query = query.where(Subscriber.id > after)
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    items = rows[:limit]
+    page = Page(items=items, next_cursor=items[-1].id if more else None)
+    if items:
+        for slug, subscription in session.execute(
+            select(MailingList.slug, Subscription)
+            .join(MailingList, MailingList.id == Subscription.list_id)
+            .where(Subscription.subscriber_id.in_([s.id for s in items]))
+            .order_by(MailingList.slug)
+        ):
+            page.subscriptions.setdefault(subscription.subscriber_id, []).append((slug, subscription))
+    return page
+
+
+def subscriptions_of(session: Session, subscriber: Subscriber) -> list[tuple[str, Subscription]]:
+    return list(
+        session.execute(
+            select(MailingList.slug, Subscription)
+            .join(MailingList, MailingList.id == Subscription.list_id)
+            .where(Subscription.subscriber_id == subscriber.id)
+            .order_by(MailingList.slug)
+        )
+    )
+
+
+def update_subscriber(
+    session: Session,
+    subscriber: Subscriber,
+    *,
+    name: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    replace_attributes: bool = False,
+) -> Subscriber:
+    """Change the name and attributes (merged into the stored ones unless replace_attributes; null deletes)."""
+    if name is not None:
+        subscriber.name = check_name(name)
+    if attributes is not None:
+        clean = check_attributes(attributes)
+        merged = {} if replace_attributes else dict(subscriber.attributes)
+        merged.update(clean)
+        subscriber.attributes = {k: v for k, v in merged.items() if v is not None}
+    session.flush()
+    return subscriber
+
+
+def set_blocked(session: Session, subscriber: Subscriber, blocked: bool) -> Subscriber:
+    """A blocklisted subscriber keeps their subscriptions but is never mailed."""
+    subscriber.status = SubscriberStatus.blocklisted if blocked else SubscriberStatus.active
+    session.flush()
+    return subscriber
+
+
+def unsubscribe(session: Session, subscriber: Subscriber, list_slugs: Sequence[str] = ()) -> int:
+    return subscriptions.unsubscribe_address(session, subscriber.email, list_slugs=list_slugs, source="admin")
+
+
+def delete_subscriber(session: Session, subscriber: Subscriber) -> None:
+    """Delete the row, its subscriptions and its ledger rows; use gdpr.erase to keep statistics intact."""
+    session.delete(subscriber)
+    session.flush()

@@ -1,0 +1,150 @@
+"""API users and their bearer tokens: create, authenticate, list, revoke and rotate; only hashes are stored.
+
+Tokens are 256 random bits, so a plain SHA-256 is enough: slow password hashes (bcrypt, argon2) exist to
+make guessing low-entropy secrets expensive, and nobody can enumerate 2^256 candidates. A fast hash also
+lets every request authenticate with one indexed lookup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from newsletter.db import utcnow
+from newsletter.models import ApiToken, Role, User
+
+TOKEN_PREFIX = "nl_"  # noqa: S105 - a public marker that makes leaked tokens easy to scan for
+PREFIX_LENGTH = 12  # "nl_" + 9 characters: enough to tell tokens apart, far too little to guess the rest
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
+# Writing last_used_at on every request would turn every read into a write; a minute is precise enough.
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+class InvalidUser(ValueError):
+    """A user that cannot be created as asked; the message says why."""
+
+
+class UserNotFound(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no user named {name!r}")
+
+
+class TokenNotFound(LookupError):
+    def __init__(self, prefix: str) -> None:
+        super().__init__(f"no active token with prefix {prefix!r}")
+
+
+class AuthenticationFailed(PermissionError):
+    """The bearer token is missing, unknown or revoked."""
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token as it is shown exactly once to the person who asked for it."""
+
+    user: User
+    token: str
+    prefix: str
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_token(session: Session, user: User) -> IssuedToken:
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    prefix = token[:PREFIX_LENGTH]
+    session.add(ApiToken(user_id=user.id, prefix=prefix, token_hash=hash_token(token)))
+    session.flush()
+    return IssuedToken(user=user, token=token, prefix=prefix)
+
+
+def create_user(session: Session, name: str, role: Role | str) -> IssuedToken:
+    """Create a user with a first token; the token is returned once and never stored."""
+    if not NAME.match(name):
+        raise InvalidUser(f"user name {name!r}: use letters, digits and . _ @ - (at most 100 characters)")
+    try:
+        role = Role(role)
+    except ValueError:
+        raise InvalidUser(f"role {role!r}: choose admin or editor") from None
+    if session.scalar(select(User.id).where(User.name == name)) is not None:
+        raise InvalidUser(f"a user named {name!r} already exists")
+    user = User(name=name, role=role)
+    session.add(user)
+    session.flush()
+    return _new_token(session, user)
+
+
+def get_user(session: Session, name: str) -> User:
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise UserNotFound(name)
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.name)))
+
+
+def active_tokens(session: Session, user: User) -> list[ApiToken]:
+    return list(
+        session.scalars(
+            select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)).order_by(ApiToken.id)
+        )
+    )
+
+
+def authenticate(session: Session, token: str, now: dt.datetime | None = None) -> User:
+    """The user a bearer token belongs to; unknown and revoked tokens fail alike (no hint which)."""
+    now = now or utcnow()
+    if not token.startswith(TOKEN_PREFIX):
+        raise AuthenticationFailed("invalid or revoked API token")
+    # The lookup is by hash, so comparing secrets in constant time is the database index's business,
+    # and a timing difference could only reveal a hash prefix, which does not help find a token.
+    row = session.execute(
+        select(ApiToken, User).join(User).where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
+    ).first()
+    if row is None:
+        raise AuthenticationFailed("invalid or revoked API token")
+    api_token, user = row
+    if api_token.last_used_at is None or now - api_token.last_used_at >= LAST_USED_RESOLUTION:
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == api_token.id)
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return user
+
+
+def revoke(session: Session, *, prefix: str | None = None, name: str | None = None) -> int:
+    """Revoke one token by its prefix, or every token of a user; returns how many were revoked."""
+    now = utcnow()
+    if prefix is not None:
+        token = session.scalar(select(ApiToken).where(ApiToken.prefix == prefix, ApiToken.revoked_at.is_(None)))
+        if token is None:
+            raise TokenNotFound(prefix)
+        token.revoked_at = now
+        session.flush()
+        return 1
+    if name is None:
+        raise InvalidUser("name a token prefix or a user to revoke")
+    user = get_user(session, name)
+    tokens = active_tokens(session, user)
+    for token in tokens:
+        token.revoked_at = now
+    session.flush()
+    return len(tokens)
+
+
+def rotate(session: Session, name: str) -> IssuedToken:
+    """Issue a new token for a user and revoke all their previous ones in the same transaction."""
+    user = get_user(session, name)
+    revoke(session, name=name)
+    return _new_token(session, user)

@@ -1,0 +1,135 @@
+"""Admin API: campaigns — create and send, pause, resume, cancel, resend, statistics and the ledger."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from newsletter import delivery, stats
+from newsletter.models import CampaignStatus, DeliveryStatus
+from newsletter.web.api.deps import AppSettings, Db, Editor, JobQueue
+from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
+from newsletter.web.api.schemas import (
+    CampaignIn,
+    CampaignReport,
+    CampaignState,
+    CampaignSummary,
+    DeliveryPage,
+    ResendIn,
+    Resent,
+)
+
+router = APIRouter(tags=["campaigns"], route_class=ApiRoute)
+CampaignId = Path(ge=1, le=2**63 - 1)
+
+
+@router.get("/campaigns", summary="Campaigns, newest first")
+def list_campaigns(
+    session: Db,
+    _: Editor,
+    status: CampaignStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=stats.MAX_PAGE)] = 100,
+) -> list[CampaignSummary]:
+    return [
+        CampaignSummary(
+            id=c.id,
+            status=c.status,
+            subject=c.subject,
+            digest=c.digest.slug,
+            scheduled_at=c.scheduled_at,
+            started_at=c.started_at,
+            finished_at=c.finished_at,
+            recipients=c.recipient_count,
+        )
+        for c in stats.list_campaigns(session, status=status, limit=limit)
+    ]
+
+
+@router.post(
+    "/campaigns",
+    status_code=201,
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="Send a digest to lists, now or at a given time",
+)
+def create_campaign(body: CampaignIn, session: Db, user: Editor, jobs: JobQueue) -> CampaignState:
+    campaign = delivery.create_campaign(
+        session,
+        digest_slug=body.digest,
+        list_slugs=body.lists,
+        subject=body.subject,
+        scheduled_at=body.at,
+        allow_repeat=body.again,
+        created_by=user.name,
+    )
+    state = CampaignState(id=campaign.id, status=campaign.status)
+    session.commit()  # the task must see the campaign: enqueue only after commit
+    if body.at is None:
+        jobs.start_campaign(state.id)
+    return state
+
+
+@router.get("/campaigns/{campaign_id}", responses=NOT_FOUND, summary="Status and statistics of a campaign")
+def get_campaign(session: Db, _: Editor, campaign_id: int = CampaignId) -> CampaignReport:
+    return CampaignReport.model_validate(stats.campaign_report(session, campaign_id))
+
+
+@router.get(
+    "/campaigns/{campaign_id}/deliveries",
+    responses=NOT_FOUND,
+    summary="The per-recipient ledger, filterable by status (e.g. ?status=failed), keyset-paged",
+)
+def deliveries(
+    session: Db,
+    _: Editor,
+    campaign_id: int = CampaignId,
+    status: Annotated[
+        list[DeliveryStatus] | None, Query(description="Repeatable: ?status=failed&status=unknown")
+    ] = None,
+    after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=stats.MAX_PAGE)] = 100,
+) -> DeliveryPage:
+    page = stats.ledger_page(session, campaign_id, statuses=status or [], after=after, limit=limit)
+    return DeliveryPage.model_validate({"items": page.items, "next_cursor": page.next_cursor})
+
+
+@router.post("/campaigns/{campaign_id}/pause", responses={**NOT_FOUND, **CONFLICT}, summary="Stop claiming recipients")
+def pause(session: Db, _: Editor, campaign_id: int = CampaignId) -> CampaignState:
+    campaign = delivery.pause(session, campaign_id)
+    return CampaignState(id=campaign.id, status=campaign.status)
+
+
+@router.post("/campaigns/{campaign_id}/resume", responses={**NOT_FOUND, **CONFLICT}, summary="Carry on after a pause")
+def resume(
+    session: Db, settings: AppSettings, _: Editor, jobs: JobQueue, campaign_id: int = CampaignId
+) -> CampaignState:
+    ranges = delivery.resume(session, settings, campaign_id)
+    status = delivery.get_campaign(session, campaign_id).status
+    session.commit()
+    jobs.enqueue_batches(ranges)
+    return CampaignState(id=campaign_id, status=status)
+
+
+@router.post(
+    "/campaigns/{campaign_id}/cancel",
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="Stop for good; recipients not yet sent to are skipped",
+)
+def cancel(session: Db, _: Editor, campaign_id: int = CampaignId) -> CampaignState:
+    campaign = delivery.cancel(session, campaign_id)
+    return CampaignState(id=campaign.id, status=campaign.status)
+
+
+@router.post(
+    "/campaigns/{campaign_id}/resend",
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="Send again to failed and/or unknown recipients only (never to sent ones)",
+)
+def resend(
+    body: ResendIn, session: Db, settings: AppSettings, _: Editor, jobs: JobQueue, campaign_id: int = CampaignId
+) -> Resent:
+    moved, ranges = stats.resend(session, settings, campaign_id, body.statuses)
+    status = delivery.get_campaign(session, campaign_id).status
+    session.commit()
+    jobs.enqueue_batches(ranges)
+    return Resent(id=campaign_id, status=status, requeued=moved)

@@ -1,0 +1,73 @@
+"""Admin API: publish digests (DESIGN §5's JSON form) and read them back; editors and admins."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from newsletter import delivery, digests, models
+from newsletter.web.api.deps import Db, Editor
+from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
+from newsletter.web.api.schemas import SLUG_PATTERN, DigestItemOut, DigestOut, DigestSummary, Published
+
+router = APIRouter(tags=["digests"], route_class=ApiRoute)
+
+
+@router.post(
+    "/digests",
+    status_code=201,
+    responses=CONFLICT,
+    summary="Publish a digest; publishing the same content again is a no-op (created: false)",
+)
+def publish(body: digests.Digest, session: Db, _: Editor) -> Published:
+    # The body is validated by the same model as the CLI's files, so both report the same problems.
+    stored, created = digests.publish(session, body)
+    return Published(slug=stored.slug, created=created)
+
+
+@router.get("/digests", summary="Published digests, newest first")
+def list_digests(session: Db, _: Editor, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DigestSummary]:
+    item_count = (
+        select(func.count(models.DigestItem.id))
+        .where(models.DigestItem.digest_id == models.Digest.id)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(models.Digest, item_count).order_by(models.Digest.date.desc(), models.Digest.id.desc()).limit(limit)
+    )
+    return [
+        DigestSummary(slug=d.slug, title=d.title, date=d.date, published_at=d.published_at, items=count)
+        for d, count in rows
+    ]
+
+
+@router.get("/digests/{slug}", responses=NOT_FOUND, summary="One digest with its items")
+def get_digest(session: Db, _: Editor, slug: str = Path(pattern=SLUG_PATTERN)) -> DigestOut:
+    digest = session.scalar(
+        select(models.Digest).where(models.Digest.slug == slug).options(selectinload(models.Digest.items))
+    )
+    if digest is None:
+        raise delivery.DigestNotFound(slug)
+    return DigestOut(
+        slug=digest.slug,
+        title=digest.title,
+        date=digest.date,
+        intro=digest.intro,
+        published_at=digest.published_at,
+        items=[
+            DigestItemOut(
+                headline=i.headline,
+                source=i.source,
+                url=i.url,
+                date=i.date,
+                section=i.section,
+                summary=i.summary,
+                image=i.image,
+                image_alt=i.image_alt,
+            )
+            for i in digest.items
+        ],
+    )

@@ -1,0 +1,128 @@
+"""How the admin API fails: one JSON error body for every error, domain errors mapped to status codes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
+
+from newsletter import delivery, digests, imports, lists, subscribers, subscriptions, suppressions, users
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer of the API: a sentence for people and, for invalid input, the offending fields."""
+
+    error: str = Field(description="What went wrong and, where possible, how to fix it.")
+    detail: list[dict[str, Any]] | dict[str, Any] | None = Field(
+        None, description="Field-level problems (validation) or the rejected rows (import)."
+    )
+
+
+def described(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: described("No bearer token, or an unknown or revoked one."),
+    403: described("The token's role may not do this (editors: digests, campaigns, reading lists)."),
+    422: described("The request is not valid; `detail` names the fields."),
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: described("No such object.")}
+CONFLICT: dict[int | str, dict[str, Any]] = {409: described("The object's current state does not allow this.")}
+
+STATUS_FOR: list[tuple[tuple[type[Exception], ...], int]] = [
+    ((users.AuthenticationFailed,), 401),
+    (
+        (
+            subscriptions.ListNotFound,
+            subscribers.SubscriberNotFound,
+            delivery.CampaignNotFound,
+            delivery.DigestNotFound,
+            users.UserNotFound,
+            users.TokenNotFound,
+            suppressions.SuppressionNotFound,
+        ),
+        404,
+    ),
+    ((lists.ListInUse, digests.DigestConflict, delivery.CampaignError), 409),
+    (
+        (
+            lists.InvalidList,
+            subscriptions.InvalidEmail,
+            subscribers.InvalidSubscriber,
+            users.InvalidUser,
+            digests.InvalidDigest,
+            imports.InvalidCsv,
+            imports.ImportRefused,
+        ),
+        422,
+    ),
+]
+
+
+def error_response(status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None) -> Response:
+    body = ErrorBody(error=message, detail=detail).model_dump(mode="json")
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, LookupError) and exc.args:
+        return str(exc.args[0])
+    return str(exc)
+
+
+def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [
+        {
+            "loc": [str(part) for part in error.get("loc", ())],
+            "msg": str(error.get("msg", "")),
+            "type": error.get("type"),
+        }
+        for error in exc.errors()
+    ]
+
+
+class ApiRoute(APIRoute):
+    """Turns domain errors, HTTP errors and validation errors into ErrorBody, rolling back the unit of work.
+
+    Done per route (not with app-wide exception handlers) so the public pages keep their HTML errors.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                response = _to_response(exc)
+                if response is None:
+                    raise
+                session = getattr(request.state, "db", None)
+                if session is not None:
+                    session.rollback()
+                return response
+
+        return handle
+
+
+def _to_response(exc: Exception) -> Response | None:
+    if isinstance(exc, HTTPException):
+        return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    if isinstance(exc, RequestValidationError):
+        return error_response(422, "the request is not valid: see detail", _validation_detail(exc))
+    if isinstance(exc, imports.ImportRefused):
+        return error_response(422, str(exc), exc.report.as_dict())
+    if isinstance(exc, digests.InvalidDigest) and not isinstance(exc, digests.DigestConflict):
+        return error_response(422, f"invalid digest: {exc}", [{"msg": p} for p in exc.problems])
+    for kinds, status in STATUS_FOR:
+        if isinstance(exc, kinds):
+            return error_response(status, _message(exc))
+    return None

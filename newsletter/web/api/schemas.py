@@ -1,0 +1,347 @@
+"""Request and response bodies of the admin API (the database models stay in newsletter/models.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from newsletter.models import (
+    CampaignStatus,
+    DeliveryStatus,
+    OptIn,
+    Role,
+    SubscriberStatus,
+    SubscriptionStatus,
+    SuppressionReason,
+    Visibility,
+)
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,99}$"
+Scalar = str | int | float | bool | None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- users ------------------------------------------------------------------------------------------------
+
+
+class UserIn(Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
+    role: Role
+
+
+class TokenOut(BaseModel):
+    prefix: str
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+
+
+class UserOut(BaseModel):
+    name: str
+    role: Role
+    created_at: dt.datetime
+    tokens: list[TokenOut]
+
+
+class IssuedTokenOut(BaseModel):
+    name: str
+    role: Role
+    token: str = Field(description="Shown once: only its hash is stored.")
+    prefix: str
+
+
+class Revoked(BaseModel):
+    revoked: int
+
+
+# --- lists ------------------------------------------------------------------------------------------------
+
+
+class ThemeIn(Strict):
+    publication_name: str | None = Field(None, max_length=255)
+    logo_url: str | None = Field(None, max_length=2000)
+    accent_color: str | None = Field(None, max_length=7)
+    postal_address: str | None = Field(None, max_length=1000)
+
+
+class ListIn(Strict):
+    slug: str = Field(pattern=SLUG_PATTERN)
+    name: str = Field(min_length=1, max_length=255)
+    from_email: str = Field(max_length=320)
+    from_name: str = Field("", max_length=255)
+    reply_to: str | None = Field(None, max_length=320)
+    description: str = Field("", max_length=10_000)
+    opt_in: OptIn = OptIn.double
+    visibility: Visibility = Visibility.public
+    postal_address: str = Field("", max_length=1000)
+    tracking: bool = True
+    theme: ThemeIn | None = None
+
+
+class ListPatch(Strict):
+    name: str | None = Field(None, min_length=1, max_length=255)
+    from_email: str | None = Field(None, max_length=320)
+    from_name: str | None = Field(None, max_length=255)
+    reply_to: str | None = Field(None, max_length=320, description="An empty string clears it.")
+    description: str | None = Field(None, max_length=10_000)
+    opt_in: OptIn | None = None
+    visibility: Visibility | None = None
+    postal_address: str | None = Field(None, max_length=1000)
+    tracking: bool | None = None
+    theme: ThemeIn | None = Field(None, description="Replaces the whole theme.")
+
+
+class Counts(BaseModel):
+    confirmed: int
+    pending: int
+    unsubscribed: int
+
+
+class ListOut(BaseModel):
+    id: int
+    slug: str
+    name: str
+    description: str
+    from_email: str
+    from_name: str
+    reply_to: str | None
+    opt_in: OptIn
+    visibility: Visibility
+    postal_address: str
+    tracking: bool
+    theme: dict[str, Any]
+    counts: Counts
+    created_at: dt.datetime
+
+
+# --- subscribers ------------------------------------------------------------------------------------------
+
+
+class SubscriptionOut(BaseModel):
+    list: str
+    status: SubscriptionStatus
+    source: str
+    consent_at: dt.datetime | None
+    confirmed_at: dt.datetime | None
+    unsubscribed_at: dt.datetime | None
+
+
+class SubscriberOut(BaseModel):
+    id: int
+    email: str
+    name: str
+    attributes: dict[str, Any]
+    status: SubscriberStatus
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    subscriptions: list[SubscriptionOut]
+
+
+class SubscriberPage(BaseModel):
+    items: list[SubscriberOut]
+    next_cursor: int | None = Field(description="Pass as `after` for the next page; null on the last page.")
+
+
+class SubscriberIn(Strict):
+    email: str = Field(max_length=320)
+    name: str = Field("", max_length=255)
+    attributes: dict[str, Scalar] = Field(default_factory=dict)
+    lists: list[str] = Field(default_factory=list, max_length=100)
+    confirmed: bool = Field(False, description="Consent was obtained elsewhere: no confirmation email.")
+
+
+class SubscriberPatch(Strict):
+    name: str | None = Field(None, max_length=255)
+    attributes: dict[str, Scalar] | None = Field(None, description="Merged in; a null value deletes a key.")
+    replace_attributes: bool = False
+    blocked: bool | None = None
+
+
+class UnsubscribeIn(Strict):
+    lists: list[str] = Field(default_factory=list, max_length=100, description="Empty: every list.")
+
+
+class Unsubscribed(BaseModel):
+    unsubscribed: int
+
+
+class ImportErrorOut(BaseModel):
+    line: int
+    reason: str
+
+
+class ImportReportOut(BaseModel):
+    imported: int
+    updated: int
+    skipped: int
+    errors: list[ImportErrorOut]
+    error_count: int
+    skipped_reasons: dict[str, int]
+    rows: int
+    pending_confirmation: int
+    confirmation_emails_queued: bool
+
+
+# --- digests ----------------------------------------------------------------------------------------------
+
+
+class DigestItemOut(BaseModel):
+    headline: str
+    source: str
+    url: str
+    date: dt.date | None
+    section: str | None
+    summary: str
+    image: str | None
+    image_alt: str | None
+
+
+class DigestSummary(BaseModel):
+    slug: str
+    title: str
+    date: dt.date
+    published_at: dt.datetime
+    items: int
+
+
+class DigestOut(BaseModel):
+    slug: str
+    title: str
+    date: dt.date
+    intro: str | None
+    published_at: dt.datetime
+    items: list[DigestItemOut]
+
+
+class Published(BaseModel):
+    slug: str
+    created: bool
+
+
+# --- campaigns --------------------------------------------------------------------------------------------
+
+
+class CampaignIn(Strict):
+    digest: str = Field(pattern=SLUG_PATTERN)
+    lists: list[str] = Field(min_length=1, max_length=100)
+    at: dt.datetime | None = Field(None, description="ISO 8601 with timezone; omitted: send now.")
+    subject: str | None = Field(None, max_length=500)
+    again: bool = Field(False, description="Send even if a list already got this digest.")
+
+
+class CampaignState(BaseModel):
+    id: int
+    status: CampaignStatus
+
+
+class DeliveryCounts(BaseModel):
+    pending: int
+    sending: int
+    sent: int
+    failed: int
+    unknown: int
+    skipped: int
+
+
+class LinkStats(BaseModel):
+    url: str
+    clicks: int
+    unique_clicks: int
+
+
+class CampaignReport(BaseModel):
+    id: int
+    status: CampaignStatus
+    subject: str
+    digest: str
+    lists: list[str]
+    scheduled_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    pause_reason: str | None
+    recipients: int
+    counts: DeliveryCounts
+    opens: int
+    unique_opens: int
+    clicks: int
+    links: list[LinkStats]
+    unsubscribes: int
+    bounces: int
+    complaints: int
+    duration_seconds: float | None
+    send_rate_per_second: float | None
+
+
+class CampaignSummary(BaseModel):
+    id: int
+    status: CampaignStatus
+    subject: str
+    digest: str
+    scheduled_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    recipients: int
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    subscriber_id: int
+    email: str
+    list: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: dt.datetime | None
+    message_id: str | None
+    smtp_code: int | None
+    smtp_text: str | None
+    sent_at: dt.datetime | None
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: int | None
+
+
+class ResendIn(Strict):
+    statuses: list[DeliveryStatus] = Field(
+        default_factory=lambda: [DeliveryStatus.failed, DeliveryStatus.unknown],
+        min_length=1,
+        description="failed and/or unknown; sent rows are never resent.",
+    )
+
+
+class Resent(BaseModel):
+    id: int
+    status: CampaignStatus
+    requeued: int
+
+
+# --- suppressions -----------------------------------------------------------------------------------------
+
+
+class SuppressionIn(Strict):
+    email: str = Field(max_length=320)
+    detail: str | None = Field(None, max_length=1000)
+
+
+class SuppressionOut(BaseModel):
+    id: int
+    email: str | None = Field(description="null for erased subscribers: only the address's hash is kept.")
+    email_hash: str
+    reason: SuppressionReason
+    detail: str | None
+    created_at: dt.datetime
+
+
+class SuppressionPage(BaseModel):
+    items: list[SuppressionOut]
+    next_cursor: int | None
+
+
+class SuppressionAdded(BaseModel):
+    suppression: SuppressionOut
+    created: bool

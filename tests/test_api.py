@@ -1,0 +1,404 @@
+"""The admin API: every route for both roles and for missing, wrong and revoked tokens; then behaviour."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter import delivery
+from newsletter.config import Settings
+from newsletter.models import ApiToken, Delivery, DeliveryStatus, Subscriber, Suppression
+from tests.apiclient import Api, api_client
+from tests.factories import SAMPLE_DIGEST, make_list, make_subscriber, publish_sample
+
+pytestmark = pytest.mark.postgres
+
+DIGEST = {
+    "title": "Foreign media on Kazakhstan",
+    "date": "2025-04-26",
+    "slug": "api-digest",
+    "items": [{"headline": "Rail", "source": "Ariana", "url": "https://example.com/a", "summary": "Text."}],
+}
+
+
+@pytest.fixture
+def api(make_settings: Callable[..., Settings], pg_url: str, pg_sessions: sessionmaker[Session]) -> Iterator[Api]:
+    with api_client(make_settings(database_url=pg_url), pg_sessions) as client:
+        yield client
+
+
+@pytest.fixture
+def world(api: Api) -> dict[str, Any]:
+    """A list with subscribers, a digest and a finished campaign with one failed delivery."""
+    with api.sessions() as session:
+        weekly = make_list(session, slug="weekly")
+        make_list(session, slug="spare")
+        ana = make_subscriber(session, weekly, "ana@example.com", "Ana")
+        make_subscriber(session, weekly, "bob@example.com", "Bob")
+        publish_sample(session)
+        digest = session.scalars(select(delivery.Digest)).first()
+        assert digest is not None
+        campaign = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["weekly"])
+        session.add_all(
+            [
+                Delivery(
+                    campaign_id=campaign.id, subscriber_id=ana.id, list_id=weekly.id, status=DeliveryStatus.failed
+                ),
+            ]
+        )
+        campaign.status = delivery.CampaignStatus.finished
+        session.commit()
+        return {"campaign": campaign.id, "subscriber": ana.id, "digest": digest.slug}
+
+
+# (method, path template, json body, editor allowed); values come from `world`.
+ROUTES: list[tuple[str, str, Any, bool]] = [
+    ("GET", "/api/v1/me", None, True),
+    ("GET", "/api/v1/users", None, False),
+    ("POST", "/api/v1/users", {"name": "newbie", "role": "editor"}, False),
+    ("POST", "/api/v1/users/{name}/rotate", None, False),
+    ("DELETE", "/api/v1/users/{name}/tokens", None, False),
+    ("DELETE", "/api/v1/tokens/{prefix}", None, False),
+    ("GET", "/api/v1/lists", None, True),
+    ("POST", "/api/v1/lists", {"slug": "new", "name": "New", "from_email": "n@example.org"}, False),
+    ("GET", "/api/v1/lists/{slug}", None, True),
+    ("PATCH", "/api/v1/lists/{slug}", {"description": "changed"}, False),
+    ("DELETE", "/api/v1/lists/{spare}", None, False),
+    ("POST", "/api/v1/lists/{slug}/import", "email\ncsv@example.com\n", False),
+    ("GET", "/api/v1/lists/{slug}/export", None, False),
+    ("GET", "/api/v1/subscribers", None, False),
+    ("GET", "/api/v1/subscribers/export", None, False),
+    ("POST", "/api/v1/subscribers", {"email": "new@example.com"}, False),
+    ("GET", "/api/v1/subscribers/{subscriber_id}", None, False),
+    ("PATCH", "/api/v1/subscribers/{subscriber_id}", {"name": "Ana K"}, False),
+    ("POST", "/api/v1/subscribers/{subscriber_id}/unsubscribe", {"lists": []}, False),
+    ("GET", "/api/v1/subscribers/{subscriber_id}/gdpr", None, False),
+    ("POST", "/api/v1/subscribers/{subscriber_id}/erase", None, False),
+    ("DELETE", "/api/v1/subscribers/{subscriber_id}", None, False),
+    ("POST", "/api/v1/digests", DIGEST, True),
+    ("GET", "/api/v1/digests", None, True),
+    ("GET", "/api/v1/digests/{digest}", None, True),
+    ("GET", "/api/v1/campaigns", None, True),
+    ("POST", "/api/v1/campaigns", {"digest": "{digest}", "lists": ["weekly"], "again": True}, True),
+    ("GET", "/api/v1/campaigns/{campaign_id}", None, True),
+    ("GET", "/api/v1/campaigns/{campaign_id}/deliveries", None, True),
+    ("POST", "/api/v1/campaigns/{campaign_id}/pause", None, True),
+    ("POST", "/api/v1/campaigns/{campaign_id}/resume", None, True),
+    ("POST", "/api/v1/campaigns/{campaign_id}/resend", {"statuses": ["failed"]}, True),
+    ("POST", "/api/v1/campaigns/{campaign_id}/cancel", None, True),
+    ("GET", "/api/v1/suppressions", None, False),
+    ("POST", "/api/v1/suppressions", {"email": "never@example.com"}, False),
+    ("DELETE", "/api/v1/suppressions/{email}", None, False),
+]
+# Path parameters as the OpenAPI document names them.
+DOCUMENTED_NAMES = {"{spare}": "{slug}", "{digest}": "{slug}"}
+
+
+def routes(w: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
+    values = {
+        "{name}": "ed",
+        "{prefix}": "nl_unknown",
+        "{slug}": "weekly",
+        "{spare}": "spare",
+        "{subscriber_id}": str(w["subscriber"]),
+        "{campaign_id}": str(w["campaign"]),
+        "{digest}": w["digest"],
+        "{email}": "never@example.com",
+    }
+
+    def fill(text: str) -> str:
+        for key, value in values.items():
+            text = text.replace(key, value)
+        return text
+
+    result = []
+    for method, template, body, editor in ROUTES:
+        if isinstance(body, dict) and body.get("digest") == "{digest}":
+            body = {**body, "digest": w["digest"]}
+        result.append((method, fill(template), body, editor))
+    return result
+
+
+def send(api: Api, role: str | None, method: str, path: str, body: Any) -> Any:
+    if isinstance(body, str):
+        return api.call(method, path, role, content=body, headers={"Content-Type": "text/csv"})
+    return api.call(method, path, role, json=body)
+
+
+def test_every_route_is_documented_and_covered(api: Api) -> None:
+    documented = {
+        (method.upper(), path)
+        for path, operations in api.client.get("/openapi.json").json()["paths"].items()
+        if path.startswith("/api/v1")
+        for method in operations
+    }
+    covered = set()
+    for method, template, _, _ in ROUTES:
+        for ours, theirs in DOCUMENTED_NAMES.items():
+            template = template.replace(ours, theirs)
+        covered.add((method, template))
+    assert documented == covered
+
+
+@pytest.mark.parametrize("role", [None, "wrong", "revoked"])
+def test_every_route_refuses_missing_wrong_and_revoked_tokens(
+    api: Api, world: dict[str, Any], role: str | None
+) -> None:
+    for method, path, body, _ in routes(world):
+        response = send(api, role, method, path, body)
+        assert response.status_code == 401, (method, path, response.text)
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"]
+
+
+def test_editors_get_403_outside_digests_campaigns_and_reading(api: Api, world: dict[str, Any]) -> None:
+    for method, path, body, editor_allowed in routes(world):
+        response = send(api, "editor", method, path, body)
+        if editor_allowed:
+            assert response.status_code not in (401, 403), (method, path, response.text)
+            assert response.status_code < 500
+        else:
+            assert response.status_code == 403, (method, path, response.text)
+            assert "admin" in response.json()["error"]
+
+
+def test_admins_may_do_everything(api: Api, world: dict[str, Any]) -> None:
+    for method, path, body, _ in routes(world):
+        response = send(api, "admin", method, path, body)
+        assert response.status_code not in (401, 403), (method, path, response.text)
+        assert response.status_code < 500
+        expected_failures = {"/api/v1/tokens/nl_unknown": 404, "/pause": 409}
+        for suffix, status in expected_failures.items():
+            if path.endswith(suffix):
+                assert response.status_code == status, response.text
+                break
+        else:
+            if not path.endswith("/resume") and not path.endswith("/cancel"):
+                assert response.status_code in (200, 201, 204), (method, path, response.text)
+
+
+def test_last_used_is_recorded_without_a_write_per_request(api: Api) -> None:
+    for _ in range(3):
+        assert api.call("GET", "/api/v1/me").status_code == 200
+    with api.sessions() as session:
+        token = session.scalars(select(ApiToken).where(ApiToken.prefix == api.tokens["admin"][:12])).one()
+        assert token.last_used_at is not None
+        assert token.token_hash != api.tokens["admin"]
+
+
+def test_users_create_rotate_revoke(api: Api) -> None:
+    created = api.call("POST", "/api/v1/users", json={"name": "writer", "role": "editor"})
+    assert created.status_code == 201
+    token = created.json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert api.client.get("/api/v1/me", headers=headers).json()["role"] == "editor"
+    rotated = api.call("POST", "/api/v1/users/writer/rotate").json()["token"]
+    assert api.client.get("/api/v1/me", headers=headers).status_code == 401
+    assert api.client.get("/api/v1/me", headers={"Authorization": f"Bearer {rotated}"}).status_code == 200
+    listed = {u["name"]: u for u in api.call("GET", "/api/v1/users").json()}
+    assert [t["prefix"] for t in listed["writer"]["tokens"]] == [rotated[:12]]
+    assert api.call("DELETE", f"/api/v1/tokens/{rotated[:12]}").json() == {"revoked": 1}
+    assert api.client.get("/api/v1/me", headers={"Authorization": f"Bearer {rotated}"}).status_code == 401
+    duplicate = api.call("POST", "/api/v1/users", json={"name": "writer", "role": "admin"})
+    assert duplicate.status_code == 422 and "already exists" in duplicate.json()["error"]
+
+
+def test_list_crud_with_theme_and_counts(api: Api) -> None:
+    body = {
+        "slug": "daily",
+        "name": "Daily",
+        "from_email": "Daily@Example.org",
+        "opt_in": "single",
+        "visibility": "private",
+        "postal_address": "1 Main St",
+        "theme": {"accent_color": "#1a5fb4", "logo_url": "https://example.org/logo.png"},
+    }
+    created = api.call("POST", "/api/v1/lists", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["from_email"] == "daily@example.org"
+    assert created.json()["counts"] == {"confirmed": 0, "pending": 0, "unsubscribed": 0}
+    bad = api.call("PATCH", "/api/v1/lists/daily", json={"theme": {"accent_color": "blue"}})
+    assert bad.status_code == 422 and "accent_color" in bad.json()["error"]
+    changed = api.call("PATCH", "/api/v1/lists/daily", json={"name": "Daily News", "reply_to": "r@example.org"})
+    assert changed.json()["name"] == "Daily News" and changed.json()["theme"]["accent_color"] == "#1a5fb4"
+    api.call("POST", "/api/v1/subscribers", json={"email": "a@example.com", "lists": ["daily"], "confirmed": True})
+    api.call("POST", "/api/v1/subscribers", json={"email": "b@example.com", "lists": ["daily"]})
+    assert api.call("GET", "/api/v1/lists/daily").json()["counts"] == {"confirmed": 1, "pending": 1, "unsubscribed": 0}
+    assert api.call("DELETE", "/api/v1/lists/daily").status_code == 204
+    missing = api.call("GET", "/api/v1/lists/daily")
+    assert missing.status_code == 404 and missing.json()["error"] == "no list with slug 'daily'"
+
+
+def test_list_delete_refused_while_a_campaign_is_sending(api: Api) -> None:
+    with api.sessions() as session:
+        weekly = make_list(session, slug="busy")
+        make_subscriber(session, weekly)
+        digest = publish_sample(session, SAMPLE_DIGEST)
+        campaign = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["busy"])
+        campaign.status = delivery.CampaignStatus.sending
+        session.commit()
+    response = api.call("DELETE", "/api/v1/lists/busy")
+    assert response.status_code == 409 and "sending" in response.json()["error"]
+
+
+def test_subscriber_search_pages_stably_under_inserts(api: Api) -> None:
+    with api.sessions() as session:
+        weekly = make_list(session, slug="paged")
+        for i in range(7):
+            subscriber = make_subscriber(session, weekly, f"p{i}@example.com", f"P {i}")
+            subscriber.attributes = {"city": "Almaty" if i % 2 else "Astana"}
+        session.commit()
+    seen: list[str] = []
+    after = None
+    while True:
+        params: dict[str, Any] = {"list": "paged", "limit": 3}
+        if after is not None:
+            params["after"] = after
+        page = api.call("GET", "/api/v1/subscribers", params=params).json()
+        seen.extend(item["email"] for item in page["items"])
+        if len(seen) == 3:  # someone subscribes while we page: it shows up at the end, nothing repeats
+            api.call("POST", "/api/v1/subscribers", json={"email": "late@example.com", "lists": ["paged"]})
+        after = page["next_cursor"]
+        if after is None:
+            break
+    assert seen == [f"p{i}@example.com" for i in range(7)] + ["late@example.com"]
+    found = api.call("GET", "/api/v1/subscribers", params={"attribute": "city:Almaty", "email": "P"}).json()
+    assert [i["email"] for i in found["items"]] == ["p1@example.com", "p3@example.com", "p5@example.com"]
+    pending = api.call("GET", "/api/v1/subscribers", params={"list": "paged", "subscription_status": "pending"})
+    assert [i["email"] for i in pending.json()["items"]] == ["late@example.com"]
+
+
+def test_subscriber_update_block_unsubscribe_delete(api: Api) -> None:
+    api.call("POST", "/api/v1/lists", json={"slug": "one", "name": "One", "from_email": "n@example.org"})
+    created = api.call(
+        "POST",
+        "/api/v1/subscribers",
+        json={"email": "Zoe@Example.com", "name": "Zoe", "attributes": {"city": "Almaty"}, "lists": ["one"]},
+    ).json()
+    sid = created["id"]
+    assert created["email"] == "zoe@example.com"
+    patched = api.call("PATCH", f"/api/v1/subscribers/{sid}", json={"attributes": {"plan": "pro", "city": None}})
+    assert patched.json()["attributes"] == {"plan": "pro"}
+    assert api.call("PATCH", f"/api/v1/subscribers/{sid}", json={"blocked": True}).json()["status"] == "blocklisted"
+    assert api.call("POST", f"/api/v1/subscribers/{sid}/unsubscribe", json={}).json() == {"unsubscribed": 1}
+    assert api.call("GET", f"/api/v1/subscribers/{sid}").json()["subscriptions"][0]["status"] == "unsubscribed"
+    assert api.call("DELETE", f"/api/v1/subscribers/{sid}").status_code == 204
+    assert api.call("GET", f"/api/v1/subscribers/{sid}").status_code == 404
+    bad = api.call("POST", "/api/v1/subscribers", json={"email": "not an address"})
+    assert bad.status_code == 422 and "@" in bad.json()["error"]
+
+
+def test_csv_import_and_export_over_http(api: Api) -> None:
+    api.call("POST", "/api/v1/lists", json={"slug": "csv", "name": "CSV", "from_email": "n@example.org"})
+    body = 'email;name;city\na@example.com;=HYPERLINK("http://evil");Almaty\nnope;X;Y\n'
+    report = api.call("POST", "/api/v1/lists/csv/import", content=body, headers={"Content-Type": "text/csv"}).json()
+    assert report["imported"] == 1 and report["errors"][0]["line"] == 3
+    assert report["pending_confirmation"] == 1 and report["confirmation_emails_queued"] is True
+    assert api.jobs.confirmations
+    exported = api.call("GET", "/api/v1/lists/csv/export")
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert exported.text.splitlines() == ["email,name,city", 'a@example.com,"\'=HYPERLINK(""http://evil"")",Almaty']
+    strict = api.call(
+        "POST", "/api/v1/lists/csv/import", params={"strict": True}, content=body, headers={"Content-Type": "text/csv"}
+    )
+    assert strict.status_code == 422 and strict.json()["detail"]["errors"][0]["line"] == 3
+    no_email = api.call("POST", "/api/v1/lists/csv/import", content="name\nx\n", headers={"Content-Type": "text/csv"})
+    assert no_email.status_code == 422 and "email" in no_email.json()["error"]
+
+
+def test_gdpr_export_and_erase_over_http(api: Api) -> None:
+    api.call("POST", "/api/v1/lists", json={"slug": "g", "name": "G", "from_email": "n@example.org"})
+    sid = api.call("POST", "/api/v1/subscribers", json={"email": "gdpr@example.com", "lists": ["g"]}).json()["id"]
+    exported = api.call("GET", f"/api/v1/subscribers/{sid}/gdpr").json()
+    assert exported["subscriber"]["email"] == "gdpr@example.com" and exported["subscriptions"][0]["list"] == "g"
+    assert api.call("POST", f"/api/v1/subscribers/{sid}/erase").status_code == 204
+    after = api.call("GET", f"/api/v1/subscribers/{sid}").json()
+    assert "gdpr@example.com" not in str(after)
+    again = api.call("POST", "/api/v1/subscribers", json={"email": "gdpr@example.com"})
+    assert again.status_code == 422 and "suppression" in again.json()["error"]
+
+
+def test_digest_publish_read_and_conflict(api: Api) -> None:
+    first = api.call("POST", "/api/v1/digests", "editor", json=DIGEST)
+    assert first.status_code == 201 and first.json() == {"slug": "api-digest", "created": True}
+    assert api.call("POST", "/api/v1/digests", "editor", json=DIGEST).json()["created"] is False
+    changed = {**DIGEST, "title": "Other"}
+    assert api.call("POST", "/api/v1/digests", "editor", json=changed).status_code == 409
+    bad = api.call("POST", "/api/v1/digests", "editor", json={**DIGEST, "items": [{"headline": "x"}]})
+    assert bad.status_code == 422 and bad.json()["detail"]
+    read = api.call("GET", "/api/v1/digests/api-digest", "editor").json()
+    assert read["items"][0]["url"] == "https://example.com/a"
+    assert [d["slug"] for d in api.call("GET", "/api/v1/digests", "editor").json()] == ["api-digest"]
+
+
+def test_campaign_create_stats_ledger_and_resend(api: Api) -> None:
+    with api.sessions() as session:
+        weekly = make_list(session, slug="stats")
+        ana = make_subscriber(session, weekly, "s1@example.com")
+        bob = make_subscriber(session, weekly, "s2@example.com")
+        session.commit()
+    api.call("POST", "/api/v1/digests", "editor", json=DIGEST)
+    created = api.call("POST", "/api/v1/campaigns", "editor", json={"digest": "api-digest", "lists": ["stats"]})
+    assert created.status_code == 201 and created.json()["status"] == "draft"
+    cid = created.json()["id"]
+    assert api.jobs.started == [cid]
+    with api.sessions() as session:
+        session.add_all(
+            [
+                Delivery(campaign_id=cid, subscriber_id=ana.id, list_id=weekly.id, status=DeliveryStatus.sent),
+                Delivery(campaign_id=cid, subscriber_id=bob.id, list_id=weekly.id, status=DeliveryStatus.failed),
+            ]
+        )
+        delivery.get_campaign(session, cid).status = delivery.CampaignStatus.finished
+        session.commit()
+    report = api.call("GET", f"/api/v1/campaigns/{cid}", "editor").json()
+    assert report["counts"] == {"pending": 0, "sending": 0, "sent": 1, "failed": 1, "unknown": 0, "skipped": 0}
+    failed = api.call("GET", f"/api/v1/campaigns/{cid}/deliveries", "editor", params={"status": "failed"}).json()
+    assert [d["email"] for d in failed["items"]] == ["s2@example.com"]
+    refused = api.call("POST", f"/api/v1/campaigns/{cid}/resend", "editor", json={"statuses": ["sent"]})
+    assert refused.status_code == 422 or refused.status_code == 409
+    resent = api.call("POST", f"/api/v1/campaigns/{cid}/resend", "editor", json={"statuses": ["failed"]}).json()
+    assert resent == {"id": cid, "status": "sending", "requeued": 1}
+    assert api.jobs.batches
+    counts = api.call("GET", f"/api/v1/campaigns/{cid}", "editor").json()["counts"]
+    assert counts["sent"] == 1 and counts["pending"] == 1
+    assert api.call("POST", f"/api/v1/campaigns/{cid}/pause", "editor").json()["status"] == "paused"
+    assert api.call("POST", f"/api/v1/campaigns/{cid}/cancel", "editor").json()["status"] == "cancelled"
+    past = api.call(
+        "POST",
+        "/api/v1/campaigns",
+        "editor",
+        json={"digest": "api-digest", "lists": ["stats"], "at": "2000-01-01T00:00:00Z"},
+    )
+    assert past.status_code == 409 and "past" in past.json()["error"]
+
+
+def test_suppressions_add_list_remove(api: Api) -> None:
+    added = api.call("POST", "/api/v1/suppressions", json={"email": "Spam@Example.com", "detail": "asked by phone"})
+    assert added.status_code == 201 and added.json()["created"] is True
+    assert api.call("POST", "/api/v1/suppressions", json={"email": "spam@example.com"}).status_code == 200
+    listed = api.call("GET", "/api/v1/suppressions", params={"email": "spam"}).json()
+    assert [s["email"] for s in listed["items"]] == ["spam@example.com"]
+    assert api.call("DELETE", "/api/v1/suppressions/spam@example.com").status_code == 204
+    assert api.call("DELETE", "/api/v1/suppressions/spam@example.com").status_code == 404
+    with api.sessions() as session:
+        assert session.scalars(select(Suppression)).all() == []
+        assert session.scalars(select(Subscriber)).all() == []
+
+
+def test_interactive_docs_are_served(api: Api) -> None:
+    assert api.client.get("/docs").status_code == 200
+    document = api.client.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
+    operation = document["paths"]["/api/v1/lists/{slug}"]["get"]
+    assert {"401", "403", "404", "422"} <= set(operation["responses"])
+
+
+def test_validation_errors_use_the_error_body(api: Api) -> None:
+    response = api.call("POST", "/api/v1/lists", json={"slug": "Bad Slug"})
+    assert response.status_code == 422
+    assert response.json()["error"] and response.json()["detail"][0]["loc"]

@@ -1,0 +1,176 @@
+"""The `newsletter` command run for real in a subprocess against PostgreSQL: output, --json and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import TEST_SECRET
+from tests.factories import SAMPLE_DIGEST
+
+pytestmark = pytest.mark.postgres
+
+
+class Cli:
+    def __init__(self, database_url: str, cwd: Path) -> None:
+        self.env = {
+            **os.environ,
+            "NEWSLETTER_DATABASE_URL": database_url,
+            "NEWSLETTER_SECRET_KEY": TEST_SECRET,
+            "NEWSLETTER_OUTBOX_DIR": str(cwd / "outbox"),
+        }
+        self.env.pop("NEWSLETTER_BROKER_URL", None)
+        self.cwd = cwd
+        self.database_url = database_url
+
+    def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "newsletter", *args],
+            env=self.env,
+            cwd=self.cwd,  # commands run from any directory
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if ok:
+            assert result.returncode == 0, (args, result.stdout, result.stderr)
+        else:
+            assert result.returncode != 0, (args, result.stdout)
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--json").stdout)
+
+    def sql(self, query: str) -> Any:
+        engine = create_engine(self.database_url)
+        try:
+            with engine.begin() as conn:
+                result = conn.execute(text(query))
+                return result.scalar() if result.returns_rows else None
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def cli(committed_pg: str, tmp_path: Path) -> Cli:
+    return Cli(committed_pg, tmp_path)
+
+
+def test_users_tokens_and_roles(cli: Cli) -> None:
+    created = cli.run("users", "create", "alice", "--role", "admin")
+    token = created.stdout.strip()
+    assert token.startswith("nl_") and "only this once" in created.stderr
+    assert cli.sql(f"SELECT count(*) FROM api_tokens WHERE token_hash = '{token}'") == 0
+    editor = cli.json("users", "create", "ed", "--role", "editor")
+    assert editor["role"] == "editor" and editor["token"].startswith(editor["prefix"])
+    listed = {u["name"]: u for u in cli.json("users", "list")}
+    assert listed["alice"]["tokens"][0]["prefix"] == token[:12]
+    rotated = cli.json("users", "rotate", "alice")
+    assert [t["prefix"] for t in cli.json("users", "list")[0]["tokens"]] == [rotated["prefix"]]
+    assert "revoked 1" in cli.run("users", "revoke", rotated["prefix"]).stdout
+    cli.run("users", "revoke", rotated["prefix"], ok=False)
+    cli.run("users", "create", "bob", "--role", "owner", ok=False)
+    failed = cli.run("users", "create", "ed", "--role", "admin", ok=False)
+    assert "already exists" in failed.stderr
+
+
+def test_lists_import_export_and_subscribers(cli: Cli, tmp_path: Path) -> None:
+    assert cli.json("lists", "create", "weekly", "--name", "Weekly", "--from-email", "news@example.org")["slug"]
+    cli.run("lists", "create", "weekly", "--name", "Again", "--from-email", "news@example.org", ok=False)
+    bad_theme = cli.run("lists", "update", "weekly", "--theme", '{"accent_color": "red"}', ok=False)
+    assert "accent_color" in bad_theme.stderr
+    updated = cli.json("lists", "update", "weekly", "--theme", '{"accent_color": "#1a5fb4"}', "--opt-in", "single")
+    assert updated["theme"] == {"accent_color": "#1a5fb4"} and updated["opt_in"] == "single"
+
+    source = tmp_path / "people.csv"
+    source.write_bytes(
+        b"email;name;city\nana@example.com;Ana;Almaty\nbroken;X;Y\n"
+        b'eve@example.com;"=HYPERLINK(""http://x"")";Astana\nana@example.com;;Capital\n'
+    )
+    report = cli.json("subscribers", "import", "weekly", str(source), "--confirmed")
+    assert report["imported"] == 2 and report["updated"] == 0 and report["skipped"] == 1
+    assert report["errors"] == [{"line": 3, "reason": "email 'broken': An email address must have an @-sign."}]
+    human = cli.run("subscribers", "import", "weekly", str(source))
+    assert "updated 2" in human.stdout and "line 3:" in human.stdout
+    strict = cli.run("subscribers", "import", "weekly", str(source), "--strict", ok=False)
+    assert "refused the whole file" in strict.stderr and "line 3" in strict.stderr
+    missing = tmp_path / "missing.csv"
+    missing.write_text("name\nAna\n")
+    assert "no 'email' column" in cli.run("subscribers", "import", "weekly", str(missing), ok=False).stderr
+    cli.run("subscribers", "import", "nosuchlist", str(source), ok=False)
+
+    exported = tmp_path / "out.csv"
+    cli.run("subscribers", "export", "weekly", "-o", str(exported))
+    text_out = exported.read_text()
+    assert text_out.splitlines()[0] == "email,name,city"
+    assert "'=HYPERLINK" in text_out and "ana@example.com,Ana,Capital" in text_out
+    assert cli.run("subscribers", "export", "weekly").stdout == text_out
+
+    cli.run("lists", "create", "copy", "--name", "Copy", "--from-email", "news@example.org")
+    again = cli.json("subscribers", "import", "copy", str(exported), "--confirmed")
+    assert again["imported"] == 2 and again["errors"] == []
+    assert cli.run("subscribers", "export", "copy").stdout == text_out
+
+    listed = {row["slug"]: row for row in cli.json("lists", "list")}
+    assert listed["weekly"]["confirmed"] == 2
+    found = cli.json("subscribers", "search", "--attribute", "city:Capital")
+    assert [s["email"] for s in found["items"]] == ["ana@example.com"]
+    cli.run("subscribers", "block", "ana@example.com")
+    assert cli.json("subscribers", "search", "--status", "blocklisted")["items"][0]["email"] == "ana@example.com"
+    assert "unsubscribed from 2" in cli.run("subscribers", "unsubscribe", "eve@example.com").stdout
+    cli.run("subscribers", "block", "nobody@example.com", ok=False)
+    exported_gdpr = json.loads(cli.run("subscribers", "gdpr-export", "eve@example.com").stdout)
+    assert exported_gdpr["subscriber"]["email"] == "eve@example.com"
+    cli.run("subscribers", "erase", "eve@example.com", "--yes")
+    assert cli.sql("SELECT count(*) FROM subscribers WHERE email = 'eve@example.com'") == 0
+    assert cli.sql("SELECT reason FROM suppressions WHERE email IS NULL") == "erased"
+    cli.run("subscribers", "delete", "ana@example.com")
+
+
+def test_suppressions(cli: Cli, tmp_path: Path) -> None:
+    assert cli.json("suppressions", "add", "spam@example.com")["added"] == 1
+    many = tmp_path / "bounces.csv"
+    many.write_text("email\nspam@example.com\nother@example.com\nnot-an-address\n")
+    bulk = cli.json("suppressions", "add", "--file", str(many))
+    assert (bulk["added"], bulk["already"]) == (1, 1) and bulk["errors"][0]["line"] == 4
+    assert {s["email"] for s in cli.json("suppressions", "list")} == {"spam@example.com", "other@example.com"}
+    cli.run("suppressions", "remove", "spam@example.com")
+    cli.run("suppressions", "remove", "spam@example.com", ok=False)
+    cli.run("suppressions", "add", ok=False)
+
+
+def test_campaign_status_deliveries_and_resend(cli: Cli) -> None:
+    cli.run("lists", "create", "weekly", "--name", "Weekly", "--from-email", "news@example.org", "--single-opt-in")
+    cli.run("subscribers", "add", "ana@example.com", "--list", "weekly", "--confirmed")
+    slug = cli.run("digests", "publish", str(SAMPLE_DIGEST)).stdout.strip()
+    campaign = cli.sql(
+        "WITH c AS (INSERT INTO campaigns (digest_id, subject, status, recipient_count, created_at, updated_at) "
+        f"SELECT id, 'Hello', 'finished', 1, now(), now() FROM digests WHERE slug = '{slug}' RETURNING id) "
+        "SELECT id FROM c"
+    )
+    cli.sql(f"INSERT INTO campaign_lists (campaign_id, list_id) SELECT {campaign}, id FROM mailing_lists")
+    cli.sql(
+        f"WITH d AS (INSERT INTO deliveries (campaign_id, subscriber_id, list_id, status, attempts, created_at) "
+        f"SELECT {campaign}, s.id, l.id, 'failed', 5, now() FROM subscribers s, mailing_lists l RETURNING id) "
+        "SELECT count(*) FROM d"
+    )
+    status = cli.json("campaigns", "status", str(campaign))
+    assert status["id"] == campaign and status["status"] == "finished"
+    assert status["counts"] == {"pending": 0, "sending": 0, "sent": 0, "failed": 1, "unknown": 0, "skipped": 0}
+    assert "failed: 1" in cli.run("campaigns", "status", str(campaign)).stdout
+    failed = cli.json("campaigns", "deliveries", str(campaign), "--status", "failed")
+    assert [d["email"] for d in failed["items"]] == ["ana@example.com"]
+    cli.run("campaigns", "resend", str(campaign), "--status", "sent", ok=False)
+    cli.run("campaigns", "resend", str(campaign), "--status", "bogus", ok=False)
+    cli.run("campaigns", "status", "999999", ok=False)
+    cli.run("lists", "delete", "weekly", ok=False)
+    assert cli.json("campaigns", "list")[0]["id"] == campaign

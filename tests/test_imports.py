@@ -1,0 +1,245 @@
+"""CSV import and export: per-line errors, merging, suppression, formula neutralising, round trips."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from newsletter import imports, subscriptions
+from newsletter.models import (
+    MailingList,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    SuppressionReason,
+)
+from newsletter.subscribers import Search
+from tests.factories import make_list, make_subscriber
+
+
+def import_bytes(session: Session, slug: str, data: bytes, **options: bool) -> imports.ImportReport:
+    return imports.import_csv(session, slug, io.BytesIO(data), **options)
+
+
+def export_text(session: Session, slug: str) -> str:
+    return "".join(imports.export_csv(session, Search(list_slug=slug)))
+
+
+def members(session: Session, mailing_list: MailingList) -> dict[str, tuple[str, dict[str, object], str]]:
+    rows = session.execute(
+        select(Subscriber.email, Subscriber.name, Subscriber.attributes, Subscription.status)
+        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+        .where(Subscription.list_id == mailing_list.id)
+    )
+    return {email: (name, attributes, SubscriptionStatus(status).value) for email, name, attributes, status in rows}
+
+
+def thousand_and_thirty() -> tuple[bytes, set[int], int]:
+    """1,000 good rows, 30 bad ones; returns the file, the lines that must be reported, the formula's line."""
+    lines: list[bytes] = ["\ufeffemail;name;city\n".encode()]
+    bad: set[int] = set()
+
+    def add(row: bytes, is_bad: bool = False) -> int:
+        number = 1 + sum(line.count(b"\n") for line in lines)  # physical line: a quoted CR/LF spans two
+        lines.append(row)
+        if is_bad:
+            bad.add(number)
+        return number
+
+    formula_line = 0
+    for i in range(1000):
+        add(f"reader{i}@example.com;Reader {i};City {i % 7}\n".encode())
+        if i % 40 == 5:  # sprinkle the bad rows between good ones
+            kind = len(bad)
+            if kind == 0:
+                add(b"no-at-sign.example.com;No At;X\n", True)
+            elif kind == 1:
+                add(b"two@@example.com;Two At;X\n", True)
+            elif kind == 2:
+                add(b'crlf@example.com;"Line\r\nBreak";X\n', True)
+            elif kind == 3:
+                add(b"overlong@example.com;" + b"n" * 300 + b";X\n", True)
+            elif kind == 4:
+                add(b"latin1@example.com;Jos\xe9;X\n", True)
+            elif kind == 5:
+                add(b"\n", True)
+            elif kind == 6:
+                add(b"attr@example.com;Attr;" + b"c" * 2000 + b"\n", True)
+            elif kind == 7:
+                add(b"too;many;fields;here\n", True)
+            elif kind == 8:
+                add(b"@example.com;Empty local;X\n", True)
+            elif kind == 9:
+                add(b"space in@example.com;Space;X\n", True)
+            elif kind == 10:
+                add(b"user@localhost;Local;X\n", True)
+            elif kind == 11:
+                add(b";No address;X\n", True)
+            elif kind == 12:
+                add(b"a..b@example.com;Dots;X\n", True)
+            elif kind == 13:
+                add(b"user@example..com;Dots;X\n", True)
+            elif kind == 14:
+                add(b"user@-example.com;Dash;X\n", True)
+            elif kind == 15:
+                add(b"user@example.invalid;Special;X\n", True)
+            elif kind == 16:
+                add(b";;\n", True)
+            elif kind == 17:
+                add(b"user@exa mple.com;Space;X\n", True)
+            elif kind == 18:
+                add(b"<user@example.com>;Brackets;X\n", True)
+            elif kind == 19:
+                add(b"user@example.com\xff;Bytes;X\n", True)
+            elif kind == 20:
+                add(b"trailing.@example.com;Dot;X\n", True)
+            elif kind == 21:
+                add(b".leading@example.com;Dot;X\n", True)
+            elif kind == 22:
+                add(b"user@[300.1.1.1];Literal;X\n", True)
+            elif kind == 23:
+                add(b"user@example.com.;Trailing dot;X\n", True)
+            elif kind == 24:
+                add(b"user@" + b"a" * 64 + b".com;Long label;X\n", True)
+    # the remaining five kinds, at the end
+    add(b"user@example;No dot;X\n", True)
+    add(b"name-only\n", True)
+    add(b"user@example.com,with-comma;Comma;X\n", True)
+    add(b"Jos\xe9@example.com;Latin1 address;X\n", True)
+    add(b"\t;Tab;X\n", True)
+    assert len(bad) == 30
+    # a duplicate (merged, not an error) and a formula-looking name (accepted, neutralised on export)
+    add(b"Reader7@Example.com;;Capital\n")
+    formula_line = add(b'formula@example.com;=HYPERLINK("http://evil.example","click");X\n')
+    return b"".join(lines), bad, formula_line
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_thousand_good_rows_and_thirty_bad_ones(session: Session) -> None:
+    mailing_list = make_list(session, slug="import")
+    data, bad_lines, _ = thousand_and_thirty()
+    report = import_bytes(session, "import", data, confirmed=True)
+
+    assert {e.line for e in report.errors} == bad_lines
+    assert report.error_count == 30
+    reasons = {e.line: e.reason for e in report.errors}
+    assert any("line break" in r for r in reasons.values())
+    assert any("UTF-8" in r for r in reasons.values())
+    assert any(r == "blank line" for r in reasons.values())
+    assert any("longer than 255" in r for r in reasons.values())
+    assert report.imported == 1001  # 1,000 readers + the formula name
+    assert report.skipped == 1 and report.skipped_reasons["duplicate"] == 1
+    stored = members(session, mailing_list)
+    assert len(stored) == 1001
+    assert stored["reader7@example.com"] == ("Reader 7", {"city": "Capital"}, "confirmed")
+    assert stored["formula@example.com"][0] == '=HYPERLINK("http://evil.example","click")'
+
+    exported = export_text(session, "import")
+    assert '"\'=HYPERLINK(""http://evil.example"",""click"")"' in exported
+    assert "\n=" not in exported and ",=" not in exported
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_export_then_import_round_trips(session: Session) -> None:
+    source = make_list(session, slug="source")
+    data, _, _ = thousand_and_thirty()
+    import_bytes(session, "source", data, confirmed=True)
+    exported = export_text(session, "source")
+    target = make_list(session, slug="target")
+    report = import_bytes(session, "target", exported.encode(), confirmed=True)
+    assert report.error_count == 0 and report.imported == 1001
+    assert members(session, target) == members(session, source)
+    assert export_text(session, "target") == exported
+
+
+def test_missing_email_column_refuses_the_whole_file(session: Session) -> None:
+    make_list(session, slug="whole")
+    with pytest.raises(imports.InvalidCsv, match="no 'email' column"):
+        import_bytes(session, "whole", b"name,city\nAna,Almaty\n")
+    with pytest.raises(imports.InvalidCsv, match="empty"):
+        import_bytes(session, "whole", b"")
+
+
+def test_strict_refuses_everything_on_one_bad_row(session: Session) -> None:
+    mailing_list = make_list(session, slug="strict")
+    with pytest.raises(imports.ImportRefused) as refused:
+        import_bytes(session, "strict", b"email\nok@example.com\nbroken\n", strict=True)
+    assert refused.value.report.errors[0].line == 3
+    assert "line 3" in str(refused.value)
+    session.rollback()
+    assert members(session, mailing_list) == {}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_database_duplicates_merge_and_consent_is_respected(session: Session) -> None:
+    mailing_list = make_list(session, slug="merge")
+    other = make_list(session, slug="other")
+    known = make_subscriber(session, mailing_list, "known@example.com", "Known", confirmed=False)
+    known.attributes = {"plan": "free", "city": "Astana"}
+    make_subscriber(session, other, "elsewhere@example.com", "Else")
+    left = make_subscriber(session, mailing_list, "left@example.com", "Left")
+    subscriptions.unsubscribe_address(session, left.email, list_slugs=["merge"])
+    blocked = make_subscriber(session, None, "blocked@example.com")
+    blocked.status = SubscriberStatus.blocklisted
+    subscriptions.suppress(session, "bounced@example.com", SuppressionReason.hard_bounce)
+    session.flush()
+
+    data = (
+        b"email,name,plan\n"
+        b"known@example.com,,pro\n"
+        b"elsewhere@example.com,Elsewhere,\n"
+        b"left@example.com,Left,\n"
+        b"blocked@example.com,Blocked,\n"
+        b"bounced@example.com,Bounced,\n"
+        b"new@example.com,New,\n"
+    )
+    report = import_bytes(session, "merge", data)
+    assert (report.imported, report.updated) == (2, 1)
+    assert report.skipped_reasons == {"duplicate": 0, "suppressed": 1, "blocklisted": 1, "unsubscribed": 1}
+    stored = members(session, mailing_list)
+    assert stored["known@example.com"] == ("Known", {"plan": "pro", "city": "Astana"}, "pending")
+    assert stored["left@example.com"][2] == "unsubscribed"
+    assert stored["new@example.com"][2] == "pending" and stored["elsewhere@example.com"][2] == "pending"
+    assert "bounced@example.com" not in stored and "blocked@example.com" not in stored
+    assert report.pending_confirmation == 2  # the known one was added by an admin, not by this import
+    assert session.scalar(select(func.count()).select_from(Subscriber).where(Subscriber.email == "new@example.com"))
+    confirmed = import_bytes(session, "merge", data, confirmed=True)
+    assert confirmed.updated == 3 and members(session, mailing_list)["known@example.com"][2] == "confirmed"
+
+
+def test_comma_and_semicolon_files_with_and_without_bom(session: Session) -> None:
+    mailing_list = make_list(session, slug="formats")
+    import_bytes(session, "formats", b"\xef\xbb\xbfEmail,Name\na@example.com,A\n")
+    import_bytes(session, "formats", "email;name\nb@example.com;Bé\n".encode())
+    assert set(members(session, mailing_list)) == {"a@example.com", "b@example.com"}
+    assert members(session, mailing_list)["b@example.com"][0] == "Bé"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.emails() | st.text(min_size=1, max_size=40))
+def test_fast_address_check_agrees_with_email_validator(address: str) -> None:
+    try:
+        expected: str | None = subscriptions.normalise_email(address)
+    except subscriptions.InvalidEmail:
+        expected = None
+    try:
+        got: str | None = imports.normalise_email(address)
+    except subscriptions.InvalidEmail:
+        got = None
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("cell", "safe"),
+    [("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"), ("\rx", "'\rx")],
+)
+def test_formula_cells_are_neutralised_and_restored(cell: str, safe: str) -> None:
+    assert imports.neutralise(cell) == safe
+    assert imports.unneutralise(safe) == cell
+    assert imports.neutralise("Ana") == "Ana"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -82,6 +84,8 @@ ROUTES: list[tuple[str, str, Any, bool]] = [
     ("POST", "/api/v1/digests", DIGEST, True),
     ("GET", "/api/v1/digests", None, True),
     ("GET", "/api/v1/digests/{digest}", None, True),
+    ("GET", "/api/v1/digests/{digest}/preview", None, True),
+    ("POST", "/api/v1/campaigns/test", {"digest": "{digest}", "to": "editor@example.com"}, True),
     ("GET", "/api/v1/campaigns", None, True),
     ("POST", "/api/v1/campaigns", {"digest": "{digest}", "lists": ["weekly"], "again": True}, True),
     ("GET", "/api/v1/campaigns/{campaign_id}", None, True),
@@ -333,6 +337,28 @@ def test_digest_publish_read_and_conflict(api: Api) -> None:
     read = api.call("GET", "/api/v1/digests/api-digest", "editor").json()
     assert read["items"][0]["url"] == "https://example.com/a"
     assert [d["slug"] for d in api.call("GET", "/api/v1/digests", "editor").json()] == ["api-digest"]
+
+
+def test_preview_and_test_send(api: Api) -> None:
+    with api.sessions() as session:
+        make_list(session, slug="weekly", name="The Weekly")
+        session.commit()
+    assert api.call("POST", "/api/v1/digests", "editor", json=DIGEST).status_code == 201
+    html = api.call("GET", "/api/v1/digests/api-digest/preview", "editor")
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    assert ">Rail<" in html.text and "%%" not in html.text and "/unsubscribe/" in html.text
+    text = api.call("GET", "/api/v1/digests/api-digest/preview?text=true", "editor")
+    assert text.headers["content-type"].startswith("text/plain") and "Rail" in text.text
+    assert api.call("GET", "/api/v1/digests/nope/preview", "editor").status_code == 404
+
+    sent = api.call("POST", "/api/v1/campaigns/test", "editor", json={"digest": "api-digest", "to": "ed@example.com"})
+    assert sent.status_code == 200 and sent.json()["subject"].startswith("[TEST] ")
+    outbox = api.client.app.state.settings.outbox_dir
+    [message] = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in outbox.glob("*.eml")]
+    assert message["X-Newsletter-Test"] == "yes" and message["To"].addresses[0].addr_spec == "ed@example.com"
+    bad = api.call("POST", "/api/v1/campaigns/test", "editor", json={"digest": "api-digest", "to": "not an address"})
+    assert bad.status_code == 422 and bad.json()["error"]
+    assert len(list(outbox.glob("*.eml"))) == 1
 
 
 def test_campaign_create_stats_ledger_and_resend(api: Api) -> None:

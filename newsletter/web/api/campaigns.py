@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from newsletter import delivery, stats
+from newsletter import delivery, previews, stats
+from newsletter.mailer import get_mailer
 from newsletter.models import CampaignStatus, DeliveryStatus
 from newsletter.web.api.deps import AppSettings, Db, Editor, JobQueue
-from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
+from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute, described
 from newsletter.web.api.schemas import (
     CampaignIn,
     CampaignReport,
@@ -18,6 +19,8 @@ from newsletter.web.api.schemas import (
     DeliveryPage,
     ResendIn,
     Resent,
+    TestSendIn,
+    TestSent,
 )
 
 router = APIRouter(tags=["campaigns"], route_class=ApiRoute)
@@ -67,6 +70,17 @@ def create_campaign(body: CampaignIn, session: Db, user: Editor, jobs: JobQueue)
     if body.at is None:
         jobs.start_campaign(state.id)
     return state
+
+
+@router.post(
+    "/campaigns/test",
+    responses={**NOT_FOUND, 422: described("Bad address."), 502: described("The mail server refused it.")},
+    summary="Send one message of a digest to an address, marked as a test and recorded nowhere",
+)
+def send_test(body: TestSendIn, session: Db, settings: AppSettings, _: Editor) -> TestSent:
+    mailer = get_mailer(settings.smtp_url, settings.outbox_dir)
+    preview, result = previews.send_test(session, settings, mailer, body.digest, body.to, body.list)
+    return TestSent(to=body.to, subject=preview.subject, smtp_code=result.code, smtp_text=result.text)
 
 
 @router.get("/campaigns/{campaign_id}", responses=NOT_FOUND, summary="Status and statistics of a campaign")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from newsletter import delivery, digests, models
-from newsletter.web.api.deps import Db, Editor
+from newsletter import delivery, digests, models, previews
+from newsletter.web.api.deps import AppSettings, Db, Editor
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
 from newsletter.web.api.schemas import SLUG_PATTERN, DigestItemOut, DigestOut, DigestSummary, Published
 
@@ -71,3 +72,24 @@ def get_digest(session: Db, _: Editor, slug: str = Path(pattern=SLUG_PATTERN)) -
             for i in digest.items
         ],
     )
+
+
+@router.get(
+    "/digests/{slug}/preview",
+    # Errors stay JSON like every other route; only the 200 answer is the email itself.
+    responses={**NOT_FOUND, 200: {"content": {"text/html": {}, "text/plain": {}}, "description": "The email."}},
+    response_model=None,
+    summary="The email exactly as a subscriber of the list would get it, for a sample recipient",
+)
+def preview(
+    session: Db,
+    settings: AppSettings,
+    _: Editor,
+    slug: str = Path(pattern=SLUG_PATTERN),
+    list_slug: Annotated[str | None, Query(alias="list", pattern=SLUG_PATTERN)] = None,
+    text: Annotated[bool, Query(description="The text part instead of the HTML.")] = False,
+) -> Response:
+    shown = previews.preview_digest(session, settings, slug, list_slug)
+    if text:
+        return PlainTextResponse(shown.text)
+    return HTMLResponse(shown.html)

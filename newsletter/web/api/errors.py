@@ -11,7 +11,18 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
-from newsletter import delivery, digests, imports, lists, subscribers, subscriptions, suppressions, users
+from newsletter import (
+    delivery,
+    digests,
+    imports,
+    lists,
+    previews,
+    subscribers,
+    subscriptions,
+    suppressions,
+    templates,
+    users,
+)
 
 
 class ErrorBody(BaseModel):
@@ -46,10 +57,13 @@ STATUS_FOR: list[tuple[tuple[type[Exception], ...], int]] = [
             users.UserNotFound,
             users.TokenNotFound,
             suppressions.SuppressionNotFound,
+            previews.NoListToPreview,
+            templates.TemplateNotFound,
         ),
         404,
     ),
     ((lists.ListInUse, digests.DigestConflict, delivery.CampaignError), 409),
+    ((previews.TestSendFailed,), 502),
     (
         (
             lists.InvalidList,

@@ -233,6 +233,19 @@ class CampaignIn(Strict):
     again: bool = Field(False, description="Send even if a list already got this digest.")
 
 
+class TestSendIn(Strict):
+    digest: str = Field(pattern=SLUG_PATTERN)
+    to: str = Field(min_length=3, max_length=320, description="Where the test message goes.")
+    list: str | None = Field(None, pattern=SLUG_PATTERN, description="Render for this list (default: the first).")
+
+
+class TestSent(BaseModel):
+    to: str
+    subject: str
+    smtp_code: int
+    smtp_text: str
+
+
 class CampaignState(BaseModel):
     id: int
     status: CampaignStatus

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import String, and_, cast, exists, func, insert, literal, or_, select, text, update
+from sqlalchemy import String, and_, case, cast, exists, func, insert, literal, or_, select, text, update
 from sqlalchemy.engine import Result
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,6 +77,11 @@ class BatchRange:
 def rowcount(result: Result[Any]) -> int:
     """Rows an UPDATE touched (the generic Result type does not declare it)."""
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# Kept on a row resent under UNKNOWN_POLICY=resend even once it is sent: it marks the recipients who may
+# have two copies, so the campaign's stats can say how many.
+RESENT_AFTER_UNKNOWN = "resent: a worker died while an earlier attempt was in flight, so it may have arrived too"
 
 
 def worker_name() -> str:
@@ -538,7 +543,7 @@ def record(session: Session, settings: Settings, prepared: PreparedCampaign, out
                 status=DeliveryStatus.sent,
                 sent_at=now,
                 smtp_code=250,
-                smtp_text=None,
+                smtp_text=case((Delivery.smtp_text == RESENT_AFTER_UNKNOWN, Delivery.smtp_text), else_=None),
                 message_id=literal(f"<{prepared.campaign_id}.", String)
                 + cast(Delivery.id, String)
                 + literal(f".{prepared.nonce}@{prepared.domain}>", String),
@@ -718,10 +723,7 @@ def sweep(session: Session, settings: Settings, now: dt.datetime | None = None) 
     lease_expired = now - dt.timedelta(seconds=settings.claim_lease_seconds)
     stuck = and_(Delivery.status == DeliveryStatus.sending, Delivery.claimed_at < lease_expired)
     if settings.unknown_policy == "resend":
-        values: dict[str, Any] = {
-            "status": DeliveryStatus.pending,
-            "smtp_text": "outcome of the previous attempt unknown (worker died); resending by policy",
-        }
+        values: dict[str, Any] = {"status": DeliveryStatus.pending, "smtp_text": RESENT_AFTER_UNKNOWN}
     else:
         values = {
             "status": DeliveryStatus.unknown,

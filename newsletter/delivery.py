@@ -13,22 +13,25 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import random
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import String, and_, case, cast, exists, func, insert, literal, or_, select, text, update
 from sqlalchemy.engine import Result
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import digests, rendering
 from newsletter.config import Settings
 from newsletter.db import is_postgres, utcnow
 from newsletter.mailer import Mailer, SendResult, classify
-from newsletter.messages import CampaignMessage, DkimSigner, Recipient
+from newsletter.messages import CampaignMessage, DkimSigner, InvalidHeader, Recipient
 from newsletter.models import (
     Campaign,
     CampaignStatus,
@@ -48,6 +51,8 @@ from newsletter.models import (
     campaign_lists,
 )
 from newsletter.subscriptions import TokenPurpose, Tokens, get_list, suppress
+
+log = logging.getLogger(__name__)
 
 
 class CampaignError(ValueError):
@@ -299,48 +304,96 @@ class Claimed:
     attempts: int
 
 
+_NO_LONGER_WANTED = "unsubscribed, blocked or suppressed before sending"
+
+
 def skip_ineligible(session: Session, campaign_id: int, first_id: int, last_id: int) -> int:
     """Mark pending rows whose recipient left, was blocked or suppressed since planning as skipped."""
-    still_wanted = (
-        exists()
-        .where(
-            Subscription.subscriber_id == Delivery.subscriber_id,
-            Subscription.list_id.in_(
-                select(campaign_lists.c.list_id).where(campaign_lists.c.campaign_id == campaign_id)
-            ),
-            Subscription.status == SubscriptionStatus.confirmed,
-        )
-        .where(
-            exists().where(
-                Subscriber.id == Delivery.subscriber_id,
-                Subscriber.status == SubscriberStatus.active,
-                ~exists().where(Suppression.email_hash == Subscriber.email_hash),
-            )
-        )
-    )
     result = session.execute(
         update(Delivery)
         .where(
             Delivery.campaign_id == campaign_id,
             Delivery.id.between(first_id, last_id),
             Delivery.status == DeliveryStatus.pending,
-            ~still_wanted,
+            ~_still_wanted(campaign_id),
         )
-        .values(status=DeliveryStatus.skipped, smtp_text="unsubscribed, blocked or suppressed before sending")
+        .values(status=DeliveryStatus.skipped, smtp_text=_NO_LONGER_WANTED)
         .execution_options(synchronize_session=False)
     )
     return rowcount(result)
+
+
+def _still_wanted(campaign_id: int) -> Any:
+    return exists().where(
+        Subscription.subscriber_id == Delivery.subscriber_id,
+        Subscription.list_id.in_(select(campaign_lists.c.list_id).where(campaign_lists.c.campaign_id == campaign_id)),
+        Subscription.status == SubscriptionStatus.confirmed,
+        exists().where(
+            Subscriber.id == Delivery.subscriber_id,
+            Subscriber.status == SubscriberStatus.active,
+            ~exists().where(Suppression.email_hash == Subscriber.email_hash),
+        ),
+    )
+
+
+# PostgreSQL: pick, re-check and claim a group in one round trip. SKIP LOCKED lets any number of workers
+# share a range without waiting; rows whose recipient left since planning become `skipped` on the way.
+_PG_CLAIM = text(
+    """
+WITH picked AS (
+    SELECT d.id FROM deliveries d
+    WHERE d.campaign_id = :campaign_id AND d.id BETWEEN :first_id AND :last_id AND d.status = 'pending'
+      AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= :now)
+      AND EXISTS (SELECT 1 FROM campaigns c WHERE c.id = :campaign_id AND c.status = 'sending')
+    ORDER BY d.id
+    LIMIT :limit
+    FOR UPDATE OF d SKIP LOCKED
+), checked AS (
+    SELECT p.id, s.email, s.name,
+        s.status = 'active'
+        AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_hash = s.email_hash)
+        AND EXISTS (
+            SELECT 1 FROM subscriptions sub JOIN campaign_lists cl ON cl.list_id = sub.list_id
+            WHERE sub.subscriber_id = s.id AND cl.campaign_id = :campaign_id AND sub.status = 'confirmed'
+        ) AS wanted
+    FROM picked p JOIN deliveries d ON d.id = p.id JOIN subscribers s ON s.id = d.subscriber_id
+)
+UPDATE deliveries d SET
+    status = CASE WHEN c.wanted THEN 'sending' ELSE 'skipped' END,
+    claimed_at = :now,
+    claimed_by = CASE WHEN c.wanted THEN :worker END,
+    attempts = d.attempts + CASE WHEN c.wanted THEN 1 ELSE 0 END,
+    smtp_text = CASE WHEN c.wanted THEN d.smtp_text ELSE :skipped_text END
+FROM checked c
+WHERE d.id = c.id
+RETURNING d.id, d.subscriber_id, d.list_id, c.email, c.name, d.attempts, c.wanted
+"""
+)
 
 
 def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, limit: int, worker: str) -> list[Claimed]:
     """Atomically move up to `limit` due pending rows of the range to `sending` and return their recipients.
 
     Rows are re-checked against the subscriptions first, so an unsubscribe takes effect mid-campaign.
-    On PostgreSQL `FOR UPDATE SKIP LOCKED` lets any number of workers share one range without waiting.
     """
-    skip_ineligible(session, campaign_id, first_id, last_id)
     now = utcnow()
-    candidates = (
+    if is_postgres(session):
+        rows = session.execute(
+            _PG_CLAIM,
+            {
+                "campaign_id": campaign_id,
+                "first_id": first_id,
+                "last_id": last_id,
+                "now": now,
+                "limit": limit,
+                "worker": worker,
+                "skipped_text": _NO_LONGER_WANTED,
+            },
+        ).all()
+        return sorted((Claimed(*row[:6]) for row in rows if row[6]), key=lambda c: c.delivery_id)
+
+    # SQLite has a single writer, so a plain select-then-update is atomic inside the transaction.
+    candidates = session.scalars(
         select(Delivery.id)
         .where(
             Delivery.campaign_id == campaign_id,
@@ -351,24 +404,22 @@ def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, li
         )
         .order_by(Delivery.id)
         .limit(limit)
-    )
-    if is_postgres(session):
-        candidates = candidates.with_for_update(skip_locked=True)
-    claimed_ids = session.scalars(
-        update(Delivery)
-        .where(Delivery.id.in_(candidates.scalar_subquery()))
-        .values(
-            status=DeliveryStatus.sending,
-            claimed_at=now,
-            claimed_by=worker,
-            attempts=Delivery.attempts + 1,
-        )
-        .returning(Delivery.id)
-        .execution_options(synchronize_session=False)
     ).all()
-    if not claimed_ids:
+    if not candidates:
         return []
-    rows = session.execute(
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(candidates), ~_still_wanted(campaign_id))
+        .values(status=DeliveryStatus.skipped, smtp_text=_NO_LONGER_WANTED)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(candidates), Delivery.status == DeliveryStatus.pending)
+        .values(status=DeliveryStatus.sending, claimed_at=now, claimed_by=worker, attempts=Delivery.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    claimed = session.execute(
         select(
             Delivery.id,
             Delivery.subscriber_id,
@@ -378,10 +429,10 @@ def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, li
             Delivery.attempts,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.id.in_(claimed_ids))
+        .where(Delivery.id.in_(candidates), Delivery.status == DeliveryStatus.sending, Delivery.claimed_by == worker)
         .order_by(Delivery.id)
     )
-    return [Claimed(*row) for row in rows]
+    return [Claimed(*row) for row in claimed]
 
 
 # --- sending ----------------------------------------------------------------------------------------------
@@ -389,20 +440,38 @@ def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, li
 
 @dataclass
 class Outcomes:
-    """Outcomes of one group, written with a few set-based statements."""
+    """Outcomes not yet written, written with a few set-based statements."""
 
-    sent: list[tuple[int, SendResult]] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)
     retry: list[tuple[Claimed, SendResult]] = field(default_factory=list)
     failed: list[tuple[Claimed, SendResult]] = field(default_factory=list)
+    invalid: list[tuple[Claimed, str]] = field(default_factory=list)  # could not be composed: never sent
+
+    def __len__(self) -> int:
+        return len(self.sent) + len(self.retry) + len(self.failed) + len(self.invalid)
+
+    def add(self, claimed: Claimed, result: SendResult) -> None:
+        verdict = classify(result)
+        if verdict == "sent":
+            self.sent.append(claimed.delivery_id)
+        elif verdict == "retry":
+            self.retry.append((claimed, result))
+        else:
+            self.failed.append((claimed, result))
 
 
-@dataclass(frozen=True)
+@dataclass
 class BatchReport:
-    sent: int
-    retried: int
-    failed: int
-    released: int
-    retry_after: float | None  # seconds until the earliest retry of this range is due
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    released: int = 0
+    retry_after: float | None = None  # seconds until the earliest retry of this range is due
+
+    def count(self, outcomes: Outcomes) -> None:
+        self.sent += len(outcomes.sent)
+        self.retried += len(outcomes.retry)
+        self.failed += len(outcomes.failed) + len(outcomes.invalid)
 
 
 class PreparedCampaign:
@@ -419,7 +488,9 @@ class PreparedCampaign:
         self.domain = primary.from_email.rpartition("@")[2]
         # Makes Message-IDs unique across installations and databases, yet derivable in SQL from the row id.
         self.nonce = hashlib.blake2s(f"{settings.secret_key}:{campaign.id}".encode(), digest_size=6).hexdigest()
-        self.envelope_from = primary.from_email
+        self.envelope_from = envelope_address(primary.from_email)
+        self._unsubscribe = f"{settings.base_url}/unsubscribe/"
+        self._preferences = f"{settings.base_url}/preferences/"
         self.message = CampaignMessage(
             subject=campaign.subject,
             from_name=primary.from_name or primary.name,
@@ -437,19 +508,16 @@ class PreparedCampaign:
         return f"<{self.campaign_id}.{delivery_id}.{self.nonce}@{self.domain}>"
 
     def render(self, claimed: Claimed) -> bytes:
-        base = self.settings.base_url
-        unsubscribe = (
-            f"{base}/unsubscribe/{self.tokens.make(TokenPurpose.unsubscribe, claimed.subscriber_id, claimed.list_id)}"
-        )
+        """The recipient's message; raises messages.InvalidHeader when it cannot be written safely."""
+        make = self.tokens.make
+        unsubscribe = self._unsubscribe + make(TokenPurpose.unsubscribe, claimed.subscriber_id, claimed.list_id)
         values = {
             rendering.NAME: claimed.name,
             rendering.UNSUBSCRIBE_URL: unsubscribe,
-            rendering.PREFERENCES_URL: (
-                f"{base}/preferences/{self.tokens.make(TokenPurpose.preferences, claimed.subscriber_id)}"
-            ),
+            rendering.PREFERENCES_URL: self._preferences + make(TokenPurpose.preferences, claimed.subscriber_id),
         }
         if self.tracking:
-            values[rendering.TRACK] = self.tokens.make(TokenPurpose.track, claimed.delivery_id)
+            values[rendering.TRACK] = make(TokenPurpose.track, claimed.delivery_id)
         return self.message.render(
             Recipient(
                 email=claimed.email,
@@ -459,6 +527,17 @@ class PreparedCampaign:
                 unsubscribe_url=unsubscribe,
             )
         )
+
+
+def envelope_address(email: str) -> str:
+    """The SMTP envelope form: an internationalised domain in IDNA (the local part needs SMTPUTF8 anyway)."""
+    local, _, domain = email.rpartition("@")
+    if domain.isascii():
+        return email
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return email  # the mailer refuses it, and the row is failed with the server's or its own reason
 
 
 _prepared: dict[tuple[int, str], PreparedCampaign] = {}
@@ -478,6 +557,17 @@ def prepare(session: Session, settings: Settings, campaign_id: int) -> PreparedC
     return _prepared[key]
 
 
+# How long a worker keeps retrying to write outcomes it holds while the database is unreachable: the
+# messages went out, so a short outage must not turn them into `unknown`. Capped by the claim lease.
+_RECORD_PATIENCE_SECONDS = 60.0
+
+
+def _database_down(error: BaseException) -> bool:
+    return isinstance(error, OperationalError | InterfaceError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
+
+
 def send_batch(
     sessions: sessionmaker[Session],
     settings: Settings,
@@ -491,54 +581,78 @@ def send_batch(
     """Send one keyset range: claim a group, send it on one connection, record it, repeat.
 
     Takes a session factory rather than a session because the claim must be committed before a message
-    leaves (so a crash shows the row as `sending`) and each group's outcomes are committed as they come.
+    leaves (so a crash shows the row as `sending`) and outcomes are committed as they come: every
+    `outcome_flush_count` messages or `outcome_flush_ms`, the last ones of a group together with the
+    next claim, in one transaction. A worker killed at any instant thus leaves at most one group in
+    `sending`, and that is the bound on the `unknown` set.
     """
     worker = worker_name()
-    totals = {"sent": 0, "retried": 0, "failed": 0, "released": 0}
+    report = BatchReport()
     group_size = settings.outcome_flush_count
+    flush_after = settings.outcome_flush_ms / 1000
+    patience = min(_RECORD_PATIENCE_SECONDS, settings.claim_lease_seconds / 3)
     with sessions() as session:
         prepared = prepare(session, settings, campaign_id)
-    with mailer.session() as smtp:
+
+    def record_and_claim(outcomes: Outcomes, *, claim_next: bool) -> list[Claimed]:
+        deadline = time.monotonic() + patience
         while True:
-            with sessions.begin() as session:
-                group = claim(session, campaign_id, first_id, last_id, limit=group_size, worker=worker)
+            try:
+                with sessions.begin() as session:
+                    record(session, settings, prepared, outcomes, worker)
+                    if not claim_next:
+                        return []
+                    return claim(session, campaign_id, first_id, last_id, limit=group_size, worker=worker)
+            except DBAPIError as error:
+                if not (outcomes and _database_down(error)) or time.monotonic() > deadline:
+                    raise
+                log.warning("database unreachable, keeping %d outcomes and retrying: %s", len(outcomes), error)
+                time.sleep(1.0)
+
+    with mailer.session() as smtp:
+        outcomes = Outcomes()
+        while True:
+            group = record_and_claim(outcomes, claim_next=True)
+            report.count(outcomes)
+            outcomes = Outcomes()
             if not group:
                 break
             if throttle is not None:
                 throttle(len(group))
-            outcomes = Outcomes()
-            results = smtp.send_many((prepared.envelope_from, c.email, prepared.render(c)) for c in group)
-            for claimed, result in zip(group, results, strict=True):
-                verdict = classify(result)
-                if verdict == "sent":
-                    outcomes.sent.append((claimed.delivery_id, result))
-                elif verdict == "retry":
-                    outcomes.retry.append((claimed, result))
-                else:
-                    outcomes.failed.append((claimed, result))
-            with sessions.begin() as session:
-                record(session, settings, prepared, outcomes)
-                totals["sent"] += len(outcomes.sent)
-                totals["retried"] += len(outcomes.retry)
-                totals["failed"] += len(outcomes.failed)
-                status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
-            if status != CampaignStatus.sending:
-                break
+            ready: list[Claimed] = []
+            items: list[tuple[str, str, bytes]] = []
+            for claimed in group:
+                try:
+                    items.append((prepared.envelope_from, envelope_address(claimed.email), prepared.render(claimed)))
+                    ready.append(claimed)
+                except InvalidHeader as error:
+                    outcomes.invalid.append((claimed, f"not sent: {error}"))
+            flushed_at = time.monotonic()
+            for claimed, result in zip(ready, smtp.send_many(items), strict=True):
+                outcomes.add(claimed, result)
+                if time.monotonic() - flushed_at > flush_after and claimed is not ready[-1]:
+                    # a slow server: write what is known, so a crash now leaves fewer rows unknown
+                    record_and_claim(outcomes, claim_next=False)
+                    report.count(outcomes)
+                    outcomes = Outcomes()
+                    flushed_at = time.monotonic()
     with sessions.begin() as session:
-        totals["released"] = release_claims(session, campaign_id, first_id, last_id, worker)
-        retry_after = next_retry_delay(session, campaign_id, first_id, last_id)
+        report.released = release_claims(session, campaign_id, first_id, last_id, worker)
+        report.retry_after = next_retry_delay(session, campaign_id, first_id, last_id)
         finish_if_done(session, campaign_id)
-    return BatchReport(retry_after=retry_after, **totals)
+    return report
 
 
-def record(session: Session, settings: Settings, prepared: PreparedCampaign, outcomes: Outcomes) -> None:
+def record(session: Session, settings: Settings, prepared: PreparedCampaign, outcomes: Outcomes, worker: str) -> None:
+    """Write a group's outcomes. Only rows still claimed by this worker change: after a lease expired,
+    the sweep's verdict (and whoever claimed the row since) wins over a late write."""
     now = utcnow()
+    mine = (Delivery.status == DeliveryStatus.sending, Delivery.claimed_by == worker)
     if outcomes.sent:
-        ids = [delivery_id for delivery_id, _ in outcomes.sent]
         # One statement per group; the message id is derived from the row id, so needs no per-row value.
         session.execute(
             update(Delivery)
-            .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.sending)
+            .where(Delivery.id.in_(outcomes.sent), *mine)
             .values(
                 status=DeliveryStatus.sent,
                 sent_at=now,
@@ -552,22 +666,31 @@ def record(session: Session, settings: Settings, prepared: PreparedCampaign, out
             .execution_options(synchronize_session=False)
         )
     for claimed, result in outcomes.retry:
-        _record_retry(session, settings, claimed, result, now)
+        _record_retry(session, settings, claimed, result, now, mine)
     for claimed, result in outcomes.failed:
-        _record_failure(session, prepared, claimed, result, now)
+        _record_failure(session, prepared, claimed, result, mine)
+    for claimed, reason in outcomes.invalid:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == claimed.delivery_id, *mine)
+            .values(status=DeliveryStatus.failed, smtp_code=None, smtp_text=reason[:2000], claimed_by=None)
+        )
 
 
-def _record_retry(session: Session, settings: Settings, claimed: Claimed, result: SendResult, now: dt.datetime) -> None:
+def _record_retry(
+    session: Session, settings: Settings, claimed: Claimed, result: SendResult, now: dt.datetime, mine: Any
+) -> None:
     created = session.scalar(select(Delivery.created_at).where(Delivery.id == claimed.delivery_id))
     too_old = created is not None and now - created > dt.timedelta(hours=settings.retry_max_age_hours)
     if claimed.attempts >= settings.retry_max_attempts or too_old:
         session.execute(
             update(Delivery)
-            .where(Delivery.id == claimed.delivery_id)
+            .where(Delivery.id == claimed.delivery_id, *mine)
             .values(
                 status=DeliveryStatus.failed,
                 smtp_code=result.code or None,
                 smtp_text=f"gave up after {claimed.attempts} attempts: {result.text}"[:2000],
+                claimed_by=None,
             )
         )
         return
@@ -575,7 +698,7 @@ def _record_retry(session: Session, settings: Settings, claimed: Claimed, result
     delay *= random.uniform(0.8, 1.2)  # jitter so retries of one outage do not arrive together
     session.execute(
         update(Delivery)
-        .where(Delivery.id == claimed.delivery_id)
+        .where(Delivery.id == claimed.delivery_id, *mine)
         .values(
             status=DeliveryStatus.pending,
             next_attempt_at=now + dt.timedelta(seconds=delay),
@@ -593,13 +716,15 @@ def is_hard_bounce(result: SendResult) -> bool:
 
 
 def _record_failure(
-    session: Session, prepared: PreparedCampaign, claimed: Claimed, result: SendResult, now: dt.datetime
+    session: Session, prepared: PreparedCampaign, claimed: Claimed, result: SendResult, mine: Any
 ) -> None:
-    session.execute(
+    changed = session.execute(
         update(Delivery)
-        .where(Delivery.id == claimed.delivery_id)
+        .where(Delivery.id == claimed.delivery_id, *mine)
         .values(status=DeliveryStatus.failed, smtp_code=result.code, smtp_text=result.text[:2000], claimed_by=None)
     )
+    if not rowcount(changed):
+        return
     session.add(
         Event(
             type=EventType.bounce,

@@ -283,7 +283,10 @@ def parse_smtp_urls(value: str) -> list[SmtpServer]:
 _DOWN_SECONDS = 30.0  # how long a server that refused a connection is skipped
 _THROTTLE_INTERVAL = 0.05  # a throttled server gets at most 20 msgs/s, halved per further 421
 _THROTTLE_MAX_LEVEL = 6
-_THROTTLE_RECOVER_SECONDS = 30.0  # each quiet period halves the slowdown again
+# One step per second of complaints: a burst of 421s over a pipelined group is one complaint, not ten,
+# and a server that refuses 5% of messages is slowed, not stopped.
+_THROTTLE_STEP_SECONDS = 1.0
+_THROTTLE_RECOVER_SECONDS = 10.0  # each quiet period halves the slowdown again
 
 
 class _ServerState:
@@ -301,8 +304,11 @@ class _ServerState:
 
     def throttle(self) -> None:
         with self._lock:
+            now = time.monotonic()
+            if self.level and now - self.level_changed < _THROTTLE_STEP_SECONDS:
+                return
             self.level = min(self.level + 1, _THROTTLE_MAX_LEVEL)
-            self.level_changed = time.monotonic()
+            self.level_changed = now
 
     def pace(self) -> None:
         """Sleep until this server may take another message (rate and throttling)."""

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter import digests, rendering
 from newsletter.config import Settings
 from newsletter.db import is_postgres, utcnow
-from newsletter.mailer import Mailer, SendResult, classify
+from newsletter.mailer import CRLFBytes, Mailer, SendResult, classify
 from newsletter.messages import CampaignMessage, DkimSigner, InvalidHeader, Recipient
 from newsletter.models import (
     Campaign,
@@ -239,16 +239,24 @@ def digest_model(digest: Digest) -> digests.Digest:
 
 
 def _eligible_subscriptions(list_ids: Sequence[int]) -> Any:
-    """Confirmed subscriptions of active, unsuppressed subscribers on the given lists."""
+    """Confirmed subscriptions of active, unsuppressed subscribers on the given lists, one per subscriber."""
+    conditions = (
+        Subscription.list_id.in_(list_ids),
+        Subscription.status == SubscriptionStatus.confirmed,
+        Subscriber.status == SubscriberStatus.active,
+        ~exists().where(Suppression.email_hash == Subscriber.email_hash),
+    )
+    if len(list_ids) == 1:
+        # (subscriber, list) is unique: no grouping needed, which spares a sort of the whole list
+        return (
+            select(Subscription.subscriber_id, Subscription.list_id)
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .where(*conditions)
+        )
     return (
         select(Subscription.subscriber_id, func.min(Subscription.list_id).label("list_id"))
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(
-            Subscription.list_id.in_(list_ids),
-            Subscription.status == SubscriptionStatus.confirmed,
-            Subscriber.status == SubscriberStatus.active,
-            ~exists().where(Suppression.email_hash == Subscriber.email_hash),
-        )
+        .where(*conditions)
         .group_by(Subscription.subscriber_id)
     )
 
@@ -265,12 +273,19 @@ def plan_ledger(session: Session, campaign: Campaign) -> int:
         func.now() if is_postgres(session) else text("CURRENT_TIMESTAMP"),
     ).order_by(eligible.c.subscriber_id)
     columns = ["campaign_id", "subscriber_id", "list_id", "status", "attempts", "created_at"]
-    if is_postgres(session):
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    planned = session.scalar(select(Delivery.id).where(Delivery.campaign_id == campaign.id).limit(1)) is not None
+    statement = insert(Delivery).from_select(columns, source)
+    if planned:
+        # a second run adds nothing (idempotent); the first needs no conflict check, which costs a tenth
+        if is_postgres(session):
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        session.execute(pg_insert(Delivery).from_select(columns, source).on_conflict_do_nothing())
-    else:
-        session.execute(insert(Delivery).from_select(columns, source).prefix_with("OR IGNORE"))
+            statement = pg_insert(Delivery).from_select(columns, source).on_conflict_do_nothing()
+        else:
+            statement = statement.prefix_with("OR IGNORE")
+    inserted = rowcount(session.execute(statement))
+    if not planned:
+        return inserted
     return session.scalar(select(func.count()).where(Delivery.campaign_id == campaign.id)) or 0
 
 
@@ -594,48 +609,61 @@ def send_batch(
     with sessions() as session:
         prepared = prepare(session, settings, campaign_id)
 
+    # One connection for the whole batch: a checkout per group would add a ping round trip to each.
+    session = sessions()
+
     def record_and_claim(outcomes: Outcomes, *, claim_next: bool) -> list[Claimed]:
+        nonlocal session
         deadline = time.monotonic() + patience
         while True:
             try:
-                with sessions.begin() as session:
-                    record(session, settings, prepared, outcomes, worker)
-                    if not claim_next:
-                        return []
-                    return claim(session, campaign_id, first_id, last_id, limit=group_size, worker=worker)
+                record(session, settings, prepared, outcomes, worker)
+                group = (
+                    claim(session, campaign_id, first_id, last_id, limit=group_size, worker=worker)
+                    if claim_next
+                    else []
+                )
+                session.commit()
+                return group
             except DBAPIError as error:
+                session.close()
+                session = sessions()
                 if not (outcomes and _database_down(error)) or time.monotonic() > deadline:
                     raise
                 log.warning("database unreachable, keeping %d outcomes and retrying: %s", len(outcomes), error)
                 time.sleep(1.0)
 
-    with mailer.session() as smtp:
-        outcomes = Outcomes()
-        while True:
-            group = record_and_claim(outcomes, claim_next=True)
-            report.count(outcomes)
+    try:
+        with mailer.session() as smtp:
             outcomes = Outcomes()
-            if not group:
-                break
-            if throttle is not None:
-                throttle(len(group))
-            ready: list[Claimed] = []
-            items: list[tuple[str, str, bytes]] = []
-            for claimed in group:
-                try:
-                    items.append((prepared.envelope_from, envelope_address(claimed.email), prepared.render(claimed)))
-                    ready.append(claimed)
-                except InvalidHeader as error:
-                    outcomes.invalid.append((claimed, f"not sent: {error}"))
-            flushed_at = time.monotonic()
-            for claimed, result in zip(ready, smtp.send_many(items), strict=True):
-                outcomes.add(claimed, result)
-                if time.monotonic() - flushed_at > flush_after and claimed is not ready[-1]:
-                    # a slow server: write what is known, so a crash now leaves fewer rows unknown
-                    record_and_claim(outcomes, claim_next=False)
-                    report.count(outcomes)
-                    outcomes = Outcomes()
-                    flushed_at = time.monotonic()
+            while True:
+                group = record_and_claim(outcomes, claim_next=True)
+                report.count(outcomes)
+                outcomes = Outcomes()
+                if not group:
+                    break
+                if throttle is not None:
+                    throttle(len(group))
+                ready: list[Claimed] = []
+                items: list[tuple[str, str, bytes]] = []
+                for claimed in group:
+                    try:
+                        data = CRLFBytes(prepared.render(claimed))  # the composer writes CRLF only
+                        items.append((prepared.envelope_from, envelope_address(claimed.email), data))
+                        ready.append(claimed)
+                    except InvalidHeader as error:
+                        outcomes.invalid.append((claimed, f"not sent: {error}"))
+                flushed_at = time.monotonic()
+                for claimed, result in zip(ready, smtp.send_many(items), strict=True):
+                    outcomes.add(claimed, result)
+                    if time.monotonic() - flushed_at > flush_after and claimed is not ready[-1]:
+                        # a slow server: write what is known, so a crash now leaves fewer rows unknown
+                        record_and_claim(outcomes, claim_next=False)
+                        report.count(outcomes)
+                        outcomes = Outcomes()
+                        flushed_at = time.monotonic()
+    finally:
+        session.close()
     with sessions.begin() as session:
         report.released = release_claims(session, campaign_id, first_id, last_id, worker)
         report.retry_after = next_retry_delay(session, campaign_id, first_id, last_id)

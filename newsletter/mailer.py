@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 __all__ = [
+    "CRLFBytes",
     "MailSession",
     "Mailer",
     "MemoryMailer",
@@ -336,13 +337,25 @@ class _Disconnected(Exception):
         self.data_sent = data_sent
 
 
+class CRLFBytes(bytes):
+    """A message whose line endings are all CRLF already (the composer's output), so the check is skipped.
+
+    Counting line endings scans a 30 KB message four times: a tenth of the per-message CPU of a batch.
+    """
+
+    __slots__ = ()
+
+
 def _stuff(data: bytes) -> bytes:
     """CRLF line endings and leading dots doubled (RFC 5321 §4.5.2), plus the final CRLF."""
-    if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
+    if not isinstance(data, CRLFBytes) and (
+        data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n")
+    ):
         data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
     if data.startswith(b"."):
         data = b"." + data
-    data = data.replace(b"\n.", b"\n..")
+    if b"\n." in data:
+        data = data.replace(b"\n.", b"\n..")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data
@@ -387,10 +400,8 @@ class _SMTPSession:
         raise _Disconnected(self._dead, data_sent=False)
 
     def _open(self, server: SmtpServer) -> smtplib.SMTP:
-        context = ssl.create_default_context()
-        if not server.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+        # loading the CA store costs ~25 ms: only for servers that use TLS, once
+        context = self._mailer._tls_context(server) if server.implicit_tls or server.starttls else None
         conn: smtplib.SMTP
         try:
             # the constructor connects and raises SMTPConnectError unless greeted with 220
@@ -586,6 +597,18 @@ class SMTPMailer:
         self._states = [_ServerState(s) for s in servers]
         self._lock = threading.Lock()
         self._turn = itertools.count()
+        self._contexts: dict[bool, ssl.SSLContext] = {}
+
+    def _tls_context(self, server: SmtpServer) -> ssl.SSLContext:
+        with self._lock:
+            context = self._contexts.get(server.verify)
+            if context is None:
+                context = ssl.create_default_context()
+                if not server.verify:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                self._contexts[server.verify] = context
+            return context
 
     def _state_for(self, server: SmtpServer) -> _ServerState:
         return next(s for s in self._states if s.server is server)

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import logging
 import os
 import random
 import socket
 import time
+from base64 import urlsafe_b64encode
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from itsdangerous import Signer
 from sqlalchemy import String, and_, case, cast, exists, func, insert, literal, or_, select, text, update
 from sqlalchemy.engine import Result
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -492,7 +495,9 @@ class BatchReport:
 class PreparedCampaign:
     """Everything per-campaign the send loop needs, built once per campaign per process."""
 
-    def __init__(self, settings: Settings, campaign: Campaign, tokens: Tokens, dkim: DkimSigner | None) -> None:
+    def __init__(
+        self, settings: Settings, campaign: Campaign, tokens: Tokens | FastTokens, dkim: DkimSigner | None
+    ) -> None:
         if campaign.html is None or campaign.text is None:
             raise CampaignError(f"campaign {campaign.id} has not been rendered")
         primary = campaign.lists[0]
@@ -544,6 +549,29 @@ class PreparedCampaign:
         )
 
 
+class FastTokens:
+    """The same tokens as `subscriptions.Tokens.make`, three per recipient, at a third of the cost.
+
+    itsdangerous derives the key and builds a fresh HMAC on every call (~25 us); here the keyed HMAC
+    is built once per purpose and copied per token. tests/test_delivery.py checks both agree.
+    """
+
+    def __init__(self, secret_key: str) -> None:
+        self._macs: dict[TokenPurpose, Any] = {}
+        self._sep: dict[TokenPurpose, bytes] = {}
+        for purpose in TokenPurpose:
+            signer = Signer(secret_key, salt=f"newsletter.{purpose}")
+            self._macs[purpose] = hmac.new(signer.derive_key(), digestmod=signer.algorithm.digest_method)  # type: ignore[attr-defined]
+            self._sep[purpose] = signer.sep
+
+    def make(self, purpose: TokenPurpose, *ids: int) -> str:
+        packed = urlsafe_b64encode(b".".join(b"%x" % i for i in ids)).rstrip(b"=")
+        mac = self._macs[purpose].copy()
+        mac.update(packed)
+        signature = urlsafe_b64encode(mac.digest()).rstrip(b"=")
+        return (packed + self._sep[purpose] + signature).decode("ascii")
+
+
 def envelope_address(email: str) -> str:
     """The SMTP envelope form: an internationalised domain in IDNA (the local part needs SMTPUTF8 anyway)."""
     local, _, domain = email.rpartition("@")
@@ -568,7 +596,7 @@ def prepare(session: Session, settings: Settings, campaign_id: int) -> PreparedC
             else None
         )
         _prepared.clear()  # one campaign at a time per process is the common case; keep memory flat
-        _prepared[key] = PreparedCampaign(settings, campaign, Tokens(settings.secret_key), dkim)
+        _prepared[key] = PreparedCampaign(settings, campaign, FastTokens(settings.secret_key), dkim)
     return _prepared[key]
 
 

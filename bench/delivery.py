@@ -314,6 +314,7 @@ def main() -> None:
     parser.add_argument(
         "--full", action="store_true", help="send the whole 1M campaign (minutes) instead of 30 s of it for memory"
     )
+    parser.add_argument("--quick", action="store_true", help="only smtp-source and the main campaign (for tuning)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="newsletter-bench-"))
@@ -350,6 +351,8 @@ def main() -> None:
         )
         print(f"ratio pipeline / smtp-source: {main_run.rate / source_rate:.2f}  (target >= 0.65)")
 
+        if args.quick:
+            return
         dkim_settings = settings.model_copy(
             update={"dkim_domain": "example.org", "dkim_selector": "bench", "dkim_key_file": rsa_key(work)}
         )

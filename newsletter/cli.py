@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -207,8 +207,8 @@ def campaigns_send(
     emit_json({"id": campaign_id, "status": status}) if as_json else out.print(str(campaign_id))
 
 
-def watch(campaign_id: int, *, quiet: bool = False, poll: float = 0.5) -> None:
-    """Progress until the campaign stops moving; in embedded mode this loop also runs the due retries."""
+def watch(campaign_id: int, *, quiet: bool = False, poll: float = 1.0) -> None:
+    """Progress, rate and ETA until the campaign stops moving; in embedded mode this loop also runs the due retries."""
     from worker import tasks
 
     embedded = settings().broker_url is None
@@ -217,19 +217,29 @@ def watch(campaign_id: int, *, quiet: bool = False, poll: float = 0.5) -> None:
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[eta]}"),
         console=err,
         disable=quiet,
-    ) as progress:
-        bar = progress.add_task("send", total=None, cid=campaign_id, status="")
+    ) as bar_view:
+        bar = bar_view.add_task("send", total=None, cid=campaign_id, status="", rate="", eta="")
         while True:
             with unit_of_work() as session:
-                campaign = delivery.get_campaign(session, campaign_id)
-                counts = delivery.counts(session, campaign_id)
-                status = campaign.status
-            done = sum(counts[s] for s in ("sent", "failed", "unknown", "skipped"))
-            progress.update(bar, total=sum(counts.values()) or None, completed=done, status=status.value)
-            if status not in (CampaignStatus.sending, CampaignStatus.scheduled, CampaignStatus.draft):
+                state = delivery.progress(session, campaign_id)
+            eta = "" if state.eta_seconds is None else f"ETA {dt.timedelta(seconds=round(state.eta_seconds))}"
+            bar_view.update(
+                bar,
+                total=state.total or None,
+                completed=state.done,
+                status=state.status.value,
+                rate=f"{state.rate:,.0f}/s" if state.rate else "",
+                eta=eta if state.status == CampaignStatus.sending else "",
+            )
+            if state.last_error and not state.rate and not quiet:
+                bar_view.update(bar, eta=f"waiting to retry: {state.last_error[:120]}")
+            if state.status not in (CampaignStatus.sending, CampaignStatus.scheduled, CampaignStatus.draft):
+                if state.pause_reason and not quiet:
+                    err.print(f"campaign {campaign_id} paused: {state.pause_reason}", markup=False)
                 return
             if embedded:
                 tasks.sweep.delay()

@@ -20,6 +20,7 @@ import random
 import socket
 import time
 from base64 import urlsafe_b64encode
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -583,11 +584,14 @@ def envelope_address(email: str) -> str:
         return email  # the mailer refuses it, and the row is failed with the server's or its own reason
 
 
-_prepared: dict[tuple[int, str], PreparedCampaign] = {}
+_prepared: dict[tuple[Settings, int, dt.datetime | None], PreparedCampaign] = {}
 
 
 def prepare(session: Session, settings: Settings, campaign_id: int) -> PreparedCampaign:
-    key = (campaign_id, settings.secret_key)
+    """The campaign's pre-encoded message, built once per process and reused by every batch of it."""
+    # planned_at tells a re-planned campaign, or another database's campaign with the same id, apart
+    planned_at = session.scalar(select(Campaign.planned_at).where(Campaign.id == campaign_id))
+    key = (settings, campaign_id, planned_at)
     if key not in _prepared:
         campaign = get_campaign(session, campaign_id)
         dkim = (
@@ -598,6 +602,56 @@ def prepare(session: Session, settings: Settings, campaign_id: int) -> PreparedC
         _prepared.clear()  # one campaign at a time per process is the common case; keep memory flat
         _prepared[key] = PreparedCampaign(settings, campaign, FastTokens(settings.secret_key), dkim)
     return _prepared[key]
+
+
+class FailureWindow:
+    """The outcomes of this process's last N messages of one campaign, for auto-pause."""
+
+    def __init__(self, campaign_id: int, size: int) -> None:
+        self.campaign_id = campaign_id
+        self.outcomes: deque[bool] = deque(maxlen=size)  # True: failed or deferred
+        self.last_failure = ""
+
+    def add(self, outcomes: Outcomes) -> None:
+        self.outcomes.extend([False] * len(outcomes.sent))
+        for _, result in (*outcomes.retry, *outcomes.failed):
+            self.outcomes.append(True)
+            self.last_failure = f"{result.code} {result.text}" if result.code else result.text
+
+    def verdict(self, threshold: float) -> str | None:
+        """The reason to pause, when the window is full and its failure share is past the threshold."""
+        size, failed = len(self.outcomes), sum(self.outcomes)
+        if not threshold or size < (self.outcomes.maxlen or 0) or failed / size <= threshold:
+            return None
+        self.outcomes.clear()  # after a resume, judge afresh
+        return (
+            f"auto-paused: {failed} of the last {size} messages failed or were deferred "
+            f"(over {threshold:.0%}); last answer: {self.last_failure[:300]}"
+        )
+
+
+_windows: dict[int, FailureWindow] = {}
+
+
+def failure_window(settings: Settings, campaign_id: int) -> FailureWindow:
+    window = _windows.get(campaign_id)
+    if window is None:
+        _windows.clear()
+        window = _windows[campaign_id] = FailureWindow(campaign_id, settings.auto_pause_window)
+    return window
+
+
+def auto_pause(session: Session, campaign_id: int, reason: str) -> bool:
+    """Pause a sending campaign from inside the send loop (no lock wait: a plain conditional UPDATE)."""
+    result = session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.sending)
+        .values(status=CampaignStatus.paused, pause_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(result):
+        log.warning("campaign %s %s", campaign_id, reason)
+    return bool(rowcount(result))
 
 
 # How long a worker keeps retrying to write outcomes it holds while the database is unreachable: the
@@ -637,6 +691,7 @@ def send_batch(
     with sessions() as session:
         prepared = prepare(session, settings, campaign_id)
 
+    window = failure_window(settings, campaign_id)
     # One connection for the whole batch: a checkout per group would add a ping round trip to each.
     session = sessions()
 
@@ -646,6 +701,10 @@ def send_batch(
         while True:
             try:
                 record(session, settings, prepared, outcomes, worker)
+                window.add(outcomes)
+                reason = window.verdict(settings.auto_pause_failure_rate)
+                if reason is not None:
+                    auto_pause(session, campaign_id, reason)  # the claim below then finds nothing
                 group = (
                     claim(session, campaign_id, first_id, last_id, limit=group_size, worker=worker)
                     if claim_next
@@ -930,6 +989,93 @@ def sweep(session: Session, settings: Settings, now: dt.datetime | None = None) 
 
 
 # --- reading ----------------------------------------------------------------------------------------------
+
+RATE_WINDOW_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a campaign stands: counts per delivery status, the recent send rate and an ETA."""
+
+    campaign_id: int
+    status: CampaignStatus
+    counts: dict[str, int]
+    rate: float  # messages sent per second over the last minute (or since the start, if shorter)
+    eta_seconds: float | None  # None when nothing is moving
+    pause_reason: str | None
+    resent_after_unknown: int
+    last_error: str | None  # the latest reason a pending row is waiting for a retry, e.g. the server is down
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        return self.total - self.counts["pending"] - self.counts["sending"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.campaign_id,
+            "status": self.status.value,
+            "counts": self.counts,
+            "rate": round(self.rate, 1),
+            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds),
+            "pause_reason": self.pause_reason,
+            "resent_after_unknown": self.resent_after_unknown,
+            "last_error": self.last_error,
+        }
+
+
+def progress(session: Session, campaign_id: int, now: dt.datetime | None = None) -> Progress:
+    """Counts, rate and ETA in one scan of the campaign's ledger rows."""
+    campaign = get_campaign(session, campaign_id)
+    now = now or utcnow()
+    since = now - dt.timedelta(seconds=RATE_WINDOW_SECONDS)
+    counts = dict.fromkeys((s.value for s in DeliveryStatus), 0)
+    recent = resent = 0
+    rows = session.execute(
+        select(
+            Delivery.status,
+            func.count(),
+            func.count().filter(Delivery.sent_at >= since),
+            func.count().filter(Delivery.smtp_text == RESENT_AFTER_UNKNOWN),
+        )
+        .where(Delivery.campaign_id == campaign_id)
+        .group_by(Delivery.status)
+    )
+    for status, count, sent_recently, resent_rows in rows:
+        counts[DeliveryStatus(status).value] = count
+        if status == DeliveryStatus.sent:
+            recent, resent = sent_recently, resent_rows
+    window = float(RATE_WINDOW_SECONDS)
+    if campaign.started_at is not None:
+        window = min(window, max((now - campaign.started_at).total_seconds(), 1.0))
+    rate = recent / window
+    left = counts["pending"] + counts["sending"]
+    moving = campaign.status == CampaignStatus.sending and rate > 0
+    last_error = None
+    if counts["pending"]:
+        last_error = session.scalar(
+            select(Delivery.smtp_text)
+            .where(
+                Delivery.campaign_id == campaign_id,
+                Delivery.status == DeliveryStatus.pending,
+                Delivery.next_attempt_at.is_not(None),
+            )
+            .order_by(Delivery.next_attempt_at.desc())
+            .limit(1)
+        )
+    return Progress(
+        campaign_id=campaign_id,
+        status=campaign.status,
+        counts=counts,
+        rate=rate,
+        eta_seconds=left / rate if moving else (0.0 if not left else None),
+        pause_reason=campaign.pause_reason,
+        resent_after_unknown=resent,
+        last_error=last_error,
+    )
 
 
 def counts(session: Session, campaign_id: int) -> dict[str, int]:

@@ -309,7 +309,7 @@ def main() -> None:
     parser.add_argument("--dkim-recipients", type=int, default=50_000)
     parser.add_argument("--naive-recipients", type=int, default=2_000)
     parser.add_argument("--plan-recipients", type=int, default=1_000_000)
-    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "3")))
+    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "4")))
     parser.add_argument("--source-messages", type=int, default=20_000)
     parser.add_argument(
         "--full", action="store_true", help="send the whole 1M campaign (minutes) instead of 30 s of it for memory"

@@ -259,7 +259,7 @@ def subscribers_import(
 ) -> None:
     """Import subscribers from CSV; bad rows are reported by line while the good ones are imported."""
     from newsletter import imports
-    from newsletter.web.api.deps import send_import_confirmations
+    from worker import tasks
 
     size = file.stat().st_size
     with (
@@ -291,7 +291,9 @@ def subscribers_import(
             if as_json:
                 emit_json(exc.report.as_dict())
             raise
-    queued = bool(report.pending_confirmation) and send_import_confirmations(list_id)
+    queued = bool(report.pending_confirmation)
+    if queued:
+        tasks.send_import_confirmations.delay(list_id)
     if as_json:
         emit_json(report.as_dict())
         return
@@ -681,8 +683,8 @@ def campaigns_test(
     )
 
 
-def watch(campaign_id: int, *, quiet: bool = False, poll: float = 0.5) -> None:
-    """Progress until the campaign stops moving; in embedded mode this loop also runs the due retries."""
+def watch(campaign_id: int, *, quiet: bool = False, poll: float = 1.0) -> None:
+    """Progress, rate and ETA until the campaign stops moving; in embedded mode this loop also runs the due retries."""
     from newsletter import delivery
     from worker import tasks
 
@@ -692,19 +694,29 @@ def watch(campaign_id: int, *, quiet: bool = False, poll: float = 0.5) -> None:
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[eta]}"),
         console=err,
         disable=quiet,
-    ) as progress:
-        bar = progress.add_task("send", total=None, cid=campaign_id, status="")
+    ) as bar_view:
+        bar = bar_view.add_task("send", total=None, cid=campaign_id, status="", rate="", eta="")
         while True:
             with unit_of_work() as session:
-                campaign = delivery.get_campaign(session, campaign_id)
-                counts = delivery.counts(session, campaign_id)
-                status = campaign.status
-            done = sum(counts[s] for s in ("sent", "failed", "unknown", "skipped"))
-            progress.update(bar, total=sum(counts.values()) or None, completed=done, status=status.value)
-            if status not in (CampaignStatus.sending, CampaignStatus.scheduled, CampaignStatus.draft):
+                state = delivery.progress(session, campaign_id)
+            eta = "" if state.eta_seconds is None else f"ETA {dt.timedelta(seconds=round(state.eta_seconds))}"
+            bar_view.update(
+                bar,
+                total=state.total or None,
+                completed=state.done,
+                status=state.status.value,
+                rate=f"{state.rate:,.0f}/s" if state.rate else "",
+                eta=eta if state.status == CampaignStatus.sending else "",
+            )
+            if state.last_error and not state.rate and not quiet:
+                bar_view.update(bar, eta=f"waiting to retry: {state.last_error[:120]}")
+            if state.status not in (CampaignStatus.sending, CampaignStatus.scheduled, CampaignStatus.draft):
+                if state.pause_reason and not quiet:
+                    err.print(f"campaign {campaign_id} paused: {state.pause_reason}", markup=False)
                 return
             if embedded:
                 tasks.sweep.delay()

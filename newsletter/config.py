@@ -72,6 +72,16 @@ class Settings(BaseSettings):
     )
     outcome_flush_count: int = Field(50, ge=1, description="Write send outcomes every N messages...")
     outcome_flush_ms: int = Field(200, ge=1, description="...or every N milliseconds, whichever comes first.")
+    auto_pause_window: int = Field(
+        200, ge=10, description="Auto-pause looks at the outcomes of each worker's last N messages of a campaign."
+    )
+    auto_pause_failure_rate: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Pause a campaign (reason shown in its status) when more than this share of the last "
+        "AUTO_PAUSE_WINDOW messages failed or were deferred, e.g. a rejected IP or a broken relay; 0 = never.",
+    )
     track_default: bool = Field(True, description="Open/click tracking for new lists (switchable per list).")
 
     subscribe_ip_limit: int = Field(20, ge=1, description="Subscribe requests per IP per hour.")

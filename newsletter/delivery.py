@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import random
 import socket
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import String, and_, cast, exists, func, insert, literal, or_, select, text, update
+from sqlalchemy import String, and_, case, cast, exists, func, insert, literal, or_, select, text, update
 from sqlalchemy.engine import Result
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import digests, rendering, templates
 from newsletter.config import Settings
 from newsletter.db import is_postgres, utcnow
-from newsletter.mailer import Mailer, SendResult, classify
-from newsletter.messages import CampaignMessage, DkimSigner, Recipient
+from newsletter.mailer import CRLFBytes, Mailer, SendResult, classify
+from newsletter.messages import CampaignMessage, DkimSigner, InvalidHeader, Recipient
 from newsletter.models import (
     Campaign,
     CampaignStatus,
@@ -48,6 +52,8 @@ from newsletter.models import (
     campaign_lists,
 )
 from newsletter.subscriptions import TokenPurpose, Tokens, get_list, suppress
+
+log = logging.getLogger(__name__)
 
 
 class CampaignError(ValueError):
@@ -77,6 +83,11 @@ class BatchRange:
 def rowcount(result: Result[Any]) -> int:
     """Rows an UPDATE touched (the generic Result type does not declare it)."""
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# Kept on a row resent under UNKNOWN_POLICY=resend even once it is sent: it marks the recipients who may
+# have two copies, so the campaign's stats can say how many.
+RESENT_AFTER_UNKNOWN = "resent: a worker died while an earlier attempt was in flight, so it may have arrived too"
 
 
 def worker_name() -> str:
@@ -233,16 +244,24 @@ def digest_model(digest: Digest) -> digests.Digest:
 
 
 def _eligible_subscriptions(list_ids: Sequence[int]) -> Any:
-    """Confirmed subscriptions of active, unsuppressed subscribers on the given lists."""
+    """Confirmed subscriptions of active, unsuppressed subscribers on the given lists, one per subscriber."""
+    conditions = (
+        Subscription.list_id.in_(list_ids),
+        Subscription.status == SubscriptionStatus.confirmed,
+        Subscriber.status == SubscriberStatus.active,
+        ~exists().where(Suppression.email_hash == Subscriber.email_hash),
+    )
+    if len(list_ids) == 1:
+        # (subscriber, list) is unique: no grouping needed, which spares a sort of the whole list
+        return (
+            select(Subscription.subscriber_id, Subscription.list_id)
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .where(*conditions)
+        )
     return (
         select(Subscription.subscriber_id, func.min(Subscription.list_id).label("list_id"))
         .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(
-            Subscription.list_id.in_(list_ids),
-            Subscription.status == SubscriptionStatus.confirmed,
-            Subscriber.status == SubscriberStatus.active,
-            ~exists().where(Suppression.email_hash == Subscriber.email_hash),
-        )
+        .where(*conditions)
         .group_by(Subscription.subscriber_id)
     )
 
@@ -259,12 +278,19 @@ def plan_ledger(session: Session, campaign: Campaign) -> int:
         func.now() if is_postgres(session) else text("CURRENT_TIMESTAMP"),
     ).order_by(eligible.c.subscriber_id)
     columns = ["campaign_id", "subscriber_id", "list_id", "status", "attempts", "created_at"]
-    if is_postgres(session):
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    planned = session.scalar(select(Delivery.id).where(Delivery.campaign_id == campaign.id).limit(1)) is not None
+    statement = insert(Delivery).from_select(columns, source)
+    if planned:
+        # a second run adds nothing (idempotent); the first needs no conflict check, which costs a tenth
+        if is_postgres(session):
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        session.execute(pg_insert(Delivery).from_select(columns, source).on_conflict_do_nothing())
-    else:
-        session.execute(insert(Delivery).from_select(columns, source).prefix_with("OR IGNORE"))
+            statement = pg_insert(Delivery).from_select(columns, source).on_conflict_do_nothing()
+        else:
+            statement = statement.prefix_with("OR IGNORE")
+    inserted = rowcount(session.execute(statement))
+    if not planned:
+        return inserted
     return session.scalar(select(func.count()).where(Delivery.campaign_id == campaign.id)) or 0
 
 
@@ -298,48 +324,96 @@ class Claimed:
     attempts: int
 
 
+_NO_LONGER_WANTED = "unsubscribed, blocked or suppressed before sending"
+
+
 def skip_ineligible(session: Session, campaign_id: int, first_id: int, last_id: int) -> int:
     """Mark pending rows whose recipient left, was blocked or suppressed since planning as skipped."""
-    still_wanted = (
-        exists()
-        .where(
-            Subscription.subscriber_id == Delivery.subscriber_id,
-            Subscription.list_id.in_(
-                select(campaign_lists.c.list_id).where(campaign_lists.c.campaign_id == campaign_id)
-            ),
-            Subscription.status == SubscriptionStatus.confirmed,
-        )
-        .where(
-            exists().where(
-                Subscriber.id == Delivery.subscriber_id,
-                Subscriber.status == SubscriberStatus.active,
-                ~exists().where(Suppression.email_hash == Subscriber.email_hash),
-            )
-        )
-    )
     result = session.execute(
         update(Delivery)
         .where(
             Delivery.campaign_id == campaign_id,
             Delivery.id.between(first_id, last_id),
             Delivery.status == DeliveryStatus.pending,
-            ~still_wanted,
+            ~_still_wanted(campaign_id),
         )
-        .values(status=DeliveryStatus.skipped, smtp_text="unsubscribed, blocked or suppressed before sending")
+        .values(status=DeliveryStatus.skipped, smtp_text=_NO_LONGER_WANTED)
         .execution_options(synchronize_session=False)
     )
     return rowcount(result)
+
+
+def _still_wanted(campaign_id: int) -> Any:
+    return exists().where(
+        Subscription.subscriber_id == Delivery.subscriber_id,
+        Subscription.list_id.in_(select(campaign_lists.c.list_id).where(campaign_lists.c.campaign_id == campaign_id)),
+        Subscription.status == SubscriptionStatus.confirmed,
+        exists().where(
+            Subscriber.id == Delivery.subscriber_id,
+            Subscriber.status == SubscriberStatus.active,
+            ~exists().where(Suppression.email_hash == Subscriber.email_hash),
+        ),
+    )
+
+
+# PostgreSQL: pick, re-check and claim a group in one round trip. SKIP LOCKED lets any number of workers
+# share a range without waiting; rows whose recipient left since planning become `skipped` on the way.
+_PG_CLAIM = text(
+    """
+WITH picked AS (
+    SELECT d.id FROM deliveries d
+    WHERE d.campaign_id = :campaign_id AND d.id BETWEEN :first_id AND :last_id AND d.status = 'pending'
+      AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= :now)
+      AND EXISTS (SELECT 1 FROM campaigns c WHERE c.id = :campaign_id AND c.status = 'sending')
+    ORDER BY d.id
+    LIMIT :limit
+    FOR UPDATE OF d SKIP LOCKED
+), checked AS (
+    SELECT p.id, s.email, s.name,
+        s.status = 'active'
+        AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_hash = s.email_hash)
+        AND EXISTS (
+            SELECT 1 FROM subscriptions sub JOIN campaign_lists cl ON cl.list_id = sub.list_id
+            WHERE sub.subscriber_id = s.id AND cl.campaign_id = :campaign_id AND sub.status = 'confirmed'
+        ) AS wanted
+    FROM picked p JOIN deliveries d ON d.id = p.id JOIN subscribers s ON s.id = d.subscriber_id
+)
+UPDATE deliveries d SET
+    status = CASE WHEN c.wanted THEN 'sending' ELSE 'skipped' END,
+    claimed_at = :now,
+    claimed_by = CASE WHEN c.wanted THEN :worker END,
+    attempts = d.attempts + CASE WHEN c.wanted THEN 1 ELSE 0 END,
+    smtp_text = CASE WHEN c.wanted THEN d.smtp_text ELSE :skipped_text END
+FROM checked c
+WHERE d.id = c.id
+RETURNING d.id, d.subscriber_id, d.list_id, c.email, c.name, d.attempts, c.wanted
+"""
+)
 
 
 def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, limit: int, worker: str) -> list[Claimed]:
     """Atomically move up to `limit` due pending rows of the range to `sending` and return their recipients.
 
     Rows are re-checked against the subscriptions first, so an unsubscribe takes effect mid-campaign.
-    On PostgreSQL `FOR UPDATE SKIP LOCKED` lets any number of workers share one range without waiting.
     """
-    skip_ineligible(session, campaign_id, first_id, last_id)
     now = utcnow()
-    candidates = (
+    if is_postgres(session):
+        rows = session.execute(
+            _PG_CLAIM,
+            {
+                "campaign_id": campaign_id,
+                "first_id": first_id,
+                "last_id": last_id,
+                "now": now,
+                "limit": limit,
+                "worker": worker,
+                "skipped_text": _NO_LONGER_WANTED,
+            },
+        ).all()
+        return sorted((Claimed(*row[:6]) for row in rows if row[6]), key=lambda c: c.delivery_id)
+
+    # SQLite has a single writer, so a plain select-then-update is atomic inside the transaction.
+    candidates = session.scalars(
         select(Delivery.id)
         .where(
             Delivery.campaign_id == campaign_id,
@@ -350,24 +424,22 @@ def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, li
         )
         .order_by(Delivery.id)
         .limit(limit)
-    )
-    if is_postgres(session):
-        candidates = candidates.with_for_update(skip_locked=True)
-    claimed_ids = session.scalars(
-        update(Delivery)
-        .where(Delivery.id.in_(candidates.scalar_subquery()))
-        .values(
-            status=DeliveryStatus.sending,
-            claimed_at=now,
-            claimed_by=worker,
-            attempts=Delivery.attempts + 1,
-        )
-        .returning(Delivery.id)
-        .execution_options(synchronize_session=False)
     ).all()
-    if not claimed_ids:
+    if not candidates:
         return []
-    rows = session.execute(
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(candidates), ~_still_wanted(campaign_id))
+        .values(status=DeliveryStatus.skipped, smtp_text=_NO_LONGER_WANTED)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(candidates), Delivery.status == DeliveryStatus.pending)
+        .values(status=DeliveryStatus.sending, claimed_at=now, claimed_by=worker, attempts=Delivery.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    claimed = session.execute(
         select(
             Delivery.id,
             Delivery.subscriber_id,
@@ -377,10 +449,10 @@ def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, li
             Delivery.attempts,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.id.in_(claimed_ids))
+        .where(Delivery.id.in_(candidates), Delivery.status == DeliveryStatus.sending, Delivery.claimed_by == worker)
         .order_by(Delivery.id)
     )
-    return [Claimed(*row) for row in rows]
+    return [Claimed(*row) for row in claimed]
 
 
 # --- sending ----------------------------------------------------------------------------------------------
@@ -388,20 +460,38 @@ def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, li
 
 @dataclass
 class Outcomes:
-    """Outcomes of one group, written with a few set-based statements."""
+    """Outcomes not yet written, written with a few set-based statements."""
 
-    sent: list[tuple[int, SendResult]] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)
     retry: list[tuple[Claimed, SendResult]] = field(default_factory=list)
     failed: list[tuple[Claimed, SendResult]] = field(default_factory=list)
+    invalid: list[tuple[Claimed, str]] = field(default_factory=list)  # could not be composed: never sent
+
+    def __len__(self) -> int:
+        return len(self.sent) + len(self.retry) + len(self.failed) + len(self.invalid)
+
+    def add(self, claimed: Claimed, result: SendResult) -> None:
+        verdict = classify(result)
+        if verdict == "sent":
+            self.sent.append(claimed.delivery_id)
+        elif verdict == "retry":
+            self.retry.append((claimed, result))
+        else:
+            self.failed.append((claimed, result))
 
 
-@dataclass(frozen=True)
+@dataclass
 class BatchReport:
-    sent: int
-    retried: int
-    failed: int
-    released: int
-    retry_after: float | None  # seconds until the earliest retry of this range is due
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    released: int = 0
+    retry_after: float | None = None  # seconds until the earliest retry of this range is due
+
+    def count(self, outcomes: Outcomes) -> None:
+        self.sent += len(outcomes.sent)
+        self.retried += len(outcomes.retry)
+        self.failed += len(outcomes.failed) + len(outcomes.invalid)
 
 
 class PreparedCampaign:
@@ -418,7 +508,9 @@ class PreparedCampaign:
         self.domain = primary.from_email.rpartition("@")[2]
         # Makes Message-IDs unique across installations and databases, yet derivable in SQL from the row id.
         self.nonce = hashlib.blake2s(f"{settings.secret_key}:{campaign.id}".encode(), digest_size=6).hexdigest()
-        self.envelope_from = primary.from_email
+        self.envelope_from = envelope_address(primary.from_email)
+        self._unsubscribe = f"{settings.base_url}/unsubscribe/"
+        self._preferences = f"{settings.base_url}/preferences/"
         self.message = CampaignMessage(
             subject=campaign.subject,
             from_name=primary.from_name or primary.name,
@@ -436,19 +528,16 @@ class PreparedCampaign:
         return f"<{self.campaign_id}.{delivery_id}.{self.nonce}@{self.domain}>"
 
     def render(self, claimed: Claimed) -> bytes:
-        base = self.settings.base_url
-        unsubscribe = (
-            f"{base}/unsubscribe/{self.tokens.make(TokenPurpose.unsubscribe, claimed.subscriber_id, claimed.list_id)}"
-        )
+        """The recipient's message; raises messages.InvalidHeader when it cannot be written safely."""
+        make = self.tokens.make
+        unsubscribe = self._unsubscribe + make(TokenPurpose.unsubscribe, claimed.subscriber_id, claimed.list_id)
         values = {
             rendering.NAME: claimed.name,
             rendering.UNSUBSCRIBE_URL: unsubscribe,
-            rendering.PREFERENCES_URL: (
-                f"{base}/preferences/{self.tokens.make(TokenPurpose.preferences, claimed.subscriber_id)}"
-            ),
+            rendering.PREFERENCES_URL: self._preferences + make(TokenPurpose.preferences, claimed.subscriber_id),
         }
         if self.tracking:
-            values[rendering.TRACK] = self.tokens.make(TokenPurpose.track, claimed.delivery_id)
+            values[rendering.TRACK] = make(TokenPurpose.track, claimed.delivery_id)
         return self.message.render(
             Recipient(
                 email=claimed.email,
@@ -460,11 +549,25 @@ class PreparedCampaign:
         )
 
 
-_prepared: dict[tuple[int, str], PreparedCampaign] = {}
+def envelope_address(email: str) -> str:
+    """The SMTP envelope form: an internationalised domain in IDNA (the local part needs SMTPUTF8 anyway)."""
+    local, _, domain = email.rpartition("@")
+    if domain.isascii():
+        return email
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return email  # the mailer refuses it, and the row is failed with the server's or its own reason
+
+
+_prepared: dict[tuple[Settings, int, dt.datetime | None], PreparedCampaign] = {}
 
 
 def prepare(session: Session, settings: Settings, campaign_id: int) -> PreparedCampaign:
-    key = (campaign_id, settings.secret_key)
+    """The campaign's pre-encoded message, built once per process and reused by every batch of it."""
+    # planned_at tells a re-planned campaign, or another database's campaign with the same id, apart
+    planned_at = session.scalar(select(Campaign.planned_at).where(Campaign.id == campaign_id))
+    key = (settings, campaign_id, planned_at)
     if key not in _prepared:
         campaign = get_campaign(session, campaign_id)
         dkim = (
@@ -475,6 +578,67 @@ def prepare(session: Session, settings: Settings, campaign_id: int) -> PreparedC
         _prepared.clear()  # one campaign at a time per process is the common case; keep memory flat
         _prepared[key] = PreparedCampaign(settings, campaign, Tokens(settings.secret_key), dkim)
     return _prepared[key]
+
+
+class FailureWindow:
+    """The outcomes of this process's last N messages of one campaign, for auto-pause."""
+
+    def __init__(self, campaign_id: int, size: int) -> None:
+        self.campaign_id = campaign_id
+        self.outcomes: deque[bool] = deque(maxlen=size)  # True: failed or deferred
+        self.last_failure = ""
+
+    def add(self, outcomes: Outcomes) -> None:
+        self.outcomes.extend([False] * len(outcomes.sent))
+        for _, result in (*outcomes.retry, *outcomes.failed):
+            self.outcomes.append(True)
+            self.last_failure = f"{result.code} {result.text}" if result.code else result.text
+
+    def verdict(self, threshold: float) -> str | None:
+        """The reason to pause, when the window is full and its failure share is past the threshold."""
+        size, failed = len(self.outcomes), sum(self.outcomes)
+        if not threshold or size < (self.outcomes.maxlen or 0) or failed / size <= threshold:
+            return None
+        self.outcomes.clear()  # after a resume, judge afresh
+        return (
+            f"auto-paused: {failed} of the last {size} messages failed or were deferred "
+            f"(over {threshold:.0%}); last answer: {self.last_failure[:300]}"
+        )
+
+
+_windows: dict[int, FailureWindow] = {}
+
+
+def failure_window(settings: Settings, campaign_id: int) -> FailureWindow:
+    window = _windows.get(campaign_id)
+    if window is None:
+        _windows.clear()
+        window = _windows[campaign_id] = FailureWindow(campaign_id, settings.auto_pause_window)
+    return window
+
+
+def auto_pause(session: Session, campaign_id: int, reason: str) -> bool:
+    """Pause a sending campaign from inside the send loop (no lock wait: a plain conditional UPDATE)."""
+    result = session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.sending)
+        .values(status=CampaignStatus.paused, pause_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(result):
+        log.warning("campaign %s %s", campaign_id, reason)
+    return bool(rowcount(result))
+
+
+# How long a worker keeps retrying to write outcomes it holds while the database is unreachable: the
+# messages went out, so a short outage must not turn them into `unknown`. Capped by the claim lease.
+_RECORD_PATIENCE_SECONDS = 60.0
+
+
+def _database_down(error: BaseException) -> bool:
+    return isinstance(error, OperationalError | InterfaceError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
 
 
 def send_batch(
@@ -490,59 +654,101 @@ def send_batch(
     """Send one keyset range: claim a group, send it on one connection, record it, repeat.
 
     Takes a session factory rather than a session because the claim must be committed before a message
-    leaves (so a crash shows the row as `sending`) and each group's outcomes are committed as they come.
+    leaves (so a crash shows the row as `sending`) and outcomes are committed as they come: every
+    `outcome_flush_count` messages or `outcome_flush_ms`, the last ones of a group together with the
+    next claim, in one transaction. A worker killed at any instant thus leaves at most one group in
+    `sending`, and that is the bound on the `unknown` set.
     """
     worker = worker_name()
-    totals = {"sent": 0, "retried": 0, "failed": 0, "released": 0}
+    report = BatchReport()
     group_size = settings.outcome_flush_count
+    flush_after = settings.outcome_flush_ms / 1000
+    patience = min(_RECORD_PATIENCE_SECONDS, settings.claim_lease_seconds / 3)
     with sessions() as session:
         prepared = prepare(session, settings, campaign_id)
-    with mailer.session() as smtp:
+
+    window = failure_window(settings, campaign_id)
+    # One connection for the whole batch: a checkout per group would add a ping round trip to each.
+    session = sessions()
+
+    def record_and_claim(outcomes: Outcomes, *, claim_next: bool) -> list[Claimed]:
+        nonlocal session
+        deadline = time.monotonic() + patience
         while True:
-            with sessions.begin() as session:
-                group = claim(session, campaign_id, first_id, last_id, limit=group_size, worker=worker)
-            if not group:
-                break
-            if throttle is not None:
-                throttle(len(group))
+            try:
+                record(session, settings, prepared, outcomes, worker)
+                window.add(outcomes)
+                reason = window.verdict(settings.auto_pause_failure_rate)
+                if reason is not None:
+                    auto_pause(session, campaign_id, reason)  # the claim below then finds nothing
+                group = (
+                    claim(session, campaign_id, first_id, last_id, limit=group_size, worker=worker)
+                    if claim_next
+                    else []
+                )
+                session.commit()
+                return group
+            except DBAPIError as error:
+                session.close()
+                session = sessions()
+                if not (outcomes and _database_down(error)) or time.monotonic() > deadline:
+                    raise
+                log.warning("database unreachable, keeping %d outcomes and retrying: %s", len(outcomes), error)
+                time.sleep(1.0)
+
+    try:
+        with mailer.session() as smtp:
             outcomes = Outcomes()
-            results = smtp.send_many((prepared.envelope_from, c.email, prepared.render(c)) for c in group)
-            for claimed, result in zip(group, results, strict=True):
-                verdict = classify(result)
-                if verdict == "sent":
-                    outcomes.sent.append((claimed.delivery_id, result))
-                elif verdict == "retry":
-                    outcomes.retry.append((claimed, result))
-                else:
-                    outcomes.failed.append((claimed, result))
-            with sessions.begin() as session:
-                record(session, settings, prepared, outcomes)
-                totals["sent"] += len(outcomes.sent)
-                totals["retried"] += len(outcomes.retry)
-                totals["failed"] += len(outcomes.failed)
-                status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
-            if status != CampaignStatus.sending:
-                break
+            while True:
+                group = record_and_claim(outcomes, claim_next=True)
+                report.count(outcomes)
+                outcomes = Outcomes()
+                if not group:
+                    break
+                if throttle is not None:
+                    throttle(len(group))
+                ready: list[Claimed] = []
+                items: list[tuple[str, str, bytes]] = []
+                for claimed in group:
+                    try:
+                        data = CRLFBytes(prepared.render(claimed))  # the composer writes CRLF only
+                        items.append((prepared.envelope_from, envelope_address(claimed.email), data))
+                        ready.append(claimed)
+                    except InvalidHeader as error:
+                        outcomes.invalid.append((claimed, f"not sent: {error}"))
+                flushed_at = time.monotonic()
+                for claimed, result in zip(ready, smtp.send_many(items), strict=True):
+                    outcomes.add(claimed, result)
+                    if time.monotonic() - flushed_at > flush_after and claimed is not ready[-1]:
+                        # a slow server: write what is known, so a crash now leaves fewer rows unknown
+                        record_and_claim(outcomes, claim_next=False)
+                        report.count(outcomes)
+                        outcomes = Outcomes()
+                        flushed_at = time.monotonic()
+    finally:
+        session.close()
     with sessions.begin() as session:
-        totals["released"] = release_claims(session, campaign_id, first_id, last_id, worker)
-        retry_after = next_retry_delay(session, campaign_id, first_id, last_id)
+        report.released = release_claims(session, campaign_id, first_id, last_id, worker)
+        report.retry_after = next_retry_delay(session, campaign_id, first_id, last_id)
         finish_if_done(session, campaign_id)
-    return BatchReport(retry_after=retry_after, **totals)
+    return report
 
 
-def record(session: Session, settings: Settings, prepared: PreparedCampaign, outcomes: Outcomes) -> None:
+def record(session: Session, settings: Settings, prepared: PreparedCampaign, outcomes: Outcomes, worker: str) -> None:
+    """Write a group's outcomes. Only rows still claimed by this worker change: after a lease expired,
+    the sweep's verdict (and whoever claimed the row since) wins over a late write."""
     now = utcnow()
+    mine = (Delivery.status == DeliveryStatus.sending, Delivery.claimed_by == worker)
     if outcomes.sent:
-        ids = [delivery_id for delivery_id, _ in outcomes.sent]
         # One statement per group; the message id is derived from the row id, so needs no per-row value.
         session.execute(
             update(Delivery)
-            .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.sending)
+            .where(Delivery.id.in_(outcomes.sent), *mine)
             .values(
                 status=DeliveryStatus.sent,
                 sent_at=now,
                 smtp_code=250,
-                smtp_text=None,
+                smtp_text=case((Delivery.smtp_text == RESENT_AFTER_UNKNOWN, Delivery.smtp_text), else_=None),
                 message_id=literal(f"<{prepared.campaign_id}.", String)
                 + cast(Delivery.id, String)
                 + literal(f".{prepared.nonce}@{prepared.domain}>", String),
@@ -551,22 +757,31 @@ def record(session: Session, settings: Settings, prepared: PreparedCampaign, out
             .execution_options(synchronize_session=False)
         )
     for claimed, result in outcomes.retry:
-        _record_retry(session, settings, claimed, result, now)
+        _record_retry(session, settings, claimed, result, now, mine)
     for claimed, result in outcomes.failed:
-        _record_failure(session, prepared, claimed, result, now)
+        _record_failure(session, prepared, claimed, result, mine)
+    for claimed, reason in outcomes.invalid:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == claimed.delivery_id, *mine)
+            .values(status=DeliveryStatus.failed, smtp_code=None, smtp_text=reason[:2000], claimed_by=None)
+        )
 
 
-def _record_retry(session: Session, settings: Settings, claimed: Claimed, result: SendResult, now: dt.datetime) -> None:
+def _record_retry(
+    session: Session, settings: Settings, claimed: Claimed, result: SendResult, now: dt.datetime, mine: Any
+) -> None:
     created = session.scalar(select(Delivery.created_at).where(Delivery.id == claimed.delivery_id))
     too_old = created is not None and now - created > dt.timedelta(hours=settings.retry_max_age_hours)
     if claimed.attempts >= settings.retry_max_attempts or too_old:
         session.execute(
             update(Delivery)
-            .where(Delivery.id == claimed.delivery_id)
+            .where(Delivery.id == claimed.delivery_id, *mine)
             .values(
                 status=DeliveryStatus.failed,
                 smtp_code=result.code or None,
                 smtp_text=f"gave up after {claimed.attempts} attempts: {result.text}"[:2000],
+                claimed_by=None,
             )
         )
         return
@@ -574,7 +789,7 @@ def _record_retry(session: Session, settings: Settings, claimed: Claimed, result
     delay *= random.uniform(0.8, 1.2)  # jitter so retries of one outage do not arrive together
     session.execute(
         update(Delivery)
-        .where(Delivery.id == claimed.delivery_id)
+        .where(Delivery.id == claimed.delivery_id, *mine)
         .values(
             status=DeliveryStatus.pending,
             next_attempt_at=now + dt.timedelta(seconds=delay),
@@ -592,13 +807,15 @@ def is_hard_bounce(result: SendResult) -> bool:
 
 
 def _record_failure(
-    session: Session, prepared: PreparedCampaign, claimed: Claimed, result: SendResult, now: dt.datetime
+    session: Session, prepared: PreparedCampaign, claimed: Claimed, result: SendResult, mine: Any
 ) -> None:
-    session.execute(
+    changed = session.execute(
         update(Delivery)
-        .where(Delivery.id == claimed.delivery_id)
+        .where(Delivery.id == claimed.delivery_id, *mine)
         .values(status=DeliveryStatus.failed, smtp_code=result.code, smtp_text=result.text[:2000], claimed_by=None)
     )
+    if not rowcount(changed):
+        return
     session.add(
         Event(
             type=EventType.bounce,
@@ -722,10 +939,7 @@ def sweep(session: Session, settings: Settings, now: dt.datetime | None = None) 
     lease_expired = now - dt.timedelta(seconds=settings.claim_lease_seconds)
     stuck = and_(Delivery.status == DeliveryStatus.sending, Delivery.claimed_at < lease_expired)
     if settings.unknown_policy == "resend":
-        values: dict[str, Any] = {
-            "status": DeliveryStatus.pending,
-            "smtp_text": "outcome of the previous attempt unknown (worker died); resending by policy",
-        }
+        values: dict[str, Any] = {"status": DeliveryStatus.pending, "smtp_text": RESENT_AFTER_UNKNOWN}
     else:
         values = {
             "status": DeliveryStatus.unknown,
@@ -751,6 +965,93 @@ def sweep(session: Session, settings: Settings, now: dt.datetime | None = None) 
 
 
 # --- reading ----------------------------------------------------------------------------------------------
+
+RATE_WINDOW_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a campaign stands: counts per delivery status, the recent send rate and an ETA."""
+
+    campaign_id: int
+    status: CampaignStatus
+    counts: dict[str, int]
+    rate: float  # messages sent per second over the last minute (or since the start, if shorter)
+    eta_seconds: float | None  # None when nothing is moving
+    pause_reason: str | None
+    resent_after_unknown: int
+    last_error: str | None  # the latest reason a pending row is waiting for a retry, e.g. the server is down
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        return self.total - self.counts["pending"] - self.counts["sending"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.campaign_id,
+            "status": self.status.value,
+            "counts": self.counts,
+            "rate": round(self.rate, 1),
+            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds),
+            "pause_reason": self.pause_reason,
+            "resent_after_unknown": self.resent_after_unknown,
+            "last_error": self.last_error,
+        }
+
+
+def progress(session: Session, campaign_id: int, now: dt.datetime | None = None) -> Progress:
+    """Counts, rate and ETA in one scan of the campaign's ledger rows."""
+    campaign = get_campaign(session, campaign_id)
+    now = now or utcnow()
+    since = now - dt.timedelta(seconds=RATE_WINDOW_SECONDS)
+    counts = dict.fromkeys((s.value for s in DeliveryStatus), 0)
+    recent = resent = 0
+    rows = session.execute(
+        select(
+            Delivery.status,
+            func.count(),
+            func.count().filter(Delivery.sent_at >= since),
+            func.count().filter(Delivery.smtp_text == RESENT_AFTER_UNKNOWN),
+        )
+        .where(Delivery.campaign_id == campaign_id)
+        .group_by(Delivery.status)
+    )
+    for status, count, sent_recently, resent_rows in rows:
+        counts[DeliveryStatus(status).value] = count
+        if status == DeliveryStatus.sent:
+            recent, resent = sent_recently, resent_rows
+    window = float(RATE_WINDOW_SECONDS)
+    if campaign.started_at is not None:
+        window = min(window, max((now - campaign.started_at).total_seconds(), 1.0))
+    rate = recent / window
+    left = counts["pending"] + counts["sending"]
+    moving = campaign.status == CampaignStatus.sending and rate > 0
+    last_error = None
+    if counts["pending"]:
+        last_error = session.scalar(
+            select(Delivery.smtp_text)
+            .where(
+                Delivery.campaign_id == campaign_id,
+                Delivery.status == DeliveryStatus.pending,
+                Delivery.next_attempt_at.is_not(None),
+            )
+            .order_by(Delivery.next_attempt_at.desc())
+            .limit(1)
+        )
+    return Progress(
+        campaign_id=campaign_id,
+        status=campaign.status,
+        counts=counts,
+        rate=rate,
+        eta_seconds=left / rate if moving else (0.0 if not left else None),
+        pause_reason=campaign.pause_reason,
+        resent_after_unknown=resent,
+        last_error=last_error,
+    )
 
 
 def counts(session: Session, campaign_id: int) -> dict[str, int]:

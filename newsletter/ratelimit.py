@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Protocol
 
 from newsletter.config import Settings
+
+log = logging.getLogger(__name__)
 
 # Token bucket kept in one Redis hash, timed by the Redis clock: the script runs atomically, so workers
 # on any number of machines never over-draw together.
@@ -61,14 +64,27 @@ class RedisRateLimiter:
     def __init__(self, url: str, rate: float, key: str = "newsletter:ratelimit", burst: float | None = None) -> None:
         import redis
 
-        self.client = redis.Redis.from_url(url)
+        self.client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self.rate = rate
         self.burst = burst or max(rate, 1.0)
         self.key = key
         self._take = self.client.register_script(_TAKE)
+        self._fallback: LocalRateLimiter | None = None
 
     def acquire(self, count: int) -> None:
-        wait = float(self._take(keys=[self.key], args=[self.rate, self.burst, count]))
+        import redis
+
+        try:
+            wait = float(self._take(keys=[self.key], args=[self.rate, self.burst, count]))
+        except redis.RedisError as error:
+            # Redis restarting must not stop the send: limit this process alone meanwhile. With N workers
+            # that allows up to N times the rate for the outage; stopping altogether would be worse.
+            if self._fallback is None:
+                log.warning("rate limit: Redis unavailable (%s); limiting this process alone", error)
+                self._fallback = LocalRateLimiter(self.rate, self.burst)
+            self._fallback.acquire(count)
+            return
+        self._fallback = None
         if wait > 0:
             time.sleep(wait)
 

@@ -224,3 +224,19 @@ def test_same_digest_to_same_list_twice_needs_again(session: Session) -> None:
     delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["weekly"])
     with pytest.raises(delivery.CampaignError, match="already sent to list 'weekly'"):
         delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["weekly"])
+
+
+def test_pre_keyed_tokens_are_the_tokens_itsdangerous_makes() -> None:
+    from itsdangerous import Signer
+
+    from newsletter.subscriptions import TokenPurpose, Tokens
+
+    tokens = Tokens("a-secret-key-for-this-test-only")
+    # Confirm tokens carry a timestamp and are signed by itsdangerous itself.
+    for purpose in (TokenPurpose.unsubscribe, TokenPurpose.preferences, TokenPurpose.track):
+        signer = Signer("a-secret-key-for-this-test-only", salt=f"newsletter.{purpose}")
+        for ids in [(1,), (1, 2), (123456789, 42), (2**40, 7)]:
+            token = tokens.make(purpose, *ids)
+            packed = token.rpartition(".")[0].encode()
+            assert token == signer.sign(packed).decode()
+            assert tokens.read(purpose, token, len(ids)) == ids

@@ -1,0 +1,401 @@
+"""Benchmark the sending pipeline end to end (Celery + PostgreSQL + Redis into postfix's smtp-sink) against
+postfix's own C client smtp-source pushing the same message into the same sink, plus planning, memory and
+the naive one-task-per-recipient route.
+
+Everything runs on loopback: a scratch database on the PostgreSQL server, a private redis-server and a
+private smtp-sink on free ports, all removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from newsletter import delivery, digests, lists
+from newsletter.config import Settings, load_settings
+from newsletter.db import make_engine, session_factory, session_scope, utcnow
+from newsletter.migrate import upgrade
+from newsletter.models import CampaignStatus, OptIn
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "newsletter" / "samples" / "sample-digest.md"
+ADMIN_URL = os.environ.get("NEWSLETTER_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+SECRET = "bench-secret-key-0123456789abcdef"  # noqa: S105 - a throwaway database
+FROM = "news@example.org"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@contextmanager
+def process(args: list[str], port: int, **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+    try:
+        wait_port(port)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"newsletter_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def seed(engine: Engine, slug: str, count: int) -> None:
+    """A list with `count` confirmed subscribers, generated inside PostgreSQL (no Python loop)."""
+    with session_scope_for(engine) as session:
+        mailing_list = lists.create_list(
+            session, slug=slug, name="The Steppe Courier", from_email=FROM, from_name="The Steppe Courier",
+            postal_address="1 Example Avenue, Astana", opt_in=OptIn.double,
+        )  # fmt: skip
+        list_id = mailing_list.id
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                """
+                INSERT INTO subscribers (email, email_hash, name, attributes, status, created_at, updated_at)
+                SELECT e, encode(sha256(convert_to(e, 'UTF8')), 'hex'), 'Reader ' || g, '{}', 'active', now(), now()
+                FROM generate_series(1, :n) g, LATERAL (SELECT :slug || '.' || g || '@example.com' AS e) addr
+                """
+            ),
+            {"n": count, "slug": slug},
+        )
+        conn.execute(
+            text(
+                """
+                INSERT INTO subscriptions (subscriber_id, list_id, status, source, confirmed_at, created_at, updated_at)
+                SELECT id, :list_id, 'confirmed', 'import', now(), now(), now()
+                FROM subscribers WHERE email LIKE :pattern
+                """
+            ),
+            {"list_id": list_id, "pattern": f"{slug}.%"},
+        )
+        conn.execute(text("ANALYZE subscribers; ANALYZE subscriptions"))
+
+
+@contextmanager
+def session_scope_for(engine: Engine) -> Iterator[object]:
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as session, session.begin():
+        yield session
+
+
+def publish(settings: Settings) -> str:
+    with session_scope(settings) as session:
+        stored, _ = digests.publish(session, digests.load_digest(SAMPLE))
+        return stored.slug
+
+
+def create_campaign(settings: Settings, digest: str, slug: str) -> int:
+    with session_scope(settings) as session:
+        return delivery.create_campaign(session, digest_slug=digest, list_slugs=[slug], allow_repeat=True).id
+
+
+def sample_message(settings: Settings, digest: str) -> bytes:
+    """One real message of the sample digest, exactly as a recipient gets it."""
+    engine = make_engine(settings.database_url)
+    seed(engine, "sample", 1)
+    campaign_id = create_campaign(settings, digest, "sample")
+    with session_scope(settings) as session:
+        delivery.start(session, settings, campaign_id)
+    sessions = session_factory(settings)
+    with sessions.begin() as session:
+        claimed = delivery.claim(session, campaign_id, 0, 2**62, limit=1, worker="bench")
+        data = delivery.prepare(session, settings, campaign_id).render(claimed[0])
+        delivery.cancel(session, campaign_id)
+    engine.dispose()
+    return data
+
+
+# --- measuring ------------------------------------------------------------------------------------------
+
+
+def smtp_source(port: int, message: Path, count: int, sessions: int = 4) -> float:
+    """Messages/s of postfix's smtp-source, reusing connections (-d) like the pipeline does."""
+    started = time.monotonic()
+    subprocess.run(
+        ["smtp-source", "-d", "-s", str(sessions), "-m", str(count), "-F", str(message), "-f", FROM,
+         "-t", "bench@example.com", f"127.0.0.1:{port}"],
+        check=True,
+    )  # fmt: skip
+    return count / (time.monotonic() - started)
+
+
+def process_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The largest peak RSS (VmHWM) of any process of a worker: the master or a pool child."""
+    peak = 0
+    for member in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            continue
+    return peak / 1024
+
+
+@dataclass
+class Workers:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def start_workers(settings: Settings, concurrency: int, log: Path, app: str = "worker") -> Workers:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update({f"NEWSLETTER_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", app, "worker", f"--concurrency={concurrency}", "--loglevel=WARNING",
+         "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"],
+        cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    time.sleep(3)  # let the pool fork and connect before the clock starts
+    return Workers(proc, log)
+
+
+def send_task(settings: Settings, name: str, *args: object) -> None:
+    from celery import Celery
+
+    client = Celery(broker=settings.broker_url)
+    client.send_task(name, args=list(args))
+    client.close()
+
+
+@dataclass
+class Run:
+    recipients: int
+    seconds: float
+    sending_seconds: float
+    peak_rss_mb: float
+    counts: dict[str, int]
+
+    @property
+    def rate(self) -> float:
+        return self.recipients / self.seconds
+
+
+def run_campaign(
+    settings: Settings, digest: str, slug: str, concurrency: int, log: Path, *, stop_after: float | None = None
+) -> Run:
+    """Send a planned list's campaign through Celery workers; time from enqueue to finished."""
+    campaign_id = create_campaign(settings, digest, slug)
+    workers = start_workers(settings, concurrency, log)
+    try:
+        started = time.monotonic()
+        sending_since: float | None = None
+        send_task(settings, "worker.tasks.start_campaign", campaign_id)
+        while True:
+            time.sleep(0.2)
+            with session_scope(settings) as session:
+                campaign = delivery.get_campaign(session, campaign_id)
+                if campaign.status == CampaignStatus.finished:
+                    break
+                if campaign.status == CampaignStatus.sending and sending_since is None:
+                    sending_since = time.monotonic()  # planned: the clock for stop_after starts
+                if stop_after is not None and sending_since and time.monotonic() - sending_since > stop_after:
+                    delivery.cancel(session, campaign_id)
+                    break
+            if workers.proc.poll() is not None:
+                raise RuntimeError(f"the workers died; see {log}")
+        seconds = time.monotonic() - started
+        rss = peak_rss_mb(workers.proc.pid)
+    finally:
+        workers.stop()
+    with session_scope(settings) as session:
+        campaign = delivery.get_campaign(session, campaign_id)
+        counts = {k: v for k, v in delivery.counts(session, campaign_id).items() if v}
+        assert campaign.started_at is not None
+        end = campaign.finished_at or utcnow()
+        sending = (end - campaign.started_at).total_seconds()
+    done = counts.get("sent", 0)
+    return Run(done, seconds, sending, rss, counts)
+
+
+def plan_only(settings: Settings, digest: str, slug: str) -> tuple[float, int]:
+    campaign_id = create_campaign(settings, digest, slug)
+    started = time.monotonic()
+    with session_scope(settings) as session:
+        ranges = delivery.start(session, settings, campaign_id)
+    seconds = time.monotonic() - started
+    with session_scope(settings) as session:
+        delivery.cancel(session, campaign_id)
+    return seconds, len(ranges)
+
+
+def rsa_key(directory: Path) -> Path:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = directory / "dkim.pem"
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--recipients", type=int, default=100_000, help="campaign size for the rate figures")
+    parser.add_argument("--dkim-recipients", type=int, default=50_000)
+    parser.add_argument("--naive-recipients", type=int, default=2_000)
+    parser.add_argument("--plan-recipients", type=int, default=1_000_000)
+    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "4")))
+    parser.add_argument("--source-messages", type=int, default=20_000)
+    parser.add_argument(
+        "--full", action="store_true", help="send the whole 1M campaign (minutes) instead of 30 s of it for memory"
+    )
+    parser.add_argument("--quick", action="store_true", help="only smtp-source and the main campaign (for tuning)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="newsletter-bench-"))
+    sink_port, redis_port = free_port(), free_port()
+    sink = ["smtp-sink", "-u", "nobody", f"127.0.0.1:{sink_port}", "1024"]
+    redis = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with process(sink, sink_port), process(redis, redis_port), scratch_database() as url:
+        settings = load_settings(
+            database_url=url,
+            broker_url=f"redis://127.0.0.1:{redis_port}/0",
+            smtp_url=f"smtp://127.0.0.1:{sink_port}?max_connections=64",
+            secret_key=SECRET,
+            base_url="https://news.example.org",
+            environment="production",
+        )
+        engine = make_engine(url)
+        digest = publish(settings)
+        message = sample_message(settings, digest)
+        print(f"message: the sample digest, {len(message):,} bytes (DKIM off), worker concurrency {args.concurrency}")
+
+        # smtp-source sends the file with CRLF appended to each line: give it the message with LF endings
+        message_file = work / "message.eml"
+        message_file.write_bytes(message.replace(b"\r\n", b"\n"))
+        source_rate = smtp_source(sink_port, message_file, args.source_messages)
+        print(f"smtp-source -d -s 4 (C, same message, same sink): {source_rate:,.0f} messages/s")
+
+        seed(engine, "main", args.recipients)
+        main_run = run_campaign(settings, digest, "main", args.concurrency, work / "workers.log")
+        print(
+            f"pipeline, {main_run.recipients:,} recipients: {main_run.rate:,.0f} messages/s end to end "
+            f"({main_run.seconds:.1f}s from enqueue to finished, "
+            f"{main_run.recipients / main_run.sending_seconds:,.0f}/s after planning; ledger {main_run.counts}); "
+            f"worker peak RSS {main_run.peak_rss_mb:.0f} MB"
+        )
+        print(f"ratio pipeline / smtp-source: {main_run.rate / source_rate:.2f}  (target >= 0.65)")
+
+        if args.quick:
+            return
+        dkim_settings = settings.model_copy(
+            update={"dkim_domain": "example.org", "dkim_selector": "bench", "dkim_key_file": rsa_key(work)}
+        )
+        seed(engine, "dkim", args.dkim_recipients)
+        dkim_run = run_campaign(dkim_settings, digest, "dkim", args.concurrency, work / "workers.log")
+        print(
+            f"pipeline with DKIM (RSA-2048), {dkim_run.recipients:,} recipients: {dkim_run.rate:,.0f} messages/s "
+            f"(target >= 1,200); worker peak RSS {dkim_run.peak_rss_mb:.0f} MB"
+        )
+
+        seed(engine, "small", 10_000)
+        small_run = run_campaign(settings, digest, "small", args.concurrency, work / "workers.log")
+        print(
+            f"pipeline, 10,000 recipients: {small_run.rate:,.0f} messages/s; "
+            f"worker peak RSS {small_run.peak_rss_mb:.0f} MB"
+        )
+
+        started = time.monotonic()
+        seed(engine, "million", args.plan_recipients)
+        print(f"(seeding {args.plan_recipients:,} subscribers in SQL took {time.monotonic() - started:.1f}s)")
+        plan_seconds, batches = plan_only(settings, digest, "million")
+        print(
+            f"planning {args.plan_recipients:,} recipients (render + one INSERT ... SELECT + batch ranges): "
+            f"{plan_seconds:.1f}s, {batches:,} batches (target <= 15 s)"
+        )
+        big_run = run_campaign(
+            settings, digest, "million", args.concurrency, work / "workers.log", stop_after=None if args.full else 30
+        )
+        print(
+            f"pipeline on the {args.plan_recipients:,}-recipient campaign "
+            f"({'all of it' if args.full else f'first {big_run.seconds:.0f}s, then cancelled'}): "
+            f"{big_run.recipients:,} sent at {big_run.recipients / big_run.sending_seconds:,.0f}/s after planning; "
+            f"worker peak RSS {big_run.peak_rss_mb:.0f} MB "
+            f"(10k: {small_run.peak_rss_mb:.0f} MB; target <= 150 MB and flat)"
+        )
+
+        from bench import naive_worker
+
+        seed(engine, "naive", args.naive_recipients)
+        naive_rate = naive_worker.run(settings, digest, "naive", work / "naive.log")
+        print(
+            f"naive route (one Celery task per recipient, stdlib EmailMessage, new SMTP connection each), "
+            f"{args.naive_recipients:,} recipients: {naive_rate:,.0f} messages/s; "
+            f"pipeline is {main_run.rate / naive_rate:.1f}x faster"
+        )
+        engine.dispose()

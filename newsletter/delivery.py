@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import String, and_, case, cast, exists, func, insert, literal, or_, select, text, update
 from sqlalchemy.engine import Result
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from newsletter import digests, rendering, templates
 from newsletter.config import Settings
@@ -322,6 +322,7 @@ class Claimed:
     email: str
     name: str
     attempts: int
+    sections: list[str] | None = None  # digest sections the subscriber chose on the preferences page
 
 
 _NO_LONGER_WANTED = "unsubscribed, blocked or suppressed before sending"
@@ -375,7 +376,9 @@ WITH picked AS (
         AND EXISTS (
             SELECT 1 FROM subscriptions sub JOIN campaign_lists cl ON cl.list_id = sub.list_id
             WHERE sub.subscriber_id = s.id AND cl.campaign_id = :campaign_id AND sub.status = 'confirmed'
-        ) AS wanted
+        ) AS wanted,
+        (SELECT sub.sections FROM subscriptions sub WHERE sub.subscriber_id = s.id AND sub.list_id = d.list_id)
+            AS sections
     FROM picked p JOIN deliveries d ON d.id = p.id JOIN subscribers s ON s.id = d.subscriber_id
 )
 UPDATE deliveries d SET
@@ -386,7 +389,7 @@ UPDATE deliveries d SET
     smtp_text = CASE WHEN c.wanted THEN d.smtp_text ELSE :skipped_text END
 FROM checked c
 WHERE d.id = c.id
-RETURNING d.id, d.subscriber_id, d.list_id, c.email, c.name, d.attempts, c.wanted
+RETURNING d.id, d.subscriber_id, d.list_id, c.email, c.name, d.attempts, c.wanted, c.sections
 """
 )
 
@@ -410,7 +413,8 @@ def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, li
                 "skipped_text": _NO_LONGER_WANTED,
             },
         ).all()
-        return sorted((Claimed(*row[:6]) for row in rows if row[6]), key=lambda c: c.delivery_id)
+        claimed = [Claimed(*row[:6], sections=row[7]) for row in rows if row[6]]
+        return sorted(claimed, key=lambda c: c.delivery_id)
 
     # SQLite has a single writer, so a plain select-then-update is atomic inside the transaction.
     candidates = session.scalars(
@@ -447,8 +451,13 @@ def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, li
             Subscriber.email,
             Subscriber.name,
             Delivery.attempts,
+            Subscription.sections,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .outerjoin(
+            Subscription,
+            and_(Subscription.subscriber_id == Delivery.subscriber_id, Subscription.list_id == Delivery.list_id),
+        )
         .where(Delivery.id.in_(candidates), Delivery.status == DeliveryStatus.sending, Delivery.claimed_by == worker)
         .order_by(Delivery.id)
     )
@@ -466,9 +475,10 @@ class Outcomes:
     retry: list[tuple[Claimed, SendResult]] = field(default_factory=list)
     failed: list[tuple[Claimed, SendResult]] = field(default_factory=list)
     invalid: list[tuple[Claimed, str]] = field(default_factory=list)  # could not be composed: never sent
+    unwanted: list[Claimed] = field(default_factory=list)  # chose none of this digest's sections
 
     def __len__(self) -> int:
-        return len(self.sent) + len(self.retry) + len(self.failed) + len(self.invalid)
+        return len(self.sent) + len(self.retry) + len(self.failed) + len(self.invalid) + len(self.unwanted)
 
     def add(self, claimed: Claimed, result: SendResult) -> None:
         verdict = classify(result)
@@ -494,6 +504,13 @@ class BatchReport:
         self.failed += len(outcomes.failed) + len(outcomes.invalid)
 
 
+NOTHING_WANTED = "none of this digest's sections is among those the subscriber chose"
+
+
+class NothingWanted(Exception):
+    """The subscriber chose sections and this digest has none of them: nothing to send."""
+
+
 class PreparedCampaign:
     """Everything per-campaign the send loop needs, built once per campaign per process."""
 
@@ -511,18 +528,60 @@ class PreparedCampaign:
         self.envelope_from = envelope_address(primary.from_email)
         self._unsubscribe = f"{settings.base_url}/unsubscribe/"
         self._preferences = f"{settings.base_url}/preferences/"
-        self.message = CampaignMessage(
-            subject=campaign.subject,
-            from_name=primary.from_name or primary.name,
-            from_email=primary.from_email,
-            reply_to=primary.reply_to,
-            list_id=f"{primary.name} <{primary.slug}.{self.domain}>",
-            html=campaign.html,
-            text=campaign.text,
-            unsubscribe_mailto=settings.list_unsubscribe_mailto,
-            headers={"X-Campaign-ID": str(campaign.id)},
-            dkim=dkim,
+        self._message_options: dict[str, Any] = {
+            "subject": campaign.subject,
+            "from_name": primary.from_name or primary.name,
+            "from_email": primary.from_email,
+            "reply_to": primary.reply_to,
+            "list_id": f"{primary.name} <{primary.slug}.{self.domain}>",
+            "unsubscribe_mailto": settings.list_unsubscribe_mailto,
+            "headers": {"X-Campaign-ID": str(campaign.id)},
+            "dkim": dkim,
+        }
+        self.message = CampaignMessage(html=campaign.html, text=campaign.text, **self._message_options)
+        # Subscribers who chose sections get a copy with only those; each distinct choice is rendered once
+        # per process, on first use, with the campaign's registered links. What that needs is copied out
+        # of the ORM objects now: this object outlives the session that loaded them.
+        self._digest = digest_model(campaign.digest)
+        self._offered = frozenset(item.section for item in self._digest.items if item.section)
+        self._positions = {link.url: link.position for link in campaign.links}
+        self._theme = theme_for(primary)
+        self._list_name, self._list_description = primary.name, primary.description
+        session = object_session(campaign)
+        self._template = templates.template_source(session, campaign.template_id) if session else None
+        self._variants: dict[frozenset[str], CampaignMessage | None] = {}
+
+    def message_for(self, sections: list[str] | None) -> CampaignMessage | None:
+        """The message for a subscriber's chosen sections; None when this digest has none of them."""
+        if sections is None:
+            return self.message
+        wanted = self._offered & frozenset(sections)
+        if wanted == self._offered:
+            return self.message
+        if wanted not in self._variants:
+            self._variants[wanted] = self._render_variant(wanted)
+        return self._variants[wanted]
+
+    def _render_variant(self, wanted: frozenset[str]) -> CampaignMessage | None:
+        if not wanted:
+            return None  # an issue of only unsectioned items still goes to everyone: see `offered` above
+        # Items without a section are general news: everyone who gets the issue gets them.
+        items = tuple(item for item in self._digest.items if item.section is None or item.section in wanted)
+        base, positions = self.settings.base_url, self._positions
+
+        def track(url: str) -> str:
+            return f"{base}/c/{rendering.TRACK}.{positions[url]}" if url in positions else url
+
+        rendered = rendering.render_digest(
+            self._digest.model_copy(update={"items": items}),
+            theme=self._theme,
+            list_name=self._list_name,
+            list_description=self._list_description,
+            link_href=track if self.tracking else None,
+            open_pixel_url=f"{base}/o/{rendering.TRACK}" if self.tracking else None,
+            template_source=self._template,
         )
+        return CampaignMessage(html=rendered.html, text=rendered.text, **self._message_options)
 
     def message_id(self, delivery_id: int) -> str:
         return f"<{self.campaign_id}.{delivery_id}.{self.nonce}@{self.domain}>"
@@ -538,7 +597,10 @@ class PreparedCampaign:
         }
         if self.tracking:
             values[rendering.TRACK] = make(TokenPurpose.track, claimed.delivery_id)
-        return self.message.render(
+        message = self.message_for(claimed.sections)
+        if message is None:
+            raise NothingWanted
+        return message.render(
             Recipient(
                 email=claimed.email,
                 name=claimed.name or None,
@@ -716,6 +778,8 @@ def send_batch(
                         ready.append(claimed)
                     except InvalidHeader as error:
                         outcomes.invalid.append((claimed, f"not sent: {error}"))
+                    except NothingWanted:
+                        outcomes.unwanted.append(claimed)
                 flushed_at = time.monotonic()
                 for claimed, result in zip(ready, smtp.send_many(items), strict=True):
                     outcomes.add(claimed, result)
@@ -760,6 +824,13 @@ def record(session: Session, settings: Settings, prepared: PreparedCampaign, out
         _record_retry(session, settings, claimed, result, now, mine)
     for claimed, result in outcomes.failed:
         _record_failure(session, prepared, claimed, result, mine)
+    if outcomes.unwanted:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([c.delivery_id for c in outcomes.unwanted]), *mine)
+            .values(status=DeliveryStatus.skipped, smtp_text=NOTHING_WANTED, claimed_by=None)
+            .execution_options(synchronize_session=False)
+        )
     for claimed, reason in outcomes.invalid:
         session.execute(
             update(Delivery)

@@ -17,6 +17,7 @@ from newsletter.mailer import MemoryMailer, SendResult
 from newsletter.models import (
     CampaignStatus,
     Delivery,
+    DeliveryStatus,
     Event,
     EventType,
     Suppression,
@@ -240,3 +241,34 @@ def test_pre_keyed_tokens_are_the_tokens_itsdangerous_makes() -> None:
             packed = token.rpartition(".")[0].encode()
             assert token == signer.sign(packed).decode()
             assert tokens.read(purpose, token, len(ids)) == ids
+
+
+def test_subscribers_get_only_the_sections_they_chose(
+    sessions: sessionmaker[Session], session: Session, settings: Settings
+) -> None:
+    mailing_list = make_list(session, slug="weekly")
+    everything, tourist, sporty = make_subscribers(session, mailing_list, 3)
+    subscription_of(session, tourist, mailing_list).sections = ["Tourism", "Culture"]
+    subscription_of(session, sporty, mailing_list).sections = ["Sports"]
+    session.flush()
+    campaign_id, ranges = start_campaign(session, settings, "weekly")
+    mailer = MemoryMailer()
+    send_all(sessions, settings, mailer, ranges)
+
+    def html_of(address: str) -> str:
+        [sent] = [m for m in mailer.sent if m.recipient == address]
+        message = email.message_from_bytes(sent.data, policy=email.policy.default)
+        return message.get_body(("html",)).get_content() + message.get_body(("plain",)).get_content()
+
+    full, tourism = html_of(everything.email), html_of(tourist.email)
+    assert "Central Asian foreign ministers" in full and "Steppe road trips" in full
+    assert "Steppe road trips" in tourism and "A record year puts Kazakhstan" in tourism
+    assert "Central Asian foreign ministers" not in tourism and "Wind and solar" not in tourism
+    # The tracked links of the shorter copy still lead to the campaign's registered links.
+    assert f"{settings.base_url}/c/" in tourism and "%%" not in tourism
+    assert sporty.email not in {m.recipient for m in mailer.sent}
+    assert ledger(session, campaign_id) == {"sent": 2, "skipped": 1}
+    reason = session.scalar(
+        select(Delivery.smtp_text).where(Delivery.status == DeliveryStatus.skipped, Delivery.campaign_id == campaign_id)
+    )
+    assert reason == delivery.NOTHING_WANTED

@@ -413,8 +413,12 @@ def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, li
                 "skipped_text": _NO_LONGER_WANTED,
             },
         ).all()
-        claimed = [Claimed(*row[:6], sections=row[7]) for row in rows if row[6]]
-        return sorted(claimed, key=lambda c: c.delivery_id)
+        picked = [
+            Claimed(row.id, row.subscriber_id, row.list_id, row.email, row.name, row.attempts, row.sections)
+            for row in rows
+            if row.wanted
+        ]
+        return sorted(picked, key=lambda c: c.delivery_id)
 
     # SQLite has a single writer, so a plain select-then-update is atomic inside the transaction.
     candidates = session.scalars(
@@ -542,8 +546,11 @@ class PreparedCampaign:
         # Subscribers who chose sections get a copy with only those; each distinct choice is rendered once
         # per process, on first use, with the campaign's registered links. What that needs is copied out
         # of the ORM objects now: this object outlives the session that loaded them.
-        self._digest = digest_model(campaign.digest)
-        self._offered = frozenset(item.section for item in self._digest.items if item.section)
+        # (A preview's unsaved campaign has no digest row: it never has variants.)
+        self._digest = digest_model(campaign.digest) if campaign.digest is not None else None
+        self._offered = (
+            frozenset(item.section for item in self._digest.items if item.section) if self._digest else frozenset()
+        )
         self._positions = {link.url: link.position for link in campaign.links}
         self._theme = theme_for(primary)
         self._list_name, self._list_description = primary.name, primary.description
@@ -566,6 +573,7 @@ class PreparedCampaign:
         if not wanted:
             return None  # an issue of only unsectioned items still goes to everyone: see `offered` above
         # Items without a section are general news: everyone who gets the issue gets them.
+        assert self._digest is not None  # `_offered` is empty without one
         items = tuple(item for item in self._digest.items if item.section is None or item.section in wanted)
         base, positions = self.settings.base_url, self._positions
 

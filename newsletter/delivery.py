@@ -288,7 +288,8 @@ def plan_ledger(session: Session, campaign: Campaign) -> int:
             statement = pg_insert(Delivery).from_select(columns, source).on_conflict_do_nothing()
         else:
             statement = statement.prefix_with("OR IGNORE")
-    inserted = rowcount(session.execute(statement))
+    # SQLAlchemy keeps an INSERT ... SELECT's row count only when asked to (else -1 on PostgreSQL)
+    inserted = rowcount(session.execute(statement.execution_options(preserve_rowcount=True)))
     if not planned:
         return inserted
     return session.scalar(select(func.count()).where(Delivery.campaign_id == campaign.id)) or 0

@@ -59,6 +59,7 @@ def test_plan_makes_one_row_per_recipient_across_lists_and_skips_the_ineligible(
 
     campaign_id, ranges = start_campaign(session, settings, "a", "b")
     assert ledger(session, campaign_id) == {"pending": 6}
+    assert delivery.get_campaign(session, campaign_id).recipient_count == 6
     assert [(r.first_id, r.last_id) for r in ranges] == [
         tuple(session.execute(select(func.min(Delivery.id), func.max(Delivery.id))).one())
     ]

@@ -177,9 +177,11 @@ def start(session: Session, settings: Settings, campaign_id: int) -> list[BatchR
         campaign.planned_at = campaign.started_at = utcnow()
         campaign.status = CampaignStatus.sending
         session.flush()
-    if campaign.status != CampaignStatus.sending:
+        ranges = planned_ranges(session, campaign.id, campaign.recipient_count, settings.batch_size)
+    elif campaign.status == CampaignStatus.sending:
+        ranges = batch_ranges(session, campaign.id, settings.batch_size)
+    else:
         return []
-    ranges = batch_ranges(session, campaign.id, settings.batch_size)
     if not ranges:
         finish_if_done(session, campaign.id)
     return ranges
@@ -288,10 +290,30 @@ def plan_ledger(session: Session, campaign: Campaign) -> int:
             statement = pg_insert(Delivery).from_select(columns, source).on_conflict_do_nothing()
         else:
             statement = statement.prefix_with("OR IGNORE")
-    inserted = rowcount(session.execute(statement))
+    # SQLAlchemy keeps an INSERT ... SELECT's row count only when asked to (else -1 on PostgreSQL)
+    inserted = rowcount(session.execute(statement.execution_options(preserve_rowcount=True)))
     if not planned:
         return inserted
     return session.scalar(select(func.count()).where(Delivery.campaign_id == campaign.id)) or 0
+
+
+def planned_ranges(session: Session, campaign_id: int, planned: int, batch_size: int) -> list[BatchRange]:
+    """`batch_ranges` of a ledger just planned with `planned` rows, without numbering them all.
+
+    One INSERT ... SELECT takes consecutive ids unless another insert into the ledger ran at the same time.
+    When the pending rows span exactly `planned` ids, slicing that span gives the ranges numbering would
+    (and any slicing of it covers every row: ranges are filtered by campaign and status); else number them.
+    """
+    first, last = session.execute(
+        select(func.min(Delivery.id), func.max(Delivery.id)).where(
+            Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.pending
+        )
+    ).one()
+    if first is None:
+        return []
+    if last - first + 1 != planned:
+        return batch_ranges(session, campaign_id, batch_size)
+    return [BatchRange(campaign_id, low, min(low + batch_size - 1, last)) for low in range(first, last + 1, batch_size)]
 
 
 def batch_ranges(session: Session, campaign_id: int, batch_size: int, *, due_only: bool = False) -> list[BatchRange]:

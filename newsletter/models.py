@@ -13,6 +13,7 @@ from sqlalchemy import (
     Date,
     Enum,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     SmallInteger,
@@ -289,6 +290,13 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("campaign_id", "subscriber_id"),
+        # The recipient's list is one of the campaign's lists. One foreign key check per planned row instead
+        # of one to campaigns and one to mailing_lists; deleting the campaign still deletes its ledger.
+        ForeignKeyConstraint(
+            ["campaign_id", "list_id"],
+            ["campaign_lists.campaign_id", "campaign_lists.list_id"],
+            ondelete="CASCADE",
+        ),
         # claim: due pending rows of one campaign by id range; stats: counts per status.
         Index("ix_deliveries_campaign_id_status_id", "campaign_id", "status", "id"),
         # sweep: rows stuck in sending past their lease.
@@ -301,10 +309,10 @@ class Delivery(Base):
     )
 
     id: Mapped[intpk]
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    campaign_id: Mapped[int] = mapped_column(BigID)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
     # The list whose subscription put this recipient in the campaign (footer, unsubscribe scope).
-    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"))
+    list_id: Mapped[int] = mapped_column(BigID)
     status: Mapped[DeliveryStatus] = mapped_column(
         _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.pending
     )

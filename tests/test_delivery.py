@@ -60,6 +60,7 @@ def test_plan_makes_one_row_per_recipient_across_lists_and_skips_the_ineligible(
 
     campaign_id, ranges = start_campaign(session, settings, "a", "b")
     assert ledger(session, campaign_id) == {"pending": 6}
+    assert delivery.get_campaign(session, campaign_id).recipient_count == 6
     assert [(r.first_id, r.last_id) for r in ranges] == [
         tuple(session.execute(select(func.min(Delivery.id), func.max(Delivery.id))).one())
     ]
@@ -75,6 +76,23 @@ def test_batches_are_keyset_ranges_of_the_batch_size(session: Session, make_sett
     _, ranges = start_campaign(session, small, "weekly")
     sizes = [session.scalar(select(func.count()).where(Delivery.id.between(r.first_id, r.last_id))) for r in ranges]
     assert sizes == [3, 3, 1]
+
+
+def test_ranges_after_planning_are_those_of_numbering_the_rows(
+    session: Session, make_settings, settings: Settings
+) -> None:
+    mailing_list = make_list(session, slug="weekly")
+    make_subscribers(session, mailing_list, 7)
+    small = make_settings(database_url=settings.database_url, batch_size=3)
+    campaign_id, ranges = start_campaign(session, small, "weekly")
+    assert ranges == delivery.batch_ranges(session, campaign_id, 3)
+    # Ids that are not consecutive (another insert into the ledger ran meanwhile): the rows get numbered.
+    rows = session.scalars(select(Delivery).where(Delivery.campaign_id == campaign_id).order_by(Delivery.id)).all()
+    session.delete(rows[3])
+    session.flush()
+    numbered = delivery.batch_ranges(session, campaign_id, 3)
+    assert [(r.first_id, r.last_id) for r in numbered] == [(rows[0].id, rows[2].id), (rows[4].id, rows[6].id)]
+    assert delivery.planned_ranges(session, campaign_id, 6, 3) == numbered
 
 
 def test_send_batch_sends_each_recipient_once_with_personal_links(

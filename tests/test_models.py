@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, delete, func, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -57,6 +57,32 @@ def test_one_ledger_row_per_campaign_and_subscriber(session: Session) -> None:
     session.add(Delivery(campaign_id=campaign.id, subscriber_id=subscriber.id, list_id=mailing_list.id))
     with pytest.raises(IntegrityError):
         session.flush()
+
+
+def test_a_ledger_row_names_one_of_the_campaigns_lists(session: Session) -> None:
+    weekly, other = make_list(session, slug="weekly"), make_list(session, slug="other")
+    subscriber = make_subscriber(session, weekly)
+    campaign = Campaign(digest_id=publish_sample(session).id, subject="s", lists=[weekly])
+    session.add(campaign)
+    session.flush()
+    with pytest.raises(IntegrityError), session.begin_nested():
+        session.add(Delivery(campaign_id=campaign.id, subscriber_id=subscriber.id, list_id=other.id))
+    with pytest.raises(IntegrityError), session.begin_nested():
+        session.add(Delivery(campaign_id=campaign.id + 1, subscriber_id=subscriber.id, list_id=weekly.id))
+    session.add(Delivery(campaign_id=campaign.id, subscriber_id=subscriber.id, list_id=weekly.id))
+    session.flush()
+
+
+def test_deleting_a_campaign_deletes_its_ledger(session: Session) -> None:
+    weekly = make_list(session)
+    subscriber = make_subscriber(session, weekly)
+    campaign = Campaign(digest_id=publish_sample(session).id, subject="s", lists=[weekly])
+    session.add(campaign)
+    session.flush()
+    session.add(Delivery(campaign_id=campaign.id, subscriber_id=subscriber.id, list_id=weekly.id))
+    session.flush()
+    session.execute(delete(Campaign).where(Campaign.id == campaign.id))
+    assert session.scalar(select(func.count()).select_from(Delivery)) == 0
 
 
 def test_timestamps_come_back_timezone_aware(session: Session) -> None:

@@ -188,8 +188,7 @@ def upgrade() -> None:
     sa.Column('smtp_text', sa.Text(), nullable=True),
     sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_deliveries_campaign_id_campaigns'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['list_id'], ['mailing_lists.id'], name=op.f('fk_deliveries_list_id_mailing_lists'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['campaign_id', 'list_id'], ['campaign_lists.campaign_id', 'campaign_lists.list_id'], name=op.f('fk_deliveries_campaign_id_campaign_lists'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['subscriber_id'], ['subscribers.id'], name=op.f('fk_deliveries_subscriber_id_subscribers'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_deliveries')),
     sa.UniqueConstraint('campaign_id', 'subscriber_id', name=op.f('uq_deliveries_campaign_id_subscriber_id'))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
-from sqlalchemy import JSON, BigInteger, DateTime, Engine, MetaData, String, create_engine, event
+from sqlalchemy import JSON, BigInteger, DateTime, Engine, Executable, MetaData, String, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -124,3 +125,27 @@ def unit_of_work(sessions: sessionmaker[Session]) -> Iterator[Session]:
 def is_postgres(session_or_engine: Session | Engine) -> bool:
     bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
     return bind.dialect.name == "postgresql"
+
+
+class PostgresSQL(NamedTuple):
+    """A Core statement compiled once for psycopg, to run on a bare (async) psycopg connection."""
+
+    sql: str
+    defaults: dict[str, Any]  # the values of its literals; the named bind parameters are None here
+
+    def params(self, **values: Any) -> dict[str, Any]:
+        # Values go to psycopg as they are, without SQLAlchemy's bind processing: give plain ints and
+        # strings, and timezone-aware UTC datetimes (what UTCDateTime would send).
+        return {**self.defaults, **values}
+
+
+def postgres_sql(statement: Executable) -> PostgresSQL:
+    compiled = statement.compile(dialect=postgresql.psycopg.dialect())  # type: ignore[attr-defined]
+    # Enums are stored by value (models._enum); psycopg on its own would send a Python enum's name.
+    defaults = {k: v.value if isinstance(v, enum.Enum) else v for k, v in compiled.params.items()}
+    return PostgresSQL(str(compiled), defaults)
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL (`postgresql+psycopg://...`) as the connection string psycopg itself takes."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

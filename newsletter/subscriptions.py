@@ -13,16 +13,17 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from email_validator import EmailNotValidError, validate_email
 from itsdangerous import BadSignature, SignatureExpired, Signer, TimestampSigner
-from sqlalchemy import func, insert, literal, or_, select, update
+from sqlalchemy import bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter import rendering
 from newsletter.config import Settings
-from newsletter.db import is_postgres, utcnow
+from newsletter.db import is_postgres, postgres_sql, utcnow
 from newsletter.mailer import Mailer, SendResult
 from newsletter.messages import DkimSigner, clean_value
 from newsletter.models import (
@@ -44,6 +45,9 @@ from newsletter.models import (
     campaign_lists,
     email_hash,
 )
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
 
 
 class InvalidEmail(ValueError):
@@ -265,17 +269,13 @@ def unsubscribe(
     return unsubscribe_subscription(session, subscription, source=source, reason=reason)
 
 
-def one_click_unsubscribe(session: Session, tokens: Tokens, *, token: str) -> bool:
-    """RFC 8058 one-click: the same effect as `unsubscribe`, in one statement on PostgreSQL.
+def _one_click_statements() -> tuple[Any, Any, Any]:
+    """The statements of `one_click_unsubscribe`, with named parameters `subscriber`, `list` and `now`.
 
-    Mailbox providers call this for every click on their unsubscribe button, so it skips the ORM: a
-    conditional UPDATE ... RETURNING feeding the event INSERT, in a single data-modifying CTE (atomic on
-    its own, so it may run on an autocommit connection: one round trip). Returns whether the status
-    changed; raises UnknownToken for a token whose subscription does not exist.
+    (Not `subscriber_id`: a parameter named like a column of an UPDATE's table would become a SET clause.)
     """
-    subscriber_id, list_id = tokens.read(TokenPurpose.unsubscribe, token, 2)
-    now = utcnow()
-    this_one = (Subscription.subscriber_id == subscriber_id, Subscription.list_id == list_id)
+    this_one = (Subscription.subscriber_id == bindparam("subscriber"), Subscription.list_id == bindparam("list"))
+    now = bindparam("now", type_=Subscription.updated_at.type)
     leave = (
         update(Subscription)
         .where(*this_one, Subscription.status != SubscriptionStatus.unsubscribed)
@@ -289,42 +289,76 @@ def one_click_unsubscribe(session: Session, tokens: Tokens, *, token: str) -> bo
         .returning(Subscription.subscriber_id, Subscription.list_id)
     )
     exists = select(Subscription.id).where(*this_one).exists()
-    if is_postgres(session):
-        changed_rows = leave.cte("changed")
-        record = (
-            insert(Event)
-            .from_select(
-                ["type", "subscriber_id", "list_id", "detail", "created_at"],
-                select(
-                    literal(EventType.unsubscribe.value),
-                    changed_rows.c.subscriber_id,
-                    changed_rows.c.list_id,
-                    literal("one-click"),
-                    literal(now, Event.created_at.type),
-                ),
-            )
-            .returning(Event.id)
-            .cte("record")
+    # PostgreSQL: the conditional UPDATE ... RETURNING feeds the event INSERT in one data-modifying CTE.
+    changed_rows = leave.cte("changed")
+    record = (
+        insert(Event)
+        .from_select(
+            ["type", "subscriber_id", "list_id", "detail", "created_at"],
+            select(
+                literal(EventType.unsubscribe.value),
+                changed_rows.c.subscriber_id,
+                changed_rows.c.list_id,
+                literal("one-click"),
+                bindparam("now", type_=Event.created_at.type),
+            ),
         )
-        count = select(func.count()).select_from(changed_rows).scalar_subquery()
-        changed, found = session.execute(select(count, exists).add_cte(record)).one()
+        .returning(Event.id)
+        .cte("record")
+    )
+    count = select(func.count()).select_from(changed_rows).scalar_subquery()
+    in_one_statement = select(count, exists).add_cte(record)
+    return leave, select(exists), in_one_statement
+
+
+_ONE_CLICK_LEAVE, _ONE_CLICK_FOUND, _ONE_CLICK = _one_click_statements()
+_ONE_CLICK_PG = postgres_sql(_ONE_CLICK)
+
+
+def one_click_unsubscribe(session: Session, tokens: Tokens, *, token: str) -> bool:
+    """RFC 8058 one-click: the same effect as `unsubscribe`, in one statement on PostgreSQL.
+
+    Mailbox providers call this for every click on their unsubscribe button, so it skips the ORM: a
+    conditional UPDATE ... RETURNING feeding the event INSERT, in a single data-modifying CTE (atomic on
+    its own, so it may run on an autocommit connection: one round trip). Returns whether the status
+    changed; raises UnknownToken for a token whose subscription does not exist.
+    """
+    subscriber_id, list_id = tokens.read(TokenPurpose.unsubscribe, token, 2)
+    params = {"subscriber": subscriber_id, "list": list_id, "now": utcnow()}
+    connection = session.connection()  # Core statements on the session's transaction: no ORM objects
+    if is_postgres(session):
+        changed, found = connection.execute(_ONE_CLICK, params).one()
         changed = bool(changed)
     else:
-        changed = session.execute(leave.execution_options(synchronize_session=False)).first() is not None
-        found = changed or bool(session.scalar(select(exists)))
+        changed = connection.execute(_ONE_CLICK_LEAVE, params).first() is not None
+        found = changed or bool(connection.scalar(_ONE_CLICK_FOUND, params))
         if changed:
-            session.execute(
+            connection.execute(
                 insert(Event).values(
                     type=EventType.unsubscribe,
                     subscriber_id=subscriber_id,
                     list_id=list_id,
                     detail="one-click",
-                    created_at=now,
+                    created_at=params["now"],
                 )
             )
     if not found:
         raise UnknownToken("this link is not valid")
     return changed
+
+
+async def one_click_unsubscribe_async(conn: AsyncConnection[Any], tokens: Tokens, *, token: str) -> bool:
+    """`one_click_unsubscribe` on an autocommit psycopg connection to PostgreSQL (the web app's fast path).
+
+    The connection must commit durably (synchronous_commit on): the 200 that follows means it is recorded.
+    """
+    subscriber_id, list_id = tokens.read(TokenPurpose.unsubscribe, token, 2)
+    params = _ONE_CLICK_PG.params(subscriber=subscriber_id, list=list_id, now=utcnow())
+    row = await (await conn.execute(_ONE_CLICK_PG.sql, params)).fetchone()
+    changed, found = row if row is not None else (0, False)
+    if not found:
+        raise UnknownToken("this link is not valid")
+    return bool(changed)
 
 
 def unsubscribe_subscription(

@@ -7,14 +7,17 @@ client calls them), so each hit is one or two small Core statements, no ORM obje
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, distinct, func, insert, literal, select
+from sqlalchemy import BigInteger, Connection, and_, bindparam, distinct, func, insert, literal, select
 from sqlalchemy.orm import Session
 
-from newsletter.db import is_postgres, utcnow
+from newsletter.db import is_postgres, postgres_sql, utcnow
 from newsletter.models import Delivery, Event, EventType, Link, MailingList, Subscriber, SuppressionReason
 from newsletter.subscriptions import TokenPurpose, Tokens, UnknownToken, suppress
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
 
 # The smallest transparent GIF (43 bytes).
 PIXEL = (
@@ -27,6 +30,75 @@ class UnknownLink(UnknownToken):
     """A click URL whose token is forged or whose link number is not registered for that campaign."""
 
 
+# The statements of the two tracking hits, built once with named parameters (`delivery`, `position`,
+# `now`): the Session path reuses them from SQLAlchemy's statement cache, and the PostgreSQL fast path of
+# the web app (`*_async`) runs the same SQL, compiled once, on a bare psycopg connection.
+_NOW = bindparam("now", type_=Event.created_at.type)
+
+# One INSERT ... SELECT: the join both checks the delivery exists and honours the list's switch. RETURNING
+# rather than rowcount: psycopg reports -1 for an INSERT ... SELECT.
+_RECORD_OPEN = (
+    insert(Event)
+    .from_select(
+        ["type", "campaign_id", "delivery_id", "subscriber_id", "list_id", "created_at"],
+        select(
+            literal(EventType.open.value),
+            Delivery.campaign_id,
+            Delivery.id,
+            Delivery.subscriber_id,
+            Delivery.list_id,
+            _NOW,
+        )
+        .join(MailingList, MailingList.id == Delivery.list_id)
+        .where(Delivery.id == bindparam("delivery"), MailingList.tracking.is_(True)),
+    )
+    .returning(Event.id)
+)
+_DELIVERY = select(Delivery.id).where(Delivery.id == bindparam("delivery"))
+
+_LINK_OF_DELIVERY = (
+    select(
+        Link.id.label("link_id"),
+        Link.url,
+        Delivery.campaign_id,
+        Delivery.subscriber_id,
+        Delivery.list_id,
+        MailingList.tracking,
+    )
+    .join(Link, and_(Link.campaign_id == Delivery.campaign_id, Link.position == bindparam("position")))
+    .join(MailingList, MailingList.id == Delivery.list_id)
+    .where(Delivery.id == bindparam("delivery"))
+)
+
+
+def _click_in_one_statement() -> Any:
+    # One round trip: find the link and record the click in a data-modifying CTE (PostgreSQL only).
+    hit = _LINK_OF_DELIVERY.cte("hit")
+    record = (
+        insert(Event)
+        .from_select(
+            ["type", "campaign_id", "delivery_id", "subscriber_id", "list_id", "link_id", "url", "created_at"],
+            select(
+                literal(EventType.click.value),
+                hit.c.campaign_id,
+                bindparam("delivery", type_=BigInteger),
+                hit.c.subscriber_id,
+                hit.c.list_id,
+                hit.c.link_id,
+                hit.c.url,
+                _NOW,
+            ).where(hit.c.tracking.is_(True)),
+        )
+        .returning(Event.id)
+        .cte("record")
+    )
+    return select(hit.c.url).add_cte(record)
+
+
+_RECORD_CLICK = _click_in_one_statement()
+_RECORD_OPEN_PG, _DELIVERY_PG, _RECORD_CLICK_PG = map(postgres_sql, (_RECORD_OPEN, _DELIVERY, _RECORD_CLICK))
+
+
 def record_open(session: Session, tokens: Tokens, *, token: str) -> bool:
     """Record an open of the delivery the pixel token names; False when its list has tracking off.
 
@@ -34,30 +106,35 @@ def record_open(session: Session, tokens: Tokens, *, token: str) -> bool:
     loads the image twice does not inflate the unique figure.
     """
     (delivery_id,) = tokens.read(TokenPurpose.track, token, 1)
-    # One INSERT ... SELECT: the join both checks the delivery exists and honours the list's switch.
-    source = (
-        select(
-            literal(EventType.open.value),
-            Delivery.campaign_id,
-            Delivery.id,
-            Delivery.subscriber_id,
-            Delivery.list_id,
-            literal(utcnow(), Event.created_at.type),
-        )
-        .join(MailingList, MailingList.id == Delivery.list_id)
-        .where(Delivery.id == delivery_id, MailingList.tracking.is_(True))
-    )
-    # RETURNING rather than rowcount: psycopg reports -1 for an INSERT ... SELECT.
-    inserted = session.execute(
-        insert(Event)
-        .from_select(["type", "campaign_id", "delivery_id", "subscriber_id", "list_id", "created_at"], source)
-        .returning(Event.id)
-    ).first()
-    if inserted is not None:
+    connection = session.connection()  # Core statements on the session's transaction: no ORM objects
+    if connection.execute(_RECORD_OPEN, {"delivery": delivery_id, "now": utcnow()}).first() is not None:
         return True
-    if session.scalar(select(Delivery.id).where(Delivery.id == delivery_id)) is None:
+    if connection.scalar(_DELIVERY, {"delivery": delivery_id}) is None:
         raise UnknownToken("this link is not valid")  # e.g. the delivery's campaign was deleted
     return False
+
+
+async def record_open_async(conn: AsyncConnection[Any], tokens: Tokens, *, token: str) -> bool:
+    """`record_open` on an autocommit psycopg connection to PostgreSQL (the web app's fast path)."""
+    (delivery_id,) = tokens.read(TokenPurpose.track, token, 1)
+    inserted = await conn.execute(_RECORD_OPEN_PG.sql, _RECORD_OPEN_PG.params(delivery=delivery_id, now=utcnow()))
+    if await inserted.fetchone() is not None:
+        return True
+    if await (await conn.execute(_DELIVERY_PG.sql, _DELIVERY_PG.params(delivery=delivery_id))).fetchone() is None:
+        raise UnknownToken("this link is not valid")
+    return False
+
+
+def _click_target(tokens: Tokens, token: str) -> tuple[int, int]:
+    """The delivery and link position a click token `SIGNED.POSITION` names, or UnknownLink."""
+    signed, dot, position_text = token.rpartition(".")
+    if not dot or not position_text.isascii() or not position_text.isdigit() or len(position_text) > 9:
+        raise UnknownLink("this link is not valid")
+    try:
+        (delivery_id,) = tokens.read(TokenPurpose.track, signed, 1)
+    except UnknownToken:
+        raise UnknownLink("this link is not valid") from None
+    return delivery_id, int(position_text)
 
 
 def record_click(session: Session, tokens: Tokens, *, token: str) -> str:
@@ -66,79 +143,43 @@ def record_click(session: Session, tokens: Tokens, *, token: str) -> str:
     Raises UnknownLink for anything else, so the endpoint can never be used as an open redirect: the
     target always comes from the campaign's `links` rows, never from the request.
     """
-    signed, dot, position_text = token.rpartition(".")
-    if not dot or not position_text.isascii() or not position_text.isdigit() or len(position_text) > 9:
-        raise UnknownLink("this link is not valid")
-    try:
-        (delivery_id,) = tokens.read(TokenPurpose.track, signed, 1)
-    except UnknownToken:
-        raise UnknownLink("this link is not valid") from None
-    position = int(position_text)
+    delivery_id, position = _click_target(tokens, token)
+    params = {"delivery": delivery_id, "position": position, "now": utcnow()}
+    connection = session.connection()  # Core statements on the session's transaction: no ORM objects
     if is_postgres(session):
-        url = _click_in_one_statement(session, delivery_id, position)
+        url = connection.scalar(_RECORD_CLICK, params)
     else:
-        url = _click_in_two_statements(session, delivery_id, position)
+        url = _click_in_two_statements(connection, params)
     if url is None:
         raise UnknownLink("this link is not valid")
-    return url
+    return str(url)
 
 
-def _link_of(delivery_id: int, position: int) -> Any:
-    return (
-        select(
-            Link.id.label("link_id"),
-            Link.url,
-            Delivery.campaign_id,
-            Delivery.subscriber_id,
-            Delivery.list_id,
-            MailingList.tracking,
-        )
-        .join(Link, and_(Link.campaign_id == Delivery.campaign_id, Link.position == position))
-        .join(MailingList, MailingList.id == Delivery.list_id)
-        .where(Delivery.id == delivery_id)
-    )
+async def record_click_async(conn: AsyncConnection[Any], tokens: Tokens, *, token: str) -> str:
+    """`record_click` on an autocommit psycopg connection to PostgreSQL (the web app's fast path)."""
+    delivery_id, position = _click_target(tokens, token)
+    params = _RECORD_CLICK_PG.params(delivery=delivery_id, position=position, now=utcnow())
+    row = await (await conn.execute(_RECORD_CLICK_PG.sql, params)).fetchone()
+    if row is None or row[0] is None:
+        raise UnknownLink("this link is not valid")
+    return str(row[0])
 
 
-def _click_in_one_statement(session: Session, delivery_id: int, position: int) -> str | None:
-    # One round trip: find the link and record the click in a data-modifying CTE (PostgreSQL only).
-    hit = _link_of(delivery_id, position).cte("hit")
-    record = (
-        insert(Event)
-        .from_select(
-            ["type", "campaign_id", "delivery_id", "subscriber_id", "list_id", "link_id", "url", "created_at"],
-            select(
-                literal(EventType.click.value),
-                hit.c.campaign_id,
-                literal(delivery_id),
-                hit.c.subscriber_id,
-                hit.c.list_id,
-                hit.c.link_id,
-                hit.c.url,
-                literal(utcnow(), Event.created_at.type),
-            ).where(hit.c.tracking.is_(True)),
-        )
-        .returning(Event.id)
-        .cte("record")
-    )
-    url = session.scalar(select(hit.c.url).add_cte(record))
-    return None if url is None else str(url)
-
-
-def _click_in_two_statements(session: Session, delivery_id: int, position: int) -> str | None:
-    row = session.execute(_link_of(delivery_id, position)).first()
+def _click_in_two_statements(connection: Connection, params: dict[str, Any]) -> str | None:
+    row = connection.execute(_LINK_OF_DELIVERY, params).first()
     if row is None:
         return None
     if row.tracking:
-        session.execute(
+        connection.execute(
             insert(Event).values(
                 type=EventType.click,
                 campaign_id=row.campaign_id,
-                delivery_id=delivery_id,
+                delivery_id=params["delivery"],
                 subscriber_id=row.subscriber_id,
                 list_id=row.list_id,
                 link_id=row.link_id,
                 url=row.url,
-                created_at=utcnow(),
+                created_at=params["now"],
             )
         )
     return str(row.url)

@@ -8,19 +8,23 @@ import html
 import random
 import re
 import string
+import uuid
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select, update
+from sqlalchemy import func, make_url, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import delivery, subscriptions
 from newsletter.config import Settings
+from newsletter.db import make_engine
 from newsletter.mailer import MemoryMailer
+from newsletter.migrate import upgrade
 from newsletter.models import (
     Campaign,
     CampaignStatus,
@@ -37,8 +41,10 @@ from newsletter.models import (
     SuppressionReason,
 )
 from newsletter.subscriptions import TokenPurpose, Tokens
+from newsletter.tracking import PIXEL
 from newsletter.web import create_app
 from newsletter.web.throttle import LocalThrottle
+from tests.conftest import PG_ADMIN_URL, _terminate_and_drop
 from tests.factories import make_list, make_subscriber, make_subscribers, publish_sample, subscription_of
 from tests.test_subscriptions import MALFORMED_ADDRESSES, counts
 
@@ -68,6 +74,7 @@ class Web:
 def web(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[Web]:
     app = create_app(settings)
     app.state.sessions = app.state.tracking_sessions = app.state.one_click_sessions = sessions
+    app.state.open_hot_pools = False  # the PostgreSQL fast path would not see this test's rows
     app.state.subscribe_throttle = LocalThrottle(settings.subscribe_ip_limit, 3600)
     mailer = MemoryMailer()
 
@@ -302,6 +309,7 @@ def test_gmail_one_click_post_unsubscribes_mid_campaign(
     settings: Settings = make_settings(database_url=pg_url)  # type: ignore[operator]
     app = create_app(settings)
     app.state.sessions = app.state.tracking_sessions = app.state.one_click_sessions = pg_sessions
+    app.state.open_hot_pools = False  # the fast path is tested on committed rows below
     with pg_sessions() as session:
         mailing_list = make_list(session)
         readers = make_subscribers(session, mailing_list, 5)
@@ -509,6 +517,101 @@ def test_tracking_off_records_nothing_but_links_still_work(web: Web, session: Se
     answer = web.client.get(f"/c/{track}.1")
     assert answer.status_code == 302 and answer.headers["location"] == sent.links[0].url
     assert events(session, EventType.open) == 0 and events(session, EventType.click) == 0
+
+
+@pytest.fixture
+def committed_pg_url() -> Iterator[str]:
+    """A database of its own for a test whose rows must be committed: other connections read them."""
+    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"newsletter_test_hot_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    _terminate_and_drop(admin, name)
+    admin.dispose()
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def _hot_hits(app: FastAPI, sessions: sessionmaker[Session], settings: Settings) -> list[tuple[Any, ...]]:
+    """Opens, clicks and one-clicks on a fresh campaign through `app`; the events they wrote, ids mapped."""
+    tokens = Tokens(settings.secret_key)
+    with sessions() as session:
+        tracked, untracked = make_list(session), make_list(session)
+        sent, quiet = send_sample(session, settings, tracked), send_sample(session, settings, untracked)
+        untracked.tracking = False  # after sending, as `test_tracking_off_records_nothing_but_links_still_work`
+        session.commit()
+        first_event = session.scalar(select(func.coalesce(func.max(Event.id), 0)))
+    first, second = sent.deliveries
+    leaver = first.subscriber_id
+    unsubscribe = tokens.make(TokenPurpose.unsubscribe, leaver, tracked.id)
+    one_click = {"content": b"List-Unsubscribe=One-Click", "headers": {"Content-Type": FORM}}
+    with TestClient(app, follow_redirects=False) as client:
+        assert (app.state.hot_pools is not None) == app.state.open_hot_pools
+        for delivery_ in (first, first, second, quiet.deliveries[0]):
+            pixel = client.get(f"/o/{tokens.make(TokenPurpose.track, delivery_.id)}")
+            assert pixel.status_code == 200 and pixel.content == PIXEL and pixel.headers["content-type"] == "image/gif"
+        for delivery_, link in ((first, sent.links[1]), (second, sent.links[0]), (quiet.deliveries[0], quiet.links[0])):
+            answer = client.get(f"/c/{tokens.make(TokenPurpose.track, delivery_.id)}.{link.position}")
+            assert answer.status_code == 302 and answer.headers["location"] == link.url
+        for _ in range(2):  # the second is a no-op, still a 200
+            answer = client.post(f"/unsubscribe/{unsubscribe}", **one_click)  # type: ignore[arg-type]
+            assert answer.status_code == 200 and answer.text == "You are unsubscribed.\n"
+        track = tokens.make(TokenPurpose.track, first.id)
+        for bad in ["x", tokens.make(TokenPurpose.track, 10**9), unsubscribe]:
+            assert client.get(f"/o/{bad}").status_code == 404
+        for bad in [f"{track}.99", f"{track}.0", f"{track}.https://evil.example", f"{unsubscribe}.1", "x"]:
+            answer = client.get(f"/c/{bad}")
+            assert answer.status_code == 404 and "location" not in answer.headers
+        for bad in [track, unsubscribe[:-2] + "xx", tokens.make(TokenPurpose.unsubscribe, leaver, 10**9)]:
+            assert client.post(f"/unsubscribe/{bad}", **one_click).status_code == 404  # type: ignore[arg-type]
+    with sessions() as session:
+        subscription = subscription_of(session, session.get(Subscriber, leaver), tracked)  # type: ignore[arg-type]
+        assert subscription.status == SubscriptionStatus.unsubscribed
+        assert subscription.unsubscribe_source == "one-click" and subscription.unsubscribed_at is not None
+        names: list[dict[Any, Any]] = [
+            {},
+            {sent.campaign.id: "campaign"},
+            {first.id: "first", second.id: "second"},
+            {leaver: "leaver", second.subscriber_id: "other"},
+            {tracked.id: "tracked"},
+            {link.id: link.position for link in sent.links},
+            {},
+            {},
+        ]
+        rows = session.execute(
+            select(Event.type, Event.campaign_id, Event.delivery_id, Event.subscriber_id, Event.list_id)
+            .add_columns(Event.link_id, Event.url, Event.detail)
+            .where(Event.id > first_event)
+            .order_by(Event.id)
+        ).all()
+        return [tuple(column.get(v, v) for column, v in zip(names, row, strict=True)) for row in rows]
+
+
+@pytest.mark.postgres
+def test_postgres_fast_path_records_what_the_session_path_records(make_settings: object, committed_pg_url: str) -> None:
+    """The hot endpoints on the async pools (`app.HotPools`) against the same requests on sessions."""
+    settings: Settings = make_settings(database_url=committed_pg_url)  # type: ignore[operator]
+    engine = make_engine(committed_pg_url)
+    sessions = sessionmaker(bind=engine, expire_on_commit=False)
+    fast = create_app(settings)
+    assert fast.state.open_hot_pools
+    on_sessions = create_app(settings)
+    on_sessions.state.open_hot_pools = False
+    try:
+        recorded = [_hot_hits(app, sessions, settings) for app in (fast, on_sessions)]
+    finally:
+        engine.dispose()
+    assert recorded[0] == recorded[1]
+    events_ = recorded[0]
+    assert [e[0] for e in events_] == ["open", "open", "open", "click", "click", "unsubscribe"]
+    assert events_[-1][2:] == (None, "leaver", "tracked", None, None, "one-click")
+    assert fast.state.hot_pools is None  # closed with the app
 
 
 def test_untracked_list_emails_carry_no_tracking_urls(web: Web, session: Session) -> None:

@@ -37,7 +37,7 @@ from newsletter.subscriptions import (
     Tokens,
     UnknownToken,
 )
-from newsletter.web.app import get_app_settings, get_session, get_tokens
+from newsletter.web.app import HotPools, get_app_settings, get_session, get_tokens
 from newsletter.web.pages import Pages
 from newsletter.web.throttle import Throttle
 
@@ -379,22 +379,27 @@ def unsubscribe_page(token: str, request: Request, session: SessionDep, tokens: 
 
 
 @router.post("/unsubscribe/{token}", response_model=None)
-async def unsubscribe(token: str, request: Request, tokens: TokensDep) -> Response:
+async def unsubscribe(token: str, request: Request) -> Response:
     """RFC 8058 one-click (body `List-Unsubscribe=One-Click`, no cookies, no auth) and the page's button."""
+    tokens: Tokens = request.app.state.tokens
     one_click = form_fields(await read_body(request)).get("List-Unsubscribe") == ["One-Click"]
-    if one_click:
-        # In a worker thread: the durable commit waits for the WAL flush, and concurrent commits share one.
-        return await run_in_threadpool(_one_click, request, tokens, token)
-    return await run_in_threadpool(_unsubscribe_page_button, request, tokens, token)
-
-
-def _one_click(request: Request, tokens: Tokens, token: str) -> Response:
+    if not one_click:
+        return await run_in_threadpool(_unsubscribe_page_button, request, tokens, token)
+    pools: HotPools | None = request.app.state.hot_pools
     try:
-        with unit_of_work(request, "one_click_sessions") as session:
-            subscriptions.one_click_unsubscribe(session, tokens, token=token)
+        if pools is None:
+            await run_in_threadpool(_one_click, request, tokens, token)
+        else:
+            async with pools.one_click.connection() as conn:
+                await subscriptions.one_click_unsubscribe_async(conn, tokens, token=token)
     except UnknownToken:
         return PlainTextResponse("This unsubscribe link is not valid.\n", 404, headers=NO_STORE)
     return PlainTextResponse("You are unsubscribed.\n", headers=NO_STORE)
+
+
+def _one_click(request: Request, tokens: Tokens, token: str) -> None:
+    with unit_of_work(request, "one_click_sessions") as session:
+        subscriptions.one_click_unsubscribe(session, tokens, token=token)
 
 
 def _unsubscribe_page_button(request: Request, tokens: Tokens, token: str) -> Response:
@@ -487,10 +492,10 @@ def _save_preferences(
 _PIXEL_HEADERS = {"Cache-Control": "no-store, private", "Expires": "0"}
 
 
-# The three hottest endpoints (every recipient's mail client or mailbox provider calls them) run their
-# unit of work directly in one worker thread instead of through the `get_session` dependency, whose
-# enter and exit each cost a thread hop, and on the lean connections of `app.hot_session_factories`.
-# The change is committed before the response is sent.
+# The three hottest endpoints (every recipient's mail client or mailbox provider calls them) are one SQL
+# statement each. On PostgreSQL they run it on the event loop, on the async pools of `app.HotPools`;
+# otherwise (SQLite, or before the pools are open) in one worker thread on the lean sessions of
+# `app.hot_session_factories`. Either way the change is committed before the response is sent.
 
 
 @contextmanager
@@ -499,22 +504,42 @@ def unit_of_work(request: Request, kind: str = "sessions") -> Iterator[Session]:
         yield session
 
 
+def _record_open(request: Request, tokens: Tokens, token: str) -> None:
+    with unit_of_work(request, "tracking_sessions") as session:
+        tracking.record_open(session, tokens, token=token)
+
+
+def _record_click(request: Request, tokens: Tokens, token: str) -> str:
+    with unit_of_work(request, "tracking_sessions") as session:
+        return tracking.record_click(session, tokens, token=token)
+
+
 @router.get("/o/{token}", response_model=None)
-def open_pixel(token: str, request: Request, tokens: TokensDep) -> Response:
+async def open_pixel(token: str, request: Request) -> Response:
+    tokens: Tokens = request.app.state.tokens
+    pools: HotPools | None = request.app.state.hot_pools
     try:
-        with unit_of_work(request, "tracking_sessions") as session:
-            tracking.record_open(session, tokens, token=token)
+        if pools is None:
+            await run_in_threadpool(_record_open, request, tokens, token)
+        else:
+            async with pools.tracking.connection() as conn:
+                await tracking.record_open_async(conn, tokens, token=token)
     except UnknownToken:
         return Response(status_code=404, headers=_PIXEL_HEADERS)
     return Response(tracking.PIXEL, media_type="image/gif", headers=_PIXEL_HEADERS)
 
 
 @router.get("/c/{token}", response_model=None)
-def click(token: str, request: Request, tokens: TokensDep) -> Response:
+async def click(token: str, request: Request) -> Response:
     """302 to the campaign's registered URL, never to anything taken from the request."""
+    tokens: Tokens = request.app.state.tokens
+    pools: HotPools | None = request.app.state.hot_pools
     try:
-        with unit_of_work(request, "tracking_sessions") as session:
-            url = tracking.record_click(session, tokens, token=token)
+        if pools is None:
+            url = await run_in_threadpool(_record_click, request, tokens, token)
+        else:
+            async with pools.tracking.connection() as conn:
+                url = await tracking.record_click_async(conn, tokens, token=token)
     except UnknownToken:
         return PlainTextResponse("This link is not valid.\n", 404, headers=NO_STORE)
     return RedirectResponse(url, status_code=302, headers=NO_STORE)

@@ -8,7 +8,6 @@ import html
 import random
 import re
 import string
-import uuid
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -17,14 +16,13 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, make_url, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import delivery, subscriptions
 from newsletter.config import Settings
 from newsletter.db import make_engine
 from newsletter.mailer import MemoryMailer
-from newsletter.migrate import upgrade
 from newsletter.models import (
     Campaign,
     CampaignStatus,
@@ -44,7 +42,7 @@ from newsletter.subscriptions import TokenPurpose, Tokens
 from newsletter.tracking import PIXEL
 from newsletter.web import create_app
 from newsletter.web.throttle import LocalThrottle
-from tests.conftest import PG_ADMIN_URL, _terminate_and_drop
+from tests.conftest import fresh_database
 from tests.factories import make_list, make_subscriber, make_subscribers, publish_sample, subscription_of
 from tests.test_subscriptions import MALFORMED_ADDRESSES, counts
 
@@ -522,17 +520,8 @@ def test_tracking_off_records_nothing_but_links_still_work(web: Web, session: Se
 @pytest.fixture
 def committed_pg_url() -> Iterator[str]:
     """A database of its own for a test whose rows must be committed: other connections read them."""
-    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"newsletter_test_hot_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    _terminate_and_drop(admin, name)
-    admin.dispose()
+    with fresh_database("newsletter_test_hot") as url:
+        yield url
 
 
 FORM = "application/x-www-form-urlencoded"

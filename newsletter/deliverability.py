@@ -248,10 +248,18 @@ _STATUS = re.compile(r"^X-Spam-Status: \w+, score=(-?[\d.]+)", re.MULTILINE)
 _RULE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s+([A-Z][A-Z0-9_]+)\s+(.*)$", re.MULTILINE)
 
 
-def spamassassin_findings(message: bytes, *, timeout: float = SPAMASSASSIN_TIMEOUT) -> list[Finding]:
-    """Score the complete message with a local SpamAssassin (no network tests, no Bayes); [] if not installed."""
-    if shutil.which("spamassassin") is None:
-        return [Finding("info", "spamassassin is not installed: spam score not checked (apt install spamassassin)")]
+class SpamCheckFailed(RuntimeError):
+    """SpamAssassin did not give a score (timed out, or failed); the message says why."""
+
+
+@dataclass(frozen=True)
+class SpamScore:
+    score: float
+    rules: tuple[str, ...]  # the rules that moved the score, e.g. "HTML_IMAGE_RATIO_02 +0.8"
+
+
+def spam_score(message: bytes, *, timeout: float = SPAMASSASSIN_TIMEOUT) -> SpamScore:
+    """Score the complete message with a local SpamAssassin (no network tests, no Bayes)."""
     try:
         completed = subprocess.run(
             # Bayes off: its verdict would depend on what this machine learned before, and autolearn would
@@ -263,20 +271,31 @@ def spamassassin_findings(message: bytes, *, timeout: float = SPAMASSASSIN_TIMEO
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return [Finding("warning", f"spamassassin did not answer within {timeout:.0f} s: spam score not checked")]
+        raise SpamCheckFailed(f"spamassassin did not answer within {timeout:.0f} s") from None
     report = completed.stdout.decode("utf-8", "replace")
     status = _STATUS.search(report)
     if status is None:
         reason = completed.stderr.decode("utf-8", "replace").strip().splitlines()
-        return [Finding("warning", f"spamassassin gave no score: {reason[-1] if reason else 'no output'}")]
-    score = float(status.group(1))
+        raise SpamCheckFailed(f"spamassassin gave no score: {reason[-1] if reason else 'no output'}")
     table = report.split("Content analysis details:", 1)[-1].split("\n\n", 2)
-    fired = [
+    fired = tuple(
         f"{rule} {float(points):+.1f}"
         for points, rule, _ in _RULE.findall(table[1] if len(table) > 1 else "")
         if float(points) != 0  # informational rules (NO_RELAYS and the like) only add noise
-    ]
-    rules = f" (rules: {', '.join(fired)})" if fired else ""
+    )
+    return SpamScore(float(status.group(1)), fired)
+
+
+def spamassassin_findings(message: bytes, *, timeout: float = SPAMASSASSIN_TIMEOUT) -> list[Finding]:
+    """The spam score as a finding; [] never: an uninstalled or failing SpamAssassin is reported too."""
+    if shutil.which("spamassassin") is None:
+        return [Finding("info", "spamassassin is not installed: spam score not checked (apt install spamassassin)")]
+    try:
+        result = spam_score(message, timeout=timeout)
+    except SpamCheckFailed as failure:
+        return [Finding("warning", f"{failure}: spam score not checked")]
+    rules = f" (rules: {', '.join(result.rules)})" if result.rules else ""
+    score = result.score
     level: Level = "error" if score >= SPAM_ERROR else "warning" if score >= SPAM_WARNING else "info"
     return [Finding(level, f"SpamAssassin score {score:.1f}{rules}")]
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import delivery, users
 from newsletter.config import Settings
+from newsletter.db import unit_of_work
 from newsletter.models import Role, User
 
 log = logging.getLogger(__name__)
@@ -19,16 +20,9 @@ log = logging.getLogger(__name__)
 
 def get_db(request: Request) -> Iterator[Session]:
     """One unit of work per request, committed before the response is sent (see `Db`)."""
-    session: Session = request.app.state.sessions()
-    request.state.db = session  # so ApiRoute can roll back when it turns an error into a response
-    try:
+    with unit_of_work(request.app.state.sessions) as session:
+        request.state.db = session  # so ApiRoute can roll back when it turns an error into a response
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # scope="function": commit when the handler returns, before the client hears "done".

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, object_session, sessionmaker
 from newsletter import digests, rendering, templates
 from newsletter.config import Settings
 from newsletter.db import is_postgres, utcnow
-from newsletter.mailer import CRLFBytes, Mailer, SendResult, classify
+from newsletter.mailer import Mailer, SendResult, WireBytes, classify
 from newsletter.messages import CampaignMessage, DkimSigner, InvalidHeader, Recipient
 from newsletter.models import (
     Campaign,
@@ -803,7 +803,7 @@ def send_batch(
                 items: list[tuple[str, str, bytes]] = []
                 for claimed in group:
                     try:
-                        data = CRLFBytes(prepared.render(claimed))  # the composer writes CRLF only
+                        data = WireBytes(prepared.render(claimed))  # the composer writes wire form
                         items.append((prepared.envelope_from, envelope_address(claimed.email), data))
                         ready.append(claimed)
                     except InvalidHeader as error:

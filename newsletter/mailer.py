@@ -21,7 +21,7 @@ from typing import Literal, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 __all__ = [
-    "CRLFBytes",
+    "WireBytes",
     "MailSession",
     "Mailer",
     "MemoryMailer",
@@ -337,20 +337,18 @@ class _Disconnected(Exception):
         self.data_sent = data_sent
 
 
-class CRLFBytes(bytes):
-    """A message whose line endings are all CRLF already (the composer's output), so the check is skipped.
-
-    Counting line endings scans a 30 KB message four times: a tenth of the per-message CPU of a batch.
-    """
+class WireBytes(bytes):
+    """A message in SMTP wire form already: CRLF line endings only and no line starting with "."
+    (the composer's output), so `_stuff` passes it through: its scans cost more than composing it."""
 
     __slots__ = ()
 
 
 def _stuff(data: bytes) -> bytes:
     """CRLF line endings and leading dots doubled (RFC 5321 §4.5.2), plus the final CRLF."""
-    if not isinstance(data, CRLFBytes) and (
-        data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n")
-    ):
+    if isinstance(data, WireBytes):
+        return data if data.endswith(b"\r\n") else data + b"\r\n"
+    if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
         data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
     if data.startswith(b"."):
         data = b"." + data

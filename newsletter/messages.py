@@ -176,7 +176,7 @@ def _header(name: str, value: str) -> str:
 def _qp(text: str) -> bytes:
     """Quoted-printable with CRLF hard breaks and soft breaks keeping lines within 76 chars."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", _CRLF)
+    return _fit_lines(binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", _CRLF))
 
 
 def _qp_value(value: str) -> bytes:
@@ -185,12 +185,36 @@ def _qp_value(value: str) -> bytes:
 
 
 def _room_for_soft_break(encoded: bytes) -> bytes:
-    """Keep the last line within 75 chars, so a soft break appended to it stays within 76."""
-    if len(encoded) - (encoded.rfind(b"\n") + 1) <= 75:
+    """Fit lines as `_fit_lines` does, keeping the last one within 75 chars so a soft break fits after it."""
+    return _fit_lines(encoded, last_soft=True)
+
+
+def _fit_lines(encoded: bytes, *, last_soft: bool = False) -> bytes:
+    """QP lines within 76 chars where none starts with "." (written "=2E"), so SMTP never needs to
+    dot-stuff a message (RFC 5321 §4.5.2): stuffing a 37 KB message cost more than composing it."""
+    last_start = encoded.rfind(b"\n") + 1
+    if not encoded.startswith(b".") and b"\n." not in encoded and len(encoded) - last_start <= 76 - last_soft:
         return encoded
-    # move the last token ("=XX" or one char; "=" never appears inside an escape) to a new line
-    cut = len(encoded) - (3 if encoded[-3:-2] == b"=" else 1)
-    return encoded[:cut] + _SOFT_BREAK + encoded[cut:]
+    lines = encoded.split(_CRLF)
+    out: list[bytes] = []
+    for number, line in enumerate(lines, 1):
+        soft = line.endswith(b"=") or (last_soft and number == len(lines))
+        text = line[:-1] if line.endswith(b"=") else line
+        while True:
+            if text.startswith(b"."):
+                text = b"=2E" + text[1:]
+            if len(text) + soft <= 76:
+                break
+            # move the tail to a line of its own, never cutting an "=XX" escape in two
+            cut = 75
+            if text[cut - 1 : cut] == b"=":
+                cut -= 1
+            elif text[cut - 2 : cut - 1] == b"=":
+                cut -= 2
+            out.append(text[:cut] + b"=")
+            text = text[cut:]
+        out.append(text + b"=" if line.endswith(b"=") else text)
+    return _CRLF.join(out)
 
 
 def _skeleton(content: str) -> list[bytes | str]:

@@ -16,10 +16,12 @@ from newsletter.mailer import (
     OutboxMailer,
     SendResult,
     SMTPMailer,
+    WireBytes,
     classify,
     get_mailer,
     parse_smtp_urls,
 )
+from newsletter.messages import CampaignMessage, Recipient
 from tests.smtpserver import DROP, RecordingSMTPServer
 
 FROM = "bounces@news.example.org"
@@ -60,6 +62,24 @@ def test_one_connection_carries_a_whole_batch(smtp: RecordingSMTPServer) -> None
     # dot-stuffing undone by the server, the missing final CRLF added
     assert received[3].data == message(3) + b"\r\n"
     assert received[3].message["Subject"] == "Issue 3"
+
+
+def test_composed_messages_go_out_unstuffed_and_arrive_as_composed(smtp: RecordingSMTPServer) -> None:
+    # the composer writes a leading dot as =2E, so its output is sent as is, with no stuffing pass
+    composed = CampaignMessage(
+        subject="Dots", from_email="news@example.org", from_name=None, list_id="<weekly.example.org>",
+        html="<style>\n.a { color: red }\n</style>\n.%%NAME%%", text=".one\n..two\n%%NAME%%\n",
+    )  # fmt: skip
+    data = composed.render(
+        Recipient(email="r1@example.com", name=".dotted", message_id="<1@example.org>",
+                  values={}, unsubscribe_url="https://news.example.org/u/1")
+    )  # fmt: skip
+    with SMTPMailer(smtp.url).session() as session:
+        [result] = session.send_many([(FROM, "r1@example.com", WireBytes(data))])
+    assert result.ok
+    [received] = smtp.wait_for(1)
+    assert received.data == data
+    assert received.message.get_body(("plain",)).get_content() == ".one\r\n..two\r\n.dotted\r\n"
 
 
 def test_results_per_recipient_with_injected_failures(smtp: RecordingSMTPServer) -> None:

@@ -108,6 +108,8 @@ def assert_wire_format(data: bytes) -> None:
     head, _, body = data.partition(b"\r\n\r\n")
     for line in data.split(b"\r\n"):
         assert len(line) <= 998
+        # a leading dot is written =2E, so the mailer can send the message without dot-stuffing it
+        assert not line.startswith(b"."), line
     for line in body.split(b"\r\n"):
         if not line.startswith(b"--") and b":" not in line:
             assert len(line) <= 76, line
@@ -234,6 +236,20 @@ def test_value_ending_at_column_76_keeps_lines_short() -> None:
             plain, body = bodies(parse(data))
             assert body == expected("%%TRACK%% z", rcpt, escape=True)
             assert plain == expected(("y" * width) + "é%%NAME%%%%TRACK%%\n", rcpt, escape=False)
+
+
+def test_no_line_starts_with_a_dot_so_smtp_needs_no_stuffing() -> None:
+    # MJML's CSS and soft breaks put dots at line starts; so can a value, or a wrap moving a dot down
+    for width in range(70, 80):
+        for value in (".", "." * width, "x" * (width - 1) + ".x", "=" * 30 + "." * 50):
+            text = f".class {{ }}\n{'x' * width}.{'.' * 3}\n.%%TRACK%%\n..%%NAME%%.\n"
+            rcpt = recipient(value, **{"%%TRACK%%": value})
+            data = campaign(text=text, html=text).render(rcpt)
+            assert_wire_format(data)
+            assert b"\n." not in data
+            plain, body = bodies(parse(data))
+            assert plain == expected(text, rcpt, escape=False).replace("\r\n", "\n")
+            assert body == expected(text, rcpt, escape=True).replace("\r\n", "\n")
 
 
 # Generation can be slow on a loaded CI box; that is not a failure of the composer.

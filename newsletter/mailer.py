@@ -21,7 +21,6 @@ from typing import Literal, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 __all__ = [
-    "WireBytes",
     "MailSession",
     "Mailer",
     "MemoryMailer",
@@ -30,6 +29,7 @@ __all__ = [
     "SendResult",
     "SentMessage",
     "SmtpServer",
+    "WireBytes",
     "classify",
     "enhanced_status",
     "get_mailer",

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import random
+import secrets
 import socket
 import time
 from collections import deque
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import String, and_, case, cast, exists, func, insert, literal, or_, select, text, update
-from sqlalchemy.engine import Result
+from sqlalchemy.engine import Connection, Engine, Result
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, object_session, sessionmaker
 
@@ -91,7 +92,9 @@ RESENT_AFTER_UNKNOWN = "resent: a worker died while an earlier attempt was in fl
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who holds a claim: host and process, plus a token of this one batch run, so that a run gives back
+    only its own claims (never those a crashed earlier task of the same process left to the sweep)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 # --- creating and scheduling ------------------------------------------------------------------------------
@@ -381,9 +384,8 @@ def _still_wanted(campaign_id: int) -> Any:
 
 # PostgreSQL: pick, re-check and claim a group in one round trip. SKIP LOCKED lets any number of workers
 # share a range without waiting; rows whose recipient left since planning become `skipped` on the way.
-_PG_CLAIM = text(
-    """
-WITH picked AS (
+_PG_CLAIM_CTES = """
+picked AS (
     SELECT d.id FROM deliveries d
     WHERE d.campaign_id = :campaign_id AND d.id BETWEEN :first_id AND :last_id AND d.status = 'pending'
       AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= :now)
@@ -413,7 +415,54 @@ FROM checked c
 WHERE d.id = c.id
 RETURNING d.id, d.subscriber_id, d.list_id, c.email, c.name, d.attempts, c.wanted, c.sections
 """
-)
+_PG_CLAIM = text("WITH" + _PG_CLAIM_CTES)
+
+# A group's messages all accepted (the common case): its outcomes and the next claim in one statement,
+# run in autocommit, so a group costs one round trip instead of a ping, BEGIN, two statements and COMMIT.
+# The two touch disjoint rows (`sending` ones and `pending` ones); PostgreSQL runs a data-modifying
+# WITH query to completion whether or not the main query reads it.
+_PG_RECORD_SENT_SQL = """
+UPDATE deliveries SET
+    status = 'sent', sent_at = :now, smtp_code = 250, claimed_by = NULL,
+    smtp_text = CASE WHEN smtp_text = :resent THEN smtp_text END,
+    message_id = :id_prefix || id || :id_suffix
+WHERE id = ANY(:sent) AND status = 'sending' AND claimed_by = :worker
+"""
+_PG_RECORD_SENT = text(_PG_RECORD_SENT_SQL)
+_PG_RECORD_AND_CLAIM = text(f"WITH recorded AS ({_PG_RECORD_SENT_SQL} RETURNING 1)," + _PG_CLAIM_CTES)
+
+
+def _claim_params(campaign_id: int, first_id: int, last_id: int, limit: int, worker: str) -> dict[str, Any]:
+    return {
+        "campaign_id": campaign_id,
+        "first_id": first_id,
+        "last_id": last_id,
+        "now": utcnow(),
+        "limit": limit,
+        "worker": worker,
+        "skipped_text": _NO_LONGER_WANTED,
+    }
+
+
+def _record_sent_params(prepared: PreparedCampaign, sent: list[int], worker: str) -> dict[str, Any]:
+    return {
+        "sent": sent,
+        "worker": worker,
+        "now": utcnow(),
+        "resent": RESENT_AFTER_UNKNOWN,
+        "id_prefix": f"<{prepared.campaign_id}.",
+        "id_suffix": f".{prepared.nonce}@{prepared.domain}>",
+    }
+
+
+def _claimed(rows: Sequence[Any]) -> list[Claimed]:
+    """The claim's RETURNING rows that are to be sent (the others were skipped), in id order."""
+    picked = [
+        Claimed(row.id, row.subscriber_id, row.list_id, row.email, row.name, row.attempts, row.sections)
+        for row in rows
+        if row.wanted
+    ]
+    return sorted(picked, key=lambda c: c.delivery_id)
 
 
 def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, limit: int, worker: str) -> list[Claimed]:
@@ -421,27 +470,11 @@ def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, li
 
     Rows are re-checked against the subscriptions first, so an unsubscribe takes effect mid-campaign.
     """
-    now = utcnow()
     if is_postgres(session):
-        rows = session.execute(
-            _PG_CLAIM,
-            {
-                "campaign_id": campaign_id,
-                "first_id": first_id,
-                "last_id": last_id,
-                "now": now,
-                "limit": limit,
-                "worker": worker,
-                "skipped_text": _NO_LONGER_WANTED,
-            },
-        ).all()
-        picked = [
-            Claimed(row.id, row.subscriber_id, row.list_id, row.email, row.name, row.attempts, row.sections)
-            for row in rows
-            if row.wanted
-        ]
-        return sorted(picked, key=lambda c: c.delivery_id)
+        params = _claim_params(campaign_id, first_id, last_id, limit, worker)
+        return _claimed(session.connection().execute(_PG_CLAIM, params).all())
 
+    now = utcnow()
     # SQLite has a single writer, so a plain select-then-update is atomic inside the transaction.
     candidates = session.scalars(
         select(Delivery.id)
@@ -760,17 +793,24 @@ def send_batch(
         prepared = prepare(session, settings, campaign_id)
 
     window = failure_window(settings, campaign_id)
-    # One connection for the whole batch: a checkout per group would add a ping round trip to each.
+    # One session for the whole batch; on PostgreSQL, groups that went out cleanly use `fast` instead.
     session = sessions()
+    fast = _autocommit_connection(sessions)
+    reconnect = False
 
     def record_and_claim(outcomes: Outcomes, *, claim_next: bool) -> list[Claimed]:
-        nonlocal session
+        nonlocal session, fast, reconnect
+        window.add(outcomes)
+        reason = window.verdict(settings.auto_pause_failure_rate)
+        clean = reason is None and len(outcomes.sent) == len(outcomes)
         deadline = time.monotonic() + patience
         while True:
             try:
+                if reconnect:
+                    fast, reconnect = _autocommit_connection(sessions), False
+                if fast is not None and clean:
+                    return _record_and_claim_fast(fast, prepared, outcomes, worker, claim_next, first_id, last_id)
                 record(session, settings, prepared, outcomes, worker)
-                window.add(outcomes)
-                reason = window.verdict(settings.auto_pause_failure_rate)
                 if reason is not None:
                     auto_pause(session, campaign_id, reason)  # the claim below then finds nothing
                 group = (
@@ -783,6 +823,10 @@ def send_batch(
             except DBAPIError as error:
                 session.close()
                 session = sessions()
+                if fast is not None:
+                    fast.close()
+                    fast = None  # connecting may fail while the server is down: reconnect in the loop
+                    reconnect = True
                 if not (outcomes and _database_down(error)) or time.monotonic() > deadline:
                     raise
                 log.warning("database unreachable, keeping %d outcomes and retrying: %s", len(outcomes), error)
@@ -821,6 +865,8 @@ def send_batch(
                         flushed_at = time.monotonic()
     finally:
         session.close()
+        if fast is not None:
+            fast.close()
     with sessions.begin() as session:
         report.released = release_claims(session, campaign_id, first_id, last_id, worker)
         report.retry_after = next_retry_delay(session, campaign_id, first_id, last_id)
@@ -828,12 +874,46 @@ def send_batch(
     return report
 
 
+def _autocommit_connection(sessions: sessionmaker[Session]) -> Connection | None:
+    """A connection of the batch's own in autocommit mode, for the one-statement record-and-claim; None
+    on SQLite, or when the factory is bound to a connection (a caller's transaction, as in tests)."""
+    bind = sessions.kw.get("bind")
+    if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+        return bind.connect().execution_options(isolation_level="AUTOCOMMIT")
+    return None
+
+
+def _record_and_claim_fast(
+    conn: Connection,
+    prepared: PreparedCampaign,
+    outcomes: Outcomes,
+    worker: str,
+    claim_next: bool,
+    first_id: int,
+    last_id: int,
+) -> list[Claimed]:
+    """Record a group whose messages were all accepted and claim the next, as one autocommit statement."""
+    campaign_id, group_size = prepared.campaign_id, prepared.settings.outcome_flush_count
+    if not claim_next:
+        if outcomes.sent:
+            conn.execute(_PG_RECORD_SENT, _record_sent_params(prepared, outcomes.sent, worker))
+        return []
+    params = _claim_params(campaign_id, first_id, last_id, group_size, worker)
+    if not outcomes.sent:
+        return _claimed(conn.execute(_PG_CLAIM, params).all())
+    params |= _record_sent_params(prepared, outcomes.sent, worker)
+    return _claimed(conn.execute(_PG_RECORD_AND_CLAIM, params).all())
+
+
 def record(session: Session, settings: Settings, prepared: PreparedCampaign, outcomes: Outcomes, worker: str) -> None:
     """Write a group's outcomes. Only rows still claimed by this worker change: after a lease expired,
     the sweep's verdict (and whoever claimed the row since) wins over a late write."""
     now = utcnow()
     mine = (Delivery.status == DeliveryStatus.sending, Delivery.claimed_by == worker)
-    if outcomes.sent:
+    if outcomes.sent and is_postgres(session):
+        # One fixed text with an array, prepared once per connection, skips the ORM's bulk-update work.
+        session.connection().execute(_PG_RECORD_SENT, _record_sent_params(prepared, outcomes.sent, worker))
+    elif outcomes.sent:
         # One statement per group; the message id is derived from the row id, so needs no per-row value.
         session.execute(
             update(Delivery)

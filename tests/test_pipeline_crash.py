@@ -41,7 +41,7 @@ def worker_pid_sending(settings: Settings, campaign_id: int, workers: list[Celer
                 )
             )
         )
-    pids = {owner.rsplit(":", 1)[1] for owner in owners if owner}
+    pids = {owner.rsplit(":", 2)[1] for owner in owners if owner}  # host:pid:run
     return next((w for w in workers if w.process is not None and str(w.process.pid) in pids), None)
 
 

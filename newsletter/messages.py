@@ -319,7 +319,13 @@ class CampaignMessage:
         # No piece ends in whitespace (QP encodes it) and slots sit next to CRLF or "=", so the
         # relaxed body canonicalisation can be done piecewise: literals once, values per recipient.
         self._body_relaxed = [_relaxed_piece(p) for p in self._body]
-        self._slots = [(i, p[0], p[1]) for i, p in enumerate(body) if isinstance(p, tuple)]
+        # Each distinct (placeholder, is_html) is encoded once per recipient and placed at all its slots
+        # (a tracked issue has dozens of links sharing one token).
+        slots: dict[tuple[str, bool], list[int]] = {}
+        for i, p in enumerate(body):
+            if isinstance(p, tuple):
+                slots.setdefault(p, []).append(i)
+        self._slots = [(placeholder, is_html, indices) for (placeholder, is_html), indices in slots.items()]
         self._date_second = -1
         self._date = b""
 
@@ -345,22 +351,20 @@ class CampaignMessage:
             unsubscribe = f"{unsubscribe}{sep}<{self._mailto}>"
 
         values = recipient.values
-        encoded: dict[tuple[str, bool], bytes] = {}
         body = self._body.copy()
         relaxed = self._body_relaxed.copy() if self.dkim else None
-        for index, placeholder, is_html in self._slots:
-            key = (placeholder, is_html)
-            piece = encoded.get(key)
-            if piece is None:
-                value = values.get(placeholder)
-                if placeholder == NAME_PLACEHOLDER and not value:
-                    value = recipient.name or self.name_fallback
-                value = placeholder if value is None else clean_value(value)
-                piece = _qp_value(html.escape(value, quote=True) if is_html else value)
-                encoded[key] = piece
-            body[index] = piece
+        for placeholder, is_html, indices in self._slots:
+            value = values.get(placeholder)
+            if placeholder == NAME_PLACEHOLDER and not value:
+                value = recipient.name or self.name_fallback
+            value = placeholder if value is None else clean_value(value)
+            piece = _qp_value(html.escape(value, quote=True) if is_html else value)
+            for index in indices:
+                body[index] = piece
             if relaxed is not None:
-                relaxed[index] = _relaxed_piece(piece)
+                relaxed_piece = _relaxed_piece(piece)
+                for index in indices:
+                    relaxed[index] = relaxed_piece
 
         message = b"".join(
             (

@@ -40,6 +40,7 @@ subscribers_app = typer.Typer(no_args_is_help=True, help="Subscribers: import, e
 digests_app = typer.Typer(no_args_is_help=True, help="Digests: publish, preview, check.")
 campaigns_app = typer.Typer(no_args_is_help=True, help="Campaigns: send, watch, pause, resume, cancel.")
 suppressions_app = typer.Typer(no_args_is_help=True, help="The suppression list: addresses never mailed.")
+bounces_app = typer.Typer(no_args_is_help=True, help="Bounces and complaints that come back by mail.")
 users_app = typer.Typer(no_args_is_help=True, help="API users and their tokens.")
 app.add_typer(db_app, name="db")
 app.add_typer(lists_app, name="lists")
@@ -47,6 +48,7 @@ app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(digests_app, name="digests")
 app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(suppressions_app, name="suppressions")
+app.add_typer(bounces_app, name="bounces")
 app.add_typer(users_app, name="users")
 
 out = Console(highlight=False, soft_wrap=True)
@@ -940,6 +942,64 @@ def suppressions_remove(email: str) -> None:
     with unit_of_work() as session:
         suppressions.remove(session, email, by=f"cli:{getpass.getuser()}")
     out.print(f"{email} removed from the suppression list")
+
+
+# --- bounces ----------------------------------------------------------------------------------------------
+
+
+def _report_sources(paths: list[Path]) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of each message: files as given, every file of a directory (a Maildir's new/, say),
+    standard input for `-` or when no path is given (an MTA's pipe transport)."""
+    if not paths:
+        paths = [Path("-")]
+    for path in paths:
+        if str(path) == "-":
+            yield "stdin", sys.stdin.buffer.read()
+        elif path.is_dir():
+            for member in sorted(p for p in path.iterdir() if p.is_file()):
+                yield str(member), member.read_bytes()
+        else:
+            yield str(path), path.read_bytes()
+
+
+@bounces_app.command("ingest")
+def bounces_ingest(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Messages (.eml) or directories of them; none or - reads stdin.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Record delivery status notifications (RFC 3464) and feedback reports (RFC 5965) on the ledger.
+
+    A hard bounce or a complaint suppresses the address, a soft bounce is recorded only. Each message is
+    its own unit of work; the exit status is 1 if any input was not such a report.
+    """
+    from newsletter import bounces
+
+    results: list[dict[str, Any]] = []
+    refused = 0
+    for name, data in _report_sources(paths or []):
+        try:
+            with unit_of_work() as session:
+                outcomes = bounces.ingest(session, settings(), data)
+        except bounces.NotAReport as error:
+            refused += 1
+            results.append({"source": name, "error": str(error), "reports": []})
+            if not as_json:
+                err.print(f"{name}: {error}", markup=False, soft_wrap=True)
+            continue
+        results.append({"source": name, "error": None, "reports": [o.as_dict() for o in outcomes]})
+        if not as_json:
+            if not outcomes:
+                out.print(f"{name}: a report with nothing to record (every recipient delivered)", markup=False)
+            for o in outcomes:
+                about = f" (campaign {o.campaign_id}, delivery {o.delivery_id})" if o.delivery_id else ""
+                what = " ".join(p for p in (o.report.kind, o.report.status, o.report.recipient) if p)
+                out.print(f"{name}: {what}{about}: {o.result}: {o.reason}", markup=False)
+    if as_json:
+        emit_json(results)
+    if refused:
+        raise typer.Exit(1)
 
 
 # --- users ------------------------------------------------------------------------------------------------

@@ -582,8 +582,7 @@ class PreparedCampaign:
         self.tokens = tokens
         self.tracking = primary.tracking
         self.domain = primary.from_email.rpartition("@")[2]
-        # Makes Message-IDs unique across installations and databases, yet derivable in SQL from the row id.
-        self.nonce = hashlib.blake2s(f"{settings.secret_key}:{campaign.id}".encode(), digest_size=6).hexdigest()
+        self.nonce = message_nonce(settings.secret_key, campaign.id)
         self.envelope_from = envelope_address(primary.from_email)
         self._unsubscribe = f"{settings.base_url}/unsubscribe/"
         self._preferences = f"{settings.base_url}/preferences/"
@@ -672,6 +671,12 @@ class PreparedCampaign:
                 unsubscribe_url=unsubscribe,
             )
         )
+
+
+def message_nonce(secret_key: str, campaign_id: int) -> str:
+    """Makes Message-IDs unique across installations and databases, yet derivable in SQL from the row id,
+    and unforgeable: a bounce or complaint must quote one this installation wrote (see bounces.py)."""
+    return hashlib.blake2s(f"{secret_key}:{campaign_id}".encode(), digest_size=6).hexdigest()
 
 
 def envelope_address(email: str) -> str:
@@ -981,10 +986,16 @@ def _record_retry(
     )
 
 
+def is_hard_status(status: str) -> bool:
+    """An RFC 3463 status that is for good: 5.1.x (no such address) or 5.2.1 (mailbox disabled); 5.2.2
+    (mailbox full), policy and system refusals may clear up."""
+    return status.startswith(("5.1.", "5.2.1"))
+
+
 def is_hard_bounce(result: SendResult) -> bool:
     """A 5xx that says the mailbox does not exist or refuses us for good (RFC 3463 5.1.x / 5.2.1)."""
     status = result.text.split(" ", 1)[0]
-    return result.permanent and (status.startswith(("5.1.", "5.2.1")) or status[:1] != "5")
+    return result.permanent and (is_hard_status(status) or status[:1] != "5")
 
 
 def _record_failure(

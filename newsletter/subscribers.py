@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, exists, false, select
 from sqlalchemy.orm import Session
 
 from newsletter import subscriptions
@@ -110,6 +110,9 @@ class Page:
 
 def search_query(session: Session, search: Search) -> Select[Any]:
     query = select(Subscriber)
+    if "\x00" in (search.email or "") + "".join(search.attribute or ()):
+        # No stored text holds a NUL (PostgreSQL refuses it): nothing matches, and the database is not asked
+        return query.where(false())
     if search.email:
         # Addresses are stored lower-case, so a lower-cased LIKE is case-insensitive on every backend.
         pattern = search.email.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

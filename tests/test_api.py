@@ -57,6 +57,13 @@ def world(api: Api) -> dict[str, Any]:
         return {"campaign": campaign.id, "subscriber": ana.id, "digest": digest.slug}
 
 
+# A delivery status notification about a message of no campaign: recorded as ignored.
+DSN = (
+    "Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\n"
+    "Content-Type: message/delivery-status\n\nReporting-MTA: dns; relay.example.org\n\n"
+    "Final-Recipient: rfc822; gone@example.com\nAction: failed\nStatus: 5.1.1\n\n--b--\n"
+)
+
 # (method, path template, json body, editor allowed); values come from `world`.
 ROUTES: list[tuple[str, str, Any, bool]] = [
     ("GET", "/api/v1/me", None, True),
@@ -97,6 +104,7 @@ ROUTES: list[tuple[str, str, Any, bool]] = [
     ("GET", "/api/v1/suppressions", None, False),
     ("POST", "/api/v1/suppressions", {"email": "never@example.com"}, False),
     ("DELETE", "/api/v1/suppressions/{email}", None, False),
+    ("POST", "/api/v1/bounces", DSN, False),
 ]
 # Path parameters as the OpenAPI document names them.
 DOCUMENTED_NAMES = {"{spare}": "{slug}", "{digest}": "{slug}"}
@@ -274,6 +282,10 @@ def test_subscriber_search_pages_stably_under_inserts(api: Api) -> None:
     assert [i["email"] for i in found["items"]] == ["p1@example.com", "p3@example.com", "p5@example.com"]
     pending = api.call("GET", "/api/v1/subscribers", params={"list": "paged", "subscription_status": "pending"})
     assert [i["email"] for i in pending.json()["items"]] == ["late@example.com"]
+    for params in ({"attribute": "\x00:x"}, {"email": "p\x00"}, {"attribute": "city:Alm\x00aty"}):
+        nothing = api.call("GET", "/api/v1/subscribers", params=params)  # no stored text can hold a NUL
+        assert nothing.status_code == 200 and nothing.json()["items"] == [], params
+        assert api.call("GET", "/api/v1/subscribers/export", params=params).text.count("\n") == 1  # the header
 
 
 def test_subscriber_update_block_unsubscribe_delete(api: Api) -> None:

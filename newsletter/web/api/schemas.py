@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -358,3 +358,21 @@ class SuppressionPage(BaseModel):
 class SuppressionAdded(BaseModel):
     suppression: SuppressionOut
     created: bool
+
+
+class BounceOutcome(BaseModel):
+    """What one recipient's part of a delivery status notification or feedback report changed."""
+
+    kind: Literal["bounce", "delay", "complaint"]
+    recipient: str | None
+    status: str | None = Field(description="RFC 3463 enhanced status, e.g. 5.1.1.")
+    diagnostic: str | None
+    message_id: str | None = Field(description="Of the message the report quotes.")
+    campaign_id: int | None
+    delivery_id: int | None
+    result: Literal["suppressed", "recorded", "already recorded", "ignored"]
+    reason: str
+
+
+class BounceReport(BaseModel):
+    reports: list[BounceOutcome]

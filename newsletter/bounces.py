@@ -1,0 +1,251 @@
+"""Bounces and complaints that come back by mail, long after the relay said 250.
+
+Most refusals never reach the send loop: a relay (a smarthost, a provider) accepts the message and the
+recipient's server refuses it later, so what comes back is an RFC 3464 delivery status notification to
+the bounce address; a mailbox provider's feedback loop sends an RFC 5965 abuse report (ARF) instead.
+Each report is tied to the ledger row of the message it quotes, through the Message-ID the pipeline
+wrote (it carries the campaign, the row and a keyed nonce, so a report cannot be forged for a message
+its author never received), and recorded as a refusal at send time would be: a hard bounce or a
+complaint suppresses the address, a soft bounce is recorded only, a delay changes nothing.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hmac
+import re
+from dataclasses import dataclass
+from email.message import EmailMessage, Message, MIMEPart
+from email.parser import BytesHeaderParser
+from typing import Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from newsletter import tracking
+from newsletter.config import Settings
+from newsletter.delivery import is_hard_status, message_nonce
+from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Subscriber, SuppressionReason
+from newsletter.subscriptions import suppress
+
+
+class NotAReport(ValueError):
+    """The message is neither a delivery status notification nor a feedback report."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """One recipient's part of a report."""
+
+    kind: Literal["bounce", "delay", "complaint"]
+    recipient: str | None  # the address that failed (Final-Recipient) or was reported (Original-Rcpt-To)
+    original_recipient: str | None  # the address as first given, before any forwarding
+    status: str | None  # RFC 3463 enhanced status, e.g. 5.1.1
+    diagnostic: str | None  # the remote server's words, e.g. "smtp; 550 5.1.1 User unknown"
+    message_id: str | None  # of the message the report is about
+
+    @property
+    def detail(self) -> str:
+        words = " ".join(p for p in (self.status, self.diagnostic) if p)
+        return words or self.kind
+
+
+@dataclass(frozen=True)
+class Outcome:
+    report: Report
+    delivery_id: int | None
+    campaign_id: int | None
+    result: Literal["suppressed", "recorded", "already recorded", "ignored"]
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.report.kind,
+            "recipient": self.report.recipient,
+            "status": self.report.status,
+            "diagnostic": self.report.diagnostic,
+            "message_id": self.report.message_id,
+            "campaign_id": self.campaign_id,
+            "delivery_id": self.delivery_id,
+            "result": self.result,
+            "reason": self.reason,
+        }
+
+
+# --- reading reports --------------------------------------------------------------------------------------
+
+
+def parse(data: bytes) -> list[Report]:
+    """The per-recipient reports of a DSN or an ARF report; raises NotAReport for anything else."""
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    if message.get_content_type() != "multipart/report":
+        raise NotAReport("not a delivery status notification or feedback report (no multipart/report)")
+    kind = str(message.get_param("report-type", "")).lower()
+    parts = list(message.iter_parts()) if isinstance(message, EmailMessage) else []
+    message_id = _original_message_id(parts)
+    if kind == "delivery-status":
+        return _delivery_status(parts, message_id)
+    if kind == "feedback-report":
+        return _feedback(parts, message_id)
+    raise NotAReport(f"a multipart/report of type {kind or '(none)'}, not delivery-status or feedback-report")
+
+
+def _fields(parts: list[MIMEPart], content_type: str) -> list[Message]:
+    """The header blocks of the report part (the stdlib parses message/* bodies into messages)."""
+    for part in parts:
+        if part.get_content_type() == content_type:
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                return [block for block in payload if isinstance(block, Message)]
+            # some generators label it text: parse the blocks ourselves
+            text = part.get_payload(decode=True) or b""
+            blocks = re.split(rb"\r?\n\r?\n", bytes(text).strip())
+            return [BytesHeaderParser().parsebytes(block + b"\n") for block in blocks if block.strip()]
+    raise NotAReport(f"the report has no {content_type} part")
+
+
+def _original_message_id(parts: list[MIMEPart]) -> str | None:
+    for part in parts[2:] or parts[1:]:
+        content_type = part.get_content_type()
+        if content_type in ("message/rfc822", "message/global"):
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+                return _clean(payload[0].get("Message-ID"))
+        elif content_type in ("text/rfc822-headers", "message/global-headers"):
+            headers = BytesHeaderParser().parsebytes(bytes(part.get_payload(decode=True) or b""))
+            return _clean(headers.get("Message-ID"))
+    return None
+
+
+def _clean(value: object) -> str | None:
+    """A header value on one line, whitespace runs collapsed; None when empty."""
+    text = " ".join(str(value).split()) if value is not None else ""
+    return text or None
+
+
+def _address(value: object) -> str | None:
+    """`rfc822; Reader@Example.com` or `<reader@example.com>` -> the bare address."""
+    text = _clean(value)
+    if text is None:
+        return None
+    address = text.split(";", 1)[1] if ";" in text else text
+    return address.strip().strip("<>").strip() or None
+
+
+def _delivery_status(parts: list[MIMEPart], message_id: str | None) -> list[Report]:
+    blocks = _fields(parts, "message/delivery-status")
+    reports = []
+    for block in blocks[1:]:  # the first block is about the message, the others one recipient each
+        action = (_clean(block.get("Action")) or "").lower()
+        if action not in ("failed", "delayed"):
+            continue  # delivered, relayed, expanded: nothing went wrong
+        reports.append(
+            Report(
+                kind="bounce" if action == "failed" else "delay",
+                recipient=_address(block.get("Final-Recipient")),
+                original_recipient=_address(block.get("Original-Recipient")),
+                status=_clean(block.get("Status")),
+                diagnostic=_clean(block.get("Diagnostic-Code")),
+                message_id=message_id,
+            )
+        )
+    if not blocks[1:]:
+        raise NotAReport("the delivery status part names no recipient")
+    return reports
+
+
+def _feedback(parts: list[MIMEPart], message_id: str | None) -> list[Report]:
+    [fields, *_] = _fields(parts, "message/feedback-report") or [Message()]
+    feedback_type = (_clean(fields.get("Feedback-Type")) or "abuse").lower()
+    if feedback_type not in ("abuse", "fraud", "virus", "other"):
+        return []  # not-spam, auth-failure reports: not a reader's complaint
+    recipient = _address(fields.get("Original-Rcpt-To"))
+    return [
+        Report(
+            kind="complaint",
+            recipient=recipient,
+            original_recipient=recipient,
+            status=None,
+            diagnostic=f"feedback report: {feedback_type}",
+            message_id=message_id,
+        )
+    ]
+
+
+# --- recording them ---------------------------------------------------------------------------------------
+
+# What the pipeline writes: <campaign.row.nonce@domain> (see delivery.PreparedCampaign.message_id).
+_OUR_MESSAGE_ID = re.compile(r"<(\d{1,18})\.(\d{1,18})\.([0-9a-f]{12})@[^<>\s]+>")
+
+
+def ingest(session: Session, settings: Settings, data: bytes) -> list[Outcome]:
+    """Parse one report and record what it says on the ledger; raises NotAReport for anything else."""
+    return [_record(session, settings, report) for report in parse(data)]
+
+
+def _record(session: Session, settings: Settings, report: Report) -> Outcome:
+    def outcome(
+        result: Literal["suppressed", "recorded", "already recorded", "ignored"],
+        reason: str,
+        row: Delivery | None = None,
+    ) -> Outcome:
+        return Outcome(report, row.id if row else None, row.campaign_id if row else None, result, reason)
+
+    if report.kind == "delay":
+        return outcome("ignored", "delayed: the reporting server is still trying")
+    found = _OUR_MESSAGE_ID.fullmatch(report.message_id or "")
+    if found is None:
+        return outcome("ignored", "the report quotes no Message-ID of a campaign message")
+    campaign_id, delivery_id, nonce = int(found[1]), int(found[2]), found[3]
+    if not hmac.compare_digest(nonce, message_nonce(settings.secret_key, campaign_id)):
+        return outcome("ignored", "the quoted Message-ID was not written by this installation")
+    row = session.get(Delivery, delivery_id)
+    if row is None or row.campaign_id != campaign_id:
+        return outcome("ignored", "no such delivery (the campaign may have been deleted)")
+    address = session.scalar(select(Subscriber.email).where(Subscriber.id == row.subscriber_id)) or ""
+    # A forwarded address that bounced is not the subscriber's own: record it, but do not suppress
+    own = address.lower() in {a.lower() for a in (report.recipient, report.original_recipient) if a}
+    kind = EventType.complaint if report.kind == "complaint" else EventType.bounce
+    seen = session.scalar(select(Event.id).where(Event.delivery_id == row.id, Event.type == kind).limit(1))
+    if seen is not None:
+        return outcome("already recorded", "this report was read before", row)
+
+    if report.kind == "complaint":
+        # feedback loops often redact the recipient: the Message-ID alone says whose copy it was
+        tracking.record_complaint(session, row.id, detail=report.detail[:2000])
+        return outcome("suppressed", "complaint: never mailed again", row)
+
+    _bounced(session, row, report)
+    if is_hard_status(report.status or "") and own:
+        suppress(session, address, SuppressionReason.hard_bounce, detail=report.detail[:2000])
+        return outcome("suppressed", "hard bounce: the address does not exist or refuses mail for good", row)
+    if not own:
+        return outcome("recorded", "bounce of a forwarded copy: the subscriber's own address is not suppressed", row)
+    return outcome("recorded", "soft bounce: recorded, the address stays", row)
+
+
+def _bounced(session: Session, row: Delivery, report: Report) -> None:
+    """The bounce event, and the ledger row turned `failed`: the message did not arrive after all."""
+    session.add(
+        Event(
+            type=EventType.bounce,
+            campaign_id=row.campaign_id,
+            delivery_id=row.id,
+            subscriber_id=row.subscriber_id,
+            list_id=row.list_id,
+            detail=report.detail[:2000],
+        )
+    )
+    code = re.match(r"\s*smtp\s*;\s*([2-5]\d\d)\b", report.diagnostic or "", re.IGNORECASE)
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == row.id, Delivery.status.in_([DeliveryStatus.sent, DeliveryStatus.unknown]))
+        .values(
+            status=DeliveryStatus.failed,
+            smtp_code=int(code[1]) if code else None,
+            smtp_text=f"bounced after the relay accepted it: {report.detail}"[:2000],
+        )
+        .execution_options(synchronize_session="fetch")
+    )
+    session.flush()

@@ -625,6 +625,7 @@ def campaigns_send(
     at: Annotated[str | None, typer.Option("--at", help="ISO 8601 time with timezone.")] = None,
     subject: Annotated[str | None, typer.Option(help="Default: the digest's title.")] = None,
     again: Annotated[bool, typer.Option("--again", help="Send even if a list already got this digest.")] = False,
+    template: Annotated[str | None, typer.Option(help="An uploaded template instead of the bundled one.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress until the campaign finishes.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -641,6 +642,7 @@ def campaigns_send(
             subject=subject,
             scheduled_at=when,
             allow_repeat=again,
+            template=template,
         )
         campaign_id = campaign.id
     if when is None:
@@ -1126,7 +1128,7 @@ def serve(
 def expected_errors() -> tuple[type[Exception], ...]:
     """Errors that mean "this cannot be done" rather than a bug: one line, exit 1. Imported lazily, as
     the domain modules (rendering above all) would otherwise make every command start slowly."""
-    from newsletter import delivery, digests, imports, lists, subscribers, suppressions, users
+    from newsletter import delivery, digests, imports, lists, subscribers, suppressions, templates, users
 
     return (
         Failure,
@@ -1147,6 +1149,7 @@ def expected_errors() -> tuple[type[Exception], ...]:
         subscribers.InvalidSubscriber,
         subscribers.SubscriberNotFound,
         suppressions.SuppressionNotFound,
+        templates.TemplateNotFound,
         users.InvalidUser,
         users.UserNotFound,
         users.TokenNotFound,

@@ -106,7 +106,14 @@ def check(
     return _sorted(findings)
 
 
-def ensure_sendable(session: Session, digest: Digest, lists: Sequence[MailingList], subject: str) -> None:
+def ensure_sendable(
+    session: Session,
+    digest: Digest,
+    lists: Sequence[MailingList],
+    subject: str,
+    *,
+    template_source: str | None = None,
+) -> None:
     """Refuse a campaign whose email has an error for any of its lists (raises delivery.CampaignError).
 
     Checks the campaign's rendering before personalisation, so it needs no settings: the placeholders and
@@ -120,6 +127,7 @@ def ensure_sendable(session: Session, digest: Digest, lists: Sequence[MailingLis
             theme=delivery.theme_for(mailing_list),
             list_name=mailing_list.name,
             list_description=mailing_list.description,
+            template_source=template_source,
         )
         found = inspect(
             subject=subject,

@@ -109,12 +109,15 @@ def create_campaign(
     scheduled_at: dt.datetime | None = None,
     allow_repeat: bool = False,
     created_by: str | None = None,
+    template: str | None = None,
     now: dt.datetime | None = None,
 ) -> Campaign:
-    """Create a campaign (scheduled when `scheduled_at` is given, else a draft that `start` sends)."""
+    """Create a campaign (scheduled when `scheduled_at` is given, else a draft that `start` sends), rendered
+    with the uploaded `template` if named, else the bundled one."""
     digest = session.scalar(select(Digest).where(Digest.slug == digest_slug))
     if digest is None:
         raise DigestNotFound(digest_slug)
+    chosen = templates.get_template(session, template) if template is not None else None
     if not list_slugs:
         raise CampaignError("name at least one list to send to")
     lists = [get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
@@ -144,9 +147,10 @@ def create_campaign(
         raise CampaignError("the subject is empty")
     from newsletter.deliverability import ensure_sendable  # imported here: it renders through this module
 
-    ensure_sendable(session, digest, lists, clean_subject)
+    ensure_sendable(session, digest, lists, clean_subject, template_source=chosen.source if chosen else None)
     campaign = Campaign(
         digest_id=digest.id,
+        template_id=chosen.id if chosen else None,
         subject=clean_subject[:500],
         status=CampaignStatus.scheduled if scheduled_at else CampaignStatus.draft,
         scheduled_at=scheduled_at.astimezone(dt.UTC) if scheduled_at else None,

@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import delivery
+from newsletter import delivery, templates
 from newsletter.config import Settings
 from newsletter.models import ApiToken, Delivery, DeliveryStatus, Subscriber, Suppression
+from newsletter.rendering import TEMPLATES_DIR
 from tests.apiclient import Api, api_client
 from tests.factories import SAMPLE_DIGEST, make_list, make_subscriber, publish_sample
 
@@ -413,6 +414,23 @@ def test_campaign_create_stats_ledger_and_resend(api: Api) -> None:
         json={"digest": "api-digest", "lists": ["stats"], "at": "2000-01-01T00:00:00Z"},
     )
     assert past.status_code == 409 and "past" in past.json()["error"]
+
+
+def test_campaign_with_an_uploaded_template(api: Api) -> None:
+    with api.sessions() as session:
+        make_subscriber(session, make_list(session, slug="styled"), "t1@example.com")
+        templates.save_template(session, "house", (TEMPLATES_DIR / "email" / "digest" / "body.mjml").read_text())
+        session.commit()
+    api.call("POST", "/api/v1/digests", "editor", json=DIGEST)
+    body = {"digest": "api-digest", "lists": ["styled"], "template": "nope"}
+    missing = api.call("POST", "/api/v1/campaigns", "editor", json=body)
+    assert missing.status_code == 404 and "no template named 'nope'" in missing.json()["error"]
+    assert api.call("GET", "/api/v1/campaigns", "editor").json() == [] and api.jobs.started == []
+    created = api.call("POST", "/api/v1/campaigns", "editor", json={**body, "template": "house"})
+    assert created.status_code == 201, created.text
+    with api.sessions() as session:
+        campaign = delivery.get_campaign(session, created.json()["id"])
+        assert campaign.template_id == templates.get_template(session, "house").id
 
 
 def test_suppressions_add_list_remove(api: Api) -> None:

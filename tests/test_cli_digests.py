@@ -157,6 +157,9 @@ def test_preview_check_and_test_send(run: Run, database: str, tmp_path: Path) ->
     assert report["ok"] is False and any("no postal address" in f["message"] for f in report["findings"])
     assert_refused(check, f"1 problem(s) must be fixed before digest {SAMPLE_SLUG!r} can be sent")
     assert_refused(run("campaigns", "send", SAMPLE_SLUG, "--list", "weekly"), "fails the pre-send check")
+    assert_refused(
+        run("campaigns", "send", SAMPLE_SLUG, "--list", "weekly", "--template", "nope"), "no template named 'nope'"
+    )
     assert count(database, Campaign) == 0
 
     sent = run("campaigns", "test", SAMPLE_SLUG, "--to", "editor@example.com")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter import delivery, sandbox, templates
 from newsletter.config import Settings
 from newsletter.mailer import MemoryMailer
-from newsletter.models import Template
+from newsletter.models import Campaign, Template
 from newsletter.rendering import TEMPLATES_DIR
 from tests.factories import make_list, make_subscribers, publish_sample
 
@@ -120,8 +120,11 @@ def test_a_campaign_with_a_template_renders_and_sends_with_it(
         "plain",
         mjml("<h1>Custom: {{ digest.title }}</h1>{% for s in sections %}<p>{{ s.name }}</p>{% endfor %}"),
     )
-    campaign = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["weekly"])
-    campaign.template_id = template.id
+    with pytest.raises(templates.TemplateNotFound, match="no template named 'plainer'"):
+        delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["weekly"], template="plainer")
+    assert session.scalar(select(func.count()).select_from(Campaign)) == 0
+    campaign = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["weekly"], template="plain")
+    assert campaign.template_id == template.id
     ranges = delivery.start(session, settings, campaign.id)
     session.commit()
     assert campaign.html is not None and "Custom: Foreign media on Kazakhstan" in campaign.html

@@ -64,6 +64,7 @@ def create_campaign(body: CampaignIn, session: Db, user: Editor, jobs: JobQueue)
         scheduled_at=body.at,
         allow_repeat=body.again,
         created_by=user.name,
+        template=body.template,
     )
     state = CampaignState(id=campaign.id, status=campaign.status)
     session.commit()  # the task must see the campaign: enqueue only after commit

@@ -231,6 +231,9 @@ class CampaignIn(Strict):
     at: dt.datetime | None = Field(None, description="ISO 8601 with timezone; omitted: send now.")
     subject: str | None = Field(None, max_length=500)
     again: bool = Field(False, description="Send even if a list already got this digest.")
+    template: str | None = Field(
+        None, max_length=100, description="An uploaded template's name; omitted: the bundled template."
+    )
 
 
 class TestSendIn(Strict):

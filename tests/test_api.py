@@ -105,6 +105,7 @@ ROUTES: list[tuple[str, str, Any, bool]] = [
     ("GET", "/api/v1/suppressions", None, False),
     ("POST", "/api/v1/suppressions", {"email": "never@example.com"}, False),
     ("DELETE", "/api/v1/suppressions/{email}", None, False),
+    ("POST", "/api/v1/suppressions/import", "email\nformer@example.com\n", False),
     ("POST", "/api/v1/bounces", DSN, False),
 ]
 # Path parameters as the OpenAPI document names them.
@@ -444,6 +445,30 @@ def test_suppressions_add_list_remove(api: Api) -> None:
     with api.sessions() as session:
         assert session.scalars(select(Suppression)).all() == []
         assert session.scalars(select(Subscriber)).all() == []
+
+
+def test_suppressions_import_from_another_tool(api: Api) -> None:
+    def upload(body: bytes, **params: str) -> Any:
+        return api.call(
+            "POST", "/api/v1/suppressions/import", content=body, params=params, headers={"Content-Type": "text/csv"}
+        )
+
+    latin = upload("email\nok@example.com\nzoë@exämple.com\n".encode("latin-1"))
+    assert latin.status_code == 422 and "not UTF-8" in latin.json()["error"]
+    with api.sessions() as session:
+        assert session.scalars(select(Suppression)).all() == []  # not even the row before the bad byte
+
+    api.call("POST", "/api/v1/suppressions", json={"email": "old@example.com"})
+    csv = "\ufeffname,Email\nOld,OLD@example.com\nNew,new@example.com\nBad,not-an-address\n,\n"
+    result = upload(csv.encode(), detail="bounced at the previous provider")
+    assert result.status_code == 200, result.text
+    report = result.json()
+    assert (report["added"], report["already"], [e["line"] for e in report["errors"]]) == (1, 1, [4])
+    assert "not-an-address" in report["errors"][0]["reason"]
+    listed = {s["email"]: s for s in api.call("GET", "/api/v1/suppressions").json()["items"]}
+    assert set(listed) == {"old@example.com", "new@example.com"}
+    assert listed["new@example.com"]["detail"] == "bounced at the previous provider"
+    assert api.call("POST", "/api/v1/suppressions/import", "editor", content=b"x@example.com\n").status_code == 403
 
 
 def test_interactive_docs_are_served(api: Api) -> None:

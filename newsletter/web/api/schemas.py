@@ -363,6 +363,12 @@ class SuppressionAdded(BaseModel):
     created: bool
 
 
+class SuppressionImportOut(BaseModel):
+    added: int
+    already: int = Field(description="Addresses that were suppressed already (their first reason is kept).")
+    errors: list[ImportErrorOut] = Field(description="Rows that are not usable addresses; the others were added.")
+
+
 class BounceOutcome(BaseModel):
     """What one recipient's part of a delivery status notification or feedback report changed."""
 

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import io
+import tempfile
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from newsletter import suppressions
 from newsletter.models import Suppression, SuppressionReason
 from newsletter.web.api.deps import Admin, Db
 from newsletter.web.api.errors import NOT_FOUND, ApiRoute
-from newsletter.web.api.schemas import SuppressionAdded, SuppressionIn, SuppressionOut, SuppressionPage
+from newsletter.web.api.lists import UPLOAD_MEMORY
+from newsletter.web.api.schemas import (
+    ImportErrorOut,
+    SuppressionAdded,
+    SuppressionImportOut,
+    SuppressionIn,
+    SuppressionOut,
+    SuppressionPage,
+)
 
 router = APIRouter(tags=["suppressions"], route_class=ApiRoute)
 
@@ -40,6 +51,40 @@ def add(body: SuppressionIn, session: Db, _: Admin, response: Response) -> Suppr
     if not created:
         response.status_code = 200
     return SuppressionAdded(suppression=suppression_out(suppression), created=created)
+
+
+@router.post(
+    "/suppressions/import",
+    summary="Suppress every address of a CSV file (an `email` column, or one address per line)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "UTF-8 (with or without BOM); e.g. the bounce or unsubscribe export of another tool.",
+        }
+    },
+)
+async def import_csv(
+    request: Request,
+    session: Db,
+    _: Admin,
+    detail: Annotated[str | None, Query(max_length=1000, description="Why, for the record.")] = None,
+) -> SuppressionImportOut:
+    with tempfile.SpooledTemporaryFile(max_size=UPLOAD_MEMORY) as upload:
+        async for chunk in request.stream():
+            upload.write(chunk)
+        upload.seek(0)
+        text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")
+        try:
+            result = await run_in_threadpool(suppressions.add_csv, session, text, detail=detail)
+        except UnicodeDecodeError as error:
+            raise HTTPException(422, f"the file is not UTF-8 text (byte {error.start}); nothing was added") from None
+    session.commit()
+    return SuppressionImportOut(
+        added=result.added,
+        already=result.already,
+        errors=[ImportErrorOut(line=line, reason=reason) for line, reason in result.errors or []],
+    )
 
 
 @router.delete(

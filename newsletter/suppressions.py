@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import IO
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter import subscriptions
+from newsletter.db import is_postgres, utcnow
 from newsletter.models import Suppression, SuppressionReason, email_hash
 
 audit = logging.getLogger("newsletter.audit")
@@ -72,9 +74,27 @@ class BulkResult:
     errors: list[tuple[int, str]] | None = None
 
 
+_CHUNK = 1000  # addresses per INSERT: a million-row list from another tool goes in at set speed
+
+
 def add_csv(session: Session, stream: IO[str], *, detail: str | None = None) -> BulkResult:
-    """Suppress every address of a CSV file: its `email` column, or its first column when there is no header."""
+    """Suppress every address of a CSV file: its `email` column, or its first column when there is no header.
+
+    Addresses go in a chunk at a time (INSERT … ON CONFLICT DO NOTHING); one already suppressed, here or
+    earlier in the file, counts as `already` and keeps its first reason.
+    """
     result = BulkResult(errors=[])
+    chunk: dict[str, str] = {}  # hash -> normalised address
+    valid = 0  # rows of the chunk with a usable address, repeats included
+
+    def flush() -> None:
+        nonlocal valid
+        added = _insert_new(session, chunk, detail) if chunk else 0
+        result.added += added
+        result.already += valid - added
+        chunk.clear()
+        valid = 0
+
     reader = csv.reader(stream)
     column = 0
     for record in reader:
@@ -85,15 +105,28 @@ def add_csv(session: Session, stream: IO[str], *, detail: str | None = None) -> 
         if not record or len(record) <= column or not record[column].strip():
             continue
         try:
-            _, created = add(session, record[column], detail=detail)
+            email = subscriptions.normalise_email(record[column])
         except subscriptions.InvalidEmail as exc:
             result.errors.append((line, f"{record[column]!r}: {exc}"))  # type: ignore[union-attr]
             continue
-        if created:
-            result.added += 1
-        else:
-            result.already += 1
+        chunk.setdefault(email_hash(email), email)
+        valid += 1
+        if len(chunk) >= _CHUNK:
+            flush()
+    flush()
     return result
+
+
+def _insert_new(session: Session, addresses: dict[str, str], detail: str | None) -> int:
+    """Insert the addresses not suppressed yet; returns how many were new."""
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    now = utcnow()
+    rows = [
+        {"email_hash": key, "email": email, "reason": SuppressionReason.manual, "detail": detail, "created_at": now}
+        for key, email in addresses.items()
+    ]
+    statement = insert(Suppression).on_conflict_do_nothing(index_elements=["email_hash"]).returning(Suppression.id)
+    return len(session.execute(statement, rows).all())
 
 
 def remove(session: Session, address: str, *, by: str) -> None:

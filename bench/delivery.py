@@ -18,19 +18,17 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 
-from newsletter import delivery, digests, lists
+from newsletter import delivery, digests, lists, migrate
 from newsletter.config import Settings, load_settings
 from newsletter.db import make_engine, session_factory, session_scope, utcnow
-from newsletter.migrate import upgrade
 from newsletter.models import CampaignStatus, OptIn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,23 +67,8 @@ def process(args: list[str], port: int, **kwargs: object) -> Iterator[subprocess
         proc.wait(timeout=10)
 
 
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"newsletter_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+def scratch_database() -> AbstractContextManager[str]:
+    return migrate.scratch_database(ADMIN_URL, "newsletter_bench")
 
 
 def seed(engine: Engine, slug: str, count: int) -> None:

@@ -8,20 +8,18 @@ processes (a Celery worker, `newsletter` in a subprocess) use `committed_pg`, wh
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.config import Settings, load_settings
 from newsletter.db import Base, make_engine
-from newsletter.migrate import upgrade
+from newsletter.migrate import scratch_database, upgrade
 
 if TYPE_CHECKING:
     from tests.smtpserver import RecordingSMTPServer
@@ -33,33 +31,9 @@ REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 TEST_SECRET = "test-secret-key-0123456789abcdef"
 
 
-def _terminate_and_drop(admin: Engine, name: str) -> None:
-    with admin.connect() as conn:
-        conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
-            ),
-            {"n": name},
-        )
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-
-
-@contextmanager
-def fresh_database(prefix: str) -> Iterator[str]:
+def fresh_database(prefix: str) -> AbstractContextManager[str]:
     """A new PostgreSQL database on the test server, migrated; dropped on exit."""
-    admin = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    try:
-        yield url
-    finally:
-        _terminate_and_drop(admin, name)
-        admin.dispose()
+    return scratch_database(PG_ADMIN_URL, prefix)
 
 
 @pytest.fixture(scope="session")

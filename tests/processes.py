@@ -12,7 +12,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from celery import Celery
@@ -155,6 +156,23 @@ class CeleryWorker:
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+@contextmanager
+def running_workers(settings: Settings, name: str, log_dir: Path, count: int = 2) -> Iterator[list[CeleryWorker]]:
+    """`count` solo-pool workers and a beat for the block; their logs are printed when it fails."""
+    workers = [CeleryWorker(settings, f"{name}{i}", log_dir).start() for i in range(count)]
+    beat = Beat(settings)
+    try:
+        yield workers
+    except BaseException:
+        for worker in workers:
+            print(worker.log_tail())
+        raise
+    finally:
+        beat.stop()
+        for worker in workers:
+            worker.stop()
 
 
 class PrivateRedis:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from newsletter.config import Settings
+from newsletter.models import CampaignStatus, DeliveryStatus
 from tests.conftest import ROOT
 
 
@@ -84,3 +89,25 @@ def test_runs_from_any_directory(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "database at revision 0001" in result.stdout and db.exists()
     assert tmp_path != ROOT
+
+
+def test_watching_a_big_campaign_polls_its_ledger_less_often(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from newsletter import cli, delivery
+
+    clock = {"now": 0.0}
+    sleeps: list[float] = []
+    statuses = iter([CampaignStatus.sending, CampaignStatus.sending, CampaignStatus.finished])
+
+    def progress(session: object, campaign_id: int) -> delivery.Progress:
+        clock["now"] += 0.4  # the ledger scan of a million-row campaign
+        counts = dict.fromkeys((s.value for s in DeliveryStatus), 0)
+        return delivery.Progress(campaign_id, next(statuses), counts, 1000.0, 60.0, None, 0, None)
+
+    monkeypatch.setattr(delivery, "progress", progress)
+    monkeypatch.setattr(cli, "unit_of_work", contextlib.nullcontext)
+    monkeypatch.setattr(cli, "settings", lambda: make_settings(broker_url="redis://127.0.0.1:1/0"))
+    monkeypatch.setattr(cli, "time", SimpleNamespace(monotonic=lambda: clock["now"], sleep=sleeps.append))
+    cli.watch(7, quiet=True)
+    assert sleeps == [pytest.approx(4.0), pytest.approx(4.0)]  # ten times the scan, not once a second

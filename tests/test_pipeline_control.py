@@ -15,7 +15,7 @@ from newsletter.config import Settings
 from newsletter.db import session_scope
 from newsletter.models import CampaignStatus, Delivery, DeliveryStatus, Subscriber
 from tests.factories import make_list, publish_sample
-from tests.processes import Beat, CeleryWorker, add_subscribers, enqueue, wait_until
+from tests.processes import add_subscribers, enqueue, running_workers, wait_until
 from tests.smtpserver import RecordingSMTPServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -46,9 +46,7 @@ def test_pause_resume_then_cancel_under_live_workers(
             digest = publish_sample(session)
             campaign_id = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["weekly"]).id
 
-        workers = [CeleryWorker(settings, f"control{i}", tmp_path).start() for i in range(2)]
-        beat = Beat(settings)
-        try:
+        with running_workers(settings, "control", tmp_path):
             enqueue(settings, "worker.tasks.start_campaign", campaign_id)
             wait_until(lambda: len(smtp.messages) >= RECIPIENTS // 5, 60, "the first fifth")
             with session_scope(settings) as session:
@@ -74,14 +72,6 @@ def test_pause_resume_then_cancel_under_live_workers(
             at_cancel = len(smtp.messages)
             time.sleep(2)
             assert len(smtp.messages) == at_cancel, "a cancelled campaign kept sending"
-        except BaseException:
-            for w in workers:
-                print(w.log_tail())
-            raise
-        finally:
-            beat.stop()
-            for w in workers:
-                w.stop()
 
         received = Counter(r for m in smtp.messages for r in m.rcpt_tos)
         with session_scope(settings) as session:

@@ -15,7 +15,7 @@ from newsletter.config import Settings
 from newsletter.db import session_scope
 from newsletter.models import CampaignStatus, Delivery, DeliveryStatus, Subscriber
 from tests.factories import make_list, publish_sample
-from tests.processes import Beat, CeleryWorker, add_subscribers, enqueue, wait_until
+from tests.processes import CeleryWorker, add_subscribers, enqueue, running_workers, wait_until
 from tests.smtpserver import RecordingSMTPServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -48,9 +48,7 @@ def worker_pid_sending(settings: Settings, campaign_id: int, workers: list[Celer
 def run_campaign_with_kills(
     settings: Settings, smtp: RecordingSMTPServer, log_dir: Path, emails: list[str], campaign_id: int
 ) -> tuple[int, float]:
-    workers = [CeleryWorker(settings, f"crash{i}", log_dir).start() for i in range(2)]
-    beat = Beat(settings)
-    try:
+    with running_workers(settings, "crash", log_dir) as workers:
         started = time.monotonic()
         enqueue(settings, "worker.tasks.start_campaign", campaign_id)
         kills = 0
@@ -71,14 +69,6 @@ def run_campaign_with_kills(
 
         wait_until(finished, 60, "the campaign to finish", poll=0.5)
         return kills, time.monotonic() - started
-    except BaseException:
-        for w in workers:
-            print(w.log_tail())
-        raise
-    finally:
-        beat.stop()
-        for w in workers:
-            w.stop()
 
 
 @pytest.mark.parametrize("policy", ["skip", "resend"])

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from celery import Celery
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -28,23 +24,11 @@ from newsletter.models import (
     SubscriptionStatus,
 )
 from newsletter.web import create_app
-from tests.conftest import ROOT
 from tests.factories import make_list, make_subscribers, publish_sample
+from tests.processes import CeleryWorker, enqueue
 from tests.smtpserver import RecordingSMTPServer
 
 RECIPIENTS = 25
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update(
-        NEWSLETTER_DATABASE_URL=settings.database_url,
-        NEWSLETTER_BROKER_URL=settings.broker_url or "",
-        NEWSLETTER_SMTP_URL=settings.smtp_url or "",
-        NEWSLETTER_SECRET_KEY=settings.secret_key,
-        NEWSLETTER_BASE_URL=settings.base_url,
-    )
-    return env
 
 
 @pytest.fixture
@@ -55,43 +39,11 @@ def pipeline_settings(
 
 
 @pytest.fixture
-def celery_worker(pipeline_settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log = (tmp_path / "worker.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            "worker",
-            "--concurrency=2",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"e2e-{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
-        env=worker_env(pipeline_settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-    # Shown by pytest when the test fails.
-    print((tmp_path / "worker.log").read_text(errors="replace")[-5000:])
-
-
-def enqueue(settings: Settings, task: str, *args: object) -> None:
-    client = Celery(broker=settings.broker_url)
-    client.send_task(task, args=list(args))
-    client.close()
+def celery_worker(pipeline_settings: Settings, tmp_path: Path) -> Iterator[CeleryWorker]:
+    worker = CeleryWorker(pipeline_settings, "e2e", tmp_path, concurrency=2).start()
+    yield worker
+    worker.stop()
+    print(worker.log_tail(5000))  # shown by pytest when the test fails
 
 
 def wait_finished(settings: Settings, campaign_id: int, timeout: float = 60) -> dict[str, int]:
@@ -106,7 +58,7 @@ def wait_finished(settings: Settings, campaign_id: int, timeout: float = 60) -> 
 
 
 def test_worker_sends_each_recipient_one_copy_and_one_click_unsubscribe_sticks(
-    pipeline_settings: Settings, smtp_server: RecordingSMTPServer, celery_worker: subprocess.Popen[bytes]
+    pipeline_settings: Settings, smtp_server: RecordingSMTPServer, celery_worker: CeleryWorker
 ) -> None:
     settings = pipeline_settings
     with session_scope(settings) as session:

@@ -26,7 +26,7 @@ from newsletter.models import (
     SuppressionReason,
 )
 from tests.factories import make_list, publish_sample
-from tests.processes import Beat, CeleryWorker, PrivatePostgres, PrivateRedis, add_subscribers, enqueue, wait_until
+from tests.processes import PrivatePostgres, PrivateRedis, add_subscribers, enqueue, running_workers, wait_until
 from tests.smtpserver import RecordingSMTPServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -60,23 +60,13 @@ def ledger(settings: Settings, campaign_id: int) -> dict[str, tuple[DeliveryStat
 
 def run(settings: Settings, campaign_id: int, log_dir: Path, during: Callable[[], None] | None = None) -> float:
     """Two workers and a beat send the campaign; `during` runs meanwhile (e.g. restarts a server)."""
-    workers = [CeleryWorker(settings, f"fault{i}", log_dir).start() for i in range(2)]
-    beat = Beat(settings)
-    started = time.monotonic()
-    try:
+    with running_workers(settings, "fault", log_dir):
+        started = time.monotonic()
         enqueue(settings, "worker.tasks.start_campaign", campaign_id)
         if during is not None:
             during()
         wait_until(lambda: campaign_status(settings, campaign_id) == CampaignStatus.finished, 90, "finish", poll=0.5)
         return time.monotonic() - started
-    except BaseException:
-        for w in workers:
-            print(w.log_tail())
-        raise
-    finally:
-        beat.stop()
-        for w in workers:
-            w.stop()
 
 
 def check_exactly_once(smtp: RecordingSMTPServer, rows: dict[str, tuple[DeliveryStatus, int, int | None]]) -> Counter:

@@ -29,7 +29,7 @@ from sqlalchemy import text
 
 from newsletter.db import make_engine
 from newsletter.migrate import upgrade
-from newsletter.subscriptions import TokenPurpose, Tokens
+from newsletter.tokens import TokenPurpose, Tokens
 
 ADMIN_URL = os.environ.get("NEWSLETTER_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 DATABASE = "newsletter_bench_web"

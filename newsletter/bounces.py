@@ -26,11 +26,12 @@ from sqlalchemy.orm import Session
 from newsletter import tracking
 from newsletter.config import Settings
 from newsletter.delivery import is_hard_status, message_nonce
+from newsletter.errors import Invalid
 from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Subscriber, SuppressionReason
-from newsletter.subscriptions import suppress
+from newsletter.suppressions import suppress
 
 
-class NotAReport(ValueError):
+class NotAReport(Invalid):
     """The message is neither a delivery status notification nor a feedback report."""
 
 

@@ -9,10 +9,12 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from newsletter.errors import NewsletterError
+
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the documented development default
 
 
-class ConfigError(Exception):
+class ConfigError(NewsletterError):
     """The configuration cannot work; the message says which variable and how to fix it."""
 
 

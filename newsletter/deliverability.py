@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import delivery, previews, rendering
 from newsletter.config import Settings
+from newsletter.errors import Unavailable
 from newsletter.models import Digest, MailingList
 
 __all__ = [
@@ -256,7 +257,7 @@ _STATUS = re.compile(r"^X-Spam-Status: \w+, score=(-?[\d.]+)", re.MULTILINE)
 _RULE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s+([A-Z][A-Z0-9_]+)\s+(.*)$", re.MULTILINE)
 
 
-class SpamCheckFailed(RuntimeError):
+class SpamCheckFailed(Unavailable):
     """SpamAssassin did not give a score (timed out, or failed); the message says why."""
 
 

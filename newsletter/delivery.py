@@ -32,6 +32,8 @@ from sqlalchemy.orm import Session, object_session, sessionmaker
 from newsletter import digests, rendering, templates
 from newsletter.config import Settings
 from newsletter.db import is_postgres, utcnow
+from newsletter.errors import Conflict, NotFound
+from newsletter.lists import get_list
 from newsletter.mailer import Mailer, SendResult, WireBytes, classify
 from newsletter.messages import CampaignMessage, DkimSigner, InvalidHeader, Recipient
 from newsletter.models import (
@@ -52,21 +54,22 @@ from newsletter.models import (
     SuppressionReason,
     campaign_lists,
 )
-from newsletter.subscriptions import TokenPurpose, Tokens, get_list, suppress
+from newsletter.suppressions import suppress
+from newsletter.tokens import TokenPurpose, Tokens
 
 log = logging.getLogger(__name__)
 
 
-class CampaignError(ValueError):
+class CampaignError(Conflict):
     """A campaign request that cannot be carried out; the message says why."""
 
 
-class DigestNotFound(LookupError):
+class DigestNotFound(NotFound):
     def __init__(self, slug: str) -> None:
         super().__init__(f"no published digest with slug {slug!r}")
 
 
-class CampaignNotFound(LookupError):
+class CampaignNotFound(NotFound):
     def __init__(self, campaign_id: int) -> None:
         super().__init__(f"no campaign with id {campaign_id}")
 

@@ -51,6 +51,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter import models
+from newsletter.errors import Conflict, Invalid
 
 __all__ = [
     "Digest",
@@ -81,12 +82,13 @@ _SUFFIX_FORMATS: dict[str, DigestFormat] = {
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-class InvalidDigest(ValueError):
+class InvalidDigest(Invalid):
     """A digest source that cannot become a `Digest`; `problems` lists each reason for a person to fix."""
 
     def __init__(self, problems: str | Sequence[str]) -> None:
         self.problems: tuple[str, ...] = (problems,) if isinstance(problems, str) else tuple(problems)
         super().__init__("; ".join(self.problems))
+        self.detail = [{"msg": problem} for problem in self.problems]
 
 
 def _check_single_line(value: str | None) -> str | None:
@@ -502,7 +504,7 @@ def _type_name(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-class DigestConflict(InvalidDigest):
+class DigestConflict(Conflict):
     """The slug is taken by a published digest with different content (published digests are immutable)."""
 
 

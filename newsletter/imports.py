@@ -36,8 +36,9 @@ import email_validator
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
 
-from newsletter import subscriptions
+from newsletter import addresses, lists
 from newsletter.db import UTCDateTime, is_postgres, utcnow
+from newsletter.errors import Invalid
 from newsletter.models import (
     Subscriber,
     Subscription,
@@ -60,11 +61,11 @@ _PLAIN_EMAIL = re.compile(
 )
 
 
-class InvalidCsv(ValueError):
+class InvalidCsv(Invalid):
     """The file as a whole cannot be imported (no email column, empty, not CSV); nothing was changed."""
 
 
-class ImportRefused(ValueError):
+class ImportRefused(Invalid):
     """`strict` was asked for and some rows are bad; nothing was imported. `report` lists them."""
 
     def __init__(self, report: ImportReport) -> None:
@@ -73,6 +74,7 @@ class ImportRefused(ValueError):
             f"refused the whole file: {report.error_count} bad row(s), the first on line {first.line}: {first.reason}"
         )
         self.report = report
+        self.detail = report.as_dict()
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,7 @@ def read_rows(
             cells += [""] * (width - len(cells))
             try:
                 email = normalise_email(cells[email_at])
-            except subscriptions.InvalidEmail as exc:
+            except addresses.InvalidEmail as exc:
                 reason = f"email {cells[email_at]!r}: {exc}" if cells[email_at].strip() else "no email address"
             else:
                 name = cells[name_at] if name_at is not None else ""
@@ -230,7 +232,7 @@ def _special_use_suffixes() -> tuple[str, ...]:
 
 
 def normalise_email(address: str) -> str:
-    """subscriptions.normalise_email, with a fast path for the plain addresses most files consist of."""
+    """addresses.normalise_email, with a fast path for the plain addresses most files consist of."""
     candidate = address.strip().lower()
     if (
         len(candidate) <= 254
@@ -239,7 +241,7 @@ def normalise_email(address: str) -> str:
         and not ("." + candidate.rpartition("@")[2]).endswith(_special_use_suffixes())
     ):
         return candidate
-    return subscriptions.normalise_email(address)
+    return addresses.normalise_email(address)
 
 
 def _check_record(record: list[str], width: int) -> str | None:
@@ -285,7 +287,7 @@ def import_csv(
 
     `progress` is called with the number of bytes read so far, `stage` with the name of each merge step.
     """
-    mailing_list = subscriptions.get_list(session, list_slug)
+    mailing_list = lists.get_list(session, list_slug)
     report = ImportReport()
     rows = read_rows(stream, report, progress)
     first = next(rows, None)  # the header is checked here, before anything touches the database

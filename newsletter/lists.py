@@ -10,6 +10,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from newsletter import rendering
+from newsletter.addresses import InvalidEmail, normalise_email
+from newsletter.errors import Conflict, Invalid, NotFound
 from newsletter.models import (
     Campaign,
     CampaignStatus,
@@ -20,16 +22,15 @@ from newsletter.models import (
     Visibility,
     campaign_lists,
 )
-from newsletter.subscriptions import InvalidEmail, get_list, normalise_email
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 
 
-class InvalidList(ValueError):
+class InvalidList(Invalid):
     """A list definition that cannot be stored; the message names the field."""
 
 
-class ListInUse(ValueError):
+class ListInUse(Conflict):
     """The list cannot be deleted now; the message says what holds it."""
 
 
@@ -187,3 +188,16 @@ _RUNNING = (CampaignStatus.sending, CampaignStatus.paused, CampaignStatus.schedu
 
 def all_lists(session: Session) -> list[MailingList]:
     return list(session.scalars(select(MailingList).order_by(MailingList.slug)))
+
+
+class ListNotFound(NotFound):
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"no list with slug {slug!r}")
+        self.slug = slug
+
+
+def get_list(session: Session, slug: str) -> MailingList:
+    mailing_list = session.scalar(select(MailingList).where(MailingList.slug == slug))
+    if mailing_list is None:
+        raise ListNotFound(slug)
+    return mailing_list

@@ -17,6 +17,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from newsletter.errors import Invalid
+
 __all__ = [
     "NAME_PLACEHOLDER",
     "CampaignMessage",
@@ -68,11 +70,11 @@ _OWN_HEADERS = frozenset(
 )
 
 
-class InvalidHeader(ValueError):
+class InvalidHeader(Invalid):
     """An address, Message-ID, URL or header name that cannot be written into a header safely."""
 
 
-class DkimKeyError(ValueError):
+class DkimKeyError(Invalid):
     """The DKIM key or its domain/selector cannot be used for signing."""
 
 

@@ -18,11 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter import delivery, rendering, templates
+from newsletter.addresses import normalise_email
 from newsletter.config import Settings
+from newsletter.errors import NotFound, Unavailable
+from newsletter.lists import get_list
 from newsletter.mailer import Mailer, SendResult, parse_smtp_urls
 from newsletter.messages import DkimSigner
 from newsletter.models import Campaign, Digest, MailingList, Subscriber
-from newsletter.subscriptions import Tokens, get_list, normalise_email
+from newsletter.tokens import Tokens
 
 __all__ = [
     "SAMPLE_EMAIL",
@@ -42,12 +45,12 @@ TEST_SUBJECT_PREFIX = "[TEST] "
 TEST_HEADER = ("X-Newsletter-Test", "yes")
 
 
-class NoListToPreview(LookupError):
+class NoListToPreview(NotFound):
     def __init__(self) -> None:
         super().__init__("there is no mailing list yet: create one with `newsletter lists create` to preview for it")
 
 
-class TestSendFailed(RuntimeError):
+class TestSendFailed(Unavailable):
     """The test message was not accepted; the message gives the server's answer."""
 
 

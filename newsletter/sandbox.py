@@ -26,6 +26,8 @@ from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
+from newsletter.errors import Invalid
+
 __all__ = ["CPU_SECONDS", "MAX_OUTPUT_CHARS", "MEMORY_BYTES", "TemplateRejected", "check_syntax", "render"]
 
 CPU_SECONDS = 2
@@ -36,7 +38,7 @@ TEMPLATE_FILENAME = "<template>"
 HTML_SUFFIX = "_html"  # context values under such keys are trusted HTML (already escaped by the renderer)
 
 
-class TemplateRejected(ValueError):
+class TemplateRejected(Invalid):
     """A template that cannot be compiled or rendered; `line` is its line number when known."""
 
     def __init__(self, reason: str, line: int | None = None) -> None:

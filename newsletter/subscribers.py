@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import Select, exists, false, select
 from sqlalchemy.orm import Session
 
-from newsletter import subscriptions
+from newsletter import addresses, lists, subscriptions, suppressions
+from newsletter.errors import Invalid, NotFound
 from newsletter.models import (
     MailingList,
     Subscriber,
@@ -23,12 +24,12 @@ MAX_PAGE = 1000
 MAX_ATTRIBUTE_LENGTH = 1000
 
 
-class SubscriberNotFound(LookupError):
+class SubscriberNotFound(NotFound):
     def __init__(self, key: int | str) -> None:
         super().__init__(f"no subscriber {key}" if isinstance(key, int) else f"no subscriber with address {key!r}")
 
 
-class InvalidSubscriber(ValueError):
+class InvalidSubscriber(Invalid):
     """A change to a subscriber that cannot be stored; the message names the field."""
 
 
@@ -59,7 +60,7 @@ def get_subscriber(session: Session, key: int | str) -> Subscriber:
     if isinstance(key, int):
         subscriber = session.get(Subscriber, key)
     else:
-        subscriber = session.scalar(select(Subscriber).where(Subscriber.email == subscriptions.normalise_email(key)))
+        subscriber = session.scalar(select(Subscriber).where(Subscriber.email == addresses.normalise_email(key)))
     if subscriber is None:
         raise SubscriberNotFound(key)
     return subscriber
@@ -76,15 +77,15 @@ def add_subscriber(
     source: SubscriptionSource = SubscriptionSource.api,
 ) -> Subscriber:
     """Add someone (or find them) and subscribe them to the given lists; suppressed addresses are refused."""
-    if subscriptions.is_suppressed(session, subscriptions.normalise_email(email)):
+    if suppressions.is_suppressed(session, addresses.normalise_email(email)):
         raise InvalidSubscriber(f"{email} is on the suppression list and cannot be subscribed")
-    lists = [subscriptions.get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
+    targets = [lists.get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
     subscriber = subscriptions.get_or_create_subscriber(session, email)
     if name:
         subscriber.name = check_name(name)
     if attributes:
         subscriber.attributes = {**subscriber.attributes, **check_attributes(attributes)}
-    for mailing_list in lists:
+    for mailing_list in targets:
         subscriptions.add_subscription(session, mailing_list, subscriber, source=source, confirmed=confirmed)
     session.flush()
     return subscriber
@@ -122,7 +123,7 @@ def search_query(session: Session, search: Search) -> Select[Any]:
     if search.list_slug or search.subscription_status:
         conditions = [Subscription.subscriber_id == Subscriber.id]
         if search.list_slug:
-            conditions.append(Subscription.list_id == subscriptions.get_list(session, search.list_slug).id)
+            conditions.append(Subscription.list_id == lists.get_list(session, search.list_slug).id)
         if search.subscription_status:
             conditions.append(Subscription.status == search.subscription_status)
         query = query.where(exists().where(*conditions))

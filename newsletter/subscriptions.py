@@ -1,29 +1,27 @@
-"""Consent: subscribe, confirm, unsubscribe and preferences, the signed tokens that carry them, suppression."""
+"""Consent: subscribe, confirm, unsubscribe and preferences — the consent record of each subscription."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hmac
-import unicodedata
-from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from email import policy as email_policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from email_validator import EmailNotValidError, validate_email
-from itsdangerous import BadSignature, SignatureExpired, Signer, TimestampSigner
 from sqlalchemy import bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter import rendering
+from newsletter.addresses import normalise_email
 from newsletter.config import Settings
 from newsletter.db import is_postgres, postgres_sql, utcnow
+from newsletter.errors import NotFound
+from newsletter.links import confirm_url
+from newsletter.lists import get_list
 from newsletter.mailer import Mailer, SendResult
 from newsletter.messages import DkimSigner, clean_value
 from newsletter.models import (
@@ -39,162 +37,23 @@ from newsletter.models import (
     Subscription,
     SubscriptionSource,
     SubscriptionStatus,
-    Suppression,
-    SuppressionReason,
     Visibility,
     campaign_lists,
     email_hash,
 )
+from newsletter.suppressions import is_suppressed
+from newsletter.tokens import TokenPurpose, Tokens, UnknownToken
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
 
-class InvalidEmail(ValueError):
-    """The address cannot receive mail; the message says why."""
-
-
-class UnknownToken(LookupError):
-    """A token that is forged, for another purpose, or for something that no longer exists."""
-
-
-class ExpiredToken(UnknownToken):
-    """A genuine confirmation link that is older than CONFIRM_MAX_AGE."""
-
-
-class ListNotSubscribable(LookupError):
+class ListNotSubscribable(NotFound):
     """A private list: people are added by an admin, not through the public form."""
 
     def __init__(self, slug: str) -> None:
         super().__init__(f"list {slug!r} cannot be subscribed to from the public form")
         self.slug = slug
-
-
-class ListNotFound(LookupError):
-    def __init__(self, slug: str) -> None:
-        super().__init__(f"no list with slug {slug!r}")
-        self.slug = slug
-
-
-class TokenPurpose(StrEnum):
-    confirm = "confirm"
-    unsubscribe = "unsubscribe"
-    preferences = "preferences"
-    track = "track"
-
-
-CONFIRM_MAX_AGE = dt.timedelta(days=7)
-_MAX_AGE = {TokenPurpose.confirm: CONFIRM_MAX_AGE}
-
-
-class Tokens:
-    """Opaque, purpose-bound signed tokens: ids packed in base64, an HMAC per purpose.
-
-    Unsubscribe links must keep working in old emails, so those tokens carry no expiry; confirmation links
-    carry a timestamp and expire after `CONFIRM_MAX_AGE` (a forwarded old confirmation mail should not sign
-    anyone up months later). The purpose is the itsdangerous salt, so an unsubscribe token can never
-    confirm. Signers are built once because the delivery path signs several tokens per recipient.
-    """
-
-    def __init__(self, secret_key: str) -> None:
-        self._signers: dict[TokenPurpose, Signer] = {
-            purpose: (TimestampSigner if purpose in _MAX_AGE else Signer)(secret_key, salt=f"newsletter.{purpose}")
-            for purpose in TokenPurpose
-        }
-        # itsdangerous derives the key and builds a new HMAC on every call (~25 us); the delivery path signs
-        # three tokens per recipient and every hot web request reads one, so each purpose is keyed once.
-        self._macs = {
-            purpose: hmac.new(signer.derive_key(), digestmod=signer.algorithm.digest_method)  # type: ignore[attr-defined]
-            for purpose, signer in self._signers.items()
-        }
-
-    def _signature(self, purpose: TokenPurpose, value: bytes) -> bytes:
-        """What itsdangerous' `get_signature` returns, from the pre-keyed HMAC."""
-        mac = self._macs[purpose].copy()
-        mac.update(value)
-        return urlsafe_b64encode(mac.digest()).rstrip(b"=")
-
-    def make(self, purpose: TokenPurpose, *ids: int) -> str:
-        packed = urlsafe_b64encode(b".".join(b"%x" % i for i in ids)).rstrip(b"=")
-        if purpose in _MAX_AGE:
-            return self._signers[purpose].sign(packed).decode("ascii")
-        return (packed + b"." + self._signature(purpose, packed)).decode("ascii")
-
-    def read(self, purpose: TokenPurpose, token: str, count: int) -> tuple[int, ...]:
-        signer = self._signers[purpose]
-        try:
-            # Compare the exact signature text in constant time: itsdangerous compares decoded bytes, and
-            # base64's spare low bits would let a second spelling of the same signature through.
-            value, _, signature = token.encode("ascii").rpartition(b".")
-            if not hmac.compare_digest(self._signature(purpose, value), signature):
-                raise BadSignature("signature mismatch")
-            if isinstance(signer, TimestampSigner):
-                packed = signer.unsign(token.encode("ascii"), max_age=int(_MAX_AGE[purpose].total_seconds()))
-            else:
-                packed = value
-            payload = urlsafe_b64decode(packed + b"=" * (-len(packed) % 4))
-            ids = tuple(int(part, 16) for part in payload.split(b"."))
-        except SignatureExpired:
-            raise ExpiredToken("this link has expired") from None
-        except (BadSignature, ValueError, UnicodeEncodeError):
-            raise UnknownToken("this link is not valid") from None
-        if len(ids) != count:
-            raise UnknownToken("this link is not valid")
-        return ids
-
-
-def normalise_email(address: str) -> str:
-    """Validate the syntax (no DNS: this runs at import speed) and return the normalised form.
-
-    On top of email-validator's rules: the local part is at most 64 octets (RFC 5321), and no part may mix
-    Latin, Cyrillic or Greek letters (`exampl\u0435.com` with a Cyrillic "е" imitates example.com).
-    A name written wholly in a lookalike script still passes: telling it apart needs the confusables table.
-    """
-    if any(ch in address for ch in "\r\n"):
-        raise InvalidEmail("an email address cannot contain line breaks")
-    try:
-        result = validate_email(address.strip(), check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise InvalidEmail(str(exc)) from None
-    if len(result.local_part.encode("utf-8")) > 64:
-        raise InvalidEmail("the part before the @-sign is longer than 64 characters")
-    for part in (result.local_part, *result.domain.split(".")):
-        scripts = {unicodedata.name(ch, "?").split(" ", 1)[0] for ch in part if ch.isalpha()} & _LOOKALIKE_SCRIPTS
-        if len(scripts) > 1:
-            raise InvalidEmail(
-                f"{part!r} mixes {' and '.join(sorted(s.title() for s in scripts))} letters, "
-                "which is how addresses imitate others; please check the address"
-            )
-    # Domains are case-insensitive; local parts technically are not, but every real provider treats them so.
-    return result.normalized.lower()
-
-
-_LOOKALIKE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE"})
-
-
-def get_list(session: Session, slug: str) -> MailingList:
-    mailing_list = session.scalar(select(MailingList).where(MailingList.slug == slug))
-    if mailing_list is None:
-        raise ListNotFound(slug)
-    return mailing_list
-
-
-def is_suppressed(session: Session, address: str) -> bool:
-    return session.scalar(select(Suppression.id).where(Suppression.email_hash == email_hash(address))) is not None
-
-
-def suppress(
-    session: Session, address: str, reason: SuppressionReason, detail: str | None = None, keep_address: bool = True
-) -> Suppression:
-    """Add an address to the never-mail list (idempotent: the first reason is kept)."""
-    key = email_hash(address)
-    existing = session.scalar(select(Suppression).where(Suppression.email_hash == key))
-    if existing is not None:
-        return existing
-    suppression = Suppression(email_hash=key, email=address if keep_address else None, reason=reason, detail=detail)
-    session.add(suppression)
-    session.flush()
-    return suppression
 
 
 def get_or_create_subscriber(
@@ -402,26 +261,6 @@ def unsubscribe_address(
     return changed
 
 
-def unsubscribe_url(base_url: str, tokens: Tokens, subscriber_id: int, list_id: int) -> str:
-    return f"{base_url}/unsubscribe/{tokens.make(TokenPurpose.unsubscribe, subscriber_id, list_id)}"
-
-
-def preferences_url(base_url: str, tokens: Tokens, subscriber_id: int) -> str:
-    return f"{base_url}/preferences/{tokens.make(TokenPurpose.preferences, subscriber_id)}"
-
-
-def blocklist(session: Session, subscriber: Subscriber) -> None:
-    subscriber.status = SubscriberStatus.blocklisted
-    session.flush()
-
-
-def consent_window_open(subscription: Subscription, hours: float, now: dt.datetime | None = None) -> bool:
-    """At most one confirmation email per address per list per window, so forms cannot be used to spam."""
-    if subscription.confirmation_sent_at is None:
-        return True
-    return (now or utcnow()) - subscription.confirmation_sent_at >= dt.timedelta(hours=hours)
-
-
 # --- the subscribe form and its confirmation ------------------------------------------------------------
 
 MAX_ATTRIBUTE_LENGTH = 200
@@ -592,10 +431,6 @@ def _subscription(session: Session, subscriber_id: int, list_id: int) -> Subscri
     if subscription is None:
         raise UnknownToken("this link is not valid")
     return subscription
-
-
-def confirm_url(base_url: str, tokens: Tokens, subscriber_id: int, list_id: int) -> str:
-    return f"{base_url}/confirm/{tokens.make(TokenPurpose.confirm, subscriber_id, list_id)}"
 
 
 def publication_theme(mailing_list: MailingList) -> rendering.Theme:

@@ -12,15 +12,16 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from newsletter import subscriptions
+from newsletter import addresses
 from newsletter.db import is_postgres, utcnow
+from newsletter.errors import NotFound
 from newsletter.models import Suppression, SuppressionReason, email_hash
 
 audit = logging.getLogger("newsletter.audit")
 MAX_PAGE = 1000
 
 
-class SuppressionNotFound(LookupError):
+class SuppressionNotFound(NotFound):
     def __init__(self, address: str) -> None:
         super().__init__(f"{address} is not on the suppression list")
 
@@ -60,11 +61,11 @@ def add(
     session: Session, address: str, *, reason: SuppressionReason = SuppressionReason.manual, detail: str | None = None
 ) -> tuple[Suppression, bool]:
     """Suppress an address; returns the row and whether it is new (an existing entry keeps its reason)."""
-    email = subscriptions.normalise_email(address)
+    email = addresses.normalise_email(address)
     existing = session.scalar(select(Suppression).where(Suppression.email_hash == email_hash(email)))
     if existing is not None:
         return existing, False
-    return subscriptions.suppress(session, email, reason, detail=detail), True
+    return suppress(session, email, reason, detail=detail), True
 
 
 @dataclass
@@ -105,8 +106,8 @@ def add_csv(session: Session, stream: IO[str], *, detail: str | None = None) -> 
         if not record or len(record) <= column or not record[column].strip():
             continue
         try:
-            email = subscriptions.normalise_email(record[column])
-        except subscriptions.InvalidEmail as exc:
+            email = addresses.normalise_email(record[column])
+        except addresses.InvalidEmail as exc:
             result.errors.append((line, f"{record[column]!r}: {exc}"))  # type: ignore[union-attr]
             continue
         chunk.setdefault(email_hash(email), email)
@@ -117,13 +118,13 @@ def add_csv(session: Session, stream: IO[str], *, detail: str | None = None) -> 
     return result
 
 
-def _insert_new(session: Session, addresses: dict[str, str], detail: str | None) -> int:
+def _insert_new(session: Session, by_hash: dict[str, str], detail: str | None) -> int:
     """Insert the addresses not suppressed yet; returns how many were new."""
     insert = postgresql.insert if is_postgres(session) else sqlite.insert
     now = utcnow()
     rows = [
         {"email_hash": key, "email": email, "reason": SuppressionReason.manual, "detail": detail, "created_at": now}
-        for key, email in addresses.items()
+        for key, email in by_hash.items()
     ]
     statement = insert(Suppression).on_conflict_do_nothing(index_elements=["email_hash"]).returning(Suppression.id)
     return len(session.execute(statement, rows).all())
@@ -131,7 +132,7 @@ def _insert_new(session: Session, addresses: dict[str, str], detail: str | None)
 
 def remove(session: Session, address: str, *, by: str) -> None:
     """Allow mail to an address again. Logged with who did it: the list is the last safeguard."""
-    key = email_hash(subscriptions.normalise_email(address))
+    key = email_hash(addresses.normalise_email(address))
     suppression = session.scalar(select(Suppression).where(Suppression.email_hash == key))
     if suppression is None:
         raise SuppressionNotFound(address)
@@ -148,3 +149,21 @@ def remove(session: Session, address: str, *, by: str) -> None:
 
 def iter_all(session: Session) -> Iterator[Suppression]:
     yield from session.scalars(select(Suppression).order_by(Suppression.id).execution_options(yield_per=1000))
+
+
+def is_suppressed(session: Session, address: str) -> bool:
+    return session.scalar(select(Suppression.id).where(Suppression.email_hash == email_hash(address))) is not None
+
+
+def suppress(
+    session: Session, address: str, reason: SuppressionReason, detail: str | None = None, keep_address: bool = True
+) -> Suppression:
+    """Add an address to the never-mail list (idempotent: the first reason is kept)."""
+    key = email_hash(address)
+    existing = session.scalar(select(Suppression).where(Suppression.email_hash == key))
+    if existing is not None:
+        return existing
+    suppression = Suppression(email_hash=key, email=address if keep_address else None, reason=reason, detail=detail)
+    session.add(suppression)
+    session.flush()
+    return suppression

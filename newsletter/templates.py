@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter import digests, rendering
+from newsletter.errors import Invalid, NotFound
 from newsletter.models import Template
 
 __all__ = [
@@ -33,11 +34,11 @@ SAMPLE_THEME = rendering.Theme(
 )
 
 
-class InvalidTemplate(ValueError):
+class InvalidTemplate(Invalid):
     """A template that cannot be stored; the message gives the line and the reason."""
 
 
-class TemplateNotFound(LookupError):
+class TemplateNotFound(NotFound):
     def __init__(self, name: str) -> None:
         super().__init__(f"no template named {name!r}; see `newsletter templates list`")
 

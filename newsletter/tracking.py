@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from newsletter.db import is_postgres, postgres_sql, utcnow
 from newsletter.models import Delivery, Event, EventType, Link, MailingList, Subscriber, SuppressionReason
-from newsletter.subscriptions import TokenPurpose, Tokens, UnknownToken, suppress
+from newsletter.suppressions import suppress
+from newsletter.tokens import TokenPurpose, Tokens, UnknownToken
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection

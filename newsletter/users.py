@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from newsletter.db import utcnow
+from newsletter.errors import Invalid, NotFound, Unauthenticated
 from newsletter.models import ApiToken, Role, User
 
 TOKEN_PREFIX = "nl_"  # noqa: S105 - a public marker that makes leaked tokens easy to scan for
@@ -26,21 +27,21 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
 
-class InvalidUser(ValueError):
+class InvalidUser(Invalid):
     """A user that cannot be created as asked; the message says why."""
 
 
-class UserNotFound(LookupError):
+class UserNotFound(NotFound):
     def __init__(self, name: str) -> None:
         super().__init__(f"no user named {name!r}")
 
 
-class TokenNotFound(LookupError):
+class TokenNotFound(NotFound):
     def __init__(self, prefix: str) -> None:
         super().__init__(f"no active token with prefix {prefix!r}")
 
 
-class AuthenticationFailed(PermissionError):
+class AuthenticationFailed(Unauthenticated):
     """The bearer token is missing, unknown or revoked."""
 
 

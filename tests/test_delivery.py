@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import delivery, subscriptions
+from newsletter import delivery, subscribers, subscriptions, suppressions
 from newsletter.config import Settings
 from newsletter.db import utcnow
 from newsletter.mailer import MemoryMailer, SendResult
@@ -54,9 +54,9 @@ def test_plan_makes_one_row_per_recipient_across_lists_and_skips_the_ineligible(
     make_subscribers(session, b, 2, prefix="b")
     make_subscriber(session, a, "pending@example.com", confirmed=False)
     suppressed = make_subscriber(session, b, "bounced@example.com")
-    subscriptions.suppress(session, suppressed.email, SuppressionReason.hard_bounce)
+    suppressions.suppress(session, suppressed.email, SuppressionReason.hard_bounce)
     blocked = make_subscriber(session, a, "blocked@example.com")
-    subscriptions.blocklist(session, blocked)
+    subscribers.set_blocked(session, blocked, True)
 
     campaign_id, ranges = start_campaign(session, settings, "a", "b")
     assert ledger(session, campaign_id) == {"pending": 6}
@@ -248,7 +248,7 @@ def test_same_digest_to_same_list_twice_needs_again(session: Session) -> None:
 def test_pre_keyed_tokens_are_the_tokens_itsdangerous_makes() -> None:
     from itsdangerous import Signer
 
-    from newsletter.subscriptions import TokenPurpose, Tokens
+    from newsletter.tokens import TokenPurpose, Tokens
 
     tokens = Tokens("a-secret-key-for-this-test-only")
     # Confirm tokens carry a timestamp and are signed by itsdangerous itself.

@@ -19,7 +19,7 @@ from newsletter.config import Settings
 from newsletter.mailer import get_mailer
 from newsletter.messages import DkimSigner
 from newsletter.models import Delivery, Link, Subscriber
-from newsletter.subscriptions import TokenPurpose, Tokens
+from newsletter.tokens import TokenPurpose, Tokens
 from tests.factories import SAMPLE_DIGEST, make_list, make_subscriber
 from tests.smtpserver import ReceivedMessage, RecordingSMTPServer
 

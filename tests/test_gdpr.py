@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import JSON, String, Text, cast, func, or_, select
 from sqlalchemy.orm import Session
 
-from newsletter import delivery, gdpr, subscribers, subscriptions
+from newsletter import delivery, gdpr, subscribers, subscriptions, suppressions
 from newsletter.db import Base
 from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Suppression, SuppressionReason
 from tests.factories import make_list, make_subscriber, publish_sample
@@ -58,7 +58,7 @@ def test_export_then_erase(session: Session) -> None:
             type=EventType.bounce, campaign_id=campaign.id, delivery_id=ledger.id, subscriber_id=ana.id, detail=ADDRESS
         )
     )
-    subscriptions.suppress(session, ADDRESS, SuppressionReason.hard_bounce, detail=f"550 <{ADDRESS}>")
+    suppressions.suppress(session, ADDRESS, SuppressionReason.hard_bounce, detail=f"550 <{ADDRESS}>")
     session.flush()
 
     exported = gdpr.export_subscriber(session, ana)

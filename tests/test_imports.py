@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter import imports, subscriptions
+from newsletter import addresses, imports, subscriptions, suppressions
 from newsletter.models import (
     MailingList,
     Subscriber,
@@ -187,7 +187,7 @@ def test_database_duplicates_merge_and_consent_is_respected(session: Session) ->
     subscriptions.unsubscribe_address(session, left.email, list_slugs=["merge"])
     blocked = make_subscriber(session, None, "blocked@example.com")
     blocked.status = SubscriberStatus.blocklisted
-    subscriptions.suppress(session, "bounced@example.com", SuppressionReason.hard_bounce)
+    suppressions.suppress(session, "bounced@example.com", SuppressionReason.hard_bounce)
     session.flush()
 
     data = (
@@ -225,12 +225,12 @@ def test_comma_and_semicolon_files_with_and_without_bom(session: Session) -> Non
 @given(st.emails() | st.text(min_size=1, max_size=40))
 def test_fast_address_check_agrees_with_email_validator(address: str) -> None:
     try:
-        expected: str | None = subscriptions.normalise_email(address)
-    except subscriptions.InvalidEmail:
+        expected: str | None = addresses.normalise_email(address)
+    except addresses.InvalidEmail:
         expected = None
     try:
         got: str | None = imports.normalise_email(address)
-    except subscriptions.InvalidEmail:
+    except addresses.InvalidEmail:
         got = None
     assert got == expected
 

@@ -14,10 +14,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from newsletter import delivery, previews, rendering
+from newsletter.addresses import InvalidEmail
 from newsletter.config import Settings
 from newsletter.mailer import MemoryMailer, get_mailer
 from newsletter.models import Campaign, Delivery, Link
-from newsletter.subscriptions import InvalidEmail, TokenPurpose, Tokens
+from newsletter.tokens import TokenPurpose, Tokens
 from tests.factories import make_list, make_subscriber, publish_sample
 from tests.smtpserver import RecordingSMTPServer
 

@@ -11,7 +11,8 @@ from itsdangerous import TimestampSigner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter import subscriptions
+from newsletter import addresses, subscriptions, suppressions
+from newsletter.addresses import InvalidEmail
 from newsletter.config import Settings
 from newsletter.mailer import MemoryMailer, SendResult
 from newsletter.models import (
@@ -25,13 +26,7 @@ from newsletter.models import (
     Suppression,
     SuppressionReason,
 )
-from newsletter.subscriptions import (
-    ExpiredToken,
-    InvalidEmail,
-    TokenPurpose,
-    Tokens,
-    UnknownToken,
-)
+from newsletter.tokens import ExpiredToken, TokenPurpose, Tokens, UnknownToken
 from tests.conftest import TEST_SECRET
 from tests.factories import make_list, make_subscriber, subscription_of
 
@@ -162,8 +157,8 @@ def test_malformed_addresses_are_refused_without_side_effects(session: Session, 
 
 
 def test_addresses_are_normalised(session: Session) -> None:
-    assert subscriptions.normalise_email("  Reader@Example.COM ") == "reader@example.com"
-    assert subscriptions.normalise_email("reader@bücher.example") == "reader@bücher.example"
+    assert addresses.normalise_email("  Reader@Example.COM ") == "reader@example.com"
+    assert addresses.normalise_email("reader@bücher.example") == "reader@bücher.example"
 
 
 def test_double_opt_in_subscribe_then_confirm(session: Session, settings: Settings) -> None:
@@ -220,7 +215,7 @@ def test_at_most_one_confirmation_per_window(session: Session) -> None:
 def test_known_suppressed_and_blocked_addresses_get_nothing(session: Session) -> None:
     mailing_list = make_list(session)
     confirmed = make_subscriber(session, mailing_list, "confirmed@example.com")
-    subscriptions.suppress(session, "suppressed@example.com", SuppressionReason.complaint)
+    suppressions.suppress(session, "suppressed@example.com", SuppressionReason.complaint)
     blocked = make_subscriber(session, mailing_list, "blocked@example.com", confirmed=False)
     blocked.status = SubscriberStatus.blocklisted
     session.flush()
@@ -339,7 +334,7 @@ def test_imported_pending_subscriptions_get_one_confirmation_each(session: Sessi
     pending = [make_subscriber(session, weekly, f"imp{i}@example.com", confirmed=False) for i in range(3)]
     make_subscriber(session, weekly, "already@example.com")  # confirmed: nothing to send
     left = make_subscriber(session, weekly, "bounced@example.com", confirmed=False)
-    subscriptions.suppress(session, left.email, SuppressionReason.hard_bounce)
+    suppressions.suppress(session, left.email, SuppressionReason.hard_bounce)
     mailer = MemoryMailer({"imp2@example.com": SendResult(451, "4.3.0 try later")})
 
     claimed = subscriptions.claim_unsent_confirmations(session, weekly.id, limit=10)

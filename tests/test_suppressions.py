@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import subscriptions, suppressions
+from newsletter import suppressions
 from newsletter.models import Suppression, SuppressionReason
 
 
@@ -16,7 +16,7 @@ def test_csv_import_in_chunks_counts_repeats_and_keeps_first_reasons(
     session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(suppressions, "_CHUNK", 2)  # every few rows another INSERT
-    subscriptions.suppress(session, "bounced@example.com", SuppressionReason.hard_bounce, detail="550 5.1.1")
+    suppressions.suppress(session, "bounced@example.com", SuppressionReason.hard_bounce, detail="550 5.1.1")
     rows = [
         "Name;x,EMAIL",  # the header names the column, whatever its case
         "A,a@example.com",

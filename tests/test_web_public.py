@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import delivery, subscriptions
+from newsletter import delivery, subscriptions, suppressions
 from newsletter.config import Settings
 from newsletter.db import make_engine
 from newsletter.mailer import MemoryMailer
@@ -38,7 +38,7 @@ from newsletter.models import (
     Suppression,
     SuppressionReason,
 )
-from newsletter.subscriptions import TokenPurpose, Tokens
+from newsletter.tokens import TokenPurpose, Tokens
 from newsletter.tracking import PIXEL
 from newsletter.web import create_app
 from newsletter.web.throttle import LocalThrottle
@@ -180,7 +180,7 @@ def test_the_answer_is_the_same_whoever_the_address_belongs_to(web: Web, session
     mailing_list = make_list(session)
     make_subscriber(session, mailing_list, "confirmed@example.com")
     make_subscriber(session, mailing_list, "pending@example.com", confirmed=False)
-    subscriptions.suppress(session, "suppressed@example.com", SuppressionReason.hard_bounce)
+    suppressions.suppress(session, "suppressed@example.com", SuppressionReason.hard_bounce)
     session.commit()
     bodies = set()
     for address in ("new@example.com", "pending@example.com", "confirmed@example.com", "suppressed@example.com"):

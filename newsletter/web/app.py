@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.config import Settings, get_settings
 from newsletter.db import libpq_url, make_engine, session_factory, unit_of_work
-from newsletter.subscriptions import Tokens
+from newsletter.tokens import Tokens
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool

@@ -25,18 +25,13 @@ from feedgen.feed import FeedGenerator
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, selectinload
 
-from newsletter import delivery, rendering, subscriptions, tracking
+from newsletter import delivery, links, rendering, subscriptions, tracking
+from newsletter.addresses import InvalidEmail
 from newsletter.config import Settings
+from newsletter.lists import ListNotFound
 from newsletter.models import Campaign, CampaignStatus, Digest, MailingList, Visibility, campaign_lists
-from newsletter.subscriptions import (
-    ExpiredToken,
-    InvalidEmail,
-    ListNotFound,
-    ListNotSubscribable,
-    TokenPurpose,
-    Tokens,
-    UnknownToken,
-)
+from newsletter.subscriptions import ListNotSubscribable
+from newsletter.tokens import ExpiredToken, TokenPurpose, Tokens, UnknownToken
 from newsletter.web.app import HotPools, get_app_settings, get_session, get_tokens
 from newsletter.web.pages import Pages
 from newsletter.web.throttle import Throttle
@@ -331,7 +326,7 @@ def confirm(token: str, request: Request, session: SessionDep, tokens: TokensDep
             "Every email has a link to unsubscribe in one click or to change your preferences.",
         ],
         link={
-            "href": subscriptions.preferences_url(settings.base_url, tokens, subscription.subscriber_id),
+            "href": links.preferences_url(settings.base_url, tokens, subscription.subscriber_id),
             "label": "Your preferences",
         },
         **list_context(mailing_list),
@@ -352,7 +347,7 @@ def _unsubscribed_page(
         mailing_list=subscription.mailing_list,
         masked_email=masked(subscription.subscriber.email),
         can_undo=subscription.confirmed_at is not None,
-        preferences_url=subscriptions.preferences_url(settings.base_url, tokens, subscription.subscriber_id),
+        preferences_url=links.preferences_url(settings.base_url, tokens, subscription.subscriber_id),
         **list_context(subscription.mailing_list),
     )
 
@@ -373,7 +368,7 @@ def unsubscribe_page(token: str, request: Request, session: SessionDep, tokens: 
         token=token,
         mailing_list=subscription.mailing_list,
         masked_email=masked(subscription.subscriber.email),
-        preferences_url=subscriptions.preferences_url(settings.base_url, tokens, subscription.subscriber_id),
+        preferences_url=links.preferences_url(settings.base_url, tokens, subscription.subscriber_id),
         **list_context(subscription.mailing_list),
     )
 

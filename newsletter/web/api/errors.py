@@ -11,18 +11,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
-from newsletter import (
-    delivery,
-    digests,
-    imports,
-    lists,
-    previews,
-    subscribers,
-    subscriptions,
-    suppressions,
-    templates,
-    users,
-)
+from newsletter import errors
 
 
 class ErrorBody(BaseModel):
@@ -46,36 +35,14 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: described("No such object.")}
 CONFLICT: dict[int | str, dict[str, Any]] = {409: described("The object's current state does not allow this.")}
 
-STATUS_FOR: list[tuple[tuple[type[Exception], ...], int]] = [
-    ((users.AuthenticationFailed,), 401),
-    (
-        (
-            subscriptions.ListNotFound,
-            subscribers.SubscriberNotFound,
-            delivery.CampaignNotFound,
-            delivery.DigestNotFound,
-            users.UserNotFound,
-            users.TokenNotFound,
-            suppressions.SuppressionNotFound,
-            previews.NoListToPreview,
-            templates.TemplateNotFound,
-        ),
-        404,
-    ),
-    ((lists.ListInUse, digests.DigestConflict, delivery.CampaignError), 409),
-    ((previews.TestSendFailed,), 502),
-    (
-        (
-            lists.InvalidList,
-            subscriptions.InvalidEmail,
-            subscribers.InvalidSubscriber,
-            users.InvalidUser,
-            digests.InvalidDigest,
-            imports.InvalidCsv,
-            imports.ImportRefused,
-        ),
-        422,
-    ),
+# Most specific first: a class may refine two families (none does today), and the first match wins.
+STATUS_FOR: list[tuple[type[Exception], int]] = [
+    (errors.Unauthenticated, 401),
+    (errors.Forbidden, 403),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.Invalid, 422),
+    (errors.Unavailable, 502),
 ]
 
 
@@ -84,12 +51,6 @@ def error_response(status: int, message: str, detail: Any = None, headers: dict[
     if status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _message(exc: Exception) -> str:
-    if isinstance(exc, LookupError) and exc.args:
-        return str(exc.args[0])
-    return str(exc)
 
 
 def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -132,11 +93,7 @@ def _to_response(exc: Exception) -> Response | None:
         return error_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
     if isinstance(exc, RequestValidationError):
         return error_response(422, "the request is not valid: see detail", _validation_detail(exc))
-    if isinstance(exc, imports.ImportRefused):
-        return error_response(422, str(exc), exc.report.as_dict())
-    if isinstance(exc, digests.InvalidDigest) and not isinstance(exc, digests.DigestConflict):
-        return error_response(422, f"invalid digest: {exc}", [{"msg": p} for p in exc.problems])
-    for kinds, status in STATUS_FOR:
-        if isinstance(exc, kinds):
-            return error_response(status, _message(exc))
+    for kind, status in STATUS_FOR:
+        if isinstance(exc, kind):
+            return error_response(status, str(exc), getattr(exc, "detail", None))
     return None

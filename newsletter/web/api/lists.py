@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from newsletter import imports, lists, subscriptions
+from newsletter import imports, lists
 from newsletter.models import MailingList
 from newsletter.subscribers import Search
 from newsletter.web.api.deps import Admin, Db, Editor, JobQueue
@@ -68,7 +68,7 @@ def create_list(body: ListIn, session: Db, _: Admin) -> ListOut:
 
 @router.get("/lists/{slug}", responses=NOT_FOUND, summary="One list with its subscription counts")
 def get_list(session: Db, _: Editor, slug: str = Slug) -> ListOut:
-    return list_out(session, subscriptions.get_list(session, slug))
+    return list_out(session, lists.get_list(session, slug))
 
 
 @router.patch("/lists/{slug}", responses=NOT_FOUND, summary="Change some fields of a list")
@@ -123,7 +123,7 @@ async def import_list(
             confirmed=confirmed,
             strict=strict,
         )
-    list_id = subscriptions.get_list(session, slug).id
+    list_id = lists.get_list(session, slug).id
     session.commit()
     queued = bool(report.pending_confirmation) and jobs.send_import_confirmations(list_id)
     return ImportReportOut(**report.as_dict(), confirmation_emails_queued=queued)
@@ -136,7 +136,7 @@ async def import_list(
     summary="The list's subscribers as CSV (formula-looking cells neutralised)",
 )
 def export_list(request: Request, session: Db, _: Admin, slug: str = Slug) -> StreamingResponse:
-    subscriptions.get_list(session, slug)
+    lists.get_list(session, slug)
     return csv_response(request, Search(list_slug=slug), f"{slug}.csv")
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from newsletter import gdpr, subscribers, subscriptions
+from newsletter import gdpr, lists, subscribers
 from newsletter.models import Subscriber, SubscriberStatus, SubscriptionSource, SubscriptionStatus
 from newsletter.web.api.deps import Admin, Db
 from newsletter.web.api.errors import NOT_FOUND, ApiRoute
@@ -101,7 +101,7 @@ def search(
 )
 def export(request: Request, session: Db, _: Admin, filters: Filters) -> StreamingResponse:
     if filters.list_slug:
-        subscriptions.get_list(session, filters.list_slug)
+        lists.get_list(session, filters.list_slug)
     return csv_response(request, filters, "subscribers.csv")
 
 

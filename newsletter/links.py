@@ -1,0 +1,25 @@
+"""Every public URL shape: the paths the web app serves and the absolute links emails carry, built here only."""
+
+from __future__ import annotations
+
+from newsletter.tokens import TokenPurpose, Tokens
+
+CONFIRM = "/confirm/"
+UNSUBSCRIBE = "/unsubscribe/"
+PREFERENCES = "/preferences/"
+OPEN = "/o/"
+CLICK = "/c/"
+SUBSCRIBE = "/subscribe/"
+ARCHIVE = "/archive"
+
+
+def unsubscribe_url(base_url: str, tokens: Tokens, subscriber_id: int, list_id: int) -> str:
+    return f"{base_url}{UNSUBSCRIBE}{tokens.make(TokenPurpose.unsubscribe, subscriber_id, list_id)}"
+
+
+def preferences_url(base_url: str, tokens: Tokens, subscriber_id: int) -> str:
+    return f"{base_url}{PREFERENCES}{tokens.make(TokenPurpose.preferences, subscriber_id)}"
+
+
+def confirm_url(base_url: str, tokens: Tokens, subscriber_id: int, list_id: int) -> str:
+    return f"{base_url}{CONFIRM}{tokens.make(TokenPurpose.confirm, subscriber_id, list_id)}"

@@ -28,6 +28,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check newsletter worker
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) scripts/check_layout.py
+	$(VENV)/bin/vulture --min-confidence 60 newsletter worker scripts/vulture_whitelist.py
 
 bench: $(STAMP) system-deps services
 	$(PY) -m bench

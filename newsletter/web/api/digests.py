@@ -10,9 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from newsletter import delivery, digests, models, previews
-from newsletter.web.api.deps import AppSettings, Db, Editor
+from newsletter.web.api.deps import Editor
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
 from newsletter.web.api.schemas import SLUG_PATTERN, DigestItemOut, DigestOut, DigestSummary, Published
+from newsletter.web.deps import SessionDep, SettingsDep
 
 router = APIRouter(tags=["digests"], route_class=ApiRoute)
 
@@ -23,14 +24,16 @@ router = APIRouter(tags=["digests"], route_class=ApiRoute)
     responses=CONFLICT,
     summary="Publish a digest; publishing the same content again is a no-op (created: false)",
 )
-def publish(body: digests.Digest, session: Db, _: Editor) -> Published:
+def publish(body: digests.Digest, session: SessionDep, _: Editor) -> Published:
     # The body is validated by the same model as the CLI's files, so both report the same problems.
     stored, created = digests.publish(session, body)
     return Published(slug=stored.slug, created=created)
 
 
 @router.get("/digests", summary="Published digests, newest first")
-def list_digests(session: Db, _: Editor, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DigestSummary]:
+def list_digests(
+    session: SessionDep, _: Editor, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[DigestSummary]:
     item_count = (
         select(func.count(models.DigestItem.id))
         .where(models.DigestItem.digest_id == models.Digest.id)
@@ -46,7 +49,7 @@ def list_digests(session: Db, _: Editor, limit: Annotated[int, Query(ge=1, le=10
 
 
 @router.get("/digests/{slug}", responses=NOT_FOUND, summary="One digest with its items")
-def get_digest(session: Db, _: Editor, slug: str = Path(pattern=SLUG_PATTERN)) -> DigestOut:
+def get_digest(session: SessionDep, _: Editor, slug: str = Path(pattern=SLUG_PATTERN)) -> DigestOut:
     digest = session.scalar(
         select(models.Digest).where(models.Digest.slug == slug).options(selectinload(models.Digest.items))
     )
@@ -82,8 +85,8 @@ def get_digest(session: Db, _: Editor, slug: str = Path(pattern=SLUG_PATTERN)) -
     summary="The email exactly as a subscriber of the list would get it, for a sample recipient",
 )
 def preview(
-    session: Db,
-    settings: AppSettings,
+    session: SessionDep,
+    settings: SettingsDep,
     _: Editor,
     slug: str = Path(pattern=SLUG_PATTERN),
     list_slug: Annotated[str | None, Query(alias="list", pattern=SLUG_PATTERN)] = None,

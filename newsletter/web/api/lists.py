@@ -13,16 +13,17 @@ from fastapi.responses import StreamingResponse
 from newsletter import imports, lists
 from newsletter.models import MailingList
 from newsletter.subscribers import Search
-from newsletter.web.api.deps import Admin, Db, Editor, JobQueue
+from newsletter.web.api.deps import Admin, Editor, JobQueue
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
 from newsletter.web.api.schemas import SLUG_PATTERN, Counts, ImportReportOut, ListIn, ListOut, ListPatch
+from newsletter.web.deps import SessionDep
 
 router = APIRouter(tags=["lists"], route_class=ApiRoute)
 Slug = Path(pattern=SLUG_PATTERN)
 UPLOAD_MEMORY = 4 * 1024 * 1024  # larger uploads spill to a temporary file
 
 
-def list_out(session: Db, mailing_list: MailingList) -> ListOut:
+def list_out(session: SessionDep, mailing_list: MailingList) -> ListOut:
     counts = lists.subscription_counts(session, mailing_list.id)
     return ListOut(
         id=mailing_list.id,
@@ -43,12 +44,12 @@ def list_out(session: Db, mailing_list: MailingList) -> ListOut:
 
 
 @router.get("/lists", summary="Every list with its subscription counts")
-def list_lists(session: Db, _: Editor) -> list[ListOut]:
+def list_lists(session: SessionDep, _: Editor) -> list[ListOut]:
     return [list_out(session, m) for m in lists.all_lists(session)]
 
 
 @router.post("/lists", status_code=201, summary="Create a list")
-def create_list(body: ListIn, session: Db, _: Admin) -> ListOut:
+def create_list(body: ListIn, session: SessionDep, _: Admin) -> ListOut:
     mailing_list = lists.create_list(
         session,
         slug=body.slug,
@@ -67,12 +68,12 @@ def create_list(body: ListIn, session: Db, _: Admin) -> ListOut:
 
 
 @router.get("/lists/{slug}", responses=NOT_FOUND, summary="One list with its subscription counts")
-def get_list(session: Db, _: Editor, slug: str = Slug) -> ListOut:
+def get_list(session: SessionDep, _: Editor, slug: str = Slug) -> ListOut:
     return list_out(session, lists.get_list(session, slug))
 
 
 @router.patch("/lists/{slug}", responses=NOT_FOUND, summary="Change some fields of a list")
-def update_list(body: ListPatch, session: Db, _: Admin, slug: str = Slug) -> ListOut:
+def update_list(body: ListPatch, session: SessionDep, _: Admin, slug: str = Slug) -> ListOut:
     changes: dict[str, Any] = body.model_dump(exclude_unset=True, exclude={"theme"})
     if "theme" in body.model_fields_set:
         changes["theme"] = body.theme.model_dump(exclude_none=True) if body.theme else {}
@@ -85,7 +86,7 @@ def update_list(body: ListPatch, session: Db, _: Admin, slug: str = Slug) -> Lis
     responses={**NOT_FOUND, **CONFLICT},
     summary="Delete a list (refused once campaigns went to it)",
 )
-def delete_list(session: Db, _: Admin, slug: str = Slug) -> Response:
+def delete_list(session: SessionDep, _: Admin, slug: str = Slug) -> Response:
     lists.delete_list(session, slug)
     return Response(status_code=204)
 
@@ -104,7 +105,7 @@ def delete_list(session: Db, _: Admin, slug: str = Slug) -> Response:
 )
 async def import_list(
     request: Request,
-    session: Db,
+    session: SessionDep,
     _: Admin,
     jobs: JobQueue,
     slug: str = Slug,
@@ -135,7 +136,7 @@ async def import_list(
     responses={**NOT_FOUND, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV"}},
     summary="The list's subscribers as CSV (formula-looking cells neutralised)",
 )
-def export_list(request: Request, session: Db, _: Admin, slug: str = Slug) -> StreamingResponse:
+def export_list(request: Request, session: SessionDep, _: Admin, slug: str = Slug) -> StreamingResponse:
     lists.get_list(session, slug)
     return csv_response(request, Search(list_slug=slug), f"{slug}.csv")
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import gdpr, lists, subscribers
 from newsletter.models import Subscriber, SubscriberStatus, SubscriptionSource, SubscriptionStatus
-from newsletter.web.api.deps import Admin, Db
+from newsletter.web.api.deps import Admin
 from newsletter.web.api.errors import NOT_FOUND, ApiRoute
 from newsletter.web.api.lists import csv_response
 from newsletter.web.api.schemas import (
@@ -23,6 +23,7 @@ from newsletter.web.api.schemas import (
     Unsubscribed,
     UnsubscribeIn,
 )
+from newsletter.web.deps import SessionDep
 
 router = APIRouter(tags=["subscribers"], route_class=ApiRoute)
 SubscriberId = Path(ge=1, le=2**63 - 1)
@@ -80,7 +81,7 @@ Filters = Annotated[subscribers.Search, Depends(search_params)]
 
 @router.get("/subscribers", responses=NOT_FOUND, summary="Search subscribers, a page at a time (keyset)")
 def search(
-    session: Db,
+    session: SessionDep,
     _: Admin,
     filters: Filters,
     after: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="`next_cursor` of the previous page.")] = None,
@@ -99,14 +100,14 @@ def search(
     responses={**NOT_FOUND, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV"}},
     summary="The subscribers a search finds, as CSV",
 )
-def export(request: Request, session: Db, _: Admin, filters: Filters) -> StreamingResponse:
+def export(request: Request, session: SessionDep, _: Admin, filters: Filters) -> StreamingResponse:
     if filters.list_slug:
         lists.get_list(session, filters.list_slug)
     return csv_response(request, filters, "subscribers.csv")
 
 
 @router.post("/subscribers", status_code=201, responses=NOT_FOUND, summary="Add a subscriber (to lists)")
-def add(body: SubscriberIn, session: Db, _: Admin) -> SubscriberOut:
+def add(body: SubscriberIn, session: SessionDep, _: Admin) -> SubscriberOut:
     subscriber = subscribers.add_subscriber(
         session,
         body.email,
@@ -120,12 +121,12 @@ def add(body: SubscriberIn, session: Db, _: Admin) -> SubscriberOut:
 
 
 @router.get("/subscribers/{subscriber_id}", responses=NOT_FOUND, summary="One subscriber and their subscriptions")
-def get(session: Db, _: Admin, subscriber_id: int = SubscriberId) -> SubscriberOut:
+def get(session: SessionDep, _: Admin, subscriber_id: int = SubscriberId) -> SubscriberOut:
     return one(session, subscribers.get_subscriber(session, subscriber_id))
 
 
 @router.patch("/subscribers/{subscriber_id}", responses=NOT_FOUND, summary="Change name, attributes, block")
-def patch(body: SubscriberPatch, session: Db, _: Admin, subscriber_id: int = SubscriberId) -> SubscriberOut:
+def patch(body: SubscriberPatch, session: SessionDep, _: Admin, subscriber_id: int = SubscriberId) -> SubscriberOut:
     subscriber = subscribers.get_subscriber(session, subscriber_id)
     subscribers.update_subscriber(
         session,
@@ -140,7 +141,7 @@ def patch(body: SubscriberPatch, session: Db, _: Admin, subscriber_id: int = Sub
 
 
 @router.post("/subscribers/{subscriber_id}/unsubscribe", responses=NOT_FOUND, summary="Unsubscribe from lists (or all)")
-def unsubscribe(body: UnsubscribeIn, session: Db, _: Admin, subscriber_id: int = SubscriberId) -> Unsubscribed:
+def unsubscribe(body: UnsubscribeIn, session: SessionDep, _: Admin, subscriber_id: int = SubscriberId) -> Unsubscribed:
     subscriber = subscribers.get_subscriber(session, subscriber_id)
     return Unsubscribed(unsubscribed=subscribers.unsubscribe(session, subscriber, body.lists))
 
@@ -151,7 +152,7 @@ def unsubscribe(body: UnsubscribeIn, session: Db, _: Admin, subscriber_id: int =
     responses=NOT_FOUND,
     summary="Delete a subscriber with their ledger rows (to keep statistics, erase instead)",
 )
-def delete(session: Db, _: Admin, subscriber_id: int = SubscriberId) -> Response:
+def delete(session: SessionDep, _: Admin, subscriber_id: int = SubscriberId) -> Response:
     subscribers.delete_subscriber(session, subscribers.get_subscriber(session, subscriber_id))
     return Response(status_code=204)
 
@@ -161,7 +162,7 @@ def delete(session: Db, _: Admin, subscriber_id: int = SubscriberId) -> Response
     responses=NOT_FOUND,
     summary="GDPR export: everything stored about one subscriber",
 )
-def gdpr_export(session: Db, _: Admin, subscriber_id: int = SubscriberId) -> dict[str, Any]:
+def gdpr_export(session: SessionDep, _: Admin, subscriber_id: int = SubscriberId) -> dict[str, Any]:
     return gdpr.export_subscriber(session, subscribers.get_subscriber(session, subscriber_id))
 
 
@@ -171,6 +172,6 @@ def gdpr_export(session: Db, _: Admin, subscriber_id: int = SubscriberId) -> dic
     responses=NOT_FOUND,
     summary="GDPR erase: remove personal data, keep the address's hash suppressed and the statistics",
 )
-def erase(session: Db, _: Admin, subscriber_id: int = SubscriberId) -> Response:
+def erase(session: SessionDep, _: Admin, subscriber_id: int = SubscriberId) -> Response:
     gdpr.erase_subscriber(session, subscribers.get_subscriber(session, subscriber_id))
     return Response(status_code=204)

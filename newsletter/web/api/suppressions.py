@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from newsletter import suppressions
 from newsletter.models import Suppression, SuppressionReason
-from newsletter.web.api.deps import Admin, Db
+from newsletter.web.api.deps import Admin
 from newsletter.web.api.errors import NOT_FOUND, ApiRoute
 from newsletter.web.api.lists import UPLOAD_MEMORY
 from newsletter.web.api.schemas import (
@@ -22,6 +22,7 @@ from newsletter.web.api.schemas import (
     SuppressionOut,
     SuppressionPage,
 )
+from newsletter.web.deps import SessionDep
 
 router = APIRouter(tags=["suppressions"], route_class=ApiRoute)
 
@@ -34,7 +35,7 @@ def suppression_out(s: Suppression) -> SuppressionOut:
 
 @router.get("/suppressions", summary="Suppressed addresses, a page at a time")
 def list_suppressions(
-    session: Db,
+    session: SessionDep,
     _: Admin,
     reason: SuppressionReason | None = None,
     email: Annotated[str | None, Query(max_length=320, description="Substring, or an exact erased address.")] = None,
@@ -46,7 +47,7 @@ def list_suppressions(
 
 
 @router.post("/suppressions", status_code=201, summary="Never mail this address (idempotent)")
-def add(body: SuppressionIn, session: Db, _: Admin, response: Response) -> SuppressionAdded:
+def add(body: SuppressionIn, session: SessionDep, _: Admin, response: Response) -> SuppressionAdded:
     suppression, created = suppressions.add(session, body.email, detail=body.detail)
     if not created:
         response.status_code = 200
@@ -66,7 +67,7 @@ def add(body: SuppressionIn, session: Db, _: Admin, response: Response) -> Suppr
 )
 async def import_csv(
     request: Request,
-    session: Db,
+    session: SessionDep,
     _: Admin,
     detail: Annotated[str | None, Query(max_length=1000, description="Why, for the record.")] = None,
 ) -> SuppressionImportOut:
@@ -93,6 +94,6 @@ async def import_csv(
     responses=NOT_FOUND,
     summary="Allow mail to an address again (logged)",
 )
-def remove(session: Db, user: Admin, email: str = Path(max_length=320)) -> Response:
+def remove(session: SessionDep, user: Admin, email: str = Path(max_length=320)) -> Response:
     suppressions.remove(session, email, by=user.name)
     return Response(status_code=204)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from newsletter import delivery, previews, stats
 from newsletter.mailer import get_mailer
 from newsletter.models import CampaignStatus, DeliveryStatus
 from newsletter.web.api.deps import Editor, JobQueue
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute, described
+from newsletter.web.api.params import Cursor, RowId
 from newsletter.web.api.schemas import (
     CampaignIn,
     CampaignReport,
@@ -21,11 +22,11 @@ from newsletter.web.api.schemas import (
     Resent,
     TestSendIn,
     TestSent,
+    row_fields,
 )
 from newsletter.web.deps import SessionDep, SettingsDep
 
 router = APIRouter(tags=["campaigns"], route_class=ApiRoute)
-CampaignId = Path(ge=1, le=2**63 - 1)
 
 
 @router.get("/campaigns", summary="Campaigns, newest first")
@@ -37,13 +38,8 @@ def list_campaigns(
 ) -> list[CampaignSummary]:
     return [
         CampaignSummary(
-            id=c.id,
-            status=c.status,
-            subject=c.subject,
+            **row_fields(c, CampaignSummary, exclude={"digest", "recipients"}),
             digest=c.digest.slug,
-            scheduled_at=c.scheduled_at,
-            started_at=c.started_at,
-            finished_at=c.finished_at,
             recipients=c.recipient_count,
         )
         for c in stats.list_campaigns(session, status=status, limit=limit)
@@ -86,7 +82,7 @@ def send_test(body: TestSendIn, session: SessionDep, settings: SettingsDep, _: E
 
 
 @router.get("/campaigns/{campaign_id}", responses=NOT_FOUND, summary="Status and statistics of a campaign")
-def get_campaign(session: SessionDep, _: Editor, campaign_id: int = CampaignId) -> CampaignReport:
+def get_campaign(session: SessionDep, _: Editor, campaign_id: RowId) -> CampaignReport:
     return CampaignReport.model_validate(stats.campaign_report(session, campaign_id))
 
 
@@ -98,11 +94,11 @@ def get_campaign(session: SessionDep, _: Editor, campaign_id: int = CampaignId) 
 def deliveries(
     session: SessionDep,
     _: Editor,
-    campaign_id: int = CampaignId,
+    campaign_id: RowId,
     status: Annotated[
         list[DeliveryStatus] | None, Query(description="Repeatable: ?status=failed&status=unknown")
     ] = None,
-    after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=stats.MAX_PAGE)] = 100,
 ) -> DeliveryPage:
     page = stats.ledger_page(session, campaign_id, statuses=status or [], after=after, limit=limit)
@@ -110,15 +106,13 @@ def deliveries(
 
 
 @router.post("/campaigns/{campaign_id}/pause", responses={**NOT_FOUND, **CONFLICT}, summary="Stop claiming recipients")
-def pause(session: SessionDep, _: Editor, campaign_id: int = CampaignId) -> CampaignState:
+def pause(session: SessionDep, _: Editor, campaign_id: RowId) -> CampaignState:
     campaign = delivery.pause(session, campaign_id)
     return CampaignState(id=campaign.id, status=campaign.status)
 
 
 @router.post("/campaigns/{campaign_id}/resume", responses={**NOT_FOUND, **CONFLICT}, summary="Carry on after a pause")
-def resume(
-    session: SessionDep, settings: SettingsDep, _: Editor, jobs: JobQueue, campaign_id: int = CampaignId
-) -> CampaignState:
+def resume(session: SessionDep, settings: SettingsDep, _: Editor, jobs: JobQueue, campaign_id: RowId) -> CampaignState:
     ranges = delivery.resume(session, settings, campaign_id)
     status = delivery.get_campaign(session, campaign_id).status
     session.commit()
@@ -131,7 +125,7 @@ def resume(
     responses={**NOT_FOUND, **CONFLICT},
     summary="Stop for good; recipients not yet sent to are skipped",
 )
-def cancel(session: SessionDep, _: Editor, campaign_id: int = CampaignId) -> CampaignState:
+def cancel(session: SessionDep, _: Editor, campaign_id: RowId) -> CampaignState:
     campaign = delivery.cancel(session, campaign_id)
     return CampaignState(id=campaign.id, status=campaign.status)
 
@@ -142,7 +136,7 @@ def cancel(session: SessionDep, _: Editor, campaign_id: int = CampaignId) -> Cam
     summary="Send again to failed and/or unknown recipients only (never to sent ones)",
 )
 def resend(
-    body: ResendIn, session: SessionDep, settings: SettingsDep, _: Editor, jobs: JobQueue, campaign_id: int = CampaignId
+    body: ResendIn, session: SessionDep, settings: SettingsDep, _: Editor, jobs: JobQueue, campaign_id: RowId
 ) -> Resent:
     moved, ranges = stats.resend(session, settings, campaign_id, body.statuses)
     status = delivery.get_campaign(session, campaign_id).status

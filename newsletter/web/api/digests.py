@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
@@ -12,7 +12,8 @@ from sqlalchemy.orm import selectinload
 from newsletter import delivery, digests, models, previews
 from newsletter.web.api.deps import Editor
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
-from newsletter.web.api.schemas import SLUG_PATTERN, DigestItemOut, DigestOut, DigestSummary, Published
+from newsletter.web.api.params import SlugPath
+from newsletter.web.api.schemas import SLUG_PATTERN, DigestOut, DigestSummary, Published
 from newsletter.web.deps import SessionDep, SettingsDep
 
 router = APIRouter(tags=["digests"], route_class=ApiRoute)
@@ -49,32 +50,13 @@ def list_digests(
 
 
 @router.get("/digests/{slug}", responses=NOT_FOUND, summary="One digest with its items")
-def get_digest(session: SessionDep, _: Editor, slug: str = Path(pattern=SLUG_PATTERN)) -> DigestOut:
+def get_digest(session: SessionDep, _: Editor, slug: SlugPath) -> DigestOut:
     digest = session.scalar(
         select(models.Digest).where(models.Digest.slug == slug).options(selectinload(models.Digest.items))
     )
     if digest is None:
         raise delivery.DigestNotFound(slug)
-    return DigestOut(
-        slug=digest.slug,
-        title=digest.title,
-        date=digest.date,
-        intro=digest.intro,
-        published_at=digest.published_at,
-        items=[
-            DigestItemOut(
-                headline=i.headline,
-                source=i.source,
-                url=i.url,
-                date=i.date,
-                section=i.section,
-                summary=i.summary,
-                image=i.image,
-                image_alt=i.image_alt,
-            )
-            for i in digest.items
-        ],
-    )
+    return DigestOut.model_validate(digest, from_attributes=True)
 
 
 @router.get(
@@ -88,7 +70,7 @@ def preview(
     session: SessionDep,
     settings: SettingsDep,
     _: Editor,
-    slug: str = Path(pattern=SLUG_PATTERN),
+    slug: SlugPath,
     list_slug: Annotated[str | None, Query(alias="list", pattern=SLUG_PATTERN)] = None,
     text: Annotated[bool, Query(description="The text part instead of the HTML.")] = False,
 ) -> Response:

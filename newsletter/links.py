@@ -10,7 +10,11 @@ PREFERENCES = "/preferences/"
 OPEN = "/o/"
 CLICK = "/c/"
 SUBSCRIBE = "/subscribe/"
-ARCHIVE = "/archive"
+ARCHIVE = "/archive"  # the index; an issue is ARCHIVE + "/" + its slug
+FEED = "/feed.xml"
+UNDO = "/undo"  # after UNSUBSCRIBE + token: the unsubscribed page's "subscribe again" button
+STYLESHEET = "/static/style.css"
+HEALTH = "/healthz"
 
 
 def unsubscribe_url(base_url: str, tokens: Tokens, subscriber_id: int, list_id: int) -> str:
@@ -23,3 +27,11 @@ def preferences_url(base_url: str, tokens: Tokens, subscriber_id: int) -> str:
 
 def confirm_url(base_url: str, tokens: Tokens, subscriber_id: int, list_id: int) -> str:
     return f"{base_url}{CONFIRM}{tokens.make(TokenPurpose.confirm, subscriber_id, list_id)}"
+
+
+def archive_url(base_url: str, slug: str | None = None) -> str:
+    return f"{base_url}{ARCHIVE}/{slug}" if slug else f"{base_url}{ARCHIVE}"
+
+
+def feed_url(base_url: str) -> str:
+    return f"{base_url}{FEED}"

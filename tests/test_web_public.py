@@ -584,7 +584,7 @@ def _hot_hits(app: FastAPI, sessions: sessionmaker[Session], settings: Settings)
 
 @pytest.mark.postgres
 def test_postgres_fast_path_records_what_the_session_path_records(make_settings: object, committed_pg_url: str) -> None:
-    """The hot endpoints on the async pools (`app.HotPools`) against the same requests on sessions."""
+    """The hot endpoints on the async pools (`deps.HotPools`) against the same requests on sessions."""
     settings: Settings = make_settings(database_url=committed_pg_url)  # type: ignore[operator]
     engine = make_engine(committed_pg_url)
     sessions = sessionmaker(bind=engine, expire_on_commit=False)
@@ -659,12 +659,12 @@ def test_healthz_still_answers(web: Web) -> None:
 def test_confirmation_goes_through_the_worker_task_in_embedded_mode(
     web: Web, session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from newsletter.web import public
+    from newsletter.web.public.subscribe import enqueue_confirmation
     from worker import tasks
 
     calls: list[int] = []
     monkeypatch.setattr(tasks.send_confirmation, "delay", lambda subscription_id: calls.append(subscription_id))
-    web.app.state.enqueue_confirmation = public.enqueue_confirmation
+    web.app.state.enqueue_confirmation = enqueue_confirmation
     mailing_list = make_list(session)
     session.commit()
     web.client.post(f"/subscribe/{mailing_list.slug}", data={"email": "queued@example.com"})

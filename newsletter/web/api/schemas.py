@@ -26,6 +26,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def row_fields(row: object, model: type[BaseModel], *, exclude: set[str] | None = None) -> dict[str, Any]:
+    """The attributes of a database row that `model` has fields of the same name for, but those excluded."""
+    return {name: getattr(row, name) for name in model.model_fields if not exclude or name not in exclude}
+
+
 # --- users ------------------------------------------------------------------------------------------------
 
 

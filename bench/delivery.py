@@ -29,6 +29,7 @@ from sqlalchemy import Engine, text
 from newsletter import delivery, digests, lists, migrate
 from newsletter.config import Settings, load_settings
 from newsletter.db import make_engine, session_factory, session_scope, utcnow
+from newsletter.delivery import ledger, progress, sending
 from newsletter.models import CampaignStatus, OptIn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,8 +132,8 @@ def sample_message(settings: Settings, digest: str) -> bytes:
         delivery.start(session, settings, campaign_id)
     sessions = session_factory(settings)
     with sessions.begin() as session:
-        claimed = delivery.claim(session, campaign_id, 0, 2**62, limit=1, worker="bench")
-        data = delivery.prepare(session, settings, campaign_id).render(claimed[0])
+        claimed = ledger.claim(session, campaign_id, 0, 2**62, limit=1, worker="bench")
+        data = sending.prepare(session, settings, campaign_id).render(claimed[0])
         delivery.cancel(session, campaign_id)
     engine.dispose()
     return data
@@ -258,7 +259,7 @@ def run_campaign(
         workers.stop()
     with session_scope(settings) as session:
         campaign = delivery.get_campaign(session, campaign_id)
-        counts = {k: v for k, v in delivery.counts(session, campaign_id).items() if v}
+        counts = {k: v for k, v in progress.tally(session, campaign_id).counts.items() if v}
         assert campaign.started_at is not None
         end = campaign.finished_at or utcnow()
         sending = (end - campaign.started_at).total_seconds()

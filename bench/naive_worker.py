@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import select, update
 
-from newsletter import delivery, rendering
+from newsletter import delivery, links, rendering
 from newsletter.config import Settings, get_settings
 from newsletter.db import session_scope
 from newsletter.mailer import parse_smtp_urls
@@ -48,7 +48,7 @@ def send_one(campaign_id: int, delivery_id: int) -> None:
         message["Subject"] = subject
         message["Date"] = formatdate(usegmt=True)
         message["Message-ID"] = f"<{campaign_id}.{delivery_id}@example.org>"
-        message["List-Unsubscribe"] = f"<{settings.base_url}/unsubscribe/{delivery_id}>"
+        message["List-Unsubscribe"] = f"<{settings.base_url}{links.UNSUBSCRIBE}{delivery_id}>"
 
         def personal(body: str) -> str:
             return body.replace(rendering.NAME, name).replace(rendering.UNSUBSCRIBE_URL, f"/u/{delivery_id}")

@@ -14,9 +14,10 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from newsletter import rendering
+from newsletter import links, rendering
 from newsletter.digests import load_digest
-from newsletter.messages import CampaignMessage, DkimSigner, Recipient
+from newsletter.dkim import DkimSigner
+from newsletter.messages import CampaignMessage, Recipient
 
 SAMPLE = Path(__file__).resolve().parent.parent / "newsletter" / "samples" / "sample-digest.md"
 BASE = "https://news.example.org"
@@ -47,8 +48,8 @@ def main() -> None:
             digest,
             theme=THEME,
             list_name="Kazakhstan in Foreign Media",
-            link_href=lambda url: f"{BASE}/c/{rendering.TRACK}.1",
-            open_pixel_url=f"{BASE}/o/{rendering.TRACK}",
+            link_href=lambda url: links.click_url(BASE, rendering.TRACK, 1),
+            open_pixel_url=links.open_url(BASE, rendering.TRACK),
         )
 
     per_campaign = timed(render)
@@ -67,8 +68,8 @@ def main() -> None:
     def values(i: int) -> dict[str, str]:
         return {
             rendering.NAME: f"Reader {i}",
-            rendering.UNSUBSCRIBE_URL: f"{BASE}/unsubscribe/tok{i:012d}.abcdefghijklmnop",
-            rendering.PREFERENCES_URL: f"{BASE}/preferences/tok{i:012d}.abcdefghijklmnop",
+            rendering.UNSUBSCRIBE_URL: f"{BASE}{links.UNSUBSCRIBE}tok{i:012d}.abcdefghijklmnop",
+            rendering.PREFERENCES_URL: f"{BASE}{links.PREFERENCES}tok{i:012d}.abcdefghijklmnop",
             rendering.TRACK: f"trk{i:012d}.abcdefghijklmnop",
         }
 

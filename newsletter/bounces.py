@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 
 from newsletter import tracking
 from newsletter.config import Settings
-from newsletter.delivery import is_hard_status, message_nonce
+from newsletter.delivery.composing import message_nonce
+from newsletter.delivery.ledger import is_hard_status
 from newsletter.errors import Invalid
 from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Subscriber, SuppressionReason
 from newsletter.suppressions import suppress

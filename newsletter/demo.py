@@ -9,11 +9,20 @@ from pathlib import Path
 from rich.console import Console
 from sqlalchemy import select
 
-from newsletter import delivery, digests, lists, rendering, subscriptions
+from newsletter import delivery, digests, links, lists, rendering, subscriptions
 from newsletter.config import Settings
 from newsletter.db import get_engine, session_scope
+from newsletter.delivery import progress
 from newsletter.migrate import upgrade
-from newsletter.models import Campaign, CampaignStatus, MailingList, OptIn, SubscriptionSource, campaign_lists
+from newsletter.models import (
+    Campaign,
+    CampaignStatus,
+    DeliveryStatus,
+    MailingList,
+    OptIn,
+    SubscriptionSource,
+    campaign_lists,
+)
 
 SAMPLE_DIGEST = Path(__file__).resolve().parent / "samples" / "sample-digest.md"
 DEMO_LIST = "demo"
@@ -58,6 +67,8 @@ def demo_addresses(count: int) -> list[tuple[str, str]]:
 
 
 def run(settings: Settings, *, subscribers: int, console: Console) -> None:
+    # Imported here, not at the top: the demo is an entry point (`newsletter demo`) that enqueues as the CLI
+    # does, and a module-level import would make this module of the domain package depend on worker/.
     from worker import tasks
 
     upgrade(get_engine(settings))
@@ -99,7 +110,7 @@ def run(settings: Settings, *, subscribers: int, console: Console) -> None:
 
     with session_scope(settings) as session:
         campaign = delivery.get_campaign(session, campaign_id)
-        counts = delivery.counts(session, campaign_id)
+        counts = progress.tally(session, campaign_id).counts
         preview = write_preview(settings, campaign)
     outbox = settings.outbox_dir.resolve()
     files = sorted(outbox.glob("*.eml"))
@@ -111,8 +122,8 @@ def run(settings: Settings, *, subscribers: int, console: Console) -> None:
     else:
         console.print(f"Sent digest [bold]{stored.slug}[/] to list [bold]{DEMO_LIST}[/] (campaign {campaign_id}).")
     console.print(
-        f"  ledger: {counts['sent']} sent, {counts['failed']} failed, {counts['pending']} pending, "
-        f"{counts['skipped']} skipped"
+        f"  ledger: {counts[DeliveryStatus.sent]} sent, {counts[DeliveryStatus.failed]} failed, "
+        f"{counts[DeliveryStatus.pending]} pending, {counts[DeliveryStatus.skipped]} skipped"
     )
     console.print(f"  messages: {len(files)} .eml files in {outbox}")
     console.print(f"  preview:  {preview}")
@@ -127,8 +138,8 @@ def write_preview(settings: Settings, campaign: Campaign) -> Path:
     html = campaign.html or ""
     sample = {
         rendering.NAME: "Aigerim",
-        rendering.UNSUBSCRIBE_URL: f"{settings.base_url}/unsubscribe/preview",
-        rendering.PREFERENCES_URL: f"{settings.base_url}/preferences/preview",
+        rendering.UNSUBSCRIBE_URL: f"{settings.base_url}{links.UNSUBSCRIBE}preview",
+        rendering.PREFERENCES_URL: f"{settings.base_url}{links.PREFERENCES}preview",
         rendering.TRACK: "preview",
     }
     for placeholder, value in sample.items():

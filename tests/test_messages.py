@@ -17,11 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from newsletter.dkim import DkimKeyError, DkimSigner
 from newsletter.messages import (
     PLACEHOLDER,
     CampaignMessage,
-    DkimKeyError,
-    DkimSigner,
     InvalidHeader,
     Recipient,
     clean_value,

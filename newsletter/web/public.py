@@ -25,9 +25,10 @@ from feedgen.feed import FeedGenerator
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, selectinload
 
-from newsletter import delivery, links, rendering, subscriptions, tracking
+from newsletter import links, rendering, subscriptions, tracking
 from newsletter.addresses import InvalidEmail
 from newsletter.config import Settings
+from newsletter.digests import from_stored
 from newsletter.lists import ListNotFound
 from newsletter.models import Campaign, CampaignStatus, Digest, MailingList, Visibility, campaign_lists
 from newsletter.subscriptions import ListNotSubscribable
@@ -65,7 +66,7 @@ def masked(email: str) -> str:
 
 
 def list_context(mailing_list: MailingList) -> dict[str, Any]:
-    theme = subscriptions.publication_theme(mailing_list)
+    theme = rendering.theme_for(mailing_list)
     address = ", ".join(line.strip() for line in theme.postal_address.splitlines() if line.strip())
     return {"publication": theme.publication_name, "postal_address": address}
 
@@ -593,7 +594,7 @@ def archived_digest(slug: str, request: Request, session: SessionDep) -> Respons
         "digest.html",
         title=digest.title,
         robots="index",
-        **rendering.digest_page_context(delivery.digest_model(digest)),
+        **rendering.digest_page_context(from_stored(digest)),
         **site_context(request, session),
     )
 
@@ -621,7 +622,7 @@ def feed(request: Request, session: SessionDep, settings: SettingsDep) -> Respon
         entry.link(href=url, rel="alternate")
         entry.published(digest.published_at)
         entry.updated(digest.published_at)
-        entry.content(body.render(**rendering.digest_page_context(delivery.digest_model(digest))), type="html")
+        entry.content(body.render(**rendering.digest_page_context(from_stored(digest))), type="html")
     return Response(
         generator.atom_str(pretty=False),
         media_type="application/atom+xml",

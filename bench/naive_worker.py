@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import select, update
 
+from bench.workers import start_workers
 from newsletter import delivery, links, rendering
 from newsletter.config import Settings, get_settings
 from newsletter.db import session_scope
@@ -65,8 +66,6 @@ def send_one(campaign_id: int, delivery_id: int) -> None:
 
 def run(settings: Settings, digest: str, slug: str, log: Path) -> float:
     """Messages/s of the naive route for the list `slug` (planned by the real planner, sent one task each)."""
-    from bench.delivery import start_workers
-
     with session_scope(settings) as session:
         campaign_id = delivery.create_campaign(session, digest_slug=digest, list_slugs=[slug], allow_repeat=True).id
         delivery.start(session, settings, campaign_id)

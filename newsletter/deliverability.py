@@ -177,23 +177,7 @@ def inspect(
         number, headline = items.get((links or {}).get(url or "", url or ""), (None, None))
         return {"item": number, "headline": headline}
 
-    size = len(html_part.encode("utf-8"))
-    shown = f"{size / 1024:.1f} KB"
-    if size > HTML_ERROR_BYTES:
-        findings.append(Finding("error", f"the HTML is {shown}; Gmail clips above ~102 KB: shorten the digest"))
-    elif size > HTML_WARNING_BYTES:
-        findings.append(Finding("warning", f"the HTML is {shown}, close to Gmail's ~102 KB clipping limit"))
-    else:
-        findings.append(Finding("info", f"the HTML is {shown} (Gmail clips above ~102 KB)"))
-
-    subject = subject.strip()
-    if not subject:
-        findings.append(Finding("error", "the subject is empty"))
-    elif len(subject) > SUBJECT_MAX:
-        findings.append(
-            Finding("warning", f"the subject is {len(subject)} characters; many clients cut it after ~{SUBJECT_MAX}")
-        )
-
+    findings += _size_and_subject(html_part, subject)
     elements = _Elements()
     elements.feed(html_part)
     for href in dict.fromkeys(elements.links):
@@ -218,6 +202,33 @@ def inspect(
     if unsubscribe_url not in text_part:
         findings.append(Finding("error", "the text part has no unsubscribe link"))
 
+    findings += _postal_address(mailing_list, html_part, text_part)
+    return findings
+
+
+def _size_and_subject(html_part: str, subject: str) -> list[Finding]:
+    findings: list[Finding] = []
+    size = len(html_part.encode("utf-8"))
+    shown = f"{size / 1024:.1f} KB"
+    if size > HTML_ERROR_BYTES:
+        findings.append(Finding("error", f"the HTML is {shown}; Gmail clips above ~102 KB: shorten the digest"))
+    elif size > HTML_WARNING_BYTES:
+        findings.append(Finding("warning", f"the HTML is {shown}, close to Gmail's ~102 KB clipping limit"))
+    else:
+        findings.append(Finding("info", f"the HTML is {shown} (Gmail clips above ~102 KB)"))
+
+    subject = subject.strip()
+    if not subject:
+        findings.append(Finding("error", "the subject is empty"))
+    elif len(subject) > SUBJECT_MAX:
+        findings.append(
+            Finding("warning", f"the subject is {len(subject)} characters; many clients cut it after ~{SUBJECT_MAX}")
+        )
+    return findings
+
+
+def _postal_address(mailing_list: MailingList, html_part: str, text_part: str) -> list[Finding]:
+    findings: list[Finding] = []
     address = rendering.theme_for(mailing_list).postal_address.strip()
     if not address:
         findings.append(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from newsletter import delivery, digests, links, lists, rendering, subscriptions
 from newsletter.config import Settings
@@ -66,6 +67,22 @@ def demo_addresses(count: int) -> list[tuple[str, str]]:
     return people
 
 
+def _demo_list(session: Session) -> MailingList:
+    mailing_list = session.scalar(select(MailingList).where(MailingList.slug == DEMO_LIST))
+    if mailing_list is None:
+        mailing_list = lists.create_list(
+            session,
+            slug=DEMO_LIST,
+            name="Kazakhstan in the World Press",
+            from_email="digest@example.org",
+            from_name="Kazakhstan in the World Press",
+            opt_in=OptIn.double,
+            postal_address="Demo Publishing, 1 Example Street, Astana 010000, Kazakhstan",
+            description="A weekly round-up of what foreign media wrote about Kazakhstan.",
+        )
+    return mailing_list
+
+
 def run(settings: Settings, *, subscribers: int, console: Console) -> None:
     # Imported here, not at the top: the demo is an entry point (`newsletter demo`) that enqueues as the CLI
     # does, and a module-level import would make this module of the domain package depend on worker/.
@@ -74,18 +91,7 @@ def run(settings: Settings, *, subscribers: int, console: Console) -> None:
     upgrade(get_engine(settings))
     digest = digests.load_digest(SAMPLE_DIGEST)
     with session_scope(settings) as session:
-        mailing_list = session.scalar(select(MailingList).where(MailingList.slug == DEMO_LIST))
-        if mailing_list is None:
-            mailing_list = lists.create_list(
-                session,
-                slug=DEMO_LIST,
-                name="Kazakhstan in the World Press",
-                from_email="digest@example.org",
-                from_name="Kazakhstan in the World Press",
-                opt_in=OptIn.double,
-                postal_address="Demo Publishing, 1 Example Street, Astana 010000, Kazakhstan",
-                description="A weekly round-up of what foreign media wrote about Kazakhstan.",
-            )
+        mailing_list = _demo_list(session)
         for address, name in demo_addresses(subscribers):
             subscriber = subscriptions.get_or_create_subscriber(session, address, name)
             subscriptions.add_subscription(

@@ -242,6 +242,37 @@ def _skeleton(content: str) -> list[bytes | str]:
     return pieces
 
 
+def _list_id_value(list_id: str) -> str:
+    list_name, _, list_addr = clean_value(list_id).rpartition("<")
+    list_addr = list_addr.strip().rstrip(">").strip()
+    if not _URL.fullmatch(list_addr):
+        raise InvalidHeader(f"not a usable List-Id: {list_id!r}")
+    if list_name.strip():
+        return f"{_phrase(list_name.strip())} <{list_addr}>"
+    return f"<{list_addr}>"
+
+
+def _mailto_value(unsubscribe_mailto: str) -> str:
+    mailto = unsubscribe_mailto.strip()
+    if not mailto.startswith("mailto:"):
+        mailto = "mailto:" + mailto
+    if not _URL.fullmatch(mailto):
+        raise InvalidHeader(f"not a usable unsubscribe mailto: {unsubscribe_mailto!r}")
+    return mailto
+
+
+def _head_tail(headers: Mapping[str, str], boundary: str) -> bytes:
+    """The headers after List-Unsubscribe: the one-click marker, the caller's own, the MIME type."""
+    tail = [_header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name) or name.lower() in _OWN_HEADERS:
+            raise InvalidHeader(f"cannot add header {name!r}")
+        tail.append(_header(name, _unstructured(clean_value(value).strip(), len(name) + 2)))
+    tail.append(_header("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
+    tail.append("\r\n")
+    return "".join(tail).encode("utf-8")
+
+
 class CampaignMessage:
     """One campaign's message, pre-encoded once; `render()` adds a recipient in microseconds.
 
@@ -276,33 +307,10 @@ class CampaignMessage:
         self._head_from = "".join(head).encode("utf-8")
         self._head_subject = _header("Subject", _unstructured(subject, len("Subject: "))).encode()
 
-        list_name, _, list_addr = clean_value(list_id).rpartition("<")
-        list_addr = list_addr.strip().rstrip(">").strip()
-        if not _URL.fullmatch(list_addr):
-            raise InvalidHeader(f"not a usable List-Id: {list_id!r}")
-        list_value = f"<{list_addr}>"
-        if list_name.strip():
-            list_value = f"{_phrase(list_name.strip())} {list_value}"
-        self._head_list = (_header("MIME-Version", "1.0") + _header("List-Id", list_value)).encode()
-
-        self._mailto = ""
-        if unsubscribe_mailto:
-            mailto = unsubscribe_mailto.strip()
-            if not mailto.startswith("mailto:"):
-                mailto = "mailto:" + mailto
-            if not _URL.fullmatch(mailto):
-                raise InvalidHeader(f"not a usable unsubscribe mailto: {unsubscribe_mailto!r}")
-            self._mailto = mailto
-
+        self._head_list = (_header("MIME-Version", "1.0") + _header("List-Id", _list_id_value(list_id))).encode()
+        self._mailto = _mailto_value(unsubscribe_mailto) if unsubscribe_mailto else ""
         self._boundary = "=_nl_" + secrets.token_hex(12)  # "=_" cannot occur in QP-encoded text
-        tail = [_header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
-        for name, value in (headers or {}).items():
-            if not _HEADER_NAME.fullmatch(name) or name.lower() in _OWN_HEADERS:
-                raise InvalidHeader(f"cannot add header {name!r}")
-            tail.append(_header(name, _unstructured(clean_value(value).strip(), len(name) + 2)))
-        tail.append(_header("Content-Type", f'multipart/alternative; boundary="{self._boundary}"'))
-        tail.append("\r\n")
-        self._head_tail = "".join(tail).encode("utf-8")
+        self._head_tail = _head_tail(headers or {}, self._boundary)
 
         def part_head(subtype: str) -> bytes:
             return (

@@ -100,12 +100,6 @@ def preview_digest(
         base_url=settings.base_url if tracking else None,
         template_source=source,
     )
-    # Tracked hrefs are numbered as a campaign's registered links would be: say where each one leads.
-    hrefs = (
-        {links.click_url(settings.base_url, rendering.TRACK, n): url for n, url in enumerate(rendered.links, 1)}
-        if tracking and mailing_list.tracking
-        else {url: url for url in rendered.links}
-    )
     title = " ".join((subject or digest.title).split())
     # Never added to the session: an unsaved campaign only carries what PreparedCampaign reads.
     campaign = Campaign(
@@ -117,19 +111,7 @@ def preview_digest(
     )
     prepared = PreparedCampaign(settings, campaign, Tokens(settings.secret_key), signer_for(settings))
     email_address = normalise_email(recipient_email)
-    # A subscriber's own tokens make unsubscribe and preferences work in a test sent to them; anyone else
-    # gets tokens for subscriber 0, which the web app answers with "this link is not valid".
-    subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email == email_address)) or 0
-    claimed = Claimed(
-        # A random ledger id keeps each preview's Message-ID unique, so mail clients never merge two tests.
-        delivery_id=secrets.randbelow(2**40) + 1,
-        subscriber_id=subscriber_id,
-        list_id=mailing_list.id,
-        email=email_address,
-        name=recipient_name,
-        attempts=0,
-    )
-    message = prepared.render(claimed)
+    message = _message_for(session, prepared, mailing_list.id, email_address, recipient_name)
     if test:
         # Prepended, not signed: DKIM signs a fixed header list, so the signature stays valid.
         message = f"{TEST_HEADER[0]}: {TEST_HEADER[1]}\r\n".encode("ascii") + message
@@ -145,8 +127,33 @@ def preview_digest(
         envelope_from=prepared.envelope_from,
         recipient=email_address,
         unsubscribe_url=_unsubscribe_url(parsed),
-        links=hrefs,
+        links=_destinations(rendered, settings.base_url if tracking and mailing_list.tracking else None),
     )
+
+
+def _destinations(rendered: rendering.RenderedEmail, tracked_at: str | None) -> dict[str, str]:
+    """Each href of the rendered email and the URL it leads to: tracked ones are numbered as a campaign's
+    registered links would be."""
+    if tracked_at is None:
+        return {url: url for url in rendered.links}
+    return {links.click_url(tracked_at, rendering.TRACK, n): url for n, url in enumerate(rendered.links, 1)}
+
+
+def _message_for(session: Session, prepared: PreparedCampaign, list_id: int, email_address: str, name: str) -> bytes:
+    """The prepared campaign's message for one address, as the batch loop would write it."""
+    # A subscriber's own tokens make unsubscribe and preferences work in a test sent to them; anyone else
+    # gets tokens for subscriber 0, which the web app answers with "this link is not valid".
+    subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email == email_address)) or 0
+    claimed = Claimed(
+        # A random ledger id keeps each preview's Message-ID unique, so mail clients never merge two tests.
+        delivery_id=secrets.randbelow(2**40) + 1,
+        subscriber_id=subscriber_id,
+        list_id=list_id,
+        email=email_address,
+        name=name,
+        attempts=0,
+    )
+    return prepared.render(claimed)
 
 
 def send_test(

@@ -30,7 +30,14 @@ from newsletter import delivery, digests, lists, migrate
 from newsletter.config import Settings, load_settings
 from newsletter.db import make_engine, session_factory, session_scope, utcnow
 from newsletter.delivery import ledger, progress, sending
-from newsletter.models import CampaignStatus, OptIn
+from newsletter.models import (
+    CampaignStatus,
+    DeliveryStatus,
+    OptIn,
+    SubscriberStatus,
+    SubscriptionSource,
+    SubscriptionStatus,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "newsletter" / "samples" / "sample-digest.md"
@@ -85,21 +92,26 @@ def seed(engine: Engine, slug: str, count: int) -> None:
             text(
                 """
                 INSERT INTO subscribers (email, email_hash, name, attributes, status, created_at, updated_at)
-                SELECT e, encode(sha256(convert_to(e, 'UTF8')), 'hex'), 'Reader ' || g, '{}', 'active', now(), now()
+                SELECT e, encode(sha256(convert_to(e, 'UTF8')), 'hex'), 'Reader ' || g, '{}', :active, now(), now()
                 FROM generate_series(1, :n) g, LATERAL (SELECT :slug || '.' || g || '@example.com' AS e) addr
                 """
             ),
-            {"n": count, "slug": slug},
+            {"n": count, "slug": slug, "active": SubscriberStatus.active.value},
         )
         conn.execute(
             text(
                 """
                 INSERT INTO subscriptions (subscriber_id, list_id, status, source, confirmed_at, created_at, updated_at)
-                SELECT id, :list_id, 'confirmed', 'import', now(), now(), now()
+                SELECT id, :list_id, :confirmed, :source, now(), now(), now()
                 FROM subscribers WHERE email LIKE :pattern
                 """
             ),
-            {"list_id": list_id, "pattern": f"{slug}.%"},
+            {
+                "list_id": list_id,
+                "pattern": f"{slug}.%",
+                "confirmed": SubscriptionStatus.confirmed.value,
+                "source": SubscriptionSource.import_.value,
+            },
         )
         conn.execute(text("ANALYZE subscribers; ANALYZE subscriptions"))
 
@@ -205,7 +217,7 @@ def run_campaign(
         assert campaign.started_at is not None
         end = campaign.finished_at or utcnow()
         sending = (end - campaign.started_at).total_seconds()
-    done = counts.get("sent", 0)
+    done = counts.get(DeliveryStatus.sent, 0)
     return Run(done, seconds, sending, rss, counts)
 
 

@@ -177,7 +177,7 @@ def _feedback(parts: list[MIMEPart], message_id: str | None) -> list[Report]:
 
 # --- recording them ---------------------------------------------------------------------------------------
 
-# What the pipeline writes: <campaign.row.nonce@domain> (see delivery.PreparedCampaign.message_id).
+# What the pipeline writes: <campaign.row.nonce@domain> (see delivery.ledger.MessageIds).
 _OUR_MESSAGE_ID = re.compile(r"<(\d{1,18})\.(\d{1,18})\.([0-9a-f]{12})@[^<>\s]+>")
 
 

@@ -42,9 +42,8 @@ class PreparedCampaign:
         self.campaign_id = campaign.id
         self.tokens = tokens
         self.tracking = primary.tracking
-        self.domain = primary.from_email.rpartition("@")[2]
-        self.nonce = message_nonce(settings.secret_key, campaign.id)
-        self.ids = MessageIds(campaign.id, self.nonce, self.domain)
+        domain = primary.from_email.rpartition("@")[2]
+        self.ids = MessageIds(campaign.id, message_nonce(settings.secret_key, campaign.id), domain)
         self.envelope_from = envelope_address(primary.from_email)
         # The shapes of links.unsubscribe_url / preferences_url, their constant part joined once per campaign
         self._unsubscribe = f"{settings.base_url}{links.UNSUBSCRIBE}"
@@ -54,7 +53,7 @@ class PreparedCampaign:
             "from_name": primary.from_name or primary.name,
             "from_email": primary.from_email,
             "reply_to": primary.reply_to,
-            "list_id": f"{primary.name} <{primary.slug}.{self.domain}>",
+            "list_id": f"{primary.name} <{primary.slug}.{domain}>",
             "unsubscribe_mailto": settings.list_unsubscribe_mailto,
             "headers": {"X-Campaign-ID": str(campaign.id)},
             "dkim": dkim,
@@ -99,9 +98,6 @@ class PreparedCampaign:
             template_source=self._template,
         )
         return CampaignMessage(html=rendered.html, text=rendered.text, **self._message_options)
-
-    def message_id(self, delivery_id: int) -> str:
-        return self.ids.of(delivery_id)
 
     def render(self, claimed: Claimed) -> bytes:
         """The recipient's message; raises messages.InvalidHeader when it cannot be written safely."""

@@ -689,7 +689,7 @@ def campaigns_test(
 
 def watch(campaign_id: int, *, quiet: bool = False, poll: float = 1.0) -> None:
     """Progress, rate and ETA until the campaign stops moving; in embedded mode this loop also runs the due retries."""
-    from newsletter import delivery
+    from newsletter.delivery import progress as delivery_progress
     from worker import tasks
 
     embedded = settings().broker_url is None
@@ -707,7 +707,7 @@ def watch(campaign_id: int, *, quiet: bool = False, poll: float = 1.0) -> None:
         while True:
             asked = time.monotonic()
             with unit_of_work() as session:
-                state = delivery.progress(session, campaign_id)
+                state = delivery_progress.campaign_progress(session, campaign_id)
             # progress() scans the campaign's ledger: on a big one, ask less often than once a second
             # so that watching costs the database at most a tenth of one connection's time
             wait = max(poll, 10 * (time.monotonic() - asked))

@@ -51,7 +51,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter import models
-from newsletter.errors import Conflict, Invalid
+from newsletter.errors import Conflict, Invalid, NotFound
 
 __all__ = [
     "Digest",
@@ -546,3 +546,41 @@ def publish(session: Session, digest: Digest) -> tuple[models.Digest, bool]:
     session.add(stored)
     session.flush()
     return stored, True
+
+
+class DigestNotFound(NotFound):
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"no published digest with slug {slug!r}")
+
+
+def get_published(session: Session, slug: str) -> models.Digest:
+    """The stored digest with this slug, or DigestNotFound."""
+    digest = session.scalar(select(models.Digest).where(models.Digest.slug == slug))
+    if digest is None:
+        raise DigestNotFound(slug)
+    return digest
+
+
+def from_stored(digest: models.Digest) -> Digest:
+    """The stored digest back as the validated model rendering takes."""
+    return Digest.model_validate(
+        {
+            "title": digest.title,
+            "date": digest.date,
+            "slug": digest.slug,
+            "intro": digest.intro,
+            "items": [
+                {
+                    "headline": item.headline,
+                    "source": item.source,
+                    "url": item.url,
+                    "date": item.date,
+                    "section": item.section,
+                    "summary": item.summary,
+                    "image": item.image,
+                    "image_alt": item.image_alt,
+                }
+                for item in digest.items
+            ],
+        }
+    )

@@ -35,3 +35,26 @@ def archive_url(base_url: str, slug: str | None = None) -> str:
 
 def feed_url(base_url: str) -> str:
     return f"{base_url}{FEED}"
+
+
+def open_url(base_url: str, token: str) -> str:
+    """The open pixel of one delivery (`token` is a placeholder in a campaign's pre-rendered HTML)."""
+    return f"{base_url}{OPEN}{token}"
+
+
+def click_token(token: str, position: int) -> str:
+    """A click token: the delivery's signed token, a dot, and the link's position in its campaign."""
+    return f"{token}.{position}"
+
+
+def split_click_token(click: str) -> tuple[str, int] | None:
+    """The signed token and link position of a click token, or None when it does not have that shape."""
+    token, dot, position = click.rpartition(".")
+    if not dot or not position.isascii() or not position.isdigit() or len(position) > 9:
+        return None
+    return token, int(position)
+
+
+def click_url(base_url: str, token: str, position: int) -> str:
+    """The tracked link to a campaign's link number `position`; the redirect goes to its registered URL."""
+    return f"{base_url}{CLICK}{click_token(token, position)}"

@@ -5,10 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from email import policy as email_policy
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, insert, literal, or_, select, update
@@ -20,10 +16,9 @@ from newsletter.addresses import normalise_email
 from newsletter.config import Settings
 from newsletter.db import is_postgres, postgres_sql, utcnow
 from newsletter.errors import NotFound
-from newsletter.links import confirm_url
 from newsletter.lists import get_list
 from newsletter.mailer import Mailer, SendResult
-from newsletter.messages import DkimSigner, clean_value
+from newsletter.messages import compose_confirmation
 from newsletter.models import (
     Campaign,
     CampaignStatus,
@@ -433,46 +428,6 @@ def _subscription(session: Session, subscriber_id: int, list_id: int) -> Subscri
     return subscription
 
 
-def publication_theme(mailing_list: MailingList) -> rendering.Theme:
-    """The list's look: its theme settings over defaults taken from the list itself."""
-    values: dict[str, object] = {"publication_name": mailing_list.name, "postal_address": mailing_list.postal_address}
-    values.update(mailing_list.theme or {})
-    try:
-        return rendering.Theme.from_dict(values)
-    except ValueError:  # a broken theme must not stop a confirmation email or a page
-        return rendering.Theme(publication_name=mailing_list.name, postal_address=mailing_list.postal_address)
-
-
-def compose_confirmation(settings: Settings, tokens: Tokens, subscription: Subscription) -> bytes:
-    """The confirmation email for one pending subscription, as CRLF MIME bytes (DKIM-signed if configured)."""
-    mailing_list, subscriber = subscription.mailing_list, subscription.subscriber
-    rendered = rendering.render_confirmation(
-        theme=publication_theme(mailing_list),
-        list_name=mailing_list.name,
-        list_description=mailing_list.description,
-        confirm_url=confirm_url(settings.base_url, tokens, subscriber.id, mailing_list.id),
-        name=subscriber.name,
-    )
-    message = EmailMessage(policy=email_policy.SMTP)
-    message["From"] = Address(
-        clean_value(mailing_list.from_name or mailing_list.name), addr_spec=mailing_list.from_email
-    )
-    message["To"] = Address(clean_value(subscriber.name), addr_spec=subscriber.email)
-    if mailing_list.reply_to:
-        message["Reply-To"] = mailing_list.reply_to
-    message["Subject"] = clean_value(rendered.subject)
-    message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = make_msgid("confirm", domain=mailing_list.from_email.rpartition("@")[2])
-    # RFC 3834: vacation responders must not answer an automatic message.
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(rendered.text, cte="quoted-printable")
-    message.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
-    data = message.as_bytes()
-    if settings.dkim_domain and settings.dkim_selector and settings.dkim_key_file:
-        data = DkimSigner.from_file(settings.dkim_domain, settings.dkim_selector, settings.dkim_key_file).sign(data)
-    return data
-
-
 def send_confirmation(session: Session, settings: Settings, mailer: Mailer, subscription_id: int) -> SendResult | None:
     """Send the confirmation email of a pending subscription; None when there is nothing to send any more.
 
@@ -566,8 +521,8 @@ class Preferences:
     def publication_name(self) -> str:
         for choice in self.choices:
             if choice.subscribed:
-                return publication_theme(choice.mailing_list).publication_name
-        return publication_theme(self.choices[0].mailing_list).publication_name if self.choices else ""
+                return rendering.theme_for(choice.mailing_list).publication_name
+        return rendering.theme_for(self.choices[0].mailing_list).publication_name if self.choices else ""
 
 
 def preferences(session: Session, tokens: Tokens, *, token: str) -> Preferences:

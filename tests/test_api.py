@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import delivery, templates
+from newsletter import delivery, models, templates
 from newsletter.config import Settings
-from newsletter.models import ApiToken, Delivery, DeliveryStatus, Subscriber, Suppression
+from newsletter.models import ApiToken, CampaignStatus, Delivery, DeliveryStatus, Subscriber, Suppression
 from newsletter.rendering import TEMPLATES_DIR
 from tests.apiclient import Api, api_client
 from tests.factories import SAMPLE_DIGEST, make_list, make_subscriber, publish_sample
@@ -43,7 +43,7 @@ def world(api: Api) -> dict[str, Any]:
         ana = make_subscriber(session, weekly, "ana@example.com", "Ana")
         make_subscriber(session, weekly, "bob@example.com", "Bob")
         publish_sample(session)
-        digest = session.scalars(select(delivery.Digest)).first()
+        digest = session.scalars(select(models.Digest)).first()
         assert digest is not None
         campaign = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["weekly"])
         session.add_all(
@@ -53,7 +53,7 @@ def world(api: Api) -> dict[str, Any]:
                 ),
             ]
         )
-        campaign.status = delivery.CampaignStatus.finished
+        campaign.status = CampaignStatus.finished
         session.commit()
         return {"campaign": campaign.id, "subscriber": ana.id, "digest": digest.slug}
 
@@ -253,7 +253,7 @@ def test_list_delete_refused_while_a_campaign_is_sending(api: Api) -> None:
         make_subscriber(session, weekly)
         digest = publish_sample(session, SAMPLE_DIGEST)
         campaign = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["busy"])
-        campaign.status = delivery.CampaignStatus.sending
+        campaign.status = CampaignStatus.sending
         session.commit()
     response = api.call("DELETE", "/api/v1/lists/busy")
     assert response.status_code == 409 and "sending" in response.json()["error"]
@@ -393,7 +393,7 @@ def test_campaign_create_stats_ledger_and_resend(api: Api) -> None:
                 Delivery(campaign_id=cid, subscriber_id=bob.id, list_id=weekly.id, status=DeliveryStatus.failed),
             ]
         )
-        delivery.get_campaign(session, cid).status = delivery.CampaignStatus.finished
+        delivery.get_campaign(session, cid).status = CampaignStatus.finished
         session.commit()
     report = api.call("GET", f"/api/v1/campaigns/{cid}", "editor").json()
     assert report["counts"] == {"pending": 0, "sending": 0, "sent": 1, "failed": 1, "unknown": 0, "skipped": 0}

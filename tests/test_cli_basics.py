@@ -94,18 +94,19 @@ def test_runs_from_any_directory(tmp_path: Path) -> None:
 def test_watching_a_big_campaign_polls_its_ledger_less_often(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from newsletter import cli, delivery
+    from newsletter import cli
+    from newsletter.delivery import progress
 
     clock = {"now": 0.0}
     sleeps: list[float] = []
     statuses = iter([CampaignStatus.sending, CampaignStatus.sending, CampaignStatus.finished])
 
-    def progress(session: object, campaign_id: int) -> delivery.Progress:
+    def fake_progress(session: object, campaign_id: int) -> progress.Progress:
         clock["now"] += 0.4  # the ledger scan of a million-row campaign
         counts = dict.fromkeys((s.value for s in DeliveryStatus), 0)
-        return delivery.Progress(campaign_id, next(statuses), counts, 1000.0, 60.0, None, 0, None)
+        return progress.Progress(campaign_id, next(statuses), counts, 1000.0, 60.0, None, 0, None)
 
-    monkeypatch.setattr(delivery, "progress", progress)
+    monkeypatch.setattr(progress, "campaign_progress", fake_progress)
     monkeypatch.setattr(cli, "unit_of_work", contextlib.nullcontext)
     monkeypatch.setattr(cli, "settings", lambda: make_settings(broker_url="redis://127.0.0.1:1/0"))
     monkeypatch.setattr(cli, "time", SimpleNamespace(monotonic=lambda: clock["now"], sleep=sleeps.append))

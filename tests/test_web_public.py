@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter import delivery, subscriptions, suppressions
 from newsletter.config import Settings
 from newsletter.db import make_engine
+from newsletter.delivery import ledger
 from newsletter.mailer import MemoryMailer
 from newsletter.models import (
     Campaign,
@@ -118,7 +119,7 @@ def start(session: Session, settings: Settings, campaign_id: int) -> list[delive
     session.add_all(Delivery(campaign_id=campaign_id, subscriber_id=s, list_id=m) for s, m in rows)
     campaign.status = CampaignStatus.sending
     session.flush()
-    return delivery.batch_ranges(session, campaign_id, settings.batch_size)
+    return ledger.batch_ranges(session, campaign_id, settings.batch_size)
 
 
 # --- subscribe --------------------------------------------------------------------------------------------
@@ -335,7 +336,7 @@ def test_gmail_one_click_post_unsubscribes_mid_campaign(
         event = session.scalar(select(Event).where(Event.type == EventType.unsubscribe))
         assert event is not None and event.subscriber_id == leaving.id and event.detail == "one-click"
 
-        claimed = delivery.claim(session, campaign.id, ranges[0].first_id, ranges[-1].last_id, limit=100, worker="t")
+        claimed = ledger.claim(session, campaign.id, ranges[0].first_id, ranges[-1].last_id, limit=100, worker="t")
         assert {c.subscriber_id for c in claimed} == {r.id for r in readers} - {leaving.id}
         skipped = session.scalar(select(Delivery.status).where(Delivery.subscriber_id == leaving.id))
         assert skipped == "skipped"

@@ -9,6 +9,7 @@ from functools import cache
 from newsletter import delivery, subscriptions
 from newsletter.config import get_settings
 from newsletter.db import session_factory, session_scope
+from newsletter.delivery import sending
 from newsletter.mailer import Mailer, get_mailer
 from newsletter.ratelimit import RateLimiter, get_rate_limiter
 from worker.app import app
@@ -44,7 +45,7 @@ def start_campaign(campaign_id: int) -> None:
 def send_batch(campaign_id: int, first_id: int, last_id: int) -> None:
     settings = get_settings()
     limiter = _rate_limiter()
-    report = delivery.send_batch(
+    report = sending.send_batch(
         session_factory(settings),
         settings,
         _mailer(),

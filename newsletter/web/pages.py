@@ -15,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import links, subscriptions
+from newsletter import links, rendering
 from newsletter.models import MailingList, Visibility
 from newsletter.rendering import TEMPLATES_DIR
 
@@ -83,7 +83,7 @@ def message(request: Request, title: str, *paragraphs: str, status_code: int = 2
 
 
 def list_context(mailing_list: MailingList) -> dict[str, Any]:
-    theme = subscriptions.publication_theme(mailing_list)
+    theme = rendering.theme_for(mailing_list)
     address = ", ".join(line.strip() for line in theme.postal_address.splitlines() if line.strip())
     return {"publication": theme.publication_name, "postal_address": address}
 

@@ -11,7 +11,7 @@ from feedgen.feed import FeedGenerator
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from newsletter import delivery, links, rendering
+from newsletter import digests, links, rendering
 from newsletter.models import Campaign, CampaignStatus, Digest, MailingList, Visibility, campaign_lists
 from newsletter.web.deps import SessionDep, SettingsDep
 from newsletter.web.pages import not_found, pages, site_context
@@ -69,7 +69,7 @@ def archived_digest(slug: str, request: Request, session: SessionDep) -> Respons
         "digest.html",
         title=digest.title,
         robots="index",
-        **rendering.digest_page_context(delivery.digest_model(digest)),
+        **rendering.digest_page_context(digests.from_stored(digest)),
         **site_context(request, session),
     )
 
@@ -97,7 +97,7 @@ def feed(request: Request, session: SessionDep, settings: SettingsDep) -> Respon
         entry.link(href=url, rel="alternate")
         entry.published(digest.published_at)
         entry.updated(digest.published_at)
-        entry.content(body.render(**rendering.digest_page_context(delivery.digest_model(digest))), type="html")
+        entry.content(body.render(**rendering.digest_page_context(digests.from_stored(digest))), type="html")
     return Response(
         generator.atom_str(pretty=False),
         media_type="application/atom+xml",

@@ -94,7 +94,7 @@ def test_runs_from_any_directory(tmp_path: Path) -> None:
 def test_watching_a_big_campaign_polls_its_ledger_less_often(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from newsletter import cli
+    from newsletter.cli import campaigns
     from newsletter.delivery import progress
 
     clock = {"now": 0.0}
@@ -107,8 +107,8 @@ def test_watching_a_big_campaign_polls_its_ledger_less_often(
         return progress.Progress(campaign_id, next(statuses), counts, 1000.0, 60.0, None, 0, None)
 
     monkeypatch.setattr(progress, "campaign_progress", fake_progress)
-    monkeypatch.setattr(cli, "unit_of_work", contextlib.nullcontext)
-    monkeypatch.setattr(cli, "settings", lambda: make_settings(broker_url="redis://127.0.0.1:1/0"))
-    monkeypatch.setattr(cli, "time", SimpleNamespace(monotonic=lambda: clock["now"], sleep=sleeps.append))
-    cli.watch(7, quiet=True)
+    monkeypatch.setattr(campaigns, "unit_of_work", contextlib.nullcontext)
+    monkeypatch.setattr(campaigns, "settings", lambda: make_settings(broker_url="redis://127.0.0.1:1/0"))
+    monkeypatch.setattr(campaigns, "time", SimpleNamespace(monotonic=lambda: clock["now"], sleep=sleeps.append))
+    campaigns.watch(7, quiet=True)
     assert sleeps == [pytest.approx(4.0), pytest.approx(4.0)]  # ten times the scan, not once a second

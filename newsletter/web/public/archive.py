@@ -11,7 +11,8 @@ from feedgen.feed import FeedGenerator
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from newsletter import digests, links, rendering
+from newsletter import links, rendering
+from newsletter.digests import from_stored
 from newsletter.models import Campaign, CampaignStatus, Digest, MailingList, Visibility, campaign_lists
 from newsletter.web.deps import SessionDep, SettingsDep
 from newsletter.web.pages import not_found, pages, site_context
@@ -69,7 +70,7 @@ def archived_digest(slug: str, request: Request, session: SessionDep) -> Respons
         "digest.html",
         title=digest.title,
         robots="index",
-        **rendering.digest_page_context(digests.from_stored(digest)),
+        **rendering.digest_page_context(from_stored(digest)),
         **site_context(request, session),
     )
 
@@ -97,7 +98,7 @@ def feed(request: Request, session: SessionDep, settings: SettingsDep) -> Respon
         entry.link(href=url, rel="alternate")
         entry.published(digest.published_at)
         entry.updated(digest.published_at)
-        entry.content(body.render(**rendering.digest_page_context(digests.from_stored(digest))), type="html")
+        entry.content(body.render(**rendering.digest_page_context(from_stored(digest))), type="html")
     return Response(
         generator.atom_str(pretty=False),
         media_type="application/atom+xml",

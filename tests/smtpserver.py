@@ -37,6 +37,7 @@ class AboveRate:
         self.burst = burst if burst is not None else max(1.0, rate / 10)
         self.accepted = 0
         self.refused = 0
+        self.accepted_at: list[float] = []  # time.monotonic() of each accepted message
         self._tokens = self.burst
         self._at = time.monotonic()
         self._lock = threading.Lock()
@@ -49,9 +50,17 @@ class AboveRate:
             if self._tokens >= 1:
                 self._tokens -= 1
                 self.accepted += 1
+                self.accepted_at.append(now)
                 return None
             self.refused += 1
             return "421 4.7.0 too fast, slow down"
+
+    def steady_rate(self) -> float:
+        """Accepted messages per second between the first and the last tenth of them (start-up and the
+        tail of retries left out)."""
+        times = self.accepted_at
+        low, high = len(times) // 10, len(times) * 9 // 10
+        return (high - low) / (times[high] - times[low])
 
 
 class RandomFaults:

@@ -108,8 +108,8 @@ class Settings(BaseSettings):
         0.1,
         ge=0,
         lt=1,
-        description="A second of replies cuts the pace only when more than this share of them were pacing "
-        "signals: an isolated 421 among many accepted messages is noise, not a limit.",
+        description="A second of replies cuts the pace only when clearly more than this share of them (by two "
+        "standard deviations) were pacing signals: an isolated 421 among many accepted messages is noise.",
     )
 
     subscribe_ip_limit: int = Field(20, ge=1, description="Subscribe requests per IP per hour.")

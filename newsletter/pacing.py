@@ -1,15 +1,14 @@
 """How fast each SMTP server is sent to: an AIMD pace per server, shared by every worker (Redis) or one process.
 
 A server says "too fast" with a pacing signal (421, 4.7.x, 4.2.1, "too many connections/messages"). Each
-second of replies is judged as a whole: when more than PACING_TOLERANCE of them were pacing signals, the
-pace is cut to PACING_DECREASE times the rate the server actually answered; every second without that,
-it rises by PACING_INCREASE of the rate it was cut from, up to the ceiling (the server's `rate=` option or
-RATE_LIMIT). So the pace settles just under what the server accepts, and a lone 421 among hundreds of
-accepted messages (a server restarting one listener) does not halve a campaign's speed — cutting on each
-one was what collapsed the old per-process throttle ladder to one message every 1.6 s.
-
-Other temporary replies (451 4.3.x local problem, 452 storage, 4.2.2 mailbox full) defer the recipient
-only: they count as answers here, never as a reason to slow the server down.
+second of replies is judged as a whole: when clearly more than PACING_TOLERANCE of them (by two standard
+deviations) were pacing signals, the pace is cut to PACING_DECREASE times the rate the server actually
+answered; every second without that, it rises by PACING_INCREASE of the rate it was cut from, up to
+the ceiling (the server's `rate=` option or RATE_LIMIT). So the pace settles just under what the server
+accepts, and a lone 421 among hundreds of accepted messages (a server restarting one listener) does not halve
+a campaign's speed — cutting on each one was what collapsed the old per-process throttle ladder to one message
+every 1.6 s. Other temporary replies (451 4.3.x local problem, 452 storage, 4.2.2 mailbox full) defer the
+recipient only: they count as answers here, never as a reason to slow the server down.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ __all__ = ["LocalPacer", "Pace", "Pacer", "PacingParams", "RedisPacer", "get_pac
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 1.0  # replies are judged a second at a time; a cut waits this long for the next verdict
-_FLUSH_SECONDS = 0.2  # unlimited pace: how often a process tells Redis what its servers answered
+_FLUSH_SECONDS = 0.05  # unlimited pace: how often a process tells Redis what its servers answered
 _REFRESH_SECONDS = 0.5  # unlimited pace: how often a process looks whether another one cut it
 _IDLE_SECONDS = 3600  # a server not sent to for an hour starts again from its ceiling
 
@@ -123,14 +122,29 @@ class Pacer(Protocol):
 # inside Redis so that any number of processes update one state.
 
 
+def _significant(signals: float, replies: float, tolerance: float) -> bool:
+    """More pacing signals than the tolerated share, by two standard deviations of that share: a
+    server refusing a steady 7% at random is not mistaken for one refusing all above a rate."""
+    return signals > tolerance * replies + 2 * math.sqrt(replies * tolerance * (1 - tolerance))
+
+
 def _advance(
-    s: dict[str, Any], now: float, answers: int, signal: bool, reason: str, take: bool, ceiling: float, p: PacingParams
+    s: dict[str, Any],
+    now: float,
+    answers: int,
+    signal: bool,
+    reason: str,
+    take: bool,
+    ceiling: float,
+    p: PacingParams,
+    age: float = 0.0,
 ) -> float:
-    """Apply replies (`answers` of them, the last one a pacing signal when `signal`), raise or cut the pace,
-    and with `take` reserve a token. Returns how long the caller must wait. `ceiling` 0 means none."""
+    """Apply replies (`answers` of them over the last `age` seconds, the last one a pacing signal when
+    `signal`), raise or cut the pace, and with `take` reserve a token. Returns how long the caller must
+    wait. `ceiling` 0 means none."""
     rate = s.get("rate", 0.0)
     if "ws" not in s or now - s["ws"] >= 2 * WINDOW_SECONDS:
-        s.update(ws=now, n=0, sig=0, pn=0, psig=0, first=now)
+        s.update(ws=now, n=0, sig=0, pn=0, psig=0, first=now - min(age, WINDOW_SECONDS))
     elif now - s["ws"] >= WINDOW_SECONDS:
         s.update(pn=s["n"], psig=s["sig"], n=0, sig=0, ws=s["ws"] + WINDOW_SECONDS)
     s["n"] += answers
@@ -141,7 +155,7 @@ def _advance(
     signals = s["psig"] * weight + s["sig"]
     span = min(WINDOW_SECONDS, max(now - s["first"], 0.05))
     changed = s.get("changed", 0.0)
-    if signal and replies > 0 and signals / replies > p.tolerance and now - changed >= WINDOW_SECONDS:
+    if signal and _significant(signals, replies, p.tolerance) and now - changed >= WINDOW_SECONDS:
         answered = (replies - signals) / span
         sending = rate if rate > 0 else max(replies / span, answered)
         s["cut_from"] = sending
@@ -178,12 +192,13 @@ local answers, signal, reason, take = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3]
 local ceiling, floor, decrease, increase, tolerance = tonumber(ARGV[5]), tonumber(ARGV[6]),
   tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local W = tonumber(ARGV[10])
+local age = math.min(tonumber(ARGV[13]), W)
 local out = {}
 local rate = num('rate', 0)
 local ws, n, sig, pn, psig, first = num('ws', nil), num('n', 0), num('sig', 0), num('pn', 0), num('psig', 0),
   num('first', now)
 if ws == nil or now - ws >= 2 * W then
-  ws, n, sig, pn, psig, first = now, 0, 0, 0, 0, now
+  ws, n, sig, pn, psig, first = now, 0, 0, 0, 0, now - age
 elseif now - ws >= W then
   pn, psig, n, sig, ws = n, sig, 0, 0, ws + W
 end
@@ -194,7 +209,8 @@ local replies = pn * weight + n
 local signals = psig * weight + sig
 local span = math.min(W, math.max(now - first, 0.05))
 local changed = num('changed', 0)
-if signal and replies > 0 and signals / replies > tolerance and now - changed >= W then
+local significant = signals > tolerance * replies + 2 * math.sqrt(replies * tolerance * (1 - tolerance))
+if signal and significant and now - changed >= W then
   local answered = (replies - signals) / span
   local sending = rate
   if rate <= 0 then sending = math.max(replies / span, answered) end
@@ -282,7 +298,7 @@ class RedisPacer:
     """The pace of each server shared by every process through Redis, one atomic script per update.
 
     While a server's pace is unlimited a process does not ask Redis per message: it sends its replies'
-    count every 0.2 s, any pacing signal at once, and re-reads the pace every 0.5 s. Once the pace is
+    count every 0.05 s, any pacing signal at once, and re-reads the pace every 0.5 s. Once the pace is
     finite every message takes its token from the shared bucket.
     """
 
@@ -297,11 +313,14 @@ class RedisPacer:
         self._lock = threading.Lock()
         self._rates: dict[str, tuple[float, float]] = {}  # server -> (rate, monotonic time read)
         self._unsent: dict[str, int] = {}  # replies not yet told to Redis
+        self._since: dict[str, float] = {}  # monotonic time of the oldest of them
         self._flushed = time.monotonic()
         self._ceilings: dict[str, float] = {}
         self._fallback: LocalPacer | None = None
 
-    def _call(self, server: str, answers: int, signal: bool, reason: str, take: bool, ceiling: float) -> float:
+    def _call(
+        self, server: str, answers: int, signal: bool, reason: str, take: bool, ceiling: float, age: float = 0.0
+    ) -> float:
         import redis
 
         p = self.params
@@ -309,7 +328,7 @@ class RedisPacer:
             wait, rate = self._script(
                 keys=[self.prefix + server, self.prefix + "servers"],
                 args=[answers, int(signal), reason, int(take), ceiling, p.floor, p.decrease, p.increase,
-                      p.tolerance, WINDOW_SECONDS, _IDLE_SECONDS, server],
+                      p.tolerance, WINDOW_SECONDS, _IDLE_SECONDS, server, age],
             )  # fmt: skip
         except redis.RedisError as error:
             # Redis restarting must not stop the send: pace this process alone meanwhile. With N workers
@@ -321,7 +340,7 @@ class RedisPacer:
             with state._lock:
                 local = state._states.setdefault(server, {})
                 local["ceiling"] = ceiling
-                return _advance(local, time.time(), answers, signal, reason, take, ceiling, p)
+                return _advance(local, time.time(), answers, signal, reason, take, ceiling, p, age)
         self._fallback = None
         with self._lock:
             self._rates[server] = (float(rate), time.monotonic())
@@ -339,7 +358,8 @@ class RedisPacer:
             if rate == 0 and limit == 0 and fresh and self._fallback is None:
                 return  # unlimited, as far as anyone knew half a second ago
             answers = self._unsent.pop(server, 0)
-        wait = self._call(server, answers, False, "", True, limit)
+            age = time.monotonic() - self._since.pop(server, time.monotonic())
+        wait = self._call(server, answers, False, "", True, limit, age)
         if wait > 0:
             time.sleep(wait)
 
@@ -347,19 +367,18 @@ class RedisPacer:
         signal = is_pacing_signal(code, text)
         now = time.monotonic()
         with self._lock:
-            if not signal:
-                self._unsent[server] = self._unsent.get(server, 0) + 1
-                if now - self._flushed < _FLUSH_SECONDS:
-                    return
+            self._unsent[server] = self._unsent.get(server, 0) + 1
+            self._since.setdefault(server, now)
+            if not signal and now - self._flushed < _FLUSH_SECONDS:
+                return
             self._flushed = now
-            pending = dict(self._unsent)
+            pending = [(name, count, now - self._since.get(name, now)) for name, count in self._unsent.items()]
             self._unsent.clear()
-        if signal:
-            pending[server] = pending.get(server, 0) + 1
-        for name, answers in pending.items():
+            self._since.clear()
+        for name, answers, age in pending:
             is_signal = signal and name == server
             reason = f"{code} {text}"[:300] if is_signal else ""
-            self._call(name, answers, is_signal, reason, False, self._ceilings.get(name, self._limit(None)))
+            self._call(name, answers, is_signal, reason, False, self._ceilings.get(name, self._limit(None)), age)
 
     def slowed(self, server: str) -> bool:
         with self._lock:

@@ -120,13 +120,14 @@ def test_dropped_connection_is_never_reported_as_sent(smtp: RecordingSMTPServer)
 
 
 def test_421_throttles_the_server_and_the_batch_goes_on(smtp: RecordingSMTPServer) -> None:
-    smtp.responses = {"r1@example.com": "421 4.7.0 Too many messages, slow down"}.get
+    too_fast = "421 4.7.0 Too many messages, slow down"
+    smtp.responses = {"r1@example.com": too_fast, "r2@example.com": too_fast}.get
     mailer = SMTPMailer(smtp.url)
     with mailer.session() as session:
-        results = list(session.send_many(batch(3)))
-    assert [r.code for r in results] == [250, 421, 250]
+        results = list(session.send_many(batch(4)))
+    assert [r.code for r in results] == [250, 421, 421, 250]
     assert results[1].throttled and classify(results[1]) == "retry"
-    [pace] = mailer.pacer.snapshot()  # one 421 in two replies: the server's pace is cut
+    [pace] = mailer.pacer.snapshot()  # two 421s in three replies: the server's pace is cut
     assert pace.server == mailer.servers[0].display and pace.rate is not None
     assert pace.reason == "421 4.7.0 Too many messages, slow down" and pace.changed_at is not None
     assert mailer.pacer.slowed(pace.server)

@@ -86,6 +86,32 @@ class Settings(BaseSettings):
     )
     track_default: bool = Field(True, description="Open/click tracking for new lists (switchable per list).")
 
+    # Adaptive pacing per SMTP server (newsletter/pacing.py): AIMD on the server's "too fast" replies.
+    pacing_floor: float = Field(
+        0.5, gt=0, description="Pacing never slows an SMTP server below this many messages per second."
+    )
+    pacing_decrease: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description='On a pacing signal (421, 4.7.x, 4.2.1, "too many connections"), a server\'s pace becomes '
+        "this share of the rate it was answering at.",
+    )
+    pacing_increase: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Each second of replies without pacing signals raises a cut pace by this share of the rate "
+        "it was cut from (at least 1 msg/s), up to the server's rate= option or RATE_LIMIT.",
+    )
+    pacing_tolerance: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="A second of replies cuts the pace only when clearly more than this share of them (by two "
+        "standard deviations) were pacing signals: an isolated 421 among many accepted messages is noise.",
+    )
+
     subscribe_ip_limit: int = Field(20, ge=1, description="Subscribe requests per IP per hour.")
     confirm_resend_hours: float = Field(
         24, ge=0, description="At most one confirmation email per address per list in this window."

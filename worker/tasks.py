@@ -11,6 +11,7 @@ from newsletter.config import get_settings
 from newsletter.db import session_factory, session_scope
 from newsletter.delivery import sending
 from newsletter.mailer import Mailer, get_mailer
+from newsletter.pacing import get_pacer
 from newsletter.ratelimit import RateLimiter, get_rate_limiter
 from worker.app import app
 
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 @cache
 def _mailer() -> Mailer:
     settings = get_settings()
-    return get_mailer(settings.smtp_url, settings.outbox_dir)
+    # one pace per SMTP server for the whole fleet (Redis), or this process in embedded mode
+    return get_mailer(settings.smtp_url, settings.outbox_dir, get_pacer(settings))
 
 
 @cache

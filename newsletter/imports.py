@@ -437,9 +437,12 @@ def _merge(
         "JOIN subscribers s ON s.email = f.email WHERE NOT EXISTS "
         f"(SELECT 1 FROM subscriptions x WHERE x.subscriber_id = s.id AND x.list_id = :list){ignore[1]}"
     )
+    # Normalised addresses hold exactly one @; models.email_domain is the same rule in Python.
+    domain = "split_part(f.email, '@', 2)" if postgres else "substr(f.email, instr(f.email, '@') + 1)"
     new_subscribers = (
-        "INSERT{} INTO subscribers (email, email_hash, name, attributes, status, created_at, updated_at) "
-        f"SELECT f.email, f.email_hash, f.name, {as_json.format('f.attributes')}, 'active', :now, :now "
+        "INSERT{} INTO subscribers (email, email_hash, email_domain, name, attributes, status, created_at, "
+        f"updated_at) SELECT f.email, f.email_hash, {domain}, f.name, {as_json.format('f.attributes')}, 'active', "
+        ":now, :now "
         f"FROM {final} AS f WHERE NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email = f.email){{}}"
     )
     if postgres:

@@ -42,7 +42,7 @@ from newsletter.models import (
     email_hash,
 )
 from newsletter.suppressions import is_suppressed
-from newsletter.tokens import TokenPurpose, Tokens, UnknownToken
+from newsletter.tokens import Reading, TokenPurpose, Tokens, UnknownToken
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -119,12 +119,7 @@ def unsubscribe(
     session: Session, tokens: Tokens, *, token: str, source: str, reason: str | None = None
 ) -> UnsubscribeResult:
     """Honour an unsubscribe link (one-click or page). Takes effect for campaigns already sending."""
-    subscriber_id, list_id = tokens.read(TokenPurpose.unsubscribe, token, 2)
-    subscription = session.scalar(
-        select(Subscription).where(Subscription.subscriber_id == subscriber_id, Subscription.list_id == list_id)
-    )
-    if subscription is None:
-        raise UnknownToken("this link is not valid")
+    subscription = _subscription(session, tokens.read_bound(TokenPurpose.unsubscribe, token, 2))
     return unsubscribe_subscription(session, subscription, source=source, reason=reason)
 
 
@@ -132,8 +127,22 @@ def _one_click_statements() -> tuple[Any, Any, Any]:
     """The statements of `one_click_unsubscribe`, with named parameters `subscriber`, `list` and `now`.
 
     (Not `subscriber_id`: a parameter named like a column of an UPDATE's table would become a SET clause.)
+    `created` is the creation time the token is bound to, or None for a token made before tokens were bound.
     """
-    this_one = (Subscription.subscriber_id == bindparam("subscriber"), Subscription.list_id == bindparam("list"))
+    created = bindparam("created", type_=Subscriber.created_at.type)
+    # coalesce, not `:created IS NULL OR ...`: PostgreSQL infers the parameter's type from the column.
+    same_row = (
+        select(Subscriber.id)
+        .where(
+            Subscriber.id == bindparam("subscriber"),
+            Subscriber.created_at == func.coalesce(created, Subscriber.created_at),
+        )
+        .scalar_subquery()
+    )
+    this_one = (
+        Subscription.subscriber_id == same_row,
+        Subscription.list_id == bindparam("list"),
+    )
     now = bindparam("now", type_=Subscription.updated_at.type)
     leave = (
         update(Subscription)
@@ -182,8 +191,8 @@ def one_click_unsubscribe(session: Session, tokens: Tokens, *, token: str) -> bo
     its own, so it may run on an autocommit connection: one round trip). Returns whether the status
     changed; raises UnknownToken for a token whose subscription does not exist.
     """
-    subscriber_id, list_id = tokens.read(TokenPurpose.unsubscribe, token, 2)
-    params = {"subscriber": subscriber_id, "list": list_id, "now": utcnow()}
+    (subscriber_id, list_id), created = tokens.read_bound(TokenPurpose.unsubscribe, token, 2)
+    params = {"subscriber": subscriber_id, "list": list_id, "created": created, "now": utcnow()}
     connection = session.connection()  # Core statements on the session's transaction: no ORM objects
     if is_postgres(session):
         changed, found = connection.execute(_ONE_CLICK, params).one()
@@ -211,8 +220,8 @@ async def one_click_unsubscribe_async(conn: AsyncConnection[Any], tokens: Tokens
 
     The connection must commit durably (synchronous_commit on): the 200 that follows means it is recorded.
     """
-    subscriber_id, list_id = tokens.read(TokenPurpose.unsubscribe, token, 2)
-    params = _ONE_CLICK_PG.params(subscriber=subscriber_id, list=list_id, now=utcnow())
+    (subscriber_id, list_id), created = tokens.read_bound(TokenPurpose.unsubscribe, token, 2)
+    params = _ONE_CLICK_PG.params(subscriber=subscriber_id, list=list_id, created=created, now=utcnow())
     row = await (await conn.execute(_ONE_CLICK_PG.sql, params)).fetchone()
     changed, found = row if row is not None else (0, False)
     if not found:
@@ -385,8 +394,7 @@ def _record_event(session: Session, kind: EventType, subscription: Subscription,
 
 def confirm(session: Session, tokens: Tokens, *, token: str, ip: str | None = None) -> Subscription:
     """Record consent from a confirmation link; clicking it again changes nothing."""
-    subscriber_id, list_id = tokens.read(TokenPurpose.confirm, token, 2)
-    subscription = _subscription(session, subscriber_id, list_id)
+    subscription = _subscription(session, tokens.read_bound(TokenPurpose.confirm, token, 2))
     if subscription.status == SubscriptionStatus.confirmed:
         return subscription
     form_ip = subscription.consent_ip
@@ -401,8 +409,7 @@ def confirm(session: Session, tokens: Tokens, *, token: str, ip: str | None = No
 
 def resubscribe(session: Session, tokens: Tokens, *, token: str, ip: str | None = None) -> Subscription:
     """The undo link on the unsubscribe page: back on the list, if they had confirmed before."""
-    subscriber_id, list_id = tokens.read(TokenPurpose.unsubscribe, token, 2)
-    subscription = _subscription(session, subscriber_id, list_id)
+    subscription = _subscription(session, tokens.read_bound(TokenPurpose.unsubscribe, token, 2))
     if subscription.status == SubscriptionStatus.unsubscribed and subscription.confirmed_at is not None:
         add_subscription(
             session,
@@ -420,17 +427,22 @@ def resubscribe(session: Session, tokens: Tokens, *, token: str, ip: str | None 
 
 def subscription_for_token(session: Session, tokens: Tokens, purpose: TokenPurpose, token: str) -> Subscription:
     """The subscription an unsubscribe or confirmation link points at (UnknownToken if it is gone)."""
-    subscriber_id, list_id = tokens.read(purpose, token, 2)
-    return _subscription(session, subscriber_id, list_id)
+    return _subscription(session, tokens.read_bound(purpose, token, 2))
 
 
-def _subscription(session: Session, subscriber_id: int, list_id: int) -> Subscription:
+def _subscription(session: Session, reading: Reading) -> Subscription:
+    subscriber_id, list_id = reading.ids
     subscription = session.scalar(
         select(Subscription).where(Subscription.subscriber_id == subscriber_id, Subscription.list_id == list_id)
     )
-    if subscription is None:
+    if subscription is None or not _same_row(subscription.subscriber, reading):
         raise UnknownToken("this link is not valid")
     return subscription
+
+
+def _same_row(subscriber: Subscriber, reading: Reading) -> bool:
+    """Whether the token was made for this very subscriber, not for an earlier row with the same id."""
+    return reading.bound_to is None or subscriber.created_at == reading.bound_to
 
 
 def publication_theme(mailing_list: MailingList) -> rendering.Theme:
@@ -576,9 +588,9 @@ def preferences(session: Session, tokens: Tokens, *, token: str) -> Preferences:
     A publication is the set of lists sending from one domain: the page offers the public lists of every
     domain the subscriber already receives from, plus any private list they are on (to leave it).
     """
-    (subscriber_id,) = tokens.read(TokenPurpose.preferences, token, 1)
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
+    reading = tokens.read_bound(TokenPurpose.preferences, token, 1)
+    subscriber = session.get(Subscriber, reading.ids[0])
+    if subscriber is None or not _same_row(subscriber, reading):
         raise UnknownToken("this link is not valid")
     own = {s.list_id: s for s in _subscriptions_of(session, subscriber.id)}
     domains = {s.mailing_list.from_email.rpartition("@")[2] for s in own.values()}

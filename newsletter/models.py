@@ -48,6 +48,13 @@ def _enum(cls: type[enum.Enum], name: str) -> Enum:
 NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 
+def column_length(column: Any) -> int:
+    """The length of a String column, so that validation refuses what the database would (one source)."""
+    length = column.type.length
+    assert isinstance(length, int), f"{column} has no length"
+    return length
+
+
 def email_domain(email: str) -> str:
     """The domain part of a normalised address (what the domain blocklist matches)."""
     return email.rpartition("@")[2]

@@ -22,6 +22,7 @@ from newsletter.models import (
 
 MAX_PAGE = 1000
 MAX_ATTRIBUTE_LENGTH = 1000
+MAX_ATTRIBUTE_NAME_LENGTH = 100
 
 
 class SubscriberNotFound(NotFound):
@@ -37,22 +38,21 @@ def check_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """Attributes are a flat JSON object of short scalar values (they are substituted into emails)."""
     clean: dict[str, Any] = {}
     for key, value in attributes.items():
-        if not isinstance(key, str) or not key.strip() or len(key) > 100:
-            raise InvalidSubscriber(f"attribute name {key!r}: must be 1 to 100 characters")
+        if not isinstance(key, str) or not key.strip() or len(key) > MAX_ATTRIBUTE_NAME_LENGTH:
+            raise InvalidSubscriber(f"attribute name {key!r}: must be 1 to {MAX_ATTRIBUTE_NAME_LENGTH} characters")
         if value is not None and not isinstance(value, str | int | float | bool):
             raise InvalidSubscriber(f"attribute {key!r}: only strings, numbers and booleans are allowed")
         if isinstance(value, str) and len(value) > MAX_ATTRIBUTE_LENGTH:
             raise InvalidSubscriber(f"attribute {key!r}: longer than {MAX_ATTRIBUTE_LENGTH} characters")
+        # PostgreSQL's JSON cannot hold a NUL character: refused here, not by the database as a 500.
+        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+            raise InvalidSubscriber(f"attribute {key!r}: contains a NUL character")
         clean[key.strip()] = value
     return clean
 
 
 def check_name(name: str) -> str:
-    if any(ch in name for ch in "\r\n"):
-        raise InvalidSubscriber("name: must be a single line")
-    if len(name) > 255:
-        raise InvalidSubscriber("name: longer than 255 characters")
-    return " ".join(name.split())
+    return addresses.check_name(name)
 
 
 def get_subscriber(session: Session, key: int | str) -> Subscriber:

@@ -16,10 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter import rendering
-from newsletter.addresses import normalise_email
+from newsletter.addresses import check_name, normalise_email
 from newsletter.config import Settings
 from newsletter.db import is_postgres, postgres_sql, utcnow
-from newsletter.errors import NotFound
+from newsletter.errors import Invalid, NotFound
 from newsletter.links import confirm_url
 from newsletter.lists import get_list
 from newsletter.mailer import Mailer, SendResult
@@ -39,6 +39,7 @@ from newsletter.models import (
     SubscriptionStatus,
     Visibility,
     campaign_lists,
+    email_domain,
     email_hash,
 )
 from newsletter.suppressions import is_suppressed
@@ -56,6 +57,12 @@ class ListNotSubscribable(NotFound):
         self.slug = slug
 
 
+class InvalidAttribute(Invalid):
+    """A value of the subscribe form's extra fields that cannot be stored."""
+
+    field = "attributes"
+
+
 def get_or_create_subscriber(
     session: Session, address: str, name: str = "", attributes: dict[str, object] | None = None
 ) -> Subscriber:
@@ -63,16 +70,15 @@ def get_or_create_subscriber(
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == email))
     if subscriber is None:
         subscriber = Subscriber(
-            email=email, email_hash=email_hash(email), name=_clean_name(name), attributes=attributes or {}
+            email=email,
+            email_hash=email_hash(email),
+            email_domain=email_domain(email),
+            name=check_name(name, lenient=True),
+            attributes=attributes or {},
         )
         session.add(subscriber)
         session.flush()
     return subscriber
-
-
-def _clean_name(name: str) -> str:
-    # A name ends up in the To header: never let it carry a line break.
-    return " ".join(name.split())[:255]
 
 
 def add_subscription(
@@ -315,11 +321,17 @@ def subscribe(
 ) -> SubscribeResult:
     """The public form: a pending subscription plus a confirmation email (double opt-in) or consent now.
 
-    Raises InvalidEmail for a malformed address and nothing else: a suppressed, blocked, pending or
+    Raises InvalidEmail for a malformed address, InvalidName for a name that cannot be stored (a NUL),
+    InvalidAttribute likewise, and nothing else: a suppressed, blocked, pending or
     confirmed address gets the same treatment from the caller's point of view, so the form cannot be used
     to learn who is subscribed. At most one confirmation email per address and list per `resend_hours`.
     """
     email = normalise_email(address)
+    # Checked for every address alike, known or not, so that a refusal tells nothing about who is subscribed.
+    name = check_name(name, lenient=True)
+    for key, value in (attributes or {}).items():
+        if "\x00" in value:  # PostgreSQL's JSON cannot hold it
+            raise InvalidAttribute(f"{key}: contains a NUL character")
     now = now or utcnow()
     if is_suppressed(session, email):
         return SubscribeResult(None, send_confirmation=False)
@@ -645,7 +657,7 @@ def update_preferences(
     wanted = set(lists)
     subscriber = current.subscriber
     if name is not None:
-        subscriber.name = _clean_name(name)
+        subscriber.name = check_name(name, lenient=True)
     for choice in current.choices:
         if choice.mailing_list.id in wanted and not choice.subscribed:
             choice.subscription = add_subscription(

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from sqlalchemy import select
+from sqlalchemy import false, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -44,7 +44,10 @@ def list_suppressions(
     query = select(Suppression).order_by(Suppression.id).limit(limit + 1)
     if reason is not None:
         query = query.where(Suppression.reason == reason)
-    if email:
+    if email and "\x00" in email:
+        # No stored address holds a NUL (PostgreSQL refuses it): nothing matches, and the database is not asked.
+        query = query.where(false())
+    elif email:
         # Erased addresses are kept only as a hash, so look an exact address up by its hash too.
         pattern = email.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(

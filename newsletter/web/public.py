@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, selectinload
 from newsletter import delivery, links, rendering, subscriptions, tracking
 from newsletter.addresses import InvalidEmail
 from newsletter.config import Settings
+from newsletter.errors import Invalid
 from newsletter.lists import ListNotFound
 from newsletter.models import Campaign, CampaignStatus, Digest, MailingList, Visibility, campaign_lists
 from newsletter.subscriptions import ListNotSubscribable
@@ -285,10 +286,10 @@ def _subscribe(request: Request, session: Session, slug: str, values: dict[str, 
                 ip=client_ip(request),
                 resend_hours=settings.confirm_resend_hours,
             )
-        except InvalidEmail as exc:
+        except Invalid as exc:  # the address, the name or an extra field
             session.rollback()
             if wants_json:
-                field = "attributes" if missing else "email"
+                field = "attributes" if missing else getattr(exc, "field", "email")
                 return JSONResponse({"error": str(exc), "field": field}, 400, headers=cors)
             return _subscribe_page(request, mailing_list, error=str(exc), values=values)
         if result.send_confirmation and result.subscription_id is not None:
@@ -479,6 +480,12 @@ def _save_preferences(
         )
     except UnknownToken:
         return not_found(request, session)
+    except Invalid as exc:  # a name that cannot be stored: nothing is saved, the page says why
+        session.rollback()
+        prefs = subscriptions.preferences(session, tokens, token=token)
+        response = _preferences_page(request, session, token, prefs, f"Nothing was saved: {exc}")
+        response.status_code = 400
+        return response
     return _preferences_page(request, session, token, prefs, "Your preferences are saved.")
 
 

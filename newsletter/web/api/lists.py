@@ -135,18 +135,30 @@ async def import_list(
     responses={**NOT_FOUND, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV"}},
     summary="The list's subscribers as CSV (formula-looking cells neutralised)",
 )
-def export_list(request: Request, session: Db, _: Admin, slug: str = Slug) -> StreamingResponse:
+def export_list(
+    request: Request,
+    session: Db,
+    _: Admin,
+    slug: str = Slug,
+    status: imports.ExportStatus = Query(
+        "confirmed",
+        description="Which subscriptions: `confirmed` (the default: the people the list mails), `pending`, "
+        "`unsubscribed` or `all`. The file has a `status` column either way.",
+    ),
+) -> StreamingResponse:
     lists.get_list(session, slug)
-    return csv_response(request, Search(list_slug=slug), f"{slug}.csv")
+    return csv_response(request, Search(list_slug=slug), f"{slug}.csv", status=status)
 
 
-def csv_response(request: Request, search: Search, filename: str) -> StreamingResponse:
+def csv_response(
+    request: Request, search: Search, filename: str, status: imports.ExportStatus = "confirmed"
+) -> StreamingResponse:
     """Stream an export; rows are read by a session of its own, as the request's ends before streaming."""
     factory = request.app.state.sessions
 
     def lines() -> Iterator[str]:
         with factory() as session:
-            yield from imports.export_csv(session, search)
+            yield from imports.export_csv(session, search, status=status)
 
     return StreamingResponse(
         lines(),

@@ -45,12 +45,14 @@ from newsletter import addresses, lists
 from newsletter.db import UTCDateTime, is_postgres, utcnow
 from newsletter.errors import Invalid
 from newsletter.models import (
+    BlockedDomain,
     Subscriber,
     SubscriberStatus,
     Subscription,
     SubscriptionSource,
     SubscriptionStatus,
     Suppression,
+    email_domain,
     email_hash,
 )
 from newsletter.subscribers import MAX_ATTRIBUTE_LENGTH, MAX_ATTRIBUTE_NAME_LENGTH, Search, search_query
@@ -170,9 +172,15 @@ def _sniff_delimiter(header_line: str) -> str:
 
 
 def read_rows(
-    stream: IO[bytes], report: ImportReport, progress: Callable[[int], None] | None = None
+    stream: IO[bytes],
+    report: ImportReport,
+    progress: Callable[[int], None] | None = None,
+    blocked_domains: frozenset[str] = frozenset(),
 ) -> Iterator[GoodRow]:
-    """Yield the valid rows of a CSV file, recording each bad one in `report` with its line number."""
+    """Yield the valid rows of a CSV file, recording each bad one in `report` with its line number.
+
+    An address at one of `blocked_domains` is a bad row, with the reason.
+    """
     lines = _lines(stream, progress)
     first = next(lines, None)
     if first is None or not first.strip():
@@ -233,7 +241,9 @@ def read_rows(
                 reason = f"email {cells[email_at]!r}: {exc}" if cells[email_at].strip() else "no email address"
             else:
                 name = cells[name_at] if name_at is not None else ""
-                if "\r" in name or "\n" in name:
+                if blocked_domains and email_domain(email) in blocked_domains:
+                    reason = f"email {email!r}: addresses at {email_domain(email)} are blocked"
+                elif "\r" in name or "\n" in name:
                     reason = "name: contains a line break"
                 elif len(name) > MAX_NAME_LENGTH:
                     reason = f"name: longer than {MAX_NAME_LENGTH} characters"
@@ -309,7 +319,9 @@ def import_csv(
     """
     mailing_list = lists.get_list(session, list_slug)
     report = ImportReport()
-    rows = read_rows(stream, report, progress)
+    # The blocklist is a short list of domains: checked per line in Python, so each line gets its reason.
+    blocked = frozenset(session.scalars(select(BlockedDomain.domain)))
+    rows = read_rows(stream, report, progress, blocked)
     first = next(rows, None)  # the header is checked here, before anything touches the database
     staging = f"import_rows_{secrets.token_hex(4)}"
     final = f"import_final_{secrets.token_hex(4)}"

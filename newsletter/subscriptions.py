@@ -42,7 +42,7 @@ from newsletter.models import (
     email_domain,
     email_hash,
 )
-from newsletter.suppressions import is_suppressed
+from newsletter.suppressions import is_blocked_domain, is_suppressed
 from newsletter.tokens import Reading, TokenPurpose, Tokens, UnknownToken
 
 if TYPE_CHECKING:
@@ -333,7 +333,7 @@ def subscribe(
         if "\x00" in value:  # PostgreSQL's JSON cannot hold it
             raise InvalidAttribute(f"{key}: contains a NUL character")
     now = now or utcnow()
-    if is_suppressed(session, email):
+    if is_suppressed(session, email) or is_blocked_domain(session, email):
         return SubscribeResult(None, send_confirmation=False)
     subscriber, subscription = _get_or_create_subscription(session, mailing_list, email, name, attributes or {}, ip)
     if subscriber.status != SubscriberStatus.active or subscription.status == SubscriptionStatus.confirmed:
@@ -347,8 +347,19 @@ def subscribe(
         subscription.status = SubscriptionStatus.pending
         subscription.consent_ip = ip
         session.flush()
-    # A conditional UPDATE claims the right to send: of two concurrent requests only one matches, as
-    # PostgreSQL re-checks the WHERE clause after the first commits (and SQLite has a single writer).
+    claimed = claim_confirmation(session, subscription, resend_hours=resend_hours, now=now)
+    return SubscribeResult(subscription.id, send_confirmation=claimed)
+
+
+def claim_confirmation(
+    session: Session, subscription: Subscription, *, resend_hours: float = 24, now: dt.datetime | None = None
+) -> bool:
+    """Claim the right to send a pending subscription's confirmation email now; False within the resend window.
+
+    A conditional UPDATE: of two concurrent requests only one matches, as PostgreSQL re-checks the WHERE
+    clause after the first commits (and SQLite has a single writer). The caller sends after committing.
+    """
+    now = now or utcnow()
     cutoff = now - dt.timedelta(hours=resend_hours)
     claimed = session.execute(
         update(Subscription)
@@ -362,7 +373,7 @@ def subscribe(
         .execution_options(synchronize_session=False)
     ).first()
     session.expire(subscription, ["confirmation_sent_at"])
-    return SubscribeResult(subscription.id, send_confirmation=claimed is not None)
+    return claimed is not None
 
 
 def _get_or_create_subscription(

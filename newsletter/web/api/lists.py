@@ -3,23 +3,58 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, Iterator
+from typing import IO, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from newsletter import imports, lists
 from newsletter.models import MailingList
 from newsletter.subscribers import Search
 from newsletter.web.api.deps import Admin, Db, Editor, JobQueue
-from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
+from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute, described
 from newsletter.web.api.schemas import SLUG_PATTERN, Counts, ImportReportOut, ListIn, ListOut, ListPatch
 
 router = APIRouter(tags=["lists"], route_class=ApiRoute)
 Slug = Path(pattern=SLUG_PATTERN)
 UPLOAD_MEMORY = 4 * 1024 * 1024  # larger uploads spill to a temporary file
+MAX_UPLOAD = 512 * 1024 * 1024  # a CSV of several million subscribers; anything larger is refused with 413
+_CHUNK = 64 * 1024
+
+
+async def read_upload(request: Request, spool: IO[bytes]) -> IO[bytes]:
+    """The uploaded file: a raw body (`text/csv`, `--data-binary @people.csv`) or the `file` field of a
+    multipart form (`-F file=@people.csv`, how every HTTP client uploads files), streamed to temporary
+    files and refused beyond MAX_UPLOAD. Positioned at the start."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_UPLOAD:
+        raise HTTPException(413, f"the upload is larger than {MAX_UPLOAD // 2**20} MiB")
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_UPLOAD:
+            raise HTTPException(413, f"the upload is larger than {MAX_UPLOAD // 2**20} MiB")
+        spool.write(chunk)
+    spool.seek(0)
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return spool
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        while chunk := spool.read(_CHUNK):
+            yield chunk
+
+    try:
+        form = await MultiPartParser(request.headers, body(), max_files=1, max_fields=10).parse()
+    except MultiPartException as exc:
+        raise HTTPException(422, f"not a valid multipart upload: {exc.message}") from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise HTTPException(422, "the multipart upload has no 'file' field: send it as -F file=@people.csv")
+    upload.file.seek(0)
+    return upload.file
 
 
 def list_out(session: Db, mailing_list: MailingList) -> ListOut:
@@ -92,13 +127,23 @@ def delete_list(session: Db, _: Admin, slug: str = Slug) -> Response:
 
 @router.post(
     "/lists/{slug}/import",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, 413: described("The upload is larger than 512 MiB.")},
     summary="Import subscribers from CSV (columns: email, name, any attributes)",
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"text/csv": {"schema": {"type": "string"}}},
-            "description": "UTF-8 (with or without BOM), comma or semicolon separated, header row first.",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
+                },
+            },
+            "description": "UTF-8 (with or without BOM), comma or semicolon separated, header row first: the "
+            "raw body, or the `file` field of a multipart form (`curl -F file=@people.csv`). At most 512 MiB.",
         }
     },
 )
@@ -111,10 +156,8 @@ async def import_list(
     confirmed: bool = Query(False, description="Consent was obtained elsewhere: subscribe as confirmed."),
     strict: bool = Query(False, description="Refuse the whole file if any row is bad."),
 ) -> ImportReportOut:
-    with tempfile.SpooledTemporaryFile(max_size=UPLOAD_MEMORY) as upload:
-        async for chunk in request.stream():
-            upload.write(chunk)
-        upload.seek(0)
+    with tempfile.SpooledTemporaryFile(max_size=UPLOAD_MEMORY) as spool:
+        upload = await read_upload(request, spool)
         report = await run_in_threadpool(
             imports.import_csv,
             session,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from newsletter.addresses import NAME_LENGTH
 from newsletter.models import (
+    BlockedDomain,
     CampaignStatus,
     DeliveryStatus,
     MailingList,
@@ -379,6 +380,26 @@ class SuppressionImportOut(BaseModel):
     added: int
     already: int = Field(description="Addresses that were suppressed already (their first reason is kept).")
     errors: list[ImportErrorOut] = Field(description="Rows that are not usable addresses; the others were added.")
+
+
+class BlockedDomainIn(Strict):
+    domain: str = Field(
+        max_length=column_length(BlockedDomain.domain),
+        pattern=NO_NUL,
+        description="mailinator.com, @mailinator.com or *@mailinator.com",
+    )
+    detail: str | None = Field(None, max_length=1000, pattern=NO_NUL)
+
+
+class BlockedDomainOut(BaseModel):
+    domain: str
+    detail: str | None
+    created_at: dt.datetime
+
+
+class DomainBlocked(BaseModel):
+    domain: BlockedDomainOut
+    created: bool
 
 
 class BounceOutcome(BaseModel):

@@ -295,16 +295,15 @@ def test_an_impossible_date_is_an_invalid_digest_naming_the_field(date: str) -> 
     markdown = f"---\ntitle: T\ndate: 2025-04-26\n---\n\n## H\nSource: S\nURL: https://example.org/a\nDate: {date}\n"
     with pytest.raises(InvalidDigest, match=rf"date: expected a date like 2025-04-26, got '{date}'"):
         parse_digest(markdown, "md")
-    with pytest.raises(InvalidDigest, match="invalid YAML value: (month must be|day is out of range)"):
+    with pytest.raises(InvalidDigest, match=r"invalid YAML value: (month must be|day is out of range)"):
         parse_digest(f"title: T\ndate: !!timestamp {date}\nitems:\n" + ITEM.format(headline="H", source="S"), "yaml")
 
 
 def test_nul_in_a_digests_text_is_refused() -> None:
     base = "title: T\ndate: 2025-04-26\nitems:\n" + ITEM.format(headline="H", source="S")
+    item = {"headline": "H", "source": "S", "url": "https://example.org/a"}
     with pytest.raises(InvalidDigest, match="summary: contains a NUL"):
-        parse_digest(json.dumps({"title": "T", "date": "2025-04-26", "items": [
-            {"headline": "H", "source": "S", "url": "https://example.org/a", "summary": "a\x00b"}]}), "json")  # fmt: skip
+        parse_digest(json.dumps({"title": "T", "date": "2025-04-26", "items": [{**item, "summary": "a\x00b"}]}), "json")
     with pytest.raises(InvalidDigest, match="intro: contains a NUL"):
-        parse_digest(json.dumps({"title": "T", "date": "2025-04-26", "intro": "\x00", "items": [
-            {"headline": "H", "source": "S", "url": "https://example.org/a"}]}), "json")  # fmt: skip
+        parse_digest(json.dumps({"title": "T", "date": "2025-04-26", "intro": "\x00", "items": [item]}), "json")
     assert parse_digest(base, "yaml").date == dt.date(2025, 4, 26)

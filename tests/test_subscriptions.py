@@ -416,7 +416,7 @@ def test_adding_without_confirmed_leaves_it_pending_and_returns_the_confirmation
 
     before = _rows(session)
     suppressions.block_domain(session, "mailinator.com")
-    with pytest.raises(subscribers.InvalidSubscriber, match="addresses at mailinator.com are blocked"):
+    with pytest.raises(subscribers.InvalidSubscriber, match=r"addresses at mailinator.com are blocked"):
         subscribers.add(session, "throw@mailinator.com", list_slugs=[double.slug])
     with pytest.raises(addresses.InvalidName, match="NUL"):
         subscribers.add(session, "new@example.com", name="N\x00", list_slugs=[double.slug])

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import AsyncGenerator, Iterator
 from typing import IO, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, UploadFile
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from newsletter import imports, lists
@@ -25,10 +27,10 @@ MAX_UPLOAD = 512 * 1024 * 1024  # a CSV of several million subscribers; anything
 _CHUNK = 64 * 1024
 
 
-async def read_upload(request: Request, spool: IO[bytes]) -> IO[bytes]:
-    """The uploaded file: a raw body (`text/csv`, `--data-binary @people.csv`) or the `file` field of a
-    multipart form (`-F file=@people.csv`, how every HTTP client uploads files), streamed to temporary
-    files and refused beyond MAX_UPLOAD. Positioned at the start."""
+async def read_upload(request: Request, spool: IO[bytes], part: IO[bytes]) -> IO[bytes]:
+    """The uploaded file: a raw body (`text/csv`, `--data-binary @people.csv`) in `spool`, or the `file`
+    field of a multipart form (`-F file=@people.csv`, how every HTTP client uploads files) copied to
+    `part`; streamed to these temporary files and refused beyond MAX_UPLOAD. Positioned at the start."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_UPLOAD:
         raise HTTPException(413, f"the upload is larger than {MAX_UPLOAD // 2**20} MiB")
@@ -50,11 +52,16 @@ async def read_upload(request: Request, spool: IO[bytes]) -> IO[bytes]:
         form = await MultiPartParser(request.headers, body(), max_files=1, max_fields=10).parse()
     except MultiPartException as exc:
         raise HTTPException(422, f"not a valid multipart upload: {exc.message}") from None
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise HTTPException(422, "the multipart upload has no 'file' field: send it as -F file=@people.csv")
-    upload.file.seek(0)
-    return upload.file
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(422, "the multipart upload has no 'file' field: send it as -F file=@people.csv")
+        upload.file.seek(0)
+        shutil.copyfileobj(upload.file, part, _CHUNK)
+    finally:
+        await form.close()
+    part.seek(0)
+    return part
 
 
 def list_out(session: Db, mailing_list: MailingList) -> ListOut:
@@ -156,8 +163,11 @@ async def import_list(
     confirmed: bool = Query(False, description="Consent was obtained elsewhere: subscribe as confirmed."),
     strict: bool = Query(False, description="Refuse the whole file if any row is bad."),
 ) -> ImportReportOut:
-    with tempfile.SpooledTemporaryFile(max_size=UPLOAD_MEMORY) as spool:
-        upload = await read_upload(request, spool)
+    with (
+        tempfile.SpooledTemporaryFile(max_size=UPLOAD_MEMORY) as spool,
+        tempfile.SpooledTemporaryFile(max_size=UPLOAD_MEMORY) as part,
+    ):
+        upload = await read_upload(request, spool, part)
         report = await run_in_threadpool(
             imports.import_csv,
             session,

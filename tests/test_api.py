@@ -321,9 +321,14 @@ def test_csv_import_and_export_over_http(api: Api) -> None:
     assert report["imported"] == 1 and report["errors"][0]["line"] == 3
     assert report["pending_confirmation"] == 1 and report["confirmation_emails_queued"] is True
     assert api.jobs.confirmations
-    exported = api.call("GET", "/api/v1/lists/csv/export")
+    # The import left them pending: not in the default export (confirmed only), there with status=all.
+    assert api.call("GET", "/api/v1/lists/csv/export").text.splitlines() == ["email,name,status"]
+    exported = api.call("GET", "/api/v1/lists/csv/export", params={"status": "all"})
     assert exported.headers["content-type"].startswith("text/csv")
-    assert exported.text.splitlines() == ["email,name,city", 'a@example.com,"\'=HYPERLINK(""http://evil"")",Almaty']
+    assert exported.text.splitlines() == [
+        "email,name,status,city",
+        'a@example.com,"\'=HYPERLINK(""http://evil"")",pending,Almaty',
+    ]
     strict = api.call(
         "POST", "/api/v1/lists/csv/import", params={"strict": True}, content=body, headers={"Content-Type": "text/csv"}
     )

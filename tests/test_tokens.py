@@ -115,3 +115,40 @@ def test_binding_round_trips_to_the_microsecond_and_is_signed() -> None:
     forged = TOKENS.make(TokenPurpose.preferences, 5, bound_to=moment + dt.timedelta(microseconds=1))
     with pytest.raises(UnknownToken):
         TOKENS.read_bound(TokenPurpose.preferences, forged.partition(".")[0] + "." + signature, 1)
+
+
+@pytest.mark.postgres
+def test_the_one_click_fast_path_checks_the_binding_in_its_single_statement(committed_pg: str) -> None:
+    """The web app's PostgreSQL fast path (autocommit psycopg, no ORM) refuses a row that is not the token's."""
+    import asyncio
+
+    import psycopg
+
+    from newsletter.db import libpq_url, make_engine
+
+    engine = make_engine(committed_pg)
+    with Session(engine) as session:
+        weekly = make_list(session)
+        old, new = (
+            make_subscriber(session, weekly, "old@example.com"),
+            make_subscriber(session, weekly, "new@example.com"),
+        )
+        session.commit()
+        unbound = TOKENS.make(TokenPurpose.unsubscribe, old.id, weekly.id)
+        bound = TOKENS.make(TokenPurpose.unsubscribe, new.id, weekly.id, bound_to=new.created_at)
+        other_row = TOKENS.make(
+            TokenPurpose.unsubscribe, new.id, weekly.id, bound_to=new.created_at - dt.timedelta(microseconds=1)
+        )
+
+    async def click(token: str) -> bool:
+        async with await psycopg.AsyncConnection.connect(libpq_url(committed_pg), autocommit=True) as conn:
+            return await subscriptions.one_click_unsubscribe_async(conn, TOKENS, token=token)
+
+    with pytest.raises(UnknownToken):
+        asyncio.run(click(other_row))
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 0
+        assert set(session.scalars(select(Subscription.status))) == {SubscriptionStatus.confirmed}
+    assert asyncio.run(click(unbound)) is True
+    assert asyncio.run(click(bound)) is True
+    engine.dispose()

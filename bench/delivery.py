@@ -91,8 +91,10 @@ def seed(engine: Engine, slug: str, count: int) -> None:
         conn.execute(
             text(
                 """
-                INSERT INTO subscribers (email, email_hash, name, attributes, status, created_at, updated_at)
-                SELECT e, encode(sha256(convert_to(e, 'UTF8')), 'hex'), 'Reader ' || g, '{}', :active, now(), now()
+                INSERT INTO subscribers (email, email_hash, email_domain, name, attributes, status, created_at,
+                    updated_at)
+                SELECT e, encode(sha256(convert_to(e, 'UTF8')), 'hex'), 'example.com', 'Reader ' || g, '{}', :active,
+                    now(), now()
                 FROM generate_series(1, :n) g, LATERAL (SELECT :slug || '.' || g || '@example.com' AS e) addr
                 """
             ),

@@ -89,8 +89,9 @@ def seed(url: str, subscribers: int) -> tuple[list[str], list[str]]:
         ).scalar_one()
         conn.execute(
             text(
-                "INSERT INTO subscribers (email, email_hash, name, attributes, status, created_at, updated_at) "
-                "SELECT 'r' || g || '@bench.example', md5(g::text) || md5(g::text), '', '{}', :active, now(), now() "
+                "INSERT INTO subscribers (email, email_hash, email_domain, name, attributes, status, created_at, "
+                "updated_at) SELECT 'r' || g || '@bench.example', md5(g::text) || md5(g::text), 'bench.example', "
+                "'', '{}', :active, now(), now() "
                 "FROM generate_series(1, :n) g"
             ),
             {"n": subscribers, "active": SubscriberStatus.active.value},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from newsletter.tokens import TokenPurpose, Tokens
 
 CONFIRM = "/confirm/"
@@ -16,17 +18,23 @@ UNDO = "/undo"  # after UNSUBSCRIBE + token: the unsubscribed page's "subscribe 
 STYLESHEET = "/static/style.css"
 HEALTH = "/healthz"
 
-
-def unsubscribe_url(base_url: str, tokens: Tokens, subscriber_id: int, list_id: int) -> str:
-    return f"{base_url}{UNSUBSCRIBE}{tokens.make(TokenPurpose.unsubscribe, subscriber_id, list_id)}"
+# `bound_to` is the subscriber's created_at: the link then acts only on that row (see tokens.binding).
 
 
-def preferences_url(base_url: str, tokens: Tokens, subscriber_id: int) -> str:
-    return f"{base_url}{PREFERENCES}{tokens.make(TokenPurpose.preferences, subscriber_id)}"
+def unsubscribe_url(
+    base_url: str, tokens: Tokens, subscriber_id: int, list_id: int, *, bound_to: dt.datetime | None = None
+) -> str:
+    return f"{base_url}{UNSUBSCRIBE}{tokens.make(TokenPurpose.unsubscribe, subscriber_id, list_id, bound_to=bound_to)}"
 
 
-def confirm_url(base_url: str, tokens: Tokens, subscriber_id: int, list_id: int) -> str:
-    return f"{base_url}{CONFIRM}{tokens.make(TokenPurpose.confirm, subscriber_id, list_id)}"
+def preferences_url(base_url: str, tokens: Tokens, subscriber_id: int, *, bound_to: dt.datetime | None = None) -> str:
+    return f"{base_url}{PREFERENCES}{tokens.make(TokenPurpose.preferences, subscriber_id, bound_to=bound_to)}"
+
+
+def confirm_url(
+    base_url: str, tokens: Tokens, subscriber_id: int, list_id: int, *, bound_to: dt.datetime | None = None
+) -> str:
+    return f"{base_url}{CONFIRM}{tokens.make(TokenPurpose.confirm, subscriber_id, list_id, bound_to=bound_to)}"
 
 
 def archive_url(base_url: str, slug: str | None = None) -> str:

@@ -111,8 +111,8 @@ def test_lists_import_export_and_subscribers(cli: Cli, tmp_path: Path) -> None:
     exported = tmp_path / "out.csv"
     cli.run("subscribers", "export", "weekly", "-o", str(exported))
     text_out = exported.read_text()
-    assert text_out.splitlines()[0] == "email,name,city"
-    assert "'=HYPERLINK" in text_out and "ana@example.com,Ana,Capital" in text_out
+    assert text_out.splitlines()[0] == "email,name,status,city"
+    assert "'=HYPERLINK" in text_out and "ana@example.com,Ana,confirmed,Capital" in text_out
     assert cli.run("subscribers", "export", "weekly").stdout == text_out
 
     cli.run("lists", "create", "copy", "--name", "Copy", "--from-email", "news@example.org")

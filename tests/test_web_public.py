@@ -676,3 +676,33 @@ def test_confirmation_goes_through_the_worker_task_in_embedded_mode(
 def test_suppression_count_helper_sees_all_tables(session: Session) -> None:
     assert set(counts(session)) == {"Subscriber", "Subscription", "Event", "Suppression"}
     assert Suppression.__tablename__ == "suppressions"
+
+
+def _people(session: Session) -> list[Any]:
+    session.expire_all()
+    return [
+        *session.execute(select(Subscriber.email, Subscriber.name, Subscriber.attributes)),
+        *session.execute(select(Subscription.subscriber_id, Subscription.list_id, Subscription.status)),
+    ]
+
+
+def test_nul_in_the_subscribe_form_or_preferences_is_a_400_not_a_500(web: Web, session: Session) -> None:
+    """Issue 11 item 8: a NUL in the name, an extra field or the preferences name reached PostgreSQL."""
+    weekly = make_list(session, "weekly")
+    weekly.form_fields = [{"name": "city", "label": "City"}]
+    reader = make_subscriber(session, weekly, "ana@example.com", "Ana")
+    session.commit()
+    before = _people(session)
+    as_json = web.client.post("/subscribe/weekly", json={"email": "new@example.com", "name": "N\x00"})
+    assert as_json.status_code == 400 and as_json.json()["field"] == "name" and "NUL" in as_json.json()["error"]
+    with_attribute = web.client.post(
+        "/subscribe/weekly", json={"email": "new@example.com", "attributes": {"city": "Alm\x00aty"}}
+    )
+    assert with_attribute.status_code == 400 and with_attribute.json()["field"] == "attributes"
+    form = web.client.post("/subscribe/weekly", data={"email": "new@example.com", "name": "N\x00"})
+    assert form.status_code in (200, 400) and "NUL" in html.unescape(form.text)
+    token = web.tokens.make(TokenPurpose.preferences, reader.id)
+    saved = web.client.post(f"/preferences/{token}", data={"name": "A\x00na", "list": [str(weekly.id)]})
+    assert saved.status_code == 400 and "Nothing was saved" in saved.text
+    assert _people(session) == before
+    assert web.mailer.sent == []

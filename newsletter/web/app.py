@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.hot_pools = None  # set by _lifespan while the app runs
     app.state.sessions = session_factory(settings)
     app.state.tracking_sessions, app.state.one_click_sessions = hot_session_factories(settings, app.state.sessions)
-    app.state.tokens = Tokens(settings.secret_key)
+    app.state.tokens = Tokens.from_settings(settings)
     app.state.pages = Pages()
     app.state.subscribe_throttle = make_throttle(
         settings.effective_redis_url, settings.subscribe_ip_limit, 3600, "newsletter:subscribe-ip"

@@ -13,7 +13,7 @@ from newsletter import imports, lists
 from newsletter.models import MailingList
 from newsletter.subscribers import Search
 from newsletter.web.api.deps import Admin, Editor, JobQueue
-from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
+from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute, described
 from newsletter.web.api.params import SlugPath, csv_body, csv_upload
 from newsletter.web.api.schemas import Counts, ImportReportOut, ListIn, ListOut, ListPatch, row_fields
 from newsletter.web.deps import SessionDep
@@ -73,7 +73,7 @@ def delete_list(session: SessionDep, _: Admin, slug: SlugPath) -> Response:
 
 @router.post(
     "/lists/{slug}/import",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, 413: described("The upload is larger than 512 MiB.")},
     summary="Import subscribers from CSV (columns: email, name, any attributes)",
     openapi_extra=csv_body("UTF-8 (with or without BOM), comma or semicolon separated, header row first."),
 )
@@ -107,18 +107,30 @@ async def import_list(
     responses={**NOT_FOUND, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV"}},
     summary="The list's subscribers as CSV (formula-looking cells neutralised)",
 )
-def export_list(request: Request, session: SessionDep, _: Admin, slug: SlugPath) -> StreamingResponse:
+def export_list(
+    request: Request,
+    session: SessionDep,
+    _: Admin,
+    slug: SlugPath,
+    status: imports.ExportStatus = Query(
+        "confirmed",
+        description="Which subscriptions: `confirmed` (the default: the people the list mails), `pending`, "
+        "`unsubscribed` or `all`. The file has a `status` column either way.",
+    ),
+) -> StreamingResponse:
     lists.get_list(session, slug)
-    return csv_response(request, Search(list_slug=slug), f"{slug}.csv")
+    return csv_response(request, Search(list_slug=slug), f"{slug}.csv", status=status)
 
 
-def csv_response(request: Request, search: Search, filename: str) -> StreamingResponse:
+def csv_response(
+    request: Request, search: Search, filename: str, status: imports.ExportStatus = "confirmed"
+) -> StreamingResponse:
     """Stream an export; rows are read by a session of its own, as the request's ends before streaming."""
     factory = request.app.state.sessions
 
     def lines() -> Iterator[str]:
         with factory() as session:
-            yield from imports.export_csv(session, search)
+            yield from imports.export_csv(session, search, status=status)
 
     return StreamingResponse(
         lines(),

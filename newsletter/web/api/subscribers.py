@@ -106,8 +106,8 @@ def export(request: Request, session: SessionDep, _: Admin, filters: Filters) ->
 
 
 @router.post("/subscribers", status_code=201, responses=NOT_FOUND, summary="Add a subscriber (to lists)")
-def add(body: SubscriberIn, session: SessionDep, _: Admin) -> SubscriberOut:
-    subscriber = subscribers.add_subscriber(
+def add(request: Request, body: SubscriberIn, session: SessionDep, _: Admin) -> SubscriberOut:
+    added = subscribers.add(
         session,
         body.email,
         name=body.name,
@@ -115,8 +115,14 @@ def add(body: SubscriberIn, session: SessionDep, _: Admin) -> SubscriberOut:
         list_slugs=body.lists,
         confirmed=body.confirmed,
         source=SubscriptionSource.api,
+        resend_hours=request.app.state.settings.confirm_resend_hours,
     )
-    return one(session, subscriber)
+    out = one(session, added.subscriber)
+    session.commit()  # the confirmation task must find the committed subscription
+    for subscription_id in added.confirmations:
+        # The subscribe form's path: the rate-limited Celery task (inline in embedded mode).
+        request.app.state.enqueue_confirmation(subscription_id)
+    return out
 
 
 @router.get("/subscribers/{subscriber_id}", responses=NOT_FOUND, summary="One subscriber and their subscriptions")

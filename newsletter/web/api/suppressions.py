@@ -14,6 +14,10 @@ from newsletter.web.api.deps import Admin
 from newsletter.web.api.errors import NOT_FOUND, ApiRoute
 from newsletter.web.api.params import Cursor, csv_body, csv_upload
 from newsletter.web.api.schemas import (
+    NO_NUL,
+    BlockedDomainIn,
+    BlockedDomainOut,
+    DomainBlocked,
     ImportErrorOut,
     SuppressionAdded,
     SuppressionImportOut,
@@ -74,6 +78,36 @@ async def import_csv(
         already=result.already,
         errors=[ImportErrorOut(line=line, reason=reason) for line, reason in result.errors or []],
     )
+
+
+@router.get("/suppressions/domains", summary="The domain blocklist: domains never subscribed nor mailed")
+def list_domains(session: SessionDep, _: Admin) -> list[BlockedDomainOut]:
+    return [
+        BlockedDomainOut(domain=d.domain, detail=d.detail, created_at=d.created_at)
+        for d in suppressions.blocked_domains(session)
+    ]
+
+
+@router.post("/suppressions/domains", status_code=201, summary="Block a whole domain, e.g. *@mailinator.com")
+def block_domain(body: BlockedDomainIn, session: SessionDep, _: Admin, response: Response) -> DomainBlocked:
+    entry, created = suppressions.block_domain(session, body.domain, detail=body.detail)
+    if not created:
+        response.status_code = 200
+    return DomainBlocked(
+        domain=BlockedDomainOut(domain=entry.domain, detail=entry.detail, created_at=entry.created_at),
+        created=created,
+    )
+
+
+@router.delete(
+    "/suppressions/domains/{domain}",
+    status_code=204,
+    responses=NOT_FOUND,
+    summary="Allow a blocked domain again (logged)",
+)
+def unblock_domain(session: SessionDep, user: Admin, domain: str = Path(max_length=255, pattern=NO_NUL)) -> Response:
+    suppressions.unblock_domain(session, domain, by=user.name)
+    return Response(status_code=204)
 
 
 @router.delete(

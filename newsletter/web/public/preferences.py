@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from newsletter import links, subscriptions
+from newsletter.errors import Invalid
 from newsletter.tokens import Tokens, UnknownToken
 from newsletter.web.deps import SessionDep, TokensDep
 from newsletter.web.pages import client_ip, form_fields, list_context, masked, not_found, pages, read_body, site_context
@@ -69,4 +70,10 @@ def _save_preferences(
         )
     except UnknownToken:
         return not_found(request, session)
+    except Invalid as exc:  # a name that cannot be stored: nothing is saved, the page says why
+        session.rollback()
+        prefs = subscriptions.preferences(session, tokens, token=token)
+        response = _preferences_page(request, session, token, prefs, f"Nothing was saved: {exc}")
+        response.status_code = 400
+        return response
     return _preferences_page(request, session, token, prefs, "Your preferences are saved.")

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from newsletter import links, subscriptions
 from newsletter.addresses import InvalidEmail
 from newsletter.config import Settings
+from newsletter.errors import Invalid
 from newsletter.lists import ListNotFound
 from newsletter.models import MailingList
 from newsletter.subscriptions import ListNotSubscribable
@@ -214,10 +215,10 @@ def _record_subscription(
             ip=client_ip(request),
             resend_hours=settings.confirm_resend_hours,
         )
-    except InvalidEmail as exc:
+    except Invalid as exc:  # the address, the name or an extra field
         session.rollback()
         if wants_json:
-            field = "attributes" if missing else "email"
+            field = "attributes" if missing else getattr(exc, "field", "email")
             return JSONResponse({"error": str(exc), "field": field}, 400, headers=cors)
         return _subscribe_page(request, mailing_list, error=str(exc), values=values)
     if result.send_confirmation and result.subscription_id is not None:

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -25,11 +22,22 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
+from bench import naive_worker
+from bench.workers import peak_rss_mb, start_workers
 from newsletter import delivery, digests, lists, migrate
 from newsletter.config import Settings, load_settings
 from newsletter.db import make_engine, session_factory, session_scope, utcnow
-from newsletter.models import CampaignStatus, OptIn
+from newsletter.delivery import ledger, progress, sending
+from newsletter.models import (
+    CampaignStatus,
+    DeliveryStatus,
+    OptIn,
+    SubscriberStatus,
+    SubscriptionSource,
+    SubscriptionStatus,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "newsletter" / "samples" / "sample-digest.md"
@@ -83,30 +91,35 @@ def seed(engine: Engine, slug: str, count: int) -> None:
         conn.execute(
             text(
                 """
-                INSERT INTO subscribers (email, email_hash, name, attributes, status, created_at, updated_at)
-                SELECT e, encode(sha256(convert_to(e, 'UTF8')), 'hex'), 'Reader ' || g, '{}', 'active', now(), now()
+                INSERT INTO subscribers (email, email_hash, email_domain, name, attributes, status, created_at,
+                    updated_at)
+                SELECT e, encode(sha256(convert_to(e, 'UTF8')), 'hex'), 'example.com', 'Reader ' || g, '{}', :active,
+                    now(), now()
                 FROM generate_series(1, :n) g, LATERAL (SELECT :slug || '.' || g || '@example.com' AS e) addr
                 """
             ),
-            {"n": count, "slug": slug},
+            {"n": count, "slug": slug, "active": SubscriberStatus.active.value},
         )
         conn.execute(
             text(
                 """
                 INSERT INTO subscriptions (subscriber_id, list_id, status, source, confirmed_at, created_at, updated_at)
-                SELECT id, :list_id, 'confirmed', 'import', now(), now(), now()
+                SELECT id, :list_id, :confirmed, :source, now(), now(), now()
                 FROM subscribers WHERE email LIKE :pattern
                 """
             ),
-            {"list_id": list_id, "pattern": f"{slug}.%"},
+            {
+                "list_id": list_id,
+                "pattern": f"{slug}.%",
+                "confirmed": SubscriptionStatus.confirmed.value,
+                "source": SubscriptionSource.import_.value,
+            },
         )
         conn.execute(text("ANALYZE subscribers; ANALYZE subscriptions"))
 
 
 @contextmanager
-def session_scope_for(engine: Engine) -> Iterator[object]:
-    from sqlalchemy.orm import Session
-
+def session_scope_for(engine: Engine) -> Iterator[Session]:
     with Session(engine) as session, session.begin():
         yield session
 
@@ -131,8 +144,8 @@ def sample_message(settings: Settings, digest: str) -> bytes:
         delivery.start(session, settings, campaign_id)
     sessions = session_factory(settings)
     with sessions.begin() as session:
-        claimed = delivery.claim(session, campaign_id, 0, 2**62, limit=1, worker="bench")
-        data = delivery.prepare(session, settings, campaign_id).render(claimed[0])
+        claimed = ledger.claim(session, campaign_id, 0, 2**62, limit=1, worker="bench")
+        data = sending.prepare(session, settings, campaign_id).render(claimed[0])
         delivery.cancel(session, campaign_id)
     engine.dispose()
     return data
@@ -150,62 +163,6 @@ def smtp_source(port: int, message: Path, count: int, sessions: int = 4) -> floa
         check=True,
     )  # fmt: skip
     return count / (time.monotonic() - started)
-
-
-def process_tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, []))
-    return tree
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The largest peak RSS (VmHWM) of any process of a worker: the master or a pool child."""
-    peak = 0
-    for member in process_tree(pid):
-        try:
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-        except OSError:
-            continue
-    return peak / 1024
-
-
-@dataclass
-class Workers:
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-
-def start_workers(settings: Settings, concurrency: int, log: Path, app: str = "worker") -> Workers:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update({f"NEWSLETTER_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", app, "worker", f"--concurrency={concurrency}", "--loglevel=WARNING",
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"],
-        cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    time.sleep(3)  # let the pool fork and connect before the clock starts
-    return Workers(proc, log)
 
 
 def send_task(settings: Settings, name: str, *args: object) -> None:
@@ -258,11 +215,11 @@ def run_campaign(
         workers.stop()
     with session_scope(settings) as session:
         campaign = delivery.get_campaign(session, campaign_id)
-        counts = {k: v for k, v in delivery.counts(session, campaign_id).items() if v}
+        counts = {k: v for k, v in progress.tally(session, campaign_id).counts.items() if v}
         assert campaign.started_at is not None
         end = campaign.finished_at or utcnow()
         sending = (end - campaign.started_at).total_seconds()
-    done = counts.get("sent", 0)
+    done = counts.get(DeliveryStatus.sent, 0)
     return Run(done, seconds, sending, rss, counts)
 
 
@@ -306,22 +263,7 @@ def rsa_key(directory: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--recipients", type=int, default=100_000, help="campaign size for the rate figures")
-    parser.add_argument("--dkim-recipients", type=int, default=50_000)
-    parser.add_argument("--naive-recipients", type=int, default=2_000)
-    parser.add_argument("--plan-recipients", type=int, default=1_000_000)
-    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "4")))
-    parser.add_argument("--source-messages", type=int, default=20_000)
-    parser.add_argument(
-        "--full", action="store_true", help="send the whole 1M campaign (minutes) instead of 30 s of it for memory"
-    )
-    parser.add_argument("--quick", action="store_true", help="only smtp-source and the main campaign (for tuning)")
-    parser.add_argument(
-        "--plan-only", action="store_true", help="only seed --plan-recipients subscribers and time planning them"
-    )
-    parser.add_argument("--plan-runs", type=int, default=1, help="with --plan-only: plan that many campaigns")
-    args = parser.parse_args()
+    args = _arguments()
     if args.plan_only:
         plan_bench(args.plan_recipients, args.plan_runs)
         return
@@ -341,78 +283,108 @@ def main() -> None:
         )
         engine = make_engine(url)
         digest = publish(settings)
-        message = sample_message(settings, digest)
-        print(f"message: the sample digest, {len(message):,} bytes (DKIM off), worker concurrency {args.concurrency}")
-
-        # smtp-source sends the file with CRLF appended to each line: give it the message with LF endings
-        message_file = work / "message.eml"
-        message_file.write_bytes(message.replace(b"\r\n", b"\n"))
-        source_before = smtp_source(sink_port, message_file, args.source_messages)
-        print(f"smtp-source -d -s 4 (C, same message, same sink): {source_before:,.0f} messages/s", flush=True)
-
-        seed(engine, "main", args.recipients)
-        main_run = run_campaign(settings, digest, "main", args.concurrency, work / "workers.log")
-        # smtp-source varies by a fifth from run to run here: measure it again and compare with its best
-        source_after = smtp_source(sink_port, message_file, args.source_messages)
-        source_rate = max(source_before, source_after)
-        print(f"smtp-source again, after the pipeline: {source_after:,.0f} messages/s; the best, {source_rate:,.0f}/s, "
-              "is the baseline")  # fmt: skip
-        print(
-            f"pipeline, {main_run.recipients:,} recipients: {main_run.rate:,.0f} messages/s end to end "
-            f"({main_run.seconds:.1f}s from enqueue to finished, "
-            f"{main_run.recipients / main_run.sending_seconds:,.0f}/s after planning; ledger {main_run.counts}); "
-            f"worker peak RSS {main_run.peak_rss_mb:.0f} MB"
-        )
-        print(f"ratio pipeline / smtp-source: {main_run.rate / source_rate:.2f}  (target >= 0.65)")
-
-        if args.quick:
-            return
-        dkim_settings = settings.model_copy(
-            update={"dkim_domain": "example.org", "dkim_selector": "bench", "dkim_key_file": rsa_key(work)}
-        )
-        seed(engine, "dkim", args.dkim_recipients)
-        dkim_run = run_campaign(dkim_settings, digest, "dkim", args.concurrency, work / "workers.log")
-        print(
-            f"pipeline with DKIM (RSA-2048), {dkim_run.recipients:,} recipients: {dkim_run.rate:,.0f} messages/s "
-            f"(target >= 1,200); worker peak RSS {dkim_run.peak_rss_mb:.0f} MB"
-        )
-
-        seed(engine, "small", 10_000)
-        small_run = run_campaign(settings, digest, "small", args.concurrency, work / "workers.log")
-        print(
-            f"pipeline, 10,000 recipients: {small_run.rate:,.0f} messages/s; "
-            f"worker peak RSS {small_run.peak_rss_mb:.0f} MB"
-        )
-
-        started = time.monotonic()
-        seed(engine, "million", args.plan_recipients)
-        print(f"(seeding {args.plan_recipients:,} subscribers in SQL took {time.monotonic() - started:.1f}s)")
-        plan_seconds, batches = plan_only(settings, digest, "million")
-        print(
-            f"planning {args.plan_recipients:,} recipients (render + one INSERT ... SELECT + batch ranges): "
-            f"{plan_seconds:.1f}s, {batches:,} batches (target <= 15 s)"
-        )
-        big_run = run_campaign(
-            settings, digest, "million", args.concurrency, work / "workers.log", stop_after=None if args.full else 30
-        )
-        print(
-            f"pipeline on the {args.plan_recipients:,}-recipient campaign "
-            f"({'all of it' if args.full else f'first {big_run.seconds:.0f}s, then cancelled'}): "
-            f"{big_run.recipients:,} sent at {big_run.recipients / big_run.sending_seconds:,.0f}/s after planning; "
-            f"worker peak RSS {big_run.peak_rss_mb:.0f} MB "
-            f"(10k: {small_run.peak_rss_mb:.0f} MB; target <= 150 MB and flat)"
-        )
-
-        from bench import naive_worker
-
-        seed(engine, "naive", args.naive_recipients)
-        naive_rate = naive_worker.run(settings, digest, "naive", work / "naive.log")
-        print(
-            f"naive route (one Celery task per recipient, stdlib EmailMessage, new SMTP connection each), "
-            f"{args.naive_recipients:,} recipients: {naive_rate:,.0f} messages/s; "
-            f"pipeline is {main_run.rate / naive_rate:.1f}x faster"
-        )
+        main_run = _main_campaign(settings, digest, engine, work, args, sink_port)
+        if not args.quick:
+            _more_campaigns(settings, digest, engine, work, args, main_run)
         engine.dispose()
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--recipients", type=int, default=100_000, help="campaign size for the rate figures")
+    parser.add_argument("--dkim-recipients", type=int, default=50_000)
+    parser.add_argument("--naive-recipients", type=int, default=2_000)
+    parser.add_argument("--plan-recipients", type=int, default=1_000_000)
+    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "4")))
+    parser.add_argument("--source-messages", type=int, default=20_000)
+    parser.add_argument(
+        "--full", action="store_true", help="send the whole 1M campaign (minutes) instead of 30 s of it for memory"
+    )
+    parser.add_argument("--quick", action="store_true", help="only smtp-source and the main campaign (for tuning)")
+    parser.add_argument(
+        "--plan-only", action="store_true", help="only seed --plan-recipients subscribers and time planning them"
+    )
+    parser.add_argument("--plan-runs", type=int, default=1, help="with --plan-only: plan that many campaigns")
+    return parser.parse_args()
+
+
+def _main_campaign(
+    settings: Settings, digest: str, engine: Engine, work: Path, args: argparse.Namespace, sink_port: int
+) -> Run:
+    """smtp-source's rate into the sink before and after, and the pipeline's on the main campaign between."""
+    message = sample_message(settings, digest)
+    print(f"message: the sample digest, {len(message):,} bytes (DKIM off), worker concurrency {args.concurrency}")
+
+    # smtp-source sends the file with CRLF appended to each line: give it the message with LF endings
+    message_file = work / "message.eml"
+    message_file.write_bytes(message.replace(b"\r\n", b"\n"))
+    source_before = smtp_source(sink_port, message_file, args.source_messages)
+    print(f"smtp-source -d -s 4 (C, same message, same sink): {source_before:,.0f} messages/s", flush=True)
+
+    seed(engine, "main", args.recipients)
+    main_run = run_campaign(settings, digest, "main", args.concurrency, work / "workers.log")
+    # smtp-source varies by a fifth from run to run here: measure it again and compare with its best
+    source_after = smtp_source(sink_port, message_file, args.source_messages)
+    source_rate = max(source_before, source_after)
+    print(f"smtp-source again, after the pipeline: {source_after:,.0f} messages/s; the best, {source_rate:,.0f}/s, "
+          "is the baseline")  # fmt: skip
+    print(
+        f"pipeline, {main_run.recipients:,} recipients: {main_run.rate:,.0f} messages/s end to end "
+        f"({main_run.seconds:.1f}s from enqueue to finished, "
+        f"{main_run.recipients / main_run.sending_seconds:,.0f}/s after planning; ledger {main_run.counts}); "
+        f"worker peak RSS {main_run.peak_rss_mb:.0f} MB"
+    )
+    print(f"ratio pipeline / smtp-source: {main_run.rate / source_rate:.2f}  (target >= 0.65)")
+
+    return main_run
+
+
+def _more_campaigns(
+    settings: Settings, digest: str, engine: Engine, work: Path, args: argparse.Namespace, main_run: Run
+) -> None:
+    """DKIM, a small campaign, planning a million and sending some of it, and the naive route."""
+    dkim_settings = settings.model_copy(
+        update={"dkim_domain": "example.org", "dkim_selector": "bench", "dkim_key_file": rsa_key(work)}
+    )
+    seed(engine, "dkim", args.dkim_recipients)
+    dkim_run = run_campaign(dkim_settings, digest, "dkim", args.concurrency, work / "workers.log")
+    print(
+        f"pipeline with DKIM (RSA-2048), {dkim_run.recipients:,} recipients: {dkim_run.rate:,.0f} messages/s "
+        f"(target >= 1,200); worker peak RSS {dkim_run.peak_rss_mb:.0f} MB"
+    )
+
+    seed(engine, "small", 10_000)
+    small_run = run_campaign(settings, digest, "small", args.concurrency, work / "workers.log")
+    print(
+        f"pipeline, 10,000 recipients: {small_run.rate:,.0f} messages/s; worker peak RSS {small_run.peak_rss_mb:.0f} MB"
+    )
+
+    started = time.monotonic()
+    seed(engine, "million", args.plan_recipients)
+    print(f"(seeding {args.plan_recipients:,} subscribers in SQL took {time.monotonic() - started:.1f}s)")
+    plan_seconds, batches = plan_only(settings, digest, "million")
+    print(
+        f"planning {args.plan_recipients:,} recipients (render + one INSERT ... SELECT + batch ranges): "
+        f"{plan_seconds:.1f}s, {batches:,} batches (target <= 15 s)"
+    )
+    big_run = run_campaign(
+        settings, digest, "million", args.concurrency, work / "workers.log", stop_after=None if args.full else 30
+    )
+    print(
+        f"pipeline on the {args.plan_recipients:,}-recipient campaign "
+        f"({'all of it' if args.full else f'first {big_run.seconds:.0f}s, then cancelled'}): "
+        f"{big_run.recipients:,} sent at {big_run.recipients / big_run.sending_seconds:,.0f}/s after planning; "
+        f"worker peak RSS {big_run.peak_rss_mb:.0f} MB "
+        f"(10k: {small_run.peak_rss_mb:.0f} MB; target <= 150 MB and flat)"
+    )
+
+    seed(engine, "naive", args.naive_recipients)
+    naive_rate = naive_worker.run(settings, digest, "naive", work / "naive.log")
+    print(
+        f"naive route (one Celery task per recipient, stdlib EmailMessage, new SMTP connection each), "
+        f"{args.naive_recipients:,} recipients: {naive_rate:,.0f} messages/s; "
+        f"pipeline is {main_run.rate / naive_rate:.1f}x faster"
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import select, update
 
-from newsletter import delivery, rendering
+from bench.workers import start_workers
+from newsletter import delivery, links, rendering
 from newsletter.config import Settings, get_settings
 from newsletter.db import session_scope
 from newsletter.mailer import parse_smtp_urls
@@ -48,7 +49,7 @@ def send_one(campaign_id: int, delivery_id: int) -> None:
         message["Subject"] = subject
         message["Date"] = formatdate(usegmt=True)
         message["Message-ID"] = f"<{campaign_id}.{delivery_id}@example.org>"
-        message["List-Unsubscribe"] = f"<{settings.base_url}/unsubscribe/{delivery_id}>"
+        message["List-Unsubscribe"] = f"<{settings.base_url}{links.UNSUBSCRIBE}{delivery_id}>"
 
         def personal(body: str) -> str:
             return body.replace(rendering.NAME, name).replace(rendering.UNSUBSCRIBE_URL, f"/u/{delivery_id}")
@@ -65,8 +66,6 @@ def send_one(campaign_id: int, delivery_id: int) -> None:
 
 def run(settings: Settings, digest: str, slug: str, log: Path) -> float:
     """Messages/s of the naive route for the list `slug` (planned by the real planner, sent one task each)."""
-    from bench.delivery import start_workers
-
     with session_scope(settings) as session:
         campaign_id = delivery.create_campaign(session, digest_slug=digest, list_slugs=[slug], allow_repeat=True).id
         delivery.start(session, settings, campaign_id)

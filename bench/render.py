@@ -14,9 +14,10 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from newsletter import rendering
+from newsletter import links, rendering
 from newsletter.digests import load_digest
-from newsletter.messages import CampaignMessage, DkimSigner, Recipient
+from newsletter.dkim import DkimSigner
+from newsletter.messages import CampaignMessage, Recipient
 
 SAMPLE = Path(__file__).resolve().parent.parent / "newsletter" / "samples" / "sample-digest.md"
 BASE = "https://news.example.org"
@@ -39,6 +40,91 @@ def pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
     )
 
 
+def values(i: int) -> dict[str, str]:
+    return {
+        rendering.NAME: f"Reader {i}",
+        rendering.UNSUBSCRIBE_URL: f"{BASE}{links.UNSUBSCRIBE}tok{i:012d}.abcdefghijklmnop",
+        rendering.PREFERENCES_URL: f"{BASE}{links.PREFERENCES}tok{i:012d}.abcdefghijklmnop",
+        rendering.TRACK: f"trk{i:012d}.abcdefghijklmnop",
+    }
+
+
+def composer(rendered: rendering.RenderedEmail, signer: DkimSigner | None) -> Callable[[int], bytes]:
+    message = CampaignMessage(
+        subject=rendered.subject,
+        from_email="digest@example.org",
+        from_name="The Steppe Courier",
+        list_id="Kazakhstan in Foreign Media <weekly.example.org>",
+        html=rendered.html,
+        text=rendered.text,
+        dkim=signer,
+    )
+
+    def one(i: int) -> bytes:
+        v = values(i)
+        return message.render(
+            Recipient(
+                email=f"reader{i}@example.com",
+                name=f"Reader {i}",
+                message_id=f"<1.{i}.bench@example.org>",
+                values=v,
+                unsubscribe_url=v[rendering.UNSUBSCRIBE_URL],
+            )
+        )
+
+    return one
+
+
+def stdlib(
+    rendered: rendering.RenderedEmail, key: bytes | None, algorithm: bytes = b"rsa-sha256"
+) -> Callable[[int], bytes]:
+    def one(i: int) -> bytes:
+        v = values(i)
+        html, text = rendered.html, rendered.text
+        for placeholder, value in v.items():
+            html = html.replace(placeholder, value)
+            text = text.replace(placeholder, value)
+        message = EmailMessage(policy=email.policy.SMTP)
+        message["From"] = "The Steppe Courier <digest@example.org>"
+        message["To"] = f"Reader {i} <reader{i}@example.com>"
+        message["Subject"] = rendered.subject
+        message["Date"] = email.utils.formatdate(usegmt=True)
+        message["Message-ID"] = f"<1.{i}.bench@example.org>"
+        message["List-Id"] = "Kazakhstan in Foreign Media <weekly.example.org>"
+        message["List-Unsubscribe"] = f"<{v[rendering.UNSUBSCRIBE_URL]}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        message.set_content(text, cte="quoted-printable")
+        message.add_alternative(html, subtype="html", cte="quoted-printable")
+        data = message.as_bytes()
+        if key is None:
+            return data
+        signature = dkim.sign(
+            data,
+            b"news",
+            b"example.org",
+            key,
+            signature_algorithm=algorithm,
+            include_headers=[b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe"],
+        )
+        return bytes(signature) + data
+
+    return one
+
+
+def stdlib_ed25519(
+    rendered: rendering.RenderedEmail, ed_key: ed25519.Ed25519PrivateKey
+) -> Callable[[int], bytes] | None:
+    try:  # dkimpy signs Ed25519 through PyNaCl, an optional dependency of it
+        import nacl  # noqa: F401
+    except ImportError:
+        return None
+    # dkimpy takes an Ed25519 key as the base64 of its 32-byte seed
+    seed = ed_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return stdlib(rendered, base64.b64encode(seed), b"ed25519-sha256")
+
+
 def main() -> None:
     digest = load_digest(SAMPLE)
 
@@ -47,8 +133,8 @@ def main() -> None:
             digest,
             theme=THEME,
             list_name="Kazakhstan in Foreign Media",
-            link_href=lambda url: f"{BASE}/c/{rendering.TRACK}.1",
-            open_pixel_url=f"{BASE}/o/{rendering.TRACK}",
+            link_href=lambda url: links.click_url(BASE, rendering.TRACK, 1),
+            open_pixel_url=links.open_url(BASE, rendering.TRACK),
         )
 
     per_campaign = timed(render)
@@ -64,87 +150,10 @@ def main() -> None:
         "Ed25519": DkimSigner("example.org", "news", ed_pem),
     }
 
-    def values(i: int) -> dict[str, str]:
-        return {
-            rendering.NAME: f"Reader {i}",
-            rendering.UNSUBSCRIBE_URL: f"{BASE}/unsubscribe/tok{i:012d}.abcdefghijklmnop",
-            rendering.PREFERENCES_URL: f"{BASE}/preferences/tok{i:012d}.abcdefghijklmnop",
-            rendering.TRACK: f"trk{i:012d}.abcdefghijklmnop",
-        }
-
-    def composer(signer: DkimSigner | None) -> Callable[[int], bytes]:
-        message = CampaignMessage(
-            subject=rendered.subject,
-            from_email="digest@example.org",
-            from_name="The Steppe Courier",
-            list_id="Kazakhstan in Foreign Media <weekly.example.org>",
-            html=rendered.html,
-            text=rendered.text,
-            dkim=signer,
-        )
-
-        def one(i: int) -> bytes:
-            v = values(i)
-            return message.render(
-                Recipient(
-                    email=f"reader{i}@example.com",
-                    name=f"Reader {i}",
-                    message_id=f"<1.{i}.bench@example.org>",
-                    values=v,
-                    unsubscribe_url=v[rendering.UNSUBSCRIBE_URL],
-                )
-            )
-
-        return one
-
-    def stdlib(key: bytes | None, algorithm: bytes = b"rsa-sha256") -> Callable[[int], bytes]:
-        def one(i: int) -> bytes:
-            v = values(i)
-            html, text = rendered.html, rendered.text
-            for placeholder, value in v.items():
-                html = html.replace(placeholder, value)
-                text = text.replace(placeholder, value)
-            message = EmailMessage(policy=email.policy.SMTP)
-            message["From"] = "The Steppe Courier <digest@example.org>"
-            message["To"] = f"Reader {i} <reader{i}@example.com>"
-            message["Subject"] = rendered.subject
-            message["Date"] = email.utils.formatdate(usegmt=True)
-            message["Message-ID"] = f"<1.{i}.bench@example.org>"
-            message["List-Id"] = "Kazakhstan in Foreign Media <weekly.example.org>"
-            message["List-Unsubscribe"] = f"<{v[rendering.UNSUBSCRIBE_URL]}>"
-            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-            message.set_content(text, cte="quoted-printable")
-            message.add_alternative(html, subtype="html", cte="quoted-printable")
-            data = message.as_bytes()
-            if key is None:
-                return data
-            signature = dkim.sign(
-                data,
-                b"news",
-                b"example.org",
-                key,
-                signature_algorithm=algorithm,
-                include_headers=[b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe"],
-            )
-            return bytes(signature) + data
-
-        return one
-
-    def stdlib_ed25519() -> Callable[[int], bytes] | None:
-        try:  # dkimpy signs Ed25519 through PyNaCl, an optional dependency of it
-            import nacl  # noqa: F401
-        except ImportError:
-            return None
-        # dkimpy takes an Ed25519 key as the base64 of its 32-byte seed
-        seed = ed_key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-        return stdlib(base64.b64encode(seed), b"ed25519-sha256")
-
     baselines: dict[str, Callable[[int], bytes] | None] = {
-        "none": stdlib(None),
-        "RSA-2048": stdlib(rsa_pem),
-        "Ed25519": stdlib_ed25519(),
+        "none": stdlib(rendered, None),
+        "RSA-2048": stdlib(rendered, rsa_pem),
+        "Ed25519": stdlib_ed25519(rendered, ed_key),
     }
 
     print(
@@ -153,7 +162,7 @@ def main() -> None:
     print()
     print(f"{'per message, DKIM':<22}{'composer':>12}{'stdlib+dkimpy':>16}{'ratio':>9}")
     for label, signer in signers.items():
-        ours = timed(composer(signer))
+        ours = timed(composer(rendered, signer))
         baseline = baselines[label]
         theirs = timed(baseline) if baseline is not None else None
         their_text = f"{theirs * 1e3:.3f} ms" if theirs else "n/a (PyNaCl)"

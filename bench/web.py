@@ -29,6 +29,16 @@ from sqlalchemy import text
 
 from newsletter.db import make_engine
 from newsletter.migrate import upgrade
+from newsletter.models import (
+    CampaignStatus,
+    DeliveryStatus,
+    EventType,
+    OptIn,
+    SubscriberStatus,
+    SubscriptionSource,
+    SubscriptionStatus,
+    Visibility,
+)
 from newsletter.tokens import TokenPurpose, Tokens
 
 ADMIN_URL = os.environ.get("NEWSLETTER_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -72,24 +82,26 @@ def seed(url: str, subscribers: int) -> tuple[list[str], list[str]]:
             text(
                 "INSERT INTO mailing_lists (slug, name, description, from_name, from_email, opt_in, visibility, "
                 "postal_address, theme, tracking, form_fields, cors_origins, created_at, updated_at) VALUES "
-                "('bench', 'Bench Weekly', '', '', 'news@bench.example', 'double', 'public', '', '{}', true, "
+                "('bench', 'Bench Weekly', '', '', 'news@bench.example', :opt_in, :visibility, '', '{}', true, "
                 "'[]', '[]', now(), now()) RETURNING id"
-            )
+            ),
+            {"opt_in": OptIn.double.value, "visibility": Visibility.public.value},
         ).scalar_one()
         conn.execute(
             text(
-                "INSERT INTO subscribers (email, email_hash, name, attributes, status, created_at, updated_at) "
-                "SELECT 'r' || g || '@bench.example', md5(g::text) || md5(g::text), '', '{}', 'active', now(), now() "
+                "INSERT INTO subscribers (email, email_hash, email_domain, name, attributes, status, created_at, "
+                "updated_at) SELECT 'r' || g || '@bench.example', md5(g::text) || md5(g::text), 'bench.example', "
+                "'', '{}', :active, now(), now() "
                 "FROM generate_series(1, :n) g"
             ),
-            {"n": subscribers},
+            {"n": subscribers, "active": SubscriberStatus.active.value},
         )
         conn.execute(
             text(
                 "INSERT INTO subscriptions (subscriber_id, list_id, status, source, confirmed_at, created_at, "
-                "updated_at) SELECT id, :l, 'confirmed', 'import', now(), now(), now() FROM subscribers"
+                "updated_at) SELECT id, :l, :confirmed, :source, now(), now(), now() FROM subscribers"
             ),
-            {"l": list_id},
+            {"l": list_id, "confirmed": SubscriptionStatus.confirmed.value, "source": SubscriptionSource.import_.value},
         )
         digest_id = conn.execute(
             text(
@@ -100,9 +112,9 @@ def seed(url: str, subscribers: int) -> tuple[list[str], list[str]]:
         campaign_id = conn.execute(
             text(
                 "INSERT INTO campaigns (digest_id, subject, status, recipient_count, created_at, updated_at) "
-                "VALUES (:d, 'Bench', 'sending', :n, now(), now()) RETURNING id"
+                "VALUES (:d, 'Bench', :sending, :n, now(), now()) RETURNING id"
             ),
-            {"d": digest_id, "n": subscribers},
+            {"d": digest_id, "n": subscribers, "sending": CampaignStatus.sending.value},
         ).scalar_one()
         conn.execute(text("INSERT INTO campaign_lists VALUES (:c, :l)"), {"c": campaign_id, "l": list_id})
         conn.execute(
@@ -112,9 +124,9 @@ def seed(url: str, subscribers: int) -> tuple[list[str], list[str]]:
         conn.execute(
             text(
                 "INSERT INTO deliveries (campaign_id, subscriber_id, list_id, status, attempts, created_at) "
-                "SELECT :c, id, :l, 'sent', 1, now() FROM subscribers ORDER BY id"
+                "SELECT :c, id, :l, :sent, 1, now() FROM subscribers ORDER BY id"
             ),
-            {"c": campaign_id, "l": list_id},
+            {"c": campaign_id, "l": list_id, "sent": DeliveryStatus.sent.value},
         )
         conn.execute(text("ANALYZE"))
         subscriber_ids = conn.execute(text("SELECT id FROM subscribers ORDER BY id")).scalars().all()
@@ -187,6 +199,41 @@ def summarise(name: str, output: str, load: tuple[float, float]) -> str:
     )
 
 
+def _measure(base: str, unsubscribe_tokens: list[str], track_tokens: list[str], args: argparse.Namespace) -> list[str]:
+    """Run wrk against each endpoint in turn; one summary line each."""
+    results: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-web-") as scratch:
+        files = {"unsubscribe": Path(scratch) / "unsubscribe.txt", "track": Path(scratch) / "track.txt"}
+        files["unsubscribe"].write_text("\n".join(unsubscribe_tokens) + "\n")
+        files["track"].write_text("\n".join(track_tokens) + "\n")
+        for name, (kind, body) in REQUESTS.items():
+            script = Path(scratch) / f"{kind}-{len(results)}.lua"
+            script.write_text(LUA.replace("%s", body))
+            before = os.getloadavg()[0]
+            output = run_wrk(base, script, files[kind], args)
+            print(output, flush=True)
+            results.append(summarise(name, output, (before, os.getloadavg()[0])))
+    return results
+
+
+def _recorded(url: str) -> str:
+    """What the endpoints wrote, to see that the requests did their work."""
+    with make_engine(url).connect() as conn:
+        counts = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM subscriptions WHERE status = :unsubscribed), "
+                "(SELECT count(*) FROM events WHERE type = :open), "
+                "(SELECT count(*) FROM events WHERE type = :click)"
+            ),
+            {
+                "unsubscribed": SubscriptionStatus.unsubscribed.value,
+                "open": EventType.open.value,
+                "click": EventType.click.value,
+            },
+        ).one()
+    return f"recorded: {counts[0]} unsubscribes, {counts[1]} opens, {counts[2]} clicks"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
@@ -222,33 +269,14 @@ def main() -> None:
         print("$", " ".join(command), flush=True)
         server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until_up(base)
-        results = []
-        with tempfile.TemporaryDirectory(prefix="bench-web-") as scratch:
-            files = {"unsubscribe": Path(scratch) / "unsubscribe.txt", "track": Path(scratch) / "track.txt"}
-            files["unsubscribe"].write_text("\n".join(unsubscribe_tokens) + "\n")
-            files["track"].write_text("\n".join(track_tokens) + "\n")
-            for name, (kind, body) in REQUESTS.items():
-                script = Path(scratch) / f"{kind}-{len(results)}.lua"
-                script.write_text(LUA.replace("%s", body))
-                before = os.getloadavg()[0]
-                output = run_wrk(base, script, files[kind], args)
-                print(output, flush=True)
-                results.append(summarise(name, output, (before, os.getloadavg()[0])))
+        results = _measure(base, unsubscribe_tokens, track_tokens, args)
         print(
             f"\n$ {' '.join(command)}\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, one distinct "
             f"token per request, {os.cpu_count()} CPUs; target: >= {TARGET_RATE} req/s and p99 < "
             f"{TARGET_P99_MS:.0f} ms per endpoint; load = 1-minute load average before -> after the endpoint's run"
         )
         print("\n".join(results))
-        with make_engine(url).connect() as conn:
-            counts = conn.execute(
-                text(
-                    "SELECT (SELECT count(*) FROM subscriptions WHERE status = 'unsubscribed'), "
-                    "(SELECT count(*) FROM events WHERE type = 'open'), "
-                    "(SELECT count(*) FROM events WHERE type = 'click')"
-                )
-            ).one()
-        print(f"recorded: {counts[0]} unsubscribes, {counts[1]} opens, {counts[2]} clicks")
+        print(_recorded(url))
     finally:
         if server is not None:
             server.terminate()

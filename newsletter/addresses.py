@@ -7,10 +7,40 @@ import unicodedata
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import Invalid
+from newsletter.models import Subscriber, column_length
+
+NAME_LENGTH = column_length(Subscriber.name)
 
 
 class InvalidEmail(Invalid):
     """The address cannot receive mail; the message says why."""
+
+    field = "email"
+
+
+class InvalidName(Invalid):
+    """A person's name that cannot be stored or put in a To header; the message says why."""
+
+    field = "name"
+
+
+def check_name(name: str, *, lenient: bool = False) -> str:
+    """The display name that goes with an address: one line, no NUL (PostgreSQL refuses it), column-sized.
+
+    Whitespace runs collapse to one space. `lenient` (the public forms, where a refusal would only annoy)
+    folds line breaks and cuts an over-long name to the column instead of refusing them; a NUL is refused
+    either way, as no person's name holds one.
+    """
+    if "\x00" in name:
+        raise InvalidName("name: contains a NUL character")
+    if not lenient and any(ch in name for ch in "\r\n"):
+        raise InvalidName("name: must be a single line")
+    clean = " ".join(name.split())
+    if len(clean) > NAME_LENGTH:
+        if not lenient:
+            raise InvalidName(f"name: longer than {NAME_LENGTH} characters")
+        clean = clean[:NAME_LENGTH].rstrip()
+    return clean
 
 
 def normalise_email(address: str) -> str:
@@ -22,6 +52,8 @@ def normalise_email(address: str) -> str:
     """
     if any(ch in address for ch in "\r\n"):
         raise InvalidEmail("an email address cannot contain line breaks")
+    if "\x00" in address:
+        raise InvalidEmail("an email address cannot contain a NUL character")
     try:
         result = validate_email(address.strip(), check_deliverability=False)
     except EmailNotValidError as exc:

@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 
 from newsletter import tracking
 from newsletter.config import Settings
-from newsletter.delivery import is_hard_status, message_nonce
+from newsletter.delivery.composing import message_nonce
+from newsletter.delivery.ledger import is_hard_status
 from newsletter.errors import Invalid
 from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Subscriber, SuppressionReason
 from newsletter.suppressions import suppress
@@ -176,7 +177,7 @@ def _feedback(parts: list[MIMEPart], message_id: str | None) -> list[Report]:
 
 # --- recording them ---------------------------------------------------------------------------------------
 
-# What the pipeline writes: <campaign.row.nonce@domain> (see delivery.PreparedCampaign.message_id).
+# What the pipeline writes: <campaign.row.nonce@domain> (see delivery.ledger.MessageIds).
 _OUR_MESSAGE_ID = re.compile(r"<(\d{1,18})\.(\d{1,18})\.([0-9a-f]{12})@[^<>\s]+>")
 
 

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from newsletter.errors import NewsletterError
 
+log = logging.getLogger(__name__)
+
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - the documented development default
+MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+PREFIX = "NEWSLETTER_"
+# Variables of the test suite and the benchmarks, not of the service.
+_NOT_SETTINGS = ("NEWSLETTER_TEST_", "NEWSLETTER_BENCH_")
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 class ConfigError(NewsletterError):
@@ -19,11 +31,14 @@ class ConfigError(NewsletterError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NEWSLETTER_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True, populate_by_name=True)
 
     environment: Literal["development", "production"] = Field(
         "development",
-        description="`production` refuses insecure defaults (SECRET_KEY). Development is the embedded mode.",
+        # NEWSLETTER_ENV is what people type; a value other than these two is an error, not ignored.
+        validation_alias=AliasChoices("NEWSLETTER_ENV", "NEWSLETTER_ENVIRONMENT"),
+        description="`production` refuses insecure defaults (SECRET_KEY). Development is the embedded mode. "
+        "Read from NEWSLETTER_ENV or NEWSLETTER_ENVIRONMENT.",
     )
     database_url: str = Field(
         "sqlite:///newsletter.db",
@@ -45,8 +60,14 @@ class Settings(BaseSettings):
     )
     secret_key: str = Field(
         DEV_SECRET_KEY,
-        description="Signs subscriber tokens. Required outside development: generate one with "
-        "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`.",
+        description="Signs subscriber tokens. Required unless this is the embedded demo (SQLite, no broker, no "
+        f"SMTP_URL, a localhost BASE_URL): generate one with `{MAKE_A_KEY}`. Changing it breaks the links "
+        "in mail already sent unless the old key goes to OLD_SECRET_KEYS.",
+    )
+    old_secret_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated keys SECRET_KEY replaced: tokens they signed (links in mail already "
+        "sent) still verify, new ones are signed with SECRET_KEY.",
     )
     redis_url: str | None = Field(
         None,
@@ -86,6 +107,32 @@ class Settings(BaseSettings):
     )
     track_default: bool = Field(True, description="Open/click tracking for new lists (switchable per list).")
 
+    # Adaptive pacing per SMTP server (newsletter/pacing.py): AIMD on the server's "too fast" replies.
+    pacing_floor: float = Field(
+        0.5, gt=0, description="Pacing never slows an SMTP server below this many messages per second."
+    )
+    pacing_decrease: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description='On a pacing signal (421, 4.7.x, 4.2.1, "too many connections"), a server\'s pace becomes '
+        "this share of the rate it was answering at.",
+    )
+    pacing_increase: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Each second of replies without pacing signals raises a cut pace by this share of the rate "
+        "it was cut from (at least 1 msg/s), up to the server's rate= option or RATE_LIMIT.",
+    )
+    pacing_tolerance: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="A second of replies cuts the pace only when clearly more than this share of them (by two "
+        "standard deviations) were pacing signals: an isolated 421 among many accepted messages is noise.",
+    )
+
     subscribe_ip_limit: int = Field(20, ge=1, description="Subscribe requests per IP per hour.")
     confirm_resend_hours: float = Field(
         24, ge=0, description="At most one confirmation email per address per list in this window."
@@ -100,6 +147,13 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         if not value.startswith(("sqlite:", "postgresql+")):
             raise ValueError(f"unsupported database URL {value!r}: use sqlite:///FILE or postgresql://...")
+        return value
+
+    @field_validator("old_secret_keys", mode="before")
+    @classmethod
+    def _split_old_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
     @field_validator("smtp_url")
@@ -120,16 +174,37 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
-        if self.secret_key == DEV_SECRET_KEY and not self.embedded:
+        if self.secret_key == DEV_SECRET_KEY and self.deployment_signs:
             raise ValueError(
-                "NEWSLETTER_SECRET_KEY must be set outside development/embedded mode; generate one with "
-                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+                f"NEWSLETTER_SECRET_KEY must be set: the development key is refused because "
+                f"{' and '.join(self.deployment_signs)}; generate a key with `{MAKE_A_KEY}`"
             )
         if len(self.secret_key) < 16:
             raise ValueError("NEWSLETTER_SECRET_KEY is too short: use at least 16 random characters")
+        if DEV_SECRET_KEY in self.old_secret_keys and self.deployment_signs:
+            raise ValueError("NEWSLETTER_OLD_SECRET_KEYS: the development key cannot verify links here")
+        if any(len(key) < 16 for key in self.old_secret_keys):
+            raise ValueError("NEWSLETTER_OLD_SECRET_KEYS: each key must be at least 16 characters")
         if bool(self.dkim_domain) != bool(self.dkim_selector) or (self.dkim_domain and not self.dkim_key_file):
             raise ValueError("DKIM needs NEWSLETTER_DKIM_DOMAIN, NEWSLETTER_DKIM_SELECTOR and DKIM_KEY_FILE together")
         return self
+
+    @property
+    def deployment_signs(self) -> list[str]:
+        """Why this is not the embedded demo on one machine (empty when it is)."""
+        signs = []
+        if self.environment == "production":
+            signs.append("NEWSLETTER_ENV is production")
+        if not self.database_url.startswith("sqlite"):
+            signs.append("the database is not SQLite")
+        if self.broker_url:
+            signs.append("a broker is configured")
+        if self.smtp_url:
+            signs.append("NEWSLETTER_SMTP_URL is set")
+        host = urlsplit(self.base_url).hostname or ""
+        if host not in _LOCAL_HOSTS and not host.endswith(".localhost"):
+            signs.append(f"NEWSLETTER_BASE_URL is not a localhost URL ({host})")
+        return signs
 
     @property
     def embedded(self) -> bool:
@@ -153,11 +228,32 @@ def load_settings(**overrides: object) -> Settings:
         reasons = []
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
-            name = f"NEWSLETTER_{field.upper()}: " if field else ""
+            name = f"{field.upper()}: " if field.upper().startswith(PREFIX) else f"{PREFIX}{field.upper()}: "
+            name = name if field else ""
             reasons.append(f"{name}{error['msg'].removeprefix('Value error, ')}")
         raise ConfigError("; ".join(reasons)) from None
 
 
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A sentence for each NEWSLETTER_* variable no setting reads (a typo, usually), naming the closest one."""
+    known = {PREFIX + name.upper() for name in Settings.model_fields} | {"NEWSLETTER_ENV"}
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(PREFIX) or upper in known or upper.startswith(_NOT_SETTINGS):
+            continue
+        # Compared without the prefix, which every name shares and which would make anything look close.
+        suffixes = [k.removeprefix(PREFIX) for k in sorted(known)]
+        closest = difflib.get_close_matches(upper.removeprefix(PREFIX), suffixes, n=1, cutoff=0.6)
+        hint = f"; did you mean {PREFIX}{closest[0]}?" if closest else ""
+        problems.append(f"{name} is not a setting and is ignored{hint}")
+    return problems
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return load_settings()
+    """The process's settings, read once at startup (which is when unknown variables are warned about)."""
+    settings = load_settings()
+    for problem in unknown_variables(os.environ):
+        log.warning("%s", problem)
+    return settings

@@ -1,7 +1,7 @@
 """The pre-send check: what in a digest's email would get it clipped, filtered, or sent against the law.
 
 `check` inspects the complete message a list's subscribers would get (see previews.py), SpamAssassin
-included when it is installed. `ensure_sendable` is the gate every campaign passes when it is created: the
+included when it is installed. `blocking_errors` is the gate every campaign passes when it is created: the
 same structural checks without SpamAssassin, which takes seconds and whose verdict depends on the local
 rule set, so it advises (`newsletter digests check`) rather than blocks.
 """
@@ -18,12 +18,12 @@ from html.parser import HTMLParser
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import delivery, previews, rendering
+from newsletter import digests, previews, rendering
 from newsletter.config import Settings
 from newsletter.errors import Unavailable
+from newsletter.lists import get_list
 from newsletter.models import Digest, MailingList
 
 __all__ = [
@@ -33,8 +33,8 @@ __all__ = [
     "SPAM_WARNING",
     "SUBJECT_MAX",
     "Finding",
+    "blocking_errors",
     "check",
-    "ensure_sendable",
     "errors",
     "inspect",
     "spamassassin_findings",
@@ -90,9 +90,8 @@ def check(
     preview = previews.preview_digest(
         session, settings, digest_slug, list_slug, template=template, subject=subject, tracking=True
     )
-    digest = session.scalar(select(Digest).where(Digest.slug == digest_slug))
-    mailing_list = session.scalar(select(MailingList).where(MailingList.slug == preview.list_slug))
-    assert digest is not None and mailing_list is not None
+    digest = digests.get_published(session, digest_slug)
+    mailing_list = get_list(session, preview.list_slug)
     findings = inspect(
         subject=preview.subject,
         html_part=preview.html,
@@ -107,29 +106,22 @@ def check(
     return _sorted(findings)
 
 
-def ensure_sendable(
-    session: Session,
+def blocking_errors(
     digest: Digest,
     lists: Sequence[MailingList],
     subject: str,
     *,
     template_source: str | None = None,
-) -> None:
-    """Refuse a campaign whose email has an error for any of its lists (raises delivery.CampaignError).
+) -> list[str]:
+    """The errors that must stop a campaign of this digest to these lists: the gate at campaign creation.
 
     Checks the campaign's rendering before personalisation, so it needs no settings: the placeholders and
     untracked links it looks at differ from the sent bytes by a few hundred bytes at most.
     """
     problems: list[str] = []
-    model = delivery.digest_model(digest)
+    model = digests.from_stored(digest)
     for mailing_list in lists:
-        rendered = rendering.render_digest(
-            model,
-            theme=delivery.theme_for(mailing_list),
-            list_name=mailing_list.name,
-            list_description=mailing_list.description,
-            template_source=template_source,
-        )
+        rendered = rendering.render_for_list(model, mailing_list, template_source=template_source)
         found = inspect(
             subject=subject,
             html_part=rendered.html,
@@ -140,12 +132,7 @@ def ensure_sendable(
         )
         prefix = f"list {mailing_list.slug!r}: " if len(lists) > 1 else ""
         problems += [prefix + str(finding).removeprefix("error: ") for finding in errors(found)]
-    if problems:
-        raise delivery.CampaignError(
-            f"digest {digest.slug!r} fails the pre-send check: "
-            + "; ".join(problems)
-            + " (see `newsletter digests check`)"
-        )
+    return problems
 
 
 # --- the structural checks -------------------------------------------------------------------------------
@@ -190,23 +177,7 @@ def inspect(
         number, headline = items.get((links or {}).get(url or "", url or ""), (None, None))
         return {"item": number, "headline": headline}
 
-    size = len(html_part.encode("utf-8"))
-    shown = f"{size / 1024:.1f} KB"
-    if size > HTML_ERROR_BYTES:
-        findings.append(Finding("error", f"the HTML is {shown}; Gmail clips above ~102 KB: shorten the digest"))
-    elif size > HTML_WARNING_BYTES:
-        findings.append(Finding("warning", f"the HTML is {shown}, close to Gmail's ~102 KB clipping limit"))
-    else:
-        findings.append(Finding("info", f"the HTML is {shown} (Gmail clips above ~102 KB)"))
-
-    subject = subject.strip()
-    if not subject:
-        findings.append(Finding("error", "the subject is empty"))
-    elif len(subject) > SUBJECT_MAX:
-        findings.append(
-            Finding("warning", f"the subject is {len(subject)} characters; many clients cut it after ~{SUBJECT_MAX}")
-        )
-
+    findings += _size_and_subject(html_part, subject)
     elements = _Elements()
     elements.feed(html_part)
     for href in dict.fromkeys(elements.links):
@@ -231,7 +202,34 @@ def inspect(
     if unsubscribe_url not in text_part:
         findings.append(Finding("error", "the text part has no unsubscribe link"))
 
-    address = delivery.theme_for(mailing_list).postal_address.strip()
+    findings += _postal_address(mailing_list, html_part, text_part)
+    return findings
+
+
+def _size_and_subject(html_part: str, subject: str) -> list[Finding]:
+    findings: list[Finding] = []
+    size = len(html_part.encode("utf-8"))
+    shown = f"{size / 1024:.1f} KB"
+    if size > HTML_ERROR_BYTES:
+        findings.append(Finding("error", f"the HTML is {shown}; Gmail clips above ~102 KB: shorten the digest"))
+    elif size > HTML_WARNING_BYTES:
+        findings.append(Finding("warning", f"the HTML is {shown}, close to Gmail's ~102 KB clipping limit"))
+    else:
+        findings.append(Finding("info", f"the HTML is {shown} (Gmail clips above ~102 KB)"))
+
+    subject = subject.strip()
+    if not subject:
+        findings.append(Finding("error", "the subject is empty"))
+    elif len(subject) > SUBJECT_MAX:
+        findings.append(
+            Finding("warning", f"the subject is {len(subject)} characters; many clients cut it after ~{SUBJECT_MAX}")
+        )
+    return findings
+
+
+def _postal_address(mailing_list: MailingList, html_part: str, text_part: str) -> list[Finding]:
+    findings: list[Finding] = []
+    address = rendering.theme_for(mailing_list).postal_address.strip()
     if not address:
         findings.append(
             Finding(

@@ -8,12 +8,22 @@ from pathlib import Path
 
 from rich.console import Console
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from newsletter import delivery, digests, lists, rendering, subscriptions
+from newsletter import delivery, digests, links, lists, rendering, subscriptions
 from newsletter.config import Settings
 from newsletter.db import get_engine, session_scope
+from newsletter.delivery import progress
 from newsletter.migrate import upgrade
-from newsletter.models import Campaign, CampaignStatus, MailingList, OptIn, SubscriptionSource, campaign_lists
+from newsletter.models import (
+    Campaign,
+    CampaignStatus,
+    DeliveryStatus,
+    MailingList,
+    OptIn,
+    SubscriptionSource,
+    campaign_lists,
+)
 
 SAMPLE_DIGEST = Path(__file__).resolve().parent / "samples" / "sample-digest.md"
 DEMO_LIST = "demo"
@@ -57,24 +67,31 @@ def demo_addresses(count: int) -> list[tuple[str, str]]:
     return people
 
 
+def _demo_list(session: Session) -> MailingList:
+    mailing_list = session.scalar(select(MailingList).where(MailingList.slug == DEMO_LIST))
+    if mailing_list is None:
+        mailing_list = lists.create_list(
+            session,
+            slug=DEMO_LIST,
+            name="Kazakhstan in the World Press",
+            from_email="digest@example.org",
+            from_name="Kazakhstan in the World Press",
+            opt_in=OptIn.double,
+            postal_address="Demo Publishing, 1 Example Street, Astana 010000, Kazakhstan",
+            description="A weekly round-up of what foreign media wrote about Kazakhstan.",
+        )
+    return mailing_list
+
+
 def run(settings: Settings, *, subscribers: int, console: Console) -> None:
+    # Imported here, not at the top: the demo is an entry point (`newsletter demo`) that enqueues as the CLI
+    # does, and a module-level import would make this module of the domain package depend on worker/.
     from worker import tasks
 
     upgrade(get_engine(settings))
     digest = digests.load_digest(SAMPLE_DIGEST)
     with session_scope(settings) as session:
-        mailing_list = session.scalar(select(MailingList).where(MailingList.slug == DEMO_LIST))
-        if mailing_list is None:
-            mailing_list = lists.create_list(
-                session,
-                slug=DEMO_LIST,
-                name="Kazakhstan in the World Press",
-                from_email="digest@example.org",
-                from_name="Kazakhstan in the World Press",
-                opt_in=OptIn.double,
-                postal_address="Demo Publishing, 1 Example Street, Astana 010000, Kazakhstan",
-                description="A weekly round-up of what foreign media wrote about Kazakhstan.",
-            )
+        mailing_list = _demo_list(session)
         for address, name in demo_addresses(subscribers):
             subscriber = subscriptions.get_or_create_subscriber(session, address, name)
             subscriptions.add_subscription(
@@ -99,7 +116,7 @@ def run(settings: Settings, *, subscribers: int, console: Console) -> None:
 
     with session_scope(settings) as session:
         campaign = delivery.get_campaign(session, campaign_id)
-        counts = delivery.counts(session, campaign_id)
+        counts = progress.tally(session, campaign_id).counts
         preview = write_preview(settings, campaign)
     outbox = settings.outbox_dir.resolve()
     files = sorted(outbox.glob("*.eml"))
@@ -111,8 +128,8 @@ def run(settings: Settings, *, subscribers: int, console: Console) -> None:
     else:
         console.print(f"Sent digest [bold]{stored.slug}[/] to list [bold]{DEMO_LIST}[/] (campaign {campaign_id}).")
     console.print(
-        f"  ledger: {counts['sent']} sent, {counts['failed']} failed, {counts['pending']} pending, "
-        f"{counts['skipped']} skipped"
+        f"  ledger: {counts[DeliveryStatus.sent]} sent, {counts[DeliveryStatus.failed]} failed, "
+        f"{counts[DeliveryStatus.pending]} pending, {counts[DeliveryStatus.skipped]} skipped"
     )
     console.print(f"  messages: {len(files)} .eml files in {outbox}")
     console.print(f"  preview:  {preview}")
@@ -127,8 +144,8 @@ def write_preview(settings: Settings, campaign: Campaign) -> Path:
     html = campaign.html or ""
     sample = {
         rendering.NAME: "Aigerim",
-        rendering.UNSUBSCRIBE_URL: f"{settings.base_url}/unsubscribe/preview",
-        rendering.PREFERENCES_URL: f"{settings.base_url}/preferences/preview",
+        rendering.UNSUBSCRIBE_URL: f"{settings.base_url}{links.UNSUBSCRIBE}preview",
+        rendering.PREFERENCES_URL: f"{settings.base_url}{links.PREFERENCES}preview",
         rendering.TRACK: "preview",
     }
     for placeholder, value in sample.items():

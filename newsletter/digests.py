@@ -51,7 +51,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter import models
-from newsletter.errors import Conflict, Invalid
+from newsletter.errors import Conflict, Invalid, NotFound
 
 __all__ = [
     "Digest",
@@ -97,6 +97,13 @@ def _check_single_line(value: str | None) -> str | None:
     return value
 
 
+def _check_no_nul(value: str | None) -> str | None:
+    # Multi-line text may hold any character but NUL, which PostgreSQL cannot store.
+    if value is not None and "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
 def _check_web_url(value: str, *, schemes: tuple[str, ...]) -> str:
     wanted = "an absolute https URL" if schemes == ("https",) else "an absolute http(s) URL"
     if any(ch.isspace() or ord(ch) < 32 for ch in value):
@@ -122,14 +129,15 @@ class DigestItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, coerce_numbers_to_str=True)
 
-    headline: str = Field(min_length=1)
-    source: str = Field(min_length=1)
+    # Lengths are the columns', so that what passes here is never refused by the database.
+    headline: str = Field(min_length=1, max_length=models.column_length(models.DigestItem.headline))
+    source: str = Field(min_length=1, max_length=models.column_length(models.DigestItem.source))
     url: str
     date: dt.date | None = None
-    section: str | None = None
+    section: str | None = Field(None, max_length=models.column_length(models.DigestItem.section))
     summary: str = ""
     image: str | None = None
-    image_alt: str | None = None
+    image_alt: str | None = Field(None, max_length=models.column_length(models.DigestItem.image_alt))
 
     @field_validator("headline", "source", "section", "image_alt")
     @classmethod
@@ -156,13 +164,18 @@ class DigestItem(BaseModel):
     def _summary_default(cls, value: Any) -> Any:
         return "" if value is None else value
 
+    @field_validator("url", "summary", "image")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        return _check_no_nul(value)
+
 
 class Digest(BaseModel):
     """A dated issue: title, optional intro and at least one item; immutable once validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, coerce_numbers_to_str=True)
 
-    title: str = Field(min_length=1)
+    title: str = Field(min_length=1, max_length=models.column_length(models.Digest.title))
     date: dt.date
     slug: str | None = None
     intro: str | None = None
@@ -178,6 +191,11 @@ class Digest(BaseModel):
     @classmethod
     def _optional(cls, value: Any) -> Any:
         return _blank_to_none(value)
+
+    @field_validator("intro")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        return _check_no_nul(value)
 
     @field_validator("slug")
     @classmethod
@@ -257,11 +275,24 @@ def parse_digest(text: str, fmt: DigestFormat) -> Digest:
 # --- YAML and JSON -------------------------------------------------------------------------------------
 
 
+class _DigestLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that dates stay text: PyYAML turns `2025-02-30` into a ValueError with no
+    line or field; as text it reaches validation, which names the field (`item 2: date: ...`)."""
+
+
+_DigestLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def _read_yaml(text: str, *, first_line: int = 1) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_DigestLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise InvalidDigest(_describe_yaml_error(exc, first_line)) from None
+    except ValueError as exc:  # an explicitly tagged value that cannot be built, e.g. `!!timestamp 2025-13-45`
+        raise InvalidDigest(f"invalid YAML value: {exc}") from None
 
 
 def _describe_yaml_error(exc: yaml.YAMLError, first_line: int) -> str:
@@ -546,3 +577,41 @@ def publish(session: Session, digest: Digest) -> tuple[models.Digest, bool]:
     session.add(stored)
     session.flush()
     return stored, True
+
+
+class DigestNotFound(NotFound):
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"no published digest with slug {slug!r}")
+
+
+def get_published(session: Session, slug: str) -> models.Digest:
+    """The stored digest with this slug, or DigestNotFound."""
+    digest = session.scalar(select(models.Digest).where(models.Digest.slug == slug))
+    if digest is None:
+        raise DigestNotFound(slug)
+    return digest
+
+
+def from_stored(digest: models.Digest) -> Digest:
+    """The stored digest back as the validated model rendering takes."""
+    return Digest.model_validate(
+        {
+            "title": digest.title,
+            "date": digest.date,
+            "slug": digest.slug,
+            "intro": digest.intro,
+            "items": [
+                {
+                    "headline": item.headline,
+                    "source": item.source,
+                    "url": item.url,
+                    "date": item.date,
+                    "section": item.section,
+                    "summary": item.summary,
+                    "image": item.image,
+                    "image_alt": item.image_alt,
+                }
+                for item in digest.items
+            ],
+        }
+    )

@@ -122,6 +122,7 @@ def erase_subscriber(session: Session, subscriber: Subscriber) -> None:
         suppression.email = None
         suppression.detail = None
     subscriber.email = f"erased-{subscriber.id}@{ERASED_DOMAIN}"
+    subscriber.email_domain = ERASED_DOMAIN
     subscriber.name = ""
     subscriber.attributes = {}
     subscriber.status = SubscriberStatus.blocklisted

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from newsletter.pacing import LocalPacer, Pacer, is_pacing_signal
+
 __all__ = [
     "MailSession",
     "Mailer",
@@ -62,8 +64,8 @@ class SendResult:
 
     @property
     def throttled(self) -> bool:
-        status = enhanced_status(self.text)
-        return self.code == 421 or (400 <= self.code < 500 and status is not None and status[:2] == (4, 7))
+        """A pacing signal: the server asks us to slow down (421, 4.7.x, 4.2.1, "too many ...")."""
+        return is_pacing_signal(self.code, self.text)
 
 
 def classify(result: SendResult) -> Literal["sent", "retry", "failed"]:
@@ -282,51 +284,17 @@ def parse_smtp_urls(value: str) -> list[SmtpServer]:
 # --- SMTP pool ---------------------------------------------------------------------------------
 
 _DOWN_SECONDS = 30.0  # how long a server that refused a connection is skipped
-_THROTTLE_INTERVAL = 0.05  # a throttled server gets at most 20 msgs/s, halved per further 421
-_THROTTLE_MAX_LEVEL = 6
-# One step per second of complaints: a burst of 421s over a pipelined group is one complaint, not ten,
-# and a server that refuses 5% of messages is slowed, not stopped.
-_THROTTLE_STEP_SECONDS = 1.0
-_THROTTLE_RECOVER_SECONDS = 10.0  # each quiet period halves the slowdown again
 
 
 class _ServerState:
-    """Connection slots, pacing and health of one server, shared by all sessions."""
+    """Connection slots and health of one server, shared by all sessions; its pace is the pacer's."""
 
     def __init__(self, server: SmtpServer) -> None:
         self.server = server
+        self.key = server.display  # the pacer's name for it, the same in every process
         self.slots = threading.BoundedSemaphore(server.max_connections)
         self.active = 0
         self.down_until = 0.0
-        self.level = 0  # throttle level: 0 is full speed
-        self.level_changed = 0.0
-        self._next_slot = 0.0
-        self._lock = threading.Lock()
-
-    def throttle(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if self.level and now - self.level_changed < _THROTTLE_STEP_SECONDS:
-                return
-            self.level = min(self.level + 1, _THROTTLE_MAX_LEVEL)
-            self.level_changed = now
-
-    def pace(self) -> None:
-        """Sleep until this server may take another message (rate and throttling)."""
-        with self._lock:
-            now = time.monotonic()
-            if self.level and now - self.level_changed > _THROTTLE_RECOVER_SECONDS:
-                self.level -= 1
-                self.level_changed = now
-            interval = 1.0 / self.server.rate if self.server.rate else 0.0
-            if self.level:
-                interval = max(interval, _THROTTLE_INTERVAL * 2 ** (self.level - 1))
-            if not interval:
-                return
-            slot = max(now, self._next_slot)
-            self._next_slot = slot + interval
-        if slot > now:
-            time.sleep(slot - now)
 
 
 class _Disconnected(Exception):
@@ -408,8 +376,8 @@ class _SMTPSession:
             else:
                 conn = smtplib.SMTP(server.host, server.port, timeout=server.timeout)
         except smtplib.SMTPConnectError as error:
-            if error.smtp_code == 421:
-                self._mailer._state_for(server).throttle()
+            if error.smtp_code == 421:  # "too many connections" at the greeting
+                self._mailer.pacer.record(self._mailer._state_for(server).key, 421, _describe(error)[4:])
             raise
         try:
             conn.ehlo()
@@ -460,8 +428,6 @@ class _SMTPSession:
             self._drop()
             raise _Disconnected(_describe(error), data_sent) from None
         result = SendResult(max(code, 0), text.decode("utf-8", "replace").replace("\n", " "))
-        if result.throttled and self._state is not None:
-            self._state.throttle()
         if code == 421:  # the server is closing the connection
             self._drop()
         return result
@@ -508,7 +474,7 @@ class _SMTPSession:
         self, item: tuple[str, str, bytes], following: tuple[str, str, bytes] | None, presented: bool
     ) -> tuple[SendResult, bool]:
         """Send one message; returns its result and whether `following`'s commands went out."""
-        envelope_from, recipient, data = item
+        envelope_from, recipient, _ = item
         if not _valid_envelope(envelope_from, recipient):
             return SendResult(501, "5.1.3 not sent: malformed envelope address"), False
         if self._dead is not None:
@@ -520,8 +486,19 @@ class _SMTPSession:
         utf8 = not (envelope_from + recipient).isascii()
         if utf8 and not self._conn.has_extn("smtputf8"):
             return SendResult(553, "5.6.7 not sent: server does not support SMTPUTF8"), False
-        self._state.pace()
+        state = self._state
+        if not presented:
+            self._mailer.pacer.acquire(state.key, state.server.rate)
+        result, presented = self._transact(item, following, presented)
+        if result.code:  # a server's answer; a lost connection says nothing about the pace
+            self._mailer.pacer.record(state.key, result.code, result.text)
+        return result, presented
 
+    def _transact(
+        self, item: tuple[str, str, bytes], following: tuple[str, str, bytes] | None, presented: bool
+    ) -> tuple[SendResult, bool]:
+        assert self._conn is not None and self._state is not None
+        envelope_from, recipient, data = item
         commands = _commands(envelope_from, recipient)
         if self._pipelining:
             if not presented:
@@ -554,6 +531,8 @@ class _SMTPSession:
             # RFC 2920 §3.1: message content may open a group; the next MAIL/RCPT/DATA follow it,
             # which saves a round trip per message
             assert following is not None
+            # the next MAIL leaves now: it needs its token first, or pipelining would outrun the pace
+            self._mailer.pacer.acquire(self._state.key, self._state.server.rate)
             payload += b"".join(_commands(following[0], following[1]))
         self._write(payload, data_sent=True)
         result = self._reply(data_sent=True)
@@ -584,14 +563,18 @@ def _describe(error: BaseException) -> str:
 
 
 class SMTPMailer:
-    """A pool of SMTP servers: least-loaded first, throttled and unreachable servers last."""
+    """A pool of SMTP servers: least-loaded first, slowed and unreachable servers last.
 
-    def __init__(self, servers: list[SmtpServer] | str) -> None:
+    `pacer` sets each server's pace (newsletter/pacing.py); share one through Redis between processes.
+    """
+
+    def __init__(self, servers: list[SmtpServer] | str, pacer: Pacer | None = None) -> None:
         if isinstance(servers, str):
             servers = parse_smtp_urls(servers)
         if not servers:
             raise ValueError("SMTPMailer needs at least one server")
         self.servers = servers
+        self.pacer: Pacer = pacer or LocalPacer()
         self._states = [_ServerState(s) for s in servers]
         self._lock = threading.Lock()
         self._turn = itertools.count()
@@ -612,7 +595,7 @@ class SMTPMailer:
         return next(s for s in self._states if s.server is server)
 
     def _candidates(self) -> list[_ServerState]:
-        """Servers in the order to try: up before down, then unthrottled, least loaded, rotating."""
+        """Servers in the order to try: up before down, then not slowed, least loaded, rotating."""
         now = time.monotonic()
         turn = next(self._turn)
         count = len(self._states)
@@ -621,7 +604,7 @@ class SMTPMailer:
                 self._states,
                 key=lambda s: (
                     s.down_until > now,
-                    s.level,
+                    self.pacer.slowed(s.key),
                     s.active / s.server.max_connections,
                     (self._states.index(s) - turn) % count,
                 ),
@@ -636,8 +619,8 @@ class SMTPMailer:
             session.close()
 
 
-def get_mailer(smtp_url: str | None, outbox_dir: Path) -> Mailer:
-    """SMTP when a URL is configured, else `.eml` files in the outbox directory."""
+def get_mailer(smtp_url: str | None, outbox_dir: Path, pacer: Pacer | None = None) -> Mailer:
+    """SMTP when a URL is configured (paced by `pacer`, else per process), else `.eml` files in the outbox."""
     if smtp_url:
-        return SMTPMailer(parse_smtp_urls(smtp_url))
+        return SMTPMailer(parse_smtp_urls(smtp_url), pacer)
     return OutboxMailer(outbox_dir)

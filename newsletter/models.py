@@ -41,6 +41,29 @@ def _enum(cls: type[enum.Enum], name: str) -> Enum:
     )
 
 
+# Tables whose ids links and tokens carry (unsubscribe, preferences, confirm, tracking, Message-IDs, queued
+# tasks): on SQLite their ids must never be reused, or a deleted subscriber's old link would act on the
+# next row to get the id. SQLite reuses the highest rowid after a delete unless the table is AUTOINCREMENT;
+# PostgreSQL's identity columns never go back. Migration 0002 rebuilds the tables of older databases.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
+def column_length(column: Any) -> int:
+    """The length of a String column, so that validation refuses what the database would (one source)."""
+    length = column.type.length
+    assert isinstance(length, int), f"{column} has no length"
+    return length
+
+
+def email_domain(email: str) -> str:
+    """The domain part of a normalised address (what the domain blocklist matches)."""
+    return email.rpartition("@")[2]
+
+
+def _email_domain_default(context: Any) -> str:
+    return email_domain(context.get_current_parameters()["email"])
+
+
 def email_hash(email: str) -> str:
     """The key suppressions are matched by, so an erased address stays suppressed without being stored."""
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()
@@ -123,6 +146,7 @@ class Role(enum.StrEnum):
 
 class MailingList(Base):
     __tablename__ = "mailing_lists"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     slug: Mapped[str] = mapped_column(String(100), unique=True)
@@ -148,10 +172,13 @@ class MailingList(Base):
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[intpk]
     email: Mapped[str] = mapped_column(String(320), unique=True)
     email_hash: Mapped[str] = mapped_column(String(64), index=True)
+    # Stored (and indexed) so that "not in a blocked domain" is an index lookup, not a string function per row.
+    email_domain: Mapped[str] = mapped_column(String(255), default=_email_domain_default, index=True)
     name: Mapped[str] = mapped_column(String(255), default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     status: Mapped[SubscriberStatus] = mapped_column(
@@ -170,6 +197,7 @@ class Subscription(Base):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "list_id"),
         Index("ix_subscriptions_list_id_status", "list_id", "status"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[intpk]
@@ -257,7 +285,7 @@ campaign_lists = Table(
 
 class Campaign(Base):
     __tablename__ = "campaigns"
-    __table_args__ = (Index("ix_campaigns_status_scheduled_at", "status", "scheduled_at"),)
+    __table_args__ = (Index("ix_campaigns_status_scheduled_at", "status", "scheduled_at"), NEVER_REUSE_IDS)
 
     id: Mapped[intpk]
     digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="RESTRICT"), index=True)
@@ -306,6 +334,7 @@ class Delivery(Base):
             postgresql_where=text("status = 'sending'"),
             sqlite_where=text("status = 'sending'"),
         ),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[intpk]
@@ -331,7 +360,7 @@ class Link(Base):
     """A URL a campaign links to; click tracking redirects only to these."""
 
     __tablename__ = "links"
-    __table_args__ = (UniqueConstraint("campaign_id", "position"),)
+    __table_args__ = (UniqueConstraint("campaign_id", "position"), NEVER_REUSE_IDS)
 
     id: Mapped[intpk]
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
@@ -367,6 +396,17 @@ class Suppression(Base):
     email_hash: Mapped[str] = mapped_column(String(64), unique=True)
     email: Mapped[str | None] = mapped_column(String(320))
     reason: Mapped[SuppressionReason] = mapped_column(_enum(SuppressionReason, "suppression_reason"))
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[created_at]
+
+
+class BlockedDomain(Base):
+    """A whole mail domain that is never subscribed nor mailed (throwaway-address services, say)."""
+
+    __tablename__ = "blocked_domains"
+
+    id: Mapped[intpk]
+    domain: Mapped[str] = mapped_column(String(255), unique=True)
     detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[created_at]
 

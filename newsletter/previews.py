@@ -1,6 +1,6 @@
 """Show a stored digest exactly as a list's subscribers get it, and send one real test message of it.
 
-The message is built by the sending code itself, `delivery.PreparedCampaign` on an unsaved campaign, so
+The message is built by the sending code itself, `delivery.composing.PreparedCampaign` on an unsaved campaign, so
 headers, placeholder substitution and DKIM are the ones a real send uses; nothing is written to the
 database (no campaign, no ledger row, no links).
 """
@@ -17,14 +17,16 @@ from email.message import EmailMessage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import delivery, rendering, templates
+from newsletter import digests, links, rendering, templates
 from newsletter.addresses import normalise_email
 from newsletter.config import Settings
+from newsletter.delivery.composing import PreparedCampaign
+from newsletter.delivery.ledger import Claimed
+from newsletter.dkim import signer_for
 from newsletter.errors import NotFound, Unavailable
 from newsletter.lists import get_list
 from newsletter.mailer import Mailer, SendResult, parse_smtp_urls
-from newsletter.messages import DkimSigner
-from newsletter.models import Campaign, Digest, MailingList, Subscriber
+from newsletter.models import Campaign, MailingList, Subscriber
 from newsletter.tokens import Tokens
 
 __all__ = [
@@ -89,27 +91,13 @@ def preview_digest(
     preview or a test) keeps links pointing at the articles: click tracking only redirects to links a real
     campaign registered. `tracking=True` gives the bytes a real send produces, for the pre-send check.
     """
-    digest = session.scalar(select(Digest).where(Digest.slug == digest_slug))
-    if digest is None:
-        raise delivery.DigestNotFound(digest_slug)
+    digest = digests.get_published(session, digest_slug)
     mailing_list = get_list(session, list_slug) if list_slug else _default_list(session)
     source = templates.get_template(session, template).source if template else None
-    tracked = tracking and mailing_list.tracking
-    hrefs: dict[str, str] = {}
-
-    def track(url: str) -> str:
-        # The URL form of delivery.render_campaign: numbered links of the campaign behind one token.
-        href = f"{settings.base_url}/c/{rendering.TRACK}.{len(hrefs) + 1}"
-        hrefs[href] = url
-        return href
-
-    rendered = rendering.render_digest(
-        delivery.digest_model(digest),
-        theme=delivery.theme_for(mailing_list),
-        list_name=mailing_list.name,
-        list_description=mailing_list.description,
-        link_href=track if tracked else None,
-        open_pixel_url=f"{settings.base_url}/o/{rendering.TRACK}" if tracked else None,
+    rendered = rendering.render_for_list(
+        digests.from_stored(digest),
+        mailing_list,
+        base_url=settings.base_url if tracking else None,
         template_source=source,
     )
     title = " ".join((subject or digest.title).split())
@@ -121,21 +109,9 @@ def preview_digest(
         text=rendered.text,
         lists=[mailing_list],
     )
-    prepared = delivery.PreparedCampaign(settings, campaign, Tokens(settings.secret_key), _dkim(settings))
+    prepared = PreparedCampaign(settings, campaign, Tokens(settings.secret_key), signer_for(settings))
     email_address = normalise_email(recipient_email)
-    # A subscriber's own tokens make unsubscribe and preferences work in a test sent to them; anyone else
-    # gets tokens for subscriber 0, which the web app answers with "this link is not valid".
-    subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email == email_address)) or 0
-    claimed = delivery.Claimed(
-        # A random ledger id keeps each preview's Message-ID unique, so mail clients never merge two tests.
-        delivery_id=secrets.randbelow(2**40) + 1,
-        subscriber_id=subscriber_id,
-        list_id=mailing_list.id,
-        email=email_address,
-        name=recipient_name,
-        attempts=0,
-    )
-    message = prepared.render(claimed)
+    message = _message_for(session, prepared, mailing_list.id, email_address, recipient_name)
     if test:
         # Prepended, not signed: DKIM signs a fixed header list, so the signature stays valid.
         message = f"{TEST_HEADER[0]}: {TEST_HEADER[1]}\r\n".encode("ascii") + message
@@ -151,8 +127,33 @@ def preview_digest(
         envelope_from=prepared.envelope_from,
         recipient=email_address,
         unsubscribe_url=_unsubscribe_url(parsed),
-        links=hrefs or {url: url for url in rendered.links},
+        links=_destinations(rendered, settings.base_url if tracking and mailing_list.tracking else None),
     )
+
+
+def _destinations(rendered: rendering.RenderedEmail, tracked_at: str | None) -> dict[str, str]:
+    """Each href of the rendered email and the URL it leads to: tracked ones are numbered as a campaign's
+    registered links would be."""
+    if tracked_at is None:
+        return {url: url for url in rendered.links}
+    return {links.click_url(tracked_at, rendering.TRACK, n): url for n, url in enumerate(rendered.links, 1)}
+
+
+def _message_for(session: Session, prepared: PreparedCampaign, list_id: int, email_address: str, name: str) -> bytes:
+    """The prepared campaign's message for one address, as the batch loop would write it."""
+    # A subscriber's own tokens make unsubscribe and preferences work in a test sent to them; anyone else
+    # gets tokens for subscriber 0, which the web app answers with "this link is not valid".
+    subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email == email_address)) or 0
+    claimed = Claimed(
+        # A random ledger id keeps each preview's Message-ID unique, so mail clients never merge two tests.
+        delivery_id=secrets.randbelow(2**40) + 1,
+        subscriber_id=subscriber_id,
+        list_id=list_id,
+        email=email_address,
+        name=name,
+        attempts=0,
+    )
+    return prepared.render(claimed)
 
 
 def send_test(
@@ -201,12 +202,6 @@ def _default_list(session: Session) -> MailingList:
     if mailing_list is None:
         raise NoListToPreview()
     return mailing_list
-
-
-def _dkim(settings: Settings) -> DkimSigner | None:
-    if settings.dkim_domain and settings.dkim_selector and settings.dkim_key_file:
-        return DkimSigner.from_file(settings.dkim_domain, settings.dkim_selector, settings.dkim_key_file)
-    return None
 
 
 def _part(message: EmailMessage, subtype: str) -> str:

@@ -22,8 +22,9 @@ from markdown_it.token import Token
 from markupsafe import Markup
 from mjml import mjml2html
 
-from newsletter import sandbox
+from newsletter import links, sandbox
 from newsletter.digests import Digest, DigestItem
+from newsletter.models import MailingList
 
 __all__ = [
     "NAME",
@@ -32,6 +33,7 @@ __all__ = [
     "TEMPLATES_DIR",
     "TRACK",
     "UNSUBSCRIBE_URL",
+    "ListLook",
     "RenderedEmail",
     "TemplateRejected",
     "Theme",
@@ -39,6 +41,8 @@ __all__ = [
     "format_date",
     "render_confirmation",
     "render_digest",
+    "render_for_list",
+    "theme_for",
 ]
 
 # Placeholders substituted per recipient by the composer. None contains a character that HTML escaping,
@@ -150,6 +154,72 @@ def render_digest(
         raise TemplateRejected(f"the template does not produce valid MJML: {exc}") from None
     text = _environment.get_template("email/digest/body.txt").render(context)
     return RenderedEmail(subject=subject, html=html, text=_tidy_text(text), links=links.urls())
+
+
+def theme_for(mailing_list: MailingList) -> Theme:
+    """The list's look: its theme settings over defaults taken from the list itself."""
+    values: dict[str, object] = {"publication_name": mailing_list.name, "postal_address": mailing_list.postal_address}
+    values.update(mailing_list.theme or {})
+    try:
+        return Theme.from_dict(values)
+    except ValueError:  # lists.check_theme refuses bad themes; one stored earlier must not stop an email or page
+        return Theme(publication_name=mailing_list.name, postal_address=mailing_list.postal_address)
+
+
+@dataclass(frozen=True)
+class ListLook:
+    """What rendering needs of a mailing list, copied out of the ORM row for work that outlives its session."""
+
+    theme: Theme
+    name: str
+    description: str
+    tracking: bool
+
+    @classmethod
+    def of(cls, mailing_list: MailingList) -> ListLook:
+        return cls(theme_for(mailing_list), mailing_list.name, mailing_list.description, mailing_list.tracking)
+
+
+def render_for_list(
+    digest: Digest,
+    mailing_list: MailingList | ListLook,
+    *,
+    base_url: str | None = None,
+    positions: Mapping[str, int] | None = None,
+    template_source: str | None = None,
+) -> RenderedEmail:
+    """Render a digest as the list's subscribers get it; tracked when `base_url` is given and the list tracks.
+
+    A tracked link is `links.click_url` for the link's position in the campaign: `positions` when the
+    campaign registered its links already (a link not among them stays untracked), else numbered in order
+    of first appearance, which is the order of the returned `links`: register `enumerate(links, 1)`.
+    """
+    look = mailing_list if isinstance(mailing_list, ListLook) else ListLook.of(mailing_list)
+    link_href = open_pixel_url = None
+    if base_url is not None and look.tracking:
+        tracked_at = base_url  # bound for the closures below (mypy keeps `base_url` optional in them)
+        open_pixel_url = links.open_url(tracked_at, TRACK)
+        if positions is None:
+            numbered: dict[str, int] = {}
+
+            def link_href(url: str) -> str:
+                return links.click_url(tracked_at, TRACK, numbered.setdefault(url, len(numbered) + 1))
+
+        else:
+            known = positions
+
+            def link_href(url: str) -> str:
+                return links.click_url(tracked_at, TRACK, known[url]) if url in known else url
+
+    return render_digest(
+        digest,
+        theme=look.theme,
+        list_name=look.name,
+        list_description=look.description,
+        link_href=link_href,
+        open_pixel_url=open_pixel_url,
+        template_source=template_source,
+    )
 
 
 # --- Template context ----------------------------------------------------------------------------------

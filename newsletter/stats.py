@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from newsletter import delivery
 from newsletter.config import Settings
 from newsletter.db import utcnow
+from newsletter.delivery import ledger, progress
 from newsletter.models import (
     Campaign,
     CampaignStatus,
@@ -44,18 +45,8 @@ def ledger_totals(session: Session, campaign: Campaign) -> tuple[dict[str, int],
     if reused is not None and reused[0] > time.monotonic():
         return dict(reused[1]), reused[2]
     started = time.monotonic()
-    counts = dict.fromkeys((s.value for s in DeliveryStatus), 0)
-    last_sent = None
-    for status, count, latest in session.execute(
-        select(Delivery.status, func.count(), func.max(Delivery.sent_at))
-        .where(Delivery.campaign_id == campaign.id)
-        .group_by(Delivery.status)
-    ):
-        counts[DeliveryStatus(status).value] = count
-        if latest is not None and (last_sent is None or latest > last_sent):
-            last_sent = latest
-    if last_sent is not None and last_sent.tzinfo is None:  # SQLite aggregates bypass the column type
-        last_sent = last_sent.replace(tzinfo=dt.UTC)
+    counted = progress.tally(session, campaign.id)
+    counts, last_sent = counted.counts, counted.last_sent_at
     if big:
         if len(_totals) > 100:
             _totals.clear()
@@ -96,9 +87,9 @@ def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None 
         end = campaign.finished_at or (now or utcnow())
         duration = max(0.0, (end - campaign.started_at).total_seconds())
     rate = None
-    if campaign.started_at is not None and last_sent is not None and counts["sent"]:
+    if campaign.started_at is not None and last_sent is not None and counts[DeliveryStatus.sent.value]:
         seconds = max((last_sent - campaign.started_at).total_seconds(), 0.001)
-        rate = round(counts["sent"] / seconds, 2)
+        rate = round(counts[DeliveryStatus.sent.value] / seconds, 2)
     return {
         "id": campaign.id,
         "status": campaign.status.value,
@@ -111,13 +102,13 @@ def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None 
         "pause_reason": campaign.pause_reason,
         "recipients": campaign.recipient_count,
         "counts": counts,
-        "opens": events["open"],
+        "opens": events[EventType.open],
         "unique_opens": unique_opens,
-        "clicks": events["click"],
+        "clicks": events[EventType.click],
         "links": clicks,
-        "unsubscribes": events["unsubscribe"],
-        "bounces": events["bounce"],
-        "complaints": events["complaint"],
+        "unsubscribes": events[EventType.unsubscribe],
+        "bounces": events[EventType.bounce],
+        "complaints": events[EventType.complaint],
         "duration_seconds": duration,
         "send_rate_per_second": rate,
     }
@@ -227,4 +218,4 @@ def resend(
     session.flush()
     if campaign.status != CampaignStatus.sending:
         return moved, []
-    return moved, delivery.batch_ranges(session, campaign_id, settings.batch_size)
+    return moved, ledger.batch_ranges(session, campaign_id, settings.batch_size)

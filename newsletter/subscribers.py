@@ -18,10 +18,12 @@ from newsletter.models import (
     Subscription,
     SubscriptionSource,
     SubscriptionStatus,
+    email_domain,
 )
 
 MAX_PAGE = 1000
 MAX_ATTRIBUTE_LENGTH = 1000
+MAX_ATTRIBUTE_NAME_LENGTH = 100
 
 
 class SubscriberNotFound(NotFound):
@@ -37,22 +39,21 @@ def check_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """Attributes are a flat JSON object of short scalar values (they are substituted into emails)."""
     clean: dict[str, Any] = {}
     for key, value in attributes.items():
-        if not isinstance(key, str) or not key.strip() or len(key) > 100:
-            raise InvalidSubscriber(f"attribute name {key!r}: must be 1 to 100 characters")
+        if not isinstance(key, str) or not key.strip() or len(key) > MAX_ATTRIBUTE_NAME_LENGTH:
+            raise InvalidSubscriber(f"attribute name {key!r}: must be 1 to {MAX_ATTRIBUTE_NAME_LENGTH} characters")
         if value is not None and not isinstance(value, str | int | float | bool):
             raise InvalidSubscriber(f"attribute {key!r}: only strings, numbers and booleans are allowed")
         if isinstance(value, str) and len(value) > MAX_ATTRIBUTE_LENGTH:
             raise InvalidSubscriber(f"attribute {key!r}: longer than {MAX_ATTRIBUTE_LENGTH} characters")
+        # PostgreSQL's JSON cannot hold a NUL character: refused here, not by the database as a 500.
+        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+            raise InvalidSubscriber(f"attribute {key!r}: contains a NUL character")
         clean[key.strip()] = value
     return clean
 
 
 def check_name(name: str) -> str:
-    if any(ch in name for ch in "\r\n"):
-        raise InvalidSubscriber("name: must be a single line")
-    if len(name) > 255:
-        raise InvalidSubscriber("name: longer than 255 characters")
-    return " ".join(name.split())
+    return addresses.check_name(name)
 
 
 def get_subscriber(session: Session, key: int | str) -> Subscriber:
@@ -66,6 +67,61 @@ def get_subscriber(session: Session, key: int | str) -> Subscriber:
     return subscriber
 
 
+@dataclass(frozen=True)
+class Added:
+    subscriber: Subscriber
+    # Pending subscriptions whose confirmation email the caller sends once this is committed (the same
+    # rate-limited task as the subscribe form's), claimed so that a second add within the window sends none.
+    confirmations: list[int]
+
+
+def add(
+    session: Session,
+    email: str,
+    *,
+    name: str = "",
+    attributes: Mapping[str, Any] | None = None,
+    list_slugs: Sequence[str] = (),
+    confirmed: bool = False,
+    source: SubscriptionSource = SubscriptionSource.api,
+    resend_hours: float = 24,
+    send_confirmations: bool = True,
+) -> Added:
+    """Add someone (or find them) and subscribe them to the given lists; suppressed addresses are refused.
+
+    Without `confirmed` a new subscription stays pending, whatever the list's opt-in mode (an address an
+    admin types carries no proof of consent, as with imports), and its confirmation email is returned to
+    send. Someone who unsubscribed from a list stays unsubscribed.
+    """
+    normalised = addresses.normalise_email(email)
+    if suppressions.is_suppressed(session, normalised):
+        raise InvalidSubscriber(f"{email} is on the suppression list and cannot be subscribed")
+    if suppressions.is_blocked_domain(session, normalised):
+        raise InvalidSubscriber(f"addresses at {email_domain(normalised)} are blocked and cannot be subscribed")
+    clean_name = check_name(name) if name else ""
+    clean_attributes = check_attributes(attributes) if attributes else {}
+    targets = [lists.get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
+    subscriber = subscriptions.get_or_create_subscriber(session, email)
+    if clean_name:
+        subscriber.name = clean_name
+    if clean_attributes:
+        subscriber.attributes = {**subscriber.attributes, **clean_attributes}
+    confirmations = []
+    for mailing_list in targets:
+        subscription = subscriptions.add_subscription(
+            session, mailing_list, subscriber, source=source, confirmed=confirmed
+        )
+        if (
+            subscription.status == SubscriptionStatus.pending
+            and subscriber.status == SubscriberStatus.active
+            and send_confirmations
+            and subscriptions.claim_confirmation(session, subscription, resend_hours=resend_hours)
+        ):
+            confirmations.append(subscription.id)
+    session.flush()
+    return Added(subscriber, confirmations)
+
+
 def add_subscriber(
     session: Session,
     email: str,
@@ -76,19 +132,18 @@ def add_subscriber(
     confirmed: bool = False,
     source: SubscriptionSource = SubscriptionSource.api,
 ) -> Subscriber:
-    """Add someone (or find them) and subscribe them to the given lists; suppressed addresses are refused."""
-    if suppressions.is_suppressed(session, addresses.normalise_email(email)):
-        raise InvalidSubscriber(f"{email} is on the suppression list and cannot be subscribed")
-    targets = [lists.get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
-    subscriber = subscriptions.get_or_create_subscriber(session, email)
-    if name:
-        subscriber.name = check_name(name)
-    if attributes:
-        subscriber.attributes = {**subscriber.attributes, **check_attributes(attributes)}
-    for mailing_list in targets:
-        subscriptions.add_subscription(session, mailing_list, subscriber, source=source, confirmed=confirmed)
-    session.flush()
-    return subscriber
+    """`add` for callers that do not send confirmations yet (the CLI): nothing is claimed, so a pending
+    subscription keeps `confirmation_sent_at` empty and the next confirmation run of its list sends it."""
+    return add(
+        session,
+        email,
+        name=name,
+        attributes=attributes,
+        list_slugs=list_slugs,
+        confirmed=confirmed,
+        source=source,
+        send_confirmations=False,
+    ).subscriber
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from email import policy as email_policy
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, func, insert, literal, or_, select, update
@@ -16,14 +12,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter import rendering
-from newsletter.addresses import normalise_email
+from newsletter.addresses import check_name, normalise_email
 from newsletter.config import Settings
 from newsletter.db import is_postgres, postgres_sql, utcnow
-from newsletter.errors import NotFound
-from newsletter.links import confirm_url
+from newsletter.errors import Invalid, NotFound
 from newsletter.lists import get_list
 from newsletter.mailer import Mailer, SendResult
-from newsletter.messages import DkimSigner, clean_value
+from newsletter.messages import compose_confirmation
 from newsletter.models import (
     Campaign,
     CampaignStatus,
@@ -39,10 +34,11 @@ from newsletter.models import (
     SubscriptionStatus,
     Visibility,
     campaign_lists,
+    email_domain,
     email_hash,
 )
-from newsletter.suppressions import is_suppressed
-from newsletter.tokens import TokenPurpose, Tokens, UnknownToken
+from newsletter.suppressions import is_blocked_domain, is_suppressed
+from newsletter.tokens import Reading, TokenPurpose, Tokens, UnknownToken
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -56,6 +52,12 @@ class ListNotSubscribable(NotFound):
         self.slug = slug
 
 
+class InvalidAttribute(Invalid):
+    """A value of the subscribe form's extra fields that cannot be stored."""
+
+    field = "attributes"
+
+
 def get_or_create_subscriber(
     session: Session, address: str, name: str = "", attributes: dict[str, object] | None = None
 ) -> Subscriber:
@@ -63,16 +65,15 @@ def get_or_create_subscriber(
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == email))
     if subscriber is None:
         subscriber = Subscriber(
-            email=email, email_hash=email_hash(email), name=_clean_name(name), attributes=attributes or {}
+            email=email,
+            email_hash=email_hash(email),
+            email_domain=email_domain(email),
+            name=check_name(name, lenient=True),
+            attributes=attributes or {},
         )
         session.add(subscriber)
         session.flush()
     return subscriber
-
-
-def _clean_name(name: str) -> str:
-    # A name ends up in the To header: never let it carry a line break.
-    return " ".join(name.split())[:255]
 
 
 def add_subscription(
@@ -119,12 +120,7 @@ def unsubscribe(
     session: Session, tokens: Tokens, *, token: str, source: str, reason: str | None = None
 ) -> UnsubscribeResult:
     """Honour an unsubscribe link (one-click or page). Takes effect for campaigns already sending."""
-    subscriber_id, list_id = tokens.read(TokenPurpose.unsubscribe, token, 2)
-    subscription = session.scalar(
-        select(Subscription).where(Subscription.subscriber_id == subscriber_id, Subscription.list_id == list_id)
-    )
-    if subscription is None:
-        raise UnknownToken("this link is not valid")
+    subscription = _subscription(session, tokens.read_bound(TokenPurpose.unsubscribe, token, 2))
     return unsubscribe_subscription(session, subscription, source=source, reason=reason)
 
 
@@ -132,8 +128,22 @@ def _one_click_statements() -> tuple[Any, Any, Any]:
     """The statements of `one_click_unsubscribe`, with named parameters `subscriber`, `list` and `now`.
 
     (Not `subscriber_id`: a parameter named like a column of an UPDATE's table would become a SET clause.)
+    `created` is the creation time the token is bound to, or None for a token made before tokens were bound.
     """
-    this_one = (Subscription.subscriber_id == bindparam("subscriber"), Subscription.list_id == bindparam("list"))
+    created = bindparam("created", type_=Subscriber.created_at.type)
+    # coalesce, not `:created IS NULL OR ...`: PostgreSQL infers the parameter's type from the column.
+    same_row = (
+        select(Subscriber.id)
+        .where(
+            Subscriber.id == bindparam("subscriber"),
+            Subscriber.created_at == func.coalesce(created, Subscriber.created_at),
+        )
+        .scalar_subquery()
+    )
+    this_one = (
+        Subscription.subscriber_id == same_row,
+        Subscription.list_id == bindparam("list"),
+    )
     now = bindparam("now", type_=Subscription.updated_at.type)
     leave = (
         update(Subscription)
@@ -182,8 +192,8 @@ def one_click_unsubscribe(session: Session, tokens: Tokens, *, token: str) -> bo
     its own, so it may run on an autocommit connection: one round trip). Returns whether the status
     changed; raises UnknownToken for a token whose subscription does not exist.
     """
-    subscriber_id, list_id = tokens.read(TokenPurpose.unsubscribe, token, 2)
-    params = {"subscriber": subscriber_id, "list": list_id, "now": utcnow()}
+    (subscriber_id, list_id), created = tokens.read_bound(TokenPurpose.unsubscribe, token, 2)
+    params = {"subscriber": subscriber_id, "list": list_id, "created": created, "now": utcnow()}
     connection = session.connection()  # Core statements on the session's transaction: no ORM objects
     if is_postgres(session):
         changed, found = connection.execute(_ONE_CLICK, params).one()
@@ -211,8 +221,8 @@ async def one_click_unsubscribe_async(conn: AsyncConnection[Any], tokens: Tokens
 
     The connection must commit durably (synchronous_commit on): the 200 that follows means it is recorded.
     """
-    subscriber_id, list_id = tokens.read(TokenPurpose.unsubscribe, token, 2)
-    params = _ONE_CLICK_PG.params(subscriber=subscriber_id, list=list_id, now=utcnow())
+    (subscriber_id, list_id), created = tokens.read_bound(TokenPurpose.unsubscribe, token, 2)
+    params = _ONE_CLICK_PG.params(subscriber=subscriber_id, list=list_id, created=created, now=utcnow())
     row = await (await conn.execute(_ONE_CLICK_PG.sql, params)).fetchone()
     changed, found = row if row is not None else (0, False)
     if not found:
@@ -306,13 +316,19 @@ def subscribe(
 ) -> SubscribeResult:
     """The public form: a pending subscription plus a confirmation email (double opt-in) or consent now.
 
-    Raises InvalidEmail for a malformed address and nothing else: a suppressed, blocked, pending or
+    Raises InvalidEmail for a malformed address, InvalidName for a name that cannot be stored (a NUL),
+    InvalidAttribute likewise, and nothing else: a suppressed, blocked, pending or
     confirmed address gets the same treatment from the caller's point of view, so the form cannot be used
     to learn who is subscribed. At most one confirmation email per address and list per `resend_hours`.
     """
     email = normalise_email(address)
+    # Checked for every address alike, known or not, so that a refusal tells nothing about who is subscribed.
+    name = check_name(name, lenient=True)
+    for key, value in (attributes or {}).items():
+        if "\x00" in value:  # PostgreSQL's JSON cannot hold it
+            raise InvalidAttribute(f"{key}: contains a NUL character")
     now = now or utcnow()
-    if is_suppressed(session, email):
+    if is_suppressed(session, email) or is_blocked_domain(session, email):
         return SubscribeResult(None, send_confirmation=False)
     subscriber, subscription = _get_or_create_subscription(session, mailing_list, email, name, attributes or {}, ip)
     if subscriber.status != SubscriberStatus.active or subscription.status == SubscriptionStatus.confirmed:
@@ -326,8 +342,19 @@ def subscribe(
         subscription.status = SubscriptionStatus.pending
         subscription.consent_ip = ip
         session.flush()
-    # A conditional UPDATE claims the right to send: of two concurrent requests only one matches, as
-    # PostgreSQL re-checks the WHERE clause after the first commits (and SQLite has a single writer).
+    claimed = claim_confirmation(session, subscription, resend_hours=resend_hours, now=now)
+    return SubscribeResult(subscription.id, send_confirmation=claimed)
+
+
+def claim_confirmation(
+    session: Session, subscription: Subscription, *, resend_hours: float = 24, now: dt.datetime | None = None
+) -> bool:
+    """Claim the right to send a pending subscription's confirmation email now; False within the resend window.
+
+    A conditional UPDATE: of two concurrent requests only one matches, as PostgreSQL re-checks the WHERE
+    clause after the first commits (and SQLite has a single writer). The caller sends after committing.
+    """
+    now = now or utcnow()
     cutoff = now - dt.timedelta(hours=resend_hours)
     claimed = session.execute(
         update(Subscription)
@@ -341,7 +368,7 @@ def subscribe(
         .execution_options(synchronize_session=False)
     ).first()
     session.expire(subscription, ["confirmation_sent_at"])
-    return SubscribeResult(subscription.id, send_confirmation=claimed is not None)
+    return claimed is not None
 
 
 def _get_or_create_subscription(
@@ -385,8 +412,7 @@ def _record_event(session: Session, kind: EventType, subscription: Subscription,
 
 def confirm(session: Session, tokens: Tokens, *, token: str, ip: str | None = None) -> Subscription:
     """Record consent from a confirmation link; clicking it again changes nothing."""
-    subscriber_id, list_id = tokens.read(TokenPurpose.confirm, token, 2)
-    subscription = _subscription(session, subscriber_id, list_id)
+    subscription = _subscription(session, tokens.read_bound(TokenPurpose.confirm, token, 2))
     if subscription.status == SubscriptionStatus.confirmed:
         return subscription
     form_ip = subscription.consent_ip
@@ -401,8 +427,7 @@ def confirm(session: Session, tokens: Tokens, *, token: str, ip: str | None = No
 
 def resubscribe(session: Session, tokens: Tokens, *, token: str, ip: str | None = None) -> Subscription:
     """The undo link on the unsubscribe page: back on the list, if they had confirmed before."""
-    subscriber_id, list_id = tokens.read(TokenPurpose.unsubscribe, token, 2)
-    subscription = _subscription(session, subscriber_id, list_id)
+    subscription = _subscription(session, tokens.read_bound(TokenPurpose.unsubscribe, token, 2))
     if subscription.status == SubscriptionStatus.unsubscribed and subscription.confirmed_at is not None:
         add_subscription(
             session,
@@ -420,57 +445,22 @@ def resubscribe(session: Session, tokens: Tokens, *, token: str, ip: str | None 
 
 def subscription_for_token(session: Session, tokens: Tokens, purpose: TokenPurpose, token: str) -> Subscription:
     """The subscription an unsubscribe or confirmation link points at (UnknownToken if it is gone)."""
-    subscriber_id, list_id = tokens.read(purpose, token, 2)
-    return _subscription(session, subscriber_id, list_id)
+    return _subscription(session, tokens.read_bound(purpose, token, 2))
 
 
-def _subscription(session: Session, subscriber_id: int, list_id: int) -> Subscription:
+def _subscription(session: Session, reading: Reading) -> Subscription:
+    subscriber_id, list_id = reading.ids
     subscription = session.scalar(
         select(Subscription).where(Subscription.subscriber_id == subscriber_id, Subscription.list_id == list_id)
     )
-    if subscription is None:
+    if subscription is None or not _same_row(subscription.subscriber, reading):
         raise UnknownToken("this link is not valid")
     return subscription
 
 
-def publication_theme(mailing_list: MailingList) -> rendering.Theme:
-    """The list's look: its theme settings over defaults taken from the list itself."""
-    values: dict[str, object] = {"publication_name": mailing_list.name, "postal_address": mailing_list.postal_address}
-    values.update(mailing_list.theme or {})
-    try:
-        return rendering.Theme.from_dict(values)
-    except ValueError:  # a broken theme must not stop a confirmation email or a page
-        return rendering.Theme(publication_name=mailing_list.name, postal_address=mailing_list.postal_address)
-
-
-def compose_confirmation(settings: Settings, tokens: Tokens, subscription: Subscription) -> bytes:
-    """The confirmation email for one pending subscription, as CRLF MIME bytes (DKIM-signed if configured)."""
-    mailing_list, subscriber = subscription.mailing_list, subscription.subscriber
-    rendered = rendering.render_confirmation(
-        theme=publication_theme(mailing_list),
-        list_name=mailing_list.name,
-        list_description=mailing_list.description,
-        confirm_url=confirm_url(settings.base_url, tokens, subscriber.id, mailing_list.id),
-        name=subscriber.name,
-    )
-    message = EmailMessage(policy=email_policy.SMTP)
-    message["From"] = Address(
-        clean_value(mailing_list.from_name or mailing_list.name), addr_spec=mailing_list.from_email
-    )
-    message["To"] = Address(clean_value(subscriber.name), addr_spec=subscriber.email)
-    if mailing_list.reply_to:
-        message["Reply-To"] = mailing_list.reply_to
-    message["Subject"] = clean_value(rendered.subject)
-    message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = make_msgid("confirm", domain=mailing_list.from_email.rpartition("@")[2])
-    # RFC 3834: vacation responders must not answer an automatic message.
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(rendered.text, cte="quoted-printable")
-    message.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
-    data = message.as_bytes()
-    if settings.dkim_domain and settings.dkim_selector and settings.dkim_key_file:
-        data = DkimSigner.from_file(settings.dkim_domain, settings.dkim_selector, settings.dkim_key_file).sign(data)
-    return data
+def _same_row(subscriber: Subscriber, reading: Reading) -> bool:
+    """Whether the token was made for this very subscriber, not for an earlier row with the same id."""
+    return reading.bound_to is None or subscriber.created_at == reading.bound_to
 
 
 def send_confirmation(session: Session, settings: Settings, mailer: Mailer, subscription_id: int) -> SendResult | None:
@@ -566,8 +556,8 @@ class Preferences:
     def publication_name(self) -> str:
         for choice in self.choices:
             if choice.subscribed:
-                return publication_theme(choice.mailing_list).publication_name
-        return publication_theme(self.choices[0].mailing_list).publication_name if self.choices else ""
+                return rendering.theme_for(choice.mailing_list).publication_name
+        return rendering.theme_for(self.choices[0].mailing_list).publication_name if self.choices else ""
 
 
 def preferences(session: Session, tokens: Tokens, *, token: str) -> Preferences:
@@ -576,9 +566,9 @@ def preferences(session: Session, tokens: Tokens, *, token: str) -> Preferences:
     A publication is the set of lists sending from one domain: the page offers the public lists of every
     domain the subscriber already receives from, plus any private list they are on (to leave it).
     """
-    (subscriber_id,) = tokens.read(TokenPurpose.preferences, token, 1)
-    subscriber = session.get(Subscriber, subscriber_id)
-    if subscriber is None:
+    reading = tokens.read_bound(TokenPurpose.preferences, token, 1)
+    subscriber = session.get(Subscriber, reading.ids[0])
+    if subscriber is None or not _same_row(subscriber, reading):
         raise UnknownToken("this link is not valid")
     own = {s.list_id: s for s in _subscriptions_of(session, subscriber.id)}
     domains = {s.mailing_list.from_email.rpartition("@")[2] for s in own.values()}
@@ -633,7 +623,7 @@ def update_preferences(
     wanted = set(lists)
     subscriber = current.subscriber
     if name is not None:
-        subscriber.name = _clean_name(name)
+        subscriber.name = check_name(name, lenient=True)
     for choice in current.choices:
         if choice.mailing_list.id in wanted and not choice.subscribed:
             choice.subscription = add_subscription(

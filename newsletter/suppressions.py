@@ -1,4 +1,5 @@
-"""The suppression list admin: list, add (one address or a CSV file) and remove, each removal logged."""
+"""The suppression list admin: list, add (one address or a CSV file) and remove, each removal logged;
+and the domain blocklist (`*@mailinator.com`): whole domains that are never subscribed nor mailed."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, exists, false, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter import addresses
 from newsletter.db import is_postgres, utcnow
-from newsletter.errors import NotFound
-from newsletter.models import Suppression, SuppressionReason, email_hash
+from newsletter.errors import Invalid, NotFound
+from newsletter.models import BlockedDomain, Subscriber, Suppression, SuppressionReason, email_domain, email_hash
 
 audit = logging.getLogger("newsletter.audit")
 MAX_PAGE = 1000
@@ -44,7 +45,10 @@ def list_suppressions(
     query = select(Suppression).order_by(Suppression.id).limit(limit + 1)
     if reason is not None:
         query = query.where(Suppression.reason == reason)
-    if email:
+    if email and "\x00" in email:
+        # No stored address holds a NUL (PostgreSQL refuses it): nothing matches, and the database is not asked.
+        query = query.where(false())
+    elif email:
         # Erased addresses are kept only as a hash, so look an exact address up by its hash too.
         pattern = email.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(
@@ -167,3 +171,68 @@ def suppress(
     session.add(suppression)
     session.flush()
     return suppression
+
+
+# --- the domain blocklist ---------------------------------------------------------------------------------
+
+
+class InvalidDomain(Invalid):
+    """Not a mail domain; the message says why."""
+
+
+class DomainNotBlocked(NotFound):
+    def __init__(self, domain: str) -> None:
+        super().__init__(f"{domain} is not on the domain blocklist")
+
+
+def normalise_domain(value: str) -> str:
+    """`mailinator.com`, `@mailinator.com` or `*@mailinator.com`, in the form subscribers' addresses store it."""
+    domain = value.strip().removeprefix("*").removeprefix("@").strip()
+    if not domain or "@" in domain or "*" in domain:
+        raise InvalidDomain(f"{value!r}: give a domain like mailinator.com (or *@mailinator.com)")
+    try:
+        # The address validator's rules and normal form, so that the entry matches stored addresses exactly.
+        return email_domain(addresses.normalise_email(f"blocked@{domain}"))
+    except addresses.InvalidEmail as exc:
+        raise InvalidDomain(f"{value!r}: not a mail domain ({exc})") from None
+
+
+def block_domain(session: Session, domain: str, *, detail: str | None = None) -> tuple[BlockedDomain, bool]:
+    """Never subscribe nor mail addresses at `domain`; returns the entry and whether it is new."""
+    name = normalise_domain(domain)
+    existing = session.scalar(select(BlockedDomain).where(BlockedDomain.domain == name))
+    if existing is not None:
+        return existing, False
+    entry = BlockedDomain(domain=name, detail=detail)
+    session.add(entry)
+    session.flush()
+    return entry, True
+
+
+def unblock_domain(session: Session, domain: str, *, by: str) -> None:
+    name = normalise_domain(domain)
+    entry = session.scalar(select(BlockedDomain).where(BlockedDomain.domain == name))
+    if entry is None:
+        raise DomainNotBlocked(name)
+    audit.warning("blocked domain %s removed by %s (added %s)", name, by, entry.created_at.isoformat())
+    session.delete(entry)
+    session.flush()
+
+
+def blocked_domains(session: Session) -> list[BlockedDomain]:
+    return list(session.scalars(select(BlockedDomain).order_by(BlockedDomain.domain)))
+
+
+def is_blocked_domain(session: Session, address: str) -> bool:
+    """Whether a normalised address is at a blocked domain."""
+    query = select(BlockedDomain.id).where(BlockedDomain.domain == email_domain(address))
+    return session.scalar(query) is not None
+
+
+def not_in_blocked_domain() -> ColumnElement[bool]:
+    """The condition "this subscriber's address is not at a blocked domain", for planning and claiming.
+
+    An anti-join on two indexes (`subscribers.email_domain`, the blocklist's unique domain): no string
+    function runs per row. Use it in a statement that has `subscribers` in its FROM clause.
+    """
+    return ~exists().where(BlockedDomain.domain == Subscriber.email_domain)

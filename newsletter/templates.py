@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import digests, rendering
+from newsletter import digests, links, rendering
 from newsletter.errors import Invalid, NotFound
 from newsletter.models import Template
 
@@ -27,6 +27,7 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 MAX_SOURCE_CHARS = 100_000
 SAMPLE_DIGEST = Path(__file__).resolve().parent / "samples" / "sample-digest.md"
 # A theme with every optional field set, so the test render exercises the logo and address branches too.
+SAMPLE_BASE_URL = "https://news.example.org"
 SAMPLE_THEME = rendering.Theme(
     publication_name="Sample Publication",
     logo_url="https://news.example.org/logo.png",
@@ -60,8 +61,8 @@ def validate_template(source: str, *, name: str = "template") -> rendering.Rende
             theme=SAMPLE_THEME,
             list_name="Sample list",
             list_description="A sample list",
-            link_href=lambda url: f"https://news.example.org/c/{rendering.TRACK}",
-            open_pixel_url=f"https://news.example.org/o/{rendering.TRACK}",
+            link_href=lambda url: links.click_url(SAMPLE_BASE_URL, rendering.TRACK, 1),
+            open_pixel_url=links.open_url(SAMPLE_BASE_URL, rendering.TRACK),
             template_source=source,
         )
     except rendering.TemplateRejected as exc:

@@ -13,6 +13,7 @@ from sqlalchemy import BigInteger, Connection, and_, bindparam, distinct, func, 
 from sqlalchemy.orm import Session
 
 from newsletter.db import is_postgres, postgres_sql, utcnow
+from newsletter.links import split_click_token
 from newsletter.models import Delivery, Event, EventType, Link, MailingList, Subscriber, SuppressionReason
 from newsletter.suppressions import suppress
 from newsletter.tokens import TokenPurpose, Tokens, UnknownToken
@@ -128,14 +129,15 @@ async def record_open_async(conn: AsyncConnection[Any], tokens: Tokens, *, token
 
 def _click_target(tokens: Tokens, token: str) -> tuple[int, int]:
     """The delivery and link position a click token `SIGNED.POSITION` names, or UnknownLink."""
-    signed, dot, position_text = token.rpartition(".")
-    if not dot or not position_text.isascii() or not position_text.isdigit() or len(position_text) > 9:
+    parts = split_click_token(token)
+    if parts is None:
         raise UnknownLink("this link is not valid")
+    signed, position = parts
     try:
         (delivery_id,) = tokens.read(TokenPurpose.track, signed, 1)
     except UnknownToken:
         raise UnknownLink("this link is not valid") from None
-    return delivery_id, int(position_text)
+    return delivery_id, position
 
 
 def record_click(session: Session, tokens: Tokens, *, token: str) -> str:

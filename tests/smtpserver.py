@@ -6,10 +6,12 @@ import datetime as dt
 import email
 import email.policy
 import ipaddress
+import random
 import ssl
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -24,6 +26,79 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 DROP = "DROP"  # a response that makes the server hang up without answering
+
+
+class AboveRate:
+    """Fault rule: `421 4.7.0 too fast` to the messages above `rate` per second (a token bucket holding
+    `burst`), like a server that really throttles; counts what it accepted and refused."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate / 10)
+        self.accepted = 0
+        self.refused = 0
+        self.accepted_at: list[float] = []  # time.monotonic() of each accepted message
+        self._tokens = self.burst
+        self._at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def __call__(self, rcpt: str) -> str | None:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                self.accepted += 1
+                self.accepted_at.append(now)
+                return None
+            self.refused += 1
+            return "421 4.7.0 too fast, slow down"
+
+    def steady_rate(self) -> float:
+        """Accepted messages per second between the first and the last tenth of them (start-up and the
+        tail of retries left out)."""
+        times = self.accepted_at
+        low, high = len(times) // 10, len(times) * 9 // 10
+        return (high - low) / (times[high] - times[low])
+
+
+class RandomFaults:
+    """Fault rule: seeded random temporary failures on a share of messages, and `550 5.1.1` for `unknown`
+    addresses; `served` counts the answers by code."""
+
+    def __init__(
+        self,
+        seed: int,
+        *,
+        unknown: frozenset[str] | set[str] = frozenset(),
+        share_421: float = 0.07,
+        share_451: float = 0.07,
+        share_452: float = 0.06,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.unknown = frozenset(unknown)
+        self.bounds = (share_421, share_421 + share_451, share_421 + share_451 + share_452)
+        self.served: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, rcpt: str) -> str | None:
+        with self._lock:
+            if rcpt in self.unknown:
+                answer: str | None = f"550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown"
+            else:
+                roll = self.rng.random()
+                answer = (
+                    "421 4.7.0 Too many messages, slow down"
+                    if roll < self.bounds[0]
+                    else "451 4.3.0 Temporary lookup failure"
+                    if roll < self.bounds[1]
+                    else "452 4.3.1 Insufficient system storage"
+                    if roll < self.bounds[2]
+                    else None
+                )
+            self.served[answer[:3] if answer else "250"] += 1
+            return answer
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import delivery, templates
+from newsletter import delivery, models, templates
 from newsletter.config import Settings
-from newsletter.models import ApiToken, Delivery, DeliveryStatus, Subscriber, Suppression
+from newsletter.models import ApiToken, CampaignStatus, Delivery, DeliveryStatus, Subscriber, Subscription, Suppression
 from newsletter.rendering import TEMPLATES_DIR
 from tests.apiclient import Api, api_client
 from tests.factories import SAMPLE_DIGEST, make_list, make_subscriber, publish_sample
@@ -43,7 +43,7 @@ def world(api: Api) -> dict[str, Any]:
         ana = make_subscriber(session, weekly, "ana@example.com", "Ana")
         make_subscriber(session, weekly, "bob@example.com", "Bob")
         publish_sample(session)
-        digest = session.scalars(select(delivery.Digest)).first()
+        digest = session.scalars(select(models.Digest)).first()
         assert digest is not None
         campaign = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["weekly"])
         session.add_all(
@@ -53,7 +53,7 @@ def world(api: Api) -> dict[str, Any]:
                 ),
             ]
         )
-        campaign.status = delivery.CampaignStatus.finished
+        campaign.status = CampaignStatus.finished
         session.commit()
         return {"campaign": campaign.id, "subscriber": ana.id, "digest": digest.slug}
 
@@ -106,6 +106,9 @@ ROUTES: list[tuple[str, str, Any, bool]] = [
     ("POST", "/api/v1/suppressions", {"email": "never@example.com"}, False),
     ("DELETE", "/api/v1/suppressions/{email}", None, False),
     ("POST", "/api/v1/suppressions/import", "email\nformer@example.com\n", False),
+    ("GET", "/api/v1/suppressions/domains", None, False),
+    ("POST", "/api/v1/suppressions/domains", {"domain": "*@mailinator.com"}, False),
+    ("DELETE", "/api/v1/suppressions/domains/{domain}", None, False),
     ("POST", "/api/v1/bounces", DSN, False),
 ]
 # Path parameters as the OpenAPI document names them.
@@ -122,6 +125,7 @@ def routes(w: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
         "{campaign_id}": str(w["campaign"]),
         "{digest}": w["digest"],
         "{email}": "never@example.com",
+        "{domain}": "mailinator.com",
     }
 
     def fill(text: str) -> str:
@@ -253,7 +257,7 @@ def test_list_delete_refused_while_a_campaign_is_sending(api: Api) -> None:
         make_subscriber(session, weekly)
         digest = publish_sample(session, SAMPLE_DIGEST)
         campaign = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["busy"])
-        campaign.status = delivery.CampaignStatus.sending
+        campaign.status = CampaignStatus.sending
         session.commit()
     response = api.call("DELETE", "/api/v1/lists/busy")
     assert response.status_code == 409 and "sending" in response.json()["error"]
@@ -317,9 +321,14 @@ def test_csv_import_and_export_over_http(api: Api) -> None:
     assert report["imported"] == 1 and report["errors"][0]["line"] == 3
     assert report["pending_confirmation"] == 1 and report["confirmation_emails_queued"] is True
     assert api.jobs.confirmations
-    exported = api.call("GET", "/api/v1/lists/csv/export")
+    # The import left them pending: not in the default export (confirmed only), there with status=all.
+    assert api.call("GET", "/api/v1/lists/csv/export").text.splitlines() == ["email,name,status"]
+    exported = api.call("GET", "/api/v1/lists/csv/export", params={"status": "all"})
     assert exported.headers["content-type"].startswith("text/csv")
-    assert exported.text.splitlines() == ["email,name,city", 'a@example.com,"\'=HYPERLINK(""http://evil"")",Almaty']
+    assert exported.text.splitlines() == [
+        "email,name,status,city",
+        'a@example.com,"\'=HYPERLINK(""http://evil"")",pending,Almaty',
+    ]
     strict = api.call(
         "POST", "/api/v1/lists/csv/import", params={"strict": True}, content=body, headers={"Content-Type": "text/csv"}
     )
@@ -393,7 +402,7 @@ def test_campaign_create_stats_ledger_and_resend(api: Api) -> None:
                 Delivery(campaign_id=cid, subscriber_id=bob.id, list_id=weekly.id, status=DeliveryStatus.failed),
             ]
         )
-        delivery.get_campaign(session, cid).status = delivery.CampaignStatus.finished
+        delivery.get_campaign(session, cid).status = CampaignStatus.finished
         session.commit()
     report = api.call("GET", f"/api/v1/campaigns/{cid}", "editor").json()
     assert report["counts"] == {"pending": 0, "sending": 0, "sent": 1, "failed": 1, "unknown": 0, "skipped": 0}
@@ -483,3 +492,127 @@ def test_validation_errors_use_the_error_body(api: Api) -> None:
     response = api.call("POST", "/api/v1/lists", json={"slug": "Bad Slug"})
     assert response.status_code == 422
     assert response.json()["error"] and response.json()["detail"][0]["loc"]
+
+
+def _stored(api: Api) -> list[Any]:
+    with api.sessions() as session:
+        return [
+            *session.execute(select(Subscriber.email, Subscriber.name, Subscriber.attributes).order_by(Subscriber.id)),
+            *session.execute(select(Subscription.subscriber_id, Subscription.status).order_by(Subscription.id)),
+            *session.execute(select(Suppression.email)),
+        ]
+
+
+def test_nul_in_a_body_or_filter_is_a_422_or_nothing_found_never_a_500(api: Api) -> None:
+    """Issue 11 item 8: PostgreSQL refuses NUL; these were 500s."""
+    api.call("POST", "/api/v1/lists", json={"slug": "weekly", "name": "Weekly", "from_email": "n@example.org"})
+    api.call("POST", "/api/v1/suppressions", json={"email": "gone@example.com"})
+    before = _stored(api)
+    for body, field in (
+        ({"email": "a\x00@example.com"}, "email"),
+        ({"email": "ana@example.com", "name": "A\x00na"}, "name"),
+        ({"email": "ana@example.com", "attributes": {"city": "Alm\x00aty"}}, None),
+        ({"email": "ana@example.com", "attributes": {"ci\x00ty": "Almaty"}}, None),
+    ):
+        response = api.call("POST", "/api/v1/subscribers", json={**body, "lists": ["weekly"]})
+        assert response.status_code == 422, response.text
+        assert "NUL" in response.text or (field and field in response.text), response.text
+    assert api.call("POST", "/api/v1/suppressions", json={"email": "x\x00@example.com"}).status_code == 422
+    assert api.call("POST", "/api/v1/suppressions/domains", json={"domain": "a\x00.com"}).status_code == 422
+    found = api.call("GET", "/api/v1/suppressions", params={"email": "gone\x00"})
+    assert found.status_code == 200 and found.json()["items"] == []
+    assert _stored(api) == before
+
+
+def test_adding_a_subscriber_without_confirmed_sends_one_confirmation(api: Api, smtp_server: Any) -> None:
+    """Issue 11 item 14: the subscription stays pending and the confirmation goes out after the commit."""
+    from newsletter import subscriptions
+    from newsletter.mailer import SMTPMailer
+
+    api.call("POST", "/api/v1/lists", json={"slug": "weekly", "name": "Weekly", "from_email": "n@example.org"})
+    settings = api.client.app.state.settings  # type: ignore[attr-defined]
+    queued: list[int] = []
+
+    def enqueue(subscription_id: int) -> None:  # what the Celery task does, on the test's sessions
+        queued.append(subscription_id)
+        mailer = SMTPMailer(smtp_server.url)
+        with api.sessions.begin() as session:
+            subscriptions.send_confirmation(session, settings, mailer, subscription_id)
+
+    api.client.app.state.enqueue_confirmation = enqueue  # type: ignore[attr-defined]
+    added = api.call("POST", "/api/v1/subscribers", json={"email": "ana@example.com", "lists": ["weekly"]})
+    assert added.status_code == 201, added.text
+    assert [s["status"] for s in added.json()["subscriptions"]] == ["pending"]
+    assert len(queued) == 1 and [m.rcpt_tos for m in smtp_server.messages] == [("ana@example.com",)]
+    assert b"/confirm/" in smtp_server.messages[0].data
+    # Again within the window, or with consent given elsewhere: no second email.
+    api.call("POST", "/api/v1/subscribers", json={"email": "ana@example.com", "lists": ["weekly"]})
+    confirmed = api.call(
+        "POST", "/api/v1/subscribers", json={"email": "bo@example.com", "lists": ["weekly"], "confirmed": True}
+    )
+    assert [s["status"] for s in confirmed.json()["subscriptions"]] == ["confirmed"]
+    assert len(queued) == 1 and len(smtp_server.messages) == 1
+
+
+def test_import_accepts_a_multipart_upload_as_curl_sends_it(api: Api) -> None:
+    """Issue 11 item 15: `curl -F file=@people.csv` failed with "no 'email' column (found: ------...)"."""
+    api.call("POST", "/api/v1/lists", json={"slug": "weekly", "name": "Weekly", "from_email": "n@example.org"})
+    people = b"email,name\nana@example.com,Ana\nbo@example.com,Bo\n"
+    report = api.call(
+        "POST", "/api/v1/lists/weekly/import", params={"confirmed": True}, files={"file": ("people.csv", people)}
+    )
+    assert report.status_code == 200, report.text
+    assert report.json()["imported"] == 2 and report.json()["errors"] == []
+    before = _stored(api)
+    wrong_field = api.call("POST", "/api/v1/lists/weekly/import", files={"upload": ("people.csv", people)})
+    assert wrong_field.status_code == 422 and "no 'file' field" in wrong_field.json()["error"]
+    broken = api.call(
+        "POST",
+        "/api/v1/lists/weekly/import",
+        content=b"--x\r\nnot a part",
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert broken.status_code == 422, broken.text
+    too_big = api.call(
+        "POST",
+        "/api/v1/lists/weekly/import",
+        content=b"email\n",
+        headers={"Content-Type": "text/csv", "Content-Length": str(600 * 2**20)},
+    )
+    assert too_big.status_code == 413
+    assert _stored(api) == before
+
+
+def test_list_export_status_filter_and_column(api: Api) -> None:
+    api.call("POST", "/api/v1/lists", json={"slug": "weekly", "name": "Weekly", "from_email": "n@example.org"})
+    body = "email\nin@example.com\n"
+    api.call("POST", "/api/v1/lists/weekly/import", params={"confirmed": True}, content=body)
+    api.call("POST", "/api/v1/lists/weekly/import", content="email\npending@example.com\n")
+    default = api.call("GET", "/api/v1/lists/weekly/export")
+    assert default.text == "email,name,status\r\nin@example.com,,confirmed\r\n"
+    everyone = api.call("GET", "/api/v1/lists/weekly/export", params={"status": "all"}).text
+    assert sorted(everyone.splitlines()[1:]) == ["in@example.com,,confirmed", "pending@example.com,,pending"]
+    assert api.call("GET", "/api/v1/lists/weekly/export", params={"status": "left"}).status_code == 422
+
+
+def test_the_domain_blocklist_api(api: Api) -> None:
+    """Issue 11 item 16: managed in the API; a clear error when the admin path meets a blocked domain."""
+    api.call("POST", "/api/v1/lists", json={"slug": "weekly", "name": "Weekly", "from_email": "n@example.org"})
+    created = api.call("POST", "/api/v1/suppressions/domains", json={"domain": "*@Mailinator.com", "detail": "spam"})
+    assert created.status_code == 201 and created.json()["domain"]["domain"] == "mailinator.com"
+    assert api.call("POST", "/api/v1/suppressions/domains", json={"domain": "mailinator.com"}).status_code == 200
+    bad = api.call("POST", "/api/v1/suppressions/domains", json={"domain": "not a domain"})
+    assert bad.status_code == 422 and "not a mail domain" in bad.json()["error"]
+    assert [d["domain"] for d in api.call("GET", "/api/v1/suppressions/domains").json()] == ["mailinator.com"]
+    before = _stored(api)
+    refused = api.call("POST", "/api/v1/subscribers", json={"email": "x@mailinator.com", "lists": ["weekly"]})
+    assert refused.status_code == 422 and "addresses at mailinator.com are blocked" in refused.json()["error"]
+    imported = api.call("POST", "/api/v1/lists/weekly/import", content="email\nx@mailinator.com\n").json()
+    assert imported["imported"] == 0
+    assert imported["errors"] == [
+        {"line": 2, "reason": "email 'x@mailinator.com': addresses at mailinator.com are blocked"}
+    ]
+    assert _stored(api) == before
+    assert api.call("DELETE", "/api/v1/suppressions/domains/mailinator.com").status_code == 204
+    assert api.call("DELETE", "/api/v1/suppressions/domains/mailinator.com").status_code == 404
+    assert api.call("GET", "/api/v1/suppressions/domains").json() == []

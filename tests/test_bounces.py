@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter import bounces, delivery
 from newsletter.config import Settings
 from newsletter.db import make_engine
+from newsletter.delivery import sending
 from newsletter.mailer import MemoryMailer
 from newsletter.models import (
     Delivery,
@@ -179,7 +180,7 @@ def send_sample(sessions: sessionmaker[Session], session: Session, settings: Set
     ranges = delivery.start(session, settings, campaign.id)
     session.commit()
     for batch in ranges:
-        delivery.send_batch(sessions, settings, MemoryMailer(), campaign.id, batch.first_id, batch.last_id)
+        sending.send_batch(sessions, settings, MemoryMailer(), campaign.id, batch.first_id, batch.last_id)
     session.expire_all()
     rows = session.execute(
         select(Subscriber.email, Delivery).join(Subscriber).where(Delivery.campaign_id == campaign.id)

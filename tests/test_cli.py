@@ -30,10 +30,10 @@ class Cli:
         self.cwd = cwd
         self.database_url = database_url
 
-    def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, ok: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "newsletter", *args],
-            env=self.env,
+            env={**self.env, **env},
             cwd=self.cwd,  # commands run from any directory
             capture_output=True,
             text=True,
@@ -111,8 +111,8 @@ def test_lists_import_export_and_subscribers(cli: Cli, tmp_path: Path) -> None:
     exported = tmp_path / "out.csv"
     cli.run("subscribers", "export", "weekly", "-o", str(exported))
     text_out = exported.read_text()
-    assert text_out.splitlines()[0] == "email,name,city"
-    assert "'=HYPERLINK" in text_out and "ana@example.com,Ana,Capital" in text_out
+    assert text_out.splitlines()[0] == "email,name,status,city"
+    assert "'=HYPERLINK" in text_out and "ana@example.com,Ana,confirmed,Capital" in text_out
     assert cli.run("subscribers", "export", "weekly").stdout == text_out
 
     cli.run("lists", "create", "copy", "--name", "Copy", "--from-email", "news@example.org")
@@ -146,6 +146,35 @@ def test_suppressions(cli: Cli, tmp_path: Path) -> None:
     cli.run("suppressions", "remove", "spam@example.com")
     cli.run("suppressions", "remove", "spam@example.com", ok=False)
     cli.run("suppressions", "add", ok=False)
+
+
+HYPERLINK = "\x1b]8;;http://evil\x1b\\x\x1b]8;;\x1b\\"  # an OSC 8 terminal hyperlink around "x"
+MARKUP = "[red]x[/red]"
+LINK_MARKUP = "[link=http://evil]y[/link]"
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
+def test_stored_values_print_as_text_never_as_markup_or_escape_sequences(cli: Cli, terminal: bool) -> None:
+    cli.run("subscribers", "add", "osc@example.com", "--name", HYPERLINK)
+    cli.run("subscribers", "add", "red@example.com", "--name", MARKUP)
+    cli.run("subscribers", "add", "link@example.com", "--name", LINK_MARKUP)
+    cli.run("suppressions", "add", "spam@example.com", "--detail", HYPERLINK + MARKUP)
+    cli.run("suppressions", "add", "ham@example.com", "--detail", LINK_MARKUP)
+    # FORCE_COLOR: Rich styles as on a terminal, where markup and escape sequences would take effect
+    env = {"FORCE_COLOR": "1", "COLUMNS": "250"} if terminal else {"COLUMNS": "250"}
+    for command in (("subscribers", "search"), ("suppressions", "list")):
+        shown = cli.run(*command, **env).stdout
+        # ours: the bold table header when styling; nothing else may reach the terminal as a sequence
+        ours = shown.replace("\x1b[1m", "").replace("\x1b[0m", "")
+        assert "\x1b" not in ours and "\x9b" not in ours and "\x9d" not in ours, (command, ours)
+        assert ("\x1b[1m" in shown) == terminal
+        assert MARKUP in shown and LINK_MARKUP in shown, (command, shown)
+        assert "]8;;http://evil\\x]8;;\\" in shown, (command, shown)  # the text that was around the ESCs
+    # what is stored is untouched: --json gives it back byte for byte
+    names = {s["email"]: s["name"] for s in cli.json("subscribers", "search")["items"]}
+    assert names == {"osc@example.com": HYPERLINK, "red@example.com": MARKUP, "link@example.com": LINK_MARKUP}
+    details = {s["email"]: s["detail"] for s in cli.json("suppressions", "list")}
+    assert details == {"spam@example.com": HYPERLINK + MARKUP, "ham@example.com": LINK_MARKUP}
 
 
 def test_campaign_status_deliveries_and_resend(cli: Cli) -> None:

@@ -84,6 +84,10 @@ BAD_DIGESTS = {
     "no-url.yaml": ['item 1 (headline "A"): url: is required'],
     "javascript-url.md": ['item 3 at line 12 (headline "Foo"): url: must be an absolute http(s) URL', "javascript:"],
     "bad-date.json": ["date: expected a date like 2025-04-26, got '2025-02-30'"],
+    # Issue 11 item 8: these two were Python tracebacks (PyYAML builds the date), the third a database error.
+    "bad-date.yaml": ["bad-date.yaml: date: expected a date like 2025-04-26, got '2025-13-45'"],
+    "bad-date.md": ["bad-date.md: date: expected a date like 2025-04-26, got '2025-02-30'"],
+    "long-headline.yaml": ["item 1", "headline", "at most 500 characters"],
     "invalid-syntax.yaml": ["invalid YAML at line 6, column 9"],
     "invalid-syntax.json": ["invalid JSON at line 5, column 22"],
     "empty-items.yaml": ["items: a digest needs at least one item"],

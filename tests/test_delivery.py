@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter import delivery, subscribers, subscriptions, suppressions
 from newsletter.config import Settings
 from newsletter.db import utcnow
+from newsletter.delivery import progress, sending
+from newsletter.delivery.ledger import NOTHING_WANTED, batch_ranges, claim, plan, planned_ranges
 from newsletter.mailer import MemoryMailer, SendResult
 from newsletter.models import (
     CampaignStatus,
@@ -36,12 +38,12 @@ def start_campaign(session: Session, settings: Settings, *slugs: str) -> tuple[i
 
 def send_all(sessions: sessionmaker[Session], settings: Settings, mailer: MemoryMailer, ranges) -> None:
     for batch in ranges:
-        delivery.send_batch(sessions, settings, mailer, batch.campaign_id, batch.first_id, batch.last_id)
+        sending.send_batch(sessions, settings, mailer, batch.campaign_id, batch.first_id, batch.last_id)
 
 
 def ledger(session: Session, campaign_id: int) -> dict[str, int]:
     session.expire_all()
-    return {k: v for k, v in delivery.counts(session, campaign_id).items() if v}
+    return {k: v for k, v in progress.tally(session, campaign_id).counts.items() if v}
 
 
 def test_plan_makes_one_row_per_recipient_across_lists_and_skips_the_ineligible(
@@ -66,7 +68,7 @@ def test_plan_makes_one_row_per_recipient_across_lists_and_skips_the_ineligible(
     ]
     # Planning again adds nothing.
     campaign = delivery.get_campaign(session, campaign_id)
-    assert delivery.plan_ledger(session, campaign) == 6
+    assert plan(session, campaign) == 6
 
 
 def test_batches_are_keyset_ranges_of_the_batch_size(session: Session, make_settings, settings: Settings) -> None:
@@ -85,14 +87,14 @@ def test_ranges_after_planning_are_those_of_numbering_the_rows(
     make_subscribers(session, mailing_list, 7)
     small = make_settings(database_url=settings.database_url, batch_size=3)
     campaign_id, ranges = start_campaign(session, small, "weekly")
-    assert ranges == delivery.batch_ranges(session, campaign_id, 3)
+    assert ranges == batch_ranges(session, campaign_id, 3)
     # Ids that are not consecutive (another insert into the ledger ran meanwhile): the rows get numbered.
     rows = session.scalars(select(Delivery).where(Delivery.campaign_id == campaign_id).order_by(Delivery.id)).all()
     session.delete(rows[3])
     session.flush()
-    numbered = delivery.batch_ranges(session, campaign_id, 3)
+    numbered = batch_ranges(session, campaign_id, 3)
     assert [(r.first_id, r.last_id) for r in numbered] == [(rows[0].id, rows[2].id), (rows[4].id, rows[6].id)]
-    assert delivery.planned_ranges(session, campaign_id, 6, 3) == numbered
+    assert planned_ranges(session, campaign_id, 6, 3) == numbered
 
 
 def test_send_batch_sends_each_recipient_once_with_personal_links(
@@ -180,10 +182,10 @@ def test_pause_resume_cancel_never_send_twice(
     batch = ranges[0]
     # Send only three, then cancel: the rest are skipped, and a resent task changes nothing.
     rows = session.scalars(select(Delivery.id).where(Delivery.campaign_id == campaign_id).order_by(Delivery.id)).all()
-    delivery.send_batch(sessions, settings, mailer, campaign_id, rows[0], rows[2])
+    sending.send_batch(sessions, settings, mailer, campaign_id, rows[0], rows[2])
     delivery.cancel(session, campaign_id)
     session.commit()
-    delivery.send_batch(sessions, settings, mailer, campaign_id, batch.first_id, batch.last_id)
+    sending.send_batch(sessions, settings, mailer, campaign_id, batch.first_id, batch.last_id)
     assert len(mailer.sent) == 3
     assert ledger(session, campaign_id) == {"sent": 3, "skipped": 3}
     with pytest.raises(delivery.CampaignError, match="already cancelled"):
@@ -195,7 +197,7 @@ def test_sweep_marks_dead_claims_unknown_and_requeues_lost_work(session: Session
     make_subscribers(session, mailing_list, 4)
     campaign_id, ranges = start_campaign(session, settings, "weekly")
     batch = ranges[0]
-    claimed = delivery.claim(session, campaign_id, batch.first_id, batch.last_id, limit=2, worker="dead:1")
+    claimed = claim(session, campaign_id, batch.first_id, batch.last_id, limit=2, worker="dead:1")
     assert len(claimed) == 2
     session.commit()
     later = utcnow() + dt.timedelta(seconds=settings.claim_lease_seconds + 1)
@@ -289,4 +291,4 @@ def test_subscribers_get_only_the_sections_they_chose(
     reason = session.scalar(
         select(Delivery.smtp_text).where(Delivery.status == DeliveryStatus.skipped, Delivery.campaign_id == campaign_id)
     )
-    assert reason == delivery.NOTHING_WANTED
+    assert reason == NOTHING_WANTED

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter import delivery
 from newsletter.config import Settings
 from newsletter.db import utcnow
+from newsletter.delivery import progress, sending
+from newsletter.dkim import DkimSigner
 from newsletter.mailer import MemoryMailer, SendResult, SMTPMailer
-from newsletter.messages import DkimSigner
 from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryStatus, Subscriber
 from tests.factories import make_list, make_subscribers, publish_sample
 from tests.processes import free_port
@@ -61,7 +62,7 @@ def test_dkim_signed_campaign_verifies_with_dkimpy_on_the_received_bytes(
             dkim_key_file=key_file,
         )
         campaign_id, batch = planned(session, settings, 3)
-        delivery.send_batch(sessions, settings, SMTPMailer(smtp.url), campaign_id, batch.first_id, batch.last_id)
+        sending.send_batch(sessions, settings, SMTPMailer(smtp.url), campaign_id, batch.first_id, batch.last_id)
         received = smtp.wait_for(3)
     record = DkimSigner.from_file("example.org", "nl", key_file).dns_record().encode()
 
@@ -89,7 +90,7 @@ def test_cr_lf_in_a_subscriber_name_or_the_subject_never_becomes_a_header(
     session.execute(update(Campaign).values(subject="Weekly\r\nBcc: victim@example.net\nX-Evil: 2"))
     session.commit()
     with RecordingSMTPServer(pipelining=True) as smtp:
-        delivery.send_batch(sessions, settings, SMTPMailer(smtp.url), campaign_id, batch.first_id, batch.last_id)
+        sending.send_batch(sessions, settings, SMTPMailer(smtp.url), campaign_id, batch.first_id, batch.last_id)
         received = smtp.wait_for(2)
     for message in received:
         assert message.rcpt_tos in (("r0@example.com",), ("r1@example.com",))
@@ -107,7 +108,7 @@ def test_an_address_that_cannot_be_written_fails_that_row_only(
     session.execute(update(Subscriber).where(Subscriber.email == "r1@example.com").values(email="r 1@example.com"))
     session.commit()
     mailer = MemoryMailer()
-    report = delivery.send_batch(sessions, settings, mailer, campaign_id, batch.first_id, batch.last_id)
+    report = sending.send_batch(sessions, settings, mailer, campaign_id, batch.first_id, batch.last_id)
     assert sorted(m.recipient for m in mailer.sent) == ["r0@example.com", "r2@example.com"]
     assert (report.sent, report.failed) == (2, 1)
     bad = next(r for r in rows(session, campaign_id) if r.status == DeliveryStatus.failed)
@@ -121,7 +122,7 @@ def test_an_internationalised_domain_goes_out_in_idna(
     session.execute(update(Subscriber).values(email="ana@қазақстан.kz"))
     session.commit()
     mailer = MemoryMailer()
-    delivery.send_batch(sessions, settings, mailer, campaign_id, batch.first_id, batch.last_id)
+    sending.send_batch(sessions, settings, mailer, campaign_id, batch.first_id, batch.last_id)
     assert [m.recipient for m in mailer.sent] == ["ana@xn--80aaa0a6awh12ed.kz"]
     assert "қазақстан".encode("idna") == b"xn--80aaa0a6awh12ed"
 
@@ -132,12 +133,12 @@ def test_unreachable_smtp_server_marks_nothing_sent_and_says_why(
     settings = make_settings(database_url=settings.database_url, retry_base_seconds=60)
     campaign_id, batch = planned(session, settings, 4)
     mailer = SMTPMailer(f"smtp://127.0.0.1:{free_port()}?timeout=2")
-    report = delivery.send_batch(sessions, settings, mailer, campaign_id, batch.first_id, batch.last_id)
+    report = sending.send_batch(sessions, settings, mailer, campaign_id, batch.first_id, batch.last_id)
     assert (report.sent, report.retried) == (0, 4) and report.retry_after is not None
     ledger = rows(session, campaign_id)
     assert {r.status for r in ledger} == {DeliveryStatus.pending}
     assert all(r.smtp_text and r.smtp_text.startswith("no SMTP server reachable") for r in ledger)
-    state = delivery.progress(session, campaign_id)
+    state = progress.campaign_progress(session, campaign_id)
     assert state.counts["sent"] == 0 and state.last_error is not None and "no SMTP server reachable" in state.last_error
 
 
@@ -147,15 +148,15 @@ def test_auto_pause_when_most_of_the_last_messages_fail(
     settings = make_settings(database_url=settings.database_url, auto_pause_window=20, outcome_flush_count=10)
     campaign_id, batch = planned(session, settings, 60)
     mailer = MemoryMailer(lambda rcpt: SendResult(554, "5.7.1 Service unavailable; client host blocked"))
-    delivery._windows.clear()
-    report = delivery.send_batch(sessions, settings, mailer, campaign_id, batch.first_id, batch.last_id)
+    sending._windows.clear()
+    report = sending.send_batch(sessions, settings, mailer, campaign_id, batch.first_id, batch.last_id)
     session.expire_all()
     campaign = delivery.get_campaign(session, campaign_id)
     assert campaign.status == CampaignStatus.paused
     assert campaign.pause_reason is not None and "20 of the last 20" in campaign.pause_reason
     assert "client host blocked" in campaign.pause_reason
     assert report.failed == 20  # stopped after the window filled, the rest stay pending for a resume
-    assert delivery.counts(session, campaign_id)["pending"] == 40
+    assert progress.tally(session, campaign_id).counts["pending"] == 40
 
 
 def test_progress_counts_rate_and_eta(sessions: sessionmaker[Session], session: Session, settings: Settings) -> None:
@@ -168,9 +169,9 @@ def test_progress_counts_rate_and_eta(sessions: sessionmaker[Session], session: 
     )
     session.execute(update(Campaign).values(started_at=utcnow() - dt.timedelta(seconds=600)))
     session.commit()
-    state = delivery.progress(session, campaign_id)
+    state = progress.campaign_progress(session, campaign_id)
     assert state.counts["sent"] == 6 and state.counts["pending"] == 4 and (state.done, state.total) == (6, 10)
-    assert state.rate == pytest.approx(6 / delivery.RATE_WINDOW_SECONDS)
+    assert state.rate == pytest.approx(6 / progress.RATE_WINDOW_SECONDS)
     assert state.eta_seconds == pytest.approx(4 / state.rate)
     assert state.as_dict()["counts"]["sent"] == 6
 

@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import deliverability, delivery, digests
 from newsletter.config import Settings
+from newsletter.delivery import sending
+from newsletter.dkim import DkimSigner
 from newsletter.mailer import get_mailer
-from newsletter.messages import DkimSigner
 from newsletter.models import Delivery, Link, Subscriber
 from newsletter.tokens import TokenPurpose, Tokens
 from tests.factories import SAMPLE_DIGEST, make_list, make_subscriber
@@ -58,7 +59,7 @@ def send_through_pipeline(
     session.commit()
     mailer = get_mailer(settings.smtp_url, settings.outbox_dir)
     for batch in ranges:
-        delivery.send_batch(sessions, settings, mailer, batch.campaign_id, batch.first_id, batch.last_id)
+        sending.send_batch(sessions, settings, mailer, batch.campaign_id, batch.first_id, batch.last_id)
     return campaign.id, smtp.wait_for(len(PEOPLE))
 
 

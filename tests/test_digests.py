@@ -255,3 +255,55 @@ def test_malformed_sources(text: str, fmt: str, message: str) -> None:
 
 def test_invalid_digest_is_a_value_error() -> None:
     assert issubclass(InvalidDigest, ValueError)
+
+
+ITEM = "  - headline: {headline}\n    source: {source}\n    url: https://example.org/a\n"
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "problem"),
+    [
+        ("title", f"title: {'T' * 501}\ndate: 2025-04-26\nitems:\n" + ITEM.format(headline="H", source="S"),
+         "title: "),
+        ("headline", "title: T\ndate: 2025-04-26\nitems:\n" + ITEM.format(headline="H" * 501, source="S"),
+         "item 1"),
+        ("source", "title: T\ndate: 2025-04-26\nitems:\n" + ITEM.format(headline="H", source="S" * 256),
+         "item 1"),
+    ],
+)  # fmt: skip
+def test_lengths_are_the_columns_lengths(field: str, text: str, problem: str) -> None:
+    """Issue 11 item 8: a 501-character headline passed validation and then failed in PostgreSQL."""
+    with pytest.raises(InvalidDigest, match=rf"{problem}.*at most") as info:
+        parse_digest(text, "yaml")
+    assert field in str(info.value)
+    # One character less is accepted.
+    parse_digest(text.replace("T" * 501, "T" * 500).replace("H" * 501, "H" * 500).replace("S" * 256, "S" * 255), "yaml")
+
+
+@pytest.mark.parametrize("date", ["2025-13-45", "2025-02-30"])
+def test_an_impossible_date_is_an_invalid_digest_naming_the_field(date: str) -> None:
+    """It was a ValueError from PyYAML's date constructor: a traceback from `digests publish`."""
+    yaml_text = f"title: T\ndate: {date}\nitems:\n" + ITEM.format(headline="H", source="S")
+    with pytest.raises(InvalidDigest, match=rf"^date: expected a date like 2025-04-26, got '{date}'$"):
+        parse_digest(yaml_text, "yaml")
+    item_date = "title: T\ndate: 2025-04-26\nitems:\n" + ITEM.format(headline="H", source="S") + f"    date: {date}\n"
+    with pytest.raises(InvalidDigest, match=rf"item 1 .*date: expected a date like 2025-04-26, got '{date}'"):
+        parse_digest(item_date, "yaml")
+    markdown = f"---\ntitle: T\ndate: {date}\n---\n\n## H\nSource: S\nURL: https://example.org/a\n\nSummary.\n"
+    with pytest.raises(InvalidDigest, match=rf"date: expected a date like 2025-04-26, got '{date}'"):
+        parse_digest(markdown, "md")
+    markdown = f"---\ntitle: T\ndate: 2025-04-26\n---\n\n## H\nSource: S\nURL: https://example.org/a\nDate: {date}\n"
+    with pytest.raises(InvalidDigest, match=rf"date: expected a date like 2025-04-26, got '{date}'"):
+        parse_digest(markdown, "md")
+    with pytest.raises(InvalidDigest, match=r"invalid YAML value: (month must be|day is out of range)"):
+        parse_digest(f"title: T\ndate: !!timestamp {date}\nitems:\n" + ITEM.format(headline="H", source="S"), "yaml")
+
+
+def test_nul_in_a_digests_text_is_refused() -> None:
+    base = "title: T\ndate: 2025-04-26\nitems:\n" + ITEM.format(headline="H", source="S")
+    item = {"headline": "H", "source": "S", "url": "https://example.org/a"}
+    with pytest.raises(InvalidDigest, match="summary: contains a NUL"):
+        parse_digest(json.dumps({"title": "T", "date": "2025-04-26", "items": [{**item, "summary": "a\x00b"}]}), "json")
+    with pytest.raises(InvalidDigest, match="intro: contains a NUL"):
+        parse_digest(json.dumps({"title": "T", "date": "2025-04-26", "intro": "\x00", "items": [item]}), "json")
+    assert parse_digest(base, "yaml").date == dt.date(2025, 4, 26)

@@ -8,7 +8,9 @@ from sqlalchemy.orm import Session
 
 from newsletter import delivery, gdpr, subscribers, subscriptions, suppressions
 from newsletter.db import Base
-from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Suppression, SuppressionReason
+from newsletter.delivery import progress
+from newsletter.delivery.ledger import plan
+from newsletter.models import CampaignStatus, Delivery, DeliveryStatus, Event, EventType, Suppression, SuppressionReason
 from tests.factories import make_list, make_subscriber, publish_sample
 
 ADDRESS = "ana.erasable@example.com"
@@ -40,7 +42,7 @@ def test_export_then_erase(session: Session) -> None:
     bob = make_subscriber(session, weekly, "bob.stays@example.com", "Bob")
     digest = publish_sample(session)
     campaign = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["gdpr"])
-    campaign.status = delivery.CampaignStatus.finished
+    campaign.status = CampaignStatus.finished
     session.flush()
     ledger = Delivery(
         campaign_id=campaign.id,
@@ -67,13 +69,13 @@ def test_export_then_erase(session: Session) -> None:
     assert exported["deliveries"][0]["smtp_code"] == 550
     assert exported["events"][0]["type"] == "bounce"
     assert exported["suppression"]["reason"] == "hard_bounce"
-    counts_before = delivery.counts(session, campaign.id)
+    counts_before = progress.tally(session, campaign.id).counts
 
     gdpr.erase_subscriber(session, ana)
 
     assert personal_data_left(session, ADDRESS, NAME, "203.0.113.9", "Erasetown") == []
     # statistics are intact: the ledger row and the bounce are still counted
-    assert delivery.counts(session, campaign.id) == counts_before
+    assert progress.tally(session, campaign.id).counts == counts_before
     assert session.scalar(select(func.count()).select_from(Event).where(Event.type == EventType.bounce)) == 1
     suppression = session.scalar(select(Suppression).where(Suppression.email_hash == ana.email_hash))
     assert suppression is not None and suppression.email is None
@@ -87,6 +89,6 @@ def test_export_then_erase(session: Session) -> None:
         session, weekly, comeback, source=subscriptions.SubscriptionSource.form, confirmed=True
     )
     next_campaign = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["gdpr"], allow_repeat=True)
-    delivery.plan_ledger(session, next_campaign)
+    plan(session, next_campaign)
     planned = set(session.scalars(select(Delivery.subscriber_id).where(Delivery.campaign_id == next_campaign.id)).all())
     assert planned == {bob.id, again.id}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 
 import pytest
@@ -243,3 +244,103 @@ def test_formula_cells_are_neutralised_and_restored(cell: str, safe: str) -> Non
     assert imports.neutralise(cell) == safe
     assert imports.unneutralise(safe) == cell
     assert imports.neutralise("Ana") == "Ana"
+
+
+def _everything(session: Session) -> list[tuple[object, ...]]:
+    session.expire_all()
+    return [
+        *session.execute(select(Subscriber.email, Subscriber.name, Subscriber.attributes).order_by(Subscriber.id)),
+        *session.execute(select(Subscription.subscriber_id, Subscription.list_id, Subscription.status)),
+    ]
+
+
+def test_a_nul_cell_fails_its_line_only(session: Session) -> None:
+    """Issue 11 item 8: one NUL aborted the whole import in PostgreSQL; now that line is reported."""
+    weekly = make_list(session, "weekly")
+    data = b"email,name,city\nana@example.com,Ana,Almaty\nnul@example.com,N\x00ul,X\nbo@example.com,Bo,Astana\n"
+    report = import_bytes(session, "weekly", data, confirmed=True)
+    assert report.imported == 2
+    assert [(e.line, e.reason) for e in report.errors] == [(3, "field 2: contains a NUL character")]
+    assert set(session.scalars(select(Subscriber.email))) == {"ana@example.com", "bo@example.com"}
+    with pytest.raises(imports.InvalidCsv, match="column 2 has a NUL character"):
+        import_bytes(session, "weekly", b"email,ci\x00ty\nx@example.com,1\n")
+    assert weekly.id
+
+
+def test_a_huge_header_is_refused_at_once_with_the_reason(session: Session) -> None:
+    """Issue 11 item 9: 50,000 columns took 42 s (a quadratic duplicate check); now a clear error, fast."""
+    import time
+
+    make_list(session, "weekly")
+    before = _everything(session)
+    header = ",".join(["email", *(f"c{i}" for i in range(50_000))]).encode()
+    started = time.perf_counter()
+    with pytest.raises(imports.InvalidCsv, match=r"the header has 50001 columns; at most 500"):
+        import_bytes(session, "weekly", header + b"\nx@example.com\n")
+    assert time.perf_counter() - started < 2
+    # Below the cap the duplicate check is one pass too.
+    wide = ",".join(["email", *(f"c{i}" for i in range(498)), "c7"]).encode()
+    with pytest.raises(imports.InvalidCsv, match=r"column.s. c7 appear more than once"):
+        import_bytes(session, "weekly", wide + b"\nx@example.com\n")
+    assert _everything(session) == before
+
+
+def test_export_neutralises_attribute_names_and_cells_starting_with_a_line_break(session: Session) -> None:
+    weekly = make_list(session, "weekly")
+    reader = make_subscriber(session, weekly, "ana@example.com", "\nAna")
+    reader.attributes = {'=HYPERLINK("http://evil.example","x")': "1", "note": "\n=1+1", "city": "Almaty"}
+    session.flush()
+    exported = export_text(session, "weekly")
+    rows = list(csv.reader(io.StringIO(exported)))
+    assert rows[0] == ["email", "name", "status", '\'=HYPERLINK("http://evil.example","x")', "city", "note"]
+    assert rows[1] == ["ana@example.com", "Ana", "confirmed", "1", "Almaty", "'\n=1+1"]
+    # ...and the file imports back to the same attributes (the quote prefix is removed again).
+    make_list(session, "copy")
+    import_bytes(session, "copy", exported.encode(), confirmed=True)
+    assert export_text(session, "copy") == exported
+
+
+def test_a_list_export_holds_confirmed_subscribers_by_default_with_a_status_column(session: Session) -> None:
+    """Issue 11 item 13: the export included people who left, and pending ones, with no way to tell."""
+    weekly = make_list(session, "weekly")
+    make_subscriber(session, weekly, "in@example.com")
+    make_subscriber(session, weekly, "pending@example.com", confirmed=False)
+    left = make_subscriber(session, weekly, "left@example.com")
+    subscriptions.unsubscribe_address(session, left.email)
+    blocked = make_subscriber(session, weekly, "blocked@example.com")
+    blocked.status = SubscriberStatus.blocklisted
+    make_subscriber(session, weekly, "bounced@example.com")
+    suppressions.suppress(session, "bounced@example.com", SuppressionReason.hard_bounce)
+    session.flush()
+
+    def rows(status: imports.ExportStatus | None = None) -> list[list[str]]:
+        options = {} if status is None else {"status": status}
+        text = "".join(imports.export_csv(session, Search(list_slug="weekly"), **options))
+        return list(csv.reader(io.StringIO(text)))
+
+    assert rows() == [["email", "name", "status"], ["in@example.com", "", "confirmed"]]
+    assert rows("pending") == [["email", "name", "status"], ["pending@example.com", "", "pending"]]
+    assert rows("unsubscribed") == [["email", "name", "status"], ["left@example.com", "", "unsubscribed"]]
+    assert sorted(rows("all")[1:]) == [
+        ["blocked@example.com", "", "confirmed"],
+        ["bounced@example.com", "", "confirmed"],
+        ["in@example.com", "", "confirmed"],
+        ["left@example.com", "", "unsubscribed"],
+        ["pending@example.com", "", "pending"],
+    ]
+    with pytest.raises(imports.Invalid, match="status: must be one of confirmed, pending, unsubscribed, all"):
+        rows("everyone")  # type: ignore[arg-type]
+
+
+def test_an_address_at_a_blocked_domain_is_a_rejected_line(session: Session) -> None:
+    """Issue 11 item 16: that line is rejected with the reason, the others are imported."""
+    make_list(session, "weekly")
+    suppressions.block_domain(session, "*@mailinator.com")
+    data = b"email,name\nana@example.com,Ana\nthrow@Mailinator.com,T\nbo@example.com,Bo\n"
+    report = import_bytes(session, "weekly", data, confirmed=True)
+    assert report.imported == 2
+    assert [(e.line, e.reason) for e in report.errors] == [
+        (3, "email 'throw@mailinator.com': addresses at mailinator.com are blocked")
+    ]
+    assert set(session.scalars(select(Subscriber.email))) == {"ana@example.com", "bo@example.com"}
+    assert set(session.scalars(select(Subscriber.email_domain))) == {"example.com"}

@@ -120,15 +120,41 @@ def test_dropped_connection_is_never_reported_as_sent(smtp: RecordingSMTPServer)
 
 
 def test_421_throttles_the_server_and_the_batch_goes_on(smtp: RecordingSMTPServer) -> None:
-    smtp.responses = {"r1@example.com": "421 4.7.0 Too many messages, slow down"}.get
+    too_fast = "421 4.7.0 Too many messages, slow down"
+    smtp.responses = {"r1@example.com": too_fast, "r2@example.com": too_fast}.get
     mailer = SMTPMailer(smtp.url)
     with mailer.session() as session:
-        results = list(session.send_many(batch(3)))
-    assert [r.code for r in results] == [250, 421, 250]
+        results = list(session.send_many(batch(4)))
+    assert [r.code for r in results] == [250, 421, 421, 250]
     assert results[1].throttled and classify(results[1]) == "retry"
-    assert mailer._states[0].level == 1
+    [pace] = mailer.pacer.snapshot()  # two 421s in three replies: the server's pace is cut
+    assert pace.server == mailer.servers[0].display and pace.rate is not None
+    assert pace.reason == "421 4.7.0 Too many messages, slow down" and pace.changed_at is not None
+    assert mailer.pacer.slowed(pace.server)
     assert SendResult(451, "4.7.1 rate limited").throttled
+    assert SendResult(421, "too many connections from your IP").throttled
+    assert SendResult(450, "4.2.1 try again later").throttled
     assert not SendResult(451, "4.3.0 later").throttled
+    assert not SendResult(452, "4.3.1 Insufficient system storage").throttled
+    assert not SendResult(452, "4.2.2 Mailbox full").throttled
+
+
+def test_local_problems_at_the_server_defer_the_recipient_but_do_not_slow_the_server(
+    smtp: RecordingSMTPServer,
+) -> None:
+    smtp.responses = {
+        "r1@example.com": "451 4.3.0 Temporary lookup failure",
+        "r2@example.com": "452 4.3.1 Insufficient system storage",
+        "r3@example.com": "452 4.2.2 Mailbox full",
+    }.get
+    mailer = SMTPMailer(smtp.url)
+    with mailer.session() as session:
+        results = list(session.send_many(batch(5)))
+    assert [r.code for r in results] == [250, 451, 452, 452, 250]
+    assert [classify(r) for r in results] == ["sent", "retry", "retry", "retry", "sent"]
+    assert [p.rate for p in mailer.pacer.snapshot()] == [None]  # still unlimited
+    assert not mailer.pacer.slowed(mailer.servers[0].display)
+    assert len(smtp.wait_for(2)) == 2 and smtp.connections == 1
 
 
 def test_starttls_and_auth() -> None:

@@ -6,9 +6,12 @@ import base64
 import email
 import email.policy
 import html
+import os
 import re
+from collections.abc import Callable
 from email.headerregistry import Address
 from email.message import EmailMessage
+from pathlib import Path
 
 import dkim
 import pytest
@@ -17,11 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from newsletter.config import Settings
+from newsletter.dkim import DkimKeyError, DkimSigner, signer_for
 from newsletter.messages import (
     PLACEHOLDER,
     CampaignMessage,
-    DkimKeyError,
-    DkimSigner,
     InvalidHeader,
     Recipient,
     clean_value,
@@ -359,3 +362,26 @@ def test_dkim_from_file_and_dns_record(tmp_path: pytest.TempPathFactory) -> None
     record = signer.dns_record()
     assert record.startswith("v=DKIM1; k=rsa; p=")
     serialization.load_der_public_key(base64.b64decode(record.split("p=")[1]))
+
+
+def test_the_configured_signer_is_built_once_per_key_file(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    path = tmp_path / "dkim.pem"
+    path.write_bytes(key_pem("rsa"))
+    configured = make_settings(dkim_domain="news.example.org", dkim_selector="nl2024", dkim_key_file=path)
+    first = signer_for(configured)
+    assert first is not None and first.algorithm == "rsa-sha256"
+    assert signer_for(configured) is first  # not read and parsed again for every confirmation email
+
+    # a rotated key is picked up without a restart
+    path.write_bytes(key_pem("ed25519"))
+    later = path.stat().st_mtime_ns + 1_000_000_000
+    os.utime(path, ns=(later, later))
+    rotated = signer_for(configured)
+    assert rotated is not None and rotated is not first and rotated.algorithm == "ed25519-sha256"
+
+    path.unlink()
+    with pytest.raises(DkimKeyError, match=f"cannot read DKIM key file {re.escape(str(path))}"):
+        signer_for(configured)
+    assert signer_for(make_settings()) is None  # DKIM off

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, delete, func, inspect, select
+from sqlalchemy import Engine, delete, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,7 +25,7 @@ def test_upgrade_on_empty_sqlite_is_repeatable(tmp_path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
     upgrade(engine)
     upgrade(engine)  # a second run is a no-op
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
     assert {"deliveries", "subscribers", "mailing_lists", "suppressions"} <= set(inspect(engine).get_table_names())
 
 
@@ -108,3 +108,55 @@ def test_enum_values_are_stored_by_value(session: Session) -> None:
     session.flush()
     raw = session.connection().exec_driver_sql("SELECT status FROM deliveries").scalar()
     assert raw == "pending"
+
+
+def test_migration_0002_rebuilds_sqlite_tables_so_ids_are_never_reused_and_keeps_every_row(tmp_path) -> None:
+    """Upgrading a database with data: the rebuild must not run the ON DELETE CASCADEs of the old tables."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0001")
+    now = "2025-01-01 00:00:00.000000"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO mailing_lists (slug, name, description, from_name, from_email, opt_in, visibility, "
+                "postal_address, theme, tracking, form_fields, cors_origins, created_at, updated_at) VALUES "
+                "('weekly', 'Weekly', '', '', 'news@example.org', 'double', 'public', '', '{}', 1, '[]', '[]', "
+                ":now, :now)"
+            ),
+            {"now": now},
+        )
+        for n in (1, 2, 3):
+            conn.execute(
+                text(
+                    "INSERT INTO subscribers (email, email_hash, name, attributes, status, created_at, updated_at) "
+                    "VALUES (:email, 'h', '', '{}', 'active', :now, :now)"
+                ),
+                {"email": f"reader{n}@example.org", "now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO subscriptions (subscriber_id, list_id, status, source, created_at, updated_at) "
+                    "VALUES (:n, 1, 'confirmed', 'api', :now, :now)"
+                ),
+                {"n": n, "now": now},
+            )
+    upgrade(engine)
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT count(*) FROM subscriptions")).scalar() == 3
+        assert conn.execute(text("SELECT email_domain FROM subscribers")).scalars().all() == ["example.org"] * 3
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
+        conn.execute(text("DELETE FROM subscribers WHERE id = 3"))
+        assert conn.execute(text("SELECT count(*) FROM subscriptions")).scalar() == 2  # cascades still work
+        conn.execute(
+            text(
+                "INSERT INTO subscribers (email, email_hash, email_domain, name, attributes, status, created_at, "
+                "updated_at) VALUES ('eve@example.org', 'h', 'example.org', '', '{}', 'active', :now, :now)"
+            ),
+            {"now": now},
+        )
+        assert conn.execute(text("SELECT id FROM subscribers WHERE email = 'eve@example.org'")).scalar() == 4
+        for table in ("mailing_lists", "subscribers", "subscriptions", "campaigns", "deliveries", "links"):
+            sql = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = :t"), {"t": table}).scalar()
+            assert "PRIMARY KEY AUTOINCREMENT" in sql, table
+    engine.dispose()

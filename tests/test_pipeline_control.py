@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from newsletter import delivery
 from newsletter.config import Settings
 from newsletter.db import session_scope
+from newsletter.delivery import progress
 from newsletter.models import CampaignStatus, Delivery, DeliveryStatus, Subscriber
 from tests.factories import make_list, publish_sample
 from tests.processes import add_subscribers, enqueue, running_workers, wait_until
@@ -57,7 +58,7 @@ def test_pause_resume_then_cancel_under_live_workers(
             time.sleep(2)
             assert len(smtp.messages) == at_pause, "a paused campaign kept sending"
             with session_scope(settings) as session:
-                counts = delivery.counts(session, campaign_id)
+                counts = progress.tally(session, campaign_id).counts
                 assert delivery.get_campaign(session, campaign_id).status == CampaignStatus.paused
             assert counts["sending"] == 0 and counts["pending"] == RECIPIENTS - at_pause
 

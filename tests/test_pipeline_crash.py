@@ -13,6 +13,7 @@ from sqlalchemy import select
 from newsletter import delivery
 from newsletter.config import Settings
 from newsletter.db import session_scope
+from newsletter.delivery import ledger
 from newsletter.models import CampaignStatus, Delivery, DeliveryStatus, Subscriber
 from tests.factories import make_list, publish_sample
 from tests.processes import CeleryWorker, add_subscribers, enqueue, running_workers, wait_until
@@ -103,7 +104,7 @@ def test_kill_9_workers_mid_send(
             .where(Delivery.campaign_id == campaign_id)
         ).all()
     status = {email: s for email, s, _ in rows}
-    resent = {email for email, s, text in rows if s == DeliveryStatus.sent and text == delivery.RESENT_AFTER_UNKNOWN}
+    resent = {email for email, s, text in rows if s == DeliveryStatus.sent and text == ledger.RESENT_AFTER_UNKNOWN}
     unknown = {email for email, s in status.items() if s == DeliveryStatus.unknown}
     duplicates = {email for email, n in received.items() if n > 1}
     # missing: no terminal row, or a row says sent and the server never got it

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from newsletter import delivery
 from newsletter.config import Settings
 from newsletter.db import session_scope
+from newsletter.delivery import progress
 from newsletter.models import (
     CampaignStatus,
     Delivery,
@@ -52,7 +53,7 @@ def wait_finished(settings: Settings, campaign_id: int, timeout: float = 60) -> 
         with session_scope(settings) as session:
             campaign = delivery.get_campaign(session, campaign_id)
             if campaign.status == CampaignStatus.finished:
-                return delivery.counts(session, campaign_id)
+                return progress.tally(session, campaign_id).counts
         time.sleep(0.2)
     raise AssertionError(f"campaign {campaign_id} did not finish within {timeout}s")
 

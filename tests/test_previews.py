@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter import delivery, previews, rendering
+from newsletter import digests, previews, rendering
 from newsletter.addresses import InvalidEmail
 from newsletter.config import Settings
+from newsletter.dkim import signer_for
 from newsletter.mailer import MemoryMailer, get_mailer
 from newsletter.models import Campaign, Delivery, Link
 from newsletter.tokens import TokenPurpose, Tokens
@@ -64,7 +65,7 @@ def test_preview_errors(session: Session, settings: Settings) -> None:
     with pytest.raises(previews.NoListToPreview, match="no mailing list yet"):
         previews.preview_digest(session, settings, digest.slug)
     make_list(session, slug="weekly")
-    with pytest.raises(delivery.DigestNotFound, match="no published digest with slug 'nope'"):
+    with pytest.raises(digests.DigestNotFound, match="no published digest with slug 'nope'"):
         previews.preview_digest(session, settings, "nope")
 
 
@@ -135,7 +136,7 @@ def test_test_send_with_dkim_verifies(session: Session, make_settings: Callable[
     digest = publish_sample(session)
     mailer = MemoryMailer()
     previews.send_test(session, settings, mailer, digest.slug, "a@example.com")
-    record = previews._dkim(settings).dns_record().encode()  # type: ignore[union-attr]
+    record = signer_for(settings).dns_record().encode()  # type: ignore[union-attr]
     data = mailer.sent[0].data
     assert data.startswith(b"X-Newsletter-Test: yes\r\nDKIM-Signature:")
     assert dkim.verify(data, dnsfunc=lambda name, timeout=5: record)

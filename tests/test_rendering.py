@@ -19,6 +19,7 @@ from markupsafe import escape
 
 from newsletter import deliverability
 from newsletter.digests import Digest, load_digest, parse_digest
+from newsletter.models import MailingList
 from newsletter.rendering import (
     NAME,
     PLACEHOLDERS,
@@ -29,6 +30,7 @@ from newsletter.rendering import (
     Theme,
     format_date,
     render_digest,
+    theme_for,
 )
 
 ROOT = Path(__file__).parent.parent
@@ -208,6 +210,14 @@ def test_theme_validation() -> None:
         Theme.from_dict({"accent_color": "#abc"})
     with pytest.raises(ValueError, match="logo_url must be an absolute http"):
         Theme(publication_name="P", logo_url="javascript:alert(1)")
+
+
+def test_a_lists_theme_fills_its_gaps_from_the_list_and_a_broken_one_falls_back() -> None:
+    weekly = MailingList(name="Weekly", postal_address="1 Example Street", theme={"accent_color": "#15b"})
+    assert theme_for(weekly) == Theme(publication_name="Weekly", accent_color="#15b", postal_address="1 Example Street")
+    # lists.check_theme refuses this on write; a row stored before that check must not stop an email
+    weekly.theme = {"accent_color": "red", "logo_url": "javascript:alert(1)"}
+    assert theme_for(weekly) == Theme(publication_name="Weekly", postal_address="1 Example Street")
 
 
 def test_markdown_in_summaries() -> None:

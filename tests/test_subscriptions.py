@@ -346,3 +346,80 @@ def test_imported_pending_subscriptions_get_one_confirmation_each(session: Sessi
     # Nobody is claimed twice; the one whose send failed can be claimed again.
     again = subscriptions.claim_unsent_confirmations(session, weekly.id, limit=10)
     assert again == [subscription_of(session, pending[2], weekly).id]
+
+
+def _rows(session: Session) -> list[tuple[object, ...]]:
+    session.expire_all()
+    return [
+        *session.execute(select(Subscriber.email, Subscriber.name, Subscriber.attributes).order_by(Subscriber.id)),
+        *session.execute(
+            select(Subscription.subscriber_id, Subscription.status, Subscription.confirmation_sent_at).order_by(
+                Subscription.id
+            )
+        ),
+        ("events", session.scalar(select(func.count()).select_from(Event))),
+    ]
+
+
+def test_nul_in_a_subscribe_name_or_attribute_is_refused_and_stores_nothing(session: Session) -> None:
+    """Issue 11 item 8: PostgreSQL refuses NUL, which made these a 500; now a validation error, both backends."""
+    weekly = make_list(session)
+    make_subscriber(session, weekly, "known@example.com")
+    before = _rows(session)
+    for address in ("new@example.com", "known@example.com"):  # the same answer, known or not: no oracle
+        with pytest.raises(addresses.InvalidName, match="NUL"):
+            subscriptions.subscribe(session, weekly, address, name="Ana\x00")
+        with pytest.raises(subscriptions.InvalidAttribute, match="city: contains a NUL"):
+            subscriptions.subscribe(session, weekly, address, attributes={"city": "Alm\x00aty"})
+    with pytest.raises(InvalidEmail, match="NUL"):
+        subscriptions.subscribe(session, weekly, "ana\x00@example.com")
+    assert _rows(session) == before
+
+
+def test_nul_in_the_preferences_name_is_refused_and_changes_nothing(session: Session) -> None:
+    weekly = make_list(session)
+    reader = make_subscriber(session, weekly, "ana@example.com", "Ana")
+    token = TOKENS.make(TokenPurpose.preferences, reader.id)
+    before = _rows(session)
+    with pytest.raises(addresses.InvalidName, match="NUL"):
+        subscriptions.update_preferences(session, TOKENS, token=token, name="A\x00na", lists=[], sections={})
+    assert _rows(session) == before
+
+
+def test_an_address_at_a_blocked_domain_gets_the_usual_answer_and_nothing_else(session: Session) -> None:
+    weekly = make_list(session)
+    suppressions.block_domain(session, "mailinator.com")
+    before = _rows(session)
+    result = subscriptions.subscribe(session, weekly, "throw@mailinator.com", name="T")
+    assert result == subscriptions.SubscribeResult(None, send_confirmation=False)  # as for a suppressed one
+    assert _rows(session) == before
+
+
+def test_adding_without_confirmed_leaves_it_pending_and_returns_the_confirmation_to_send(
+    session: Session, settings: Settings
+) -> None:
+    """Issue 11 item 14: `subscribers add` without --confirmed sent no confirmation email."""
+    from newsletter import subscribers
+
+    double = make_list(session, opt_in=OptIn.double)
+    added = subscribers.add(session, "ana@example.com", name="Ana", list_slugs=[double.slug])
+    subscription = subscription_of(session, added.subscriber, double)
+    assert subscription.status == SubscriptionStatus.pending
+    assert added.confirmations == [subscription.id] and subscription.confirmation_sent_at is not None
+    # Adding again within the resend window sends nothing more; a confirmed add sends nothing at all.
+    assert subscribers.add(session, "ana@example.com", list_slugs=[double.slug]).confirmations == []
+    other = make_list(session)
+    assert subscribers.add(session, "bo@example.com", list_slugs=[other.slug], confirmed=True).confirmations == []
+    mailer = MemoryMailer()
+    sent = subscriptions.send_confirmations(session, settings, mailer, added.confirmations)
+    assert [r.ok for r in sent.values()] == [True] and [m.recipient for m in mailer.sent] == ["ana@example.com"]
+
+    before = _rows(session)
+    suppressions.block_domain(session, "mailinator.com")
+    with pytest.raises(subscribers.InvalidSubscriber, match=r"addresses at mailinator.com are blocked"):
+        subscribers.add(session, "throw@mailinator.com", list_slugs=[double.slug])
+    with pytest.raises(addresses.InvalidName, match="NUL"):
+        subscribers.add(session, "new@example.com", name="N\x00", list_slugs=[double.slug])
+    with pytest.raises(subscribers.InvalidSubscriber, match="NUL"):
+        subscribers.add(session, "new@example.com", attributes={"k": "v\x00"}, list_slugs=[double.slug])
+    assert _rows(session) == before

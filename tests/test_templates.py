@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import delivery, sandbox, templates
 from newsletter.config import Settings
+from newsletter.delivery import sending
 from newsletter.mailer import MemoryMailer
 from newsletter.models import Campaign, Template
 from newsletter.rendering import TEMPLATES_DIR
@@ -130,7 +131,7 @@ def test_a_campaign_with_a_template_renders_and_sends_with_it(
     assert campaign.html is not None and "Custom: Foreign media on Kazakhstan" in campaign.html
     mailer = MemoryMailer()
     for batch in ranges:
-        delivery.send_batch(sessions, settings, mailer, batch.campaign_id, batch.first_id, batch.last_id)
+        sending.send_batch(sessions, settings, mailer, batch.campaign_id, batch.first_id, batch.last_id)
     assert len(mailer.sent) == 2
     for sent in mailer.sent:
         message = email.message_from_bytes(sent.data, policy=email.policy.default)

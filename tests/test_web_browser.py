@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from newsletter import delivery
 from newsletter.config import Settings
 from newsletter.db import make_engine
+from newsletter.delivery import sending
 from newsletter.models import Subscriber, Subscription, SubscriptionStatus
 from newsletter.web import create_app
 from tests.conftest import OUTPUT
@@ -88,12 +89,12 @@ def live(
         pytest.skip("NEWSLETTER_BROKER_URL is set: this test runs the tasks in embedded mode")
     tasks._mailer.cache_clear()
     tasks._rate_limiter.cache_clear()
-    delivery._prepared.clear()  # campaign ids restart after the truncation of the previous test
+    sending._prepared.clear()  # campaign ids restart after the truncation of the previous test
     with LiveServer(settings, port):
         yield base_url, settings
     tasks._mailer.cache_clear()
     tasks._rate_limiter.cache_clear()
-    delivery._prepared.clear()
+    sending._prepared.clear()
 
 
 def parse(data: bytes) -> EmailMessage:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter import delivery, subscriptions, suppressions
 from newsletter.config import Settings
 from newsletter.db import make_engine
+from newsletter.delivery import ledger
 from newsletter.mailer import MemoryMailer
 from newsletter.models import (
     Campaign,
@@ -118,7 +119,7 @@ def start(session: Session, settings: Settings, campaign_id: int) -> list[delive
     session.add_all(Delivery(campaign_id=campaign_id, subscriber_id=s, list_id=m) for s, m in rows)
     campaign.status = CampaignStatus.sending
     session.flush()
-    return delivery.batch_ranges(session, campaign_id, settings.batch_size)
+    return ledger.batch_ranges(session, campaign_id, settings.batch_size)
 
 
 # --- subscribe --------------------------------------------------------------------------------------------
@@ -335,7 +336,7 @@ def test_gmail_one_click_post_unsubscribes_mid_campaign(
         event = session.scalar(select(Event).where(Event.type == EventType.unsubscribe))
         assert event is not None and event.subscriber_id == leaving.id and event.detail == "one-click"
 
-        claimed = delivery.claim(session, campaign.id, ranges[0].first_id, ranges[-1].last_id, limit=100, worker="t")
+        claimed = ledger.claim(session, campaign.id, ranges[0].first_id, ranges[-1].last_id, limit=100, worker="t")
         assert {c.subscriber_id for c in claimed} == {r.id for r in readers} - {leaving.id}
         skipped = session.scalar(select(Delivery.status).where(Delivery.subscriber_id == leaving.id))
         assert skipped == "skipped"
@@ -584,7 +585,7 @@ def _hot_hits(app: FastAPI, sessions: sessionmaker[Session], settings: Settings)
 
 @pytest.mark.postgres
 def test_postgres_fast_path_records_what_the_session_path_records(make_settings: object, committed_pg_url: str) -> None:
-    """The hot endpoints on the async pools (`app.HotPools`) against the same requests on sessions."""
+    """The hot endpoints on the async pools (`deps.HotPools`) against the same requests on sessions."""
     settings: Settings = make_settings(database_url=committed_pg_url)  # type: ignore[operator]
     engine = make_engine(committed_pg_url)
     sessions = sessionmaker(bind=engine, expire_on_commit=False)
@@ -659,12 +660,12 @@ def test_healthz_still_answers(web: Web) -> None:
 def test_confirmation_goes_through_the_worker_task_in_embedded_mode(
     web: Web, session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from newsletter.web import public
+    from newsletter.web.public.subscribe import enqueue_confirmation
     from worker import tasks
 
     calls: list[int] = []
     monkeypatch.setattr(tasks.send_confirmation, "delay", lambda subscription_id: calls.append(subscription_id))
-    web.app.state.enqueue_confirmation = public.enqueue_confirmation
+    web.app.state.enqueue_confirmation = enqueue_confirmation
     mailing_list = make_list(session)
     session.commit()
     web.client.post(f"/subscribe/{mailing_list.slug}", data={"email": "queued@example.com"})
@@ -675,3 +676,33 @@ def test_confirmation_goes_through_the_worker_task_in_embedded_mode(
 def test_suppression_count_helper_sees_all_tables(session: Session) -> None:
     assert set(counts(session)) == {"Subscriber", "Subscription", "Event", "Suppression"}
     assert Suppression.__tablename__ == "suppressions"
+
+
+def _people(session: Session) -> list[Any]:
+    session.expire_all()
+    return [
+        *session.execute(select(Subscriber.email, Subscriber.name, Subscriber.attributes)),
+        *session.execute(select(Subscription.subscriber_id, Subscription.list_id, Subscription.status)),
+    ]
+
+
+def test_nul_in_the_subscribe_form_or_preferences_is_a_400_not_a_500(web: Web, session: Session) -> None:
+    """Issue 11 item 8: a NUL in the name, an extra field or the preferences name reached PostgreSQL."""
+    weekly = make_list(session, "weekly")
+    weekly.form_fields = [{"name": "city", "label": "City"}]
+    reader = make_subscriber(session, weekly, "ana@example.com", "Ana")
+    session.commit()
+    before = _people(session)
+    as_json = web.client.post("/subscribe/weekly", json={"email": "new@example.com", "name": "N\x00"})
+    assert as_json.status_code == 400 and as_json.json()["field"] == "name" and "NUL" in as_json.json()["error"]
+    with_attribute = web.client.post(
+        "/subscribe/weekly", json={"email": "new@example.com", "attributes": {"city": "Alm\x00aty"}}
+    )
+    assert with_attribute.status_code == 400 and with_attribute.json()["field"] == "attributes"
+    form = web.client.post("/subscribe/weekly", data={"email": "new@example.com", "name": "N\x00"})
+    assert form.status_code in (200, 400) and "NUL" in html.unescape(form.text)
+    token = web.tokens.make(TokenPurpose.preferences, reader.id)
+    saved = web.client.post(f"/preferences/{token}", data={"name": "A\x00na", "list": [str(weekly.id)]})
+    assert saved.status_code == 400 and "Nothing was saved" in saved.text
+    assert _people(session) == before
+    assert web.mailer.sent == []

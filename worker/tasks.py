@@ -9,7 +9,9 @@ from functools import cache
 from newsletter import delivery, subscriptions
 from newsletter.config import get_settings
 from newsletter.db import session_factory, session_scope
+from newsletter.delivery import sending
 from newsletter.mailer import Mailer, get_mailer
+from newsletter.pacing import get_pacer
 from newsletter.ratelimit import RateLimiter, get_rate_limiter
 from worker.app import app
 
@@ -19,7 +21,8 @@ log = logging.getLogger(__name__)
 @cache
 def _mailer() -> Mailer:
     settings = get_settings()
-    return get_mailer(settings.smtp_url, settings.outbox_dir)
+    # one pace per SMTP server for the whole fleet (Redis), or this process in embedded mode
+    return get_mailer(settings.smtp_url, settings.outbox_dir, get_pacer(settings))
 
 
 @cache
@@ -44,7 +47,7 @@ def start_campaign(campaign_id: int) -> None:
 def send_batch(campaign_id: int, first_id: int, last_id: int) -> None:
     settings = get_settings()
     limiter = _rate_limiter()
-    report = delivery.send_batch(
+    report = sending.send_batch(
         session_factory(settings),
         settings,
         _mailer(),

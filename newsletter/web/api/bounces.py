@@ -6,9 +6,10 @@ from fastapi import APIRouter, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from newsletter import bounces
-from newsletter.web.api.deps import Admin, AppSettings, Db
+from newsletter.web.api.deps import Admin
 from newsletter.web.api.errors import ApiRoute, described
 from newsletter.web.api.schemas import BounceOutcome, BounceReport
+from newsletter.web.deps import SessionDep, SettingsDep
 
 router = APIRouter(tags=["bounces"], route_class=ApiRoute)
 
@@ -27,7 +28,7 @@ MAX_REPORT_BYTES = 10 * 1024 * 1024  # a report quoting a whole large message st
         }
     },
 )
-async def ingest(request: Request, session: Db, settings: AppSettings, _: Admin) -> BounceReport:
+async def ingest(request: Request, session: SessionDep, settings: SettingsDep, _: Admin) -> BounceReport:
     data = bytearray()
     async for chunk in request.stream():
         data += chunk

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from newsletter import delivery, previews, stats
 from newsletter.mailer import get_mailer
 from newsletter.models import CampaignStatus, DeliveryStatus
-from newsletter.web.api.deps import AppSettings, Db, Editor, JobQueue
+from newsletter.web.api.deps import Editor, JobQueue
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute, described
+from newsletter.web.api.params import Cursor, RowId
 from newsletter.web.api.schemas import (
     CampaignIn,
     CampaignReport,
@@ -21,28 +22,24 @@ from newsletter.web.api.schemas import (
     Resent,
     TestSendIn,
     TestSent,
+    row_fields,
 )
+from newsletter.web.deps import SessionDep, SettingsDep
 
 router = APIRouter(tags=["campaigns"], route_class=ApiRoute)
-CampaignId = Path(ge=1, le=2**63 - 1)
 
 
 @router.get("/campaigns", summary="Campaigns, newest first")
 def list_campaigns(
-    session: Db,
+    session: SessionDep,
     _: Editor,
     status: CampaignStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=stats.MAX_PAGE)] = 100,
 ) -> list[CampaignSummary]:
     return [
         CampaignSummary(
-            id=c.id,
-            status=c.status,
-            subject=c.subject,
+            **row_fields(c, CampaignSummary, exclude={"digest", "recipients"}),
             digest=c.digest.slug,
-            scheduled_at=c.scheduled_at,
-            started_at=c.started_at,
-            finished_at=c.finished_at,
             recipients=c.recipient_count,
         )
         for c in stats.list_campaigns(session, status=status, limit=limit)
@@ -55,7 +52,7 @@ def list_campaigns(
     responses={**NOT_FOUND, **CONFLICT},
     summary="Send a digest to lists, now or at a given time",
 )
-def create_campaign(body: CampaignIn, session: Db, user: Editor, jobs: JobQueue) -> CampaignState:
+def create_campaign(body: CampaignIn, session: SessionDep, user: Editor, jobs: JobQueue) -> CampaignState:
     campaign = delivery.create_campaign(
         session,
         digest_slug=body.digest,
@@ -78,14 +75,14 @@ def create_campaign(body: CampaignIn, session: Db, user: Editor, jobs: JobQueue)
     responses={**NOT_FOUND, 422: described("Bad address."), 502: described("The mail server refused it.")},
     summary="Send one message of a digest to an address, marked as a test and recorded nowhere",
 )
-def send_test(body: TestSendIn, session: Db, settings: AppSettings, _: Editor) -> TestSent:
+def send_test(body: TestSendIn, session: SessionDep, settings: SettingsDep, _: Editor) -> TestSent:
     mailer = get_mailer(settings.smtp_url, settings.outbox_dir)
     preview, result = previews.send_test(session, settings, mailer, body.digest, body.to, body.list)
     return TestSent(to=body.to, subject=preview.subject, smtp_code=result.code, smtp_text=result.text)
 
 
 @router.get("/campaigns/{campaign_id}", responses=NOT_FOUND, summary="Status and statistics of a campaign")
-def get_campaign(session: Db, _: Editor, campaign_id: int = CampaignId) -> CampaignReport:
+def get_campaign(session: SessionDep, _: Editor, campaign_id: RowId) -> CampaignReport:
     return CampaignReport.model_validate(stats.campaign_report(session, campaign_id))
 
 
@@ -95,13 +92,13 @@ def get_campaign(session: Db, _: Editor, campaign_id: int = CampaignId) -> Campa
     summary="The per-recipient ledger, filterable by status (e.g. ?status=failed), keyset-paged",
 )
 def deliveries(
-    session: Db,
+    session: SessionDep,
     _: Editor,
-    campaign_id: int = CampaignId,
+    campaign_id: RowId,
     status: Annotated[
         list[DeliveryStatus] | None, Query(description="Repeatable: ?status=failed&status=unknown")
     ] = None,
-    after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=stats.MAX_PAGE)] = 100,
 ) -> DeliveryPage:
     page = stats.ledger_page(session, campaign_id, statuses=status or [], after=after, limit=limit)
@@ -109,15 +106,13 @@ def deliveries(
 
 
 @router.post("/campaigns/{campaign_id}/pause", responses={**NOT_FOUND, **CONFLICT}, summary="Stop claiming recipients")
-def pause(session: Db, _: Editor, campaign_id: int = CampaignId) -> CampaignState:
+def pause(session: SessionDep, _: Editor, campaign_id: RowId) -> CampaignState:
     campaign = delivery.pause(session, campaign_id)
     return CampaignState(id=campaign.id, status=campaign.status)
 
 
 @router.post("/campaigns/{campaign_id}/resume", responses={**NOT_FOUND, **CONFLICT}, summary="Carry on after a pause")
-def resume(
-    session: Db, settings: AppSettings, _: Editor, jobs: JobQueue, campaign_id: int = CampaignId
-) -> CampaignState:
+def resume(session: SessionDep, settings: SettingsDep, _: Editor, jobs: JobQueue, campaign_id: RowId) -> CampaignState:
     ranges = delivery.resume(session, settings, campaign_id)
     status = delivery.get_campaign(session, campaign_id).status
     session.commit()
@@ -130,7 +125,7 @@ def resume(
     responses={**NOT_FOUND, **CONFLICT},
     summary="Stop for good; recipients not yet sent to are skipped",
 )
-def cancel(session: Db, _: Editor, campaign_id: int = CampaignId) -> CampaignState:
+def cancel(session: SessionDep, _: Editor, campaign_id: RowId) -> CampaignState:
     campaign = delivery.cancel(session, campaign_id)
     return CampaignState(id=campaign.id, status=campaign.status)
 
@@ -141,7 +136,7 @@ def cancel(session: Db, _: Editor, campaign_id: int = CampaignId) -> CampaignSta
     summary="Send again to failed and/or unknown recipients only (never to sent ones)",
 )
 def resend(
-    body: ResendIn, session: Db, settings: AppSettings, _: Editor, jobs: JobQueue, campaign_id: int = CampaignId
+    body: ResendIn, session: SessionDep, settings: SettingsDep, _: Editor, jobs: JobQueue, campaign_id: RowId
 ) -> Resent:
     moved, ranges = stats.resend(session, settings, campaign_id, body.statuses)
     status = delivery.get_campaign(session, campaign_id).status

@@ -1,32 +1,15 @@
-"""What admin API handlers depend on: a unit of work, the authenticated user and role, the job queue."""
+"""What admin API handlers depend on beyond `web.deps`: the authenticated user and role, the job queue."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
 
 from newsletter import delivery, users
-from newsletter.config import Settings
-from newsletter.db import unit_of_work
 from newsletter.models import Role, User
-
-log = logging.getLogger(__name__)
-
-
-def get_db(request: Request) -> Iterator[Session]:
-    """One unit of work per request, committed before the response is sent (see `Db`)."""
-    with unit_of_work(request.app.state.sessions) as session:
-        request.state.db = session  # so ApiRoute can roll back when it turns an error into a response
-        yield session
-
-
-# scope="function": commit when the handler returns, before the client hears "done".
-Db = Annotated[Session, Depends(get_db, scope="function")]
+from newsletter.web.deps import SessionDep
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -35,7 +18,9 @@ bearer = HTTPBearer(
 )
 
 
-def current_user(session: Db, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> User:
+def current_user(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> User:
     if credentials is None:
         raise HTTPException(401, "missing API token: send the header 'Authorization: Bearer TOKEN'")
     try:
@@ -52,14 +37,6 @@ def require_admin(user: Annotated[User, Depends(current_user)]) -> User:
 
 Editor = Annotated[User, Depends(current_user)]  # editors and admins
 Admin = Annotated[User, Depends(require_admin)]
-
-
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-AppSettings = Annotated[Settings, Depends(get_settings)]
 
 
 class Jobs:

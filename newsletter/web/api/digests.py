@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from newsletter import delivery, digests, models, previews
-from newsletter.web.api.deps import AppSettings, Db, Editor
+from newsletter.web.api.deps import Editor
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
-from newsletter.web.api.schemas import SLUG_PATTERN, DigestItemOut, DigestOut, DigestSummary, Published
+from newsletter.web.api.params import SlugPath
+from newsletter.web.api.schemas import SLUG_PATTERN, DigestOut, DigestSummary, Published
+from newsletter.web.deps import SessionDep, SettingsDep
 
 router = APIRouter(tags=["digests"], route_class=ApiRoute)
 
@@ -23,14 +25,16 @@ router = APIRouter(tags=["digests"], route_class=ApiRoute)
     responses=CONFLICT,
     summary="Publish a digest; publishing the same content again is a no-op (created: false)",
 )
-def publish(body: digests.Digest, session: Db, _: Editor) -> Published:
+def publish(body: digests.Digest, session: SessionDep, _: Editor) -> Published:
     # The body is validated by the same model as the CLI's files, so both report the same problems.
     stored, created = digests.publish(session, body)
     return Published(slug=stored.slug, created=created)
 
 
 @router.get("/digests", summary="Published digests, newest first")
-def list_digests(session: Db, _: Editor, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DigestSummary]:
+def list_digests(
+    session: SessionDep, _: Editor, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[DigestSummary]:
     item_count = (
         select(func.count(models.DigestItem.id))
         .where(models.DigestItem.digest_id == models.Digest.id)
@@ -46,32 +50,13 @@ def list_digests(session: Db, _: Editor, limit: Annotated[int, Query(ge=1, le=10
 
 
 @router.get("/digests/{slug}", responses=NOT_FOUND, summary="One digest with its items")
-def get_digest(session: Db, _: Editor, slug: str = Path(pattern=SLUG_PATTERN)) -> DigestOut:
+def get_digest(session: SessionDep, _: Editor, slug: SlugPath) -> DigestOut:
     digest = session.scalar(
         select(models.Digest).where(models.Digest.slug == slug).options(selectinload(models.Digest.items))
     )
     if digest is None:
         raise delivery.DigestNotFound(slug)
-    return DigestOut(
-        slug=digest.slug,
-        title=digest.title,
-        date=digest.date,
-        intro=digest.intro,
-        published_at=digest.published_at,
-        items=[
-            DigestItemOut(
-                headline=i.headline,
-                source=i.source,
-                url=i.url,
-                date=i.date,
-                section=i.section,
-                summary=i.summary,
-                image=i.image,
-                image_alt=i.image_alt,
-            )
-            for i in digest.items
-        ],
-    )
+    return DigestOut.model_validate(digest, from_attributes=True)
 
 
 @router.get(
@@ -82,10 +67,10 @@ def get_digest(session: Db, _: Editor, slug: str = Path(pattern=SLUG_PATTERN)) -
     summary="The email exactly as a subscriber of the list would get it, for a sample recipient",
 )
 def preview(
-    session: Db,
-    settings: AppSettings,
+    session: SessionDep,
+    settings: SettingsDep,
     _: Editor,
-    slug: str = Path(pattern=SLUG_PATTERN),
+    slug: SlugPath,
     list_slug: Annotated[str | None, Query(alias="list", pattern=SLUG_PATTERN)] = None,
     text: Annotated[bool, Query(description="The text part instead of the HTML.")] = False,
 ) -> Response:

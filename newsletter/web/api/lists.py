@@ -2,77 +2,58 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from newsletter import imports, lists
 from newsletter.models import MailingList
 from newsletter.subscribers import Search
-from newsletter.web.api.deps import Admin, Db, Editor, JobQueue
-from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
-from newsletter.web.api.schemas import SLUG_PATTERN, Counts, ImportReportOut, ListIn, ListOut, ListPatch
+from newsletter.web.api.deps import Admin, Editor, JobQueue
+from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute, described
+from newsletter.web.api.params import SlugPath, csv_body, csv_upload
+from newsletter.web.api.schemas import Counts, ImportReportOut, ListIn, ListOut, ListPatch, row_fields
+from newsletter.web.deps import SessionDep
 
 router = APIRouter(tags=["lists"], route_class=ApiRoute)
-Slug = Path(pattern=SLUG_PATTERN)
-UPLOAD_MEMORY = 4 * 1024 * 1024  # larger uploads spill to a temporary file
 
 
-def list_out(session: Db, mailing_list: MailingList) -> ListOut:
+def list_out(session: SessionDep, mailing_list: MailingList) -> ListOut:
     counts = lists.subscription_counts(session, mailing_list.id)
     return ListOut(
-        id=mailing_list.id,
-        slug=mailing_list.slug,
-        name=mailing_list.name,
-        description=mailing_list.description,
-        from_email=mailing_list.from_email,
-        from_name=mailing_list.from_name,
-        reply_to=mailing_list.reply_to,
-        opt_in=mailing_list.opt_in,
-        visibility=mailing_list.visibility,
-        postal_address=mailing_list.postal_address,
-        tracking=mailing_list.tracking,
+        **row_fields(mailing_list, ListOut, exclude={"theme", "counts"}),
         theme=mailing_list.theme or {},
         counts=Counts(**counts),
-        created_at=mailing_list.created_at,
     )
 
 
 @router.get("/lists", summary="Every list with its subscription counts")
-def list_lists(session: Db, _: Editor) -> list[ListOut]:
+def list_lists(session: SessionDep, _: Editor) -> list[ListOut]:
     return [list_out(session, m) for m in lists.all_lists(session)]
 
 
 @router.post("/lists", status_code=201, summary="Create a list")
-def create_list(body: ListIn, session: Db, _: Admin) -> ListOut:
+def create_list(body: ListIn, session: SessionDep, _: Admin) -> ListOut:
+    # ListIn's fields are create_list's arguments; an empty reply-to means none.
     mailing_list = lists.create_list(
         session,
-        slug=body.slug,
-        name=body.name,
-        from_email=body.from_email,
-        from_name=body.from_name,
+        **body.model_dump(exclude={"reply_to", "theme"}),
         reply_to=body.reply_to or None,
-        description=body.description,
-        opt_in=body.opt_in,
-        visibility=body.visibility,
-        postal_address=body.postal_address,
-        tracking=body.tracking,
         theme=body.theme.model_dump(exclude_none=True) if body.theme else None,
     )
     return list_out(session, mailing_list)
 
 
 @router.get("/lists/{slug}", responses=NOT_FOUND, summary="One list with its subscription counts")
-def get_list(session: Db, _: Editor, slug: str = Slug) -> ListOut:
+def get_list(session: SessionDep, _: Editor, slug: SlugPath) -> ListOut:
     return list_out(session, lists.get_list(session, slug))
 
 
 @router.patch("/lists/{slug}", responses=NOT_FOUND, summary="Change some fields of a list")
-def update_list(body: ListPatch, session: Db, _: Admin, slug: str = Slug) -> ListOut:
+def update_list(body: ListPatch, session: SessionDep, _: Admin, slug: SlugPath) -> ListOut:
     changes: dict[str, Any] = body.model_dump(exclude_unset=True, exclude={"theme"})
     if "theme" in body.model_fields_set:
         changes["theme"] = body.theme.model_dump(exclude_none=True) if body.theme else {}
@@ -85,36 +66,27 @@ def update_list(body: ListPatch, session: Db, _: Admin, slug: str = Slug) -> Lis
     responses={**NOT_FOUND, **CONFLICT},
     summary="Delete a list (refused once campaigns went to it)",
 )
-def delete_list(session: Db, _: Admin, slug: str = Slug) -> Response:
+def delete_list(session: SessionDep, _: Admin, slug: SlugPath) -> Response:
     lists.delete_list(session, slug)
     return Response(status_code=204)
 
 
 @router.post(
     "/lists/{slug}/import",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, 413: described("The upload is larger than 512 MiB.")},
     summary="Import subscribers from CSV (columns: email, name, any attributes)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"text/csv": {"schema": {"type": "string"}}},
-            "description": "UTF-8 (with or without BOM), comma or semicolon separated, header row first.",
-        }
-    },
+    openapi_extra=csv_body("UTF-8 (with or without BOM), comma or semicolon separated, header row first."),
 )
 async def import_list(
     request: Request,
-    session: Db,
+    session: SessionDep,
     _: Admin,
     jobs: JobQueue,
-    slug: str = Slug,
+    slug: SlugPath,
     confirmed: bool = Query(False, description="Consent was obtained elsewhere: subscribe as confirmed."),
     strict: bool = Query(False, description="Refuse the whole file if any row is bad."),
 ) -> ImportReportOut:
-    with tempfile.SpooledTemporaryFile(max_size=UPLOAD_MEMORY) as upload:
-        async for chunk in request.stream():
-            upload.write(chunk)
-        upload.seek(0)
+    async with csv_upload(request) as upload:
         report = await run_in_threadpool(
             imports.import_csv,
             session,
@@ -135,18 +107,30 @@ async def import_list(
     responses={**NOT_FOUND, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV"}},
     summary="The list's subscribers as CSV (formula-looking cells neutralised)",
 )
-def export_list(request: Request, session: Db, _: Admin, slug: str = Slug) -> StreamingResponse:
+def export_list(
+    request: Request,
+    session: SessionDep,
+    _: Admin,
+    slug: SlugPath,
+    status: imports.ExportStatus = Query(
+        "confirmed",
+        description="Which subscriptions: `confirmed` (the default: the people the list mails), `pending`, "
+        "`unsubscribed` or `all`. The file has a `status` column either way.",
+    ),
+) -> StreamingResponse:
     lists.get_list(session, slug)
-    return csv_response(request, Search(list_slug=slug), f"{slug}.csv")
+    return csv_response(request, Search(list_slug=slug), f"{slug}.csv", status=status)
 
 
-def csv_response(request: Request, search: Search, filename: str) -> StreamingResponse:
+def csv_response(
+    request: Request, search: Search, filename: str, status: imports.ExportStatus = "confirmed"
+) -> StreamingResponse:
     """Stream an export; rows are read by a session of its own, as the request's ends before streaming."""
     factory = request.app.state.sessions
 
     def lines() -> Iterator[str]:
         with factory() as session:
-            yield from imports.export_csv(session, search)
+            yield from imports.export_csv(session, search, status=status)
 
     return StreamingResponse(
         lines(),

@@ -7,23 +7,37 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from newsletter.addresses import NAME_LENGTH
 from newsletter.models import (
+    BlockedDomain,
     CampaignStatus,
     DeliveryStatus,
+    MailingList,
     OptIn,
     Role,
+    Subscriber,
     SubscriberStatus,
     SubscriptionStatus,
+    Suppression,
     SuppressionReason,
     Visibility,
+    column_length,
 )
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,99}$"
+# PostgreSQL cannot store a NUL character: a body holding one is refused with a 422 that names the field.
+NO_NUL = r"^[^\x00]*$"
+EMAIL_LENGTH = column_length(Subscriber.email)
 Scalar = str | int | float | bool | None
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def row_fields(row: object, model: type[BaseModel], *, exclude: set[str] | None = None) -> dict[str, Any]:
+    """The attributes of a database row that `model` has fields of the same name for, but those excluded."""
+    return {name: getattr(row, name) for name in model.model_fields if not exclude or name not in exclude}
 
 
 # --- users ------------------------------------------------------------------------------------------------
@@ -70,14 +84,14 @@ class ThemeIn(Strict):
 
 class ListIn(Strict):
     slug: str = Field(pattern=SLUG_PATTERN)
-    name: str = Field(min_length=1, max_length=255)
-    from_email: str = Field(max_length=320)
-    from_name: str = Field("", max_length=255)
-    reply_to: str | None = Field(None, max_length=320)
-    description: str = Field("", max_length=10_000)
+    name: str = Field(min_length=1, max_length=column_length(MailingList.name), pattern=NO_NUL)
+    from_email: str = Field(max_length=column_length(MailingList.from_email), pattern=NO_NUL)
+    from_name: str = Field("", max_length=column_length(MailingList.from_name), pattern=NO_NUL)
+    reply_to: str | None = Field(None, max_length=column_length(MailingList.reply_to), pattern=NO_NUL)
+    description: str = Field("", max_length=10_000, pattern=NO_NUL)
     opt_in: OptIn = OptIn.double
     visibility: Visibility = Visibility.public
-    postal_address: str = Field("", max_length=1000)
+    postal_address: str = Field("", max_length=1000, pattern=NO_NUL)
     tracking: bool = True
     theme: ThemeIn | None = None
 
@@ -147,15 +161,19 @@ class SubscriberPage(BaseModel):
 
 
 class SubscriberIn(Strict):
-    email: str = Field(max_length=320)
-    name: str = Field("", max_length=255)
+    email: str = Field(max_length=EMAIL_LENGTH, pattern=NO_NUL)
+    name: str = Field("", max_length=NAME_LENGTH, pattern=NO_NUL)
     attributes: dict[str, Scalar] = Field(default_factory=dict)
     lists: list[str] = Field(default_factory=list, max_length=100)
-    confirmed: bool = Field(False, description="Consent was obtained elsewhere: no confirmation email.")
+    confirmed: bool = Field(
+        False,
+        description="Consent was obtained elsewhere: no confirmation email. Otherwise a subscription to a "
+        "double opt-in list stays pending and the confirmation email is sent.",
+    )
 
 
 class SubscriberPatch(Strict):
-    name: str | None = Field(None, max_length=255)
+    name: str | None = Field(None, max_length=NAME_LENGTH, pattern=NO_NUL)
     attributes: dict[str, Scalar] | None = Field(None, description="Merged in; a null value deletes a key.")
     replace_attributes: bool = False
     blocked: bool | None = None
@@ -340,8 +358,8 @@ class Resent(BaseModel):
 
 
 class SuppressionIn(Strict):
-    email: str = Field(max_length=320)
-    detail: str | None = Field(None, max_length=1000)
+    email: str = Field(max_length=column_length(Suppression.email), pattern=NO_NUL)
+    detail: str | None = Field(None, max_length=1000, pattern=NO_NUL)
 
 
 class SuppressionOut(BaseModel):
@@ -367,6 +385,26 @@ class SuppressionImportOut(BaseModel):
     added: int
     already: int = Field(description="Addresses that were suppressed already (their first reason is kept).")
     errors: list[ImportErrorOut] = Field(description="Rows that are not usable addresses; the others were added.")
+
+
+class BlockedDomainIn(Strict):
+    domain: str = Field(
+        max_length=column_length(BlockedDomain.domain),
+        pattern=NO_NUL,
+        description="mailinator.com, @mailinator.com or *@mailinator.com",
+    )
+    detail: str | None = Field(None, max_length=1000, pattern=NO_NUL)
+
+
+class BlockedDomainOut(BaseModel):
+    domain: str
+    detail: str | None
+    created_at: dt.datetime
+
+
+class DomainBlocked(BaseModel):
+    domain: BlockedDomainOut
+    created: bool
 
 
 class BounceOutcome(BaseModel):

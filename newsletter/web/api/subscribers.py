@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from newsletter import gdpr, lists, subscribers
 from newsletter.models import Subscriber, SubscriberStatus, SubscriptionSource, SubscriptionStatus
-from newsletter.web.api.deps import Admin, Db
+from newsletter.web.api.deps import Admin
 from newsletter.web.api.errors import NOT_FOUND, ApiRoute
 from newsletter.web.api.lists import csv_response
+from newsletter.web.api.params import Cursor, RowId
 from newsletter.web.api.schemas import (
     SLUG_PATTERN,
     SubscriberIn,
@@ -22,29 +23,28 @@ from newsletter.web.api.schemas import (
     SubscriptionOut,
     Unsubscribed,
     UnsubscribeIn,
+    row_fields,
 )
+from newsletter.web.deps import SessionDep
 
 router = APIRouter(tags=["subscribers"], route_class=ApiRoute)
-SubscriberId = Path(ge=1, le=2**63 - 1)
+
+
+def path_subscriber(session: SessionDep, subscriber_id: RowId) -> Subscriber:
+    """The subscriber the path names (404 if there is none)."""
+    return subscribers.get_subscriber(session, subscriber_id)
+
+
+PathSubscriber = Annotated[Subscriber, Depends(path_subscriber)]
 
 
 def subscriber_out(subscriber: Subscriber, subscriptions: list[tuple[str, Any]]) -> SubscriberOut:
     return SubscriberOut(
-        id=subscriber.id,
-        email=subscriber.email,
-        name=subscriber.name,
+        **row_fields(subscriber, SubscriberOut, exclude={"attributes", "subscriptions"}),
         attributes=subscriber.attributes or {},
-        status=subscriber.status,
-        created_at=subscriber.created_at,
-        updated_at=subscriber.updated_at,
         subscriptions=[
             SubscriptionOut(
-                list=slug,
-                status=s.status,
-                source=s.source.value,
-                consent_at=s.consent_at,
-                confirmed_at=s.confirmed_at,
-                unsubscribed_at=s.unsubscribed_at,
+                **row_fields(s, SubscriptionOut, exclude={"list", "source"}), list=slug, source=s.source.value
             )
             for slug, s in subscriptions
         ],
@@ -80,10 +80,10 @@ Filters = Annotated[subscribers.Search, Depends(search_params)]
 
 @router.get("/subscribers", responses=NOT_FOUND, summary="Search subscribers, a page at a time (keyset)")
 def search(
-    session: Db,
+    session: SessionDep,
     _: Admin,
     filters: Filters,
-    after: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="`next_cursor` of the previous page.")] = None,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=subscribers.MAX_PAGE)] = 100,
 ) -> SubscriberPage:
     page = subscribers.search_page(session, filters, after=after, limit=limit)
@@ -99,15 +99,15 @@ def search(
     responses={**NOT_FOUND, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV"}},
     summary="The subscribers a search finds, as CSV",
 )
-def export(request: Request, session: Db, _: Admin, filters: Filters) -> StreamingResponse:
+def export(request: Request, session: SessionDep, _: Admin, filters: Filters) -> StreamingResponse:
     if filters.list_slug:
         lists.get_list(session, filters.list_slug)
     return csv_response(request, filters, "subscribers.csv")
 
 
 @router.post("/subscribers", status_code=201, responses=NOT_FOUND, summary="Add a subscriber (to lists)")
-def add(body: SubscriberIn, session: Db, _: Admin) -> SubscriberOut:
-    subscriber = subscribers.add_subscriber(
+def add(request: Request, body: SubscriberIn, session: SessionDep, _: Admin) -> SubscriberOut:
+    added = subscribers.add(
         session,
         body.email,
         name=body.name,
@@ -115,18 +115,23 @@ def add(body: SubscriberIn, session: Db, _: Admin) -> SubscriberOut:
         list_slugs=body.lists,
         confirmed=body.confirmed,
         source=SubscriptionSource.api,
+        resend_hours=request.app.state.settings.confirm_resend_hours,
     )
-    return one(session, subscriber)
+    out = one(session, added.subscriber)
+    session.commit()  # the confirmation task must find the committed subscription
+    for subscription_id in added.confirmations:
+        # The subscribe form's path: the rate-limited Celery task (inline in embedded mode).
+        request.app.state.enqueue_confirmation(subscription_id)
+    return out
 
 
 @router.get("/subscribers/{subscriber_id}", responses=NOT_FOUND, summary="One subscriber and their subscriptions")
-def get(session: Db, _: Admin, subscriber_id: int = SubscriberId) -> SubscriberOut:
-    return one(session, subscribers.get_subscriber(session, subscriber_id))
+def get(session: SessionDep, _: Admin, subscriber: PathSubscriber) -> SubscriberOut:
+    return one(session, subscriber)
 
 
 @router.patch("/subscribers/{subscriber_id}", responses=NOT_FOUND, summary="Change name, attributes, block")
-def patch(body: SubscriberPatch, session: Db, _: Admin, subscriber_id: int = SubscriberId) -> SubscriberOut:
-    subscriber = subscribers.get_subscriber(session, subscriber_id)
+def patch(body: SubscriberPatch, session: SessionDep, _: Admin, subscriber: PathSubscriber) -> SubscriberOut:
     subscribers.update_subscriber(
         session,
         subscriber,
@@ -140,8 +145,7 @@ def patch(body: SubscriberPatch, session: Db, _: Admin, subscriber_id: int = Sub
 
 
 @router.post("/subscribers/{subscriber_id}/unsubscribe", responses=NOT_FOUND, summary="Unsubscribe from lists (or all)")
-def unsubscribe(body: UnsubscribeIn, session: Db, _: Admin, subscriber_id: int = SubscriberId) -> Unsubscribed:
-    subscriber = subscribers.get_subscriber(session, subscriber_id)
+def unsubscribe(body: UnsubscribeIn, session: SessionDep, _: Admin, subscriber: PathSubscriber) -> Unsubscribed:
     return Unsubscribed(unsubscribed=subscribers.unsubscribe(session, subscriber, body.lists))
 
 
@@ -151,8 +155,8 @@ def unsubscribe(body: UnsubscribeIn, session: Db, _: Admin, subscriber_id: int =
     responses=NOT_FOUND,
     summary="Delete a subscriber with their ledger rows (to keep statistics, erase instead)",
 )
-def delete(session: Db, _: Admin, subscriber_id: int = SubscriberId) -> Response:
-    subscribers.delete_subscriber(session, subscribers.get_subscriber(session, subscriber_id))
+def delete(session: SessionDep, _: Admin, subscriber: PathSubscriber) -> Response:
+    subscribers.delete_subscriber(session, subscriber)
     return Response(status_code=204)
 
 
@@ -161,8 +165,8 @@ def delete(session: Db, _: Admin, subscriber_id: int = SubscriberId) -> Response
     responses=NOT_FOUND,
     summary="GDPR export: everything stored about one subscriber",
 )
-def gdpr_export(session: Db, _: Admin, subscriber_id: int = SubscriberId) -> dict[str, Any]:
-    return gdpr.export_subscriber(session, subscribers.get_subscriber(session, subscriber_id))
+def gdpr_export(session: SessionDep, _: Admin, subscriber: PathSubscriber) -> dict[str, Any]:
+    return gdpr.export_subscriber(session, subscriber)
 
 
 @router.post(
@@ -171,6 +175,6 @@ def gdpr_export(session: Db, _: Admin, subscriber_id: int = SubscriberId) -> dic
     responses=NOT_FOUND,
     summary="GDPR erase: remove personal data, keep the address's hash suppressed and the statistics",
 )
-def erase(session: Db, _: Admin, subscriber_id: int = SubscriberId) -> Response:
-    gdpr.erase_subscriber(session, subscribers.get_subscriber(session, subscriber_id))
+def erase(session: SessionDep, _: Admin, subscriber: PathSubscriber) -> Response:
+    gdpr.erase_subscriber(session, subscriber)
     return Response(status_code=204)

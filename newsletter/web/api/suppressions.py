@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import tempfile
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
@@ -11,10 +10,14 @@ from fastapi.concurrency import run_in_threadpool
 
 from newsletter import suppressions
 from newsletter.models import Suppression, SuppressionReason
-from newsletter.web.api.deps import Admin, Db
+from newsletter.web.api.deps import Admin
 from newsletter.web.api.errors import NOT_FOUND, ApiRoute
-from newsletter.web.api.lists import UPLOAD_MEMORY
+from newsletter.web.api.params import Cursor, csv_body, csv_upload
 from newsletter.web.api.schemas import (
+    NO_NUL,
+    BlockedDomainIn,
+    BlockedDomainOut,
+    DomainBlocked,
     ImportErrorOut,
     SuppressionAdded,
     SuppressionImportOut,
@@ -22,23 +25,22 @@ from newsletter.web.api.schemas import (
     SuppressionOut,
     SuppressionPage,
 )
+from newsletter.web.deps import SessionDep
 
 router = APIRouter(tags=["suppressions"], route_class=ApiRoute)
 
 
 def suppression_out(s: Suppression) -> SuppressionOut:
-    return SuppressionOut(
-        id=s.id, email=s.email, email_hash=s.email_hash, reason=s.reason, detail=s.detail, created_at=s.created_at
-    )
+    return SuppressionOut.model_validate(s, from_attributes=True)
 
 
 @router.get("/suppressions", summary="Suppressed addresses, a page at a time")
 def list_suppressions(
-    session: Db,
+    session: SessionDep,
     _: Admin,
     reason: SuppressionReason | None = None,
     email: Annotated[str | None, Query(max_length=320, description="Substring, or an exact erased address.")] = None,
-    after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=suppressions.MAX_PAGE)] = 100,
 ) -> SuppressionPage:
     page = suppressions.list_suppressions(session, reason=reason, email=email, after=after, limit=limit)
@@ -46,7 +48,7 @@ def list_suppressions(
 
 
 @router.post("/suppressions", status_code=201, summary="Never mail this address (idempotent)")
-def add(body: SuppressionIn, session: Db, _: Admin, response: Response) -> SuppressionAdded:
+def add(body: SuppressionIn, session: SessionDep, _: Admin, response: Response) -> SuppressionAdded:
     suppression, created = suppressions.add(session, body.email, detail=body.detail)
     if not created:
         response.status_code = 200
@@ -56,24 +58,15 @@ def add(body: SuppressionIn, session: Db, _: Admin, response: Response) -> Suppr
 @router.post(
     "/suppressions/import",
     summary="Suppress every address of a CSV file (an `email` column, or one address per line)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"text/csv": {"schema": {"type": "string"}}},
-            "description": "UTF-8 (with or without BOM); e.g. the bounce or unsubscribe export of another tool.",
-        }
-    },
+    openapi_extra=csv_body("UTF-8 (with or without BOM); e.g. the bounce or unsubscribe export of another tool."),
 )
 async def import_csv(
     request: Request,
-    session: Db,
+    session: SessionDep,
     _: Admin,
     detail: Annotated[str | None, Query(max_length=1000, description="Why, for the record.")] = None,
 ) -> SuppressionImportOut:
-    with tempfile.SpooledTemporaryFile(max_size=UPLOAD_MEMORY) as upload:
-        async for chunk in request.stream():
-            upload.write(chunk)
-        upload.seek(0)
+    async with csv_upload(request) as upload:
         text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")
         try:
             result = await run_in_threadpool(suppressions.add_csv, session, text, detail=detail)
@@ -87,12 +80,42 @@ async def import_csv(
     )
 
 
+@router.get("/suppressions/domains", summary="The domain blocklist: domains never subscribed nor mailed")
+def list_domains(session: SessionDep, _: Admin) -> list[BlockedDomainOut]:
+    return [
+        BlockedDomainOut(domain=d.domain, detail=d.detail, created_at=d.created_at)
+        for d in suppressions.blocked_domains(session)
+    ]
+
+
+@router.post("/suppressions/domains", status_code=201, summary="Block a whole domain, e.g. *@mailinator.com")
+def block_domain(body: BlockedDomainIn, session: SessionDep, _: Admin, response: Response) -> DomainBlocked:
+    entry, created = suppressions.block_domain(session, body.domain, detail=body.detail)
+    if not created:
+        response.status_code = 200
+    return DomainBlocked(
+        domain=BlockedDomainOut(domain=entry.domain, detail=entry.detail, created_at=entry.created_at),
+        created=created,
+    )
+
+
+@router.delete(
+    "/suppressions/domains/{domain}",
+    status_code=204,
+    responses=NOT_FOUND,
+    summary="Allow a blocked domain again (logged)",
+)
+def unblock_domain(session: SessionDep, user: Admin, domain: str = Path(max_length=255, pattern=NO_NUL)) -> Response:
+    suppressions.unblock_domain(session, domain, by=user.name)
+    return Response(status_code=204)
+
+
 @router.delete(
     "/suppressions/{email}",
     status_code=204,
     responses=NOT_FOUND,
     summary="Allow mail to an address again (logged)",
 )
-def remove(session: Db, user: Admin, email: str = Path(max_length=320)) -> Response:
+def remove(session: SessionDep, user: Admin, email: str = Path(max_length=320)) -> Response:
     suppressions.remove(session, email, by=user.name)
     return Response(status_code=204)

@@ -1,0 +1,72 @@
+"""Celery worker processes for the benches: start a pool with given settings, stop it, read its peak RSS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from newsletter.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def process_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The largest peak RSS (VmHWM) of any process of a worker: the master or a pool child."""
+    peak = 0
+    for member in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            continue
+    return peak / 1024
+
+
+@dataclass
+class Workers:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def start_workers(settings: Settings, concurrency: int, log: Path, app: str = "worker") -> Workers:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update({f"NEWSLETTER_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", app, "worker", f"--concurrency={concurrency}", "--loglevel=WARNING",
+         "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"],
+        cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    time.sleep(3)  # let the pool fork and connect before the clock starts
+    return Workers(proc, log)

@@ -1,0 +1,140 @@
+"""`newsletter lists`: create, show, change and delete mailing lists."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter import lists
+from newsletter.cli.console import AsJson, emit_json, fail, print_table, say, unit_of_work
+from newsletter.models import MailingList, OptIn, Visibility
+
+app = typer.Typer(no_args_is_help=True, help="Mailing lists.")
+
+THEME_HELP = 'JSON: {"publication_name", "logo_url", "accent_color", "postal_address"}.'
+
+
+def parse_theme(value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        theme = json.loads(value)
+    except json.JSONDecodeError as exc:
+        fail(f"--theme is not JSON: {exc}")
+    if not isinstance(theme, dict):
+        fail('--theme must be a JSON object such as {"accent_color": "#1a5fb4"}')
+    return theme
+
+
+@app.command("create")
+def lists_create(
+    slug: str,
+    name: Annotated[str, typer.Option(help="Shown to subscribers.")],
+    from_email: Annotated[str, typer.Option(help="Sender address.")],
+    from_name: Annotated[str, typer.Option(help="Sender display name (default: the list name).")] = "",
+    single_opt_in: Annotated[bool, typer.Option(help="Confirm subscriptions without an email round-trip.")] = False,
+    postal_address: Annotated[str, typer.Option(help="Postal address printed in every footer.")] = "",
+    private: Annotated[bool, typer.Option("--private", help="Hide from the public archive and forms.")] = False,
+    theme: Annotated[str | None, typer.Option(help=THEME_HELP)] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create a mailing list."""
+    with unit_of_work() as session:
+        mailing_list = lists.create_list(
+            session,
+            slug=slug,
+            opt_in=OptIn.single if single_opt_in else OptIn.double,
+            visibility=Visibility.private if private else Visibility.public,
+            theme=parse_theme(theme),
+            name=name,
+            from_email=from_email,
+            from_name=from_name,
+            postal_address=postal_address,
+        )
+        result = {"id": mailing_list.id, "slug": mailing_list.slug}
+    emit_json(result) if as_json else say(f"created list {slug}")
+
+
+@app.command("list")
+def lists_list(as_json: AsJson = False) -> None:
+    """Lists with their subscriber counts."""
+    with unit_of_work() as session:
+        rows = [
+            {"slug": m.slug, "name": m.name, "opt_in": m.opt_in.value, **lists.subscription_counts(session, m.id)}
+            for m in session.scalars(select(MailingList).order_by(MailingList.slug))
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    keys = ("slug", "name", "opt_in", "confirmed", "pending", "unsubscribed")
+    print_table(
+        ("slug", "name", "opt-in", "confirmed", "pending", "unsubscribed"), ([row[k] for k in keys] for row in rows)
+    )
+
+
+SUMMARY_FIELDS = ("id", "slug", "name", "description", "from_email", "from_name", "reply_to", "opt_in", "visibility",
+                  "postal_address", "tracking", "theme")  # fmt: skip
+
+
+def list_summary(session: Session, mailing_list: MailingList) -> dict[str, Any]:
+    summary = {field: getattr(mailing_list, field) for field in SUMMARY_FIELDS}
+    summary.update(opt_in=mailing_list.opt_in.value, visibility=mailing_list.visibility.value)
+    return {**summary, "counts": lists.subscription_counts(session, mailing_list.id)}
+
+
+@app.command("show")
+def lists_show(slug: str, as_json: AsJson = False) -> None:
+    """One list: its settings and subscription counts."""
+    with unit_of_work() as session:
+        result = list_summary(session, lists.get_list(session, slug))
+    if as_json:
+        emit_json(result)
+        return
+    for key, value in result.items():
+        say(f"{key:>16}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
+
+
+@app.command("update")
+def lists_update(
+    slug: str,
+    name: Annotated[str | None, typer.Option()] = None,
+    from_email: Annotated[str | None, typer.Option()] = None,
+    from_name: Annotated[str | None, typer.Option()] = None,
+    reply_to: Annotated[str | None, typer.Option(help="Empty string clears it.")] = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    postal_address: Annotated[str | None, typer.Option()] = None,
+    opt_in: Annotated[OptIn | None, typer.Option()] = None,
+    visibility: Annotated[Visibility | None, typer.Option()] = None,
+    tracking: Annotated[bool | None, typer.Option("--tracking/--no-tracking")] = None,
+    theme: Annotated[str | None, typer.Option(help=THEME_HELP + " Replaces the theme.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Change some fields of a list."""
+    changes: dict[str, Any] = {
+        "name": name,
+        "from_email": from_email,
+        "from_name": from_name,
+        "description": description,
+        "postal_address": postal_address,
+        "opt_in": opt_in,
+        "visibility": visibility,
+        "tracking": tracking,
+        "theme": parse_theme(theme),
+    }
+    if reply_to is not None:
+        changes["reply_to"] = reply_to or None
+    with unit_of_work() as session:
+        result = list_summary(session, lists.update_list(session, slug, **changes))
+    emit_json(result) if as_json else say(f"updated list {slug}")
+
+
+@app.command("delete")
+def lists_delete(slug: str) -> None:
+    """Delete a list and its subscriptions (refused once campaigns went to it)."""
+    with unit_of_work() as session:
+        lists.delete_list(session, slug)
+    say(f"deleted list {slug}")

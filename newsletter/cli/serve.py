@@ -1,0 +1,31 @@
+"""`newsletter serve`: the web app (public pages, tracking, admin UI and API) under uvicorn."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from newsletter.cli.console import settings
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes; one per CPU core serves the most requests.")] = 1,
+    access_log: Annotated[
+        bool, typer.Option(help="Log every request (off by default: the reverse proxy in front usually does).")
+    ] = False,
+) -> None:
+    """Run the web app (public pages, tracking, admin API)."""
+    settings()  # fail early on bad configuration
+    uvicorn.run(
+        "newsletter.web:create_served_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=access_log,
+    )

@@ -1,0 +1,542 @@
+"""The ledger (`deliveries`): plan a campaign's rows, cut them into batches, claim, record, release.
+
+A row moves pending -> sending (claimed, in one set-based UPDATE) -> sent | failed | pending (retry later) |
+unknown (a crash left its fate unknown) | skipped (unsubscribed meanwhile, or campaign cancelled). Every
+write here is set-based: one statement per group of rows, never one per recipient, except retries and
+failures, which are rare and each need their own values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import String, and_, case, cast, exists, func, insert, literal, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Connection, Result
+from sqlalchemy.orm import Session
+
+from newsletter.config import Settings
+from newsletter.db import is_postgres, utcnow
+from newsletter.mailer import SendResult, classify
+from newsletter.models import (
+    Campaign,
+    CampaignStatus,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventType,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+    campaign_lists,
+)
+from newsletter.suppressions import suppress
+
+# Kept on a row resent under UNKNOWN_POLICY=resend even once it is sent: it marks the recipients who may
+# have two copies, so the campaign's stats can say how many.
+RESENT_AFTER_UNKNOWN = "resent: a worker died while an earlier attempt was in flight, so it may have arrived too"
+NO_LONGER_WANTED = "unsubscribed, blocked or suppressed before sending"
+NOTHING_WANTED = "none of this digest's sections is among those the subscriber chose"
+
+_PENDING, _SENDING, _SENT, _SKIPPED = (
+    DeliveryStatus.pending.value,
+    DeliveryStatus.sending.value,
+    DeliveryStatus.sent.value,
+    DeliveryStatus.skipped.value,
+)
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    """A keyset range of ledger ids for one batch task; `countdown` delays it (retries)."""
+
+    campaign_id: int
+    first_id: int
+    last_id: int
+    countdown: float = 0.0
+
+
+@dataclass(frozen=True)
+class MessageIds:
+    """A campaign's Message-IDs, `<campaign.row.nonce@domain>`: derivable in SQL from the row id, so
+    recording a group of sent rows needs no per-row value."""
+
+    campaign_id: int
+    nonce: str
+    domain: str
+
+    @property
+    def prefix(self) -> str:
+        return f"<{self.campaign_id}."
+
+    @property
+    def suffix(self) -> str:
+        return f".{self.nonce}@{self.domain}>"
+
+    def of(self, delivery_id: int) -> str:
+        return f"<{self.campaign_id}.{delivery_id}.{self.nonce}@{self.domain}>"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: int
+    subscriber_id: int
+    list_id: int
+    email: str
+    name: str
+    attempts: int
+    sections: list[str] | None = None  # digest sections the subscriber chose on the preferences page
+
+
+@dataclass
+class Outcomes:
+    """Outcomes not yet written, written with a few set-based statements."""
+
+    sent: list[int] = field(default_factory=list)
+    retry: list[tuple[Claimed, SendResult]] = field(default_factory=list)
+    failed: list[tuple[Claimed, SendResult]] = field(default_factory=list)
+    invalid: list[tuple[Claimed, str]] = field(default_factory=list)  # could not be composed: never sent
+    unwanted: list[Claimed] = field(default_factory=list)  # chose none of this digest's sections
+
+    def __len__(self) -> int:
+        return len(self.sent) + len(self.retry) + len(self.failed) + len(self.invalid) + len(self.unwanted)
+
+    def add(self, claimed: Claimed, result: SendResult) -> None:
+        verdict = classify(result)
+        if verdict == "sent":
+            self.sent.append(claimed.delivery_id)
+        elif verdict == "retry":
+            self.retry.append((claimed, result))
+        else:
+            self.failed.append((claimed, result))
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE touched (the generic Result type does not declare it)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- planning ---------------------------------------------------------------------------------------------
+
+
+def _eligible_subscriptions(list_ids: Sequence[int]) -> Any:
+    """Confirmed subscriptions of active, unsuppressed subscribers on the given lists, one per subscriber."""
+    conditions = (
+        Subscription.list_id.in_(list_ids),
+        Subscription.status == SubscriptionStatus.confirmed,
+        Subscriber.status == SubscriberStatus.active,
+        ~exists().where(Suppression.email_hash == Subscriber.email_hash),
+    )
+    if len(list_ids) == 1:
+        # (subscriber, list) is unique: no grouping needed, which spares a sort of the whole list
+        return (
+            select(Subscription.subscriber_id, Subscription.list_id)
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .where(*conditions)
+        )
+    return (
+        select(Subscription.subscriber_id, func.min(Subscription.list_id).label("list_id"))
+        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+        .where(*conditions)
+        .group_by(Subscription.subscriber_id)
+    )
+
+
+def plan(session: Session, campaign: Campaign) -> int:
+    """One INSERT ... SELECT: a row per recipient, one even for someone on several of the lists."""
+    eligible = _eligible_subscriptions([m.id for m in campaign.lists]).subquery()
+    source = select(
+        text(str(campaign.id)),
+        eligible.c.subscriber_id,
+        eligible.c.list_id,
+        text(f"'{_PENDING}'"),
+        text("0"),
+        func.now() if is_postgres(session) else text("CURRENT_TIMESTAMP"),
+    ).order_by(eligible.c.subscriber_id)
+    columns = ["campaign_id", "subscriber_id", "list_id", "status", "attempts", "created_at"]
+    planned = session.scalar(select(Delivery.id).where(Delivery.campaign_id == campaign.id).limit(1)) is not None
+    statement = insert(Delivery).from_select(columns, source)
+    if planned:
+        # a second run adds nothing (idempotent); the first needs no conflict check, which costs a tenth
+        if is_postgres(session):
+            statement = pg_insert(Delivery).from_select(columns, source).on_conflict_do_nothing()
+        else:
+            statement = statement.prefix_with("OR IGNORE")
+    # SQLAlchemy keeps an INSERT ... SELECT's row count only when asked to (else -1 on PostgreSQL)
+    inserted = rowcount(session.execute(statement.execution_options(preserve_rowcount=True)))
+    if not planned:
+        return inserted
+    return session.scalar(select(func.count()).where(Delivery.campaign_id == campaign.id)) or 0
+
+
+def planned_ranges(session: Session, campaign_id: int, planned: int, batch_size: int) -> list[BatchRange]:
+    """`batch_ranges` of a ledger just planned with `planned` rows, without numbering them all.
+
+    One INSERT ... SELECT takes consecutive ids unless another insert into the ledger ran at the same time.
+    When the pending rows span exactly `planned` ids, slicing that span gives the ranges numbering would
+    (and any slicing of it covers every row: ranges are filtered by campaign and status); else number them.
+    """
+    first, last = session.execute(
+        select(func.min(Delivery.id), func.max(Delivery.id)).where(
+            Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.pending
+        )
+    ).one()
+    if first is None:
+        return []
+    if last - first + 1 != planned:
+        return batch_ranges(session, campaign_id, batch_size)
+    return [BatchRange(campaign_id, low, min(low + batch_size - 1, last)) for low in range(first, last + 1, batch_size)]
+
+
+def batch_ranges(session: Session, campaign_id: int, batch_size: int, *, due_only: bool = False) -> list[BatchRange]:
+    """Keyset ranges of `batch_size` pending ledger rows, computed in the database."""
+    now = utcnow()
+    conditions = [Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.pending]
+    if due_only:
+        conditions.append(or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now))
+    numbered = (
+        select(Delivery.id, ((func.row_number().over(order_by=Delivery.id) - 1) // batch_size).label("grp"))
+        .where(*conditions)
+        .subquery()
+    )
+    rows = session.execute(
+        select(func.min(numbered.c.id), func.max(numbered.c.id)).group_by(numbered.c.grp).order_by(numbered.c.grp)
+    )
+    return [BatchRange(campaign_id, first, last) for first, last in rows]
+
+
+# --- claiming ---------------------------------------------------------------------------------------------
+
+
+def _still_wanted(campaign_id: int) -> Any:
+    return exists().where(
+        Subscription.subscriber_id == Delivery.subscriber_id,
+        Subscription.list_id.in_(select(campaign_lists.c.list_id).where(campaign_lists.c.campaign_id == campaign_id)),
+        Subscription.status == SubscriptionStatus.confirmed,
+        exists().where(
+            Subscriber.id == Delivery.subscriber_id,
+            Subscriber.status == SubscriberStatus.active,
+            ~exists().where(Suppression.email_hash == Subscriber.email_hash),
+        ),
+    )
+
+
+# PostgreSQL: pick, re-check and claim a group in one round trip. SKIP LOCKED lets any number of workers
+# share a range without waiting; rows whose recipient left since planning become `skipped` on the way.
+# The status values are the enums', written into the text so that it stays one fixed statement.
+_PG_CLAIM_CTES = f"""
+picked AS (
+    SELECT d.id FROM deliveries d
+    WHERE d.campaign_id = :campaign_id AND d.id BETWEEN :first_id AND :last_id AND d.status = '{_PENDING}'
+      AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= :now)
+      AND EXISTS (
+          SELECT 1 FROM campaigns c WHERE c.id = :campaign_id AND c.status = '{CampaignStatus.sending.value}'
+      )
+    ORDER BY d.id
+    LIMIT :limit
+    FOR UPDATE OF d SKIP LOCKED
+), checked AS (
+    SELECT p.id, s.email, s.name,
+        s.status = '{SubscriberStatus.active.value}'
+        AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_hash = s.email_hash)
+        AND EXISTS (
+            SELECT 1 FROM subscriptions sub JOIN campaign_lists cl ON cl.list_id = sub.list_id
+            WHERE sub.subscriber_id = s.id AND cl.campaign_id = :campaign_id
+              AND sub.status = '{SubscriptionStatus.confirmed.value}'
+        ) AS wanted,
+        (SELECT sub.sections FROM subscriptions sub WHERE sub.subscriber_id = s.id AND sub.list_id = d.list_id)
+            AS sections
+    FROM picked p JOIN deliveries d ON d.id = p.id JOIN subscribers s ON s.id = d.subscriber_id
+)
+UPDATE deliveries d SET
+    status = CASE WHEN c.wanted THEN '{_SENDING}' ELSE '{_SKIPPED}' END,
+    claimed_at = :now,
+    claimed_by = CASE WHEN c.wanted THEN :worker END,
+    attempts = d.attempts + CASE WHEN c.wanted THEN 1 ELSE 0 END,
+    smtp_text = CASE WHEN c.wanted THEN d.smtp_text ELSE :skipped_text END
+FROM checked c
+WHERE d.id = c.id
+RETURNING d.id, d.subscriber_id, d.list_id, c.email, c.name, d.attempts, c.wanted, c.sections
+"""
+_PG_CLAIM = text("WITH" + _PG_CLAIM_CTES)
+
+# A group's messages all accepted (the common case): its outcomes and the next claim in one statement,
+# run in autocommit, so a group costs one round trip instead of a ping, BEGIN, two statements and COMMIT.
+# The two touch disjoint rows (`sending` ones and `pending` ones); PostgreSQL runs a data-modifying
+# WITH query to completion whether or not the main query reads it.
+_PG_RECORD_SENT_SQL = f"""
+UPDATE deliveries SET
+    status = '{_SENT}', sent_at = :now, smtp_code = 250, claimed_by = NULL,
+    smtp_text = CASE WHEN smtp_text = :resent THEN smtp_text END,
+    message_id = :id_prefix || id || :id_suffix
+WHERE id = ANY(:sent) AND status = '{_SENDING}' AND claimed_by = :worker
+"""
+_PG_RECORD_SENT = text(_PG_RECORD_SENT_SQL)
+_PG_RECORD_AND_CLAIM = text(f"WITH recorded AS ({_PG_RECORD_SENT_SQL} RETURNING 1)," + _PG_CLAIM_CTES)
+
+
+def _claim_params(campaign_id: int, first_id: int, last_id: int, limit: int, worker: str) -> dict[str, Any]:
+    return {
+        "campaign_id": campaign_id,
+        "first_id": first_id,
+        "last_id": last_id,
+        "now": utcnow(),
+        "limit": limit,
+        "worker": worker,
+        "skipped_text": NO_LONGER_WANTED,
+    }
+
+
+def _record_sent_params(ids: MessageIds, sent: list[int], worker: str) -> dict[str, Any]:
+    return {
+        "sent": sent,
+        "worker": worker,
+        "now": utcnow(),
+        "resent": RESENT_AFTER_UNKNOWN,
+        "id_prefix": ids.prefix,
+        "id_suffix": ids.suffix,
+    }
+
+
+def _claimed(rows: Sequence[Any]) -> list[Claimed]:
+    """The claim's RETURNING rows that are to be sent (the others were skipped), in id order."""
+    picked = [
+        Claimed(row.id, row.subscriber_id, row.list_id, row.email, row.name, row.attempts, row.sections)
+        for row in rows
+        if row.wanted
+    ]
+    return sorted(picked, key=lambda c: c.delivery_id)
+
+
+def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, limit: int, worker: str) -> list[Claimed]:
+    """Atomically move up to `limit` due pending rows of the range to `sending` and return their recipients.
+
+    Rows are re-checked against the subscriptions first, so an unsubscribe takes effect mid-campaign.
+    """
+    if is_postgres(session):
+        params = _claim_params(campaign_id, first_id, last_id, limit, worker)
+        return _claimed(session.connection().execute(_PG_CLAIM, params).all())
+
+    now = utcnow()
+    # SQLite has a single writer, so a plain select-then-update is atomic inside the transaction.
+    candidates = session.scalars(
+        select(Delivery.id)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.id.between(first_id, last_id),
+            Delivery.status == DeliveryStatus.pending,
+            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+            exists().where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.sending),
+        )
+        .order_by(Delivery.id)
+        .limit(limit)
+    ).all()
+    if not candidates:
+        return []
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(candidates), ~_still_wanted(campaign_id))
+        .values(status=DeliveryStatus.skipped, smtp_text=NO_LONGER_WANTED)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(candidates), Delivery.status == DeliveryStatus.pending)
+        .values(status=DeliveryStatus.sending, claimed_at=now, claimed_by=worker, attempts=Delivery.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    claimed = session.execute(
+        select(
+            Delivery.id,
+            Delivery.subscriber_id,
+            Delivery.list_id,
+            Subscriber.email,
+            Subscriber.name,
+            Delivery.attempts,
+            Subscription.sections,
+        )
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .outerjoin(
+            Subscription,
+            and_(Subscription.subscriber_id == Delivery.subscriber_id, Subscription.list_id == Delivery.list_id),
+        )
+        .where(Delivery.id.in_(candidates), Delivery.status == DeliveryStatus.sending, Delivery.claimed_by == worker)
+        .order_by(Delivery.id)
+    )
+    return [Claimed(*row) for row in claimed]
+
+
+# --- recording --------------------------------------------------------------------------------------------
+
+
+def record_sent_and_claim(
+    conn: Connection,
+    ids: MessageIds,
+    outcomes: Outcomes,
+    worker: str,
+    *,
+    claim_next: bool,
+    first_id: int,
+    last_id: int,
+    limit: int,
+) -> list[Claimed]:
+    """Record a group whose messages were all accepted and claim the next, as one autocommit statement
+    (PostgreSQL only)."""
+    if not claim_next:
+        if outcomes.sent:
+            conn.execute(_PG_RECORD_SENT, _record_sent_params(ids, outcomes.sent, worker))
+        return []
+    params = _claim_params(ids.campaign_id, first_id, last_id, limit, worker)
+    if not outcomes.sent:
+        return _claimed(conn.execute(_PG_CLAIM, params).all())
+    params |= _record_sent_params(ids, outcomes.sent, worker)
+    return _claimed(conn.execute(_PG_RECORD_AND_CLAIM, params).all())
+
+
+def record(session: Session, settings: Settings, ids: MessageIds, outcomes: Outcomes, worker: str) -> None:
+    """Write a group's outcomes. Only rows still claimed by this worker change: after a lease expired,
+    the sweep's verdict (and whoever claimed the row since) wins over a late write."""
+    now = utcnow()
+    mine = (Delivery.status == DeliveryStatus.sending, Delivery.claimed_by == worker)
+    if outcomes.sent and is_postgres(session):
+        # One fixed text with an array, prepared once per connection, skips the ORM's bulk-update work.
+        session.connection().execute(_PG_RECORD_SENT, _record_sent_params(ids, outcomes.sent, worker))
+    elif outcomes.sent:
+        # One statement per group; the message id is derived from the row id, so needs no per-row value.
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(outcomes.sent), *mine)
+            .values(
+                status=DeliveryStatus.sent,
+                sent_at=now,
+                smtp_code=250,
+                smtp_text=case((Delivery.smtp_text == RESENT_AFTER_UNKNOWN, Delivery.smtp_text), else_=None),
+                message_id=literal(ids.prefix, String) + cast(Delivery.id, String) + literal(ids.suffix, String),
+                claimed_by=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    for claimed, result in outcomes.retry:
+        _record_retry(session, settings, claimed, result, now, mine)
+    for claimed, result in outcomes.failed:
+        _record_failure(session, ids.campaign_id, claimed, result, mine)
+    if outcomes.unwanted:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([c.delivery_id for c in outcomes.unwanted]), *mine)
+            .values(status=DeliveryStatus.skipped, smtp_text=NOTHING_WANTED, claimed_by=None)
+            .execution_options(synchronize_session=False)
+        )
+    for claimed, reason in outcomes.invalid:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == claimed.delivery_id, *mine)
+            .values(status=DeliveryStatus.failed, smtp_code=None, smtp_text=reason[:2000], claimed_by=None)
+        )
+
+
+def _record_retry(
+    session: Session, settings: Settings, claimed: Claimed, result: SendResult, now: dt.datetime, mine: Any
+) -> None:
+    created = session.scalar(select(Delivery.created_at).where(Delivery.id == claimed.delivery_id))
+    too_old = created is not None and now - created > dt.timedelta(hours=settings.retry_max_age_hours)
+    if claimed.attempts >= settings.retry_max_attempts or too_old:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == claimed.delivery_id, *mine)
+            .values(
+                status=DeliveryStatus.failed,
+                smtp_code=result.code or None,
+                smtp_text=f"gave up after {claimed.attempts} attempts: {result.text}"[:2000],
+                claimed_by=None,
+            )
+        )
+        return
+    delay = settings.retry_base_seconds * 2 ** (claimed.attempts - 1)
+    delay *= random.uniform(0.8, 1.2)  # jitter so retries of one outage do not arrive together
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == claimed.delivery_id, *mine)
+        .values(
+            status=DeliveryStatus.pending,
+            next_attempt_at=now + dt.timedelta(seconds=delay),
+            smtp_code=result.code or None,
+            smtp_text=result.text[:2000],
+            claimed_by=None,
+        )
+    )
+
+
+def is_hard_status(status: str) -> bool:
+    """An RFC 3463 status that is for good: 5.1.x (no such address) or 5.2.1 (mailbox disabled); 5.2.2
+    (mailbox full), policy and system refusals may clear up."""
+    return status.startswith(("5.1.", "5.2.1"))
+
+
+def is_hard_bounce(result: SendResult) -> bool:
+    """A 5xx that says the mailbox does not exist or refuses us for good (RFC 3463 5.1.x / 5.2.1)."""
+    status = result.text.split(" ", 1)[0]
+    return result.permanent and (is_hard_status(status) or status[:1] != "5")
+
+
+def _record_failure(session: Session, campaign_id: int, claimed: Claimed, result: SendResult, mine: Any) -> None:
+    changed = session.execute(
+        update(Delivery)
+        .where(Delivery.id == claimed.delivery_id, *mine)
+        .values(status=DeliveryStatus.failed, smtp_code=result.code, smtp_text=result.text[:2000], claimed_by=None)
+    )
+    if not rowcount(changed):
+        return
+    session.add(
+        Event(
+            type=EventType.bounce,
+            campaign_id=campaign_id,
+            delivery_id=claimed.delivery_id,
+            subscriber_id=claimed.subscriber_id,
+            list_id=claimed.list_id,
+            detail=f"{result.code} {result.text}"[:2000],
+        )
+    )
+    if is_hard_bounce(result):
+        suppress(session, claimed.email, SuppressionReason.hard_bounce, detail=f"{result.code} {result.text}")
+
+
+def release_claims(session: Session, campaign_id: int, first_id: int, last_id: int, worker: str) -> int:
+    """Give back rows this worker claimed but did not try (pause/cancel arrived mid-batch)."""
+    status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
+    target = DeliveryStatus.skipped if status == CampaignStatus.cancelled else DeliveryStatus.pending
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.id.between(first_id, last_id),
+            Delivery.status == DeliveryStatus.sending,
+            Delivery.claimed_by == worker,
+        )
+        .values(status=target, attempts=Delivery.attempts - 1, claimed_by=None)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result)
+
+
+def next_retry_delay(session: Session, campaign_id: int, first_id: int, last_id: int) -> float | None:
+    """Seconds until the earliest retry of the range is due; None when none is waiting."""
+    earliest = session.scalar(
+        select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.id.between(first_id, last_id),
+            Delivery.status == DeliveryStatus.pending,
+        )
+    )
+    if earliest is None:
+        return None
+    if earliest.tzinfo is None:  # SQLite aggregate results bypass the column type
+        earliest = earliest.replace(tzinfo=dt.UTC)
+    return max(0.0, (earliest - utcnow()).total_seconds())

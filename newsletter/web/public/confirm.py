@@ -1,0 +1,41 @@
+"""The double opt-in confirmation link's page."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from newsletter import links, subscriptions
+from newsletter.tokens import ExpiredToken, UnknownToken
+from newsletter.web.deps import SessionDep, SettingsDep, TokensDep
+from newsletter.web.pages import client_ip, list_context, message, not_found, site_context
+
+router = APIRouter()
+
+
+@router.get(f"{links.CONFIRM}{{token}}", response_model=None)
+def confirm(token: str, request: Request, session: SessionDep, tokens: TokensDep, settings: SettingsDep) -> Response:
+    try:
+        subscription = subscriptions.confirm(session, tokens, token=token, ip=client_ip(request))
+    except ExpiredToken:
+        return message(
+            request,
+            "This confirmation link has expired",
+            "Confirmation links work for 7 days. Please subscribe again to get a fresh one.",
+            status_code=410,
+            **site_context(request, session),
+        )
+    except UnknownToken:
+        return not_found(request, session)
+    mailing_list = subscription.mailing_list
+    return message(
+        request,
+        "You are subscribed",
+        f"Thank you for confirming. {subscription.subscriber.email} will receive {mailing_list.name}.",
+        "Every email has a link to unsubscribe in one click or to change your preferences.",
+        link={
+            "href": links.preferences_url(settings.base_url, tokens, subscription.subscriber_id),
+            "label": "Your preferences",
+        },
+        **list_context(mailing_list),
+    )

@@ -1,0 +1,79 @@
+"""The preferences page: which lists and sections, the name we greet with, or unsubscribe from everything."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from newsletter import links, subscriptions
+from newsletter.errors import Invalid
+from newsletter.tokens import Tokens, UnknownToken
+from newsletter.web.deps import SessionDep, TokensDep
+from newsletter.web.pages import client_ip, form_fields, list_context, masked, not_found, pages, read_body, site_context
+
+router = APIRouter()
+PATH = f"{links.PREFERENCES}{{token}}"
+
+
+def _preferences_page(
+    request: Request, session: Session, token: str, prefs: subscriptions.Preferences, saved: str | None = None
+) -> Response:
+    first = next((c.mailing_list for c in prefs.choices if c.subscribed), None) or (
+        prefs.choices[0].mailing_list if prefs.choices else None
+    )
+    context = list_context(first) if first is not None else site_context(request, session)
+    return pages(request).render(
+        "preferences.html",
+        title="Your preferences",
+        token=token,
+        prefs=prefs,
+        masked_email=masked(prefs.subscriber.email),
+        saved=saved,
+        **context,
+    )
+
+
+@router.get(PATH, response_model=None)
+def preferences_page(token: str, request: Request, session: SessionDep, tokens: TokensDep) -> Response:
+    try:
+        prefs = subscriptions.preferences(session, tokens, token=token)
+    except UnknownToken:
+        return not_found(request, session)
+    return _preferences_page(request, session, token, prefs)
+
+
+@router.post(PATH, response_model=None)
+async def save_preferences(token: str, request: Request, session: SessionDep, tokens: TokensDep) -> Response:
+    fields = form_fields(await read_body(request))
+    return await run_in_threadpool(_save_preferences, request, session, tokens, token, fields)
+
+
+def _save_preferences(
+    request: Request, session: Session, tokens: Tokens, token: str, fields: dict[str, list[str]]
+) -> Response:
+    try:
+        if fields.get("action") == ["unsubscribe_all"]:
+            subscriptions.unsubscribe_everything(session, tokens, token=token)
+            prefs = subscriptions.preferences(session, tokens, token=token)
+            return _preferences_page(request, session, token, prefs, "You are unsubscribed from everything.")
+        lists = {int(v) for v in fields.get("list", []) if v.isdigit() and len(v) < 19}
+        sections = {
+            int(key.removeprefix("section.")): values
+            for key, values in fields.items()
+            if key.startswith("section.") and key.removeprefix("section.").isdigit()
+        }
+        name = fields.get("name", [None])[0]
+        prefs = subscriptions.update_preferences(
+            session, tokens, token=token, name=name, lists=lists, sections=sections, ip=client_ip(request)
+        )
+    except UnknownToken:
+        return not_found(request, session)
+    except Invalid as exc:  # a name that cannot be stored: nothing is saved, the page says why
+        session.rollback()
+        prefs = subscriptions.preferences(session, tokens, token=token)
+        response = _preferences_page(request, session, token, prefs, f"Nothing was saved: {exc}")
+        response.status_code = 400
+        return response
+    return _preferences_page(request, session, token, prefs, "Your preferences are saved.")

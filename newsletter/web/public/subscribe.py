@@ -1,0 +1,227 @@
+"""The subscribe form, and its variant for embedding in another site.
+
+Embedding the subscribe form elsewhere: `POST /subscribe/{list}` with a form-encoded body and
+`Accept: application/json` (a CORS "simple request", no preflight), or with a JSON body
+`{"email": ..., "name": ..., "attributes": {...}}`, answers JSON: 200 `{"status": "ok", "message": ...}`,
+400 `{"error": ..., "field": "email"}` or 429. Cross-origin callers must be listed in the list's
+`cors_origins` (`"*"` allows any site).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from newsletter import links, subscriptions
+from newsletter.addresses import InvalidEmail
+from newsletter.config import Settings
+from newsletter.errors import Invalid
+from newsletter.lists import ListNotFound
+from newsletter.models import MailingList
+from newsletter.subscriptions import ListNotSubscribable
+from newsletter.web.deps import SessionDep
+from newsletter.web.pages import client_ip, form_fields, list_context, message, not_found, pages, read_body
+from newsletter.web.throttle import Throttle
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+PATH = f"{links.SUBSCRIBE}{{slug}}"
+NO_SUCH_LIST = "There is no such newsletter"
+
+
+def enqueue_confirmation(subscription_id: int) -> None:
+    """Default `app.state.enqueue_confirmation`: the Celery task (run inline in embedded mode)."""
+    from worker import tasks
+
+    try:
+        tasks.send_confirmation.delay(subscription_id)
+    except Exception:  # the subscription is committed; the person can ask again, the error is logged
+        log.exception("could not send or enqueue the confirmation email of subscription %s", subscription_id)
+
+
+def on_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback` once the request's unit of work has committed (tasks must see committed rows)."""
+    event.listen(session, "after_commit", lambda _session: callback(), once=True)
+
+
+def _public_list(session: Session, slug: str) -> MailingList | None:
+    try:
+        return subscriptions.get_public_list(session, slug)
+    except (ListNotFound, ListNotSubscribable):
+        return None
+
+
+def _field_specs(mailing_list: MailingList) -> list[dict[str, Any]]:
+    specs = []
+    for field in mailing_list.form_fields or []:
+        name = str(field.get("name", "")).strip()
+        if name:
+            specs.append(
+                {"name": name, "label": str(field.get("label") or name), "required": bool(field.get("required"))}
+            )
+    return specs
+
+
+def _subscribe_page(
+    request: Request, mailing_list: MailingList, *, error: str | None = None, values: dict[str, str] | None = None
+) -> Response:
+    return pages(request).render(
+        "subscribe.html",
+        status_code=400 if error else 200,
+        title=f"Subscribe to {mailing_list.name}",
+        mailing_list=mailing_list,
+        fields=_field_specs(mailing_list),
+        double_opt_in=mailing_list.opt_in == "double",
+        error=error,
+        values=values or {},
+        robots="index",
+        **list_context(mailing_list),
+    )
+
+
+@router.get(PATH, response_model=None)
+def subscribe_form(slug: str, request: Request, session: SessionDep) -> Response:
+    mailing_list = _public_list(session, slug)
+    if mailing_list is None:
+        return not_found(request, session, NO_SUCH_LIST)
+    return _subscribe_page(request, mailing_list)
+
+
+def _cors_headers(request: Request, mailing_list: MailingList | None) -> dict[str, str]:
+    origin = request.headers.get("origin")
+    allowed = (mailing_list.cors_origins or []) if mailing_list is not None else []
+    if origin and (origin in allowed or "*" in allowed):
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {"Vary": "Origin"}
+
+
+@router.options(PATH, include_in_schema=False)
+def subscribe_preflight(slug: str, request: Request, session: SessionDep) -> Response:
+    headers = _cors_headers(request, _public_list(session, slug))
+    if "Access-Control-Allow-Origin" in headers:
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Content-Type, Accept",
+                "Access-Control-Max-Age": "86400",
+            }
+        )
+    return Response(status_code=204, headers=headers)
+
+
+def _done_message(mailing_list: MailingList) -> tuple[str, str]:
+    # Identical for new, pending, confirmed, suppressed and blocked addresses: no enumeration.
+    if mailing_list.opt_in == "double":
+        return (
+            "Check your inbox",
+            "If this address can receive our email, a message with a confirmation link is on its way. "
+            "Open it to start receiving "
+            f"{mailing_list.name}. Nothing arrived? Look in your spam folder; you can ask again tomorrow.",
+        )
+    return ("Thank you", f"This address will receive {mailing_list.name}. Every email has an unsubscribe link.")
+
+
+def _submitted_values(body: bytes, is_json: bool) -> dict[str, str]:
+    """The form's fields, or a JSON body's with its `attributes` as `attr.NAME` (as the form names them)."""
+    if not is_json:
+        return {key: items[0] for key, items in form_fields(body).items()}
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    values = {k: str(v) for k, v in data.items() if isinstance(v, str | int | float)}
+    attributes = data.get("attributes")
+    if isinstance(attributes, dict):
+        values.update({f"attr.{k}": str(v) for k, v in attributes.items() if isinstance(v, str)})
+    return values
+
+
+@router.post(PATH, response_model=None)
+async def subscribe(slug: str, request: Request, session: SessionDep) -> Response:
+    """The form (HTML answer) and its embeddable JSON variant; see the module docstring."""
+    body = await read_body(request)
+    is_json = request.headers.get("content-type", "").startswith("application/json")
+    wants_json = is_json or "application/json" in request.headers.get("accept", "")
+    values = _submitted_values(body, is_json)
+    return await run_in_threadpool(_subscribe, request, session, slug, values, wants_json)
+
+
+def _subscribe(request: Request, session: Session, slug: str, values: dict[str, str], wants_json: bool) -> Response:
+    mailing_list = _public_list(session, slug)
+    cors = _cors_headers(request, mailing_list)
+    if mailing_list is None:
+        if wants_json:
+            return JSONResponse({"error": "there is no such newsletter"}, 404, headers=cors)
+        return not_found(request, session, NO_SUCH_LIST)
+    throttle: Throttle = request.app.state.subscribe_throttle
+    if not throttle.allow(client_ip(request) or "unknown"):
+        return _too_many_attempts(request, mailing_list, cors, wants_json)
+    title, done = _done_message(mailing_list)
+    if values.get("website"):
+        # The honeypot: a person never sees the field, a bot fills it. It gets the usual answer, nothing else.
+        log.info("subscribe honeypot hit for list %s from %s", slug, client_ip(request))
+    else:
+        refused = _record_subscription(request, session, mailing_list, values, cors, wants_json)
+        if refused is not None:
+            return refused
+    if wants_json:
+        return JSONResponse({"status": "ok", "message": done}, headers=cors)
+    return message(request, title, done, **list_context(mailing_list))
+
+
+def _too_many_attempts(request: Request, mailing_list: MailingList, cors: dict[str, str], wants_json: bool) -> Response:
+    explanation = "Too many attempts from your network. Please try again in an hour."
+    headers = {**cors, "Retry-After": "3600"}
+    if wants_json:
+        return JSONResponse({"error": explanation}, 429, headers=headers)
+    response = message(request, "Please try again later", explanation, status_code=429, **list_context(mailing_list))
+    response.headers.update(headers)
+    return response
+
+
+def _record_subscription(
+    request: Request,
+    session: Session,
+    mailing_list: MailingList,
+    values: dict[str, str],
+    cors: dict[str, str],
+    wants_json: bool,
+) -> Response | None:
+    """Subscribe the submitted address (sending the confirmation after commit); the answer if refused."""
+    settings: Settings = request.app.state.settings
+    attributes = subscriptions.form_attributes(
+        mailing_list, {k.removeprefix("attr."): v for k, v in values.items() if k.startswith("attr.")}
+    )
+    missing = [f["label"] for f in _field_specs(mailing_list) if f["required"] and f["name"] not in attributes]
+    try:
+        if missing:
+            raise InvalidEmail(f"please also fill in: {', '.join(missing)}")
+        result = subscriptions.subscribe(
+            session,
+            mailing_list,
+            values.get("email", ""),
+            name=values.get("name", ""),
+            attributes=attributes,
+            ip=client_ip(request),
+            resend_hours=settings.confirm_resend_hours,
+        )
+    except Invalid as exc:  # the address, the name or an extra field
+        session.rollback()
+        if wants_json:
+            field = "attributes" if missing else getattr(exc, "field", "email")
+            return JSONResponse({"error": str(exc), "field": field}, 400, headers=cors)
+        return _subscribe_page(request, mailing_list, error=str(exc), values=values)
+    if result.send_confirmation and result.subscription_id is not None:
+        subscription_id = result.subscription_id
+        on_commit(session, lambda: request.app.state.enqueue_confirmation(subscription_id))
+    return None

@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) scripts/check_layout.py
-	$(VENV)/bin/vulture --min-confidence 60 newsletter worker scripts/vulture_whitelist.py
+	$(VENV)/bin/vulture newsletter worker tests bench scripts/vulture_whitelist.py
 
 bench: $(STAMP) system-deps services
 	$(PY) -m bench

@@ -18,8 +18,8 @@ from bench.workers import start_workers
 from newsletter import delivery, links, rendering
 from newsletter.config import Settings, get_settings
 from newsletter.db import session_scope
-from newsletter.mailer import parse_smtp_urls
 from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryStatus, Subscriber
+from newsletter.smtpservers import parse_smtp_urls
 
 app = Celery("naive", broker=os.environ.get("NEWSLETTER_BROKER_URL", "memory://"))
 app.conf.update(task_acks_late=True, worker_prefetch_multiplier=1, task_ignore_result=True)

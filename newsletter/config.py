@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from newsletter.errors import NewsletterError
+from newsletter.smtpservers import parse_smtp_urls
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,6 @@ class Settings(BaseSettings):
     @classmethod
     def _check_smtp_url(cls, value: str | None) -> str | None:
         if value:
-            from newsletter.mailer import parse_smtp_urls
-
             parse_smtp_urls(value)
         return value or None
 

@@ -48,7 +48,6 @@ intpk = Annotated[int, mapped_column(BigID, primary_key=True, autoincrement=True
 timestamp = Annotated[dt.datetime, mapped_column(UTCDateTime())]
 created_at = Annotated[dt.datetime, mapped_column(UTCDateTime(), default=utcnow, nullable=False)]
 updated_at = Annotated[dt.datetime, mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False)]
-str_short = Annotated[str, mapped_column(String(255))]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -45,13 +45,13 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter import models
-from newsletter.errors import Conflict, Invalid, NotFound
+from newsletter.digest_sources import InvalidDigest, read_json, read_markdown, read_yaml, type_name
+from newsletter.errors import Conflict, NotFound
 
 __all__ = [
     "Digest",
@@ -80,15 +80,6 @@ _SUFFIX_FORMATS: dict[str, DigestFormat] = {
 
 # Control characters (CR and LF above all) in a single-line field could end up inside a mail header.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-class InvalidDigest(Invalid):
-    """A digest source that cannot become a `Digest`; `problems` lists each reason for a person to fix."""
-
-    def __init__(self, problems: str | Sequence[str]) -> None:
-        self.problems: tuple[str, ...] = (problems,) if isinstance(problems, str) else tuple(problems)
-        super().__init__("; ".join(self.problems))
-        self.detail = [{"msg": problem} for problem in self.problems]
 
 
 def _check_single_line(value: str | None) -> str | None:
@@ -262,207 +253,14 @@ def parse_digest(text: str, fmt: DigestFormat) -> Digest:
     """Parse digest source text in the given format and validate it, or raise `InvalidDigest`."""
     item_lines: list[int] = []
     if fmt == "md":
-        data, item_lines = _read_markdown(text)
+        data, item_lines = read_markdown(text)
     elif fmt == "yaml":
-        data = _read_yaml(text)
+        data = read_yaml(text)
     elif fmt == "json":
-        data = _read_json(text)
+        data = read_json(text)
     else:
         raise InvalidDigest(f"unknown digest format {fmt!r}; use 'md', 'yaml' or 'json'")
     return _validate(data, item_lines)
-
-
-# --- YAML and JSON -------------------------------------------------------------------------------------
-
-
-class _DigestLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that dates stay text: PyYAML turns `2025-02-30` into a ValueError with no
-    line or field; as text it reaches validation, which names the field (`item 2: date: ...`)."""
-
-
-_DigestLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _read_yaml(text: str, *, first_line: int = 1) -> Any:
-    try:
-        return yaml.load(text, Loader=_DigestLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise InvalidDigest(_describe_yaml_error(exc, first_line)) from None
-    except ValueError as exc:  # an explicitly tagged value that cannot be built, e.g. `!!timestamp 2025-13-45`
-        raise InvalidDigest(f"invalid YAML value: {exc}") from None
-
-
-def _describe_yaml_error(exc: yaml.YAMLError, first_line: int) -> str:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    if mark is None:
-        return f"invalid YAML: {problem}"
-    return f"invalid YAML at line {mark.line + first_line}, column {mark.column + 1}: {problem}"
-
-
-def _read_json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidDigest(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-
-
-# --- Markdown ------------------------------------------------------------------------------------------
-
-_FRONT_MATTER_FENCE = re.compile(r"^---\s*$")
-_HEADING = re.compile(r"^(#{1,2})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
-_CODE_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_METADATA_LINE = re.compile(r"^([A-Za-z][A-Za-z_-]*)[ \t]*:[ \t]*(.*)$")
-_PART_SEPARATOR = re.compile(r"[ \t]*·[ \t]*|[ \t]+\|[ \t]+")
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-# Anything shaped like "scheme:rest" without spaces is taken as the URL, so that validation can reject
-# `javascript:` and friends by name instead of silently folding them into the source's name.
-_URL_LIKE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:\S+$")
-
-_METADATA_KEYS = {
-    "source": "source",
-    "url": "url",
-    "link": "url",
-    "date": "date",
-    "section": "section",
-    "image": "image",
-    "image-alt": "image_alt",
-    "image_alt": "image_alt",
-    "alt": "image_alt",
-}
-
-
-def _read_markdown(text: str) -> tuple[dict[str, Any], list[int]]:
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    data, body_start = _read_front_matter(lines)
-    items: list[dict[str, Any]] = []
-    item_lines: list[int] = []
-    intro: list[str] = []
-    section: str | None = None
-    block: list[str] = []  # lines of the item being read
-    block_line = 0
-    in_fence = False
-    problems: list[str] = []
-
-    def finish_block() -> None:
-        if block_line:
-            try:
-                items.append(_read_markdown_item(block, block_line, section))
-                item_lines.append(block_line)
-            except InvalidDigest as exc:
-                problems.extend(exc.problems)
-
-    for number, line in enumerate(lines[body_start:], start=body_start + 1):
-        if _CODE_FENCE.match(line):
-            in_fence = not in_fence
-        heading = None if in_fence else _HEADING.match(line)
-        if heading is None:
-            if block_line:
-                block.append(line)
-            elif section is None:
-                intro.append(line)
-            elif line.strip():
-                problems.append(
-                    f"line {number}: text under a '# {section}' section heading belongs to no item; "
-                    "start an item with '## Headline' first"
-                )
-            continue
-        finish_block()
-        level, title = len(heading.group(1)), (heading.group(2) or "").strip()
-        if level == 1:
-            if not title:
-                problems.append(f"line {number}: empty section heading '#'")
-            section, block, block_line = title or None, [], 0
-        else:
-            block, block_line = [line], number
-    finish_block()
-
-    if problems:
-        raise InvalidDigest(problems)
-    intro_text = "\n".join(intro).strip()
-    if intro_text:
-        if data.get("intro"):
-            raise InvalidDigest(
-                "intro is given both in the front matter and as text before the first heading; keep one"
-            )
-        data["intro"] = intro_text
-    data["items"] = items
-    return data, item_lines
-
-
-def _read_front_matter(lines: list[str]) -> tuple[dict[str, Any], int]:
-    """Return the front matter mapping and the index of the first body line."""
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is None or not _FRONT_MATTER_FENCE.match(lines[first]):
-        raise InvalidDigest(
-            "line 1: a Markdown digest starts with YAML front matter between '---' lines "
-            "(title, date, optional slug and intro)"
-        )
-    end = next((i for i in range(first + 1, len(lines)) if _FRONT_MATTER_FENCE.match(lines[i])), None)
-    if end is None:
-        raise InvalidDigest(f"line {first + 1}: front matter opened with '---' is never closed by a '---' line")
-    data = _read_yaml("\n".join(lines[first + 1 : end]), first_line=first + 2)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise InvalidDigest(
-            f"line {first + 2}: front matter must be 'key: value' lines (title, date, slug, intro), "
-            f"got {_type_name(data)}"
-        )
-    if "items" in data:
-        raise InvalidDigest("front matter: items are written as '## Headline' sections, not in the front matter")
-    return dict(data), end + 1
-
-
-def _read_markdown_item(block: list[str], line: int, section: str | None) -> dict[str, Any]:
-    heading = _HEADING.match(block[0])
-    headline = (heading.group(2) or "").strip() if heading else ""
-    item: dict[str, Any] = {"headline": headline}
-    if section is not None:
-        item["section"] = section
-    label = f'item at line {line} (headline "{headline}")' if headline else f"item at line {line}"
-    index = 1
-    seen: set[str] = set()
-    while index < len(block) and block[index].strip():
-        number = line + index
-        match = _METADATA_LINE.match(block[index].strip())
-        key = _METADATA_KEYS.get(match.group(1).lower()) if match else None
-        if match is None or key is None:
-            raise InvalidDigest(
-                f"{label}: line {number}: expected 'Key: value' metadata (Source, URL, Date, Section, Image, "
-                f"Image-Alt) right under the headline, got {block[index].strip()!r}; "
-                "leave a blank line before the summary"
-            )
-        for field, value in _expand_metadata(key, match.group(2).strip()):
-            if field in seen:
-                raise InvalidDigest(f"{label}: line {number}: {field} is given twice")
-            seen.add(field)
-            item[field] = value
-        index += 1
-    item["summary"] = "\n".join(block[index:]).strip()
-    return item
-
-
-def _expand_metadata(key: str, value: str) -> list[tuple[str, str]]:
-    """Split the shorthand lines `Source: name · date · url` and `Image: url | alt` into fields."""
-    if key == "image":
-        url, _, alt = value.partition(" | ")
-        return [("image", url.strip())] + ([("image_alt", alt.strip())] if alt.strip() else [])
-    if key != "source":
-        return [(key, value)]
-    fields: list[tuple[str, str]] = []
-    names: list[str] = []
-    for part in _PART_SEPARATOR.split(value):
-        if _ISO_DATE.match(part):
-            fields.append(("date", part))
-        elif _URL_LIKE.match(part):
-            fields.append(("url", part))
-        elif part:
-            names.append(part)
-    return [("source", " · ".join(names)), *fields]
 
 
 # --- Validation and error messages ---------------------------------------------------------------------
@@ -470,12 +268,12 @@ def _expand_metadata(key: str, value: str) -> list[tuple[str, str]]:
 
 def _validate(data: Any, item_lines: list[int]) -> Digest:
     if not isinstance(data, dict):
-        raise InvalidDigest(f"expected a mapping with title, date and items at the top level, got {_type_name(data)}")
+        raise InvalidDigest(f"expected a mapping with title, date and items at the top level, got {type_name(data)}")
     items = data.get("items")
     if isinstance(items, list):
         for number, item in enumerate(items, start=1):
             if not isinstance(item, dict):
-                raise InvalidDigest(f"item {number}: expected a mapping of fields, got {_type_name(item)}")
+                raise InvalidDigest(f"item {number}: expected a mapping of fields, got {type_name(item)}")
     try:
         return Digest.model_validate(data)
     except ValidationError as exc:
@@ -524,15 +322,10 @@ def _describe_problem(error: Mapping[str, Any], field: Any) -> str:
     if kind.startswith("date") or kind.startswith("datetime"):
         return f"expected a date like 2025-04-26, got {given!r}"
     if kind == "string_type":
-        return f"expected text, got {_type_name(given)}"
+        return f"expected text, got {type_name(given)}"
     if kind == "value_error":
         return str(error["ctx"]["error"])
     return str(error["msg"])
-
-
-def _type_name(value: Any) -> str:
-    names = {dict: "a mapping", list: "a list", str: "text", type(None): "nothing", bool: "true/false"}
-    return names.get(type(value), type(value).__name__)
 
 
 class DigestConflict(Conflict):

@@ -34,6 +34,7 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
+# long: one literal is the whole shape of the export document, read top to bottom like the JSON it becomes
 def export_subscriber(session: Session, subscriber: Subscriber) -> dict[str, Any]:
     """Everything about one subscriber as JSON-ready data: profile, consent records, deliveries, events."""
     subscriptions = session.execute(

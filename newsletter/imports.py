@@ -27,7 +27,6 @@ from __future__ import annotations
 import codecs
 import collections
 import csv
-import dataclasses
 import functools
 import itertools
 import json
@@ -35,34 +34,31 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Literal
+from functools import partial
+from typing import IO, Any
 
 import email_validator
-from sqlalchemy import bindparam, exists, func, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from newsletter import addresses, lists
 from newsletter.db import UTCDateTime, is_postgres, utcnow
 from newsletter.errors import Invalid
+from newsletter.exports import unneutralise
 from newsletter.models import (
     BlockedDomain,
-    Subscriber,
-    SubscriberStatus,
     Subscription,
     SubscriptionSource,
     SubscriptionStatus,
-    Suppression,
     email_domain,
     email_hash,
 )
-from newsletter.subscribers import MAX_ATTRIBUTE_LENGTH, MAX_ATTRIBUTE_NAME_LENGTH, Search, search_query
+from newsletter.subscribers import MAX_ATTRIBUTE_LENGTH, MAX_ATTRIBUTE_NAME_LENGTH
 
 CHUNK_ROWS = 5000
 MAX_REPORTED_ERRORS = 1000
 MAX_NAME_LENGTH = addresses.NAME_LENGTH
 MAX_COLUMNS = 500  # email, name and the attributes: far more than any real list, far less than a mistake
-# OWASP's list, plus LF: spreadsheets (LibreOffice, Excel) evaluate a formula after a leading line break too.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 # Plain ASCII addresses that email-validator certainly accepts unchanged (apart from case): checked here
 # in ~1 us instead of ~25 us, which is half the time of a million-row import. Anything else (quoted or
@@ -140,18 +136,6 @@ class GoodRow:
 # --- reading ----------------------------------------------------------------------------------------------
 
 
-def unneutralise(cell: str) -> str:
-    """Undo the export's formula neutralisation, so exported files import back unchanged."""
-    if len(cell) > 1 and cell[0] == "'" and cell[1] in FORMULA_STARTS:
-        return cell[1:]
-    return cell
-
-
-def neutralise(cell: str) -> str:
-    """OWASP CSV injection: a cell a spreadsheet would run as a formula is prefixed with a quote."""
-    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
-
-
 def _lines(stream: IO[bytes], progress: Callable[[int], None] | None) -> Iterator[str]:
     # Decoding line by line with surrogateescape keeps going past bytes that are not UTF-8; the row that
     # holds them is reported (it is usually one Latin-1 name) instead of the whole file failing.
@@ -169,6 +153,33 @@ def _lines(stream: IO[bytes], progress: Callable[[int], None] | None) -> Iterato
 
 def _sniff_delimiter(header_line: str) -> str:
     return ";" if header_line.count(";") > header_line.count(",") else ","
+
+
+def _read_header(record: list[str]) -> list[str]:
+    """The header row's column names, or InvalidCsv naming what is wrong with it."""
+    # email and name are matched case-insensitively; attribute names keep their case so exports round-trip.
+    header = [unneutralise(column.strip()) for column in record]
+    if len(header) > MAX_COLUMNS:
+        raise InvalidCsv(
+            f"line 1: the header has {len(header)} columns; at most {MAX_COLUMNS} are imported "
+            "(email, name and the attributes): is this the right file, and is its separator , or ;?"
+        )
+    header = [c.lower() if c.lower() in ("email", "name") else c for c in header]
+    if "email" not in header:
+        shown = ", ".join(header[:20]) + (", ..." if len(header) > 20 else "")
+        raise InvalidCsv(f"line 1: no 'email' column in the header (found: {shown or 'nothing'})")
+    for position, column in enumerate(header, start=1):
+        if not column:
+            raise InvalidCsv(f"line 1: column {position} has no name")
+        if len(column) > MAX_ATTRIBUTE_NAME_LENGTH:
+            raise InvalidCsv(f"line 1: column {position} has a name longer than {MAX_ATTRIBUTE_NAME_LENGTH} characters")
+        if "\x00" in column:
+            raise InvalidCsv(f"line 1: column {position} has a NUL character in its name")
+    counts = collections.Counter(header)  # one pass: header.count per column took 42 s for 50,000 columns
+    duplicated = sorted(c for c, n in counts.items() if n > 1)
+    if duplicated:
+        raise InvalidCsv(f"line 1: column(s) {', '.join(duplicated)} appear more than once")
+    return header
 
 
 def read_rows(
@@ -193,28 +204,7 @@ def read_rows(
         yield from lines
 
     reader = csv.reader(all_lines(), delimiter=_sniff_delimiter(first))
-    # email and name are matched case-insensitively; attribute names keep their case so exports round-trip.
-    header = [unneutralise(column.strip()) for column in next(reader)]
-    if len(header) > MAX_COLUMNS:
-        raise InvalidCsv(
-            f"line 1: the header has {len(header)} columns; at most {MAX_COLUMNS} are imported "
-            "(email, name and the attributes): is this the right file, and is its separator , or ;?"
-        )
-    header = [c.lower() if c.lower() in ("email", "name") else c for c in header]
-    if "email" not in header:
-        shown = ", ".join(header[:20]) + (", ..." if len(header) > 20 else "")
-        raise InvalidCsv(f"line 1: no 'email' column in the header (found: {shown or 'nothing'})")
-    for position, column in enumerate(header, start=1):
-        if not column:
-            raise InvalidCsv(f"line 1: column {position} has no name")
-        if len(column) > MAX_ATTRIBUTE_NAME_LENGTH:
-            raise InvalidCsv(f"line 1: column {position} has a name longer than {MAX_ATTRIBUTE_NAME_LENGTH} characters")
-        if "\x00" in column:
-            raise InvalidCsv(f"line 1: column {position} has a NUL character in its name")
-    counts = collections.Counter(header)  # one pass: header.count per column took 42 s for 50,000 columns
-    duplicated = sorted(c for c, n in counts.items() if n > 1)
-    if duplicated:
-        raise InvalidCsv(f"line 1: column(s) {', '.join(duplicated)} appear more than once")
+    header = _read_header(next(reader))
     email_at = header.index("email")
     name_at = header.index("name") if "name" in header else None
     attribute_columns = [(i, c) for i, c in enumerate(header) if c not in ("email", "name", "status")]
@@ -381,21 +371,21 @@ def _merge(
     confirmed: bool,
     postgres: bool,
 ) -> None:
-    def run(sql: str, **params: Any) -> int:
-        statement = text(sql)
-        if "now" in params:
-            statement = statement.bindparams(bindparam("now", type_=UTCDateTime()))
-        return session.execute(statement, params).rowcount or 0  # type: ignore[attr-defined]
+    """Merge the staged rows into subscribers and subscriptions, a few set-based statements in all."""
+    _keep_last_rows(session, staging, final, report, postgres=postgres)
+    _drop_ineligible(session, final, list_id, report)
+    _update_existing(session, final, list_id, report, confirmed=confirmed, postgres=postgres)
+    _add_subscriptions(session, final, list_id, report, confirmed=confirmed, postgres=postgres)
 
-    now = utcnow()
-    as_json = "CAST({} AS jsonb)" if postgres else "{}"
-    merge_json = (
-        "subscribers.attributes || CAST(f.attributes AS jsonb)"
-        if postgres
-        else ("json_patch(subscribers.attributes, f.attributes)")
-    )
-    ignore = ("", " ON CONFLICT DO NOTHING") if postgres else (" OR IGNORE", "")
 
+def _run(session: Session, sql: str, **params: Any) -> int:
+    statement = text(sql)
+    if "now" in params:
+        statement = statement.bindparams(bindparam("now", type_=UTCDateTime()))
+    return session.execute(statement, params).rowcount or 0  # type: ignore[attr-defined]
+
+
+def _keep_last_rows(session: Session, staging: str, final: str, report: ImportReport, *, postgres: bool) -> None:
     # The last row of an address wins; the earlier ones are duplicates.
     session.execute(
         text(
@@ -414,6 +404,9 @@ def _merge(
     if staged > kept:
         _merge_duplicates(session, staging, final)
 
+
+def _drop_ineligible(session: Session, final: str, list_id: int, report: ImportReport) -> None:
+    run = partial(_run, session)
     report.skip("suppressed", run(f"DELETE FROM {final} WHERE email_hash IN (SELECT email_hash FROM suppressions)"))
     report.skip(
         "blocklisted",
@@ -428,25 +421,49 @@ def _merge(
         ),
     )
 
+
+def _on_list(final: str) -> str:
+    return (
+        f"SELECT s.id FROM {final} AS f JOIN subscribers s ON s.email = f.email "
+        "JOIN subscriptions x ON x.subscriber_id = s.id AND x.list_id = :list"
+    )
+
+
+def _update_existing(
+    session: Session, final: str, list_id: int, report: ImportReport, *, confirmed: bool, postgres: bool
+) -> None:
+    now = utcnow()
+    merge_json = (
+        "subscribers.attributes || CAST(f.attributes AS jsonb)"
+        if postgres
+        else ("json_patch(subscribers.attributes, f.attributes)")
+    )
     # Existing subscribers: a non-empty name replaces the stored one, attributes are merged in.
-    run(
+    _run(
+        session,
         f"UPDATE subscribers SET name = CASE WHEN f.name <> '' THEN f.name ELSE subscribers.name END, "
         f"attributes = {merge_json}, updated_at = :now FROM {final} AS f "
         "WHERE subscribers.email = f.email AND (f.name <> '' OR f.attributes <> '{}')",
         now=now,
     )
-    on_list = (
-        f"SELECT s.id FROM {final} AS f JOIN subscribers s ON s.email = f.email "
-        "JOIN subscriptions x ON x.subscriber_id = s.id AND x.list_id = :list"
-    )
+    on_list = _on_list(final)
     report.updated = session.scalar(text(f"SELECT count(*) FROM ({on_list}) AS existing"), {"list": list_id}) or 0
     if confirmed:
-        run(
+        _run(
+            session,
             "UPDATE subscriptions SET status = 'confirmed', confirmed_at = :now, consent_at = :now, updated_at = :now "
             f"WHERE list_id = :list AND status = 'pending' AND subscriber_id IN ({on_list})",
             list=list_id,
             now=now,
         )
+
+
+def _add_subscriptions(
+    session: Session, final: str, list_id: int, report: ImportReport, *, confirmed: bool, postgres: bool
+) -> None:
+    now = utcnow()
+    as_json = "CAST({} AS jsonb)" if postgres else "{}"
+    ignore = ("", " ON CONFLICT DO NOTHING") if postgres else (" OR IGNORE", "")
     status = SubscriptionStatus.confirmed if confirmed else SubscriptionStatus.pending
     values = {
         "list": list_id,
@@ -530,75 +547,3 @@ def pending_confirmations(session: Session, list_id: int) -> int:
         )
         or 0
     )
-
-
-# --- exporting --------------------------------------------------------------------------------------------
-
-
-class _Line:
-    """A file-like sink for csv.writer that hands back what was written, one row at a time."""
-
-    def __init__(self) -> None:
-        self.value = ""
-
-    def write(self, value: str) -> int:
-        self.value = value
-        return len(value)
-
-
-ExportStatus = Literal["confirmed", "pending", "unsubscribed", "all"]
-EXPORT_STATUSES: tuple[ExportStatus, ...] = ("confirmed", "pending", "unsubscribed", "all")
-
-
-def export_csv(
-    session: Session, search: Search, *, status: ExportStatus = "confirmed", batch: int = 5000
-) -> Iterator[str]:
-    """CSV lines (header first) of the subscribers a search finds: email, name, then one column per attribute.
-
-    The export of a list (`search.list_slug`) has a `status` column after the name, the subscription's
-    state on that list, and holds the subscriptions in `status`: by default `confirmed`, the people the
-    list mails (blocklisted and suppressed addresses left out); `all` is everyone, whatever their state.
-    An explicit `search.subscription_status` wins over `status`.
-    Two streamed passes (attribute names, then rows) keep memory flat for any list size.
-    """
-    if status not in EXPORT_STATUSES:
-        raise Invalid(f"status: must be one of {', '.join(EXPORT_STATUSES)}, got {status!r}")
-    fields: list[Any] = [Subscriber.email, Subscriber.name]
-    if search.list_slug:
-        mailing_list = lists.get_list(session, search.list_slug)
-        query = search_query(session, dataclasses.replace(search, list_slug=None, subscription_status=None))
-        query = query.join(
-            Subscription, (Subscription.subscriber_id == Subscriber.id) & (Subscription.list_id == mailing_list.id)
-        )
-        if search.subscription_status is not None:
-            query = query.where(Subscription.status == search.subscription_status)
-        elif status != "all":
-            query = query.where(Subscription.status == SubscriptionStatus(status))
-            if status == "confirmed":
-                query = query.where(
-                    Subscriber.status == SubscriberStatus.active,
-                    ~exists().where(Suppression.email_hash == Subscriber.email_hash),
-                )
-        fields.append(Subscription.status)
-    else:
-        query = search_query(session, search)
-    query = query.order_by(Subscriber.id)
-    names: set[str] = set()
-    for attributes in session.scalars(
-        query.with_only_columns(Subscriber.attributes).execution_options(yield_per=batch)
-    ):
-        names.update(attributes or {})
-    columns = sorted(names - {"email", "name", "status"})
-    sink = _Line()
-    writer = csv.writer(sink, lineterminator="\r\n")
-    # Attribute names come from people too (a CSV header, the API): neutralised like every cell.
-    heading = ["email", "name", *(["status"] if len(fields) > 2 else []), *columns]
-    writer.writerow([neutralise(cell) for cell in heading])
-    yield sink.value
-    rows = session.execute(query.with_only_columns(*fields, Subscriber.attributes).execution_options(yield_per=batch))
-    for *cells, attributes in rows:
-        attributes = attributes or {}
-        values = ["" if attributes.get(c) is None else str(attributes[c]) for c in columns]
-        known = [cell.value if isinstance(cell, SubscriptionStatus) else cell for cell in cells]
-        writer.writerow([neutralise(cell) for cell in (*known, *values)])
-        yield sink.value

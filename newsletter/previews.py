@@ -25,8 +25,9 @@ from newsletter.delivery.ledger import Claimed
 from newsletter.dkim import signer_for
 from newsletter.errors import NotFound, Unavailable
 from newsletter.lists import get_list
-from newsletter.mailer import Mailer, SendResult, parse_smtp_urls
+from newsletter.mailer import Mailer, SendResult
 from newsletter.models import Campaign, MailingList, Subscriber
+from newsletter.smtpservers import parse_smtp_urls
 from newsletter.tokens import Tokens
 
 __all__ = [

@@ -151,10 +151,6 @@ def remove(session: Session, address: str, *, by: str) -> None:
     session.flush()
 
 
-def iter_all(session: Session) -> Iterator[Suppression]:
-    yield from session.scalars(select(Suppression).order_by(Suppression.id).execution_options(yield_per=1000))
-
-
 def is_suppressed(session: Session, address: str) -> bool:
     return session.scalar(select(Suppression.id).where(Suppression.email_hash == email_hash(address))) is not None
 

@@ -1,6 +1,7 @@
 """`make lint`'s shape check: no module of project code over 600 lines, no function over 60 lines unless a
-comment on the line above its `def` (or on the `def` line) starts with `# long:` and says why, and every
-domain module named in the import-linter contract that keeps the domain free of the entry points.
+comment on the line above its `def` (or on the `def` line) starts with `# long:` and says why, no import
+cycle between modules (import-linter's acyclic contract sees packages as wholes), and every domain module
+named in the import-linter contract that keeps the domain free of the entry points.
 
 Tests and migrations are exempt: a test reads best as one story, a migration is written once.
 """
@@ -11,6 +12,8 @@ import ast
 import sys
 import tomllib
 from pathlib import Path
+
+import grimp
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_MODULE_LINES = 600
@@ -63,6 +66,20 @@ def uncontracted_domain_modules() -> list[str]:
     ]
 
 
+def module_cycles() -> list[str]:
+    """Cycles between single modules of newsletter/, deferred imports included."""
+    graph = grimp.build_graph("newsletter")
+    modules = sorted(m for m in graph.modules if not m.startswith("newsletter.migrations"))
+    problems, seen = [], set()
+    for module in modules:
+        for imported in graph.find_modules_directly_imported_by(module):
+            chain = graph.find_shortest_chain(importer=imported, imported=module) if imported != module else None
+            if chain and frozenset(chain) not in seen:  # each cycle once, whichever module it is met from
+                seen.add(frozenset(chain))
+                problems.append("import cycle: " + " -> ".join((module, *chain)))
+    return problems
+
+
 def main() -> int:
     problems: list[str] = []
     for path in project_files():
@@ -72,6 +89,7 @@ def main() -> int:
             problems.append(f"{path.relative_to(ROOT)}: {count} lines (> {MAX_MODULE_LINES}): give its parts homes")
         problems += long_functions(path, source)
     problems += uncontracted_domain_modules()
+    problems += module_cycles()
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0

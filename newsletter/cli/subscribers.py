@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.orm import Session
 
-from newsletter import gdpr, imports, lists, subscribers, subscriptions
+from newsletter import exports, gdpr, imports, lists, subscribers, subscriptions
 from newsletter.cli.console import AsJson, emit_json, err, fail, note, print_table, say, say_next_page, unit_of_work
 from newsletter.models import Subscriber, SubscriberStatus, SubscriptionSource
 from newsletter.subscribers import Search
@@ -113,12 +113,12 @@ def subscribers_export(
         if slug:
             lists.get_list(session, slug)
         if output is None:
-            for line in imports.export_csv(session, search):
+            for line in exports.export_csv(session, search):
                 sys.stdout.write(line)
             return
         tmp = output.with_name(output.name + ".part")
         with tmp.open("w", encoding="utf-8", newline="") as target:
-            for line in imports.export_csv(session, search):
+            for line in exports.export_csv(session, search):
                 target.write(line)
         tmp.replace(output)
     note(f"wrote {output}")

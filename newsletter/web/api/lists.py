@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from newsletter import imports, lists
+from newsletter import exports, imports, lists
 from newsletter.models import MailingList
 from newsletter.subscribers import Search
 from newsletter.web.api.deps import Admin, Editor, JobQueue
@@ -112,7 +112,7 @@ def export_list(
     session: SessionDep,
     _: Admin,
     slug: SlugPath,
-    status: imports.ExportStatus = Query(
+    status: exports.ExportStatus = Query(
         "confirmed",
         description="Which subscriptions: `confirmed` (the default: the people the list mails), `pending`, "
         "`unsubscribed` or `all`. The file has a `status` column either way.",
@@ -123,14 +123,14 @@ def export_list(
 
 
 def csv_response(
-    request: Request, search: Search, filename: str, status: imports.ExportStatus = "confirmed"
+    request: Request, search: Search, filename: str, status: exports.ExportStatus = "confirmed"
 ) -> StreamingResponse:
     """Stream an export; rows are read by a session of its own, as the request's ends before streaming."""
     factory = request.app.state.sessions
 
     def lines() -> Iterator[str]:
         with factory() as session:
-            yield from imports.export_csv(session, search, status=status)
+            yield from exports.export_csv(session, search, status=status)
 
     return StreamingResponse(
         lines(),

@@ -59,7 +59,7 @@ def test_demo_sends_once_and_says_so_the_second_time(tmp_path: Path) -> None:
     [
         (
             ["lists", "list"],
-            {"NEWSLETTER_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+            {"NEWSLETTER_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "NEWSLETTER_SECRET_KEY": "k" * 32},
             "cannot use the database postgresql+psycopg://nobody@127.0.0.1:1/none",
         ),
         (["lists", "list"], {"NEWSLETTER_SMTP_URL": "smtp//oops"}, "NEWSLETTER_SMTP_URL"),
@@ -87,7 +87,7 @@ def test_runs_from_any_directory(tmp_path: Path) -> None:
     db = tmp_path / "elsewhere.db"
     result = run(["db", "upgrade"], tmp_path, NEWSLETTER_DATABASE_URL=f"sqlite:///{db}")
     assert result.returncode == 0, result.stderr
-    assert "database at revision 0001" in result.stdout and db.exists()
+    assert "database at revision 0002" in result.stdout and db.exists()
     assert tmp_path != ROOT
 
 

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import Annotated, Any, NamedTuple
 
-from sqlalchemy import JSON, BigInteger, DateTime, Engine, Executable, MetaData, String, create_engine, event, make_url
+from sqlalchemy import JSON, BigInteger, DateTime, Engine, Executable, MetaData, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 

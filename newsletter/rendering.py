@@ -253,11 +253,7 @@ def _build_context(
     open_pixel_url: str | None,
     greeting: bool,
 ) -> dict[str, Any]:
-    # Links are resolved here, in document order, so `links` is deterministic whatever the templates do.
-    intro_tokens = _parse_markdown(digest.intro or "", links)
-    sections = [
-        {"name": name, "items": [_build_item(item, links) for item in items]} for name, items in digest.sections()
-    ]
+    intro_tokens, sections = _content(digest, links)
     return {
         "digest": digest,
         "date_label": format_date(digest.date),
@@ -492,13 +488,19 @@ def render_confirmation(
     return RenderedEmail(subject=subject, html=html, text=_tidy_text(text), links=(confirm_url,))
 
 
-def digest_page_context(digest: Digest) -> dict[str, Any]:
-    """The digest's content for a web page (the archive): what the email shows, without personal links."""
-    links = _LinkRecorder(None)
+def _content(digest: Digest, links: _LinkRecorder) -> tuple[list[Token], list[dict[str, Any]]]:
+    """The intro's Markdown tokens and the sections with their built items."""
+    # Links are resolved here, in document order, so `links` is deterministic whatever the templates do.
     intro_tokens = _parse_markdown(digest.intro or "", links)
     sections = [
         {"name": name, "items": [_build_item(item, links) for item in items]} for name, items in digest.sections()
     ]
+    return intro_tokens, sections
+
+
+def digest_page_context(digest: Digest) -> dict[str, Any]:
+    """The digest's content for a web page (the archive): what the email shows, without personal links."""
+    intro_tokens, sections = _content(digest, _LinkRecorder(None))
     return {
         "digest": digest,
         "date_label": format_date(digest.date),

@@ -8,11 +8,11 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from newsletter.errors import NewsletterError
 from newsletter.smtpservers import parse_smtp_urls
@@ -65,8 +65,9 @@ class Settings(BaseSettings):
         f"SMTP_URL, a localhost BASE_URL): generate one with `{MAKE_A_KEY}`. Changing it breaks the links "
         "in mail already sent unless the old key goes to OLD_SECRET_KEYS.",
     )
-    old_secret_keys: Annotated[tuple[str, ...], NoDecode] = Field(
-        (),
+    # Kept as the text it is given (a plain str round-trips through the environment, e.g. to a worker).
+    old_secret_keys: str = Field(
+        "",
         description="Comma-separated keys SECRET_KEY replaced: tokens they signed (links in mail already "
         "sent) still verify, new ones are signed with SECRET_KEY.",
     )
@@ -150,13 +151,6 @@ class Settings(BaseSettings):
             raise ValueError(f"unsupported database URL {value!r}: use sqlite:///FILE or postgresql://...")
         return value
 
-    @field_validator("old_secret_keys", mode="before")
-    @classmethod
-    def _split_old_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(key.strip() for key in value.split(",") if key.strip())
-        return value
-
     @field_validator("smtp_url")
     @classmethod
     def _check_smtp_url(cls, value: str | None) -> str | None:
@@ -180,13 +174,18 @@ class Settings(BaseSettings):
             )
         if len(self.secret_key) < 16:
             raise ValueError("NEWSLETTER_SECRET_KEY is too short: use at least 16 random characters")
-        if DEV_SECRET_KEY in self.old_secret_keys and self.deployment_signs:
+        if DEV_SECRET_KEY in self.previous_secret_keys and self.deployment_signs:
             raise ValueError("NEWSLETTER_OLD_SECRET_KEYS: the development key cannot verify links here")
-        if any(len(key) < 16 for key in self.old_secret_keys):
+        if any(len(key) < 16 for key in self.previous_secret_keys):
             raise ValueError("NEWSLETTER_OLD_SECRET_KEYS: each key must be at least 16 characters")
         if bool(self.dkim_domain) != bool(self.dkim_selector) or (self.dkim_domain and not self.dkim_key_file):
             raise ValueError("DKIM needs NEWSLETTER_DKIM_DOMAIN, NEWSLETTER_DKIM_SELECTOR and DKIM_KEY_FILE together")
         return self
+
+    @property
+    def previous_secret_keys(self) -> tuple[str, ...]:
+        """OLD_SECRET_KEYS as a list: the keys whose tokens still verify."""
+        return tuple(key.strip() for key in self.old_secret_keys.split(",") if key.strip())
 
     @property
     def deployment_signs(self) -> list[str]:

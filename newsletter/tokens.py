@@ -96,7 +96,7 @@ class Tokens:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Tokens:
-        return cls(settings.secret_key, settings.old_secret_keys)
+        return cls(settings.secret_key, settings.previous_secret_keys)
 
     def _signature(self, purpose: TokenPurpose, value: bytes, key: int = 0) -> bytes:
         """What itsdangerous' `get_signature` returns, from the pre-keyed HMAC of one key."""

@@ -129,7 +129,7 @@ def test_old_secret_keys_still_verify_and_new_tokens_use_the_current_key(monkeyp
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", current)
     monkeypatch.setenv("NEWSLETTER_OLD_SECRET_KEYS", f"some-older-key-000000, {old}")
     settings = load_settings()
-    assert settings.old_secret_keys == ("some-older-key-000000", old)
+    assert settings.previous_secret_keys == ("some-older-key-000000", old)
     tokens = Tokens.from_settings(settings)
     assert tokens.read(TokenPurpose.unsubscribe, sent_before, 2) == (7, 3)
     assert tokens.read(TokenPurpose.confirm, confirm_before, 2) == (7, 3)

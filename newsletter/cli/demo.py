@@ -29,7 +29,6 @@ from newsletter.models import (
     SubscriptionSource,
     campaign_lists,
 )
-from worker import tasks
 
 SAMPLE_DIGEST = Path(__file__).resolve().parent.parent / "samples" / "sample-digest.md"
 DEMO_LIST = "demo"
@@ -90,6 +89,9 @@ def _demo_list(session: Session) -> MailingList:
 
 
 def run(settings: Settings, *, subscribers: int, console: Console) -> None:
+    # Deferred like the other commands that enqueue (cli/campaigns.py says why): worker.app reads the
+    # settings when imported, and a bad setting must stay a one-line error.
+    from worker import tasks
 
     upgrade(get_engine(settings))
     digest = digests.load_digest(SAMPLE_DIGEST)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import deliverability, digests, rendering, templates
 from newsletter.config import Settings
-from newsletter.db import utcnow
+from newsletter.db import analyze, utcnow
 from newsletter.delivery.ledger import RESENT_AFTER_UNKNOWN, BatchRange, batch_ranges, plan, planned_ranges, rowcount
 from newsletter.digests import DigestNotFound
 from newsletter.errors import Conflict, NotFound
@@ -154,6 +154,8 @@ def start(session: Session, settings: Settings, campaign_id: int) -> list[BatchR
     if campaign.status in (CampaignStatus.draft, CampaignStatus.scheduled):
         render_campaign(session, settings, campaign)
         campaign.recipient_count = plan(session, campaign)
+        # every claim and record of the campaign reads these new rows; plan them on fresh statistics
+        analyze(session, "deliveries")
         campaign.planned_at = campaign.started_at = utcnow()
         campaign.status = CampaignStatus.sending
         session.flush()

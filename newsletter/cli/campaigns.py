@@ -26,7 +26,7 @@ from newsletter.cli.console import (
     unit_of_work,
 )
 from newsletter.cli.digests import DigestSlug, TemplateName
-from newsletter.delivery import progress
+from newsletter.delivery import progress, scheduling
 from newsletter.mailer import get_mailer
 from newsletter.models import CampaignStatus, DeliveryStatus
 
@@ -75,13 +75,23 @@ def campaigns_send(
             template=template,
         )
         campaign_id = campaign.id
+    starter: tuple[str, bool] | None = None
     if when is None:
         tasks.start_campaign.delay(campaign_id)
+    else:
+        with unit_of_work() as session:
+            starter = scheduling.who_starts(session, settings())
+        prefix = "" if starter[1] else "warning: "
+        note(f"{prefix}campaign {campaign_id} is scheduled for {when.isoformat()}; {starter[0]}", soft_wrap=True)
     if wait:
         watch(campaign_id, quiet=as_json)
     with unit_of_work() as session:
         status = delivery.get_campaign(session, campaign_id).status.value
-    emit_json({"id": campaign_id, "status": status}) if as_json else say(str(campaign_id))
+    if as_json:
+        started_by = {} if starter is None else {"started_by": starter[0], "scheduler_seen": starter[1]}
+        emit_json({"id": campaign_id, "status": status, **started_by})
+    else:
+        say(str(campaign_id))
 
 
 @app.command("test")

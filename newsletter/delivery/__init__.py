@@ -19,6 +19,7 @@ from newsletter import deliverability, digests, rendering, templates
 from newsletter.config import Settings
 from newsletter.db import analyze, utcnow
 from newsletter.delivery.ledger import RESENT_AFTER_UNKNOWN, BatchRange, batch_ranges, plan, planned_ranges, rowcount
+from newsletter.delivery.scheduling import due_campaigns
 from newsletter.digests import DigestNotFound
 from newsletter.errors import Conflict, NotFound
 from newsletter.lists import get_list
@@ -283,7 +284,4 @@ def sweep(session: Session, settings: Settings, now: dt.datetime | None = None) 
         requeued.extend(ranges)
         if not ranges:
             finish_if_done(session, campaign_id)
-    started = session.scalars(
-        select(Campaign.id).where(Campaign.status == CampaignStatus.scheduled, Campaign.scheduled_at <= now)
-    ).all()
-    return SweepReport(unknown=unknown, requeued=requeued, started=list(started))
+    return SweepReport(unknown=unknown, requeued=requeued, started=due_campaigns(session, now))

@@ -6,6 +6,8 @@ import logging
 import time
 from functools import cache
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from newsletter import delivery, subscriptions
 from newsletter.config import Settings, get_settings
 from newsletter.db import session_factory, session_scope
@@ -66,8 +68,11 @@ def send_batch(campaign_id: int, first_id: int, last_id: int) -> None:
 def sweep() -> None:
     """The periodic recovery pass that Celery beat enqueues; it leaves the beat's heartbeat."""
     settings = get_settings()
-    with session_scope(settings) as session:
-        scheduling.record_beat(session)
+    try:
+        with session_scope(settings) as session:
+            scheduling.record_beat(session)
+    except SQLAlchemyError:  # the heartbeat only informs `campaigns send --at`: recovery must go on
+        log.exception("sweep: could not record the beat's heartbeat")
     run_sweep(settings)
 
 

@@ -60,13 +60,28 @@ class Workers:
             self.proc.wait()
 
 
-def start_workers(settings: Settings, concurrency: int, log: Path, app: str = "worker") -> Workers:
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a process (a worker, the `newsletter` command) exactly these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update({f"NEWSLETTER_{k.upper()}": str(v) for k, v in settings.model_dump().items() if v is not None})
+    for name, value in settings.model_dump().items():
+        if isinstance(value, tuple | list):  # comma-separated, as the settings read them
+            env[f"NEWSLETTER_{name.upper()}"] = ",".join(map(str, value))
+        elif value is not None:
+            env[f"NEWSLETTER_{name.upper()}"] = str(value)
+    return env
+
+
+def start_workers(settings: Settings, concurrency: int | None, log: Path, app: str = "worker") -> Workers:
+    """Celery workers; `concurrency` None starts them as the README says, `celery -A worker worker`, with
+    every flag at its default (one process per CPU)."""
+    tuned = [] if concurrency is None else [
+        f"--concurrency={concurrency}", "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "-n", f"bench-{uuid.uuid4().hex[:6]}@%h",
+    ]  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", app, "worker", f"--concurrency={concurrency}", "--loglevel=WARNING",
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"],
-        cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel=WARNING", *tuned],
+        cwd=ROOT, env=settings_env(settings), stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,
     )  # fmt: skip
     time.sleep(3)  # let the pool fork and connect before the clock starts
     return Workers(proc, log)

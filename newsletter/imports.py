@@ -42,7 +42,7 @@ from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from newsletter import addresses, lists
-from newsletter.db import UTCDateTime, is_postgres, utcnow
+from newsletter.db import UTCDateTime, analyze, is_postgres, utcnow
 from newsletter.errors import Invalid
 from newsletter.exports import unneutralise
 from newsletter.models import (
@@ -334,6 +334,9 @@ def import_csv(
     _merge(session, staging, final, mailing_list.id, report, confirmed=confirmed, postgres=postgres)
     session.execute(text(f"DROP TABLE {staging}"))
     session.execute(text(f"DROP TABLE {final}"))
+    if report.imported or report.updated:
+        # a campaign sent right after plans its ledger and claims from these tables
+        analyze(session, "subscribers", "subscriptions")
     report.pending_confirmation = pending_confirmations(session, mailing_list.id)
     session.expire_all()
     return report

@@ -436,3 +436,14 @@ class ApiToken(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class Heartbeat(Base):
+    """When a scheduler last ran: `beat` is written by the sweep Celery beat enqueues, `embedded` is held
+    by the one `newsletter serve` process that starts due campaigns when there is no broker."""
+
+    __tablename__ = "heartbeats"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))  # host:pid of the process that wrote it
+    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

@@ -37,7 +37,9 @@ def worker_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a worker process exactly these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     for name, value in settings.model_dump().items():
-        if value is not None:
+        if isinstance(value, tuple | list):  # comma-separated, as the settings read them
+            env[f"NEWSLETTER_{name.upper()}"] = ",".join(map(str, value))
+        elif value is not None:
             env[f"NEWSLETTER_{name.upper()}"] = str(value)
     return env
 

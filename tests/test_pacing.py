@@ -248,3 +248,32 @@ def test_the_pace_converges_to_what_a_throttling_server_accepts(threshold: float
     print(f"\nthrottling server at {threshold:.0f}/s: accepted {achieved:.0f}/s, 421 to {share:.1%}")
     assert achieved == pytest.approx(threshold, rel=0.2)
     assert share < 0.2
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_campaigns_status_shows_each_servers_pace_and_what_last_slowed_it(
+    committed_pg: str, redis_url: str, tmp_path
+) -> None:
+    from tests.factories import SAMPLE_DIGEST
+    from tests.test_cli import Cli
+
+    cli = Cli(committed_pg, tmp_path)
+    cli.env["NEWSLETTER_REDIS_URL"] = redis_url
+    cli.run("lists", "create", "weekly", "--name", "Weekly", "--from-email", "news@example.org")
+    slug = cli.run("digests", "publish", str(SAMPLE_DIGEST)).stdout.strip()
+    campaign = cli.sql(
+        "WITH c AS (INSERT INTO campaigns (digest_id, subject, status, recipient_count, created_at, updated_at) "
+        f"SELECT id, 'Hello', 'sending', 0, now(), now() FROM digests WHERE slug = '{slug}' RETURNING id) "
+        "SELECT id FROM c"
+    )
+    assert cli.json("campaigns", "status", str(campaign))["pacing"] == []  # nothing sent: nothing paced
+    # a server that said "too fast", with a reply that tries to write to the terminal
+    RedisPacer(redis_url, PacingParams(floor=80)).record(SERVER, 421, "4.7.0 Too many \x1b[31mmessages")
+    [pace] = cli.json("campaigns", "status", str(campaign))["pacing"]
+    assert (pace["server"], pace["rate"], pace["reason"]) == (SERVER, 80, "421 4.7.0 Too many \x1b[31mmessages")
+    assert pace["changed_at"] is not None
+    human = cli.run("campaigns", "status", str(campaign)).stdout
+    line = next(line for line in human.splitlines() if "pace of" in line)
+    assert line.startswith(f'  pace of {SERVER}: 80.0 messages/s; last slowed by "421 4.7.0 Too many [31mmessages" at ')
+    assert "\x1b" not in human

@@ -97,3 +97,31 @@ def test_two_workers_settle_at_the_rate_a_throttling_server_accepts(
     # the server accepted close to its limit all along (not the collapse to ~2 msg/s of the old ladder)
     assert throttle.steady_rate() == pytest.approx(threshold, rel=0.2)
     assert share < 0.25
+
+
+def test_a_group_slower_than_its_lease_stays_with_its_live_worker(
+    make_settings: Callable[..., Settings], committed_pg: str, redis_url: str, tmp_path: Path
+) -> None:
+    # the second failure of issue 12: with a 20 s lease, live workers lost rows to the sweep (46 unknown,
+    # 6 never delivered). Here a group of 30 at 1 msg/s per worker takes 30 s, three leases of 10 s, while
+    # the beat sweeps every 2 s: only renewing the claims keeps the rows with the worker sending them.
+    recipients = 60
+    with RecordingSMTPServer(pipelining=True) as smtp:
+        settings = make_settings(
+            database_url=committed_pg,
+            broker_url=redis_url,
+            smtp_url=f"{smtp.url}?rate=2",
+            claim_lease_seconds=10,
+            batch_size=30,
+            outcome_flush_count=50,
+        )
+        campaign_id, emails = plan(settings, recipients)
+        seconds = run(settings, campaign_id, tmp_path)
+        rows = ledger(settings, campaign_id)
+        received = check_exactly_once(smtp, rows)
+    print(f"\nserver paced to 2 msg/s, lease 10 s: {recipients} in {seconds:.1f}s")
+    assert Counter(s for s, _, _ in rows.values()) == {DeliveryStatus.sent: recipients}  # 0 unknown
+    assert set(received) == set(emails) and sum(received.values()) == recipients  # 0 missing, 0 twice
+    assert {attempts for _, attempts, _ in rows.values()} == {1}
+    # it really was paced: two leases at least, so a claim that is not renewed would have expired
+    assert seconds > 2 * settings.claim_lease_seconds

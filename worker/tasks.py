@@ -6,10 +6,12 @@ import logging
 import time
 from functools import cache
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from newsletter import delivery, subscriptions
-from newsletter.config import get_settings
+from newsletter.config import Settings, get_settings
 from newsletter.db import session_factory, session_scope
-from newsletter.delivery import sending
+from newsletter.delivery import scheduling, sending
 from newsletter.mailer import Mailer, get_mailer
 from newsletter.pacing import get_pacer
 from newsletter.ratelimit import RateLimiter, get_rate_limiter
@@ -64,7 +66,18 @@ def send_batch(campaign_id: int, first_id: int, last_id: int) -> None:
 
 @app.task(acks_late=True)
 def sweep() -> None:
+    """The periodic recovery pass that Celery beat enqueues; it leaves the beat's heartbeat."""
     settings = get_settings()
+    try:
+        with session_scope(settings) as session:
+            scheduling.record_beat(session)
+    except SQLAlchemyError:  # the heartbeat only informs `campaigns send --at`: recovery must go on
+        log.exception("sweep: could not record the beat's heartbeat")
+    run_sweep(settings)
+
+
+def run_sweep(settings: Settings) -> None:
+    """The sweep and what it finds to do: enqueued, or run in this process in embedded mode."""
     with session_scope(settings) as session:
         report = delivery.sweep(session, settings)
     if report.unknown:

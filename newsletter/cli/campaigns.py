@@ -26,9 +26,10 @@ from newsletter.cli.console import (
     unit_of_work,
 )
 from newsletter.cli.digests import DigestSlug, TemplateName
-from newsletter.delivery import progress
+from newsletter.delivery import progress, scheduling
 from newsletter.mailer import get_mailer
 from newsletter.models import CampaignStatus, DeliveryStatus
+from newsletter.pacing import Pace, get_pacer
 
 app = typer.Typer(no_args_is_help=True, help="Campaigns: send, watch, pause, resume, cancel.")
 
@@ -75,13 +76,23 @@ def campaigns_send(
             template=template,
         )
         campaign_id = campaign.id
+    starter: tuple[str, bool] | None = None
     if when is None:
         tasks.start_campaign.delay(campaign_id)
+    else:
+        with unit_of_work() as session:
+            starter = scheduling.who_starts(session, settings())
+        prefix = "" if starter[1] else "warning: "
+        note(f"{prefix}campaign {campaign_id} is scheduled for {when.isoformat()}; {starter[0]}", soft_wrap=True)
     if wait:
         watch(campaign_id, quiet=as_json)
     with unit_of_work() as session:
         status = delivery.get_campaign(session, campaign_id).status.value
-    emit_json({"id": campaign_id, "status": status}) if as_json else say(str(campaign_id))
+    if as_json:
+        started_by = {} if starter is None else {"started_by": starter[0], "scheduler_seen": starter[1]}
+        emit_json({"id": campaign_id, "status": status, **started_by})
+    else:
+        say(str(campaign_id))
 
 
 @app.command("test")
@@ -153,6 +164,10 @@ def campaigns_status(campaign_id: int, as_json: AsJson = False) -> None:
     """Counts per delivery status, opens, clicks per link, unsubscribes, bounces, rate and duration."""
     with unit_of_work() as session:
         result = stats.campaign_report(session, campaign_id)
+    # the pace of each SMTP server as the fleet shares it (Redis); without Redis each process paces alone
+    # and this one has sent nothing, so there is nothing to show
+    paces = get_pacer(settings()).snapshot()
+    result["pacing"] = [pace.as_dict() for pace in paces]
     if as_json:
         emit_json(result)
         return
@@ -166,6 +181,19 @@ def campaigns_status(campaign_id: int, as_json: AsJson = False) -> None:
         say(f"  duration: {result['duration_seconds']:.1f} s" + (f", {rate} messages/s" if rate else ""))
     for link in result["links"]:
         say(f"  {link['clicks']:>6} clicks ({link['unique_clicks']} unique)  {link['url']}")
+    for pace in paces:
+        say(f"  pace of {pace.server}: {describe_pace(pace)}")
+
+
+def describe_pace(pace: Pace) -> str:
+    if pace.rate is None:
+        now = "unlimited" if pace.ceiling is None else f"at its ceiling, {pace.ceiling:g} messages/s"
+    else:
+        now = f"{pace.rate:.1f} messages/s" + (f" (ceiling {pace.ceiling:g})" if pace.ceiling else "")
+    if pace.reason:
+        when = f" at {pace.changed_at.isoformat(timespec='seconds')}" if pace.changed_at else ""
+        now += f'; last slowed by "{pace.reason}"{when}'  # say() drops control characters
+    return now
 
 
 def parse_statuses(value: str) -> list[DeliveryStatus]:

@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from newsletter import deliverability, digests, rendering, templates
 from newsletter.config import Settings
-from newsletter.db import utcnow
+from newsletter.db import analyze, utcnow
 from newsletter.delivery.ledger import RESENT_AFTER_UNKNOWN, BatchRange, batch_ranges, plan, planned_ranges, rowcount
+from newsletter.delivery.scheduling import due_campaigns
 from newsletter.digests import DigestNotFound
 from newsletter.errors import Conflict, NotFound
 from newsletter.lists import get_list
@@ -154,6 +155,8 @@ def start(session: Session, settings: Settings, campaign_id: int) -> list[BatchR
     if campaign.status in (CampaignStatus.draft, CampaignStatus.scheduled):
         render_campaign(session, settings, campaign)
         campaign.recipient_count = plan(session, campaign)
+        # every claim and record of the campaign reads these new rows; plan them on fresh statistics
+        analyze(session, "deliveries")
         campaign.planned_at = campaign.started_at = utcnow()
         campaign.status = CampaignStatus.sending
         session.flush()
@@ -281,7 +284,4 @@ def sweep(session: Session, settings: Settings, now: dt.datetime | None = None) 
         requeued.extend(ranges)
         if not ranges:
             finish_if_done(session, campaign_id)
-    started = session.scalars(
-        select(Campaign.id).where(Campaign.status == CampaignStatus.scheduled, Campaign.scheduled_at <= now)
-    ).all()
-    return SweepReport(unknown=unknown, requeued=requeued, started=list(started))
+    return SweepReport(unknown=unknown, requeued=requeued, started=due_campaigns(session, now))

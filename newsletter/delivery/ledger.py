@@ -508,6 +508,24 @@ def _record_failure(session: Session, campaign_id: int, claimed: Claimed, result
         suppress(session, claimed.email, SuppressionReason.hard_bounce, detail=f"{result.code} {result.text}")
 
 
+def renew_claims(bind: Session | Connection, campaign_id: int, first_id: int, last_id: int, worker: str) -> int:
+    """Move the claim time of the rows this worker still holds in the range to now: the lease is "presumed
+    dead when not renewed for this long", so a live worker on a slow server keeps its rows from the sweep.
+    One statement for the whole group, run every fraction of the lease, not per message."""
+    result = bind.execute(
+        update(Delivery)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.id.between(first_id, last_id),
+            Delivery.status == DeliveryStatus.sending,
+            Delivery.claimed_by == worker,
+        )
+        .values(claimed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result)
+
+
 def release_claims(session: Session, campaign_id: int, first_id: int, last_id: int, worker: str) -> int:
     """Give back rows this worker claimed but did not try (pause/cancel arrived mid-batch)."""
     status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))

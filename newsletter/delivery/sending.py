@@ -34,6 +34,7 @@ from newsletter.delivery.ledger import (
     record,
     record_sent_and_claim,
     release_claims,
+    renew_claims,
     rowcount,
 )
 from newsletter.dkim import signer_for
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 # How long a worker keeps retrying to write outcomes it holds while the database is unreachable: the
 # messages went out, so a short outage must not turn them into `unknown`. Capped by the claim lease.
 _RECORD_PATIENCE_SECONDS = 60.0
+# A claim is renewed at least this many times per lease while its group is being sent: the margin covers a
+# slow statement or a message that takes a while to be answered.
+_RENEWALS_PER_LEASE = 4
 
 
 @dataclass
@@ -181,6 +185,10 @@ class _BatchRun:
         self.window = failure_window(settings, prepared.campaign_id)
         self.flush_after = settings.outcome_flush_ms / 1000
         self.patience = min(_RECORD_PATIENCE_SECONDS, settings.claim_lease_seconds / 3)
+        # Held rows are renewed this often while a group is sent (each write of outcomes checks), so a group
+        # that takes longer than the lease on a slow or paced server is never taken by the sweep.
+        self.renew_every = settings.claim_lease_seconds / _RENEWALS_PER_LEASE
+        self.claimed_at = time.monotonic()
         # One session for the whole batch; on PostgreSQL, groups that went out cleanly use `fast` instead.
         self.session = sessions()
         self.fast = _autocommit_connection(sessions)
@@ -253,16 +261,22 @@ class _BatchRun:
         prepared, group_size = self.prepared, self.settings.outcome_flush_count
         if self.reconnect:
             self.fast, self.reconnect = _autocommit_connection(self.sessions), False
+        renew = not claim_next and time.monotonic() - self.claimed_at > self.renew_every
         if self.fast is not None and clean:
-            return record_sent_and_claim(
-                self.fast,
-                prepared.ids,
-                outcomes,
-                self.worker,
-                claim_next=claim_next,
-                first_id=self.first_id,
-                last_id=self.last_id,
-                limit=group_size,
+            if renew:
+                self._renew(self.fast)
+            return self._claimed(
+                record_sent_and_claim(
+                    self.fast,
+                    prepared.ids,
+                    outcomes,
+                    self.worker,
+                    claim_next=claim_next,
+                    first_id=self.first_id,
+                    last_id=self.last_id,
+                    limit=group_size,
+                ),
+                claim_next,
             )
         session = self.session
         record(session, self.settings, prepared.ids, outcomes, self.worker)
@@ -273,7 +287,18 @@ class _BatchRun:
             if claim_next
             else []
         )
+        if renew:
+            self._renew(session)
         session.commit()
+        return self._claimed(group, claim_next)
+
+    def _renew(self, bind: Session | Connection) -> None:
+        renew_claims(bind, self.prepared.campaign_id, self.first_id, self.last_id, self.worker)
+        self.claimed_at = time.monotonic()
+
+    def _claimed(self, group: list[Claimed], claim_next: bool) -> list[Claimed]:
+        if claim_next:
+            self.claimed_at = time.monotonic()  # the claim wrote the new group's claim time
         return group
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Tests that hand the app their own (rolled-back) sessions switch the pools off.
     app.state.open_hot_pools = settings.database_url.startswith("postgresql")
     app.state.hot_pools = None  # set by _lifespan while the app runs
+    app.state.embedded_scheduler = False  # `newsletter serve` without a broker schedules in-process
     app.state.sessions = session_factory(settings)
     app.state.tracking_sessions, app.state.one_click_sessions = hot_session_factories(settings, app.state.sessions)
     app.state.tokens = Tokens.from_settings(settings)
@@ -58,9 +60,18 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Opened here, in the event loop that serves the requests; until then (or on SQLite) the hot
         # endpoints run their unit of work on `hot_session_factories` in a worker thread.
         app.state.hot_pools = await HotPools.open(settings.database_url)
+    scheduler = None
+    if app.state.embedded_scheduler and settings.broker_url is None:
+        # No broker means no Celery beat: this process (one of them, with --workers) sweeps and starts due
+        # scheduled campaigns itself. Imported here, as the enqueuers do: worker.app reads the settings.
+        from worker.embedded import EmbeddedScheduler
+
+        scheduler = EmbeddedScheduler(settings).start()
     try:
         yield
     finally:
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.stop)
         pools: HotPools | None = app.state.hot_pools
         app.state.hot_pools = None
         if pools is not None:
@@ -70,6 +81,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_served_app() -> FastAPI:
     """The app as `newsletter serve` runs it, one per worker process."""
     app = create_app()
+    app.state.embedded_scheduler = True
     # Everything built so far (modules, the ORM mappings, routes, templates) lives as long as the process:
     # moved out of the collector's reach, a full collection no longer walks it in the middle of a request.
     gc.collect()

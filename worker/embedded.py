@@ -1,0 +1,80 @@
+"""The scheduler `newsletter serve` runs when there is no broker: what Celery beat and the workers do,
+in-process. One process of a `serve --workers N` holds it (a heartbeat row renewed every second, see
+newsletter/delivery/scheduling.py); it starts due scheduled campaigns within a second, and sweeps every
+SWEEP_INTERVAL_SECONDS. Work it finds runs in its own thread (tasks are eager without a broker)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+
+from newsletter.config import Settings
+from newsletter.db import session_scope
+from newsletter.delivery import scheduling
+from worker import tasks
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedScheduler:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.holder = f"{scheduling.process_name()}:{secrets.token_hex(4)}"
+        self.stopping = threading.Event()
+        self.holding = threading.Event()
+        # The hold is renewed by its own thread: a campaign sent by the other one takes minutes, and
+        # another process must not take over meanwhile.
+        self.threads = [
+            threading.Thread(target=self._keep_hold, name="scheduler-hold", daemon=True),
+            threading.Thread(target=self._run, name="scheduler", daemon=True),
+        ]
+
+    def start(self) -> EmbeddedScheduler:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop; a campaign being sent is left to the next scheduler's sweep (its claims expire)."""
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def _keep_hold(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with session_scope(self.settings) as session:
+                    held = scheduling.hold(session, self.holder)
+            except Exception:  # the database is away: nobody holds it meanwhile, try again
+                log.exception("embedded scheduler: cannot renew its hold")
+                held = False
+            if held and not self.holding.is_set():
+                log.info("embedded scheduler: this process (%s) starts due campaigns", self.holder)
+            (self.holding.set if held else self.holding.clear)()
+            self.stopping.wait(scheduling.TICK_SECONDS)
+        self.holding.clear()
+        try:
+            with session_scope(self.settings) as session:
+                scheduling.release(session, self.holder)  # another process may take over at once
+        except Exception:
+            log.exception("embedded scheduler: cannot give up its hold")
+
+    def _run(self) -> None:
+        next_sweep = 0.0
+        while not self.stopping.wait(scheduling.TICK_SECONDS):
+            if not self.holding.is_set():
+                continue
+            try:
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + self.settings.sweep_interval_seconds
+                    tasks.run_sweep(self.settings)  # starts due campaigns too
+                    continue
+                with session_scope(self.settings) as session:
+                    due = scheduling.due_campaigns(session)
+                for campaign_id in due:
+                    log.info("embedded scheduler: starting campaign %s", campaign_id)
+                    tasks.start_campaign(campaign_id)  # without a broker this sends it, here
+            except Exception:  # one bad campaign or a database blip must not end scheduling
+                log.exception("embedded scheduler: a pass failed")

@@ -38,7 +38,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     for name, value in settings.model_dump().items():
         if value is not None:
-            env[f"NEWSLETTER_{name.upper()}"] = str(value)
+            # a tuple setting (old_secret_keys) is read back from its comma-separated form
+            env[f"NEWSLETTER_{name.upper()}"] = ",".join(value) if isinstance(value, tuple) else str(value)
     return env
 
 

@@ -119,6 +119,9 @@ def test_send_batch_sends_each_recipient_once_with_personal_links(
         assert f"{settings.base_url}/o/" in html and f"{settings.base_url}/c/" in html
     ids = session.scalars(select(Delivery.message_id).where(Delivery.campaign_id == campaign_id)).all()
     assert len(set(ids)) == 5 and all(i and i.startswith(f"<{campaign_id}.") for i in ids)
+    # the ledger keeps each message's own Message-ID, the one a bounce or complaint must quote
+    sent_ids = {email.message_from_bytes(m.data, policy=email.policy.default)["Message-ID"] for m in mailer.sent}
+    assert sent_ids == set(ids)
 
 
 def test_unsubscribe_mid_campaign_skips_that_recipient(

@@ -134,6 +134,20 @@ class Settings(BaseSettings):
     )
 
     subscribe_ip_limit: int = Field(20, ge=1, description="Subscribe requests per IP per hour.")
+    max_body_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="Largest request body of the public pages (forms); a larger one is a 413 before any of it "
+        "is parsed.",
+    )
+    max_api_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest JSON body of an admin API request (after authentication)."
+    )
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024,
+        description="Largest CSV import or bounce report upload; these are streamed to temporary files.",
+    )
     confirm_resend_hours: float = Field(
         24, ge=0, description="At most one confirmation email per address per list in this window."
     )

@@ -15,6 +15,7 @@ from newsletter.config import Settings, get_settings
 from newsletter.db import session_factory
 from newsletter.tokens import Tokens
 from newsletter.web import api, public
+from newsletter.web.bodylimit import BodyLimit
 from newsletter.web.deps import HotPools, SessionDep, hot_session_factories
 from newsletter.web.pages import Pages
 from newsletter.web.public.subscribe import enqueue_confirmation
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Replaceable in tests; by default the Celery task, which runs inline in embedded mode.
     app.state.enqueue_confirmation = enqueue_confirmation
+    app.add_middleware(BodyLimit, settings=settings)
     app.include_router(public.router)
     app.include_router(api.router)
 

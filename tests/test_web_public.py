@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import delivery, subscriptions, suppressions
+from newsletter import delivery, gdpr, subscriptions, suppressions
 from newsletter.config import Settings
 from newsletter.db import make_engine
 from newsletter.delivery import ledger
@@ -34,6 +34,7 @@ from newsletter.models import (
     MailingList,
     OptIn,
     Subscriber,
+    SubscriberStatus,
     Subscription,
     SubscriptionStatus,
     Suppression,
@@ -706,3 +707,102 @@ def test_nul_in_the_subscribe_form_or_preferences_is_a_400_not_a_500(web: Web, s
     assert saved.status_code == 400 and "Nothing was saved" in saved.text
     assert _people(session) == before
     assert web.mailer.sent == []
+
+
+# --- issue 11, items 5 and 6: erasure is final, an old confirmation link does not undo an unsubscribe -----
+
+
+def _snapshot(session: Session) -> list[Any]:
+    fresh(session)
+    return [
+        counts(session),
+        *session.execute(select(Subscriber.id, Subscriber.email, Subscriber.status).order_by(Subscriber.id)),
+        *session.execute(select(Subscription.id, Subscription.status).order_by(Subscription.id)),
+    ]
+
+
+@pytest.mark.parametrize("how", ["erased", "blocklisted"])
+def test_an_erased_or_blocklisted_subscribers_old_links_are_unknown_and_change_nothing(
+    web: Web, session: Session, how: str
+) -> None:
+    mailing_list = make_list(session, opt_in=OptIn.double)
+    pending = make_subscriber(session, mailing_list, "pending@example.com", confirmed=False)
+    confirmed = make_subscriber(session, mailing_list, "confirmed@example.com")
+    session.commit()
+    tokens = web.tokens
+    links_of = {
+        s.id: {
+            "confirm": tokens.make(TokenPurpose.confirm, s.id, mailing_list.id, bound_to=s.created_at),
+            "preferences": tokens.make(TokenPurpose.preferences, s.id, bound_to=s.created_at),
+            "unsubscribe": tokens.make(TokenPurpose.unsubscribe, s.id, mailing_list.id, bound_to=s.created_at),
+        }
+        for s in (pending, confirmed)
+    }
+    # the confirmed one unsubscribes first, so the undo button would otherwise bring them back
+    web.client.post(f"/unsubscribe/{links_of[confirmed.id]['unsubscribe']}", data={})
+    for subscriber in (pending, confirmed):
+        if how == "erased":
+            gdpr.erase_subscriber(session, fresh(session).get(Subscriber, subscriber.id))  # type: ignore[arg-type]
+        else:
+            session.execute(
+                update(Subscriber).where(Subscriber.id == subscriber.id).values(status=SubscriberStatus.blocklisted)
+            )
+    session.commit()
+    unknown = web.client.get("/confirm/not-a-token")
+    assert unknown.status_code == 404
+    before = _snapshot(session)
+    for token in links_of.values():
+        answers = [
+            web.client.get(f"/confirm/{token['confirm']}"),
+            web.client.get(f"/preferences/{token['preferences']}"),
+            web.client.post(f"/preferences/{token['preferences']}", data={"lists": str(mailing_list.id)}),
+            web.client.post(f"/unsubscribe/{token['unsubscribe']}/undo"),
+        ]
+        for answer in answers:
+            assert answer.status_code == 404 and answer.text == unknown.text, answer.request.url
+    assert _snapshot(session) == before
+    assert web.mailer.sent == []
+
+
+def test_an_old_confirmation_link_after_an_unsubscribe_offers_to_come_back_and_changes_nothing(
+    web: Web, session: Session
+) -> None:
+    mailing_list = make_list(session, opt_in=OptIn.double, name="Weekly Brief")
+    session.commit()
+    web.client.post(f"/subscribe/{mailing_list.slug}", data={"email": "back@example.com"})
+    link = confirm_link(web.mailer.sent[0].data)
+    assert web.client.get(link).status_code == 200
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == "back@example.com"))
+    assert subscriber is not None
+    unsubscribe = web.tokens.make(
+        TokenPurpose.unsubscribe, subscriber.id, mailing_list.id, bound_to=subscriber.created_at
+    )
+    web.client.post(f"/unsubscribe/{unsubscribe}", data={})
+    before = _snapshot(session)
+
+    again = web.client.get(link)
+    assert again.status_code == 200 and "You left this list" in again.text
+    assert "You are subscribed" not in again.text
+    undo = re.search(r'<form method="post" action="(/unsubscribe/[^"]+/undo)"', again.text)
+    assert undo is not None  # a button (a POST): link scanners open every GET
+    assert _snapshot(session) == before
+    assert subscription_of(fresh(session), subscriber, mailing_list).status == SubscriptionStatus.unsubscribed
+
+    back = web.client.post(undo[1])
+    assert back.status_code == 200 and "Welcome back" in back.text
+    assert subscription_of(fresh(session), subscriber, mailing_list).status == SubscriptionStatus.confirmed
+
+
+def test_an_old_confirmation_link_of_someone_who_never_confirmed_and_left_does_not_subscribe(
+    web: Web, session: Session
+) -> None:
+    mailing_list = make_list(session, opt_in=OptIn.double)
+    subscriber = make_subscriber(session, mailing_list, "never@example.com", confirmed=False)
+    session.commit()
+    token = web.tokens.make(TokenPurpose.confirm, subscriber.id, mailing_list.id, bound_to=subscriber.created_at)
+    subscriptions.unsubscribe_subscription(session, subscription_of(session, subscriber, mailing_list), source="admin")
+    session.commit()
+    before = _snapshot(session)
+    again = web.client.get(f"/confirm/{token}")
+    assert again.status_code == 200 and "You left this list" in again.text and "/undo" not in again.text
+    assert _snapshot(session) == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import logging
 import os
 from collections.abc import Mapping
@@ -134,6 +135,11 @@ class Settings(BaseSettings):
     )
 
     subscribe_ip_limit: int = Field(20, ge=1, description="Subscribe requests per IP per hour.")
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated addresses or networks (e.g. 127.0.0.1,10.0.0.0/8) of the reverse proxies "
+        "in front: X-Forwarded-For is believed only from these. Default none: the peer is the client.",
+    )
     max_body_bytes: int = Field(
         16 * 1024,
         ge=1024,
@@ -161,6 +167,19 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         if not value.startswith(("sqlite:", "postgresql+")):
             raise ValueError(f"unsupported database URL {value!r}: use sqlite:///FILE or postgresql://...")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, list | tuple):
+            for network in value:
+                try:
+                    ipaddress.ip_network(str(network), strict=False)
+                except ValueError:
+                    raise ValueError(f"{network!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
         return value
 
     @field_validator("old_secret_keys", mode="before")

@@ -19,8 +19,8 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import delivery, gdpr, subscriptions, suppressions
-from newsletter.config import Settings
+from newsletter import delivery, gdpr, subscriptions, suppressions, users
+from newsletter.config import ConfigError, Settings
 from newsletter.db import make_engine
 from newsletter.delivery import ledger
 from newsletter.mailer import MemoryMailer
@@ -33,6 +33,7 @@ from newsletter.models import (
     Link,
     MailingList,
     OptIn,
+    Role,
     Subscriber,
     SubscriberStatus,
     Subscription,
@@ -43,6 +44,7 @@ from newsletter.models import (
 from newsletter.tokens import TokenPurpose, Tokens
 from newsletter.tracking import PIXEL
 from newsletter.web import create_app
+from newsletter.web.pages import trusted_networks
 from newsletter.web.throttle import LocalThrottle
 from tests.conftest import fresh_database
 from tests.factories import make_list, make_subscriber, make_subscribers, publish_sample, subscription_of
@@ -653,9 +655,80 @@ def test_archive_digest_page_and_atom_feed(web: Web, session: Session) -> None:
     assert "/unsubscribe/" not in (content.text or "")
 
 
-def test_healthz_still_answers(web: Web) -> None:
-    answer = web.client.get("/healthz")
+def test_healthz_still_answers(web: Web, session: Session) -> None:
+    admin = users.create_user(session, "root", Role.admin).token
+    session.commit()
+    answer = web.client.get("/healthz", headers={"Authorization": f"Bearer {admin}"})
     assert answer.status_code == 200 and answer.json()["database"] == "ok"
+
+
+def test_healthz_tells_strangers_only_ok_or_not(web: Web, session: Session) -> None:
+    """Issue 11 item 11: the details (which part, its error text: hosts, ports, drivers) are for admins."""
+    admin = users.create_user(session, "root", Role.admin).token
+    editor = users.create_user(session, "ed", Role.editor).token
+    session.commit()
+    for headers in ({}, {"Authorization": f"Bearer {editor}"}, {"Authorization": "Bearer nl_" + "x" * 43}):
+        answer = web.client.get("/healthz", headers=headers)
+        assert answer.status_code == 200 and answer.json() == {"status": "ok"}, headers
+
+    broken = create_app(web.settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}))
+    broken.state.sessions = web.sessions
+    client = TestClient(broken)
+    stranger = client.get("/healthz")
+    assert stranger.status_code == 503 and stranger.json() == {"status": "unavailable"}
+    assert "127.0.0.1" not in stranger.text and "error" not in stranger.text
+    detailed = client.get("/healthz", headers={"Authorization": f"Bearer {admin}"})
+    assert detailed.status_code == 503
+    assert detailed.json()["database"] == "ok" and detailed.json()["broker"].startswith("error: ")
+
+
+def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
+    web: Web, session: Session, make_settings: Any
+) -> None:
+    """Issue 11 item 12: by default the header is the client's word, and a flood could pick a fresh
+    address per request past the per-IP limit, and write any consent IP it likes."""
+    mailing_list = make_list(session, opt_in=OptIn.single)
+    session.commit()
+    limit = web.settings.subscribe_ip_limit
+    statuses = [
+        web.client.post(
+            f"/subscribe/{mailing_list.slug}",
+            data={"email": f"flood{i}@example.com"},
+            headers={"X-Forwarded-For": f"198.51.100.{i + 1}"},
+        ).status_code
+        for i in range(limit + 5)
+    ]
+    assert statuses == [200] * limit + [429] * 5
+    ips = set(fresh(session).scalars(select(Subscription.consent_ip)))
+    assert ips == {"203.0.113.10"}  # the peer, not what the header said
+
+    # behind a trusted proxy: the nearest address that is not a proxy, whatever the client prepended
+    web.app.state.trusted_proxies = trusted_networks(make_settings(trusted_proxies="203.0.113.0/24, 10.0.0.1"))
+    proxied = web.client_from("203.0.113.10").post(
+        f"/subscribe/{mailing_list.slug}",
+        data={"email": "behind@example.com"},
+        headers={"X-Forwarded-For": "6.6.6.6, 192.0.2.77, 10.0.0.1"},
+    )
+    assert proxied.status_code == 200
+    row = fresh(session).scalar(
+        select(Subscription.consent_ip).join(Subscriber).where(Subscriber.email == "behind@example.com")
+    )
+    assert row == "192.0.2.77"
+    # from a peer that is not a proxy, the header is still ignored
+    direct = web.client_from("192.0.2.200").post(
+        f"/subscribe/{mailing_list.slug}", data={"email": "direct@example.com"}, headers={"X-Forwarded-For": "6.6.6.6"}
+    )
+    assert direct.status_code == 200
+    row = fresh(session).scalar(
+        select(Subscription.consent_ip).join(Subscriber).where(Subscriber.email == "direct@example.com")
+    )
+    assert row == "192.0.2.200"
+
+
+def test_trusted_proxies_must_be_addresses_or_networks(make_settings: Any) -> None:
+    with pytest.raises(ConfigError, match="not an IP address or network"):
+        make_settings(trusted_proxies="10.0.0.0/8, proxy.internal")
+    assert make_settings().trusted_proxies == ()
 
 
 def test_confirmation_goes_through_the_worker_task_in_embedded_mode(

@@ -879,3 +879,30 @@ def test_an_old_confirmation_link_of_someone_who_never_confirmed_and_left_does_n
     again = web.client.get(f"/confirm/{token}")
     assert again.status_code == 200 and "You left this list" in again.text and "/undo" not in again.text
     assert _snapshot(session) == before
+
+
+def test_nul_in_a_path_or_query_is_a_404_or_422_never_a_500(web: Web, session: Session) -> None:
+    """Issue 11 item 8, web side: PostgreSQL refuses NUL in text; these reached it and were 500s."""
+    mailing_list = make_list(session, slug="weekly")
+    make_subscriber(session, mailing_list, "kept@example.com")
+    session.commit()
+    before = _snapshot(session)
+    paths = [
+        "/subscribe/we%00ekly",
+        "/archive/a%00b",
+        "/confirm/a%00b",
+        "/unsubscribe/a%00b",
+        "/preferences/a%00b",
+        "/o/a%00b",
+        "/c/a%00b",
+        "/api/v1/lists/we%00ekly",
+    ]
+    for path in paths:
+        for method in ("GET", "POST"):  # (the API's own filters are tested in test_api.py)
+            answer = web.client.request(method, path, data={"email": "new@example.com"})
+            assert answer.status_code == 404, (method, path, answer.status_code)
+    for path in ("/subscribe/weekly?email=a%00b", "/archive?page=%00", "/feed.xml?list=%00"):
+        answer = web.client.get(path)
+        assert answer.status_code == 422 and "NUL" in answer.text, path
+    assert _snapshot(session) == before
+    assert web.mailer.sent == []

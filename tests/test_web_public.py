@@ -906,3 +906,37 @@ def test_nul_in_a_path_or_query_is_a_404_or_422_never_a_500(web: Web, session: S
         assert answer.status_code == 422 and "NUL" in answer.text, path
     assert _snapshot(session) == before
     assert web.mailer.sent == []
+
+
+def test_the_confirmation_is_sent_after_the_answer_and_the_answers_match(web: Web, session: Session) -> None:
+    """Issue 11 item 10: sent before answering (embedded mode), the email made a new address answer
+    measurably slower than a known one. Now the answer leaves first, the same for both, and the email
+    still arrives."""
+    mailing_list = make_list(session)
+    make_subscriber(session, mailing_list, "known@example.com")
+    session.commit()
+    order: list[str] = []
+    sending = web.app.state.enqueue_confirmation
+
+    def enqueue(subscription_id: int) -> None:
+        order.append("confirmation")
+        sending(subscription_id)
+
+    web.app.state.enqueue_confirmation = enqueue
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        async def recorded(message: Any) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                order.append("answered")
+            await send(message)
+
+        await web.app(scope, receive, recorded)
+
+    client = TestClient(recording, client=("203.0.113.10", 50000))
+    known = client.post(f"/subscribe/{mailing_list.slug}", data={"email": "known@example.com"})
+    assert order == ["answered"]
+    new = client.post(f"/subscribe/{mailing_list.slug}", data={"email": "new@example.com"})
+    assert order == ["answered", "answered", "confirmation"]
+    assert known.status_code == new.status_code == 200 and known.text == new.text
+    assert [m.recipient for m in web.mailer.sent] == ["new@example.com"]
+    assert "/confirm/" in confirm_link(web.mailer.sent[0].data)

@@ -37,7 +37,7 @@ from newsletter.models import (
     SuppressionReason,
     campaign_lists,
 )
-from newsletter.suppressions import suppress
+from newsletter.suppressions import not_in_blocked_domain, suppress
 
 # Kept on a row resent under UNKNOWN_POLICY=resend even once it is sent: it marks the recipients who may
 # have two copies, so the campaign's stats can say how many.
@@ -120,12 +120,14 @@ def rowcount(result: Result[Any]) -> int:
 
 
 def _eligible_subscriptions(list_ids: Sequence[int]) -> Any:
-    """Confirmed subscriptions of active, unsuppressed subscribers on the given lists, one per subscriber."""
+    """Confirmed subscriptions of active, unsuppressed subscribers on the given lists, one per subscriber,
+    whose address is not at a blocked domain."""
     conditions = (
         Subscription.list_id.in_(list_ids),
         Subscription.status == SubscriptionStatus.confirmed,
         Subscriber.status == SubscriberStatus.active,
         ~exists().where(Suppression.email_hash == Subscriber.email_hash),
+        not_in_blocked_domain(),
     )
     if len(list_ids) == 1:
         # (subscriber, list) is unique: no grouping needed, which spares a sort of the whole list
@@ -213,11 +215,16 @@ def _still_wanted(campaign_id: int) -> Any:
         Subscription.subscriber_id == Delivery.subscriber_id,
         Subscription.list_id.in_(select(campaign_lists.c.list_id).where(campaign_lists.c.campaign_id == campaign_id)),
         Subscription.status == SubscriptionStatus.confirmed,
-        exists().where(
+        exists()
+        .where(
             Subscriber.id == Delivery.subscriber_id,
             Subscriber.status == SubscriberStatus.active,
             ~exists().where(Suppression.email_hash == Subscriber.email_hash),
-        ),
+            not_in_blocked_domain(),
+        )
+        # explicit: two levels down in an UPDATE, `deliveries` was otherwise added to this FROM clause,
+        # and the check asked whether any row's subscriber was still wanted, not this row's
+        .correlate(Delivery),
     )
 
 
@@ -239,6 +246,7 @@ picked AS (
     SELECT p.id, s.email, s.name,
         s.status = '{SubscriberStatus.active.value}'
         AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_hash = s.email_hash)
+        AND NOT EXISTS (SELECT 1 FROM blocked_domains b WHERE b.domain = s.email_domain)
         AND EXISTS (
             SELECT 1 FROM subscriptions sub JOIN campaign_lists cl ON cl.list_id = sub.list_id
             WHERE sub.subscriber_id = s.id AND cl.campaign_id = :campaign_id

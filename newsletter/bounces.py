@@ -30,6 +30,7 @@ from newsletter.delivery.ledger import is_hard_status
 from newsletter.errors import Invalid
 from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Subscriber, SuppressionReason
 from newsletter.suppressions import suppress
+from newsletter.text import single_line
 
 
 class NotAReport(Invalid):
@@ -122,7 +123,7 @@ def _original_message_id(parts: list[MIMEPart]) -> str | None:
 
 def _clean(value: object) -> str | None:
     """A header value on one line, whitespace runs collapsed; None when empty."""
-    text = " ".join(str(value).split()) if value is not None else ""
+    text = " ".join(single_line(str(value)).split()) if value is not None else ""
     return text or None
 
 

@@ -38,6 +38,7 @@ from newsletter.models import (
     email_hash,
 )
 from newsletter.suppressions import is_blocked_domain, is_suppressed
+from newsletter.text import single_line
 from newsletter.tokens import Reading, TokenPurpose, Tokens, UnknownToken
 
 if TYPE_CHECKING:
@@ -305,7 +306,7 @@ def form_attributes(mailing_list: MailingList, values: dict[str, str]) -> dict[s
     attributes: dict[str, str] = {}
     for field in mailing_list.form_fields or []:
         key = str(field.get("name", ""))
-        value = " ".join(str(values.get(key, "")).split())[:MAX_ATTRIBUTE_LENGTH]
+        value = " ".join(single_line(str(values.get(key, ""))).split())[:MAX_ATTRIBUTE_LENGTH]
         if key and value:
             attributes[key] = value
     return attributes

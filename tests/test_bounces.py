@@ -452,3 +452,24 @@ def test_reports_parse_as_the_stdlib_reads_them() -> None:
     assert message["Subject"] == "Undelivered Mail Returned to Sender"
     assert report.message_id == "<1.2.0123456789ab@example.org>"
     assert report.diagnostic == "smtp; 550 5.1.1 <r1@example.com>: Recipient address rejected: User unknown"
+
+
+def test_a_reports_texts_are_stored_without_control_characters(
+    session: Session, settings: Settings, sent: dict[str, Delivery]
+) -> None:
+    """Issue 11 item 7: the remote server's words end up in `newsletter suppressions list` and stats."""
+    row = sent["r2@example.com"]
+    data = postfix_dsn(row.message_id or "", "r2@example.com").replace(
+        b"User unknown", b"User \x1b[2J\x1b]0;pwned\x07unknown\x9b"
+    )
+    [outcome] = bounces.ingest(session, settings, data)
+    session.commit()
+    assert outcome.result == "suppressed"
+    session.expire_all()
+    texts = [
+        *(s.detail or "" for s in session.scalars(select(Suppression))),
+        *(e.detail or "" for e in session.scalars(select(Event).where(Event.type == EventType.bounce))),
+        session.get(Delivery, row.id).smtp_text or "",  # type: ignore[union-attr]
+    ]
+    assert all("User [2J]0;pwnedunknown" in text for text in texts), texts
+    assert not any(ch in text for text in texts for ch in "\x1b\x07\x9b")

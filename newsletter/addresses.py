@@ -8,6 +8,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import Invalid
 from newsletter.models import Subscriber, column_length
+from newsletter.text import single_line
 
 NAME_LENGTH = column_length(Subscriber.name)
 
@@ -35,7 +36,7 @@ def check_name(name: str, *, lenient: bool = False) -> str:
         raise InvalidName("name: contains a NUL character")
     if not lenient and any(ch in name for ch in "\r\n"):
         raise InvalidName("name: must be a single line")
-    clean = " ".join(name.split())
+    clean = " ".join(single_line(name).split())
     if len(clean) > NAME_LENGTH:
         if not lenient:
             raise InvalidName(f"name: longer than {NAME_LENGTH} characters")

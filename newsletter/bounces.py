@@ -4,16 +4,16 @@ Most refusals never reach the send loop: a relay (a smarthost, a provider) accep
 recipient's server refuses it later, so what comes back is an RFC 3464 delivery status notification to
 the bounce address; a mailbox provider's feedback loop sends an RFC 5965 abuse report (ARF) instead.
 Each report is tied to the ledger row of the message it quotes, through the Message-ID the pipeline
-wrote (it carries the campaign, the row and a keyed nonce, so a report cannot be forged for a message
-its author never received), and recorded as a refusal at send time would be: a hard bounce or a
-complaint suppresses the address, a soft bounce is recorded only, a delay changes nothing.
+wrote (it carries the campaign, the row and a MAC keyed per delivery, so a report cannot be forged for a
+message its author never received), acts only on that delivery's own recipient, and is recorded as a
+refusal at send time would be: a hard bounce or a complaint suppresses the address, a soft bounce is
+recorded only, a delay changes nothing.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
-import hmac
 import re
 from dataclasses import dataclass
 from email.message import EmailMessage, Message, MIMEPart
@@ -25,11 +25,12 @@ from sqlalchemy.orm import Session
 
 from newsletter import tracking
 from newsletter.config import Settings
-from newsletter.delivery.composing import message_nonce
+from newsletter.delivery.composing import MESSAGE_MAC_LENGTH, MessageMacs
 from newsletter.delivery.ledger import is_hard_status
 from newsletter.errors import Invalid
 from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Subscriber, SuppressionReason
 from newsletter.suppressions import suppress
+from newsletter.text import single_line
 
 
 class NotAReport(Invalid):
@@ -122,7 +123,7 @@ def _original_message_id(parts: list[MIMEPart]) -> str | None:
 
 def _clean(value: object) -> str | None:
     """A header value on one line, whitespace runs collapsed; None when empty."""
-    text = " ".join(str(value).split()) if value is not None else ""
+    text = " ".join(single_line(str(value)).split()) if value is not None else ""
     return text or None
 
 
@@ -177,8 +178,8 @@ def _feedback(parts: list[MIMEPart], message_id: str | None) -> list[Report]:
 
 # --- recording them ---------------------------------------------------------------------------------------
 
-# What the pipeline writes: <campaign.row.nonce@domain> (see delivery.ledger.MessageIds).
-_OUR_MESSAGE_ID = re.compile(r"<(\d{1,18})\.(\d{1,18})\.([0-9a-f]{12})@[^<>\s]+>")
+# What the pipeline writes: <campaign.row.mac@domain> (see delivery.ledger.MessageIds).
+_OUR_MESSAGE_ID = re.compile(rf"<(\d{{1,18}})\.(\d{{1,18}})\.([0-9a-f]{{{MESSAGE_MAC_LENGTH}}})@[^<>\s]+>")
 
 
 def ingest(session: Session, settings: Settings, data: bytes) -> list[Outcome]:
@@ -199,31 +200,32 @@ def _record(session: Session, settings: Settings, report: Report) -> Outcome:
     found = _OUR_MESSAGE_ID.fullmatch(report.message_id or "")
     if found is None:
         return outcome("ignored", "the report quotes no Message-ID of a campaign message")
-    campaign_id, delivery_id, nonce = int(found[1]), int(found[2]), found[3]
-    if not hmac.compare_digest(nonce, message_nonce(settings.secret_key, campaign_id)):
+    campaign_id, delivery_id, mac = int(found[1]), int(found[2]), found[3]
+    if not MessageMacs.from_settings(settings).verify(campaign_id, delivery_id, mac):
         return outcome("ignored", "the quoted Message-ID was not written by this installation")
     row = session.get(Delivery, delivery_id)
     if row is None or row.campaign_id != campaign_id:
         return outcome("ignored", "no such delivery (the campaign may have been deleted)")
     address = session.scalar(select(Subscriber.email).where(Subscriber.id == row.subscriber_id)) or ""
-    # A forwarded address that bounced is not the subscriber's own: record it, but do not suppress
-    own = address.lower() in {a.lower() for a in (report.recipient, report.original_recipient) if a}
+    # A report acts on its delivery's recipient only. A bounce that names other addresses (a forwarded
+    # copy, or a forger's own address) changes nothing; feedback loops redact the recipient, so a
+    # complaint's Message-ID alone says whose copy it was, and it never acts on the address it names.
+    named = {a.lower() for a in (report.recipient, report.original_recipient) if a}
+    if report.kind == "bounce" and address.lower() not in named:
+        return outcome("ignored", "the bounce names another address than this delivery's recipient", row)
     kind = EventType.complaint if report.kind == "complaint" else EventType.bounce
     seen = session.scalar(select(Event.id).where(Event.delivery_id == row.id, Event.type == kind).limit(1))
     if seen is not None:
         return outcome("already recorded", "this report was read before", row)
 
     if report.kind == "complaint":
-        # feedback loops often redact the recipient: the Message-ID alone says whose copy it was
         tracking.record_complaint(session, row.id, detail=report.detail[:2000])
         return outcome("suppressed", "complaint: never mailed again", row)
 
     _bounced(session, row, report)
-    if is_hard_status(report.status or "") and own:
+    if is_hard_status(report.status or ""):
         suppress(session, address, SuppressionReason.hard_bounce, detail=report.detail[:2000])
         return outcome("suppressed", "hard bounce: the address does not exist or refuses mail for good", row)
-    if not own:
-        return outcome("recorded", "bounce of a forwarded copy: the subscriber's own address is not suppressed", row)
     return outcome("recorded", "soft bounce: recorded, the address stays", row)
 
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import logging
 import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from newsletter.errors import NewsletterError
 from newsletter.smtpservers import parse_smtp_urls
@@ -136,6 +137,25 @@ class Settings(BaseSettings):
     )
 
     subscribe_ip_limit: int = Field(20, ge=1, description="Subscribe requests per IP per hour.")
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated addresses or networks (e.g. 127.0.0.1,10.0.0.0/8) of the reverse proxies "
+        "in front: X-Forwarded-For is believed only from these. Default none: the peer is the client.",
+    )
+    max_body_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="Largest request body of the public pages (forms); a larger one is a 413 before any of it "
+        "is parsed.",
+    )
+    max_api_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest JSON body of an admin API request (after authentication)."
+    )
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024,
+        description="Largest CSV import or bounce report upload; these are streamed to temporary files.",
+    )
     confirm_resend_hours: float = Field(
         24, ge=0, description="At most one confirmation email per address per list in this window."
     )
@@ -149,6 +169,19 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         if not value.startswith(("sqlite:", "postgresql+")):
             raise ValueError(f"unsupported database URL {value!r}: use sqlite:///FILE or postgresql://...")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, list | tuple):
+            for network in value:
+                try:
+                    ipaddress.ip_network(str(network), strict=False)
+                except ValueError:
+                    raise ValueError(f"{network!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
         return value
 
     @field_validator("smtp_url")

@@ -22,6 +22,7 @@ from newsletter.models import (
     Visibility,
     campaign_lists,
 )
+from newsletter.text import single_line
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 
@@ -56,7 +57,7 @@ def create_list(
         raise InvalidList(f"slug {slug!r}: use lowercase letters, digits and dashes (at most 100)")
     if session.scalar(select(MailingList.id).where(MailingList.slug == slug)) is not None:
         raise InvalidList(f"a list with slug {slug!r} already exists")
-    clean_name = " ".join(name.split())
+    clean_name = " ".join(single_line(name).split())
     if not clean_name:
         raise InvalidList("name: must not be empty")
     checked_theme = check_theme(theme or {}, list_name=clean_name, postal_address=postal_address.strip())
@@ -129,7 +130,7 @@ def update_list(
     mailing_list = get_list(session, slug)
     try:
         if name is not None:
-            clean_name = " ".join(name.split())
+            clean_name = " ".join(single_line(name).split())
             if not clean_name:
                 raise InvalidList("name: must not be empty")
             mailing_list.name = clean_name[:255]

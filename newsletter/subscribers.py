@@ -20,6 +20,7 @@ from newsletter.models import (
     SubscriptionStatus,
     email_domain,
 )
+from newsletter.text import single_line
 
 MAX_PAGE = 1000
 MAX_ATTRIBUTE_LENGTH = 1000
@@ -48,7 +49,7 @@ def check_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
         # PostgreSQL's JSON cannot hold a NUL character: refused here, not by the database as a 500.
         if "\x00" in key or (isinstance(value, str) and "\x00" in value):
             raise InvalidSubscriber(f"attribute {key!r}: contains a NUL character")
-        clean[key.strip()] = value
+        clean[single_line(key).strip()] = single_line(value) if isinstance(value, str) else value
     return clean
 
 

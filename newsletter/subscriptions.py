@@ -15,7 +15,7 @@ from newsletter import rendering
 from newsletter.addresses import check_name, normalise_email
 from newsletter.config import Settings
 from newsletter.db import is_postgres, postgres_sql, utcnow
-from newsletter.errors import Invalid, NotFound
+from newsletter.errors import Conflict, Invalid, NotFound
 from newsletter.lists import get_list
 from newsletter.mailer import Mailer, SendResult
 from newsletter.messages import compose_confirmation
@@ -38,6 +38,7 @@ from newsletter.models import (
     email_hash,
 )
 from newsletter.suppressions import is_blocked_domain, is_suppressed
+from newsletter.text import single_line
 from newsletter.tokens import Reading, TokenPurpose, Tokens, UnknownToken
 
 if TYPE_CHECKING:
@@ -50,6 +51,14 @@ class ListNotSubscribable(NotFound):
     def __init__(self, slug: str) -> None:
         super().__init__(f"list {slug!r} cannot be subscribed to from the public form")
         self.slug = slug
+
+
+class LeftTheList(Conflict):
+    """An old confirmation link after an unsubscribe: it confirmed a pending subscription, not this one."""
+
+    def __init__(self, subscription: Subscription) -> None:
+        super().__init__(f"{subscription.subscriber.email} left {subscription.mailing_list.name}")
+        self.subscription = subscription
 
 
 class InvalidAttribute(Invalid):
@@ -297,7 +306,7 @@ def form_attributes(mailing_list: MailingList, values: dict[str, str]) -> dict[s
     attributes: dict[str, str] = {}
     for field in mailing_list.form_fields or []:
         key = str(field.get("name", ""))
-        value = " ".join(str(values.get(key, "")).split())[:MAX_ATTRIBUTE_LENGTH]
+        value = " ".join(single_line(str(values.get(key, ""))).split())[:MAX_ATTRIBUTE_LENGTH]
         if key and value:
             attributes[key] = value
     return attributes
@@ -411,10 +420,15 @@ def _record_event(session: Session, kind: EventType, subscription: Subscription,
 
 
 def confirm(session: Session, tokens: Tokens, *, token: str, ip: str | None = None) -> Subscription:
-    """Record consent from a confirmation link; clicking it again changes nothing."""
+    """Record consent from a confirmation link; clicking it again changes nothing.
+
+    The link confirms a pending subscription only: after an unsubscribe it raises LeftTheList (leaving
+    is the newer wish; coming back is the resubscribe button's business, a POST)."""
     subscription = _subscription(session, tokens.read_bound(TokenPurpose.confirm, token, 2))
     if subscription.status == SubscriptionStatus.confirmed:
         return subscription
+    if subscription.status == SubscriptionStatus.unsubscribed:
+        raise LeftTheList(subscription)
     form_ip = subscription.consent_ip
     add_subscription(
         session, subscription.mailing_list, subscription.subscriber, source=subscription.source, confirmed=True, ip=ip
@@ -459,7 +473,11 @@ def _subscription(session: Session, reading: Reading) -> Subscription:
 
 
 def _same_row(subscriber: Subscriber, reading: Reading) -> bool:
-    """Whether the token was made for this very subscriber, not for an earlier row with the same id."""
+    """Whether the token was made for this very subscriber, not for an earlier row with the same id, who
+    is still there: an erased or blocklisted subscriber's old links are as unknown as forged ones (erasure
+    is final; a link in an old email must not bring anyone back nor show what is left of them)."""
+    if subscriber.status == SubscriberStatus.blocklisted:
+        return False
     return reading.bound_to is None or subscriber.created_at == reading.bound_to
 
 

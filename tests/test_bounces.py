@@ -267,21 +267,78 @@ def test_delays_forwarded_copies_and_foreign_reports_change_nothing_they_should_
     assert outcome.result == "ignored" and "still trying" in outcome.reason
 
     # Message-IDs of the right shape that this installation did not write, or of other mail
-    nonce = (row.message_id or "").split(".")[2].split("@")[0]
-    forged = f"<{row.campaign_id}.{row.id}.0123456789ab@example.org>"
-    other_campaign = f"<{row.campaign_id + 1}.{row.id}.{nonce}@example.org>"
+    mac = (row.message_id or "").split(".")[2].split("@")[0]
+    forged = f"<{row.campaign_id}.{row.id}.0123456789abcdef0123@example.org>"
+    other_campaign = f"<{row.campaign_id + 1}.{row.id}.{mac}@example.org>"
     for message_id in (forged, other_campaign, "<20261128.abc@elsewhere.example>", ""):
         [outcome] = bounces.ingest(session, settings, postfix_dsn(message_id, "r0@example.com"))
         assert outcome.result == "ignored" and outcome.delivery_id is None, message_id
     session.commit()
     assert state(session) == before
 
-    # the subscriber's address forwards to one that bounced: recorded, but the subscriber is not suppressed
+    # a bounce naming another address than the delivery's recipient (a forwarded copy, or a forger who
+    # quotes their own Message-ID with someone else's address) changes nothing at all
     forwarded = postfix_dsn(row.message_id or "", "old-job@example.net", original="someone-else@example.net")
     [outcome] = bounces.ingest(session, settings, forwarded)
     session.commit()
-    assert outcome.result == "recorded" and "forwarded" in outcome.reason
-    assert session.scalar(select(func.count()).select_from(Suppression)) == 0
+    assert outcome.result == "ignored" and "another address" in outcome.reason
+    assert state(session) == before
+
+
+def test_a_reader_cannot_forge_reports_about_other_deliveries_from_their_own_message_id(
+    session: Session, settings: Settings, sent: dict[str, Delivery]
+) -> None:
+    """The attack of issue 11, item 1: a reader sees their own Message-ID, `<campaign.row.mac@domain>`,
+    and sends complaints and hard bounces quoting the same form for rows 1..50 of the campaign."""
+    mine = sent["r0@example.com"]
+    assert mine.message_id is not None
+    campaign_id, row_id, rest = mine.message_id.strip("<>").split(".", 2)
+    mac, domain = rest.split("@")
+    assert int(row_id) == mine.id and len(mac) == 20
+    # every delivery's Message-ID is its own, not a shared per-campaign suffix
+    assert len({d.message_id for d in sent.values()}) == len(sent)
+    assert all(mac not in (d.message_id or "") for a, d in sent.items() if a != "r0@example.com")
+    before = state(session)
+    for n in range(1, 51):
+        if n == mine.id:
+            continue
+        guessed = f"<{campaign_id}.{n}.{mac}@{domain}>"
+        [complaint] = bounces.ingest(session, settings, ARF.format(final="r1@example.com", message_id=guessed).encode())
+        assert complaint.result == "ignored" and complaint.delivery_id is None, n
+        for victim in sent:
+            [bounce] = bounces.ingest(session, settings, postfix_dsn(guessed, victim))
+            assert bounce.result == "ignored" and bounce.delivery_id is None, (n, victim)
+    session.commit()
+    assert state(session) == before
+
+    # the forger's own, real Message-ID with a victim's address in the DSN: nothing changes either
+    for victim in ("r1@example.com", "r2@example.com"):
+        [outcome] = bounces.ingest(session, settings, postfix_dsn(mine.message_id, victim))
+        assert outcome.result == "ignored" and "another address" in outcome.reason
+    session.commit()
+    assert state(session) == before
+
+    # while the real report of each delivery is still read
+    other = sent["r1@example.com"]
+    [outcome] = bounces.ingest(session, settings, postfix_dsn(other.message_id or "", "r1@example.com"))
+    session.commit()
+    assert outcome.result == "suppressed" and outcome.delivery_id == other.id
+    assert [s.email for s in session.scalars(select(Suppression))] == ["r1@example.com"]
+
+
+def test_reports_about_mail_sent_before_a_key_rotation_still_count(
+    session: Session, settings: Settings, sent: dict[str, Delivery]
+) -> None:
+    row = sent["r0@example.com"]
+    rotated = settings.model_copy(
+        update={"secret_key": "a-brand-new-secret-key-0123456789", "old_secret_keys": (settings.secret_key,)}
+    )
+    unknown = settings.model_copy(update={"secret_key": "a-brand-new-secret-key-0123456789", "old_secret_keys": ()})
+    [outcome] = bounces.ingest(session, unknown, postfix_dsn(row.message_id or "", "r0@example.com"))
+    assert outcome.result == "ignored" and outcome.delivery_id is None
+    [outcome] = bounces.ingest(session, rotated, postfix_dsn(row.message_id or "", "r0@example.com"))
+    session.commit()
+    assert outcome.result == "suppressed" and outcome.delivery_id == row.id
 
 
 @pytest.mark.parametrize(
@@ -395,3 +452,24 @@ def test_reports_parse_as_the_stdlib_reads_them() -> None:
     assert message["Subject"] == "Undelivered Mail Returned to Sender"
     assert report.message_id == "<1.2.0123456789ab@example.org>"
     assert report.diagnostic == "smtp; 550 5.1.1 <r1@example.com>: Recipient address rejected: User unknown"
+
+
+def test_a_reports_texts_are_stored_without_control_characters(
+    session: Session, settings: Settings, sent: dict[str, Delivery]
+) -> None:
+    """Issue 11 item 7: the remote server's words end up in `newsletter suppressions list` and stats."""
+    row = sent["r2@example.com"]
+    data = postfix_dsn(row.message_id or "", "r2@example.com").replace(
+        b"User unknown", b"User \x1b[2J\x1b]0;pwned\x07unknown\x9b"
+    )
+    [outcome] = bounces.ingest(session, settings, data)
+    session.commit()
+    assert outcome.result == "suppressed"
+    session.expire_all()
+    texts = [
+        *(s.detail or "" for s in session.scalars(select(Suppression))),
+        *(e.detail or "" for e in session.scalars(select(Event).where(Event.type == EventType.bounce))),
+        session.get(Delivery, row.id).smtp_text or "",  # type: ignore[union-attr]
+    ]
+    assert all("User [2J]0;pwnedunknown" in text for text in texts), texts
+    assert not any(ch in text for text in texts for ch in "\x1b\x07\x9b")

@@ -203,3 +203,36 @@ def test_campaign_status_deliveries_and_resend(cli: Cli) -> None:
     cli.run("campaigns", "status", "999999", ok=False)
     cli.run("lists", "delete", "weekly", ok=False)
     assert cli.json("campaigns", "list")[0]["id"] == campaign
+
+
+def test_subscribers_add_sends_the_confirmation_and_export_filters_by_status(cli: Cli) -> None:
+    """Issue 11 items 13 and 14 (CLI side)."""
+    cli.run("lists", "create", "weekly", "--name", "Weekly", "--from-email", "news@example.org")
+    outbox = cli.cwd / "outbox"
+
+    def sent() -> list[str]:
+        return sorted(p.read_text(errors="replace") for p in outbox.glob("*.eml")) if outbox.exists() else []
+
+    added = cli.json("subscribers", "add", "ana@example.com", "--list", "weekly")
+    assert added["lists"] == {"weekly": "pending"} and added["confirmations_sent"] == 1
+    [mail] = sent()
+    assert "To: ana@example.com" in mail and "/confirm/" in mail.replace("=\n", "")
+    # again, within the resend window: no second email
+    again = cli.json("subscribers", "add", "ana@example.com", "--list", "weekly")
+    assert again["lists"] == {"weekly": "pending"} and again["confirmations_sent"] == 0
+    assert len(sent()) == 1
+    confirmed = cli.json("subscribers", "add", "bo@example.com", "--list", "weekly", "--confirmed")
+    assert confirmed["lists"] == {"weekly": "confirmed"} and confirmed["confirmations_sent"] == 0
+    assert len(sent()) == 1
+
+    assert cli.run("subscribers", "export", "weekly").stdout.splitlines() == [
+        "email,name,status",
+        "bo@example.com,,confirmed",
+    ]
+    pending = cli.run("subscribers", "export", "weekly", "--status", "pending").stdout.splitlines()
+    assert pending == ["email,name,status", "ana@example.com,,pending"]
+    everyone = cli.run("subscribers", "export", "weekly", "--status", "all").stdout.splitlines()
+    assert sorted(everyone[1:]) == ["ana@example.com,,pending", "bo@example.com,,confirmed"]
+    wrong = cli.run("subscribers", "export", "weekly", "--status", "bogus", ok=False)
+    assert "must be one of confirmed, pending, unsubscribed, all" in wrong.stderr and wrong.stdout == ""
+    assert len(sent()) == 1

@@ -134,6 +134,9 @@ def test_send_batch_sends_each_recipient_once_with_personal_links(
         assert f"{settings.base_url}/o/" in html and f"{settings.base_url}/c/" in html
     ids = session.scalars(select(Delivery.message_id).where(Delivery.campaign_id == campaign_id)).all()
     assert len(set(ids)) == 5 and all(i and i.startswith(f"<{campaign_id}.") for i in ids)
+    # the ledger keeps each message's own Message-ID, the one a bounce or complaint must quote
+    sent_ids = {email.message_from_bytes(m.data, policy=email.policy.default)["Message-ID"] for m in mailer.sent}
+    assert sent_ids == set(ids)
 
 
 def test_unsubscribe_mid_campaign_skips_that_recipient(
@@ -307,3 +310,33 @@ def test_subscribers_get_only_the_sections_they_chose(
         select(Delivery.smtp_text).where(Delivery.status == DeliveryStatus.skipped, Delivery.campaign_id == campaign_id)
     )
     assert reason == NOTHING_WANTED
+
+
+def test_addresses_at_a_blocked_domain_are_neither_planned_nor_sent(
+    sessions: sessionmaker[Session], session: Session, settings: Settings
+) -> None:
+    """Issue 11 item 16 (planning side): blocked before the campaign, they get no ledger row; blocked
+    mid-campaign, their planned rows are skipped at claim."""
+    mailing_list = make_list(session, slug="weekly")
+    for address in ("keep@example.com", "one@throwaway.example", "two@throwaway.example"):
+        make_subscriber(session, mailing_list, address)
+    suppressions.block_domain(session, "throwaway.example")
+    session.commit()
+    campaign_id, ranges = start_campaign(session, settings, "weekly")
+    assert ledger(session, campaign_id) == {"pending": 1}
+    mailer = MemoryMailer()
+    send_all(sessions, settings, mailer, ranges)
+    assert [m.recipient for m in mailer.sent] == ["keep@example.com"]
+
+    make_list(session, slug="daily")
+    for address in ("stay@example.com", "late@later.example"):
+        make_subscriber(session, subscribers.lists.get_list(session, "daily"), address)
+    session.commit()
+    campaign_id, ranges = start_campaign(session, settings, "daily")
+    assert ledger(session, campaign_id) == {"pending": 2}
+    suppressions.block_domain(session, "later.example")
+    session.commit()
+    mailer = MemoryMailer()
+    send_all(sessions, settings, mailer, ranges)
+    assert [m.recipient for m in mailer.sent] == ["stay@example.com"]
+    assert ledger(session, campaign_id) == {"sent": 1, "skipped": 1}

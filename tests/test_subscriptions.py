@@ -423,3 +423,45 @@ def test_adding_without_confirmed_leaves_it_pending_and_returns_the_confirmation
     with pytest.raises(subscribers.InvalidSubscriber, match="NUL"):
         subscribers.add(session, "new@example.com", attributes={"k": "v\x00"}, list_slugs=[double.slug])
     assert _rows(session) == before
+
+
+# --- issue 11, item 7: control characters never stored -----------------------------------------------------
+
+ESCAPES = "\x1b[2J\x1b]0;pwned\x07\x9b31m\x7f\x08"
+
+
+def test_control_characters_are_stripped_from_every_stored_single_line_text(session: Session) -> None:
+    from newsletter import lists, subscribers
+    from newsletter.models import MailingList, Subscriber
+
+    mailing_list = lists.create_list(session, slug="ctl", name=f"Week{ESCAPES}ly\tBrief", from_email="news@example.org")
+    mailing_list.form_fields = [{"name": "city", "label": "City"}]
+    added = subscribers.add(
+        session,
+        "ctl@example.com",
+        name=f"Ana{ESCAPES} K",
+        attributes={f"ro{ESCAPES}le": f"ed{ESCAPES}itor", "age": 3},
+        list_slugs=["ctl"],
+        confirmed=True,
+    )
+    result = subscriptions.subscribe(
+        session,
+        mailing_list,
+        "form@example.com",
+        name=f"Bo{ESCAPES}",
+        attributes=subscriptions.form_attributes(mailing_list, {"city": f"Alm{ESCAPES}aty\r\nHeader: x"}),
+    )
+    session.commit()
+    session.expire_all()
+    stored = session.get(MailingList, mailing_list.id)
+    assert stored is not None and stored.name == "Week[2J]0;pwned31mly Brief"
+    ana = session.get(Subscriber, added.subscriber.id)
+    assert ana is not None and ana.name == "Ana[2J]0;pwned31m K"
+    assert ana.attributes == {"ro[2J]0;pwned31mle": "ed[2J]0;pwned31mitor", "age": 3}
+    form = session.get(
+        Subscriber, session.scalar(select(Subscription.subscriber_id).where(Subscription.id == result.subscription_id))
+    )
+    assert form is not None and form.name == "Bo[2J]0;pwned31m"
+    assert form.attributes == {"city": "Alm[2J]0;pwned31maty Header: x"}
+    every = [*session.scalars(select(Subscriber.name)), *session.scalars(select(MailingList.name))]
+    assert not any(ch in text for text in every for ch in "\x1b\x07\x9b\x7f\x08\t\r\n")

@@ -19,8 +19,8 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import delivery, subscriptions, suppressions
-from newsletter.config import Settings
+from newsletter import delivery, gdpr, subscriptions, suppressions, users
+from newsletter.config import ConfigError, Settings
 from newsletter.db import make_engine
 from newsletter.delivery import ledger
 from newsletter.mailer import MemoryMailer
@@ -33,7 +33,9 @@ from newsletter.models import (
     Link,
     MailingList,
     OptIn,
+    Role,
     Subscriber,
+    SubscriberStatus,
     Subscription,
     SubscriptionStatus,
     Suppression,
@@ -42,6 +44,7 @@ from newsletter.models import (
 from newsletter.tokens import TokenPurpose, Tokens
 from newsletter.tracking import PIXEL
 from newsletter.web import create_app
+from newsletter.web.pages import trusted_networks
 from newsletter.web.throttle import LocalThrottle
 from tests.conftest import fresh_database
 from tests.factories import make_list, make_subscriber, make_subscribers, publish_sample, subscription_of
@@ -652,9 +655,78 @@ def test_archive_digest_page_and_atom_feed(web: Web, session: Session) -> None:
     assert "/unsubscribe/" not in (content.text or "")
 
 
-def test_healthz_still_answers(web: Web) -> None:
-    answer = web.client.get("/healthz")
+def test_healthz_still_answers(web: Web, session: Session) -> None:
+    admin = users.create_user(session, "root", Role.admin).token
+    session.commit()
+    answer = web.client.get("/healthz", headers={"Authorization": f"Bearer {admin}"})
     assert answer.status_code == 200 and answer.json()["database"] == "ok"
+
+
+def test_healthz_tells_strangers_only_ok_or_not(web: Web, session: Session) -> None:
+    """Issue 11 item 11: the details (which part, its error text: hosts, ports, drivers) are for admins."""
+    admin = users.create_user(session, "root", Role.admin).token
+    editor = users.create_user(session, "ed", Role.editor).token
+    session.commit()
+    for headers in ({}, {"Authorization": f"Bearer {editor}"}, {"Authorization": "Bearer nl_" + "x" * 43}):
+        answer = web.client.get("/healthz", headers=headers)
+        assert answer.status_code == 200 and answer.json() == {"status": "ok"}, headers
+
+    broken = create_app(web.settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}))
+    broken.state.sessions = web.sessions
+    client = TestClient(broken)
+    stranger = client.get("/healthz")
+    assert stranger.status_code == 503 and stranger.json() == {"status": "unavailable"}
+    assert "127.0.0.1" not in stranger.text and "error" not in stranger.text
+    detailed = client.get("/healthz", headers={"Authorization": f"Bearer {admin}"})
+    assert detailed.status_code == 503
+    assert detailed.json()["database"] == "ok" and detailed.json()["broker"].startswith("error: ")
+
+
+def test_x_forwarded_for_is_believed_only_from_trusted_proxies(web: Web, session: Session, make_settings: Any) -> None:
+    """Issue 11 item 12: by default the header is the client's word, and a flood could pick a fresh
+    address per request past the per-IP limit, and write any consent IP it likes."""
+    mailing_list = make_list(session, opt_in=OptIn.single)
+    session.commit()
+    limit = web.settings.subscribe_ip_limit
+    statuses = [
+        web.client.post(
+            f"/subscribe/{mailing_list.slug}",
+            data={"email": f"flood{i}@example.com"},
+            headers={"X-Forwarded-For": f"198.51.100.{i + 1}"},
+        ).status_code
+        for i in range(limit + 5)
+    ]
+    assert statuses == [200] * limit + [429] * 5
+    ips = set(fresh(session).scalars(select(Subscription.consent_ip)))
+    assert ips == {"203.0.113.10"}  # the peer, not what the header said
+
+    # behind a trusted proxy: the nearest address that is not a proxy, whatever the client prepended
+    web.app.state.trusted_proxies = trusted_networks(make_settings(trusted_proxies="203.0.113.0/24, 10.0.0.1"))
+    proxied = web.client_from("203.0.113.10").post(
+        f"/subscribe/{mailing_list.slug}",
+        data={"email": "behind@example.com"},
+        headers={"X-Forwarded-For": "6.6.6.6, 192.0.2.77, 10.0.0.1"},
+    )
+    assert proxied.status_code == 200
+    row = fresh(session).scalar(
+        select(Subscription.consent_ip).join(Subscriber).where(Subscriber.email == "behind@example.com")
+    )
+    assert row == "192.0.2.77"
+    # from a peer that is not a proxy, the header is still ignored
+    direct = web.client_from("192.0.2.200").post(
+        f"/subscribe/{mailing_list.slug}", data={"email": "direct@example.com"}, headers={"X-Forwarded-For": "6.6.6.6"}
+    )
+    assert direct.status_code == 200
+    row = fresh(session).scalar(
+        select(Subscription.consent_ip).join(Subscriber).where(Subscriber.email == "direct@example.com")
+    )
+    assert row == "192.0.2.200"
+
+
+def test_trusted_proxies_must_be_addresses_or_networks(make_settings: Any) -> None:
+    with pytest.raises(ConfigError, match="not an IP address or network"):
+        make_settings(trusted_proxies="10.0.0.0/8, proxy.internal")
+    assert make_settings().trusted_proxies == ()
 
 
 def test_confirmation_goes_through_the_worker_task_in_embedded_mode(
@@ -706,3 +778,163 @@ def test_nul_in_the_subscribe_form_or_preferences_is_a_400_not_a_500(web: Web, s
     assert saved.status_code == 400 and "Nothing was saved" in saved.text
     assert _people(session) == before
     assert web.mailer.sent == []
+
+
+# --- issue 11, items 5 and 6: erasure is final, an old confirmation link does not undo an unsubscribe -----
+
+
+def _snapshot(session: Session) -> list[Any]:
+    fresh(session)
+    return [
+        counts(session),
+        *session.execute(select(Subscriber.id, Subscriber.email, Subscriber.status).order_by(Subscriber.id)),
+        *session.execute(select(Subscription.id, Subscription.status).order_by(Subscription.id)),
+    ]
+
+
+@pytest.mark.parametrize("how", ["erased", "blocklisted"])
+def test_an_erased_or_blocklisted_subscribers_old_links_are_unknown_and_change_nothing(
+    web: Web, session: Session, how: str
+) -> None:
+    mailing_list = make_list(session, opt_in=OptIn.double)
+    pending = make_subscriber(session, mailing_list, "pending@example.com", confirmed=False)
+    confirmed = make_subscriber(session, mailing_list, "confirmed@example.com")
+    session.commit()
+    tokens = web.tokens
+    links_of = {
+        s.id: {
+            "confirm": tokens.make(TokenPurpose.confirm, s.id, mailing_list.id, bound_to=s.created_at),
+            "preferences": tokens.make(TokenPurpose.preferences, s.id, bound_to=s.created_at),
+            "unsubscribe": tokens.make(TokenPurpose.unsubscribe, s.id, mailing_list.id, bound_to=s.created_at),
+        }
+        for s in (pending, confirmed)
+    }
+    # the confirmed one unsubscribes first, so the undo button would otherwise bring them back
+    web.client.post(f"/unsubscribe/{links_of[confirmed.id]['unsubscribe']}", data={})
+    for subscriber in (pending, confirmed):
+        if how == "erased":
+            gdpr.erase_subscriber(session, fresh(session).get(Subscriber, subscriber.id))  # type: ignore[arg-type]
+        else:
+            session.execute(
+                update(Subscriber).where(Subscriber.id == subscriber.id).values(status=SubscriberStatus.blocklisted)
+            )
+    session.commit()
+    unknown = web.client.get("/confirm/not-a-token")
+    assert unknown.status_code == 404
+    before = _snapshot(session)
+    for token in links_of.values():
+        answers = [
+            web.client.get(f"/confirm/{token['confirm']}"),
+            web.client.get(f"/preferences/{token['preferences']}"),
+            web.client.post(f"/preferences/{token['preferences']}", data={"lists": str(mailing_list.id)}),
+            web.client.post(f"/unsubscribe/{token['unsubscribe']}/undo"),
+        ]
+        for answer in answers:
+            assert answer.status_code == 404 and answer.text == unknown.text, answer.request.url
+    assert _snapshot(session) == before
+    assert web.mailer.sent == []
+
+
+def test_an_old_confirmation_link_after_an_unsubscribe_offers_to_come_back_and_changes_nothing(
+    web: Web, session: Session
+) -> None:
+    mailing_list = make_list(session, opt_in=OptIn.double, name="Weekly Brief")
+    session.commit()
+    web.client.post(f"/subscribe/{mailing_list.slug}", data={"email": "back@example.com"})
+    link = confirm_link(web.mailer.sent[0].data)
+    assert web.client.get(link).status_code == 200
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == "back@example.com"))
+    assert subscriber is not None
+    unsubscribe = web.tokens.make(
+        TokenPurpose.unsubscribe, subscriber.id, mailing_list.id, bound_to=subscriber.created_at
+    )
+    web.client.post(f"/unsubscribe/{unsubscribe}", data={})
+    before = _snapshot(session)
+
+    again = web.client.get(link)
+    assert again.status_code == 200 and "You left this list" in again.text
+    assert "You are subscribed" not in again.text
+    undo = re.search(r'<form method="post" action="(/unsubscribe/[^"]+/undo)"', again.text)
+    assert undo is not None  # a button (a POST): link scanners open every GET
+    assert _snapshot(session) == before
+    assert subscription_of(fresh(session), subscriber, mailing_list).status == SubscriptionStatus.unsubscribed
+
+    back = web.client.post(undo[1])
+    assert back.status_code == 200 and "Welcome back" in back.text
+    assert subscription_of(fresh(session), subscriber, mailing_list).status == SubscriptionStatus.confirmed
+
+
+def test_an_old_confirmation_link_of_someone_who_never_confirmed_and_left_does_not_subscribe(
+    web: Web, session: Session
+) -> None:
+    mailing_list = make_list(session, opt_in=OptIn.double)
+    subscriber = make_subscriber(session, mailing_list, "never@example.com", confirmed=False)
+    session.commit()
+    token = web.tokens.make(TokenPurpose.confirm, subscriber.id, mailing_list.id, bound_to=subscriber.created_at)
+    subscriptions.unsubscribe_subscription(session, subscription_of(session, subscriber, mailing_list), source="admin")
+    session.commit()
+    before = _snapshot(session)
+    again = web.client.get(f"/confirm/{token}")
+    assert again.status_code == 200 and "You left this list" in again.text and "/undo" not in again.text
+    assert _snapshot(session) == before
+
+
+def test_nul_in_a_path_or_query_is_a_404_or_422_never_a_500(web: Web, session: Session) -> None:
+    """Issue 11 item 8, web side: PostgreSQL refuses NUL in text; these reached it and were 500s."""
+    mailing_list = make_list(session, slug="weekly")
+    make_subscriber(session, mailing_list, "kept@example.com")
+    session.commit()
+    before = _snapshot(session)
+    paths = [
+        "/subscribe/we%00ekly",
+        "/archive/a%00b",
+        "/confirm/a%00b",
+        "/unsubscribe/a%00b",
+        "/preferences/a%00b",
+        "/o/a%00b",
+        "/c/a%00b",
+        "/api/v1/lists/we%00ekly",
+    ]
+    for path in paths:
+        for method in ("GET", "POST"):  # (the API's own filters are tested in test_api.py)
+            answer = web.client.request(method, path, data={"email": "new@example.com"})
+            assert answer.status_code == 404, (method, path, answer.status_code)
+    for path in ("/subscribe/weekly?email=a%00b", "/archive?page=%00", "/feed.xml?list=%00"):
+        answer = web.client.get(path)
+        assert answer.status_code == 422 and "NUL" in answer.text, path
+    assert _snapshot(session) == before
+    assert web.mailer.sent == []
+
+
+def test_the_confirmation_is_sent_after_the_answer_and_the_answers_match(web: Web, session: Session) -> None:
+    """Issue 11 item 10: sent before answering (embedded mode), the email made a new address answer
+    measurably slower than a known one. Now the answer leaves first, the same for both, and the email
+    still arrives."""
+    mailing_list = make_list(session)
+    make_subscriber(session, mailing_list, "known@example.com")
+    session.commit()
+    order: list[str] = []
+    sending = web.app.state.enqueue_confirmation
+
+    def enqueue(subscription_id: int) -> None:
+        order.append("confirmation")
+        sending(subscription_id)
+
+    web.app.state.enqueue_confirmation = enqueue
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        async def recorded(message: Any) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                order.append("answered")
+            await send(message)
+
+        await web.app(scope, receive, recorded)
+
+    client = TestClient(recording, client=("203.0.113.10", 50000))
+    known = client.post(f"/subscribe/{mailing_list.slug}", data={"email": "known@example.com"})
+    assert order == ["answered"]
+    new = client.post(f"/subscribe/{mailing_list.slug}", data={"email": "new@example.com"})
+    assert order == ["answered", "answered", "confirmation"]
+    assert known.status_code == new.status_code == 200 and known.text == new.text
+    assert [m.recipient for m in web.mailer.sent] == ["new@example.com"]
+    assert "/confirm/" in confirm_link(web.mailer.sent[0].data)

@@ -28,4 +28,7 @@ def serve(
         workers=workers,
         log_level="info",
         access_log=access_log,
+        # X-Forwarded-For is read by web.pages.client_ip, from TRUSTED_PROXIES only; uvicorn's own
+        # handling would believe it from 127.0.0.1, which is anyone on the machine.
+        proxy_headers=False,
     )

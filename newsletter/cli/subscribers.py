@@ -13,7 +13,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.orm import Session
 
 from newsletter import exports, gdpr, imports, lists, subscribers, subscriptions
-from newsletter.cli.console import AsJson, emit_json, err, fail, note, print_table, say, say_next_page, unit_of_work
+from newsletter.cli.console import (
+    AsJson,
+    emit_json,
+    err,
+    fail,
+    note,
+    print_table,
+    say,
+    say_next_page,
+    settings,
+    unit_of_work,
+)
 from newsletter.models import Subscriber, SubscriberStatus, SubscriptionSource
 from newsletter.subscribers import Search
 
@@ -104,21 +115,33 @@ def subscribers_export(
     slug: Annotated[str | None, typer.Argument(help="List to export (default: every subscriber).")] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here instead of stdout.")] = None,
     email: Annotated[str | None, typer.Option(help="Only addresses containing this.")] = None,
-    status: Annotated[SubscriberStatus | None, typer.Option(help="Only subscribers in this state.")] = None,
+    status: Annotated[
+        str,
+        typer.Option(
+            help="A list's subscriptions in this state: confirmed (the people it mails), pending, unsubscribed "
+            "or all. The file has a status column either way.",
+        ),
+    ] = "confirmed",
+    subscriber_status: Annotated[
+        SubscriberStatus | None, typer.Option(help="Only subscribers in this state (active, blocklisted).")
+    ] = None,
     attribute: Annotated[str | None, typer.Option(help="Only NAME:VALUE.")] = None,
 ) -> None:
     """Export subscribers as CSV (spreadsheet-safe); re-importing the file gives the same list."""
-    search = make_search(email=email, status=status, list_slug=slug, attribute=attribute)
+    if status not in exports.EXPORT_STATUSES:
+        fail(f"--status {status!r}: must be one of {', '.join(exports.EXPORT_STATUSES)}")
+    export_status: exports.ExportStatus = status
+    search = make_search(email=email, status=subscriber_status, list_slug=slug, attribute=attribute)
     with unit_of_work() as session:
         if slug:
             lists.get_list(session, slug)
         if output is None:
-            for line in exports.export_csv(session, search):
+            for line in exports.export_csv(session, search, status=export_status):
                 sys.stdout.write(line)
             return
         tmp = output.with_name(output.name + ".part")
         with tmp.open("w", encoding="utf-8", newline="") as target:
-            for line in exports.export_csv(session, search):
+            for line in exports.export_csv(session, search, status=export_status):
                 target.write(line)
         tmp.replace(output)
     note(f"wrote {output}")
@@ -153,13 +176,30 @@ def subscribers_add(
     confirmed: Annotated[bool, typer.Option(help="Consent was obtained elsewhere.")] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Add a subscriber, optionally to lists."""
+    """Add a subscriber, optionally to lists. Without --confirmed a double opt-in list's subscription
+    stays pending and its confirmation email goes out, as from the subscribe form (rate-limited)."""
     with unit_of_work() as session:
-        subscriber = subscribers.add_subscriber(
-            session, email, name=name, list_slugs=list_slugs or [], confirmed=confirmed, source=SubscriptionSource.admin
+        added = subscribers.add(
+            session,
+            email,
+            name=name,
+            list_slugs=list_slugs or [],
+            confirmed=confirmed,
+            source=SubscriptionSource.admin,
+            resend_hours=settings().confirm_resend_hours,
         )
-        result = subscriber_summary(session, subscriber)
-    emit_json(result) if as_json else say(f"subscriber {result['id']} {result['email']}")
+        result = subscriber_summary(session, added.subscriber)
+    from worker import tasks  # deferred as in import: loading Celery costs every other command
+
+    # after the commit: the task must find the subscription
+    for subscription_id in added.confirmations:
+        tasks.send_confirmation.delay(subscription_id)
+    if as_json:
+        emit_json({**result, "confirmations_sent": len(added.confirmations)})
+        return
+    say(f"subscriber {result['id']} {result['email']}")
+    if added.confirmations:
+        say(f"{len(added.confirmations)} confirmation email(s) queued; the subscription stays pending until confirmed")
 
 
 @app.command("search")

@@ -8,6 +8,8 @@ Previews build one on an unsaved campaign, so a preview's bytes are those a real
 from __future__ import annotations
 
 import hashlib
+import hmac
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import object_session
@@ -43,7 +45,7 @@ class PreparedCampaign:
         self.tokens = tokens
         self.tracking = primary.tracking
         domain = primary.from_email.rpartition("@")[2]
-        self.ids = MessageIds(campaign.id, message_nonce(settings.secret_key, campaign.id), domain)
+        self.ids = MessageIds(campaign.id, domain, MessageMacs.from_settings(settings))
         self.envelope_from = envelope_address(primary.from_email)
         # The shapes of links.unsubscribe_url / preferences_url, their constant part joined once per campaign
         self._unsubscribe = f"{settings.base_url}{links.UNSUBSCRIBE}"
@@ -124,10 +126,35 @@ class PreparedCampaign:
         )
 
 
-def message_nonce(secret_key: str, campaign_id: int) -> str:
-    """Makes Message-IDs unique across installations and databases, yet derivable in SQL from the row id,
-    and unforgeable: a bounce or complaint must quote one this installation wrote (see bounces.py)."""
-    return hashlib.blake2s(f"{secret_key}:{campaign_id}".encode(), digest_size=6).hexdigest()
+class MessageMacs:
+    """The keyed part of each delivery's Message-ID: a bounce or complaint must quote the Message-ID of the
+    very delivery it is about, which only its recipient (or their provider) ever saw (see bounces.py).
+
+    Keyed once per key and copied per message, as tokens.py does: the send loop composes thousands of
+    messages a second. Old keys only verify, so reports about mail sent before a key rotation still count.
+    """
+
+    def __init__(self, secret_key: str, old_keys: Sequence[str] = ()) -> None:
+        keys = [secret_key, *(k for k in old_keys if k != secret_key)]
+        self._macs = [
+            hmac.new(hashlib.sha256(b"newsletter.message-id:" + key.encode()).digest(), digestmod=hashlib.sha256)
+            for key in keys
+        ]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MessageMacs:
+        return cls(settings.secret_key, settings.old_secret_keys)
+
+    def __call__(self, campaign_id: int, delivery_id: int, key: int = 0) -> str:
+        mac = self._macs[key].copy()
+        mac.update(b"%d.%d" % (campaign_id, delivery_id))
+        return mac.hexdigest()[:MESSAGE_MAC_LENGTH]
+
+    def verify(self, campaign_id: int, delivery_id: int, value: str) -> bool:
+        return any(hmac.compare_digest(self(campaign_id, delivery_id, key), value) for key in range(len(self._macs)))
+
+
+MESSAGE_MAC_LENGTH = 20  # hex digits: 80 bits, out of reach of guessing by mail
 
 
 def envelope_address(email: str) -> str:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import String, and_, case, cast, exists, func, insert, literal, or_, select, text, update
+from sqlalchemy import and_, case, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.orm import Session
@@ -37,7 +37,7 @@ from newsletter.models import (
     SuppressionReason,
     campaign_lists,
 )
-from newsletter.suppressions import suppress
+from newsletter.suppressions import not_in_blocked_domain, suppress
 
 # Kept on a row resent under UNKNOWN_POLICY=resend even once it is sent: it marks the recipients who may
 # have two copies, so the campaign's stats can say how many.
@@ -65,23 +65,16 @@ class BatchRange:
 
 @dataclass(frozen=True)
 class MessageIds:
-    """A campaign's Message-IDs, `<campaign.row.nonce@domain>`: derivable in SQL from the row id, so
-    recording a group of sent rows needs no per-row value."""
+    """A campaign's Message-IDs, `<campaign.row.mac@domain>`. The mac is keyed per delivery (see
+    composing.MessageMacs): a reader who sees their own Message-ID cannot write another reader's, so a
+    forged bounce or complaint names no real delivery."""
 
     campaign_id: int
-    nonce: str
     domain: str
-
-    @property
-    def prefix(self) -> str:
-        return f"<{self.campaign_id}."
-
-    @property
-    def suffix(self) -> str:
-        return f".{self.nonce}@{self.domain}>"
+    mac: Callable[[int, int], str]
 
     def of(self, delivery_id: int) -> str:
-        return f"<{self.campaign_id}.{delivery_id}.{self.nonce}@{self.domain}>"
+        return f"<{self.campaign_id}.{delivery_id}.{self.mac(self.campaign_id, delivery_id)}@{self.domain}>"
 
 
 @dataclass(frozen=True)
@@ -127,12 +120,14 @@ def rowcount(result: Result[Any]) -> int:
 
 
 def _eligible_subscriptions(list_ids: Sequence[int]) -> Any:
-    """Confirmed subscriptions of active, unsuppressed subscribers on the given lists, one per subscriber."""
+    """Confirmed subscriptions of active, unsuppressed subscribers on the given lists, one per subscriber,
+    whose address is not at a blocked domain."""
     conditions = (
         Subscription.list_id.in_(list_ids),
         Subscription.status == SubscriptionStatus.confirmed,
         Subscriber.status == SubscriberStatus.active,
         ~exists().where(Suppression.email_hash == Subscriber.email_hash),
+        not_in_blocked_domain(),
     )
     if len(list_ids) == 1:
         # (subscriber, list) is unique: no grouping needed, which spares a sort of the whole list
@@ -220,11 +215,16 @@ def _still_wanted(campaign_id: int) -> Any:
         Subscription.subscriber_id == Delivery.subscriber_id,
         Subscription.list_id.in_(select(campaign_lists.c.list_id).where(campaign_lists.c.campaign_id == campaign_id)),
         Subscription.status == SubscriptionStatus.confirmed,
-        exists().where(
+        exists()
+        .where(
             Subscriber.id == Delivery.subscriber_id,
             Subscriber.status == SubscriberStatus.active,
             ~exists().where(Suppression.email_hash == Subscriber.email_hash),
-        ),
+            not_in_blocked_domain(),
+        )
+        # explicit: two levels down in an UPDATE, `deliveries` was otherwise added to this FROM clause,
+        # and the check asked whether any row's subscriber was still wanted, not this row's
+        .correlate(Delivery),
     )
 
 
@@ -246,6 +246,7 @@ picked AS (
     SELECT p.id, s.email, s.name,
         s.status = '{SubscriberStatus.active.value}'
         AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_hash = s.email_hash)
+        AND NOT EXISTS (SELECT 1 FROM blocked_domains b WHERE b.domain = s.email_domain)
         AND EXISTS (
             SELECT 1 FROM subscriptions sub JOIN campaign_lists cl ON cl.list_id = sub.list_id
             WHERE sub.subscriber_id = s.id AND cl.campaign_id = :campaign_id
@@ -275,8 +276,9 @@ _PG_RECORD_SENT_SQL = f"""
 UPDATE deliveries SET
     status = '{_SENT}', sent_at = :now, smtp_code = 250, claimed_by = NULL,
     smtp_text = CASE WHEN smtp_text = :resent THEN smtp_text END,
-    message_id = :id_prefix || id || :id_suffix
-WHERE id = ANY(:sent) AND status = '{_SENDING}' AND claimed_by = :worker
+    message_id = m.message_id
+FROM unnest(CAST(:sent AS bigint[]), CAST(:message_ids AS text[])) AS m(id, message_id)
+WHERE deliveries.id = m.id AND status = '{_SENDING}' AND claimed_by = :worker
 """
 _PG_RECORD_SENT = text(_PG_RECORD_SENT_SQL)
 _PG_RECORD_AND_CLAIM = text(f"WITH recorded AS ({_PG_RECORD_SENT_SQL} RETURNING 1)," + _PG_CLAIM_CTES)
@@ -300,8 +302,7 @@ def _record_sent_params(ids: MessageIds, sent: list[int], worker: str) -> dict[s
         "worker": worker,
         "now": utcnow(),
         "resent": RESENT_AFTER_UNKNOWN,
-        "id_prefix": ids.prefix,
-        "id_suffix": ids.suffix,
+        "message_ids": [ids.of(delivery_id) for delivery_id in sent],
     }
 
 
@@ -409,7 +410,8 @@ def record(session: Session, settings: Settings, ids: MessageIds, outcomes: Outc
         # One fixed text with an array, prepared once per connection, skips the ORM's bulk-update work.
         session.connection().execute(_PG_RECORD_SENT, _record_sent_params(ids, outcomes.sent, worker))
     elif outcomes.sent:
-        # One statement per group; the message id is derived from the row id, so needs no per-row value.
+        # One statement per group, each row's Message-ID picked by its id.
+        message_ids = {delivery_id: ids.of(delivery_id) for delivery_id in outcomes.sent}
         session.execute(
             update(Delivery)
             .where(Delivery.id.in_(outcomes.sent), *mine)
@@ -418,7 +420,7 @@ def record(session: Session, settings: Settings, ids: MessageIds, outcomes: Outc
                 sent_at=now,
                 smtp_code=250,
                 smtp_text=case((Delivery.smtp_text == RESENT_AFTER_UNKNOWN, Delivery.smtp_text), else_=None),
-                message_id=literal(ids.prefix, String) + cast(Delivery.id, String) + literal(ids.suffix, String),
+                message_id=case(message_ids, value=Delivery.id),
                 claimed_by=None,
             )
             .execution_options(synchronize_session=False)

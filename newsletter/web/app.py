@@ -6,18 +6,25 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
-from newsletter import links
+from newsletter import links, users
 from newsletter.config import Settings, get_settings
 from newsletter.db import session_factory
+from newsletter.models import Role
 from newsletter.tokens import Tokens
 from newsletter.web import api, public
+from newsletter.web.api.deps import bearer
+from newsletter.web.bodylimit import BodyLimit
 from newsletter.web.deps import HotPools, SessionDep, hot_session_factories
-from newsletter.web.pages import Pages
+from newsletter.web.nulbytes import RefuseNul
+from newsletter.web.pages import Pages, trusted_networks
 from newsletter.web.public.subscribe import enqueue_confirmation
 from newsletter.web.throttle import make_throttle
 
@@ -34,21 +41,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tracking_sessions, app.state.one_click_sessions = hot_session_factories(settings, app.state.sessions)
     app.state.tokens = Tokens.from_settings(settings)
     app.state.pages = Pages()
+    app.state.trusted_proxies = trusted_networks(settings)
     app.state.subscribe_throttle = make_throttle(
         settings.effective_redis_url, settings.subscribe_ip_limit, 3600, "newsletter:subscribe-ip"
     )
     # Replaceable in tests; by default the Celery task, which runs inline in embedded mode.
     app.state.enqueue_confirmation = enqueue_confirmation
+    app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(RefuseNul)  # added last: runs first
     app.include_router(public.router)
     app.include_router(api.router)
 
     @app.get(links.HEALTH, tags=["public"])
-    def healthz(session: SessionDep) -> JSONResponse:
+    def healthz(
+        session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> JSONResponse:
+        """ok (200) or unavailable (503); which part failed, and how, only with an admin token: error texts
+        name hosts, ports and drivers, of use to whoever maps the network."""
         checks = {"database": _check(lambda: session.execute(text("SELECT 1")))}
         if settings.broker_url:
             checks["broker"] = _check(lambda: _ping_broker(settings.broker_url or ""))
         healthy = all(value == "ok" for value in checks.values())
-        return JSONResponse({"status": "ok" if healthy else "unavailable", **checks}, 200 if healthy else 503)
+        body: dict[str, str] = {"status": "ok" if healthy else "unavailable"}
+        if credentials is not None and _is_admin(session, credentials.credentials):
+            body |= checks
+        return JSONResponse(body, 200 if healthy else 503)
 
     return app
 
@@ -87,6 +104,13 @@ def create_served_app() -> FastAPI:
     gc.collect()
     gc.freeze()
     return app
+
+
+def _is_admin(session: Session, token: str) -> bool:
+    try:
+        return users.authenticate(session, token).role == Role.admin
+    except Exception:  # an unknown token, or a database that is down: the stranger's answer
+        return False
 
 
 def _check(probe: object) -> str:

@@ -4,6 +4,7 @@ what every public handler shares — the publication a page shows, the 404 page,
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
 from functools import cached_property
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter import links, rendering
+from newsletter.config import Settings
 from newsletter.models import MailingList, Visibility
 from newsletter.rendering import TEMPLATES_DIR
 
@@ -122,9 +124,42 @@ def masked(email: str) -> str:
     return f"{local[:1]}{'•' * min(max(len(local) - 1, 3), 8)}@{domain}"
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 def client_ip(request: Request) -> str | None:
-    # Behind a reverse proxy run uvicorn with --proxy-headers/--forwarded-allow-ips so this is the client.
-    return request.client.host if request.client else None
+    """The client's address: the peer's, or, when the peer is one of TRUSTED_PROXIES, the nearest address
+    in X-Forwarded-For that is not a trusted proxy. Anyone can send the header: believed from anyone, it
+    would let a flood pick a fresh address per request past the subscribe limit, and forge consent IPs."""
+    peer = request.client.host if request.client else None
+    proxies: tuple[IPNetwork, ...] = request.app.state.trusted_proxies
+    if peer is None or not proxies or not _within(peer, proxies):
+        return peer
+    hops = [hop.strip() for value in request.headers.getlist("x-forwarded-for") for hop in value.split(",")]
+    for hop in reversed(hops):  # each proxy appends the address it got the request from
+        if not _within(hop, proxies):
+            return hop if _parses(hop) else peer
+    return peer
+
+
+def trusted_networks(settings: Settings) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(network, strict=False) for network in settings.trusted_proxies)
+
+
+def _within(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def _parses(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 async def read_body(request: Request) -> bytes:

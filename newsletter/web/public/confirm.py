@@ -9,6 +9,7 @@ from newsletter import links, subscriptions
 from newsletter.tokens import ExpiredToken, UnknownToken
 from newsletter.web.deps import SessionDep, SettingsDep, TokensDep
 from newsletter.web.pages import client_ip, list_context, message, not_found, site_context
+from newsletter.web.public.unsubscribe import unsubscribed_page
 
 router = APIRouter()
 
@@ -24,6 +25,16 @@ def confirm(token: str, request: Request, session: SessionDep, tokens: TokensDep
             "Confirmation links work for 7 days. Please subscribe again to get a fresh one.",
             status_code=410,
             **site_context(request, session),
+        )
+    except subscriptions.LeftTheList as left:
+        # The confirmation mail is older than the unsubscribe: say so, and offer the way back as a POST
+        # (link scanners open every GET).
+        gone = left.subscription
+        unsubscribe = links.unsubscribe_url(
+            "", tokens, gone.subscriber_id, gone.list_id, bound_to=gone.subscriber.created_at
+        )
+        return unsubscribed_page(
+            request, tokens, unsubscribe.removeprefix(links.UNSUBSCRIBE), gone, "You left this list"
         )
     except UnknownToken:
         return not_found(request, session)

@@ -45,14 +45,17 @@ def _page(
     )
 
 
-def _unsubscribed_page(request: Request, tokens: Tokens, token: str, subscription: Subscription) -> Response:
+def unsubscribed_page(
+    request: Request, tokens: Tokens, token: str, subscription: Subscription, title: str = "You are unsubscribed"
+) -> Response:
+    """Done, with the undo button when they had confirmed before; `token` is an unsubscribe token."""
     return _page(
         request,
         "unsubscribed.html",
         tokens,
         token,
         subscription,
-        title="You are unsubscribed",
+        title=title,
         can_undo=subscription.confirmed_at is not None,
     )
 
@@ -65,7 +68,7 @@ def unsubscribe_page(token: str, request: Request, session: SessionDep, tokens: 
     except UnknownToken:
         return not_found(request, session)
     if subscription.status == "unsubscribed":
-        return _unsubscribed_page(request, tokens, token, subscription)
+        return unsubscribed_page(request, tokens, token, subscription)
     return _page(request, "unsubscribe.html", tokens, token, subscription, title="Unsubscribe")
 
 
@@ -95,7 +98,7 @@ def _unsubscribe_button(request: Request, token: str) -> Response:
             result = subscriptions.unsubscribe(session, tokens, token=token, source="page")
         except UnknownToken:
             return not_found(request, session)
-        return _unsubscribed_page(request, tokens, token, result.subscription)
+        return unsubscribed_page(request, tokens, token, result.subscription)
 
 
 @router.post(f"{PATH}{links.UNDO}", response_model=None)
@@ -105,7 +108,7 @@ def resubscribe(token: str, request: Request, session: SessionDep, tokens: Token
     except UnknownToken:
         return not_found(request, session)
     if subscription.status != "confirmed":
-        return _unsubscribed_page(request, tokens, token, subscription)
+        return unsubscribed_page(request, tokens, token, subscription)
     return message(
         request,
         "Welcome back",

@@ -10,6 +10,7 @@ from sqlalchemy import Select, exists, false, select
 from sqlalchemy.orm import Session
 
 from newsletter import addresses, lists, subscriptions, suppressions
+from newsletter.confirmations import claim_confirmation
 from newsletter.errors import Invalid, NotFound
 from newsletter.models import (
     MailingList,
@@ -116,7 +117,7 @@ def add(
             subscription.status == SubscriptionStatus.pending
             and subscriber.status == SubscriberStatus.active
             and send_confirmations
-            and subscriptions.claim_confirmation(session, subscription, resend_hours=resend_hours)
+            and claim_confirmation(session, subscription, resend_hours=resend_hours)
         ):
             confirmations.append(subscription.id)
     session.flush()

@@ -17,3 +17,4 @@ _.duration_seconds
 _.send_rate_per_second
 _.host_name  # aiosmtpd's handler attribute (tests/smtpserver.py)
 _.should_exit  # uvicorn.Server's stop flag, set by the browser test
+_.background  # Starlette runs a Response's background task after sending it

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import delivery, models, templates
+from newsletter import confirmations, delivery, models, templates
 from newsletter.config import Settings
 from newsletter.models import ApiToken, CampaignStatus, Delivery, DeliveryStatus, Subscriber, Subscription, Suppression
 from newsletter.rendering import TEMPLATES_DIR
@@ -526,7 +526,6 @@ def test_nul_in_a_body_or_filter_is_a_422_or_nothing_found_never_a_500(api: Api)
 
 def test_adding_a_subscriber_without_confirmed_sends_one_confirmation(api: Api, smtp_server: Any) -> None:
     """Issue 11 item 14: the subscription stays pending and the confirmation goes out after the commit."""
-    from newsletter import subscriptions
     from newsletter.mailer import SMTPMailer
 
     api.call("POST", "/api/v1/lists", json={"slug": "weekly", "name": "Weekly", "from_email": "n@example.org"})
@@ -537,7 +536,7 @@ def test_adding_a_subscriber_without_confirmed_sends_one_confirmation(api: Api, 
         queued.append(subscription_id)
         mailer = SMTPMailer(smtp_server.url)
         with api.sessions.begin() as session:
-            subscriptions.send_confirmation(session, settings, mailer, subscription_id)
+            confirmations.send_confirmation(session, settings, mailer, subscription_id)
 
     api.client.app.state.enqueue_confirmation = enqueue  # type: ignore[attr-defined]
     added = api.call("POST", "/api/v1/subscribers", json={"email": "ana@example.com", "lists": ["weekly"]})

@@ -11,7 +11,7 @@ from itsdangerous import TimestampSigner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter import addresses, subscriptions, suppressions
+from newsletter import addresses, confirmations, subscriptions, suppressions
 from newsletter.addresses import InvalidEmail
 from newsletter.config import Settings
 from newsletter.mailer import MemoryMailer, SendResult
@@ -172,7 +172,7 @@ def test_double_opt_in_subscribe_then_confirm(session: Session, settings: Settin
     assert subscription.consent_ip == "203.0.113.1"
 
     mailer = MemoryMailer()
-    sent = subscriptions.send_confirmation(session, settings, mailer, subscription.id)
+    sent = confirmations.send_confirmation(session, settings, mailer, subscription.id)
     assert sent is not None and sent.ok
     assert len(mailer.sent) == 1
     message = mailer.sent[0].data
@@ -337,14 +337,14 @@ def test_imported_pending_subscriptions_get_one_confirmation_each(session: Sessi
     suppressions.suppress(session, left.email, SuppressionReason.hard_bounce)
     mailer = MemoryMailer({"imp2@example.com": SendResult(451, "4.3.0 try later")})
 
-    claimed = subscriptions.claim_unsent_confirmations(session, weekly.id, limit=10)
+    claimed = confirmations.claim_unsent_confirmations(session, weekly.id, limit=10)
     assert len(claimed) == 4  # the suppressed one is claimed but never mailed
-    results = subscriptions.send_confirmations(session, settings, mailer, claimed)
+    results = confirmations.send_confirmations(session, settings, mailer, claimed)
     assert sorted(m.recipient for m in mailer.sent) == ["imp0@example.com", "imp1@example.com"]
     assert all(b"/confirm/" in m.data for m in mailer.sent)
     assert {r.code for r in results.values()} == {250, 451}
     # Nobody is claimed twice; the one whose send failed can be claimed again.
-    again = subscriptions.claim_unsent_confirmations(session, weekly.id, limit=10)
+    again = confirmations.claim_unsent_confirmations(session, weekly.id, limit=10)
     assert again == [subscription_of(session, pending[2], weekly).id]
 
 
@@ -411,7 +411,7 @@ def test_adding_without_confirmed_leaves_it_pending_and_returns_the_confirmation
     other = make_list(session)
     assert subscribers.add(session, "bo@example.com", list_slugs=[other.slug], confirmed=True).confirmations == []
     mailer = MemoryMailer()
-    sent = subscriptions.send_confirmations(session, settings, mailer, added.confirmations)
+    sent = confirmations.send_confirmations(session, settings, mailer, added.confirmations)
     assert [r.ok for r in sent.values()] == [True] and [m.recipient for m in mailer.sent] == ["ana@example.com"]
 
     before = _rows(session)

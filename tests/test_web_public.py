@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import delivery, gdpr, subscriptions, suppressions, users
+from newsletter import confirmations, delivery, gdpr, subscriptions, suppressions, users
 from newsletter.config import ConfigError, Settings
 from newsletter.db import make_engine
 from newsletter.delivery import ledger
@@ -82,7 +82,7 @@ def web(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[Web]:
 
     def enqueue(subscription_id: int) -> None:
         with sessions.begin() as session:
-            subscriptions.send_confirmation(session, settings, mailer, subscription_id)
+            confirmations.send_confirmation(session, settings, mailer, subscription_id)
 
     app.state.enqueue_confirmation = enqueue
     with TestClient(app, client=("203.0.113.10", 50000), follow_redirects=False) as client:

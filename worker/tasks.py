@@ -8,7 +8,7 @@ from functools import cache
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from newsletter import delivery, subscriptions
+from newsletter import confirmations, delivery
 from newsletter.config import Settings, get_settings
 from newsletter.db import session_factory, session_scope
 from newsletter.delivery import scheduling, sending
@@ -96,7 +96,7 @@ def send_confirmation(subscription_id: int) -> None:
     """The double opt-in email of one pending subscription (enqueued after the subscribe request commits)."""
     settings = get_settings()
     with session_scope(settings) as session:
-        result = subscriptions.send_confirmation(session, settings, _mailer(), subscription_id)
+        result = confirmations.send_confirmation(session, settings, _mailer(), subscription_id)
     if result is not None and not result.ok:
         log.warning("confirmation email of subscription %s not sent: %s %s", subscription_id, result.code, result.text)
 
@@ -109,11 +109,11 @@ def send_import_confirmations(list_id: int) -> None:
     deadline = time.monotonic() + 20  # keep tasks short; the rest goes to a fresh task
     while True:
         with session_scope(settings) as session:
-            claimed = subscriptions.claim_unsent_confirmations(session, list_id, limit=settings.batch_size)
+            claimed = confirmations.claim_unsent_confirmations(session, list_id, limit=settings.batch_size)
         if not claimed:
             return
         with session_scope(settings) as session:
-            subscriptions.send_confirmations(
+            confirmations.send_confirmations(
                 session, settings, _mailer(), claimed, throttle=limiter.acquire if limiter else None
             )
         # In embedded mode a new task would run nested in this one: loop instead of recursing.

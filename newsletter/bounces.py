@@ -123,7 +123,8 @@ def _original_message_id(parts: list[MIMEPart]) -> str | None:
 
 def _clean(value: object) -> str | None:
     """A header value on one line, whitespace runs collapsed; None when empty."""
-    text = " ".join(single_line(str(value)).split()) if value is not None else ""
+    # (a report is mail, not a person's input: a NUL in it is dropped, not refused)
+    text = " ".join(single_line(str(value).replace("\x00", "")).split()) if value is not None else ""
     return text or None
 
 

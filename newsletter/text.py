@@ -8,13 +8,15 @@ repaint an admin's terminal; so they are removed when the text is stored, whatev
 
 from __future__ import annotations
 
-# Whitespace controls (tab, line breaks, ...) become a space, so words stay apart; the others go.
+# Whitespace controls (tab, line breaks, ...) become a space, so words stay apart; the others go. NUL stays:
+# the writers refuse it with a message (no name holds one, PostgreSQL would refuse it) instead of storing
+# something else than what was typed without a word.
 _WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f\x85"
-_SINGLE_LINE = {code: (" " if chr(code) in _WHITESPACE else None) for code in (*range(0x20), *range(0x7F, 0xA0))}
+_SINGLE_LINE = {code: (" " if chr(code) in _WHITESPACE else None) for code in (*range(0x01, 0x20), *range(0x7F, 0xA0))}
 
 
 def single_line(value: str) -> str:
-    """`value` with every control character (category Cc) removed, whitespace ones turned into spaces."""
+    """`value` without control characters (category Cc) but NUL, the whitespace ones turned into spaces."""
     if value.isprintable():  # the common case, checked in C
         return value
     return value.translate(_SINGLE_LINE)

@@ -510,18 +510,23 @@ def _record_failure(session: Session, campaign_id: int, claimed: Claimed, result
         suppress(session, claimed.email, SuppressionReason.hard_bounce, detail=f"{result.code} {result.text}")
 
 
+def _held_by(worker: str, campaign_id: int, first_id: int, last_id: int) -> tuple[Any, ...]:
+    """The rows of a batch range that `worker` (its per-run claim token) still holds in `sending`."""
+    return (
+        Delivery.campaign_id == campaign_id,
+        Delivery.id.between(first_id, last_id),
+        Delivery.status == DeliveryStatus.sending,
+        Delivery.claimed_by == worker,
+    )
+
+
 def renew_claims(bind: Session | Connection, campaign_id: int, first_id: int, last_id: int, worker: str) -> int:
     """Move the claim time of the rows this worker still holds in the range to now: the lease is "presumed
     dead when not renewed for this long", so a live worker on a slow server keeps its rows from the sweep.
     One statement for the whole group, run every fraction of the lease, not per message."""
     result = bind.execute(
         update(Delivery)
-        .where(
-            Delivery.campaign_id == campaign_id,
-            Delivery.id.between(first_id, last_id),
-            Delivery.status == DeliveryStatus.sending,
-            Delivery.claimed_by == worker,
-        )
+        .where(*_held_by(worker, campaign_id, first_id, last_id))
         .values(claimed_at=utcnow())
         .execution_options(synchronize_session=False)
     )
@@ -534,12 +539,7 @@ def release_claims(session: Session, campaign_id: int, first_id: int, last_id: i
     target = DeliveryStatus.skipped if status == CampaignStatus.cancelled else DeliveryStatus.pending
     result = session.execute(
         update(Delivery)
-        .where(
-            Delivery.campaign_id == campaign_id,
-            Delivery.id.between(first_id, last_id),
-            Delivery.status == DeliveryStatus.sending,
-            Delivery.claimed_by == worker,
-        )
+        .where(*_held_by(worker, campaign_id, first_id, last_id))
         .values(status=target, attempts=Delivery.attempts - 1, claimed_by=None)
         .execution_options(synchronize_session=False)
     )

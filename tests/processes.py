@@ -20,6 +20,7 @@ from celery import Celery
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from bench.workers import settings_env as worker_env  # one way to hand settings to a process
 from newsletter.config import Settings
 from newsletter.models import MailingList, Subscriber, Subscription, SubscriptionSource, SubscriptionStatus, email_hash
 from tests.conftest import ROOT
@@ -31,17 +32,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a worker process exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    for name, value in settings.model_dump().items():
-        if isinstance(value, tuple | list):  # comma-separated, as the settings read them
-            env[f"NEWSLETTER_{name.upper()}"] = ",".join(map(str, value))
-        elif value is not None:
-            env[f"NEWSLETTER_{name.upper()}"] = str(value)
-    return env
 
 
 def enqueue(settings: Settings, task: str, *args: object) -> None:

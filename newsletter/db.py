@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from functools import lru_cache
 from typing import Annotated, Any, NamedTuple
 
 from sqlalchemy import (
@@ -101,13 +102,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-@lru_cache(maxsize=4)
-def _engine_for(url: str) -> Engine:
-    return make_engine(url)
+_ENGINES: OrderedDict[str, Engine] = OrderedDict()
+_ENGINES_KEPT = 4
+_engines_lock = threading.Lock()
 
 
 def get_engine(settings: Settings) -> Engine:
-    return _engine_for(settings.database_url)
+    """The process's engine for this database, kept among the four most recently used."""
+    url = settings.database_url
+    with _engines_lock:
+        engine = _ENGINES.pop(url, None) or make_engine(url)
+        _ENGINES[url] = engine
+        while len(_ENGINES) > _ENGINES_KEPT:
+            _, evicted = _ENGINES.popitem(last=False)
+            evicted.dispose()  # close its pooled connections now, not whenever the garbage collector finds them
+    return engine
 
 
 def session_factory(settings: Settings) -> sessionmaker[Session]:

@@ -162,3 +162,17 @@ def test_migration_0002_rebuilds_sqlite_tables_so_ids_are_never_reused_and_keeps
             sql = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = :t"), {"t": table}).scalar()
             assert "PRIMARY KEY AUTOINCREMENT" in sql, table
     engine.dispose()
+
+
+def test_an_engine_pushed_out_of_the_cache_closes_its_connections(tmp_path, make_settings) -> None:
+    from newsletter.db import get_engine, session_scope
+
+    first = make_settings(database_url=f"sqlite:///{tmp_path / 'first.db'}")
+    with session_scope(first) as session:
+        session.execute(text("SELECT 1"))
+    engine = get_engine(first)
+    assert engine.pool.checkedin() == 1  # the connection waits in the pool
+    for n in range(4):
+        get_engine(make_settings(database_url=f"sqlite:///{tmp_path / f'other{n}.db'}"))
+    assert engine.pool.checkedin() == 0  # disposed, not left for the garbage collector
+    assert get_engine(first) is not engine

@@ -85,6 +85,13 @@ def test_bad_input_is_one_line_on_stderr_and_a_non_zero_exit(
     assert "Traceback" not in result.stderr
 
 
+def test_newsletter_alone_shows_the_commands_and_no_empty_error(tmp_path: Path) -> None:
+    result = run([], tmp_path)
+    assert result.returncode == 2  # a usage answer, as click gives for a missing command
+    assert "Commands" in result.stdout and "campaigns" in result.stdout
+    assert result.stderr == ""
+
+
 def test_runs_from_any_directory(tmp_path: Path) -> None:
     db = tmp_path / "elsewhere.db"
     result = run(["db", "upgrade"], tmp_path, NEWSLETTER_DATABASE_URL=f"sqlite:///{db}")

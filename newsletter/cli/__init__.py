@@ -74,7 +74,10 @@ def main() -> None:
     except EXPECTED as exc:
         stop(describe(exc), 1)
     except ClickException as exc:
-        stop(" ".join(exc.format_message().split()), exc.exit_code)  # one line; `--help` shows the usage
+        message = " ".join(exc.format_message().split())  # one line; `--help` shows the usage
+        if not message:  # `newsletter` alone: the usage was the answer
+            raise SystemExit(exc.exit_code) from None
+        stop(message, exc.exit_code)
     except typer.Abort:  # Ctrl-D at a prompt
         stop("aborted", 1)
     raise SystemExit(result if isinstance(result, int) else 0)

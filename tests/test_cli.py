@@ -240,3 +240,13 @@ def test_subscribers_add_sends_the_confirmation_and_export_filters_by_status(cli
     wrong = cli.run("subscribers", "export", "weekly", "--status", "bogus", ok=False)
     assert "must be one of confirmed, pending, unsubscribed, all" in wrong.stderr and wrong.stdout == ""
     assert len(sent()) == 1
+
+
+def test_json_for_people_escapes_the_controls_a_terminal_would_obey() -> None:
+    from newsletter.cli.console import readable_json
+
+    value = {"user_agent": "Mozilla\x9b2J\x1b]0;owned\x07", "name": "Айгерим Ødegård"}
+    text_out = readable_json(value)
+    assert json.loads(text_out) == value  # still the same JSON
+    assert not any(("\x00" <= c <= "\x1f" and c != "\n") or "\x7f" <= c <= "\x9f" for c in text_out)
+    assert "Айгерим Ødegård" in text_out  # letters stay readable

@@ -75,6 +75,16 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, default=str) + "\n")
 
 
+_C1 = re.compile("[\x7f-\x9f]")
+
+
+def readable_json(value: Any) -> str:
+    """Indented JSON that keeps letters as they are but escapes DEL and C1 controls (CSI is one), which
+    `json` leaves raw without `ensure_ascii` and a terminal would obey."""
+    text = json.dumps(value, indent=2, default=str, ensure_ascii=False)
+    return _C1.sub(lambda match: f"\\u{ord(match.group()):04x}", text) + "\n"
+
+
 def settings() -> Settings:
     return get_settings()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from newsletter.cli.console import (
     fail,
     note,
     print_table,
+    readable_json,
     say,
     say_next_page,
     settings,
@@ -266,7 +266,7 @@ def subscribers_delete(email: str) -> None:
 def subscribers_gdpr_export(email: str, output: Annotated[Path | None, typer.Option("-o", "--output")] = None) -> None:
     """Everything stored about one subscriber, as JSON."""
     data = subscriber_action(email, gdpr.export_subscriber)
-    text = json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n"
+    text = readable_json(data)
     if output is None:
         sys.stdout.write(text)
     else:

@@ -2,7 +2,6 @@
 file to vulture beside the code; each line says who uses the name."""
 
 # ruff: noqa
-_.track_default  # the documented NEWSLETTER_TRACK_DEFAULT setting (not yet read by list creation)
 _.released  # BatchReport: the batch task's log line and the tests read it
 _.wants  # ListChoice.wants: templates/web/preferences.html
 _.intercepted_binops  # jinja2's SandboxedEnvironment reads it

@@ -251,6 +251,16 @@ def test_list_crud_with_theme_and_counts(api: Api) -> None:
     assert missing.status_code == 404 and missing.json()["error"] == "no list with slug 'daily'"
 
 
+def test_new_lists_take_tracking_from_the_setting_unless_told(
+    make_settings: Callable[..., Settings], pg_url: str, pg_sessions: sessionmaker[Session]
+) -> None:
+    with api_client(make_settings(database_url=pg_url, track_default=False), pg_sessions) as api:
+        body = {"name": "Quiet", "from_email": "quiet@example.org"}
+        assert api.call("POST", "/api/v1/lists", json={**body, "slug": "quiet"}).json()["tracking"] is False
+        told = api.call("POST", "/api/v1/lists", json={**body, "slug": "loud", "tracking": True})
+        assert told.json()["tracking"] is True
+
+
 def test_list_delete_refused_while_a_campaign_is_sending(api: Api) -> None:
     with api.sessions() as session:
         weekly = make_list(session, slug="busy")

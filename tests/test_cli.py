@@ -83,6 +83,18 @@ def test_users_tokens_and_roles(cli: Cli) -> None:
     assert "already exists" in failed.stderr
 
 
+def test_new_lists_take_tracking_from_the_setting_unless_told(cli: Cli) -> None:
+    base = ("--name", "N", "--from-email", "news@example.org")
+    cli.run("lists", "create", "quiet", *base, NEWSLETTER_TRACK_DEFAULT="false")
+    cli.run("lists", "create", "loud", *base, "--tracking", NEWSLETTER_TRACK_DEFAULT="false")
+    cli.run("lists", "create", "usual", *base)
+    assert {row["slug"]: row["tracking"] for row in cli.json("lists", "list")} == {
+        "quiet": False,
+        "loud": True,
+        "usual": True,
+    }
+
+
 def test_lists_import_export_and_subscribers(cli: Cli, tmp_path: Path) -> None:
     assert cli.json("lists", "create", "weekly", "--name", "Weekly", "--from-email", "news@example.org")["slug"]
     cli.run("lists", "create", "weekly", "--name", "Again", "--from-email", "news@example.org", ok=False)

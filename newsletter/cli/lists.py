@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter import lists
-from newsletter.cli.console import AsJson, emit_json, fail, print_table, say, unit_of_work
+from newsletter.cli.console import AsJson, emit_json, fail, print_table, say, settings, unit_of_work
 from newsletter.models import MailingList, OptIn, Visibility
 
 app = typer.Typer(no_args_is_help=True, help="Mailing lists.")
@@ -40,6 +40,9 @@ def lists_create(
     postal_address: Annotated[str, typer.Option(help="Postal address printed in every footer.")] = "",
     private: Annotated[bool, typer.Option("--private", help="Hide from the public archive and forms.")] = False,
     theme: Annotated[str | None, typer.Option(help=THEME_HELP)] = None,
+    tracking: Annotated[
+        bool | None, typer.Option("--tracking/--no-tracking", help="Open/click tracking (default: TRACK_DEFAULT).")
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Create a mailing list."""
@@ -54,6 +57,7 @@ def lists_create(
             from_email=from_email,
             from_name=from_name,
             postal_address=postal_address,
+            tracking=settings().track_default if tracking is None else tracking,
         )
         result = {"id": mailing_list.id, "slug": mailing_list.slug}
     emit_json(result) if as_json else say(f"created list {slug}")
@@ -64,7 +68,13 @@ def lists_list(as_json: AsJson = False) -> None:
     """Lists with their subscriber counts."""
     with unit_of_work() as session:
         rows = [
-            {"slug": m.slug, "name": m.name, "opt_in": m.opt_in.value, **lists.subscription_counts(session, m.id)}
+            {
+                "slug": m.slug,
+                "name": m.name,
+                "opt_in": m.opt_in.value,
+                "tracking": m.tracking,
+                **lists.subscription_counts(session, m.id),
+            }
             for m in session.scalars(select(MailingList).order_by(MailingList.slug))
         ]
     if as_json:

@@ -16,7 +16,7 @@ from newsletter.web.api.deps import Admin, Editor, JobQueue
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute, described
 from newsletter.web.api.params import SlugPath, csv_body, csv_upload
 from newsletter.web.api.schemas import Counts, ImportReportOut, ListIn, ListOut, ListPatch, row_fields
-from newsletter.web.deps import SessionDep
+from newsletter.web.deps import SessionDep, SettingsDep
 
 router = APIRouter(tags=["lists"], route_class=ApiRoute)
 
@@ -36,11 +36,12 @@ def list_lists(session: SessionDep, _: Editor) -> list[ListOut]:
 
 
 @router.post("/lists", status_code=201, summary="Create a list")
-def create_list(body: ListIn, session: SessionDep, _: Admin) -> ListOut:
+def create_list(body: ListIn, session: SessionDep, settings: SettingsDep, _: Admin) -> ListOut:
     # ListIn's fields are create_list's arguments; an empty reply-to means none.
     mailing_list = lists.create_list(
         session,
-        **body.model_dump(exclude={"reply_to", "theme"}),
+        **body.model_dump(exclude={"reply_to", "theme", "tracking"}),
+        tracking=settings.track_default if body.tracking is None else body.tracking,
         reply_to=body.reply_to or None,
         theme=body.theme.model_dump(exclude_none=True) if body.theme else None,
     )

@@ -92,7 +92,7 @@ class ListIn(Strict):
     opt_in: OptIn = OptIn.double
     visibility: Visibility = Visibility.public
     postal_address: str = Field("", max_length=1000, pattern=NO_NUL)
-    tracking: bool = True
+    tracking: bool | None = Field(None, description="Open/click tracking; default: NEWSLETTER_TRACK_DEFAULT.")
     theme: ThemeIn | None = None
 
 

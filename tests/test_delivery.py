@@ -340,3 +340,44 @@ def test_addresses_at_a_blocked_domain_are_neither_planned_nor_sent(
     send_all(sessions, settings, mailer, ranges)
     assert [m.recipient for m in mailer.sent] == ["stay@example.com"]
     assert ledger(session, campaign_id) == {"sent": 1, "skipped": 1}
+
+
+@pytest.mark.postgres
+def test_cancel_never_waits_for_rows_a_worker_has_locked_and_the_sweep_skips_them_later(
+    committed_pg: str, make_settings
+) -> None:
+    """A worker's statement holding pending rows while cancel holds the campaign row was a deadlock (seen in
+    the benchmark when a campaign was cancelled mid-send): cancel passes over locked rows instead."""
+    from newsletter.db import make_engine, session_scope
+
+    settings = make_settings(database_url=committed_pg)
+    with session_scope(settings) as session:
+        make_subscribers(session, make_list(session, slug="weekly"), 6)
+        campaign_id, _ = start_campaign(session, settings, "weekly")
+    engine = make_engine(committed_pg)
+    try:
+        with engine.connect() as worker:
+            # Like a claim in flight: two pending rows locked by another transaction.
+            held = (
+                worker.execute(
+                    text("SELECT id FROM deliveries WHERE campaign_id = :c ORDER BY id LIMIT 2 FOR UPDATE"),
+                    {"c": campaign_id},
+                )
+                .scalars()
+                .all()
+            )
+            with session_scope(settings) as session:
+                session.execute(text("SET LOCAL lock_timeout = '3s'"))  # waiting would fail the test
+                delivery.cancel(session, campaign_id)
+            with session_scope(settings) as session:
+                statuses = dict(session.execute(select(Delivery.id, Delivery.status)).all())
+            assert [statuses[i] for i in held] == [DeliveryStatus.pending] * 2
+            assert sorted(s.value for i, s in statuses.items() if i not in held) == ["skipped"] * 4
+            worker.rollback()  # the "worker" lets go; its rows are still pending in a cancelled campaign
+        with session_scope(settings) as session:
+            delivery.sweep(session, settings)
+        with session_scope(settings) as session:
+            assert progress.tally(session, campaign_id).counts[DeliveryStatus.skipped.value] == 6
+            assert delivery.get_campaign(session, campaign_id).status == CampaignStatus.cancelled
+    finally:
+        engine.dispose()

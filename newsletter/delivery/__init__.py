@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.orm import Session
 
 from newsletter import deliverability, digests, rendering, templates
@@ -242,14 +242,30 @@ def cancel(session: Session, campaign_id: int) -> Campaign:
         raise CampaignError(f"campaign {campaign_id} is already {campaign.status.value}")
     campaign.status = CampaignStatus.cancelled
     campaign.finished_at = utcnow()
-    session.execute(
-        update(Delivery)
+    session.flush()
+    skip_pending(session, campaign_id)
+    return campaign
+
+
+def skip_pending(session: Session, campaign_id: int) -> int:
+    """Mark a cancelled campaign's pending rows `skipped`, passing over rows a worker has locked.
+
+    Waiting for them would deadlock: this transaction holds the campaign row, and a worker's statement
+    that locked some pending rows may next need that row or a row this one reached first. A locked row is
+    a claim in flight: the worker sends the group or gives it back as `skipped` (release_claims), and a
+    row it put back to wait for a retry is left for the sweep, which calls this again."""
+    pending = (
+        select(Delivery.id)
         .where(Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.pending)
+        .with_for_update(skip_locked=True)
+    )
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(pending))
         .values(status=DeliveryStatus.skipped, smtp_text="campaign cancelled")
         .execution_options(synchronize_session=False)
     )
-    session.flush()
-    return campaign
+    return rowcount(result)
 
 
 @dataclass(frozen=True)
@@ -276,6 +292,15 @@ def sweep(session: Session, settings: Settings, now: dt.datetime | None = None) 
             update(Delivery).where(stuck).values(claimed_by=None, **values).execution_options(synchronize_session=False)
         )
     )
+
+    left_behind = session.scalars(
+        select(Campaign.id).where(
+            Campaign.status == CampaignStatus.cancelled,
+            exists().where(Delivery.campaign_id == Campaign.id, Delivery.status == DeliveryStatus.pending),
+        )
+    ).all()
+    for campaign_id in left_behind:
+        skip_pending(session, campaign_id)
 
     requeued: list[BatchRange] = []
     sending = session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.sending)).all()

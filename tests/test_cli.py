@@ -66,11 +66,11 @@ def cli(committed_pg: str, tmp_path: Path) -> Cli:
 
 
 def test_users_tokens_and_roles(cli: Cli) -> None:
-    created = cli.run("users", "create", "alice", "--role", "admin")
+    created = cli.run("users", "create", "alice", "--role", "admin", "--no-password")
     token = created.stdout.strip()
     assert token.startswith("nl_") and "only this once" in created.stderr
     assert cli.sql(f"SELECT count(*) FROM api_tokens WHERE token_hash = '{token}'") == 0
-    editor = cli.json("users", "create", "ed", "--role", "editor")
+    editor = cli.json("users", "create", "ed", "--role", "editor", "--no-password")
     assert editor["role"] == "editor" and editor["token"].startswith(editor["prefix"])
     listed = {u["name"]: u for u in cli.json("users", "list")}
     assert listed["alice"]["tokens"][0]["prefix"] == token[:12]
@@ -78,8 +78,8 @@ def test_users_tokens_and_roles(cli: Cli) -> None:
     assert [t["prefix"] for t in cli.json("users", "list")[0]["tokens"]] == [rotated["prefix"]]
     assert "revoked 1" in cli.run("users", "revoke", rotated["prefix"]).stdout
     cli.run("users", "revoke", rotated["prefix"], ok=False)
-    cli.run("users", "create", "bob", "--role", "owner", ok=False)
-    failed = cli.run("users", "create", "ed", "--role", "admin", ok=False)
+    cli.run("users", "create", "bob", "--role", "owner", "--no-password", ok=False)
+    failed = cli.run("users", "create", "ed", "--role", "admin", "--no-password", ok=False)
     assert "already exists" in failed.stderr
 
 

@@ -60,7 +60,8 @@ def test_api_only_users_cannot_sign_in(session: Session) -> None:
     assert passwords.user_for_sign_in(session, "robot", "anything at all") is None
 
 
-def test_set_password_ends_the_other_sessions(session: Session, cheap_hashes: None) -> None:
+@pytest.mark.usefixtures("cheap_hashes")
+def test_set_password_ends_the_other_sessions(session: Session) -> None:
     user = users.create_user(session, "ada", Role.admin, password="correct horse battery").user
     mine = websessions.start(session, user, ip="192.0.2.1", user_agent="here")
     elsewhere = websessions.start(session, user, ip="192.0.2.2", user_agent="there")
@@ -80,7 +81,8 @@ def test_set_password_ends_the_other_sessions(session: Session, cheap_hashes: No
         users.set_password(session, "nobody", "a new good password")
 
 
-def test_sessions_end_after_idle_and_absolute_timeouts(session: Session, cheap_hashes: None) -> None:
+@pytest.mark.usefixtures("cheap_hashes")
+def test_sessions_end_after_idle_and_absolute_timeouts(session: Session) -> None:
     user = users.create_user(session, "ada", Role.admin, password="correct horse battery").user
     start = dt.datetime(2030, 1, 1, 9, tzinfo=dt.UTC)
     started = websessions.start(session, user, ip="192.0.2.1", user_agent="x" * 600, now=start)

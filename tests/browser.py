@@ -136,6 +136,8 @@ def screenshot(page: Page, name: str) -> list[Path]:
     paths = []
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": viewport["height"]})
+        # Let resize observers (charts) lay out again: two animation frames.
+        page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
         path = SCREENSHOTS / f"{name}-{width}.png"
         page.screenshot(path=str(path), full_page=True)
         paths.append(path)

@@ -4,13 +4,16 @@ account page, the 403 page, sign out. Screenshots at 1280 and 390 px land in tes
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.db import make_engine
-from newsletter.models import Role
+from newsletter.db import make_engine, utcnow
+from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryStatus, Role
 from tests.admin import PASSWORD, make_user
 from tests.browser import SCREENSHOTS, Chromium, screenshot
+from tests.factories import make_list, make_subscribers
+from tests.test_admin_dashboard import campaign_with, publish
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 
@@ -49,6 +52,34 @@ def test_sign_in_dashboard_account_and_sign_out(live: tuple[str, Settings], chro
     expect(page.get_by_text("Nothing is sending right now")).to_be_visible()
     screenshot(page, "admin-dashboard-empty")
 
+    # A campaign starts sending: the dashboard's live panel picks it up without a reload.
+    with Session(engine) as session:
+        weekly = make_list(session, slug="weekly", name="The Steppe Courier")
+        readers = make_subscribers(session, weekly, 8)
+        done = campaign_with(session, weekly, readers[:6], publish(session, "Steppe Courier #11"), ["sent"] * 6)
+        done.status = CampaignStatus.finished
+        live_one = campaign_with(
+            session, weekly, readers, publish(session, "Steppe Courier #12"), ["sent"] * 3 + ["pending"] * 5
+        )
+        live_one.status = CampaignStatus.sending
+        publish(session, "Steppe Courier #13 (draft)", date="2030-01-13")
+        session.commit()
+        live_id = live_one.id
+    page.reload()
+    panel = page.locator("#sending-now")
+    expect(panel).to_contain_text("3 of 8 done (38%)")
+    expect(page.locator("#growth-chart")).to_be_visible()
+    screenshot(page, "admin-dashboard")
+    with Session(engine) as session:
+        session.execute(
+            update(Delivery).where(Delivery.campaign_id == live_id).values(status=DeliveryStatus.sent, sent_at=utcnow())
+        )
+        session.execute(update(Campaign).where(Campaign.id == live_id).values(status=CampaignStatus.finished))
+        session.commit()
+    expect(panel).to_contain_text("Nothing is sending right now", timeout=10_000)  # polled, then stops
+    page.wait_for_timeout(2500)
+    expect(page.locator("#sending-now[hx-trigger]")).to_have_count(0)
+
     page.get_by_role("link", name="Account").click()
     expect(page.get_by_role("heading", name="Your account")).to_be_visible()
     screenshot(page, "admin-account")
@@ -63,6 +94,13 @@ def test_sign_in_dashboard_account_and_sign_out(live: tuple[str, Settings], chro
     phone.screenshot(path=str(SCREENSHOTS / "admin-menu-open-390.png"))
     phone.context.close()
 
+    # A form whose token went stale: the 403 page, and still signed in.
+    page.locator("form.signout input[name=csrf_token]").evaluate("input => { input.value = 'stale'; }")
+    page.locator(".nav-side").get_by_role("link", name="Dashboard").wait_for()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="You cannot do this here")).to_be_visible()
+    screenshot(page, "admin-403")
+    page.get_by_role("link", name="Go to the dashboard").click()
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("status")).to_have_text("You are signed out.")
     page.goto(f"{base_url}/admin")

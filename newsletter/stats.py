@@ -65,22 +65,8 @@ def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None 
         select(Event.type, func.count()).where(Event.campaign_id == campaign_id).group_by(Event.type)
     ):
         events[EventType(event_type).value] = count
-    unique_opens = (
-        session.scalar(
-            select(func.count(func.distinct(Event.subscriber_id))).where(
-                Event.campaign_id == campaign_id, Event.type == EventType.open
-            )
-        )
-        or 0
-    )
-    unique_clickers = (
-        session.scalar(
-            select(func.count(func.distinct(Event.subscriber_id))).where(
-                Event.campaign_id == campaign_id, Event.type == EventType.click
-            )
-        )
-        or 0
-    )
+    unique_opens = _people_with(session, campaign_id, EventType.open)
+    unique_clickers = _people_with(session, campaign_id, EventType.click)
     clicks = [
         {"url": url, "clicks": total, "unique_clicks": unique}
         for url, total, unique in session.execute(
@@ -123,6 +109,14 @@ def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None 
         "duration_seconds": duration,
         "send_rate_per_second": rate,
     }
+
+
+def _people_with(session: Session, campaign_id: int, event_type: EventType) -> int:
+    """How many different subscribers have an event of this type for the campaign."""
+    query = select(func.count(func.distinct(Event.subscriber_id))).where(
+        Event.campaign_id == campaign_id, Event.type == event_type
+    )
+    return int(session.scalar(query) or 0)
 
 
 def list_campaigns(session: Session, *, status: CampaignStatus | None = None, limit: int = 100) -> list[Campaign]:

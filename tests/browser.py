@@ -5,7 +5,8 @@ Loaded as a plugin by conftest.py, so its fixtures are everywhere:
 - `live`: the app served by uvicorn on a free loopback port over the run's committed PostgreSQL database,
   Celery tasks inline (embedded mode) and mail to the aiosmtpd test server; yields (base_url, settings).
 - `chromium`: a launched browser; `chromium.new_page(base_url)` opens a page whose every request is
-  recorded, and the test fails at teardown if any went to a host other than `base_url`'s.
+  recorded, and the test fails at teardown if any went to a host other than `base_url`'s (one the page's
+  CSP refused never left the browser: it is listed in `blocked_by_csp`, for the test to judge).
 
 `screenshot(page, name)` saves test-output/screenshots/NAME-1280.png and NAME-390.png (full page).
 """
@@ -100,6 +101,7 @@ class Chromium:
 
     browser: Browser
     foreign: list[str] = field(default_factory=list)
+    blocked_by_csp: list[str] = field(default_factory=list)  # foreign requests the page's CSP stopped
 
     def new_page(self, base_url: str, *, width: int = 1280, height: int = 800, **options: Any) -> Page:
         allowed = urlsplit(base_url).netloc
@@ -110,7 +112,14 @@ class Chromium:
             if parts.scheme in ("http", "https", "ws", "wss") and parts.netloc != allowed:
                 self.foreign.append(request.url)
 
+        def failed(request: Any) -> None:
+            # The page asked, but its Content-Security-Policy refused: nothing left the browser.
+            if request.failure == "csp" and request.url in self.foreign:
+                self.foreign.remove(request.url)
+                self.blocked_by_csp.append(request.url)
+
         context.on("request", record)
+        context.on("requestfailed", failed)
         return context.new_page()
 
 
@@ -129,8 +138,9 @@ def chromium() -> Iterator[Chromium]:
     assert launched.foreign == [], f"pages requested other hosts: {launched.foreign}"
 
 
-def screenshot(page: Page, name: str) -> list[Path]:
-    """Full-page screenshots of `page` at 1280 and 390 px wide, under test-output/screenshots/."""
+def screenshot(page: Page, name: str, *, full_page: bool = True) -> list[Path]:
+    """Screenshots of `page` at 1280 and 390 px wide, under test-output/screenshots/ (the whole page, or
+    only the viewport for very long pages)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     viewport = page.viewport_size or {"width": 1280, "height": 800}
     paths = []
@@ -139,7 +149,7 @@ def screenshot(page: Page, name: str) -> list[Path]:
         # Let resize observers (charts) lay out again: two animation frames.
         page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
         path = SCREENSHOTS / f"{name}-{width}.png"
-        page.screenshot(path=str(path), full_page=True)
+        page.screenshot(path=str(path), full_page=full_page)
         paths.append(path)
     page.set_viewport_size(viewport)
     return paths

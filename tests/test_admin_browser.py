@@ -107,3 +107,23 @@ def test_sign_in_dashboard_account_and_sign_out(live: tuple[str, Settings], chro
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert errors == []
     engine.dispose()
+
+
+def test_api_docs_render_offline(live: tuple[str, Settings], chromium: Chromium) -> None:
+    from playwright.sync_api import expect
+
+    base_url, _ = live
+    page = chromium.new_page(base_url)
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.goto(f"{base_url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("newsletter")
+    expect(page.get_by_text("/api/v1/campaigns").first).to_be_visible()
+    screenshot(page, "docs-swagger", full_page=False)
+    page.goto(f"{base_url}/redoc")
+    expect(page.locator("h1").first).to_contain_text("newsletter", timeout=15_000)
+    screenshot(page, "docs-redoc", full_page=False)
+    # Redoc's sidebar always shows a "by Redocly" logo from its CDN; the CSP refuses it, nothing else.
+    assert chromium.blocked_by_csp == ["https://cdn.redoc.ly/redoc/logo-mini.svg"]
+    assert [p for p in problems if "cdn.redoc.ly" not in p and "Failed to load resource" not in p] == []

@@ -11,6 +11,7 @@ from newsletter import links
 from newsletter.web.assets import assets
 
 router = APIRouter(include_in_schema=False)
+ICON = "vendor/swagger-ui/favicon-32x32.png"
 
 # Both render the OpenAPI document in the browser: Swagger UI sets inline styles and loads its icons as
 # data: URLs; Redoc injects <style> elements and runs its search in a blob: worker. No other host.
@@ -32,6 +33,7 @@ _PAGE = Markup("""<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
+<link rel="icon" href="{icon}">
 {head}
 </head>
 <body>
@@ -42,9 +44,9 @@ _PAGE = Markup("""<!doctype html>
 """)
 
 
-def _page(title: str, root: str, head: Markup, scripts: list[str], openapi: str) -> HTMLResponse:
+def _page(title: str, root: str, head: Markup, scripts: list[str], openapi: str, icon: str) -> HTMLResponse:
     tags = Markup("\n").join(Markup('<script src="{}"></script>').format(src) for src in scripts)
-    html = _PAGE.format(title=title, head=head, root=root, scripts=tags, openapi=openapi)
+    html = _PAGE.format(title=title, head=head, root=root, scripts=tags, openapi=openapi, icon=icon)
     return HTMLResponse(str(html), headers=HEADERS)
 
 
@@ -53,14 +55,18 @@ def swagger_ui(request: Request) -> HTMLResponse:
     found = assets(request)
     head = Markup('<link rel="stylesheet" href="{}">').format(found.url("vendor/swagger-ui/swagger-ui.css"))
     scripts = [found.url("vendor/swagger-ui/swagger-ui-bundle.js"), found.url("docs/swagger-init.js")]
-    return _page("newsletter API", "swagger-ui", head, scripts, request.app.openapi_url or "/openapi.json")
+    return _page("newsletter API", "swagger-ui", head, scripts, _openapi(request), found.url(ICON))
 
 
 @router.get("/redoc")
 def redoc(request: Request) -> HTMLResponse:
     found = assets(request)
     scripts = [found.url("vendor/redoc/redoc.standalone.js"), found.url("docs/redoc-init.js")]
-    return _page("newsletter API", "redoc", Markup(""), scripts, request.app.openapi_url or "/openapi.json")
+    return _page("newsletter API", "redoc", Markup(""), scripts, _openapi(request), found.url(ICON))
+
+
+def _openapi(request: Request) -> str:
+    return request.app.openapi_url or "/openapi.json"
 
 
 @router.get("/")

@@ -2,5 +2,6 @@
 "use strict";
 (function () {
   var root = document.getElementById("swagger-ui");
-  window.ui = SwaggerUIBundle({ url: root.dataset.openapi, dom_id: "#swagger-ui", deepLinking: true });
+  // validatorUrl: null, or Swagger UI would ask validator.swagger.io for a badge: no other host, ever.
+  window.ui = SwaggerUIBundle({ url: root.dataset.openapi, dom_id: "#swagger-ui", deepLinking: true, validatorUrl: null });
 })();

@@ -20,7 +20,7 @@ from newsletter.models import Role, User, WebSession
 from newsletter.web import admin, create_app
 from newsletter.web.admin.auth import SESSION_COOKIE, Admin, require_admin
 from newsletter.web.admin.errors import AdminRoute
-from tests.admin import PASSWORD, AdminWeb, csrf_from, sign_in
+from tests.admin import PASSWORD, AdminWeb, csrf_from, make_user, sign_in
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx2")
@@ -288,3 +288,25 @@ def test_admin_pages_carry_the_security_headers(admin_web: AdminWeb) -> None:
         assert page.headers["cache-control"] == "no-store"
         assert "<script>" not in page.text and " style=" not in page.text  # no inline script or style
     assert client.get("/admin/nowhere").status_code == 404
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("cheap_hashes")
+def test_sign_in_limits_are_shared_through_redis(
+    make_settings: Callable[..., Settings], sessions: sessionmaker[Session], redis_url: str
+) -> None:
+    """Two web processes (two apps) with the same Redis count one account's attempts together."""
+    settings = make_settings(redis_url=redis_url, signin_account_limit=3)
+    apps = [create_app(settings), create_app(settings)]
+    for app in apps:
+        app.state.sessions = sessions
+    with sessions.begin() as session:
+        make_user(session, "alice")
+    answers = []
+    for attempt in range(4):
+        app = apps[attempt % 2]
+        with TestClient(
+            app, base_url=settings.base_url, client=(f"198.51.100.{attempt}", 1), follow_redirects=False
+        ) as c:
+            answers.append(sign_in(c, "alice", "wrong password").status_code)
+    assert answers == [401, 401, 401, 429]

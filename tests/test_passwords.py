@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 from argon2 import PasswordHasher
@@ -101,3 +102,22 @@ def test_sessions_end_after_idle_and_absolute_timeouts(session: Session) -> None
     websessions.revoke(session, row.id)
     session.expire_all()
     assert websessions.find(session, started.session_id, timeouts, now=start) is None
+
+
+def test_an_unknown_user_costs_what_a_known_one_does(session: Session) -> None:
+    """The time a refusal takes does not tell whether the user exists: both verify one Argon2id hash."""
+    users.create_user(session, "ada", Role.admin, password="correct horse battery")
+    users.create_user(session, "robot", Role.editor)  # API-only: no hash of its own
+
+    def cost(name: str) -> float:
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            assert passwords.user_for_sign_in(session, name, "a wrong password") is None
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    cost("nobody")  # the dummy hash is made once, at the first unknown name
+    known, unknown, api_only = cost("ada"), cost("nobody"), cost("robot")
+    assert unknown > 0.5 * known and api_only > 0.5 * known, (known, unknown, api_only)
+    assert known > 0.01  # the real defaults, not a cheap test hasher

@@ -70,6 +70,12 @@ def test_sign_in_dashboard_account_and_sign_out(live: tuple[str, Settings], chro
     expect(panel).to_contain_text("3 of 8 done (38%)")
     expect(page.locator("#growth-chart")).to_be_visible()
     screenshot(page, "admin-dashboard")
+    dark = chromium.new_page(base_url, color_scheme="dark")
+    dark.context.add_cookies(page.context.cookies())
+    dark.goto(f"{base_url}/admin")
+    expect(dark.locator("#growth-chart")).to_be_visible()
+    screenshot(dark, "admin-dashboard-dark")
+    dark.context.close()
     with Session(engine) as session:
         session.execute(
             update(Delivery).where(Delivery.campaign_id == live_id).values(status=DeliveryStatus.sent, sent_at=utcnow())

@@ -113,15 +113,19 @@ def _csrf_ok(submitted: str, expected: str) -> bool:
     return hmac.compare_digest(submitted.encode(), expected.encode())
 
 
-async def current_admin(request: Request, session: SessionDep) -> SignedIn:
-    """The signed-in user (editor or admin) of this request, with the CSRF check for unsafe methods."""
+def signed_in_session(request: Request, session: SessionDep) -> SignedIn:
+    """The live session the cookie names (a plain function: FastAPI runs its queries in a worker thread)."""
     settings: Settings = request.app.state.settings
     session_id = request.cookies.get(SESSION_COOKIE, "")
     row = websessions.find(session, session_id, timeouts(settings))
     if row is None:
         raise SignInRequired(next_path(request))
     user = row.user
-    me = SignedIn(user.id, user.name, user.role, user.email, row.id, csrf_token(settings.secret_key, session_id))
+    return SignedIn(user.id, user.name, user.role, user.email, row.id, csrf_token(settings.secret_key, session_id))
+
+
+async def current_admin(request: Request, me: Annotated[SignedIn, Depends(signed_in_session)]) -> SignedIn:
+    """The signed-in user (editor or admin) of this request, with the CSRF check for unsafe methods."""
     request.state.admin = me
     if request.method not in SAFE_METHODS and not _csrf_ok(await submitted_csrf_token(request), me.csrf_token):
         raise PageForbidden(

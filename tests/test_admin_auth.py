@@ -310,3 +310,15 @@ def test_sign_in_limits_are_shared_through_redis(
         ) as c:
             answers.append(sign_in(c, "alice", "wrong password").status_code)
     assert answers == [401, 401, 401, 429]
+
+
+def test_signing_in_again_ends_the_old_session_of_that_browser(admin_web: AdminWeb) -> None:
+    admin_web.user("alice")
+    admin_web.user("bob", Role.editor)
+    client = admin_web.new_client()
+    sign_in(client, "alice")
+    first = client.cookies[SESSION_COOKIE]
+    assert sign_in(client, "bob").status_code == 303
+    assert client.cookies[SESSION_COOKIE] != first
+    assert (live_sessions(admin_web, "alice"), live_sessions(admin_web, "bob")) == (0, 1)
+    assert "bob" in client.get("/admin").text

@@ -38,14 +38,14 @@ def test_sign_in_dashboard_account_and_sign_out(live: tuple[str, Settings], chro
 
     page.goto(f"{base_url}/admin")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.get_by_label("User name").focus()
+    screenshot(page, "admin-sign-in")
     page.get_by_label("User name").fill("aigerim")
     page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_have_text("Wrong user name or password.")
     screenshot(page, "admin-sign-in-error")
     page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_label("Password").focus()
-    screenshot(page, "admin-sign-in")
     page.get_by_role("button", name="Sign in").click()
 
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()

@@ -21,7 +21,14 @@ from itsdangerous import BadSignature, Signer
 
 from newsletter import passwords, websessions
 from newsletter.config import Settings
-from newsletter.web.admin.auth import SIGN_IN, Editor, clear_session_cookie, set_session_cookie
+from newsletter.web.admin.auth import (
+    SESSION_COOKIE,
+    SIGN_IN,
+    Editor,
+    clear_session_cookie,
+    set_session_cookie,
+    timeouts,
+)
 from newsletter.web.admin.render import redirect, render
 from newsletter.web.deps import SessionDep
 from newsletter.web.pages import client_ip
@@ -134,6 +141,9 @@ def sign_in(
     user = passwords.user_for_sign_in(session, name.strip(), password)
     if user is None:
         return _form(request, name=name, next_url=next, error=WRONG, status_code=401)
+    previous = websessions.find(session, request.cookies.get(SESSION_COOKIE, ""), timeouts(settings))
+    if previous is not None:  # signing in again (perhaps as someone else) ends this browser's old session
+        websessions.revoke(session, previous.id)
     started = websessions.start(session, user, ip=ip, user_agent=request.headers.get("user-agent"))
     response = redirect(request, safe_next(next))
     set_session_cookie(response, settings, started.session_id)

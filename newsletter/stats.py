@@ -20,11 +20,13 @@ from newsletter.models import (
     CampaignStatus,
     Delivery,
     DeliveryStatus,
+    Digest,
     Event,
     EventType,
     Link,
     MailingList,
     Subscriber,
+    Subscription,
 )
 
 RESENDABLE = (DeliveryStatus.failed, DeliveryStatus.unknown)
@@ -63,14 +65,8 @@ def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None 
         select(Event.type, func.count()).where(Event.campaign_id == campaign_id).group_by(Event.type)
     ):
         events[EventType(event_type).value] = count
-    unique_opens = (
-        session.scalar(
-            select(func.count(func.distinct(Event.subscriber_id))).where(
-                Event.campaign_id == campaign_id, Event.type == EventType.open
-            )
-        )
-        or 0
-    )
+    unique_opens = _people_with(session, campaign_id, EventType.open)
+    unique_clickers = _people_with(session, campaign_id, EventType.click)
     clicks = [
         {"url": url, "clicks": total, "unique_clicks": unique}
         for url, total, unique in session.execute(
@@ -105,6 +101,7 @@ def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None 
         "opens": events[EventType.open],
         "unique_opens": unique_opens,
         "clicks": events[EventType.click],
+        "unique_clickers": unique_clickers,
         "links": clicks,
         "unsubscribes": events[EventType.unsubscribe],
         "bounces": events[EventType.bounce],
@@ -112,6 +109,14 @@ def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None 
         "duration_seconds": duration,
         "send_rate_per_second": rate,
     }
+
+
+def _people_with(session: Session, campaign_id: int, event_type: EventType) -> int:
+    """How many different subscribers have an event of this type for the campaign."""
+    query = select(func.count(func.distinct(Event.subscriber_id))).where(
+        Event.campaign_id == campaign_id, Event.type == event_type
+    )
+    return int(session.scalar(query) or 0)
 
 
 def list_campaigns(session: Session, *, status: CampaignStatus | None = None, limit: int = 100) -> list[Campaign]:
@@ -219,3 +224,51 @@ def resend(
     if campaign.status != CampaignStatus.sending:
         return moved, []
     return moved, ledger.batch_ranges(session, campaign_id, settings.batch_size)
+
+
+@dataclass(frozen=True)
+class GrowthDay:
+    day: dt.date
+    joined: int  # people whose subscription was confirmed that day (UTC), on any list
+    left: int  # people who unsubscribed that day
+
+    @property
+    def net(self) -> int:
+        return self.joined - self.left
+
+
+def subscriber_growth(session: Session, days: int, today: dt.date | None = None) -> list[GrowthDay]:
+    """Joined and left per UTC day over the last `days` days (today included), every day present.
+
+    A person counts once a day however many lists they joined or left; two GROUP BY queries."""
+    today = today or utcnow().date()
+    first = today - dt.timedelta(days=days - 1)
+    since = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
+    joined = _per_day(session, Subscription.confirmed_at, since)
+    left = _per_day(session, Subscription.unsubscribed_at, since)
+    return [
+        GrowthDay(day, joined.get(day, 0), left.get(day, 0))
+        for day in (first + dt.timedelta(days=n) for n in range(days))
+    ]
+
+
+def _per_day(session: Session, column: Any, since: dt.datetime) -> dict[dt.date, int]:
+    if session.get_bind().dialect.name == "postgresql":
+        day = func.date(func.timezone("UTC", column))
+    else:  # SQLite stores UTC text: date() reads its first ten characters
+        day = func.date(column)
+    rows = session.execute(
+        select(day, func.count(func.distinct(Subscription.subscriber_id))).where(column >= since).group_by(day)
+    )
+    counted = {}
+    for value, count in rows:
+        counted[value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))] = int(count)
+    return counted
+
+
+def unsent_digests(session: Session, limit: int = 5) -> list[Digest]:
+    """Published digests no campaign uses yet (drafts waiting to be sent), newest first."""
+    used = select(Campaign.id).where(Campaign.digest_id == Digest.id).exists()
+    return list(
+        session.scalars(select(Digest).where(~used).order_by(Digest.date.desc(), Digest.id.desc()).limit(limit))
+    )

@@ -15,6 +15,7 @@ _.unsubscribes
 _.complaints
 _.duration_seconds
 _.send_rate_per_second
+_.frozen  # DigestOut: a response field FastAPI serialises
 _.host_name  # aiosmtpd's handler attribute (tests/smtpserver.py)
 _.should_exit  # uvicorn.Server's stop flag, set by the browser test
 _.background  # Starlette runs a Response's background task after sending it

@@ -108,7 +108,8 @@ def test_duplicate_slug_with_different_content_is_refused(run: Run, database: st
     changed = tmp_path / "changed.md"
     changed.write_text(SAMPLE_DIGEST.read_text().replace("Tokayev", "Tokaev"), encoding="utf-8")
     assert_refused(
-        run("digests", "publish", str(changed)), f"slug {SAMPLE_SLUG!r} is already published with different content"
+        run("digests", "publish", str(changed)),
+        f"slug {SAMPLE_SLUG!r} is already taken by a digest with different content",
     )
     assert count(database, Digest) == 1
 

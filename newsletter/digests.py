@@ -438,7 +438,7 @@ def duplicate(session: Session, slug: str, new_slug: str | None = None) -> model
     if new_slug is None:
         new_slug = _free_slug(session, slug)
     content = from_stored(original).model_copy(update={"slug": new_slug})
-    checked = Digest.model_validate(content.model_dump())  # the new slug's shape, as for any digest
+    checked = _validate(content.model_dump(mode="json"), [])  # the new slug's shape, as for any digest
     if session.scalar(select(models.Digest.id).where(models.Digest.slug == new_slug)) is not None:
         raise DigestConflict(f"slug {new_slug!r} is already taken; choose another one for the copy")
     stored = models.Digest(slug=new_slug)
@@ -449,14 +449,13 @@ def duplicate(session: Session, slug: str, new_slug: str | None = None) -> model
 
 
 def _free_slug(session: Session, slug: str) -> str:
-    base = f"{slug[: SLUG_MAX_LENGTH - 5].rstrip('-')}-copy"
-    taken = set(session.scalars(select(models.Digest.slug).where(models.Digest.slug.startswith(base))))
-    candidate, number = base, 1
-    while candidate in taken:
+    number = 1
+    while True:
+        suffix = "-copy" if number == 1 else f"-copy-{number}"
+        candidate = slug[: SLUG_MAX_LENGTH - len(suffix)].rstrip("-") + suffix
+        if session.scalar(select(models.Digest.id).where(models.Digest.slug == candidate)) is None:
+            return candidate
         number += 1
-        suffix = f"-{number}"
-        candidate = base[: SLUG_MAX_LENGTH - len(suffix)] + suffix
-    return candidate
 
 
 def _fill(stored: models.Digest, digest: Digest) -> None:

@@ -39,6 +39,11 @@ def database(tmp_path: Path) -> str:
 
 @pytest.fixture
 def run(database: str, tmp_path: Path) -> Run:
+    return make_runner(database, tmp_path)
+
+
+def make_runner(database: str, tmp_path: Path) -> Run:
+    """`python -m newsletter ARGS` on `database`, run from `tmp_path`, with this suite's settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env.update(
         NEWSLETTER_DATABASE_URL=database,

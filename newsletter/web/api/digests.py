@@ -7,14 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from newsletter import delivery, digests, models, previews
+from newsletter import delivery, digest_index, digests, models, previews
 from newsletter.web.api.deps import Editor
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute, described
 from newsletter.web.api.params import SlugPath
-from newsletter.web.api.schemas import SLUG_PATTERN, DigestOut, DigestSummary, DuplicateIn, Published
+from newsletter.web.api.schemas import NO_NUL, SLUG_PATTERN, DigestOut, DigestSummary, DuplicateIn, Published
 from newsletter.web.deps import SessionDep, SettingsDep
 
 router = APIRouter(tags=["digests"], route_class=ApiRoute)
@@ -127,21 +127,27 @@ def _out(session: SessionDep, digest: models.Digest) -> DigestOut:
     )
 
 
-@router.get("/digests", summary="Published digests, newest first")
+@router.get("/digests", summary="Digests (drafts and frozen), newest first, each with where it stands")
 def list_digests(
-    session: SessionDep, _: Editor, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    session: SessionDep,
+    _: Editor,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    q: Annotated[
+        str | None, Query(max_length=digest_index.MAX_SEARCH, pattern=NO_NUL, description="Title search.")
+    ] = None,
 ) -> list[DigestSummary]:
-    item_count = (
-        select(func.count(models.DigestItem.id))
-        .where(models.DigestItem.digest_id == models.Digest.id)
-        .scalar_subquery()
-    )
-    rows = session.execute(
-        select(models.Digest, item_count).order_by(models.Digest.date.desc(), models.Digest.id.desc()).limit(limit)
-    )
+    shown = digest_index.page(session, search=q, limit=limit)
     return [
-        DigestSummary(slug=d.slug, title=d.title, date=d.date, published_at=d.published_at, items=count)
-        for d, count in rows
+        DigestSummary(
+            slug=row.slug,
+            title=row.title,
+            date=row.date,
+            published_at=row.published_at,
+            updated_at=row.updated_at,
+            status=row.status,
+            items=row.items,
+        )
+        for row in shown.rows
     ]
 
 

@@ -225,6 +225,10 @@ class DigestSummary(BaseModel):
     title: str
     date: dt.date
     published_at: dt.datetime
+    updated_at: dt.datetime
+    status: Literal["draft", "ready", "scheduled", "sending", "sent", "cancelled"] = Field(
+        description="draft: no campaign yet (editable); otherwise the furthest any of its campaigns got."
+    )
     items: int
 
 

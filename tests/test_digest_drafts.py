@@ -174,7 +174,7 @@ def test_a_malformed_language_is_refused_with_an_example(language: str) -> None:
 
 def test_migration_0005_keeps_stored_digests_and_dates_their_last_change_at_publication(tmp_path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    upgrade(engine, "0003")
+    upgrade(engine, "0004")
     with engine.begin() as conn:
         conn.execute(
             text(

@@ -1,7 +1,7 @@
 """editable digest drafts: language and updated_at
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-01 14:00:00
 
 A digest stays an editable draft until a campaign uses it, so it gets `updated_at` (when the draft last
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -78,6 +78,7 @@ __all__ = [
     "InvalidDigest",
     "Unrepresentable",
     "campaigns_using",
+    "check_fields",
     "duplicate",
     "load_digest",
     "parse_digest",
@@ -361,6 +362,22 @@ def _describe_problem(error: Mapping[str, Any], field: Any) -> str:
     if kind == "value_error":
         return str(error["ctx"]["error"])
     return str(error["msg"])
+
+
+def check_fields(data: Mapping[str, Any]) -> tuple[Digest | None, dict[str, str]]:
+    """Validate a digest's data field by field, for a form: the digest, or the problems keyed by field path
+    (`title`, `items`, `items.2.url`: item indices from 0), each in words that say how to fix it."""
+    try:
+        return Digest.model_validate(data), {}
+    except ValidationError as exc:
+        problems: dict[str, str] = {}
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            if loc == ("items",) and error["type"] == "too_short" and len(exc.errors()) > 1:
+                continue
+            key = ".".join(str(part) for part in loc) or "digest"
+            problems.setdefault(key, _describe_problem(error, loc[-1] if loc else ""))
+        return None, problems
 
 
 class DigestConflict(Conflict):

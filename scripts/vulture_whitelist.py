@@ -21,3 +21,4 @@ _.should_exit  # uvicorn.Server's stop flag, set by the browser test
 _.background  # Starlette runs a Response's background task after sending it
 _.pytest_plugins  # pytest reads it in tests/conftest.py
 _.admin_probe  # a FastAPI route of tests/test_admin_auth.py, called through the app
+_.problem_list  # DigestForm: templates/admin/digests/_problems.html

@@ -178,6 +178,17 @@ def inspect(
         return {"item": number, "headline": headline}
 
     findings += _size_and_subject(html_part, subject)
+    for number, item in enumerate(digest.items, start=1):
+        if item.image and not (item.image_alt or "").strip():
+            findings.append(
+                Finding(
+                    "info",
+                    "the image has no description of its own, so readers who cannot see it hear the headline: "
+                    "describe what it shows",
+                    item=number,
+                    headline=item.headline,
+                )
+            )
     elements = _Elements()
     elements.feed(html_part)
     for href in dict.fromkeys(elements.links):

@@ -1,4 +1,5 @@
-"""Digest source text (Markdown with front matter, YAML, JSON) read into plain data for `digests` to validate.
+"""Digest source text (Markdown with front matter, YAML, JSON) read into plain data for `digests` to validate,
+and a digest's data written back as Markdown (`write_markdown`) so that one draft can be edited either way.
 
 Errors are `InvalidDigest`, each naming the line it was found on.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -196,7 +197,7 @@ def _read_markdown_item(block: list[str], line: int, section: str | None) -> dic
                 f"Image-Alt) right under the headline, got {block[index].strip()!r}; "
                 "leave a blank line before the summary"
             )
-        for field, value in _expand_metadata(key, match.group(2).strip()):
+        for field, value in _metadata_fields(key, match.group(2).strip()):
             if field in seen:
                 raise InvalidDigest(f"{label}: line {number}: {field} is given twice")
             seen.add(field)
@@ -204,6 +205,19 @@ def _read_markdown_item(block: list[str], line: int, section: str | None) -> dic
         index += 1
     item["summary"] = "\n".join(block[index:]).strip()
     return item
+
+
+def _metadata_fields(key: str, value: str) -> list[tuple[str, str]]:
+    """A value in double quotes is a JSON string taken literally (how `write_markdown` writes a source such as
+    `2025-04-21` or `a · b`, which the shorthand would split); anything else is read as written."""
+    if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+        try:
+            literal = json.loads(value)
+        except json.JSONDecodeError:
+            literal = None
+        if isinstance(literal, str):
+            return [(key, literal)]
+    return _expand_metadata(key, value)
 
 
 def _expand_metadata(key: str, value: str) -> list[tuple[str, str]]:
@@ -228,3 +242,79 @@ def _expand_metadata(key: str, value: str) -> list[tuple[str, str]]:
 def type_name(value: Any) -> str:
     names = {dict: "a mapping", list: "a list", str: "text", type(None): "nothing", bool: "true/false"}
     return names.get(type(value), type(value).__name__)
+
+
+# --- writing -------------------------------------------------------------------------------------------
+
+
+class Unrepresentable(Invalid):
+    """A digest whose text the Markdown form cannot hold as it is (edit it as YAML/JSON or in the form)."""
+
+
+_ITEM_KEYS = (("url", "URL"), ("date", "Date"), ("image", "Image"), ("image_alt", "Image-Alt"))
+
+
+def write_markdown(data: Mapping[str, Any]) -> str:
+    """Write a validated digest's data (`Digest.model_dump(mode="json")`) as Markdown with front matter.
+
+    Reading the result gives the same digest. Raises `Unrepresentable` when a summary holds a line the
+    format reads as a heading (`# ` or `## ` outside a code block) or an unclosed code fence.
+    """
+    front: dict[str, Any] = {"title": data["title"], "date": data["date"]}
+    for key in ("slug", "language"):
+        if data.get(key):
+            front[key] = data[key]
+    intro = data.get("intro")
+    if intro and not _fits_body(intro):
+        front["intro"] = intro  # YAML holds any text; the body cannot hold a heading-like line
+    out = ["---", yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=1000).rstrip("\n"), "---", ""]
+    if intro and "intro" not in front:
+        out += [intro, ""]
+    current: str | None = None  # the section the reader is in: the last `# Name` written
+    for number, item in enumerate(data["items"], start=1):
+        wanted = item.get("section")
+        if wanted is not None and wanted != current and _heading_text(f"# {wanted}") == wanted:
+            out += [f"# {wanted}", ""]
+            current = wanted
+        out += _write_item(item, number, current)
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _write_item(item: Mapping[str, Any], number: int, section: str | None) -> list[str]:
+    headline = item["headline"]
+    line = f"## {headline}" if _heading_text(f"## {headline}") == headline else f"## {headline} ##"
+    lines = [line, f"Source: {_metadata_value('source', item['source'])}"]
+    lines += [f"{label}: {_metadata_value(key, item[key])}" for key, label in _ITEM_KEYS if item.get(key)]
+    if item.get("section") != section:
+        lines.append(f"Section: {_metadata_value('section', item.get('section') or '')}")
+    summary = item.get("summary") or ""
+    if summary and not _fits_body(summary):
+        raise Unrepresentable(
+            f"item {number} (headline {headline!r}): its summary has a line the Markdown form would read as a "
+            "heading ('# ' or '## '), an unclosed code fence or a carriage return; edit it in the form instead"
+        )
+    return [*lines, "", *([summary, ""] if summary else [])]
+
+
+def _metadata_value(key: str, value: str) -> str:
+    if value and _metadata_fields(key, value) == [(key, value)]:
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _heading_text(line: str) -> str | None:
+    match = _HEADING.match(line)
+    return (match.group(2) or "").strip() if match else None
+
+
+def _fits_body(text: str) -> bool:
+    """Whether text reads back as itself in the body: no heading-like line outside a fence, fences closed."""
+    if "\r" in text:
+        return False
+    in_fence = False
+    for line in text.split("\n"):
+        if _CODE_FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence and _HEADING.match(line):
+            return False
+    return not in_fence

@@ -30,7 +30,15 @@ Rules:
   `Source: Ariana News · 2025-04-21 · https://example.com/a`. Parts are told apart by their shape (an ISO
   date, an http(s) URL); giving the same field twice, here and on its own line, is an error.
 - The Image line may carry the alt text after ` | `: `Image: https://example.com/a.jpg | alt text`.
-- `Section:` on an item overrides the enclosing `# Section` heading.
+- `Section:` on an item overrides the enclosing `# Section` heading (`Section: ""` means none).
+- A metadata value in double quotes is a JSON string, taken literally: `Source: "2025 · Review"` is a
+  source named that, not a source and a date.
+
+`to_markdown` writes a digest in this form (what the admin editor's Markdown tab shows); reading it back
+gives the same digest.
+
+A stored digest is a draft: `update` replaces its content until a campaign uses it; from then on it is
+frozen (what was sent can always be shown again) and `duplicate` makes an editable copy under a new slug.
 """
 
 from __future__ import annotations
@@ -50,25 +58,42 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter import models
-from newsletter.digest_sources import InvalidDigest, read_json, read_markdown, read_yaml, type_name
+from newsletter.digest_sources import (
+    InvalidDigest,
+    Unrepresentable,
+    read_json,
+    read_markdown,
+    read_yaml,
+    type_name,
+    write_markdown,
+)
 from newsletter.errors import Conflict, NotFound
 
 __all__ = [
     "Digest",
     "DigestConflict",
     "DigestFormat",
+    "DigestFrozen",
     "DigestItem",
     "InvalidDigest",
+    "Unrepresentable",
+    "campaigns_using",
+    "check_fields",
+    "duplicate",
     "load_digest",
     "parse_digest",
     "publish",
     "slugify",
+    "to_markdown",
+    "update",
 ]
 
 DigestFormat = Literal["md", "yaml", "json"]
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 SLUG_MAX_LENGTH = 100
+# BCP 47 in the shape people write it: a language subtag, then region/script/variant subtags.
+LANGUAGE_PATTERN = re.compile(r"^[a-zA-Z]{2,8}(-[a-zA-Z0-9]{1,8})*$")
 
 _SUFFIX_FORMATS: dict[str, DigestFormat] = {
     ".md": "md",
@@ -169,6 +194,7 @@ class Digest(BaseModel):
     title: str = Field(min_length=1, max_length=models.column_length(models.Digest.title))
     date: dt.date
     slug: str | None = None
+    language: str | None = Field(None, max_length=models.column_length(models.Digest.language))
     intro: str | None = None
     items: tuple[DigestItem, ...] = Field(min_length=1)
 
@@ -178,7 +204,7 @@ class Digest(BaseModel):
         _check_single_line(value)
         return value
 
-    @field_validator("slug", "intro", mode="before")
+    @field_validator("slug", "intro", "language", mode="before")
     @classmethod
     def _optional(cls, value: Any) -> Any:
         return _blank_to_none(value)
@@ -197,6 +223,13 @@ class Digest(BaseModel):
             )
         return value
 
+    @field_validator("language")
+    @classmethod
+    def _language_tag(cls, value: str | None) -> str | None:
+        if value is not None and not LANGUAGE_PATTERN.match(value):
+            raise ValueError(f"must be a language tag such as en, ru, kk or pt-BR, got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _derive_slug(self) -> Digest:
         if self.slug is None:
@@ -213,7 +246,10 @@ class Digest(BaseModel):
 
     def canonical_json(self) -> str:
         """Serialise the validated content deterministically, so equal content gives equal text."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        if data["language"] is None:
+            del data["language"]  # digests stored before the field existed keep their hash
+        return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
     def content_hash(self) -> str:
         """Return the sha256 hex digest of `canonical_json()`, to tell a re-publish from a changed digest."""
@@ -328,61 +364,162 @@ def _describe_problem(error: Mapping[str, Any], field: Any) -> str:
     return str(error["msg"])
 
 
+def check_fields(data: Mapping[str, Any]) -> tuple[Digest | None, dict[str, str]]:
+    """Validate a digest's data field by field, for a form: the digest, or the problems keyed by field path
+    (`title`, `items`, `items.2.url`: item indices from 0), each in words that say how to fix it."""
+    try:
+        return Digest.model_validate(data), {}
+    except ValidationError as exc:
+        problems: dict[str, str] = {}
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            if loc == ("items",) and error["type"] == "too_short" and len(exc.errors()) > 1:
+                continue
+            key = ".".join(str(part) for part in loc) or "digest"
+            problems.setdefault(key, _describe_problem(error, loc[-1] if loc else ""))
+        return None, problems
+
+
 class DigestConflict(Conflict):
-    """The slug is taken by a published digest with different content (published digests are immutable)."""
+    """The slug is taken by a stored digest with different content."""
+
+
+class DigestFrozen(Conflict):
+    """The digest is used by a campaign, so it can no longer change; its copy can."""
+
+    def __init__(self, slug: str, campaign_ids: Sequence[int]) -> None:
+        used_by = (
+            f"campaign {campaign_ids[0]}"
+            if len(campaign_ids) == 1
+            else "campaigns " + ", ".join(str(number) for number in campaign_ids)
+        )
+        super().__init__(f"digest {slug!r} is used by {used_by}; duplicate it to edit")
+
+
+class DigestNotFound(NotFound):
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"no digest with slug {slug!r}")
 
 
 def publish(session: Session, digest: Digest) -> tuple[models.Digest, bool]:
-    """Store a validated digest; publishing identical content again is a no-op, different content is refused.
+    """Store a validated digest as a new draft; storing identical content again is a no-op, different content
+    under a taken slug is refused (edit that draft with `update` instead).
 
     Returns the stored row and whether it was created now.
     """
     existing = session.scalar(select(models.Digest).where(models.Digest.slug == digest.slug))
-    content_hash = digest.content_hash()
     if existing is not None:
-        if existing.content_hash != content_hash:
+        if existing.content_hash != digest.content_hash():
             raise DigestConflict(
-                f"slug {digest.slug!r} is already published with different content; published digests "
-                "cannot change: give this one another slug"
+                f"slug {digest.slug!r} is already taken by a digest with different content: edit that draft "
+                f"(`newsletter digests update {digest.slug} FILE`) or give this one another slug"
             )
         return existing, False
-    stored = models.Digest(
-        slug=digest.slug,
-        title=digest.title,
-        date=digest.date,
-        intro=digest.intro,
-        content_hash=content_hash,
-        items=[
-            models.DigestItem(
-                position=position,
-                headline=item.headline,
-                source=item.source,
-                url=item.url,
-                date=item.date,
-                section=item.section,
-                summary=item.summary,
-                image=item.image,
-                image_alt=item.image_alt,
-            )
-            for position, item in enumerate(digest.items, start=1)
-        ],
-    )
+    stored = models.Digest(slug=digest.slug)
+    _fill(stored, digest)
     session.add(stored)
     session.flush()
     return stored, True
 
 
-class DigestNotFound(NotFound):
-    def __init__(self, slug: str) -> None:
-        super().__init__(f"no published digest with slug {slug!r}")
+def update(session: Session, slug: str, digest: Digest) -> models.Digest:
+    """Replace a draft's content (title, date, language, intro, items); its slug stays.
+
+    Raises DigestNotFound, DigestFrozen when a campaign uses it, and InvalidDigest when `digest` names
+    another slug explicitly (a sent link must never change meaning: duplicate under the new slug instead).
+    """
+    stored = get_published(session, slug)
+    if "slug" in digest.model_fields_set and digest.slug != slug:
+        raise InvalidDigest(
+            f"slug: an edit keeps the slug {slug!r}, got {digest.slug!r}; "
+            "leave the slug out, or duplicate the digest under the new slug"
+        )
+    used = campaigns_using(session, stored)
+    if used:
+        raise DigestFrozen(slug, [campaign.id for campaign in used])
+    content = digest.model_copy(update={"slug": slug})
+    if stored.content_hash == content.content_hash():
+        return stored  # saved as it is (the editor saves as you go): updated_at tells when it last changed
+    # Old rows go first: the new ones reuse their (digest_id, position) pairs.
+    stored.items.clear()
+    session.flush()
+    _fill(stored, content)
+    session.flush()
+    return stored
+
+
+def duplicate(session: Session, slug: str, new_slug: str | None = None) -> models.Digest:
+    """A new draft with the same content as `slug` (frozen or not) under `new_slug`, by default `SLUG-copy`
+    (then `SLUG-copy-2`, ...)."""
+    original = get_published(session, slug)
+    if new_slug is None:
+        new_slug = _free_slug(session, slug)
+    content = from_stored(original).model_copy(update={"slug": new_slug})
+    checked = _validate(content.model_dump(mode="json"), [])  # the new slug's shape, as for any digest
+    if session.scalar(select(models.Digest.id).where(models.Digest.slug == new_slug)) is not None:
+        raise DigestConflict(f"slug {new_slug!r} is already taken; choose another one for the copy")
+    stored = models.Digest(slug=new_slug)
+    _fill(stored, checked)
+    session.add(stored)
+    session.flush()
+    return stored
+
+
+def _free_slug(session: Session, slug: str) -> str:
+    number = 1
+    while True:
+        suffix = "-copy" if number == 1 else f"-copy-{number}"
+        candidate = slug[: SLUG_MAX_LENGTH - len(suffix)].rstrip("-") + suffix
+        if session.scalar(select(models.Digest.id).where(models.Digest.slug == candidate)) is None:
+            return candidate
+        number += 1
+
+
+def _fill(stored: models.Digest, digest: Digest) -> None:
+    stored.title = digest.title
+    stored.date = digest.date
+    stored.language = digest.language
+    stored.intro = digest.intro
+    stored.content_hash = digest.content_hash()
+    stored.items = [
+        models.DigestItem(
+            position=position,
+            headline=item.headline,
+            source=item.source,
+            url=item.url,
+            date=item.date,
+            section=item.section,
+            summary=item.summary,
+            image=item.image,
+            image_alt=item.image_alt,
+        )
+        for position, item in enumerate(digest.items, start=1)
+    ]
+
+
+def campaigns_using(session: Session, digest: models.Digest) -> list[models.Campaign]:
+    """The campaigns of this digest, oldest first; any one of them freezes it."""
+    return list(
+        session.scalars(
+            select(models.Campaign).where(models.Campaign.digest_id == digest.id).order_by(models.Campaign.id)
+        )
+    )
 
 
 def get_published(session: Session, slug: str) -> models.Digest:
-    """The stored digest with this slug, or DigestNotFound."""
+    """The stored digest (draft or frozen) with this slug, or DigestNotFound."""
     digest = session.scalar(select(models.Digest).where(models.Digest.slug == slug))
     if digest is None:
         raise DigestNotFound(slug)
     return digest
+
+
+def to_markdown(digest: Digest) -> str:
+    """The digest as Markdown with front matter; `parse_digest(to_markdown(d), "md") == d`.
+
+    Raises Unrepresentable for the rare summary the Markdown form cannot hold (a `# ` line outside a code block).
+    """
+    return write_markdown(digest.model_dump(mode="json"))
 
 
 def from_stored(digest: models.Digest) -> Digest:
@@ -392,6 +529,7 @@ def from_stored(digest: models.Digest) -> Digest:
             "title": digest.title,
             "date": digest.date,
             "slug": digest.slug,
+            "language": digest.language,
             "intro": digest.intro,
             "items": [
                 {

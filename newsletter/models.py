@@ -227,7 +227,10 @@ class Subscription(Base):
 
 
 class Digest(Base):
-    """A published issue. Immutable once stored: campaigns and the archive render from these rows."""
+    """An issue: a draft, editable until a campaign uses it, then frozen so what was sent can be shown again.
+
+    Frozen is not a column: it is "some campaign refers to this row" (see `digests.campaigns_using`).
+    """
 
     __tablename__ = "digests"
 
@@ -235,9 +238,11 @@ class Digest(Base):
     slug: Mapped[str] = mapped_column(String(100), unique=True)
     title: Mapped[str] = mapped_column(String(500))
     date: Mapped[dt.date] = mapped_column(Date, index=True)
+    language: Mapped[str | None] = mapped_column(String(35))
     intro: Mapped[str | None] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(String(64))
     published_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]
 
     items: Mapped[list[DigestItem]] = relationship(
         back_populates="digest", order_by="DigestItem.position", cascade="all, delete-orphan"

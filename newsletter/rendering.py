@@ -26,6 +26,10 @@ from newsletter import links, sandbox
 from newsletter.digests import Digest, DigestItem
 from newsletter.models import MailingList
 
+# MRML links Google Fonts' stylesheet for any font it knows by name (Roboto is in our stack): every reader's
+# mail client would then fetch it from Google when the email is opened. The font stack falls back locally.
+NO_WEB_FONTS: dict[str, str] = {}
+
 __all__ = [
     "NAME",
     "PLACEHOLDERS",
@@ -149,7 +153,7 @@ def render_digest(
     else:
         mjml_source = sandbox.render(template_source, template_context(context))
     try:
-        html = mjml2html(mjml_source, disable_comments=True)
+        html = mjml2html(mjml_source, disable_comments=True, fonts=NO_WEB_FONTS)
     except Exception as exc:  # mjml-python raises plain exceptions with MRML's message
         raise TemplateRejected(f"the template does not produce valid MJML: {exc}") from None
     text = _environment.get_template("email/digest/body.txt").render(context)
@@ -483,7 +487,9 @@ def render_confirmation(
         "postal_address": ", ".join(line.strip() for line in theme.postal_address.splitlines() if line.strip()),
     }
     subject = " ".join(_environment.get_template("email/confirm/subject.txt").render(context).split())
-    html = mjml2html(_environment.get_template("email/confirm/body.mjml").render(context), disable_comments=True)
+    html = mjml2html(
+        _environment.get_template("email/confirm/body.mjml").render(context), disable_comments=True, fonts=NO_WEB_FONTS
+    )
     text = _environment.get_template("email/confirm/body.txt").render(context)
     return RenderedEmail(subject=subject, html=html, text=_tidy_text(text), links=(confirm_url,))
 

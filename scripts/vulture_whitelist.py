@@ -14,8 +14,10 @@ _.unsubscribes
 _.complaints
 _.duration_seconds
 _.send_rate_per_second
+_.frozen  # DigestOut: a response field FastAPI serialises
 _.host_name  # aiosmtpd's handler attribute (tests/smtpserver.py)
 _.should_exit  # uvicorn.Server's stop flag, set by the browser test
 _.background  # Starlette runs a Response's background task after sending it
 _.pytest_plugins  # pytest reads it in tests/conftest.py
 _.admin_probe  # a FastAPI route of tests/test_admin_auth.py, called through the app
+_.problem_list  # DigestForm: templates/admin/digests/_problems.html

@@ -67,7 +67,7 @@ def test_demo_sends_once_and_says_so_the_second_time(tmp_path: Path) -> None:
         (["lists", "list"], {"NEWSLETTER_SMTP_URL": "smtp//oops"}, "NEWSLETTER_SMTP_URL"),
         (["lists", "list"], {"NEWSLETTER_DATABASE_URL": "mysql://x/y"}, "unsupported database URL"),
         (["digests", "publish", "no-such-file.md"], {}, "no-such-file.md: no such file"),
-        (["campaigns", "send", "some-digest", "--list", "nope"], {}, "no published digest with slug 'some-digest'"),
+        (["campaigns", "send", "some-digest", "--list", "nope"], {}, "no digest with slug 'some-digest'"),
         (["subscribers", "unsubscribe", "a@example.com", "--list", "nope"], {}, "no list with slug 'nope'"),
         (["campaigns", "send", "x", "--list", "a", "--at", "tomorrow"], {}, "is not an ISO 8601 time"),
         (["campaigns", "status", "999"], {}, "no campaign with id 999"),

@@ -39,6 +39,11 @@ def database(tmp_path: Path) -> str:
 
 @pytest.fixture
 def run(database: str, tmp_path: Path) -> Run:
+    return make_runner(database, tmp_path)
+
+
+def make_runner(database: str, tmp_path: Path) -> Run:
+    """`python -m newsletter ARGS` on `database`, run from `tmp_path`, with this suite's settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env.update(
         NEWSLETTER_DATABASE_URL=database,
@@ -108,7 +113,8 @@ def test_duplicate_slug_with_different_content_is_refused(run: Run, database: st
     changed = tmp_path / "changed.md"
     changed.write_text(SAMPLE_DIGEST.read_text().replace("Tokayev", "Tokaev"), encoding="utf-8")
     assert_refused(
-        run("digests", "publish", str(changed)), f"slug {SAMPLE_SLUG!r} is already published with different content"
+        run("digests", "publish", str(changed)),
+        f"slug {SAMPLE_SLUG!r} is already taken by a digest with different content",
     )
     assert count(database, Digest) == 1
 

@@ -228,7 +228,7 @@ def test_sweep_marks_dead_claims_unknown_and_requeues_lost_work(session: Session
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"digest_slug": "nope", "list_slugs": ["weekly"]}, "no published digest with slug 'nope'"),
+        ({"digest_slug": "nope", "list_slugs": ["weekly"]}, "no digest with slug 'nope'"),
         ({"list_slugs": ["missing"]}, "no list with slug 'missing'"),
         ({"list_slugs": []}, "name at least one list"),
         ({"list_slugs": ["weekly"], "scheduled_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)}, "is in the past"),

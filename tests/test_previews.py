@@ -65,7 +65,7 @@ def test_preview_errors(session: Session, settings: Settings) -> None:
     with pytest.raises(previews.NoListToPreview, match="no mailing list yet"):
         previews.preview_digest(session, settings, digest.slug)
     make_list(session, slug="weekly")
-    with pytest.raises(digests.DigestNotFound, match="no published digest with slug 'nope'"):
+    with pytest.raises(digests.DigestNotFound, match="no digest with slug 'nope'"):
         previews.preview_digest(session, settings, "nope")
 
 

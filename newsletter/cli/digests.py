@@ -1,4 +1,4 @@
-"""`newsletter digests`: publish a digest, preview it as sent, check it before sending."""
+"""`newsletter digests`: store a draft, edit or duplicate it, preview it as sent, check it before sending."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from rich.text import Text
 from newsletter import deliverability, digests, previews
 from newsletter.cli.console import AsJson, clean, emit_json, fail, note, out, settings, unit_of_work
 
-app = typer.Typer(no_args_is_help=True, help="Digests: publish, preview, check.")
+app = typer.Typer(no_args_is_help=True, help="Digests: publish, update, duplicate, preview, check.")
 
 # also the options of `campaigns send` and `campaigns test`, which render a digest the same way
-DigestSlug = Annotated[str, typer.Argument(help="Slug of a published digest.")]
+DigestSlug = Annotated[str, typer.Argument(help="Slug of a stored digest.")]
 TemplateName = Annotated[str | None, typer.Option(help="An uploaded template instead of the bundled one.")]
 
 
 @app.command("publish")
 def digests_publish(file: Path, as_json: AsJson = False) -> None:
-    """Validate and store a digest (.md with front matter, .yaml or .json); prints its slug."""
+    """Validate and store a digest draft (.md with front matter, .yaml or .json); prints its slug."""
     digest = digests.load_digest(file)
     with unit_of_work() as session:
         stored, created = digests.publish(session, digest)
@@ -30,6 +30,34 @@ def digests_publish(file: Path, as_json: AsJson = False) -> None:
         emit_json({"slug": slug, "created": created})
     else:
         sys.stdout.write(slug + "\n")
+
+
+@app.command("update")
+def digests_update(slug: DigestSlug, file: Path, as_json: AsJson = False) -> None:
+    """Replace a draft's content with a file's; refused once a campaign uses the digest (duplicate it)."""
+    digest = digests.load_digest(file)
+    with unit_of_work() as session:
+        stored = digests.update(session, slug, digest)
+        items = len(stored.items)
+    if as_json:
+        emit_json({"slug": slug, "items": items})
+    else:
+        note(f"updated {slug} ({items} item{'s' if items != 1 else ''})")
+
+
+@app.command("duplicate")
+def digests_duplicate(
+    slug: DigestSlug,
+    new_slug: Annotated[str | None, typer.Option("--slug", help="The copy's slug (default: SLUG-copy).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Copy a digest (frozen or not) into a new editable draft; prints the copy's slug."""
+    with unit_of_work() as session:
+        copy = digests.duplicate(session, slug, new_slug).slug
+    if as_json:
+        emit_json({"slug": copy, "from": slug})
+    else:
+        sys.stdout.write(copy + "\n")
 
 
 def write_output(content: str | bytes, output: Path | None) -> None:

@@ -6,7 +6,7 @@ and the routers. A new page family is a module with a `router` (an `APIRouter(ro
 added to `PAGE_FAMILIES`, and an entry in `render.NAV`.
 
 Modules: `auth` (the Editor/Admin dependencies, CSRF), `render` (templates, headers, flash, redirect),
-`signin`, `dashboard`, `account`.
+`signin`, `dashboard`, `account`, `digests` (+ `digest_form`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
-from newsletter.web.admin import account, dashboard, signin
+from newsletter.web.admin import account, dashboard, digests, signin
 from newsletter.web.admin.auth import SIGN_IN, Editor, PageForbidden, SignInRequired, clear_session_cookie
 from newsletter.web.admin.errors import AdminRoute, error_page
 from newsletter.web.admin.render import AdminPages, redirect
 from newsletter.web.assets import Assets
 
-PAGE_FAMILIES = (signin, dashboard, account)
+PAGE_FAMILIES = (signin, dashboard, account, digests)
 
 router = APIRouter(include_in_schema=False, route_class=AdminRoute)
 for module in PAGE_FAMILIES:

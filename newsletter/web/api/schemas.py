@@ -208,6 +208,8 @@ class ImportReportOut(BaseModel):
 
 
 class DigestItemOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     headline: str
     source: str
     url: str
@@ -223,16 +225,30 @@ class DigestSummary(BaseModel):
     title: str
     date: dt.date
     published_at: dt.datetime
+    updated_at: dt.datetime
+    status: Literal["draft", "ready", "scheduled", "sending", "sent", "cancelled"] = Field(
+        description="draft: no campaign yet (editable); otherwise the furthest any of its campaigns got."
+    )
     items: int
 
 
 class DigestOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     slug: str
     title: str
     date: dt.date
+    language: str | None
     intro: str | None
-    published_at: dt.datetime
+    published_at: dt.datetime = Field(description="When the digest was first stored.")
+    updated_at: dt.datetime = Field(description="When the draft last changed.")
+    frozen: bool = Field(description="A campaign uses it: it can no longer change (duplicate it to edit).")
+    campaigns: list[int] = Field(description="Ids of the campaigns that use it, oldest first.")
     items: list[DigestItemOut]
+
+
+class DuplicateIn(Strict):
+    slug: str | None = Field(None, pattern=SLUG_PATTERN, description="The copy's slug; default SLUG-copy.")
 
 
 class Published(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from feedgen.feed import FeedGenerator
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from newsletter import links, rendering
@@ -20,10 +20,10 @@ from newsletter.web.pages import not_found, pages, site_context
 router = APIRouter()
 
 
-def _archived() -> Any:
-    """Digests that went out to a public list: a draft is not shown before its email is."""
+def _sent_campaigns() -> Any:
+    """Campaigns that went out to a public list: a draft is not shown before its email is."""
     return (
-        select(Campaign.digest_id)
+        select(Campaign.id)
         .join(campaign_lists, campaign_lists.c.campaign_id == Campaign.id)
         .join(MailingList, MailingList.id == campaign_lists.c.list_id)
         .where(
@@ -31,6 +31,11 @@ def _archived() -> Any:
             MailingList.visibility == Visibility.public,
         )
     )
+
+
+def _archived() -> Any:
+    """Digests with a campaign that went out to a public list (frozen, then: what was sent stays shown)."""
+    return select(Campaign.digest_id).where(Campaign.id.in_(_sent_campaigns()))
 
 
 def archived_digests(session: Session, limit: int | None = None) -> list[Digest]:
@@ -43,6 +48,17 @@ def archived_digests(session: Session, limit: int | None = None) -> list[Digest]
     if limit:
         query = query.limit(limit)
     return list(session.scalars(query))
+
+
+def first_sent(session: Session, digests: list[Digest]) -> dict[int, dt.datetime]:
+    """When each digest first went out: a draft may have been written weeks before it was sent, and the feed
+    dates an issue by when readers got it."""
+    rows = session.execute(
+        select(Campaign.digest_id, func.min(func.coalesce(Campaign.started_at, Campaign.created_at)))
+        .where(Campaign.digest_id.in_([digest.id for digest in digests]), Campaign.id.in_(_sent_campaigns()))
+        .group_by(Campaign.digest_id)
+    )
+    return {digest_id: sent_at for digest_id, sent_at in rows}
 
 
 @router.get(links.ARCHIVE, response_model=None)
@@ -87,7 +103,8 @@ def feed(request: Request, session: SessionDep, settings: SettingsDep) -> Respon
     generator.link(href=links.archive_url(settings.base_url), rel="alternate")
     generator.link(href=links.feed_url(settings.base_url), rel="self")
     generator.language("en")
-    newest = max((d.published_at for d in digests), default=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    sent_at = first_sent(session, digests)
+    newest = max(sent_at.values(), default=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
     generator.updated(newest)
     body = pages(request).environment.get_template("digest_body.html")
     for digest in reversed(digests):  # feedgen prepends: add oldest first so the newest leads
@@ -96,8 +113,8 @@ def feed(request: Request, session: SessionDep, settings: SettingsDep) -> Respon
         entry.id(url)
         entry.title(digest.title)
         entry.link(href=url, rel="alternate")
-        entry.published(digest.published_at)
-        entry.updated(digest.published_at)
+        entry.published(sent_at[digest.id])
+        entry.updated(sent_at[digest.id])
         entry.content(body.render(**rendering.digest_page_context(from_stored(digest))), type="html")
     return Response(
         generator.atom_str(pretty=False),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session
 from newsletter import delivery
 from newsletter.config import Settings
 from newsletter.db import utcnow
-from newsletter.delivery import ledger, progress
+from newsletter.delivery import counters, ledger
 from newsletter.models import (
     Campaign,
     CampaignStatus,
@@ -30,28 +29,11 @@ from newsletter.models import (
 RESENDABLE = (DeliveryStatus.failed, DeliveryStatus.unknown)
 MAX_PAGE = 1000
 
-# A campaign's ledger totals cost one scan of its rows (~0.3 s per million here). Several editors polling a
-# big campaign's report would keep the database scanning while it sends, so for campaigns this big the
-# totals are reused for ten times what they cost to compute: a report of a million is ~3 s behind at most.
-REUSE_TOTALS_FROM = 100_000
-_totals: dict[tuple[str, int], tuple[float, dict[str, int], dt.datetime | None]] = {}
-
 
 def ledger_totals(session: Session, campaign: Campaign) -> tuple[dict[str, int], dt.datetime | None]:
-    """Rows per delivery status and the latest sent_at, in one scan of the campaign's ledger."""
-    key = (session.get_bind().engine.url.render_as_string(), campaign.id)
-    big = (campaign.recipient_count or 0) >= REUSE_TOTALS_FROM
-    reused = _totals.get(key) if big else None
-    if reused is not None and reused[0] > time.monotonic():
-        return dict(reused[1]), reused[2]
-    started = time.monotonic()
-    counted = progress.tally(session, campaign.id)
-    counts, last_sent = counted.counts, counted.last_sent_at
-    if big:
-        if len(_totals) > 100:
-            _totals.clear()
-        _totals[key] = (time.monotonic() + 10 * (time.monotonic() - started), dict(counts), last_sent)
-    return counts, last_sent
+    """Rows per delivery status and the latest sent_at, from the campaign's counters (no scan)."""
+    counted = counters.read(session, campaign.id)
+    return counted.counts, counted.last_sent_at
 
 
 def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None = None) -> dict[str, Any]:

@@ -18,3 +18,14 @@ _.send_rate_per_second
 _.host_name  # aiosmtpd's handler attribute (tests/smtpserver.py)
 _.should_exit  # uvicorn.Server's stop flag, set by the browser test
 _.background  # Starlette runs a Response's background task after sending it
+# Hypothesis runs the @initialize / @rule / @invariant methods of tests/test_counters.py's LedgerMachine
+_.plan_a_campaign
+_.claim_some
+_.record_some
+_.crash_and_sweep
+_.make_retries_due
+_.resend_failures
+_.pause_or_resume
+_.unsubscribe_someone
+_.erase_someone
+_.counters_equal_a_scan

@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from newsletter import delivery
 from newsletter.config import Settings
-from newsletter.db import utcnow
+from newsletter.db import is_postgres, utcnow
 from newsletter.delivery import counters, ledger
+from newsletter.lists import get_list
 from newsletter.models import (
     Campaign,
     CampaignStatus,
@@ -114,10 +115,12 @@ def ledger_page(
     campaign_id: int,
     *,
     statuses: Sequence[DeliveryStatus] = (),
+    search: str | None = None,
     after: int | None = None,
     limit: int = 100,
 ) -> LedgerPage:
-    """The per-recipient ledger in id order, filtered by status (e.g. who failed), keyset-paged."""
+    """The per-recipient ledger in id order, filtered by status (e.g. who failed) and by a part of the
+    address (case-insensitive), keyset-paged."""
     delivery.get_campaign(session, campaign_id)
     limit = max(1, min(limit, MAX_PAGE))
     query = (
@@ -130,6 +133,8 @@ def ledger_page(
     )
     if statuses:
         query = query.where(Delivery.status.in_(list(statuses)))
+    if search and search.strip():
+        query = query.where(Subscriber.email.ilike(f"%{_like_escaped(search.strip().lower())}%", escape="\\"))
     if after is not None:
         query = query.where(Delivery.id > after)
     rows = session.execute(query).all()
@@ -201,3 +206,93 @@ def resend(
     if campaign.status != CampaignStatus.sending:
         return moved, []
     return moved, ledger.batch_ranges(session, campaign_id, settings.batch_size)
+
+
+def _like_escaped(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def reach(session: Session, list_slugs: Sequence[str]) -> int:
+    """The number of recipients a campaign to these lists would have if planned now (one per person,
+    without the unconfirmed, suppressed, blocked or those at a blocked domain: `ledger.plan`'s selection)."""
+    lists = [get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
+    return ledger.reach(session, [m.id for m in lists])
+
+
+TIMELINE_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Hour:
+    start: dt.datetime
+    opens: int
+    clicks: int
+
+
+def engagement_timeline(session: Session, campaign_id: int) -> list[Hour]:
+    """Opens and clicks per hour over the campaign's first seven days, from its start to the last hour
+    with an event (every hour between present, zeros included). Opens are estimates: mail clients and
+    privacy proxies fetch the pixel without a reader, and many readers block it."""
+    campaign = delivery.get_campaign(session, campaign_id)
+    began = campaign.started_at or campaign.created_at
+    first = began.replace(minute=0, second=0, microsecond=0)
+    if is_postgres(session):
+        bucket: Any = func.date_trunc("hour", Event.created_at)
+    else:
+        bucket = func.strftime("%Y-%m-%d %H:00:00", Event.created_at)
+    rows = session.execute(
+        select(bucket, Event.type, func.count())
+        .where(
+            Event.campaign_id == campaign_id,
+            Event.type.in_([EventType.open, EventType.click]),
+            Event.created_at >= first,
+            Event.created_at < first + dt.timedelta(days=TIMELINE_DAYS),
+        )
+        .group_by(bucket, Event.type)
+    ).all()
+    counted: dict[dt.datetime, dict[EventType, int]] = {}
+    for hour, kind, count in rows:
+        start = dt.datetime.fromisoformat(hour) if isinstance(hour, str) else hour
+        start = start.replace(tzinfo=dt.UTC) if start.tzinfo is None else start.astimezone(dt.UTC)
+        counted.setdefault(start, {})[EventType(kind)] = count
+    last = max(counted, default=first)
+    hours = int((last - first).total_seconds() // 3600) + 1
+    return [
+        Hour(
+            start,
+            counted.get(start, {}).get(EventType.open, 0),
+            counted.get(start, {}).get(EventType.click, 0),
+        )
+        for start in (first + dt.timedelta(hours=i) for i in range(hours))
+    ]
+
+
+@dataclass
+class EventPage:
+    items: list[dict[str, Any]]
+    next_cursor: int | None
+
+
+REPORTED_EVENTS = (EventType.bounce, EventType.complaint, EventType.unsubscribe)
+
+
+def campaign_events(
+    session: Session, campaign_id: int, kind: EventType, *, after: int | None = None, limit: int = 50
+) -> EventPage:
+    """A campaign's bounces, complaints or unsubscribes, newest first, with who and why, keyset-paged."""
+    if kind not in REPORTED_EVENTS:
+        raise delivery.CampaignError(f"only {', '.join(k.value for k in REPORTED_EVENTS)} are listed per campaign")
+    delivery.get_campaign(session, campaign_id)
+    limit = max(1, min(limit, MAX_PAGE))
+    query = (
+        select(Event.id, Event.created_at, Event.detail, Subscriber.email)
+        .outerjoin(Subscriber, Subscriber.id == Event.subscriber_id)
+        .where(Event.campaign_id == campaign_id, Event.type == kind)
+        .order_by(Event.id.desc())
+        .limit(limit + 1)
+    )
+    if after is not None:
+        query = query.where(Event.id < after)
+    rows = session.execute(query).all()
+    items = [{"id": i, "at": at, "detail": detail, "email": email} for i, at, detail, email in rows[:limit]]
+    return EventPage(items=items, next_cursor=rows[limit - 1].id if len(rows) > limit else None)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from newsletter import delivery
 from newsletter.config import Settings
@@ -17,6 +17,7 @@ from newsletter.delivery import counters, ledger
 from newsletter.lists import get_list
 from newsletter.models import (
     Campaign,
+    CampaignCount,
     CampaignStatus,
     Delivery,
     DeliveryStatus,
@@ -97,11 +98,59 @@ def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None 
     }
 
 
-def list_campaigns(session: Session, *, status: CampaignStatus | None = None, limit: int = 100) -> list[Campaign]:
-    query = select(Campaign).order_by(Campaign.id.desc()).limit(max(1, min(limit, MAX_PAGE)))
+def list_campaigns(
+    session: Session,
+    *,
+    status: CampaignStatus | None = None,
+    limit: int = 100,
+    older_than: int | None = None,
+    newer_than: int | None = None,
+) -> list[Campaign]:
+    """Campaigns newest first, keyset-paged by id: those older than one id, or the page just newer."""
+    limit = max(1, min(limit, MAX_PAGE))
+    query = select(Campaign).options(defer(Campaign.html), defer(Campaign.text))
     if status is not None:
         query = query.where(Campaign.status == status)
-    return list(session.scalars(query))
+    if newer_than is not None:
+        # the `limit` campaigns just above the id, oldest first, then turned newest first
+        newer = session.scalars(query.where(Campaign.id > newer_than).order_by(Campaign.id).limit(limit)).all()
+        return list(reversed(newer))
+    if older_than is not None:
+        query = query.where(Campaign.id < older_than)
+    return list(session.scalars(query.order_by(Campaign.id.desc()).limit(limit)))
+
+
+@dataclass(frozen=True)
+class CampaignFigures:
+    sent: int
+    unique_opens: int
+    unique_clicks: int
+
+    def rate(self, part: int) -> float | None:
+        return part / self.sent if self.sent else None
+
+
+def campaign_figures(session: Session, campaign_ids: Sequence[int]) -> dict[int, CampaignFigures]:
+    """Sent (from the counters), readers who opened and who clicked, for a page of campaigns at once."""
+    ids = list(campaign_ids)
+    sent = dict.fromkeys(ids, 0)
+    for campaign_id, total in session.execute(
+        select(CampaignCount.campaign_id, func.sum(CampaignCount.n))
+        .where(CampaignCount.campaign_id.in_(ids), CampaignCount.status == DeliveryStatus.sent.value)
+        .group_by(CampaignCount.campaign_id)
+    ):
+        sent[campaign_id] = int(total)
+    engaged: dict[tuple[int, EventType], int] = {}
+    for engaged_id, kind, readers in session.execute(
+        select(Event.campaign_id, Event.type, func.count(func.distinct(Event.delivery_id)))
+        .where(Event.campaign_id.in_(ids), Event.type.in_([EventType.open, EventType.click]))
+        .group_by(Event.campaign_id, Event.type)
+    ):
+        engaged[(int(engaged_id), EventType(kind))] = readers
+    return {
+        i: CampaignFigures(sent[i], engaged.get((i, EventType.open), 0), engaged.get((i, EventType.click), 0))
+        for i in ids
+    }
 
 
 @dataclass

@@ -17,6 +17,8 @@ the real `delivery.start`, then 70 % of it marked sent with opens and clicks), t
 from __future__ import annotations
 
 import argparse
+import html
+import http.cookiejar
 import os
 import re
 import statistics
@@ -24,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +42,7 @@ from newsletter.delivery import progress
 from newsletter.models import CampaignStatus, Role
 
 SECRET = "bench-secret-key-0123456789abcdef-admin"  # noqa: S105 - a scratch database
+PASSWORD = "bench password for a scratch database"  # noqa: S105
 TARGET_PAGE_MS = 100.0
 TARGET_POLL_MS = 10.0
 
@@ -155,16 +160,35 @@ def run_wrk(base: str, path: str, env: dict[str, str], args: argparse.Namespace)
     return int(figures["P50_US"]) / 1000, int(figures["P95_US"]) / 1000, int(figures["REQUESTS"]), errors
 
 
-def pages(campaign_id: int) -> list[tuple[str, str, float]]:
-    """(name, path, p95 target in ms) of each hot page."""
+def pages(campaign_id: int) -> list[tuple[str, str, float, str]]:
+    """(name, path, p95 target in ms, how it signs in: cookie or token) of each hot page."""
     return [
-        ("API progress poll", f"/api/v1/campaigns/{campaign_id}/progress", TARGET_POLL_MS),
+        ("campaign page poll", f"/admin/campaigns/{campaign_id}/progress?was=sending", TARGET_POLL_MS, "cookie"),
+        ("API progress poll", f"/api/v1/campaigns/{campaign_id}/progress", TARGET_POLL_MS, "token"),
+        ("campaign page + report", f"/admin/campaigns/{campaign_id}", TARGET_PAGE_MS, "cookie"),
+        ("report's failed recipients", f"/admin/campaigns/{campaign_id}?status=failed", TARGET_PAGE_MS, "cookie"),
+        ("ledger search", f"/admin/campaigns/{campaign_id}?search=everyone.4242%40", TARGET_PAGE_MS, "cookie"),
+        ("campaigns list", "/admin/campaigns", TARGET_PAGE_MS, "cookie"),
+        ("dashboard", "/admin", TARGET_PAGE_MS, "cookie"),
     ]
 
 
-def measure(base: str, campaign_id: int, env: dict[str, str], args: argparse.Namespace) -> list[str]:
+def sign_in(base: str, name: str, password: str) -> str:
+    """Sign in through the form as a browser does; the Cookie header of the session."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(f"{base}/admin/sign-in") as form:
+        token = re.search(r'name="csrf_token" value="([^"]*)"', form.read().decode())
+    assert token is not None, "the sign-in page has no CSRF token"
+    body = urllib.parse.urlencode({"name": name, "password": password, "csrf_token": html.unescape(token[1])})
+    opener.open(f"{base}/admin/sign-in", data=body.encode())
+    return "; ".join(f"{c.name}={c.value}" for c in jar)
+
+
+def measure(base: str, campaign_id: int, auth: dict[str, dict[str, str]], args: argparse.Namespace) -> list[str]:
     lines = []
-    for name, path, target in pages(campaign_id):
+    for name, path, target, how in pages(campaign_id):
+        env = auth[how]
         p50, p95_ms, requests, errors = run_wrk(base, path, env, args)
         met = p95_ms < target and not errors
         lines.append(
@@ -190,7 +214,7 @@ def main() -> None:
         campaign_id = build(settings, engine, args.subscribers)
         report = domain_poll(engine, campaign_id)
         with session_scope_for(engine) as session:
-            token = users.create_user(session, "bench", Role.admin).token
+            token = users.create_user(session, "bench", Role.admin, password=PASSWORD).token
         engine.dispose()
         env = {
             **os.environ,
@@ -205,7 +229,11 @@ def main() -> None:
         server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_until_up(base)
-            report += measure(base, campaign_id, {"BENCH_AUTHORIZATION": f"Bearer {token}"}, args)
+            auth = {
+                "token": {"BENCH_AUTHORIZATION": f"Bearer {token}"},
+                "cookie": {"BENCH_COOKIE": sign_in(base, "bench", PASSWORD)},
+            }
+            report += measure(base, campaign_id, auth, args)
         finally:
             server.terminate()
             server.wait(10)

@@ -151,11 +151,29 @@ class Settings(BaseSettings):
     max_api_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest JSON body of an admin API request (after authentication)."
     )
+    max_admin_body_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024, description="Largest form body of an admin page (a digest's text, say)."
+    )
     max_upload_bytes: int = Field(
         512 * 1024 * 1024,
         ge=1024,
         description="Largest CSV import or bounce report upload; these are streamed to temporary files.",
     )
+    admin_enabled: bool = Field(
+        True,
+        description="Serve the admin web UI under /admin (and redirect / there); false: /admin is a 404 and "
+        "/ goes to the archive. The REST API is unaffected.",
+    )
+    session_idle_minutes: float = Field(
+        120, gt=0, description="An admin who has not loaded a page for this long is signed out."
+    )
+    session_max_hours: float = Field(
+        12, gt=0, description="An admin sign-in lasts at most this long, however busy the browser."
+    )
+    signin_account_limit: int = Field(
+        10, ge=1, description="Sign-in attempts per user name per 15 minutes (then refused, even right ones)."
+    )
+    signin_ip_limit: int = Field(50, ge=1, description="Sign-in attempts per client IP per 15 minutes.")
     confirm_resend_hours: float = Field(
         24, ge=0, description="At most one confirmation email per address per list in this window."
     )

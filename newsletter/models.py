@@ -447,6 +447,10 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     role: Mapped[Role] = mapped_column(_enum(Role, "role"))
     created_at: Mapped[created_at]
+    # Argon2id (newsletter/passwords.py); None: an API-only user, who cannot sign in to the admin.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    # Where the admin sends test emails by default; optional.
+    email: Mapped[str | None] = mapped_column(String(320))
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
@@ -465,6 +469,24 @@ class ApiToken(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class WebSession(Base):
+    """A signed-in admin browser (newsletter/websessions.py). The cookie carries an opaque id; only its
+    SHA-256 is stored, so a copy of the table signs nobody in."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    id_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[created_at]
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+
+    user: Mapped[User] = relationship()
 
 
 class Heartbeat(Base):

@@ -146,7 +146,7 @@ def campaign_figures(session: Session, campaign_ids: Sequence[int]) -> dict[int,
         .where(Event.campaign_id.in_(ids), Event.type.in_([EventType.open, EventType.click]))
         .group_by(Event.campaign_id, Event.type)
     ):
-        engaged[(int(engaged_id), EventType(kind))] = readers
+        engaged[(engaged_id or 0, EventType(kind))] = readers
     return {
         i: CampaignFigures(sent[i], engaged.get((i, EventType.open), 0), engaged.get((i, EventType.click), 0))
         for i in ids

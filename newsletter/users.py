@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from newsletter import passwords, websessions
+from newsletter.addresses import normalise_email
 from newsletter.db import utcnow
 from newsletter.errors import Invalid, NotFound, Unauthenticated
 from newsletter.models import ApiToken, Role, User
@@ -66,8 +68,14 @@ def _new_token(session: Session, user: User) -> IssuedToken:
     return IssuedToken(user=user, token=token, prefix=prefix)
 
 
-def create_user(session: Session, name: str, role: Role | str) -> IssuedToken:
-    """Create a user with a first token; the token is returned once and never stored."""
+def create_user(
+    session: Session, name: str, role: Role | str, *, email: str | None = None, password: str | None = None
+) -> IssuedToken:
+    """Create a user with a first token; the token is returned once and never stored.
+
+    `password` (checked against `passwords.check_rules`) lets them sign in to the admin; without one the
+    user can only use the API. `email` is where the admin sends their test emails by default.
+    """
     if not NAME.match(name):
         raise InvalidUser(f"user name {name!r}: use letters, digits and . _ @ - (at most 100 characters)")
     try:
@@ -76,10 +84,21 @@ def create_user(session: Session, name: str, role: Role | str) -> IssuedToken:
         raise InvalidUser(f"role {role!r}: choose admin or editor") from None
     if session.scalar(select(User.id).where(User.name == name)) is not None:
         raise InvalidUser(f"a user named {name!r} already exists")
-    user = User(name=name, role=role)
+    user = User(name=name, role=role, email=normalise_email(email) if email else None)
+    if password is not None:
+        passwords.set_password(user, password)
     session.add(user)
     session.flush()
     return _new_token(session, user)
+
+
+def set_password(session: Session, name: str, password: str, *, keep: int | None = None) -> int:
+    """Give `name` a new password and sign out every browser of theirs but the session with row id `keep`
+    (the one that asked); returns how many sessions were ended."""
+    user = get_user(session, name)
+    passwords.set_password(user, password)
+    session.flush()
+    return websessions.revoke_all(session, user, keep=keep)
 
 
 def get_user(session: Session, name: str) -> User:

@@ -18,6 +18,8 @@ _.send_rate_per_second
 _.host_name  # aiosmtpd's handler attribute (tests/smtpserver.py)
 _.should_exit  # uvicorn.Server's stop flag, set by the browser test
 _.background  # Starlette runs a Response's background task after sending it
+_.pytest_plugins  # pytest reads it in tests/conftest.py
+_.admin_probe  # a FastAPI route of tests/test_admin_auth.py, called through the app
 # Hypothesis runs the @initialize / @rule / @invariant methods of tests/test_counters.py's LedgerMachine
 _.plan_a_campaign
 _.claim_some

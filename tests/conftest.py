@@ -24,6 +24,8 @@ from newsletter.migrate import scratch_database, upgrade
 if TYPE_CHECKING:
     from tests.smtpserver import RecordingSMTPServer
 
+pytest_plugins = ["tests.browser", "tests.admin"]  # shared fixtures: `live`, `chromium`, `admin_web`
+
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 PG_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -30,9 +30,10 @@ class Cli:
         self.cwd = cwd
         self.database_url = database_url
 
-    def run(self, *args: str, ok: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, ok: bool = True, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "newsletter", *args],
+            input=stdin,
             env={**self.env, **env},
             cwd=self.cwd,  # commands run from any directory
             capture_output=True,
@@ -66,11 +67,11 @@ def cli(committed_pg: str, tmp_path: Path) -> Cli:
 
 
 def test_users_tokens_and_roles(cli: Cli) -> None:
-    created = cli.run("users", "create", "alice", "--role", "admin")
+    created = cli.run("users", "create", "alice", "--role", "admin", "--no-password")
     token = created.stdout.strip()
     assert token.startswith("nl_") and "only this once" in created.stderr
     assert cli.sql(f"SELECT count(*) FROM api_tokens WHERE token_hash = '{token}'") == 0
-    editor = cli.json("users", "create", "ed", "--role", "editor")
+    editor = cli.json("users", "create", "ed", "--role", "editor", "--no-password")
     assert editor["role"] == "editor" and editor["token"].startswith(editor["prefix"])
     listed = {u["name"]: u for u in cli.json("users", "list")}
     assert listed["alice"]["tokens"][0]["prefix"] == token[:12]
@@ -78,9 +79,42 @@ def test_users_tokens_and_roles(cli: Cli) -> None:
     assert [t["prefix"] for t in cli.json("users", "list")[0]["tokens"]] == [rotated["prefix"]]
     assert "revoked 1" in cli.run("users", "revoke", rotated["prefix"]).stdout
     cli.run("users", "revoke", rotated["prefix"], ok=False)
-    cli.run("users", "create", "bob", "--role", "owner", ok=False)
-    failed = cli.run("users", "create", "ed", "--role", "admin", ok=False)
+    cli.run("users", "create", "bob", "--role", "owner", "--no-password", ok=False)
+    failed = cli.run("users", "create", "ed", "--role", "admin", "--no-password", ok=False)
     assert "already exists" in failed.stderr
+
+
+def test_users_passwords_from_stdin_and_set_password(cli: Cli) -> None:
+    created = cli.run("users", "create", "ada", "--role", "admin", "--email", "Ada@Example.org", "--password-stdin",
+                      stdin="correct horse battery\n")  # fmt: skip
+    assert created.stdout.strip().startswith("nl_")  # the API token, still printed once
+    assert cli.sql("SELECT password_hash FROM users WHERE name = 'ada'").startswith("$argon2id$")
+    assert cli.sql("SELECT email FROM users WHERE name = 'ada'") == "ada@example.org"
+    short = cli.run("users", "create", "bo", "--role", "editor", "--password-stdin", stdin="short\n", ok=False)
+    assert "too short" in short.stderr and "at least 10" in short.stderr
+    same = cli.run("users", "create", "bo.the.editor", "--role", "editor", "--password-stdin",
+                   stdin="bo.the.editor\n", ok=False)  # fmt: skip
+    assert "must not be the user name" in same.stderr
+    no_tty = cli.run("users", "create", "cy", "--role", "editor", ok=False)
+    assert "--password-stdin" in no_tty.stderr and "--no-password" in no_tty.stderr
+    both = cli.run("users", "create", "cy", "--role", "editor", "--password-stdin", "--no-password", ok=False)
+    assert "choose one" in both.stderr
+    assert cli.sql("SELECT count(*) FROM users") == 1  # nothing else was created
+    cli.sql(
+        "INSERT INTO web_sessions (user_id, id_hash, created_at, last_seen_at) "
+        "SELECT id, 'h1', now(), now() FROM users WHERE name = 'ada'"
+    )
+    before = cli.sql("SELECT password_hash FROM users WHERE name = 'ada'")
+    weak = cli.run("users", "set-password", "ada", "--password-stdin", stdin="ada\n", ok=False)
+    assert "too short" in weak.stderr
+    assert cli.sql("SELECT password_hash FROM users WHERE name = 'ada'") == before
+    assert cli.sql("SELECT count(*) FROM web_sessions WHERE revoked_at IS NULL") == 1
+    changed = cli.run("users", "set-password", "ada", "--password-stdin", stdin="a whole new password\n")
+    assert "1 signed-in session(s) ended" in changed.stdout
+    assert cli.sql("SELECT password_hash FROM users WHERE name = 'ada'") != before
+    assert cli.sql("SELECT count(*) FROM web_sessions WHERE revoked_at IS NULL") == 0
+    unknown = cli.run("users", "set-password", "nobody", "--password-stdin", stdin="a whole new password\n", ok=False)
+    assert "no user named 'nobody'" in unknown.stderr
 
 
 def test_lists_import_export_and_subscribers(cli: Cli, tmp_path: Path) -> None:

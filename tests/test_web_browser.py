@@ -10,91 +10,26 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import socket
-import threading
-import time
-from collections.abc import Callable, Iterator
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter import delivery
 from newsletter.config import Settings
 from newsletter.db import make_engine
-from newsletter.delivery import sending
 from newsletter.models import Subscriber, Subscription, SubscriptionStatus
-from newsletter.web import create_app
-from tests.conftest import OUTPUT
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
 from tests.factories import make_list, publish_sample
 from tests.smtpserver import RecordingSMTPServer
 from tests.test_web_public import start
-
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = OUTPUT / "screenshots"
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.postgres,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class LiveServer:
-    """uvicorn in a thread, on a free loopback port."""
-
-    def __init__(self, settings: Settings, port: int) -> None:
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-@pytest.fixture
-def live(
-    committed_pg: str,
-    smtp_server: RecordingSMTPServer,
-    make_settings: Callable[..., Settings],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[str, Settings]]:
-    from worker import tasks
-
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    settings = make_settings(database_url=committed_pg, smtp_url=smtp_server.url, base_url=base_url)
-    # Embedded mode: the tasks run inline, reading these settings instead of the environment's.
-    monkeypatch.setattr(tasks, "get_settings", lambda: settings)
-    if not tasks.app.conf.task_always_eager:
-        pytest.skip("NEWSLETTER_BROKER_URL is set: this test runs the tasks in embedded mode")
-    tasks._mailer.cache_clear()
-    tasks._rate_limiter.cache_clear()
-    sending._prepared.clear()  # campaign ids restart after the truncation of the previous test
-    with LiveServer(settings, port):
-        yield base_url, settings
-    tasks._mailer.cache_clear()
-    tasks._rate_limiter.cache_clear()
-    sending._prepared.clear()
 
 
 def parse(data: bytes) -> EmailMessage:
@@ -137,9 +72,7 @@ def test_subscriber_journey_in_chromium(live: tuple[str, Settings], smtp_server:
         page.screenshot(path=str(SCREENSHOTS / f"web-{name}.png"), full_page=True)  # type: ignore[attr-defined]
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 900, "height": 800})
 
         # 1. The form: labelled fields, keyboard focus visible.

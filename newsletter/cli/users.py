@@ -7,23 +7,65 @@ from typing import Annotated, Any
 
 import typer
 
-from newsletter import users
+from newsletter import passwords, users
 from newsletter.cli.console import AsJson, emit_json, fail, note, print_table, say, unit_of_work
 from newsletter.models import Role
 
-app = typer.Typer(no_args_is_help=True, help="API users and their tokens.")
+app = typer.Typer(no_args_is_help=True, help="Users: admin sign-in passwords and API tokens.")
+
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from the first line of standard input.")
+]
+
+
+def read_password(name: str, from_stdin: bool) -> str:
+    """The new password, from stdin or asked twice without echo; checked against the rules before asking
+    a second time, so a bad one is refused at once."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        passwords.check_rules(password, user_name=name)
+        return password
+    if not sys.stdin.isatty():
+        fail("no terminal to ask for the password on: pipe it in with --password-stdin, or give --no-password")
+    password = typer.prompt(f"Password for {name}", hide_input=True, err=True)
+    passwords.check_rules(password, user_name=name)
+    if typer.prompt("Same password again", hide_input=True, err=True) != password:
+        fail("the two passwords differ: nothing was changed, run the command again")
+    return password
 
 
 @app.command("create")
 def users_create(
     name: Annotated[str, typer.Argument(help="Unique; `users list` shows it.")],
     role: Annotated[Role, typer.Option(help="admin: everything; editor: digests, campaigns, stats.")],
+    email: Annotated[str | None, typer.Option(help="Their address: the default recipient of test sends.")] = None,
+    password_stdin: PasswordStdin = False,
+    no_password: Annotated[
+        bool, typer.Option("--no-password", help="An API-only user: no admin sign-in (set one later).")
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Create an API user; prints their token once (only its hash is stored)."""
+    """Create a user with an admin password (asked twice) and prints their API token once."""
+    if no_password and password_stdin:
+        fail("choose one of --password-stdin and --no-password")
+    password = None if no_password else read_password(name, password_stdin)
     with unit_of_work() as session:
-        issued = users.create_user(session, name, role)
+        issued = users.create_user(session, name, role, email=email, password=password)
     print_token(issued, as_json)
+
+
+@app.command("set-password")
+def users_set_password(
+    name: Annotated[str, typer.Argument(help="The user, as `users list` shows them.")],
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Set a user's admin password (asked twice); signs out every browser they are signed in on."""
+    with unit_of_work() as session:
+        users.get_user(session, name)  # an unknown name fails before the password is asked for
+    password = read_password(name, password_stdin)
+    with unit_of_work() as session:
+        ended = users.set_password(session, name, password)
+    say(f"password of {name} changed; {ended} signed-in session(s) ended")
 
 
 @app.command("list")

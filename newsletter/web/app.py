@@ -19,8 +19,10 @@ from newsletter.config import Settings, get_settings
 from newsletter.db import session_factory
 from newsletter.models import Role
 from newsletter.tokens import Tokens
-from newsletter.web import api, public
+from newsletter.web import admin, api, docs, public
 from newsletter.web.api.deps import bearer
+from newsletter.web.assets import Assets
+from newsletter.web.assets import router as static_router
 from newsletter.web.bodylimit import BodyLimit
 from newsletter.web.deps import HotPools, SessionDep, hot_session_factories
 from newsletter.web.nulbytes import RefuseNul
@@ -31,7 +33,7 @@ from newsletter.web.throttle import make_throttle
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="newsletter", version="0.1.0", docs_url="/docs", redoc_url=None, lifespan=_lifespan)
+    app = FastAPI(title="newsletter", version="0.1.0", docs_url=None, redoc_url=None, lifespan=_lifespan)
     app.state.settings = settings
     # Tests that hand the app their own (rolled-back) sessions switch the pools off.
     app.state.open_hot_pools = settings.database_url.startswith("postgresql")
@@ -41,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tracking_sessions, app.state.one_click_sessions = hot_session_factories(settings, app.state.sessions)
     app.state.tokens = Tokens.from_settings(settings)
     app.state.pages = Pages()
+    app.state.assets = Assets()
     app.state.trusted_proxies = trusted_networks(settings)
     app.state.subscribe_throttle = make_throttle(
         settings.effective_redis_url, settings.subscribe_ip_limit, 3600, "newsletter:subscribe-ip"
@@ -51,6 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RefuseNul)  # added last: runs first
     app.include_router(public.router)
     app.include_router(api.router)
+    app.include_router(static_router)
+    app.include_router(docs.router)  # /docs, /redoc and /
+    if settings.admin_enabled:
+        admin.install(app, app.state.assets)
 
     @app.get(links.HEALTH, tags=["public"])
     def healthz(

@@ -22,6 +22,7 @@ from newsletter.db import unit_of_work
 from newsletter.web.api.errors import error_response
 
 API = "/api/v1/"
+ADMIN = "/admin/"
 # Streamed uploads (CSV imports, bounce reports): the large cap; their handlers spool them to files.
 _UPLOADS = re.compile(r"/api/v1/(bounces|suppressions/import|lists/[^/]+/import)/?")
 
@@ -41,6 +42,8 @@ class BodyLimit:
             return self.settings.max_upload_bytes
         if path.startswith(API):
             return self.settings.max_api_body_bytes
+        if path.startswith(ADMIN):
+            return self.settings.max_admin_body_bytes
         return self.settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

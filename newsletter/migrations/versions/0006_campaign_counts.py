@@ -1,7 +1,7 @@
 """per-campaign counters of ledger rows per status, kept by triggers; an index for the latest retry reason
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-01 14:00:00
 
 `campaign_counts` holds deltas of a campaign's ledger rows per status (see models.CampaignCount). Triggers
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

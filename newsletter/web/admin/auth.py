@@ -1,0 +1,141 @@
+"""Who is asking: the session cookie, the role dependencies every admin route declares, and CSRF.
+
+A route that editors and admins may use takes `me: Editor`; one for admins only takes `me: Admin` (or
+lists `dependencies=[Depends(require_admin)]`): the security tests find admin-only routes by that
+dependency. Without a live session a GET is a 303 to /admin/sign-in?next=...; an editor on an admin page
+gets the 403 page.
+
+CSRF: for every request other than GET/HEAD/OPTIONS these dependencies check the token before the handler
+runs — from the `X-CSRF-Token` header (htmx sends it: base.html puts it in `hx-headers` on <body>) or from
+the form field `csrf_token` (`{{ csrf_field() }}` in the form). The token is an HMAC of the session id for
+the purpose "admin-csrf", so it is worth nothing without the cookie, and nothing after sign-out. A missing
+or wrong token is the 403 page, and the handler never runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.responses import Response
+
+from newsletter import websessions
+from newsletter.config import Settings
+from newsletter.models import Role
+from newsletter.web.deps import SessionDep
+
+SESSION_COOKIE = "newsletter_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+SIGN_IN = "/admin/sign-in"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class SignInRequired(Exception):
+    def __init__(self, next_path: str) -> None:
+        self.next_path = next_path
+
+
+class PageForbidden(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """The signed-in person of a request (also `request.state.admin`, and `me` in templates).
+
+    Plain values, not ORM rows: they stay readable after the unit of work ended (on the error pages)."""
+
+    user_id: int
+    name: str
+    role: Role
+    email: str | None
+    session_row_id: int  # the WebSession row: sign-out and password changes end it by this id
+    csrf_token: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.admin
+
+
+def csrf_token(secret_key: str, session_id: str) -> str:
+    return hmac.new(secret_key.encode(), b"admin-csrf\x00" + session_id.encode(), hashlib.sha256).hexdigest()
+
+
+def timeouts(settings: Settings) -> websessions.Timeouts:
+    return websessions.Timeouts(
+        idle=dt.timedelta(minutes=settings.session_idle_minutes),
+        absolute=dt.timedelta(hours=settings.session_max_hours),
+    )
+
+
+def set_session_cookie(response: Response, settings: Settings, session_id: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_id,
+        max_age=int(settings.session_max_hours * 3600),
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=settings.base_url.startswith("https://"),
+    )
+
+
+def clear_session_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=settings.base_url.startswith("https://")
+    )
+
+
+def next_path(request: Request) -> str:
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+async def submitted_csrf_token(request: Request) -> str:
+    """The token a state-changing request carries: the header, else the form field (form bodies only)."""
+    header = request.headers.get(CSRF_HEADER)
+    if header:
+        return header
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        value = (await request.form()).get(CSRF_FIELD)
+        return value if isinstance(value, str) else ""
+    return ""
+
+
+def _csrf_ok(submitted: str, expected: str) -> bool:
+    return hmac.compare_digest(submitted.encode(), expected.encode())
+
+
+async def current_admin(request: Request, session: SessionDep) -> SignedIn:
+    """The signed-in user (editor or admin) of this request, with the CSRF check for unsafe methods."""
+    settings: Settings = request.app.state.settings
+    session_id = request.cookies.get(SESSION_COOKIE, "")
+    row = websessions.find(session, session_id, timeouts(settings))
+    if row is None:
+        raise SignInRequired(next_path(request))
+    user = row.user
+    me = SignedIn(user.id, user.name, user.role, user.email, row.id, csrf_token(settings.secret_key, session_id))
+    request.state.admin = me
+    if request.method not in SAFE_METHODS and not _csrf_ok(await submitted_csrf_token(request), me.csrf_token):
+        raise PageForbidden(
+            "This form has expired or did not come from this site, so nothing was changed. "
+            "Go back, reload the page and try again."
+        )
+    return me
+
+
+def require_admin(me: Annotated[SignedIn, Depends(current_admin)]) -> SignedIn:
+    if not me.is_admin:
+        raise PageForbidden(f"This page is for admins; {me.name} is an editor. Ask an admin if you need it.")
+    return me
+
+
+Editor = Annotated[SignedIn, Depends(current_admin)]  # editors and admins
+Admin = Annotated[SignedIn, Depends(require_admin)]

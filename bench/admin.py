@@ -203,7 +203,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=1_000_000)
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per page")
-    parser.add_argument("--connections", type=int, default=8, help="wrk connections (editors polling at once)")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=2,
+        help="wrk connections: 2, one per server worker, so a figure is a request's own time",
+    )
     parser.add_argument("--workers", type=int, default=2, help="newsletter serve worker processes")
     args = parser.parse_args()
     with scratch_database() as url:
@@ -213,6 +218,7 @@ def main() -> None:
         engine = make_engine(url)
         campaign_id = build(settings, engine, args.subscribers)
         report = domain_poll(engine, campaign_id)
+        print("\n".join(report), flush=True)
         with session_scope_for(engine) as session:
             token = users.create_user(session, "bench", Role.admin, password=PASSWORD).token
         engine.dispose()
@@ -236,7 +242,11 @@ def main() -> None:
             report += measure(base, campaign_id, auth, args)
         finally:
             server.terminate()
-            server.wait(10)
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
     print(
         f"\n{args.subscribers:,} subscribers, a {args.subscribers:,}-recipient campaign (70 % sent); wrk -t2 "
         f"-c{args.connections} -d{args.duration}s per page against `newsletter serve --workers {args.workers}`"

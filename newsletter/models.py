@@ -172,7 +172,12 @@ class MailingList(Base):
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
-    __table_args__ = NEVER_REUSE_IDS
+    __table_args__ = (
+        # addresses starting with what was typed (a campaign's recipients searched); text_pattern_ops lets
+        # PostgreSQL use it for LIKE 'prefix%' whatever the database's collation
+        Index("ix_subscribers_email_prefix", "email", postgresql_ops={"email": "text_pattern_ops"}),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[intpk]
     email: Mapped[str] = mapped_column(String(320), unique=True)

@@ -1,4 +1,5 @@
-"""per-campaign counters of ledger rows per status, kept by triggers; an index for the latest retry reason
+"""per-campaign counters of ledger rows per status, kept by triggers; indexes for the latest retry reason
+and for addresses by prefix
 
 Revision ID: 0006
 Revises: 0004
@@ -123,6 +124,9 @@ def upgrade() -> None:
         postgresql_where=sa.text(_RETRY_WHERE),
         sqlite_where=sa.text(_RETRY_WHERE),
     )
+    op.create_index(
+        "ix_subscribers_email_prefix", "subscribers", ["email"], postgresql_ops={"email": "text_pattern_ops"}
+    )
     postgres = op.get_bind().dialect.name == "postgresql"
     rows = _pg_rows("deliveries", 1) if postgres else _sqlite_rows()
     # the campaigns that exist already start from one count of their ledger
@@ -164,4 +168,5 @@ def downgrade() -> None:
         postgresql_where=sa.text(_RETRY_WHERE),
         sqlite_where=sa.text(_RETRY_WHERE),
     )
+    op.drop_index("ix_subscribers_email_prefix", table_name="subscribers")
     op.drop_table("campaign_counts")

@@ -119,7 +119,7 @@ def deliveries(
     status: Annotated[
         list[DeliveryStatus] | None, Query(description="Repeatable: ?status=failed&status=unknown")
     ] = None,
-    search: Annotated[str | None, Query(max_length=320, description="A part of the address")] = None,
+    search: Annotated[str | None, Query(max_length=320, description="The start of the address")] = None,
     after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=stats.MAX_PAGE)] = 100,
 ) -> DeliveryPage:

@@ -172,7 +172,12 @@ class MailingList(Base):
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
-    __table_args__ = NEVER_REUSE_IDS
+    __table_args__ = (
+        # addresses starting with what was typed (a campaign's recipients searched); text_pattern_ops lets
+        # PostgreSQL use it for LIKE 'prefix%' whatever the database's collation
+        Index("ix_subscribers_email_prefix", "email", postgresql_ops={"email": "text_pattern_ops"}),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[intpk]
     email: Mapped[str] = mapped_column(String(320), unique=True)
@@ -332,6 +337,14 @@ class Delivery(Base):
         ),
         # claim: due pending rows of one campaign by id range; stats: counts per status.
         Index("ix_deliveries_campaign_id_status_id", "campaign_id", "status", "id"),
+        # progress: the latest reason a row waits for a retry, without reading every pending row.
+        Index(
+            "ix_deliveries_retry_at",
+            "campaign_id",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+            sqlite_where=text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+        ),
         # sweep: rows stuck in sending past their lease.
         Index(
             "ix_deliveries_sending_claimed_at",
@@ -359,6 +372,27 @@ class Delivery(Base):
     smtp_text: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[created_at]
+
+
+class CampaignCount(Base):
+    """A campaign's ledger rows per status, kept by triggers on `deliveries` (migration 0006) in the same
+    transaction as every change, so reading where a campaign stands costs a few rows, not a scan.
+
+    A row holds a delta: the true count of a status is the sum over `tick` and `shard`. `shard` is the
+    PostgreSQL backend (connection) that wrote it, so workers never wait on each other's counter rows
+    (0 on SQLite, which has one writer, and for rows the sweep compacted). `tick` is 0 except for `sent`,
+    counted per TICK_SECONDS of `sent_at`, which gives the recent send rate. The pseudo-status `resent`
+    counts sent rows that may have arrived twice (sent again after a worker died, UNKNOWN_POLICY=resend).
+    """
+
+    __tablename__ = "campaign_counts"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tick: Mapped[int] = mapped_column(BigID, primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigID)
+    last_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class Link(Base):

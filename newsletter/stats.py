@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from newsletter import delivery
 from newsletter.config import Settings
-from newsletter.db import utcnow
-from newsletter.delivery import ledger, progress
+from newsletter.db import is_postgres, utcnow
+from newsletter.delivery import counters, ledger
+from newsletter.lists import get_list
 from newsletter.models import (
     Campaign,
+    CampaignCount,
     CampaignStatus,
     Delivery,
     DeliveryStatus,
@@ -32,34 +34,42 @@ from newsletter.models import (
 RESENDABLE = (DeliveryStatus.failed, DeliveryStatus.unknown)
 MAX_PAGE = 1000
 
-# A campaign's ledger totals cost one scan of its rows (~0.3 s per million here). Several editors polling a
-# big campaign's report would keep the database scanning while it sends, so for campaigns this big the
-# totals are reused for ten times what they cost to compute: a report of a million is ~3 s behind at most.
-REUSE_TOTALS_FROM = 100_000
-_totals: dict[tuple[str, int], tuple[float, dict[str, int], dt.datetime | None]] = {}
-
 
 def ledger_totals(session: Session, campaign: Campaign) -> tuple[dict[str, int], dt.datetime | None]:
-    """Rows per delivery status and the latest sent_at, in one scan of the campaign's ledger."""
-    key = (session.get_bind().engine.url.render_as_string(), campaign.id)
-    big = (campaign.recipient_count or 0) >= REUSE_TOTALS_FROM
-    reused = _totals.get(key) if big else None
-    if reused is not None and reused[0] > time.monotonic():
-        return dict(reused[1]), reused[2]
+    """Rows per delivery status and the latest sent_at, from the campaign's counters (no scan)."""
+    counted = counters.read(session, campaign.id)
+    return counted.counts, counted.last_sent_at
+
+
+# The ledger's numbers come from counters; the engagement figures (opens, clicks, links, the hourly
+# timeline) still aggregate the campaign's events, which for a million recipients costs a few hundred ms.
+# For a campaign of REUSE_FROM recipients or more an aggregate is reused, in this process, for ten times
+# what it cost: such a report is a few seconds behind at most; smaller campaigns are always counted afresh.
+REUSE_FROM = 100_000
+_reused: dict[tuple[str, str, Any], tuple[float, Any]] = {}
+
+
+def _big(session: Session, campaign_ids: Sequence[int]) -> bool:
+    largest = session.scalar(select(func.max(Campaign.recipient_count)).where(Campaign.id.in_(list(campaign_ids))))
+    return (largest or 0) >= REUSE_FROM
+
+
+def _reuse(session: Session, name: str, key: Any, compute: Callable[[], Any], *, big: bool) -> Any:
+    slot = (session.get_bind().engine.url.render_as_string(), name, key)
+    kept = _reused.get(slot) if big else None
+    if kept is not None and kept[0] > time.monotonic():
+        return kept[1]
     started = time.monotonic()
-    counted = progress.tally(session, campaign.id)
-    counts, last_sent = counted.counts, counted.last_sent_at
+    value = compute()
     if big:
-        if len(_totals) > 100:
-            _totals.clear()
-        _totals[key] = (time.monotonic() + 10 * (time.monotonic() - started), dict(counts), last_sent)
-    return counts, last_sent
+        cost = time.monotonic() - started
+        if len(_reused) > 500:
+            _reused.clear()
+        _reused[slot] = (time.monotonic() + 10 * cost, value)
+    return value
 
 
-def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None = None) -> dict[str, Any]:
-    """Everything the campaign status command and API show, computed with a few aggregate queries."""
-    campaign = delivery.get_campaign(session, campaign_id)
-    counts, last_sent = ledger_totals(session, campaign)
+def _engagement(session: Session, campaign_id: int) -> dict[str, Any]:
     events = dict.fromkeys((e.value for e in EventType), 0)
     for event_type, count in session.execute(
         select(Event.type, func.count()).where(Event.campaign_id == campaign_id).group_by(Event.type)
@@ -78,6 +88,17 @@ def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None 
             .order_by(Link.position)
         )
     ]
+    return {"events": events, "unique_opens": unique_opens, "unique_clickers": unique_clickers, "links": clicks}
+
+
+def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Everything the campaign status command and API show, computed with a few aggregate queries."""
+    campaign = delivery.get_campaign(session, campaign_id)
+    counts, last_sent = ledger_totals(session, campaign)
+    big = campaign.recipient_count >= REUSE_FROM
+    engaged = _reuse(session, "engagement", campaign_id, lambda: _engagement(session, campaign_id), big=big)
+    events, unique_opens, clicks = engaged["events"], engaged["unique_opens"], engaged["links"]
+    unique_clickers = engaged["unique_clickers"]
     duration = None
     if campaign.started_at is not None:
         end = campaign.finished_at or (now or utcnow())
@@ -119,11 +140,66 @@ def _people_with(session: Session, campaign_id: int, event_type: EventType) -> i
     return int(session.scalar(query) or 0)
 
 
-def list_campaigns(session: Session, *, status: CampaignStatus | None = None, limit: int = 100) -> list[Campaign]:
-    query = select(Campaign).order_by(Campaign.id.desc()).limit(max(1, min(limit, MAX_PAGE)))
+def list_campaigns(
+    session: Session,
+    *,
+    status: CampaignStatus | None = None,
+    limit: int = 100,
+    older_than: int | None = None,
+    newer_than: int | None = None,
+) -> list[Campaign]:
+    """Campaigns newest first, keyset-paged by id: those older than one id, or the page just newer."""
+    limit = max(1, min(limit, MAX_PAGE))
+    query = select(Campaign).options(defer(Campaign.html), defer(Campaign.text))
     if status is not None:
         query = query.where(Campaign.status == status)
-    return list(session.scalars(query))
+    if newer_than is not None:
+        # the `limit` campaigns just above the id, oldest first, then turned newest first
+        newer = session.scalars(query.where(Campaign.id > newer_than).order_by(Campaign.id).limit(limit)).all()
+        return list(reversed(newer))
+    if older_than is not None:
+        query = query.where(Campaign.id < older_than)
+    return list(session.scalars(query.order_by(Campaign.id.desc()).limit(limit)))
+
+
+@dataclass(frozen=True)
+class CampaignFigures:
+    sent: int
+    unique_opens: int
+    unique_clicks: int
+
+    def rate(self, part: int) -> float | None:
+        return part / self.sent if self.sent else None
+
+
+def campaign_figures(session: Session, campaign_ids: Sequence[int]) -> dict[int, CampaignFigures]:
+    """Sent (from the counters), readers who opened and who clicked, for a page of campaigns at once
+    (reused briefly when costly, see _reuse)."""
+    ids = tuple(campaign_ids)
+    big = bool(ids) and _big(session, ids)
+    figures: dict[int, CampaignFigures] = _reuse(session, "figures", ids, lambda: _figures(session, ids), big=big)
+    return figures
+
+
+def _figures(session: Session, ids: tuple[int, ...]) -> dict[int, CampaignFigures]:
+    sent = dict.fromkeys(ids, 0)
+    for campaign_id, total in session.execute(
+        select(CampaignCount.campaign_id, func.sum(CampaignCount.n))
+        .where(CampaignCount.campaign_id.in_(ids), CampaignCount.status == DeliveryStatus.sent.value)
+        .group_by(CampaignCount.campaign_id)
+    ):
+        sent[campaign_id] = int(total)
+    engaged: dict[tuple[int, EventType], int] = {}
+    for engaged_id, kind, readers in session.execute(
+        select(Event.campaign_id, Event.type, func.count(func.distinct(Event.delivery_id)))
+        .where(Event.campaign_id.in_(ids), Event.type.in_([EventType.open, EventType.click]))
+        .group_by(Event.campaign_id, Event.type)
+    ):
+        engaged[(engaged_id or 0, EventType(kind))] = readers
+    return {
+        i: CampaignFigures(sent[i], engaged.get((i, EventType.open), 0), engaged.get((i, EventType.click), 0))
+        for i in ids
+    }
 
 
 @dataclass
@@ -137,10 +213,12 @@ def ledger_page(
     campaign_id: int,
     *,
     statuses: Sequence[DeliveryStatus] = (),
+    search: str | None = None,
     after: int | None = None,
     limit: int = 100,
 ) -> LedgerPage:
-    """The per-recipient ledger in id order, filtered by status (e.g. who failed), keyset-paged."""
+    """The per-recipient ledger in id order, filtered by status (e.g. who failed) and by the start of the
+    address (case-insensitive; an index finds it among millions), keyset-paged."""
     delivery.get_campaign(session, campaign_id)
     limit = max(1, min(limit, MAX_PAGE))
     query = (
@@ -153,6 +231,8 @@ def ledger_page(
     )
     if statuses:
         query = query.where(Delivery.status.in_(list(statuses)))
+    if search and search.strip():
+        query = query.where(Subscriber.email.like(f"{_like_escaped(search.strip().lower())}%", escape="\\"))
     if after is not None:
         query = query.where(Delivery.id > after)
     rows = session.execute(query).all()
@@ -272,3 +352,100 @@ def unsent_digests(session: Session, limit: int = 5) -> list[Digest]:
     return list(
         session.scalars(select(Digest).where(~used).order_by(Digest.date.desc(), Digest.id.desc()).limit(limit))
     )
+
+
+def _like_escaped(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def reach(session: Session, list_slugs: Sequence[str]) -> int:
+    """The number of recipients a campaign to these lists would have if planned now (one per person,
+    without the unconfirmed, suppressed, blocked or those at a blocked domain: `ledger.plan`'s selection)."""
+    lists = [get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
+    return ledger.reach(session, [m.id for m in lists])
+
+
+TIMELINE_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Hour:
+    start: dt.datetime
+    opens: int
+    clicks: int
+
+
+def engagement_timeline(session: Session, campaign_id: int) -> list[Hour]:
+    """Opens and clicks per hour over the campaign's first seven days, from its start to the last hour
+    with an event (every hour between present, zeros included). Opens are estimates: mail clients and
+    privacy proxies fetch the pixel without a reader, and many readers block it. (Reused briefly when
+    costly, see _reuse.)"""
+    big = _big(session, [campaign_id])
+    hours: list[Hour] = _reuse(session, "timeline", campaign_id, lambda: _timeline(session, campaign_id), big=big)
+    return hours
+
+
+def _timeline(session: Session, campaign_id: int) -> list[Hour]:
+    campaign = delivery.get_campaign(session, campaign_id)
+    began = campaign.started_at or campaign.created_at
+    first = began.replace(minute=0, second=0, microsecond=0)
+    if is_postgres(session):
+        bucket: Any = func.date_trunc("hour", Event.created_at)
+    else:
+        bucket = func.strftime("%Y-%m-%d %H:00:00", Event.created_at)
+    rows = session.execute(
+        select(bucket, Event.type, func.count())
+        .where(
+            Event.campaign_id == campaign_id,
+            Event.type.in_([EventType.open, EventType.click]),
+            Event.created_at >= first,
+            Event.created_at < first + dt.timedelta(days=TIMELINE_DAYS),
+        )
+        .group_by(bucket, Event.type)
+    ).all()
+    counted: dict[dt.datetime, dict[EventType, int]] = {}
+    for hour, kind, count in rows:
+        start = dt.datetime.fromisoformat(hour) if isinstance(hour, str) else hour
+        start = start.replace(tzinfo=dt.UTC) if start.tzinfo is None else start.astimezone(dt.UTC)
+        counted.setdefault(start, {})[EventType(kind)] = count
+    last = max(counted, default=first)
+    hours = int((last - first).total_seconds() // 3600) + 1
+    return [
+        Hour(
+            start,
+            counted.get(start, {}).get(EventType.open, 0),
+            counted.get(start, {}).get(EventType.click, 0),
+        )
+        for start in (first + dt.timedelta(hours=i) for i in range(hours))
+    ]
+
+
+@dataclass
+class EventPage:
+    items: list[dict[str, Any]]
+    next_cursor: int | None
+
+
+REPORTED_EVENTS = (EventType.bounce, EventType.complaint, EventType.unsubscribe)
+
+
+def campaign_events(
+    session: Session, campaign_id: int, kind: EventType, *, after: int | None = None, limit: int = 50
+) -> EventPage:
+    """A campaign's bounces, complaints or unsubscribes, newest first, with who and why, keyset-paged."""
+    if kind not in REPORTED_EVENTS:
+        raise delivery.CampaignError(f"only {', '.join(k.value for k in REPORTED_EVENTS)} are listed per campaign")
+    delivery.get_campaign(session, campaign_id)
+    limit = max(1, min(limit, MAX_PAGE))
+    query = (
+        select(Event.id, Event.created_at, Event.detail, Subscriber.email)
+        .outerjoin(Subscriber, Subscriber.id == Event.subscriber_id)
+        .where(Event.campaign_id == campaign_id, Event.type == kind)
+        .order_by(Event.id.desc())
+        .limit(limit + 1)
+    )
+    if after is not None:
+        query = query.where(Event.id < after)
+    rows = session.execute(query).all()
+    items = [{"id": i, "at": at, "detail": detail, "email": email} for i, at, detail, email in rows[:limit]]
+    return EventPage(items=items, next_cursor=rows[limit - 1].id if len(rows) > limit else None)

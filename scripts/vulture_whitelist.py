@@ -21,3 +21,16 @@ _.background  # Starlette runs a Response's background task after sending it
 _.pytest_plugins  # pytest reads it in tests/conftest.py
 _.admin_probe  # a FastAPI route of tests/test_admin_auth.py, called through the app
 _.problem_list  # DigestForm: templates/admin/digests/_problems.html
+
+
+# Hypothesis runs the @initialize / @rule / @invariant methods of tests/test_counters.py's LedgerMachine
+_.plan_a_campaign
+_.claim_some
+_.record_some
+_.crash_and_sweep
+_.make_retries_due
+_.resend_failures
+_.pause_or_resume
+_.unsubscribe_someone
+_.erase_someone
+_.counters_equal_a_scan

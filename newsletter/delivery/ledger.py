@@ -144,6 +144,14 @@ def _eligible_subscriptions(list_ids: Sequence[int]) -> Any:
     )
 
 
+def reach(session: Session, list_ids: Sequence[int]) -> int:
+    """How many recipients `plan` would give a campaign to these lists now: the same selection, counted."""
+    if not list_ids:
+        return 0
+    eligible = _eligible_subscriptions(list(dict.fromkeys(list_ids))).subquery()
+    return session.scalar(select(func.count()).select_from(eligible)) or 0
+
+
 def plan(session: Session, campaign: Campaign) -> int:
     """One INSERT ... SELECT: a row per recipient, one even for someone on several of the lists."""
     eligible = _eligible_subscriptions([m.id for m in campaign.lists]).subquery()

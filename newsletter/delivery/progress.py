@@ -1,8 +1,8 @@
-"""Where a campaign stands: THE count of its ledger rows per delivery status, and the progress built on it.
+"""Where a campaign stands: its ledger rows per delivery status, and the progress built on it.
 
-Every count per status (the status command and its --wait bar, the campaign report, the demo, the tests)
-goes through `tally`: one scan of the campaign's ledger rows, with the few extra aggregates its readers
-need taken in the same pass.
+Readers that poll (the status command and its --wait bar, the campaign page, the report) read the
+counters (`counters.read`, a few rows kept by triggers in every transaction that changes the ledger).
+`tally` counts the same by scanning the campaign's ledger rows: the check the counters are tested against.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from newsletter.db import utcnow
-from newsletter.delivery import get_campaign
+from newsletter.delivery import counters, get_campaign
 from newsletter.delivery.ledger import RESENT_AFTER_UNKNOWN
 from newsletter.models import CampaignStatus, Delivery, DeliveryStatus
 
@@ -94,12 +94,13 @@ class Progress:
 
 
 def campaign_progress(session: Session, campaign_id: int, now: dt.datetime | None = None) -> Progress:
-    """Counts, rate and ETA in one scan of the campaign's ledger rows."""
+    """Counts, rate and ETA from the campaign's counters: a few rows read, whatever its size."""
     campaign = get_campaign(session, campaign_id)
     now = now or utcnow()
-    counted = tally(session, campaign_id, since=now - dt.timedelta(seconds=RATE_WINDOW_SECONDS))
+    since = counters.tick_start(counters.tick_of(now - dt.timedelta(seconds=RATE_WINDOW_SECONDS)))
+    counted = counters.read(session, campaign_id, since=since)
     counts = counted.counts
-    window = float(RATE_WINDOW_SECONDS)
+    window = max((now - since).total_seconds(), 1.0)
     if campaign.started_at is not None:
         window = min(window, max((now - campaign.started_at).total_seconds(), 1.0))
     rate = counted.sent_since / window
@@ -119,6 +120,7 @@ def campaign_progress(session: Session, campaign_id: int, now: dt.datetime | Non
 
 
 def _last_retry_reason(session: Session, campaign_id: int) -> str | None:
+    # read through ix_deliveries_retry_at (only rows waiting for a retry), not the campaign's pending rows
     return session.scalar(
         select(Delivery.smtp_text)
         .where(

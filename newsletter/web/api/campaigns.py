@@ -7,17 +7,23 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from newsletter import delivery, previews, stats
+from newsletter.delivery import progress
 from newsletter.mailer import get_mailer
-from newsletter.models import CampaignStatus, DeliveryStatus
+from newsletter.models import CampaignStatus, DeliveryStatus, EventType
 from newsletter.web.api.deps import Editor, JobQueue
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute, described
 from newsletter.web.api.params import Cursor, RowId
 from newsletter.web.api.schemas import (
+    SLUG_PATTERN,
     CampaignIn,
     CampaignReport,
     CampaignState,
     CampaignSummary,
     DeliveryPage,
+    EventPage,
+    HourOut,
+    ProgressOut,
+    Reach,
     ResendIn,
     Resent,
     TestSendIn,
@@ -81,6 +87,21 @@ def send_test(body: TestSendIn, session: SessionDep, settings: SettingsDep, _: E
     return TestSent(to=body.to, subject=preview.subject, smtp_code=result.code, smtp_text=result.text)
 
 
+@router.get(
+    "/campaigns/reach",
+    responses=NOT_FOUND,
+    summary="How many recipients a campaign to these lists would have, before creating it",
+)
+def reach(
+    session: SessionDep,
+    _: Editor,
+    lists: Annotated[
+        list[Annotated[str, Query(pattern=SLUG_PATTERN)]], Query(alias="list", max_length=100, description="Repeatable")
+    ],
+) -> Reach:
+    return Reach(lists=list(dict.fromkeys(lists)), recipients=stats.reach(session, lists))
+
+
 @router.get("/campaigns/{campaign_id}", responses=NOT_FOUND, summary="Status and statistics of a campaign")
 def get_campaign(session: SessionDep, _: Editor, campaign_id: RowId) -> CampaignReport:
     return CampaignReport.model_validate(stats.campaign_report(session, campaign_id))
@@ -98,11 +119,49 @@ def deliveries(
     status: Annotated[
         list[DeliveryStatus] | None, Query(description="Repeatable: ?status=failed&status=unknown")
     ] = None,
+    search: Annotated[str | None, Query(max_length=320, description="The start of the address")] = None,
     after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=stats.MAX_PAGE)] = 100,
 ) -> DeliveryPage:
-    page = stats.ledger_page(session, campaign_id, statuses=status or [], after=after, limit=limit)
+    page = stats.ledger_page(session, campaign_id, statuses=status or [], search=search, after=after, limit=limit)
     return DeliveryPage.model_validate({"items": page.items, "next_cursor": page.next_cursor})
+
+
+@router.get(
+    "/campaigns/{campaign_id}/progress",
+    responses=NOT_FOUND,
+    summary="Counts per status, send rate and ETA (cheap: read from counters, fit for polling)",
+)
+def campaign_progress(session: SessionDep, _: Editor, campaign_id: RowId) -> ProgressOut:
+    return ProgressOut.model_validate(progress.campaign_progress(session, campaign_id).as_dict())
+
+
+@router.get(
+    "/campaigns/{campaign_id}/timeline",
+    responses=NOT_FOUND,
+    summary="Opens (estimates) and clicks per hour over the first seven days",
+)
+def timeline(session: SessionDep, _: Editor, campaign_id: RowId) -> list[HourOut]:
+    return [
+        HourOut(start=h.start, opens=h.opens, clicks=h.clicks) for h in stats.engagement_timeline(session, campaign_id)
+    ]
+
+
+@router.get(
+    "/campaigns/{campaign_id}/events",
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="The campaign's bounces, complaints or unsubscribes, newest first, keyset-paged",
+)
+def events(
+    session: SessionDep,
+    _: Editor,
+    campaign_id: RowId,
+    type: Annotated[EventType, Query(description="bounce, complaint or unsubscribe")],
+    after: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=stats.MAX_PAGE)] = 50,
+) -> EventPage:
+    page = stats.campaign_events(session, campaign_id, type, after=after, limit=limit)
+    return EventPage.model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
 @router.post("/campaigns/{campaign_id}/pause", responses={**NOT_FOUND, **CONFLICT}, summary="Stop claiming recipients")

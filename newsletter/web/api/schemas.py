@@ -356,6 +356,40 @@ class DeliveryPage(BaseModel):
     next_cursor: int | None
 
 
+class Reach(BaseModel):
+    lists: list[str]
+    recipients: int = Field(description="One per person across the lists, as planning would count them now.")
+
+
+class ProgressOut(BaseModel):
+    id: int
+    status: CampaignStatus
+    counts: DeliveryCounts
+    rate: float = Field(description="Messages sent per second over the last minute.")
+    eta_seconds: int | None
+    pause_reason: str | None
+    resent_after_unknown: int
+    last_error: str | None
+
+
+class HourOut(BaseModel):
+    start: dt.datetime
+    opens: int = Field(description="An estimate: mail clients fetch the pixel without a reader, many block it.")
+    clicks: int
+
+
+class EventOut(BaseModel):
+    id: int
+    at: dt.datetime
+    email: str | None = Field(description="null once the subscriber was erased.")
+    detail: str | None
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: int | None
+
+
 class ResendIn(Strict):
     statuses: list[DeliveryStatus] = Field(
         default_factory=lambda: [DeliveryStatus.failed, DeliveryStatus.unknown],

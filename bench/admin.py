@@ -1,0 +1,258 @@
+"""The admin's hot pages at scale: a million subscribers and a million-recipient campaign.
+
+Usage (PostgreSQL on 127.0.0.1, wrk installed; run by `python -m bench`, not by `make test`):
+
+    .venv/bin/python -m bench.admin [--subscribers 1000000] [--duration 10] [--connections 8]
+
+Builds a scratch database with set-based SQL (subscribers, subscriptions, the campaign's ledger planned by
+the real `delivery.start`, then 70 % of it marked sent with opens and clicks), then:
+
+1. the progress poll's cost in the domain (`campaign_progress`, read from the counters) against one scan
+   of the ledger (`tally`, what the poll cost before the counters), each timed 50 times;
+2. p95 in ms of each hot page, measured with wrk against `newsletter serve` (2 workers): the campaign
+   page's poll fragment, the campaign page, its report, the campaigns list, the dashboard and the
+   subscriber search when present, and the API's progress endpoint. Targets: pages < 100 ms, poll < 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import http.cookiejar
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+from bench.delivery import free_port, publish, scratch_database, seed, session_scope_for
+from bench.web import wait_until_up
+from newsletter import delivery, users
+from newsletter.config import Settings, load_settings
+from newsletter.db import make_engine
+from newsletter.delivery import progress
+from newsletter.models import CampaignStatus, Role
+
+SECRET = "bench-secret-key-0123456789abcdef-admin"  # noqa: S105 - a scratch database
+PASSWORD = "bench password for a scratch database"  # noqa: S105
+TARGET_PAGE_MS = 100.0
+TARGET_POLL_MS = 10.0
+
+# wrk reports p50/75/90/99 only; done() prints the p95 (microseconds) for this script to read.
+LUA = """
+wrk.method = "GET"
+if os.getenv("BENCH_COOKIE") then wrk.headers["Cookie"] = os.getenv("BENCH_COOKIE") end
+if os.getenv("BENCH_AUTHORIZATION") then wrk.headers["Authorization"] = os.getenv("BENCH_AUTHORIZATION") end
+function done(summary, latency, requests)
+  io.write(string.format("P95_US %d\\nP50_US %d\\nREQUESTS %d\\nERRORS %d\\n", latency:percentile(95),
+    latency:percentile(50), summary.requests, summary.errors.status + summary.errors.connect
+    + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def build(settings: Settings, engine: Engine, subscribers: int) -> int:
+    """The list, its subscribers, a sending campaign to all of them (70 % sent) with opens and clicks,
+    and 40 small finished campaigns for the list page. Returns the big campaign's id."""
+    started = time.monotonic()
+    seed(engine, "everyone", subscribers)
+    digest = publish(settings)
+    print(f"seeded {subscribers:,} subscribers in {time.monotonic() - started:.1f}s", flush=True)
+    started = time.monotonic()
+    with session_scope_for(engine) as session:
+        campaign = delivery.create_campaign(session, digest_slug=digest, list_slugs=["everyone"], allow_repeat=True)
+        delivery.start(session, settings, campaign.id)
+        campaign_id = campaign.id
+    print(f"planned the campaign ({subscribers:,} rows) in {time.monotonic() - started:.1f}s", flush=True)
+    started = time.monotonic()
+    with engine.begin() as conn:
+        params = {"c": campaign_id, "sent": int(subscribers * 0.7)}
+        first = conn.scalar(text("SELECT min(id) FROM deliveries WHERE campaign_id = :c"), params)
+        params["first"] = first
+        conn.execute(
+            text(
+                "UPDATE deliveries SET status = 'sent', attempts = 1, smtp_code = 250, "
+                "sent_at = now() - ((:sent - (id - :first)) * interval '2 ms') "
+                "WHERE campaign_id = :c AND id < :first + :sent"
+            ),
+            params,
+        )
+        conn.execute(
+            text(
+                "UPDATE deliveries SET status = CASE WHEN id % 2 = 0 THEN 'failed' ELSE 'unknown' END, "
+                "attempts = 1, smtp_code = 550, smtp_text = '5.1.1 user unknown' "
+                "WHERE campaign_id = :c AND id >= :first + :sent AND id < :first + :sent + 2000"
+            ),
+            params,
+        )
+        # opens by a third of those sent (some twice), clicks by a tenth, spread over the sending hours
+        conn.execute(
+            text(
+                "INSERT INTO events (type, campaign_id, delivery_id, subscriber_id, list_id, link_id, url, created_at) "
+                "SELECT 'open', d.campaign_id, d.id, d.subscriber_id, d.list_id, NULL, NULL, "
+                "d.sent_at + interval '5 min' "
+                "FROM deliveries d, generate_series(1, 1 + (d.id % 5 = 0)::int) "
+                "WHERE d.campaign_id = :c AND d.status = 'sent' AND d.id % 3 = 0 "
+                "UNION ALL "
+                "SELECT 'click', d.campaign_id, d.id, d.subscriber_id, d.list_id, l.id, l.url, "
+                "d.sent_at + interval '7 min' "
+                "FROM deliveries d JOIN links l ON l.campaign_id = d.campaign_id AND l.position = 1 + d.id % 4 "
+                "WHERE d.campaign_id = :c AND d.status = 'sent' AND d.id % 10 = 0"
+            ),
+            params,
+        )
+        conn.execute(text("ANALYZE deliveries; ANALYZE events"))
+    with session_scope_for(engine) as session:
+        for _ in range(40):
+            small = delivery.create_campaign(session, digest_slug=digest, list_slugs=["everyone"], allow_repeat=True)
+            small.status = CampaignStatus.finished
+    print(f"sent 70 %, events and 40 more campaigns in {time.monotonic() - started:.1f}s", flush=True)
+    return campaign_id
+
+
+def timed(call: Callable[[], object], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)
+
+
+def p95(times: list[float]) -> float:
+    return times[max(0, int(len(times) * 0.95) - 1)]
+
+
+def domain_poll(engine: Engine, campaign_id: int) -> list[str]:
+    with session_scope_for(engine) as session:
+        poll = timed(lambda: progress.campaign_progress(session, campaign_id), 50)
+        scan = timed(lambda: progress.tally(session, campaign_id), 10)
+        counts = progress.campaign_progress(session, campaign_id).counts
+        scanned = progress.tally(session, campaign_id).counts
+    if counts != scanned:
+        raise AssertionError(f"the counters {counts} differ from a scan of the ledger {scanned}")
+    return [
+        f"poll in the domain, campaign_progress from the counters: p50 {statistics.median(poll):.2f} ms, "
+        f"p95 {p95(poll):.2f} ms  ({'met' if p95(poll) < TARGET_POLL_MS else 'NOT MET'} < {TARGET_POLL_MS:.0f} ms)",
+        f"one scan of the ledger (tally, the poll before the counters): p50 {statistics.median(scan):.0f} ms",
+        f"counts: {counts}",
+    ]
+
+
+def run_wrk(base: str, path: str, env: dict[str, str], args: argparse.Namespace) -> tuple[float, float, int, int]:
+    """p50 and p95 in ms, requests and errors of wrk on one path."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(LUA)
+    command = ["wrk", "-t2", f"-c{args.connections}", f"-d{args.duration}s", "-s", script.name, base + path]
+    output = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
+    os.unlink(script.name)
+    figures = dict(re.findall(r"^(P95_US|P50_US|REQUESTS|ERRORS) (\d+)$", output, re.MULTILINE))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = int(figures["ERRORS"]) + (int(non_2xx[1]) if non_2xx else 0)
+    return int(figures["P50_US"]) / 1000, int(figures["P95_US"]) / 1000, int(figures["REQUESTS"]), errors
+
+
+def pages(campaign_id: int) -> list[tuple[str, str, float, str]]:
+    """(name, path, p95 target in ms, how it signs in: cookie or token) of each hot page."""
+    return [
+        ("campaign page poll", f"/admin/campaigns/{campaign_id}/progress?was=sending", TARGET_POLL_MS, "cookie"),
+        ("API progress poll", f"/api/v1/campaigns/{campaign_id}/progress", TARGET_POLL_MS, "token"),
+        ("campaign page + report", f"/admin/campaigns/{campaign_id}", TARGET_PAGE_MS, "cookie"),
+        ("report's failed recipients", f"/admin/campaigns/{campaign_id}?status=failed", TARGET_PAGE_MS, "cookie"),
+        ("ledger search", f"/admin/campaigns/{campaign_id}?search=everyone.4242%40", TARGET_PAGE_MS, "cookie"),
+        ("campaigns list", "/admin/campaigns", TARGET_PAGE_MS, "cookie"),
+        ("dashboard", "/admin", TARGET_PAGE_MS, "cookie"),
+    ]
+
+
+def sign_in(base: str, name: str, password: str) -> str:
+    """Sign in through the form as a browser does; the Cookie header of the session."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(f"{base}/admin/sign-in") as form:
+        token = re.search(r'name="csrf_token" value="([^"]*)"', form.read().decode())
+    assert token is not None, "the sign-in page has no CSRF token"
+    body = urllib.parse.urlencode({"name": name, "password": password, "csrf_token": html.unescape(token[1])})
+    opener.open(f"{base}/admin/sign-in", data=body.encode())
+    return "; ".join(f"{c.name}={c.value}" for c in jar)
+
+
+def measure(base: str, campaign_id: int, auth: dict[str, dict[str, str]], args: argparse.Namespace) -> list[str]:
+    lines = []
+    for name, path, target, how in pages(campaign_id):
+        env = auth[how]
+        p50, p95_ms, requests, errors = run_wrk(base, path, env, args)
+        met = p95_ms < target and not errors
+        lines.append(
+            f"{name:28} p50 {p50:7.1f} ms  p95 {p95_ms:7.1f} ms  {'met' if met else 'NOT MET':7} (< {target:.0f} ms)"
+            f"  {requests / args.duration:6.0f} req/s  errors {errors}"
+        )
+        print(lines[-1], flush=True)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", type=int, default=1_000_000)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per page")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=2,
+        help="wrk connections: 2, one per server worker, so a figure is a request's own time",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="newsletter serve worker processes")
+    args = parser.parse_args()
+    with scratch_database() as url:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        settings = load_settings(database_url=url, secret_key=SECRET, base_url=base, environment="production")
+        engine = make_engine(url)
+        campaign_id = build(settings, engine, args.subscribers)
+        report = domain_poll(engine, campaign_id)
+        print("\n".join(report), flush=True)
+        with session_scope_for(engine) as session:
+            token = users.create_user(session, "bench", Role.admin, password=PASSWORD).token
+        engine.dispose()
+        env = {
+            **os.environ,
+            "NEWSLETTER_DATABASE_URL": url,
+            "NEWSLETTER_SECRET_KEY": SECRET,
+            "NEWSLETTER_ENVIRONMENT": "production",
+            "NEWSLETTER_BASE_URL": base,
+        }
+        env.pop("NEWSLETTER_BROKER_URL", None)
+        command = [str(Path(sys.executable).with_name("newsletter")), "serve", "--port", str(port)]
+        command += ["--workers", str(args.workers)]
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until_up(base)
+            auth = {
+                "token": {"BENCH_AUTHORIZATION": f"Bearer {token}"},
+                "cookie": {"BENCH_COOKIE": sign_in(base, "bench", PASSWORD)},
+            }
+            report += measure(base, campaign_id, auth, args)
+        finally:
+            server.terminate()
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    print(
+        f"\n{args.subscribers:,} subscribers, a {args.subscribers:,}-recipient campaign (70 % sent); wrk -t2 "
+        f"-c{args.connections} -d{args.duration}s per page against `newsletter serve --workers {args.workers}`"
+    )
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()

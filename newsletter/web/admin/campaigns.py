@@ -1,0 +1,183 @@
+"""/admin/campaigns: all campaigns, and one campaign's page — live progress while it sends (polled with
+htmx, read from the counters), pause / resume / cancel, then the report (opens and clicks over time, links,
+bounces, complaints, unsubscribes, the per-recipient ledger) and "resend to failed / unknown".
+
+The send flow (/admin/campaigns/new) is in sendflow.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from newsletter import delivery, stats
+from newsletter.delivery import progress
+from newsletter.models import Campaign, CampaignStatus, DeliveryStatus, EventType
+from newsletter.web.admin.auth import Editor
+from newsletter.web.admin.errors import AdminRoute
+from newsletter.web.admin.render import redirect, render
+from newsletter.web.api.deps import JobQueue
+from newsletter.web.api.params import MAX_ID, RowId
+from newsletter.web.deps import SessionDep, SettingsDep
+
+router = APIRouter(route_class=AdminRoute)
+CAMPAIGNS = "/admin/campaigns"
+PAGE_SIZE = 25
+LEDGER_PAGE = 50
+POLL_SECONDS = 2
+PageCursor = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+
+
+@router.get(CAMPAIGNS)
+def campaign_list(
+    request: Request, session: SessionDep, me: Editor, older: PageCursor = None, newer: PageCursor = None
+) -> Response:
+    rows = stats.list_campaigns(session, limit=PAGE_SIZE + 1, older_than=older, newer_than=newer)
+    more = len(rows) > PAGE_SIZE  # beyond this page, in the direction asked for
+    if newer is not None:  # the page just newer than a cursor, newest first: the extra row is the first
+        campaigns = rows[1:] if more else rows
+        newer_link, older_link = more, True
+    else:
+        campaigns = rows[:PAGE_SIZE]
+        newer_link, older_link = older is not None, more
+    return render(
+        request,
+        "campaigns/list.html",
+        title="Campaigns",
+        campaigns=campaigns,
+        figures=stats.campaign_figures(session, [c.id for c in campaigns]),
+        newer_link=campaigns[0].id if campaigns and newer_link else None,
+        older_link=campaigns[-1].id if campaigns and older_link else None,
+    )
+
+
+def _ledger(session: Session, campaign_id: int, status: str, search: str, after: int | None) -> stats.LedgerPage:
+    statuses = [DeliveryStatus(status)] if status else []
+    return stats.ledger_page(session, campaign_id, statuses=statuses, search=search, after=after, limit=LEDGER_PAGE)
+
+
+def _progress_context(session: Session, campaign: Campaign) -> dict[str, Any]:
+    state = progress.campaign_progress(session, campaign.id)
+    return {
+        "campaign": campaign,
+        "p": state,
+        "percent": round(100 * state.done / state.total) if state.total else 0,
+        "live": campaign.status == CampaignStatus.sending,
+        "poll_seconds": POLL_SECONDS,
+    }
+
+
+@router.get(CAMPAIGNS + "/{campaign_id}")
+def campaign_page(
+    request: Request,
+    session: SessionDep,
+    me: Editor,
+    campaign_id: RowId,
+    status: Annotated[DeliveryStatus | None, Query()] = None,
+    search: Annotated[str, Query(max_length=320)] = "",
+    after: PageCursor = None,
+) -> Response:
+    campaign = delivery.get_campaign(session, campaign_id)
+    report = stats.campaign_report(session, campaign_id)
+    started = campaign.started_at is not None
+    return render(
+        request,
+        "campaigns/page.html",
+        title=campaign.subject,
+        report=report,
+        timeline=stats.engagement_timeline(session, campaign_id) if started else [],
+        events={kind.value: stats.campaign_events(session, campaign_id, kind, limit=20) for kind in _EVENT_KINDS}
+        if started
+        else {},
+        ledger=_ledger(session, campaign_id, status.value if status else "", search, after) if started else None,
+        status_filter=status.value if status else "",
+        search=search,
+        statuses=[s.value for s in DeliveryStatus],
+        resendable=report["counts"]["failed"] + report["counts"]["unknown"],
+        **_progress_context(session, campaign),
+    )
+
+
+_EVENT_KINDS = (EventType.bounce, EventType.complaint, EventType.unsubscribe)
+
+
+@router.get(CAMPAIGNS + "/{campaign_id}/progress")
+def progress_fragment(
+    request: Request,
+    session: SessionDep,
+    me: Editor,
+    campaign_id: RowId,
+    was: Annotated[str, Query(max_length=16)] = "",
+) -> Response:
+    """The live progress panel alone, polled by htmx every POLL_SECONDS while the campaign sends. When its
+    status changed since the page was drawn (finished, paused, cancelled), the whole page reloads: the
+    report and the buttons that fit the new status."""
+    campaign = delivery.get_campaign(session, campaign_id)
+    response = render(request, "campaigns/_progress.html", **_progress_context(session, campaign))
+    if was and was != campaign.status.value:
+        response.headers["HX-Refresh"] = "true"
+    return response
+
+
+def _back(campaign_id: int) -> str:
+    return f"{CAMPAIGNS}/{campaign_id}"
+
+
+@router.post(CAMPAIGNS + "/{campaign_id}/pause")
+def pause(request: Request, session: SessionDep, me: Editor, campaign_id: RowId) -> Response:
+    delivery.pause(session, campaign_id, reason=f"paused by {me.name}")
+    return redirect(request, _back(campaign_id), flash="Paused: no more messages go out until you resume.")
+
+
+@router.post(CAMPAIGNS + "/{campaign_id}/resume")
+def resume(
+    request: Request, session: SessionDep, settings: SettingsDep, jobs: JobQueue, me: Editor, campaign_id: RowId
+) -> Response:
+    ranges = delivery.resume(session, settings, campaign_id)
+    session.commit()  # the batch tasks must see the campaign sending
+    jobs.enqueue_batches(ranges)
+    return redirect(request, _back(campaign_id), flash="Resumed: sending carries on where it stopped.")
+
+
+@router.get(CAMPAIGNS + "/{campaign_id}/cancel")
+def cancel_confirmation(request: Request, session: SessionDep, me: Editor, campaign_id: RowId) -> Response:
+    campaign = delivery.get_campaign(session, campaign_id)
+    state = progress.campaign_progress(session, campaign_id)
+    left = state.counts[DeliveryStatus.pending.value] + state.counts[DeliveryStatus.sending.value]
+    return render(
+        request,
+        "campaigns/cancel.html",
+        title=f"Cancel “{campaign.subject}”?",
+        campaign=campaign,
+        left=left if campaign.planned_at else campaign.recipient_count,
+        sent=state.counts[DeliveryStatus.sent.value],
+    )
+
+
+@router.post(CAMPAIGNS + "/{campaign_id}/cancel")
+def cancel(request: Request, session: SessionDep, me: Editor, campaign_id: RowId) -> Response:
+    delivery.cancel(session, campaign_id)
+    return redirect(request, _back(campaign_id), flash="Cancelled: nobody else will get this campaign.")
+
+
+@router.post(CAMPAIGNS + "/{campaign_id}/resend")
+def resend(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    jobs: JobQueue,
+    me: Editor,
+    campaign_id: RowId,
+    statuses: Annotated[list[str], Form(max_length=2)] = [],  # noqa: B006 - FastAPI copies the default
+) -> Response:
+    if not statuses:
+        return redirect(
+            request, _back(campaign_id), flash="Tick failed, unknown or both to choose whom to send to.", kind="error"
+        )
+    moved, ranges = stats.resend(session, settings, campaign_id, statuses)
+    session.commit()
+    jobs.enqueue_batches(ranges)
+    return redirect(request, _back(campaign_id), flash=f"{moved:,} recipient(s) are in the queue again.")

@@ -407,7 +407,9 @@ def compose_confirmation(settings: Settings, tokens: Tokens, subscription: Subsc
         theme=rendering.theme_for(mailing_list),
         list_name=mailing_list.name,
         list_description=mailing_list.description,
-        confirm_url=confirm_url(settings.base_url, tokens, subscriber.id, mailing_list.id),
+        confirm_url=confirm_url(
+            settings.base_url, tokens, subscriber.id, mailing_list.id, bound_to=subscriber.created_at
+        ),
         name=subscriber.name,
     )
     message = EmailMessage(policy=email_policy.SMTP)

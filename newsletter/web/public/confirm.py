@@ -45,7 +45,9 @@ def confirm(token: str, request: Request, session: SessionDep, tokens: TokensDep
         f"Thank you for confirming. {subscription.subscriber.email} will receive {mailing_list.name}.",
         "Every email has a link to unsubscribe in one click or to change your preferences.",
         link={
-            "href": links.preferences_url(settings.base_url, tokens, subscription.subscriber_id),
+            "href": links.preferences_url(
+                settings.base_url, tokens, subscription.subscriber_id, bound_to=subscription.subscriber.created_at
+            ),
             "label": "Your preferences",
         },
         **list_context(mailing_list),

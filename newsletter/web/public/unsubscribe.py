@@ -39,7 +39,9 @@ def _page(
         token=token,
         mailing_list=subscription.mailing_list,
         masked_email=masked(subscription.subscriber.email),
-        preferences_url=links.preferences_url(settings.base_url, tokens, subscription.subscriber_id),
+        preferences_url=links.preferences_url(
+            settings.base_url, tokens, subscription.subscriber_id, bound_to=subscription.subscriber.created_at
+        ),
         **context,
         **list_context(subscription.mailing_list),
     )

@@ -239,13 +239,16 @@ def read_rows(
                 elif len(name) > MAX_NAME_LENGTH:
                     reason = f"name: longer than {MAX_NAME_LENGTH} characters"
                 else:
-                    # Control characters go, as from every other writer (text.single_line): an escape
-                    # sequence in a name or value must not reach an admin's terminal from a CSV file either.
-                    attributes = {c: value for i, c in attribute_columns if (value := single_line(cells[i])) != ""}
-                    clean_name = " ".join(single_line(name).split())
-                    yield GoodRow(line, email, clean_name, json.dumps(attributes) if attributes else "{}")
+                    yield _good_row(line, email, name, cells, attribute_columns)
                     continue
         report.add_error(line, reason)
+
+
+def _good_row(line: int, email: str, name: str, cells: list[str], attribute_columns: list[tuple[int, str]]) -> GoodRow:
+    """A valid row as it is stored: without control characters, as from every other writer (text.single_line),
+    so an escape sequence in a CSV file's name or value never reaches an admin's terminal either."""
+    attributes = {column: value for i, column in attribute_columns if (value := single_line(cells[i])) != ""}
+    return GoodRow(line, email, " ".join(single_line(name).split()), json.dumps(attributes) if attributes else "{}")
 
 
 @functools.cache

@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(public.router)
     app.include_router(api.router)
 
-    @app.get(links.HEALTH, tags=["public"])
+    @app.get(links.HEALTH, tags=["public"], responses=public.schema.HEALTH_ANSWERS)
     def healthz(
         session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
     ) -> JSONResponse:

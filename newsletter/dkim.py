@@ -7,6 +7,7 @@ import functools
 import hashlib
 import re
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -15,7 +16,15 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from newsletter.config import Settings
 from newsletter.errors import Invalid
 
-__all__ = ["DkimKeyError", "DkimSigner", "relaxed_piece", "signer_for"]
+__all__ = [
+    "CanonicalFields",
+    "DkimKeyError",
+    "DkimSigner",
+    "canonical_fields",
+    "relaxed_field",
+    "relaxed_piece",
+    "signer_for",
+]
 
 _CRLF = b"\r\n"
 
@@ -123,18 +132,19 @@ class DkimSigner:
             raise ValueError("message has no CRLF CRLF between header and body")
         if body_hash is None:
             body_hash = hashlib.sha256(_relaxed_body(message[end + 4 :])).digest()
+        return self.sign_canonical(message, canonical_fields(message[: end + 2]), body_hash)
 
-        fields: dict[bytes, list[bytes]] = {}
-        for raw in _FIELD_SPLIT.split(message[:end]):
-            fields.setdefault(raw.partition(b":")[0].strip().lower(), []).append(raw)
+    def sign_canonical(self, message: bytes, fields: CanonicalFields, body_hash: bytes) -> bytes:
+        """`sign` for a composer that canonicalised the message's header fields itself (`canonical_fields`
+        of its constant ones once, `relaxed_field` of the others per message): what it costs is the key's."""
         signed: list[str] = []
         canonical: list[bytes] = []
         for name in _DKIM_HEADERS:
-            instances = fields.get(name.encode(), [])
+            instances = fields.get(name.encode(), ())
             # several instances are signed bottom-up (RFC 6376 §5.4.2)
-            for raw in reversed(instances):
+            for relaxed in reversed(instances):
                 signed.append(name)
-                canonical.append(_relaxed_header(raw) + _CRLF)
+                canonical.append(relaxed)
             if name in _DKIM_OVERSIGN:
                 signed.append(name)
 
@@ -154,6 +164,23 @@ class DkimSigner:
         b64 = base64.b64encode(signature)
         folded = b"\r\n ".join(b64[i : i + 72] for i in range(0, len(b64), 72))
         return head + folded + _CRLF + message
+
+
+# Each signed header's instances in the message's order, in relaxed form with their CRLF, by lowercase name.
+CanonicalFields = Mapping[bytes, Sequence[bytes]]
+
+
+def canonical_fields(block: bytes) -> dict[bytes, list[bytes]]:
+    """The relaxed forms of the fields of a header block (one or more fields, each ending in CRLF)."""
+    fields: dict[bytes, list[bytes]] = {}
+    for raw in _FIELD_SPLIT.split(block.removesuffix(_CRLF)):
+        fields.setdefault(raw.partition(b":")[0].strip().lower(), []).append(_relaxed_header(raw) + _CRLF)
+    return fields
+
+
+def relaxed_field(field_: bytes) -> bytes:
+    """One header field (ending in CRLF) in relaxed form, as `canonical_fields` gives it."""
+    return _relaxed_header(field_.removesuffix(_CRLF)) + _CRLF
 
 
 def signer_for(settings: Settings) -> DkimSigner | None:

@@ -54,6 +54,7 @@ from newsletter.models import (
     email_hash,
 )
 from newsletter.subscribers import MAX_ATTRIBUTE_LENGTH, MAX_ATTRIBUTE_NAME_LENGTH
+from newsletter.text import single_line
 
 CHUNK_ROWS = 5000
 MAX_REPORTED_ERRORS = 1000
@@ -158,7 +159,7 @@ def _sniff_delimiter(header_line: str) -> str:
 def _read_header(record: list[str]) -> list[str]:
     """The header row's column names, or InvalidCsv naming what is wrong with it."""
     # email and name are matched case-insensitively; attribute names keep their case so exports round-trip.
-    header = [unneutralise(column.strip()) for column in record]
+    header = [single_line(unneutralise(column.strip())).strip() for column in record]
     if len(header) > MAX_COLUMNS:
         raise InvalidCsv(
             f"line 1: the header has {len(header)} columns; at most {MAX_COLUMNS} are imported "
@@ -238,10 +239,16 @@ def read_rows(
                 elif len(name) > MAX_NAME_LENGTH:
                     reason = f"name: longer than {MAX_NAME_LENGTH} characters"
                 else:
-                    attributes = {c: cells[i] for i, c in attribute_columns if cells[i] != ""}
-                    yield GoodRow(line, email, " ".join(name.split()), json.dumps(attributes) if attributes else "{}")
+                    yield _good_row(line, email, name, cells, attribute_columns)
                     continue
         report.add_error(line, reason)
+
+
+def _good_row(line: int, email: str, name: str, cells: list[str], attribute_columns: list[tuple[int, str]]) -> GoodRow:
+    """A valid row as it is stored: without control characters, as from every other writer (text.single_line),
+    so an escape sequence in a CSV file's name or value never reaches an admin's terminal either."""
+    attributes = {column: value for i, column in attribute_columns if (value := single_line(cells[i])) != ""}
+    return GoodRow(line, email, " ".join(single_line(name).split()), json.dumps(attributes) if attributes else "{}")
 
 
 @functools.cache

@@ -18,7 +18,7 @@ from email.utils import formatdate, make_msgid
 
 from newsletter import rendering
 from newsletter.config import Settings
-from newsletter.dkim import DkimSigner, relaxed_piece, signer_for
+from newsletter.dkim import DkimSigner, canonical_fields, relaxed_field, relaxed_piece, signer_for
 from newsletter.errors import Invalid
 from newsletter.links import confirm_url
 from newsletter.models import Subscription
@@ -336,14 +336,18 @@ class CampaignMessage:
             if isinstance(p, tuple):
                 slots.setdefault(p, []).append(i)
         self._slots = [(placeholder, is_html, indices) for (placeholder, is_html), indices in slots.items()]
-        self._date_second = -1
-        self._date = b""
+        # DKIM: the relaxed forms of the headers that are the same in every copy, made once; per copy only
+        # To, Date (once a second), Message-ID and List-Unsubscribe are canonicalised (dkim.sign_canonical).
+        fixed = self._head_from + self._head_subject + self._head_list + self._head_tail.removesuffix(b"\r\n")
+        self._dkim_fixed = canonical_fields(fixed) if dkim else {}
+        self._date_second, self._date, self._date_relaxed = -1, b"", b""
 
     def _date_header(self) -> bytes:
         # formatdate costs more than the rest of the headers together; one per second is enough.
         now = int(time.time())
         if now != self._date_second:
             self._date = _header("Date", formatdate(now, usegmt=True)).encode("ascii")
+            self._date_relaxed = relaxed_field(self._date)
             self._date_second = now
         return self._date
 
@@ -376,22 +380,34 @@ class CampaignMessage:
                 for index in indices:
                     relaxed[index] = relaxed_form
 
+        to = _header("To", _address(recipient.name, recipient.email)).encode("utf-8")
+        message_id_field = _header("Message-ID", message_id).encode("ascii")
+        unsubscribe_field = _header("List-Unsubscribe", unsubscribe).encode("ascii")
+        date = self._date_header()
         message = b"".join(
             (
                 self._head_from,
-                _header("To", _address(recipient.name, recipient.email)).encode("utf-8"),
+                to,
                 self._head_subject,
-                self._date_header(),
-                _header("Message-ID", message_id).encode("ascii"),
+                date,
+                message_id_field,
                 self._head_list,
-                _header("List-Unsubscribe", unsubscribe).encode("ascii"),
+                unsubscribe_field,
                 self._head_tail,
                 *body,
             )
         )
         if self.dkim is None or relaxed is None:
             return message
-        return self.dkim.sign(message, body_hash=hashlib.sha256(b"".join(relaxed)).digest())
+        # These four are _OWN_HEADERS: no caller's header shares their names, so each has one instance.
+        fields = {
+            **self._dkim_fixed,
+            b"to": (relaxed_field(to),),
+            b"date": (self._date_relaxed,),
+            b"message-id": (relaxed_field(message_id_field),),
+            b"list-unsubscribe": (relaxed_field(unsubscribe_field),),
+        }
+        return self.dkim.sign_canonical(message, fields, hashlib.sha256(b"".join(relaxed)).digest())
 
 
 # --- the confirmation email ----------------------------------------------------------------------------
@@ -407,7 +423,9 @@ def compose_confirmation(settings: Settings, tokens: Tokens, subscription: Subsc
         theme=rendering.theme_for(mailing_list),
         list_name=mailing_list.name,
         list_description=mailing_list.description,
-        confirm_url=confirm_url(settings.base_url, tokens, subscriber.id, mailing_list.id),
+        confirm_url=confirm_url(
+            settings.base_url, tokens, subscriber.id, mailing_list.id, bound_to=subscriber.created_at
+        ),
         name=subscriber.name,
     )
     message = EmailMessage(policy=email_policy.SMTP)

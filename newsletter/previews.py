@@ -7,6 +7,7 @@ database (no campaign, no ledger row, no links).
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import secrets
@@ -46,6 +47,8 @@ SAMPLE_EMAIL = "reader@example.com"
 SAMPLE_NAME = "Sample Reader"
 TEST_SUBJECT_PREFIX = "[TEST] "
 TEST_HEADER = ("X-Newsletter-Test", "yes")
+# What the tokens of a preview to an address that is nobody's are bound to: they name subscriber 0, no row.
+NO_SUBSCRIBER_CREATED_AT = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class NoListToPreview(NotFound):
@@ -144,7 +147,10 @@ def _message_for(session: Session, prepared: PreparedCampaign, list_id: int, ema
     """The prepared campaign's message for one address, as the batch loop would write it."""
     # A subscriber's own tokens make unsubscribe and preferences work in a test sent to them; anyone else
     # gets tokens for subscriber 0, which the web app answers with "this link is not valid".
-    subscriber_id = session.scalar(select(Subscriber.id).where(Subscriber.email == email_address)) or 0
+    known = session.execute(
+        select(Subscriber.id, Subscriber.created_at).where(Subscriber.email == email_address)
+    ).first()
+    subscriber_id, created_at = known if known is not None else (0, NO_SUBSCRIBER_CREATED_AT)
     claimed = Claimed(
         # A random ledger id keeps each preview's Message-ID unique, so mail clients never merge two tests.
         delivery_id=secrets.randbelow(2**40) + 1,
@@ -153,6 +159,7 @@ def _message_for(session: Session, prepared: PreparedCampaign, list_id: int, ema
         email=email_address,
         name=name,
         attempts=0,
+        created_at=created_at,
     )
     return prepared.render(claimed)
 

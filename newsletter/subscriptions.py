@@ -199,7 +199,7 @@ def one_click_unsubscribe(session: Session, tokens: Tokens, *, token: str) -> bo
     its own, so it may run on an autocommit connection: one round trip). Returns whether the status
     changed; raises UnknownToken for a token whose subscription does not exist.
     """
-    (subscriber_id, list_id), created = tokens.read_bound(TokenPurpose.unsubscribe, token, 2)
+    (subscriber_id, list_id), created, _ = tokens.read_bound(TokenPurpose.unsubscribe, token, 2)
     params = {"subscriber": subscriber_id, "list": list_id, "created": created, "now": utcnow()}
     connection = session.connection()  # Core statements on the session's transaction: no ORM objects
     if is_postgres(session):
@@ -228,7 +228,7 @@ async def one_click_unsubscribe_async(conn: AsyncConnection[Any], tokens: Tokens
 
     The connection must commit durably (synchronous_commit on): the 200 that follows means it is recorded.
     """
-    (subscriber_id, list_id), created = tokens.read_bound(TokenPurpose.unsubscribe, token, 2)
+    (subscriber_id, list_id), created, _ = tokens.read_bound(TokenPurpose.unsubscribe, token, 2)
     params = _ONE_CLICK_PG.params(subscriber=subscriber_id, list=list_id, created=created, now=utcnow())
     row = await (await conn.execute(_ONE_CLICK_PG.sql, params)).fetchone()
     changed, found = row if row is not None else (0, False)
@@ -451,7 +451,15 @@ def _same_row(subscriber: Subscriber, reading: Reading) -> bool:
     is final; a link in an old email must not bring anyone back nor show what is left of them)."""
     if subscriber.status == SubscriberStatus.blocklisted:
         return False
-    return reading.bound_to is None or subscriber.created_at == reading.bound_to
+    if reading.bound_to is not None:
+        return subscriber.created_at == reading.bound_to
+    # An unbound link from mail sent before links were bound (see tokens.Reading): a timestamped one must
+    # have been signed after this row was created.
+    return reading.signed_at is None or subscriber.created_at <= reading.signed_at + _SIGNED_AT_SLACK
+
+
+# A token's time has whole seconds, and the host that signed it may have had a slightly different clock.
+_SIGNED_AT_SLACK = dt.timedelta(minutes=1)
 
 
 # --- preferences ----------------------------------------------------------------------------------------

@@ -58,11 +58,22 @@ def bound_time(value: int) -> dt.datetime:
 
 
 class Reading(NamedTuple):
+    """What a token says. Unbound tokens (made before links were bound, so in mail already sent) stay valid
+    for the row with their id, under two rules that keep them off anyone else's row:
+
+    - Since migration 0002 no id is handed out twice, so the row with that id is the one it was made for.
+      (An id SQLite had already reused before 0002 ran is beyond any token format's repair.)
+    - A timestamped (confirmation) token must be older than the row it acts on: a row created after the
+      link was signed cannot be the one it was made for. Unbound confirmation links die within
+      CONFIRM_MAX_AGE anyway; the unsubscribe and preferences links in old campaign mail carry no time.
+
+    What remains is a database rebuilt with explicit ids while old mail is in people's mailboxes: rotate
+    SECRET_KEY then (README, "Rebuilding a database"): old links name rows that are no longer theirs.
+    """
+
     ids: tuple[int, ...]
-    # The subscriber's created_at the token was made for; None for tokens made before tokens were bound.
-    # Those stay valid: since migration 0002 no id is ever reused, so each names the one row it was made
-    # for (an id SQLite had already reused before 0002 ran is beyond any token format's repair).
-    bound_to: dt.datetime | None
+    bound_to: dt.datetime | None  # the subscriber's created_at the token was made for; None: unbound
+    signed_at: dt.datetime | None = None  # when a timestamped (confirmation) token was signed
 
 
 class Tokens:
@@ -127,8 +138,13 @@ class Tokens:
             value, _, signature = token.encode("ascii").rpartition(b".")
             if not self._verified(purpose, value, signature):
                 raise BadSignature("signature mismatch")
+            signed_at = None
             if isinstance(signer, TimestampSigner):
-                packed = signer.unsign(token.encode("ascii"), max_age=int(_MAX_AGE[purpose].total_seconds()))
+                unsigned = signer.unsign(
+                    token.encode("ascii"), max_age=int(_MAX_AGE[purpose].total_seconds()), return_timestamp=True
+                )
+                assert isinstance(unsigned, tuple)  # return_timestamp=True
+                packed, signed_at = unsigned
             else:
                 packed = value
             payload = urlsafe_b64decode(packed + b"=" * (-len(packed) % 4))
@@ -140,7 +156,7 @@ class Tokens:
             raise ExpiredToken("this link has expired") from None
         except (BadSignature, ValueError, OverflowError, UnicodeEncodeError):
             raise UnknownToken("this link is not valid") from None
-        return Reading(parts[:count], bound_to)
+        return Reading(parts[:count], bound_to, signed_at)
 
     def read(self, purpose: TokenPurpose, token: str, count: int) -> tuple[int, ...]:
         """The ids of a token that is bound to no row (tracking); a bound token is not valid here."""

@@ -128,14 +128,18 @@ def test_placeholders_are_substituted_for_each_recipient(
     stored = digests.load_digest(FIXTURES[fixture])
     assert {item.url for item in stored.items} <= set(links.values())
     ids = dict(session.execute(select(Subscriber.email, Subscriber.id)).all())
+    created = dict(session.execute(select(Subscriber.email, Subscriber.created_at)).all())
     assert len(received) == len(PEOPLE)
     for message in received:
         (address,) = message.rcpt_tos
         name = dict(PEOPLE)[address]
         delivery_id, list_id = by_subscriber[ids[address]]
         html, text = html_of(message), text_of(message)
-        unsubscribe = f"{base}/unsubscribe/{tokens.make(TokenPurpose.unsubscribe, ids[address], list_id)}"
-        preferences = f"{base}/preferences/{tokens.make(TokenPurpose.preferences, ids[address])}"
+        # bound to the subscriber's row (issue 11 item 1)
+        bound = created[address]
+        leave = tokens.make(TokenPurpose.unsubscribe, ids[address], list_id, bound_to=bound)
+        unsubscribe = f"{base}/unsubscribe/{leave}"
+        preferences = f"{base}/preferences/{tokens.make(TokenPurpose.preferences, ids[address], bound_to=bound)}"
         track = tokens.make(TokenPurpose.track, delivery_id)
         greeting = name or "reader"  # the fallback for subscribers without a name
         assert f"Hello {greeting}," in text

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
+from types import SimpleNamespace
 
 import dkim
 import pytest
@@ -385,3 +386,23 @@ def test_the_configured_signer_is_built_once_per_key_file(
     with pytest.raises(DkimKeyError, match=f"cannot read DKIM key file {re.escape(str(path))}"):
         signer_for(configured)
     assert signer_for(make_settings()) is None  # DKIM off
+
+
+@pytest.mark.parametrize(
+    "name", [None, "Ana", 'Қазақстан 🎉, "x"', "A very long display name " * 6, "tab\there  spaced"]
+)
+def test_a_campaigns_precanonicalised_signature_is_the_generic_signers_and_dkimpy_verifies_it(
+    signer: DkimSigner, name: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The composer canonicalises its constant headers once (dkim.sign_canonical): byte for byte what
+    `sign` makes of the same unsigned message, and valid for dkimpy, with folding, mailto and extra headers."""
+    monkeypatch.setattr("newsletter.dkim.time", SimpleNamespace(time=lambda: 1_764_590_000.5))
+    message = campaign(dkim=signer, headers={"X-Campaign-ID": "42", "Feedback-ID": "42:weekly:nl"}).render(
+        recipient(name, **{"%%NAME%%": name or ""})
+    )
+    signature_end = re.match(rb"DKIM-Signature:(?:[^\r]|\r\n[ \t])*\r\n", message)
+    assert signature_end is not None
+    unsigned = message[signature_end.end() :]
+    assert signer.sign(unsigned) == message
+    assert verify(message, signer)
+    assert b"feedback-id" in message[: signature_end.end()]  # a caller's signed header is in h=

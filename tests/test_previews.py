@@ -89,7 +89,8 @@ def test_test_send_goes_through_smtp_marked_and_unrecorded(
     assert html is not None
     content = html.get_content()
     assert "Hello Dana," in content  # the subscriber's own name and tokens: their links work
-    assert f"/unsubscribe/{Tokens(settings.secret_key).make(TokenPurpose.unsubscribe, editor.id, weekly.id)}" in content
+    own = Tokens(settings.secret_key).make(TokenPurpose.unsubscribe, editor.id, weekly.id, bound_to=editor.created_at)
+    assert f"/unsubscribe/{own}" in content  # bound to the editor's row, as a campaign's links are
     assert f'href="{digest.items[0].url}"' in content and "/c/" not in content
     assert preview.recipient == "editor@example.com"
     assert nothing_recorded(session)

@@ -107,7 +107,7 @@ def test_binding_round_trips_to_the_microsecond_and_is_signed() -> None:
     moment = dt.datetime(2026, 12, 1, 11, 7, 32, 123456, tzinfo=dt.UTC)
     assert bound_time(binding(moment)) == moment
     token = TOKENS.make(TokenPurpose.preferences, 5, bound_to=moment)
-    assert TOKENS.read_bound(TokenPurpose.preferences, token, 1) == ((5,), moment)
+    assert TOKENS.read_bound(TokenPurpose.preferences, token, 1) == ((5,), moment, None)
     # A tracking read (unbound ids) does not accept a bound token, nor a token with a changed binding.
     with pytest.raises(UnknownToken):
         TOKENS.read(TokenPurpose.preferences, token, 1)

@@ -1,18 +1,25 @@
 """Fuzzing the public routes (issue 11): strings with NUL, control characters, overlong and odd Unicode in
 every path segment, query parameter and form field a stranger controls; nothing may answer 5xx.
 
-Hypothesis drives plain requests (the public pages read forms and tokens themselves, so their OpenAPI
-entries describe no body for schemathesis to generate); bounded examples keep it fast.
+Two passes: schemathesis generates requests from the public routes' own OpenAPI entries (web/public/schema.py
+documents the forms the pages read themselves, and every status and media type they answer) and checks the
+answers against them, once with the documented shapes and once with every string made nasty; and
+hypothesis drives plain requests with odd query parameters and form fields on top. Bounded examples keep
+it fast.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis import checks
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.config import Settings
@@ -28,6 +35,23 @@ NASTY = st.one_of(
     st.builds(lambda n: "x" * n, st.integers(200, 5000)),
     st.sampled_from(["weekly", "..", "%", "%00", "\u202e", "\ud7ff", "' OR 1=1 --", "a" * 300 + "@example.com"]),
 )
+# Test-side only: the format the nasty pass gives every string of the public entries, so that schemathesis
+# draws those strings from NASTY instead of from all of Unicode, where NUL and 5,000 x are rare.
+NASTY_FORMAT = "x-nasty-text"
+schemathesis.openapi.format(NASTY_FORMAT, NASTY)
+PUBLIC_PATHS = {
+    "/subscribe/{slug}",
+    "/confirm/{token}",
+    "/unsubscribe/{token}",
+    "/unsubscribe/{token}/undo",
+    "/preferences/{token}",
+    "/o/{token}",
+    "/c/{token}",
+    "/archive",
+    "/archive/{slug}",
+    "/feed.xml",
+    "/healthz",
+}
 PAGES = ["/subscribe/{}", "/archive/{}", "/confirm/{}", "/unsubscribe/{}", "/unsubscribe/{}/undo", "/preferences/{}"]
 PAGES += ["/o/{}", "/c/{}"]
 
@@ -59,3 +83,41 @@ def test_public_routes_never_answer_5xx(site: Api) -> None:
     check()
     for path in ("/archive", "/feed.xml", "/healthz", "/subscribe/weekly"):
         assert client.get(path, params={"page": "\x00", "list": "x" * 5000}).status_code < 500
+
+
+def _nasty(node: Any) -> Any:
+    """A copy of an OpenAPI fragment whose every string schema is drawn from NASTY."""
+    if isinstance(node, dict):
+        copied = {key: _nasty(value) for key, value in node.items()}
+        if copied.get("type") == "string" and "format" not in copied:
+            copied["format"] = NASTY_FORMAT
+            copied.pop("examples", None)
+        return copied
+    if isinstance(node, list):
+        return [_nasty(item) for item in node]
+    return node
+
+
+def test_public_routes_conform_to_their_openapi_entries(site: Api) -> None:
+    """schemathesis over every public route: no 5xx, and only the statuses and media types documented."""
+    document = site.client.get("/openapi.json").json()
+    public = {path: entry for path, entry in document["paths"].items() if not path.startswith("/api/")}
+    assert set(public) == PUBLIC_PATHS  # the stylesheet and the CORS preflight are not in the schema
+    config = schemathesis.Config.from_dict({"generation": {"mode": "positive"}})
+    tested = []
+    for paths in (public, _nasty(public)):
+        schema = schemathesis.openapi.from_dict({**copy.deepcopy(document), "paths": paths}, config=config)
+        schema.app = site.client.app
+        for result in schema.get_all_operations():
+            operation = result.ok()
+
+            @given(case=operation.as_strategy())
+            @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            def exercise(case: Any) -> None:
+                case.call_and_validate(
+                    checks=[checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance]
+                )
+
+            exercise()
+            tested.append(operation.label)
+    assert len(tested) == 2 * sum(len(entry) for entry in public.values())

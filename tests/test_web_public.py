@@ -780,6 +780,22 @@ def test_nul_in_the_subscribe_form_or_preferences_is_a_400_not_a_500(web: Web, s
     assert web.mailer.sent == []
 
 
+def test_preferences_ignore_list_and_section_ids_that_are_not_ascii_digits(web: Web, session: Session) -> None:
+    """Found by the schemathesis pass: '²' passed str.isdigit() and int() refused it, a 500."""
+    weekly = make_list(session, "weekly")
+    reader = make_subscriber(session, weekly, "ana@example.com", "Ana")
+    session.commit()
+    before = _people(session)
+    odd = {"list": ["\u00b2", "\u0663"], "section.\u00b2": ["a"]}
+    assert web.client.post("/preferences/not-a-token", data=odd).status_code == 404
+    token = web.tokens.make(TokenPurpose.preferences, reader.id, bound_to=reader.created_at)
+    # The odd ids name no list: they are ignored, as any id that is not one of the page's lists.
+    saved = web.client.post(f"/preferences/{token}", data={**odd, "list": [*odd["list"], str(weekly.id)]})
+    assert saved.status_code == 200 and "saved" in saved.text
+    assert _people(session) == before
+    assert subscription_of(fresh(session), reader, weekly).status == SubscriptionStatus.confirmed
+
+
 # --- issue 11, items 5 and 6: erasure is final, an old confirmation link does not undo an unsubscribe -----
 
 

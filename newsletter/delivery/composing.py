@@ -103,12 +103,13 @@ class PreparedCampaign:
 
     def render(self, claimed: Claimed) -> bytes:
         """The recipient's message; raises messages.InvalidHeader when it cannot be written safely."""
-        make = self.tokens.make
-        unsubscribe = self._unsubscribe + make(TokenPurpose.unsubscribe, claimed.subscriber_id, claimed.list_id)
+        make, subscriber, created = self.tokens.make, claimed.subscriber_id, claimed.created_at
+        # Bound to the subscriber's row (tokens.binding): never to act on a later row that gets the same id.
+        unsubscribe = self._unsubscribe + make(TokenPurpose.unsubscribe, subscriber, claimed.list_id, bound_to=created)
         values = {
             rendering.NAME: claimed.name,
             rendering.UNSUBSCRIBE_URL: unsubscribe,
-            rendering.PREFERENCES_URL: self._preferences + make(TokenPurpose.preferences, claimed.subscriber_id),
+            rendering.PREFERENCES_URL: self._preferences + make(TokenPurpose.preferences, subscriber, bound_to=created),
         }
         if self.tracking:
             values[rendering.TRACK] = make(TokenPurpose.track, claimed.delivery_id)

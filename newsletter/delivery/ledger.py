@@ -85,6 +85,9 @@ class Claimed:
     email: str
     name: str
     attempts: int
+    # The subscriber's created_at: the links in their copy are bound to it (tokens.binding), so a link
+    # never acts on another row that got the same id.
+    created_at: dt.datetime
     sections: list[str] | None = None  # digest sections the subscriber chose on the preferences page
 
 
@@ -251,7 +254,7 @@ picked AS (
     LIMIT :limit
     FOR UPDATE OF d SKIP LOCKED
 ), checked AS (
-    SELECT p.id, s.email, s.name,
+    SELECT p.id, s.email, s.name, s.created_at,
         s.status = '{SubscriberStatus.active.value}'
         AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_hash = s.email_hash)
         AND NOT EXISTS (SELECT 1 FROM blocked_domains b WHERE b.domain = s.email_domain)
@@ -272,7 +275,7 @@ UPDATE deliveries d SET
     smtp_text = CASE WHEN c.wanted THEN d.smtp_text ELSE :skipped_text END
 FROM checked c
 WHERE d.id = c.id
-RETURNING d.id, d.subscriber_id, d.list_id, c.email, c.name, d.attempts, c.wanted, c.sections
+RETURNING d.id, d.subscriber_id, d.list_id, c.email, c.name, d.attempts, c.created_at, c.wanted, c.sections
 """
 _PG_CLAIM = text("WITH" + _PG_CLAIM_CTES)
 
@@ -317,7 +320,7 @@ def _record_sent_params(ids: MessageIds, sent: list[int], worker: str) -> dict[s
 def _claimed(rows: Sequence[Any]) -> list[Claimed]:
     """The claim's RETURNING rows that are to be sent (the others were skipped), in id order."""
     picked = [
-        Claimed(row.id, row.subscriber_id, row.list_id, row.email, row.name, row.attempts, row.sections)
+        Claimed(row.id, row.subscriber_id, row.list_id, row.email, row.name, row.attempts, row.created_at, row.sections)
         for row in rows
         if row.wanted
     ]
@@ -369,6 +372,7 @@ def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, li
             Subscriber.email,
             Subscriber.name,
             Delivery.attempts,
+            Subscriber.created_at,
             Subscription.sections,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)

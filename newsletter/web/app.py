@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.admin_enabled:
         admin.install(app, app.state.assets)
 
-    @app.get(links.HEALTH, tags=["public"])
+    @app.get(links.HEALTH, tags=["public"], responses=public.schema.HEALTH_ANSWERS)
     def healthz(
         session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
     ) -> JSONResponse:

@@ -13,7 +13,8 @@ from newsletter import links
 from newsletter.web.pages import pages
 from newsletter.web.public import archive, confirm, preferences, subscribe, tracking, unsubscribe
 
-router = APIRouter(tags=["public"])
+# No JSON by default: each page documents its own media types (public/schema.py), not FastAPI's guess.
+router = APIRouter(tags=["public"], default_response_class=Response)
 for module in (subscribe, confirm, unsubscribe, preferences, tracking, archive):
     router.include_router(module.router)
 

@@ -16,6 +16,7 @@ from newsletter.digests import from_stored
 from newsletter.models import Campaign, CampaignStatus, Digest, MailingList, Visibility, campaign_lists
 from newsletter.web.deps import SessionDep, SettingsDep
 from newsletter.web.pages import not_found, pages, site_context
+from newsletter.web.public import schema
 
 router = APIRouter()
 
@@ -61,7 +62,7 @@ def first_sent(session: Session, digests: list[Digest]) -> dict[int, dt.datetime
     return {digest_id: sent_at for digest_id, sent_at in rows}
 
 
-@router.get(links.ARCHIVE, response_model=None)
+@router.get(links.ARCHIVE, response_model=None, responses=schema.page({200: schema.answer("The archive", schema.HTML)}))
 def archive(request: Request, session: SessionDep) -> Response:
     subscribable = session.scalars(
         select(MailingList).where(MailingList.visibility == Visibility.public).order_by(MailingList.name)
@@ -77,7 +78,11 @@ def archive(request: Request, session: SessionDep) -> Response:
     )
 
 
-@router.get(f"{links.ARCHIVE}/{{slug}}", response_model=None)
+@router.get(
+    f"{links.ARCHIVE}/{{slug}}",
+    response_model=None,
+    responses=schema.page({200: schema.answer("An issue", schema.HTML)}),
+)
 def archived_digest(slug: str, request: Request, session: SessionDep) -> Response:
     digest = session.scalar(select(Digest).where(Digest.slug == slug, Digest.id.in_(_archived().scalar_subquery())))
     if digest is None:
@@ -91,7 +96,11 @@ def archived_digest(slug: str, request: Request, session: SessionDep) -> Respons
     )
 
 
-@router.get(links.FEED, response_model=None)
+@router.get(
+    links.FEED,
+    response_model=None,
+    responses=schema.page({200: schema.answer("The Atom feed", "application/atom+xml")}),
+)
 def feed(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """Atom feed of the archive: each entry carries the whole issue as HTML."""
     site = site_context(request, session)

@@ -9,12 +9,21 @@ from newsletter import links, subscriptions
 from newsletter.tokens import ExpiredToken, UnknownToken
 from newsletter.web.deps import SessionDep, SettingsDep, TokensDep
 from newsletter.web.pages import client_ip, list_context, message, not_found, site_context
+from newsletter.web.public import schema
 from newsletter.web.public.unsubscribe import unsubscribed_page
 
 router = APIRouter()
 
 
-@router.get(f"{links.CONFIRM}{{token}}", response_model=None)
+_ANSWERS = schema.page(
+    {
+        200: schema.answer("Subscribed; or, after an unsubscribe, the way back", schema.HTML),
+        410: schema.answer("The confirmation link has expired", schema.HTML),
+    }
+)
+
+
+@router.get(f"{links.CONFIRM}{{token}}", response_model=None, responses=_ANSWERS)
 def confirm(token: str, request: Request, session: SessionDep, tokens: TokensDep, settings: SettingsDep) -> Response:
     try:
         subscription = subscriptions.confirm(session, tokens, token=token, ip=client_ip(request))
@@ -45,7 +54,9 @@ def confirm(token: str, request: Request, session: SessionDep, tokens: TokensDep
         f"Thank you for confirming. {subscription.subscriber.email} will receive {mailing_list.name}.",
         "Every email has a link to unsubscribe in one click or to change your preferences.",
         link={
-            "href": links.preferences_url(settings.base_url, tokens, subscription.subscriber_id),
+            "href": links.preferences_url(
+                settings.base_url, tokens, subscription.subscriber_id, bound_to=subscription.subscriber.created_at
+            ),
             "label": "Your preferences",
         },
         **list_context(mailing_list),

@@ -12,6 +12,7 @@ from newsletter.errors import Invalid
 from newsletter.tokens import Tokens, UnknownToken
 from newsletter.web.deps import SessionDep, TokensDep
 from newsletter.web.pages import client_ip, form_fields, list_context, masked, not_found, pages, read_body, site_context
+from newsletter.web.public import schema
 
 router = APIRouter()
 PATH = f"{links.PREFERENCES}{{token}}"
@@ -35,7 +36,7 @@ def _preferences_page(
     )
 
 
-@router.get(PATH, response_model=None)
+@router.get(PATH, response_model=None, responses=schema.page({200: schema.answer("The preferences page", schema.HTML)}))
 def preferences_page(token: str, request: Request, session: SessionDep, tokens: TokensDep) -> Response:
     try:
         prefs = subscriptions.preferences(session, tokens, token=token)
@@ -44,7 +45,7 @@ def preferences_page(token: str, request: Request, session: SessionDep, tokens: 
     return _preferences_page(request, session, token, prefs)
 
 
-@router.post(PATH, response_model=None)
+@router.post(PATH, response_model=None, responses=schema.PREFERENCES_ANSWERS, openapi_extra=schema.PREFERENCES_BODY)
 async def save_preferences(token: str, request: Request, session: SessionDep, tokens: TokensDep) -> Response:
     fields = form_fields(await read_body(request))
     return await run_in_threadpool(_save_preferences, request, session, tokens, token, fields)
@@ -58,11 +59,11 @@ def _save_preferences(
             subscriptions.unsubscribe_everything(session, tokens, token=token)
             prefs = subscriptions.preferences(session, tokens, token=token)
             return _preferences_page(request, session, token, prefs, "You are unsubscribed from everything.")
-        lists = {int(v) for v in fields.get("list", []) if v.isdigit() and len(v) < 19}
+        lists = {int(v) for v in fields.get("list", []) if _is_id(v)}
         sections = {
             int(key.removeprefix("section.")): values
             for key, values in fields.items()
-            if key.startswith("section.") and key.removeprefix("section.").isdigit()
+            if key.startswith("section.") and _is_id(key.removeprefix("section."))
         }
         name = fields.get("name", [None])[0]
         prefs = subscriptions.update_preferences(
@@ -77,3 +78,8 @@ def _save_preferences(
         response.status_code = 400
         return response
     return _preferences_page(request, session, token, prefs, "Your preferences are saved.")
+
+
+def _is_id(value: str) -> bool:
+    # ASCII digits only: str.isdigit() also accepts '²' and other digits int() refuses (a 500, found by the fuzz)
+    return value.isascii() and value.isdigit() and len(value) < 19

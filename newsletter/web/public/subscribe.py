@@ -30,6 +30,7 @@ from newsletter.models import MailingList
 from newsletter.subscriptions import ListNotSubscribable
 from newsletter.web.deps import SessionDep
 from newsletter.web.pages import client_ip, form_fields, list_context, message, not_found, pages, read_body
+from newsletter.web.public import schema
 from newsletter.web.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _subscribe_page(
     )
 
 
-@router.get(PATH, response_model=None)
+@router.get(PATH, response_model=None, responses=schema.page({200: schema.answer("The subscribe form", schema.HTML)}))
 def subscribe_form(slug: str, request: Request, session: SessionDep) -> Response:
     mailing_list = _public_list(session, slug)
     if mailing_list is None:
@@ -147,7 +148,7 @@ def _submitted_values(body: bytes, is_json: bool) -> dict[str, str]:
     return values
 
 
-@router.post(PATH, response_model=None)
+@router.post(PATH, response_model=None, responses=schema.SUBSCRIBE_ANSWERS, openapi_extra=schema.SUBSCRIBE_BODY)
 async def subscribe(slug: str, request: Request, session: SessionDep) -> Response:
     """The form (HTML answer) and its embeddable JSON variant; see the module docstring."""
     body = await read_body(request)

@@ -24,6 +24,7 @@ from newsletter.web.pages import (
     pages,
     read_body,
 )
+from newsletter.web.public import schema
 
 router = APIRouter()
 PATH = f"{links.UNSUBSCRIBE}{{token}}"
@@ -39,7 +40,9 @@ def _page(
         token=token,
         mailing_list=subscription.mailing_list,
         masked_email=masked(subscription.subscriber.email),
-        preferences_url=links.preferences_url(settings.base_url, tokens, subscription.subscriber_id),
+        preferences_url=links.preferences_url(
+            settings.base_url, tokens, subscription.subscriber_id, bound_to=subscription.subscriber.created_at
+        ),
         **context,
         **list_context(subscription.mailing_list),
     )
@@ -60,7 +63,7 @@ def unsubscribed_page(
     )
 
 
-@router.get(PATH, response_model=None)
+@router.get(PATH, response_model=None, responses=schema.page({200: schema.answer("The page", schema.HTML)}))
 def unsubscribe_page(token: str, request: Request, session: SessionDep, tokens: TokensDep) -> Response:
     """One button. A GET never changes anything: link scanners and prefetchers open these URLs."""
     try:
@@ -72,7 +75,7 @@ def unsubscribe_page(token: str, request: Request, session: SessionDep, tokens: 
     return _page(request, "unsubscribe.html", tokens, token, subscription, title="Unsubscribe")
 
 
-@router.post(PATH, response_model=None)
+@router.post(PATH, response_model=None, responses=schema.ONE_CLICK_ANSWERS, openapi_extra=schema.ONE_CLICK_BODY)
 async def unsubscribe(token: str, request: Request) -> Response:
     """RFC 8058 one-click (body `List-Unsubscribe=One-Click`, no cookies, no auth) and the page's button."""
     one_click = form_fields(await read_body(request)).get("List-Unsubscribe") == ["One-Click"]
@@ -101,7 +104,11 @@ def _unsubscribe_button(request: Request, token: str) -> Response:
         return unsubscribed_page(request, tokens, token, result.subscription)
 
 
-@router.post(f"{PATH}{links.UNDO}", response_model=None)
+@router.post(
+    f"{PATH}{links.UNDO}",
+    response_model=None,
+    responses=schema.form_route({200: schema.answer("Back on the list", schema.HTML)}),
+)
 def resubscribe(token: str, request: Request, session: SessionDep, tokens: TokensDep) -> Response:
     try:
         subscription = subscriptions.resubscribe(session, tokens, token=token, ip=client_ip(request))

@@ -26,10 +26,10 @@ from sqlalchemy.orm import Session
 from newsletter import tracking
 from newsletter.config import Settings
 from newsletter.delivery.composing import MESSAGE_MAC_LENGTH, MessageMacs
-from newsletter.delivery.ledger import is_hard_status
+from newsletter.delivery.ledger import is_hard_status, rowcount
 from newsletter.errors import Invalid
 from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Subscriber, SuppressionReason
-from newsletter.suppressions import suppress
+from newsletter.suppressions import suppress, suppress_if_soft_bouncing
 from newsletter.text import single_line
 
 
@@ -41,12 +41,13 @@ class NotAReport(Invalid):
 class Report:
     """One recipient's part of a report."""
 
-    kind: Literal["bounce", "delay", "complaint"]
+    kind: Literal["bounce", "delay", "complaint", "delivered"]
     recipient: str | None  # the address that failed (Final-Recipient) or was reported (Original-Rcpt-To)
     original_recipient: str | None  # the address as first given, before any forwarding
     status: str | None  # RFC 3463 enhanced status, e.g. 5.1.1
     diagnostic: str | None  # the remote server's words, e.g. "smtp; 550 5.1.1 User unknown"
     message_id: str | None  # of the message the report is about
+    hard: bool | None = None  # what a provider says the bounce is; None: judged by `status` (RFC 3463)
 
     @property
     def detail(self) -> str:
@@ -189,45 +190,80 @@ def ingest(session: Session, settings: Settings, data: bytes) -> list[Outcome]:
 
 
 def _record(session: Session, settings: Settings, report: Report) -> Outcome:
-    def outcome(
-        result: Literal["suppressed", "recorded", "already recorded", "ignored"],
-        reason: str,
-        row: Delivery | None = None,
-    ) -> Outcome:
-        return Outcome(report, row.id if row else None, row.campaign_id if row else None, result, reason)
+    if report.kind == "delay":
+        return Outcome(report, None, None, "ignored", "delayed: the reporting server is still trying")
+    row, reason = delivery_of(session, settings, report.message_id)
+    if row is None:
+        return Outcome(report, None, None, "ignored", reason)
+    return apply(session, settings, row, report)
+
+
+def delivery_of(session: Session, settings: Settings, message_id: str | None) -> tuple[Delivery | None, str]:
+    """The ledger row a Message-ID of ours names, or None and why not (not ours, forged, deleted)."""
+    found = _OUR_MESSAGE_ID.fullmatch(message_id or "")
+    if found is None:
+        return None, "the report quotes no Message-ID of a campaign message"
+    campaign_id, delivery_id, mac = int(found[1]), int(found[2]), found[3]
+    if not MessageMacs.from_settings(settings).verify(campaign_id, delivery_id, mac):
+        return None, "the quoted Message-ID was not written by this installation"
+    row = session.get(Delivery, delivery_id)
+    if row is None or row.campaign_id != campaign_id:
+        return None, "no such delivery (the campaign may have been deleted)"
+    return row, ""
+
+
+def apply(session: Session, settings: Settings, row: Delivery, report: Report) -> Outcome:
+    """What a report about one delivery does, whichever way it came (mail here, a provider's webhook in
+    newsletter/providers/): a hard bounce or a complaint suppresses the recipient, a soft bounce is
+    recorded and suppresses only the SOFT_BOUNCE_LIMIT-th within SOFT_BOUNCE_DAYS, a delivery confirms a
+    row whose fate a crash left unknown."""
+
+    def outcome(result: Literal["suppressed", "recorded", "already recorded", "ignored"], reason: str) -> Outcome:
+        return Outcome(report, row.id, row.campaign_id, result, reason)
 
     if report.kind == "delay":
         return outcome("ignored", "delayed: the reporting server is still trying")
-    found = _OUR_MESSAGE_ID.fullmatch(report.message_id or "")
-    if found is None:
-        return outcome("ignored", "the report quotes no Message-ID of a campaign message")
-    campaign_id, delivery_id, mac = int(found[1]), int(found[2]), found[3]
-    if not MessageMacs.from_settings(settings).verify(campaign_id, delivery_id, mac):
-        return outcome("ignored", "the quoted Message-ID was not written by this installation")
-    row = session.get(Delivery, delivery_id)
-    if row is None or row.campaign_id != campaign_id:
-        return outcome("ignored", "no such delivery (the campaign may have been deleted)")
+    if report.kind == "delivered":
+        return outcome(*_delivered(session, row))
     address = session.scalar(select(Subscriber.email).where(Subscriber.id == row.subscriber_id)) or ""
     # A report acts on its delivery's recipient only. A bounce that names other addresses (a forwarded
     # copy, or a forger's own address) changes nothing; feedback loops redact the recipient, so a
     # complaint's Message-ID alone says whose copy it was, and it never acts on the address it names.
     named = {a.lower() for a in (report.recipient, report.original_recipient) if a}
     if report.kind == "bounce" and address.lower() not in named:
-        return outcome("ignored", "the bounce names another address than this delivery's recipient", row)
+        return outcome("ignored", "the bounce names another address than this delivery's recipient")
     kind = EventType.complaint if report.kind == "complaint" else EventType.bounce
     seen = session.scalar(select(Event.id).where(Event.delivery_id == row.id, Event.type == kind).limit(1))
     if seen is not None:
-        return outcome("already recorded", "this report was read before", row)
+        return outcome("already recorded", "this report was read before")
 
     if report.kind == "complaint":
         tracking.record_complaint(session, row.id, detail=report.detail[:2000])
-        return outcome("suppressed", "complaint: never mailed again", row)
+        return outcome("suppressed", "complaint: never mailed again")
 
     _bounced(session, row, report)
-    if is_hard_status(report.status or ""):
+    if report.hard if report.hard is not None else is_hard_status(report.status or ""):
         suppress(session, address, SuppressionReason.hard_bounce, detail=report.detail[:2000])
-        return outcome("suppressed", "hard bounce: the address does not exist or refuses mail for good", row)
-    return outcome("recorded", "soft bounce: recorded, the address stays", row)
+        return outcome("suppressed", "hard bounce: the address does not exist or refuses mail for good")
+    if suppress_if_soft_bouncing(session, settings, row.subscriber_id, address):
+        return outcome(
+            "suppressed",
+            f"soft bounce: the {settings.soft_bounce_limit}th within "
+            f"{settings.soft_bounce_days:g} days, so the address is suppressed",
+        )
+    return outcome("recorded", "soft bounce: recorded, the address stays")
+
+
+def _delivered(session: Session, row: Delivery) -> tuple[Literal["recorded", "ignored"], str]:
+    confirmed = session.execute(
+        update(Delivery)
+        .where(Delivery.id == row.id, Delivery.status == DeliveryStatus.unknown)
+        .values(status=DeliveryStatus.sent, smtp_text="delivered, as the provider reported after a crash")
+        .execution_options(synchronize_session="fetch")
+    )
+    if rowcount(confirmed):
+        return "recorded", "delivered: the row a crash left unknown is sent"
+    return "ignored", "delivered: nothing to change"
 
 
 def _bounced(session: Session, row: Delivery, report: Report) -> None:

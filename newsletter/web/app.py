@@ -19,7 +19,7 @@ from newsletter.config import Settings, get_settings
 from newsletter.db import session_factory
 from newsletter.models import Role
 from newsletter.tokens import Tokens
-from newsletter.web import api, public
+from newsletter.web import api, public, webhooks
 from newsletter.web.api.deps import bearer
 from newsletter.web.bodylimit import BodyLimit
 from newsletter.web.deps import HotPools, SessionDep, hot_session_factories
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RefuseNul)  # added last: runs first
     app.include_router(public.router)
     app.include_router(api.router)
+    app.include_router(webhooks.router)
 
     @app.get(links.HEALTH, tags=["public"])
     def healthz(

@@ -16,7 +16,7 @@ from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from newsletter import users
+from newsletter import links, users
 from newsletter.config import Settings
 from newsletter.db import unit_of_work
 from newsletter.web.api.errors import error_response
@@ -41,6 +41,8 @@ class BodyLimit:
             return self.settings.max_upload_bytes
         if path.startswith(API):
             return self.settings.max_api_body_bytes
+        if path.startswith(links.WEBHOOKS):
+            return self.settings.max_webhook_body_bytes
         return self.settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -37,7 +37,7 @@ from newsletter.models import (
     SuppressionReason,
     campaign_lists,
 )
-from newsletter.suppressions import not_in_blocked_domain, suppress
+from newsletter.suppressions import not_in_blocked_domain, suppress, suppress_if_soft_bouncing
 
 # Kept on a row resent under UNKNOWN_POLICY=resend even once it is sent: it marks the recipients who may
 # have two copies, so the campaign's stats can say how many.
@@ -437,7 +437,7 @@ def record(session: Session, settings: Settings, ids: MessageIds, outcomes: Outc
     for claimed, result in outcomes.retry:
         _record_retry(session, settings, claimed, result, now, mine)
     for claimed, result in outcomes.failed:
-        _record_failure(session, ids.campaign_id, claimed, result, mine)
+        _record_failure(session, settings, ids.campaign_id, claimed, result, mine)
     if outcomes.unwanted:
         session.execute(
             update(Delivery)
@@ -497,7 +497,9 @@ def is_hard_bounce(result: SendResult) -> bool:
     return result.permanent and (is_hard_status(status) or status[:1] != "5")
 
 
-def _record_failure(session: Session, campaign_id: int, claimed: Claimed, result: SendResult, mine: Any) -> None:
+def _record_failure(
+    session: Session, settings: Settings, campaign_id: int, claimed: Claimed, result: SendResult, mine: Any
+) -> None:
     changed = session.execute(
         update(Delivery)
         .where(Delivery.id == claimed.delivery_id, *mine)
@@ -517,6 +519,8 @@ def _record_failure(session: Session, campaign_id: int, claimed: Claimed, result
     )
     if is_hard_bounce(result):
         suppress(session, claimed.email, SuppressionReason.hard_bounce, detail=f"{result.code} {result.text}")
+    else:
+        suppress_if_soft_bouncing(session, settings, claimed.subscriber_id, claimed.email)
 
 
 def _held_by(worker: str, campaign_id: int, first_id: int, last_id: int) -> tuple[Any, ...]:

@@ -18,12 +18,13 @@ import re
 from dataclasses import dataclass
 from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 from typing import Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from newsletter import tracking
+from newsletter import tracking, verp
 from newsletter.config import Settings
 from newsletter.delivery.composing import MESSAGE_MAC_LENGTH, MessageMacs
 from newsletter.delivery.ledger import is_hard_status, rowcount
@@ -31,6 +32,7 @@ from newsletter.errors import Invalid
 from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Subscriber, SuppressionReason
 from newsletter.suppressions import suppress, suppress_if_soft_bouncing
 from newsletter.text import single_line
+from newsletter.tokens import Tokens
 
 
 class NotAReport(Invalid):
@@ -184,15 +186,31 @@ def _feedback(parts: list[MIMEPart], message_id: str | None) -> list[Report]:
 _OUR_MESSAGE_ID = re.compile(rf"<(\d{{1,18}})\.(\d{{1,18}})\.([0-9a-f]{{{MESSAGE_MAC_LENGTH}}})@[^<>\s]+>")
 
 
-def ingest(session: Session, settings: Settings, data: bytes) -> list[Outcome]:
-    """Parse one report and record what it says on the ledger; raises NotAReport for anything else."""
-    return [_record(session, settings, report) for report in parse(data)]
+def ingest(session: Session, settings: Settings, data: bytes, *, recipient: str | None = None) -> list[Outcome]:
+    """Parse one report and record what it says on the ledger; raises NotAReport for anything else.
+
+    `recipient` is the envelope recipient the report was delivered to (postfix's pipe passes it); with
+    VERP_ADDRESS set, that return path (or else the report's Delivered-To or To header) names the delivery
+    when the report quotes no Message-ID of ours.
+    """
+    reports = parse(data)
+    verp_id = None
+    if settings.verp_address:
+        headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(data)
+        written = [*headers.get_all("Delivered-To", []), *headers.get_all("To", [])]
+        named = [_address(recipient), *(address for _, address in getaddresses([str(v) for v in written]))]
+        verp_id = verp.delivery_of(Tokens.from_settings(settings), settings.verp_address, named)
+    return [_record(session, settings, report, verp_id) for report in reports]
 
 
-def _record(session: Session, settings: Settings, report: Report) -> Outcome:
+def _record(session: Session, settings: Settings, report: Report, verp_id: int | None = None) -> Outcome:
     if report.kind == "delay":
         return Outcome(report, None, None, "ignored", "delayed: the reporting server is still trying")
     row, reason = delivery_of(session, settings, report.message_id)
+    if verp_id is not None and not _OUR_MESSAGE_ID.fullmatch(report.message_id or ""):
+        # No Message-ID of ours quoted (none at all, or one a relay put in its place): the return path
+        # names the delivery. One of ours that does not verify stays a forgery, whatever the address.
+        row, reason = session.get(Delivery, verp_id), "no such delivery (the campaign may have been deleted)"
     if row is None:
         return Outcome(report, None, None, "ignored", reason)
     return apply(session, settings, row, report)

@@ -165,6 +165,13 @@ class Settings(BaseSettings):
     )
     soft_bounce_days: float = Field(30, gt=0, description="The window SOFT_BOUNCE_LIMIT counts soft bounces in.")
 
+    verp_address: str | None = Field(
+        None,
+        description="VERP: send each message with the return path bounces+TOKEN@domain made from this address "
+        "(e.g. bounces@news.example.org), so a bounce that quotes none of the message is still matched to its "
+        "delivery. The domain's mail must reach `newsletter bounces ingest` (README). Unset: the list's From.",
+    )
+
     # Provider webhooks (POST /webhooks/{provider}); each is off (404) until its key is set.
     max_webhook_body_bytes: int = Field(
         2 * 1024 * 1024, ge=1024, description="Largest provider webhook body (SendGrid posts events in batches)."
@@ -227,6 +234,13 @@ class Settings(BaseSettings):
     def _check_basic_auth(cls, value: str | None) -> str | None:
         if value and (":" not in value or not value.split(":", 1)[1]):
             raise ValueError("must be USER:PASSWORD with a password")
+        return value or None
+
+    @field_validator("verp_address")
+    @classmethod
+    def _check_verp_address(cls, value: str | None) -> str | None:
+        if value and (value.count("@") != 1 or "+" in value or not value.partition("@")[0] or " " in value):
+            raise ValueError("must be one plain address such as bounces@news.example.org (no +)")
         return value or None
 
     @field_validator("trusted_proxies", mode="before")

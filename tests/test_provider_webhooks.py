@@ -309,6 +309,28 @@ def test_sendgrid_signed_bounce_and_spam_report_suppress(
     assert status_of(session, sent["r3@example.com"]) == DeliveryStatus.sent
 
 
+def test_a_delivered_event_confirms_a_row_a_crash_left_unknown(
+    client: TestClient, session: Session, sendgrid_key: ec.EllipticCurvePrivateKey, sent: dict[str, Delivery]
+) -> None:
+    unknown = sent["r0@example.com"]
+    session.execute(update(Delivery).where(Delivery.id == unknown.id).values(status=DeliveryStatus.unknown))
+    session.commit()
+    now = int(time.time())
+    body = json.dumps([
+        {"email": "r0@example.com", "timestamp": now, "event": "delivered", "sg_message_id": "pid-r0.filter0001",
+         "response": "250 2.0.0 OK 1764590400 x1si123 - gsmtp", "smtp-id": "<x@ismtpd-1>"},
+        {"email": "r1@example.com", "timestamp": now, "event": "delivered", "sg_message_id": "pid-r1.filter0001"},
+    ]).encode()  # fmt: skip
+    answer = client.post("/webhooks/sendgrid", content=body, headers=sendgrid_headers(sendgrid_key, body))
+    assert answer.status_code == 200, answer.text
+    assert [(e["kind"], e["result"]) for e in answer.json()["events"]] == [
+        ("delivered", "recorded"),
+        ("delivered", "ignored"),
+    ]
+    assert status_of(session, unknown) == DeliveryStatus.sent
+    assert suppressed(session) == {}
+
+
 @pytest.mark.parametrize("case", ["one byte changed", "old timestamp", "wrong key", "no signature"])
 def test_sendgrid_refuses_what_it_did_not_sign(
     case: str, client: TestClient, session: Session, sendgrid_key: ec.EllipticCurvePrivateKey, sent: dict[str, Delivery]

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import bounces
 from newsletter.config import Settings
+from newsletter.delivery.composing import MessageMacs
 from newsletter.errors import Invalid, NotFound, Unauthenticated
 from newsletter.models import Delivery
 
@@ -75,28 +76,52 @@ class Notice:
 
 
 def record(session: Session, settings: Settings, events: list[ProviderEvent]) -> list[bounces.Outcome]:
-    """Each event's effect on its ledger row; an event matching no row of ours changes nothing."""
+    """Each event's effect on its ledger row; an event matching no row of ours changes nothing. The rows
+    of a batch are found with two queries, and its deliveries confirmed with one: a provider reports
+    every delivered message, bounces and complaints are few."""
+    rows = _rows_of(session, settings, events)
+    delivered = [row.id for event, row in zip(events, rows, strict=True) if row and event.kind == "delivered"]
+    confirmed = bounces.confirm_delivered(session, delivered)
     outcomes = []
-    for event in events:
+    for event, row in zip(events, rows, strict=True):
         report = event.report()
-        row = _row_of(session, settings, event)
         if row is None:
-            outcomes.append(bounces.Outcome(report, None, None, "ignored", "no delivery of ours has this message id"))
+            outcome = bounces.Outcome(report, None, None, "ignored", "no delivery of ours has this message id")
+        elif event.kind == "delivered":
+            result: Literal["recorded", "ignored"] = "recorded" if row.id in confirmed else "ignored"
+            reason = bounces.CONFIRMED if row.id in confirmed else "delivered: nothing to change"
+            outcome = bounces.Outcome(report, row.id, row.campaign_id, result, reason)
         else:
-            outcomes.append(bounces.apply(session, settings, row, report))
+            outcome = bounces.apply(session, settings, row, report)
+        outcomes.append(outcome)
     return outcomes
 
 
-def _row_of(session: Session, settings: Settings, event: ProviderEvent) -> Delivery | None:
-    if event.message_id:
-        row, _ = bounces.delivery_of(session, settings, normalise_message_id(event.message_id))
-        if row is not None:
-            return row
-    if event.provider_message_id:
-        return session.scalars(
-            select(Delivery).where(Delivery.provider_message_id == event.provider_message_id[:255]).limit(1)
-        ).first()
-    return None
+def _rows_of(session: Session, settings: Settings, events: list[ProviderEvent]) -> list[Delivery | None]:
+    """Each event's ledger row: the one our Message-ID names (its MAC verified), else the one with the
+    provider's id of the message."""
+    macs = MessageMacs.from_settings(settings)
+    ours = [bounces.named_delivery(macs, normalise_message_id(e.message_id)) if e.message_id else "" for e in events]
+    wanted = {named[1] for named in ours if not isinstance(named, str)}
+    by_id = {row.id: row for row in session.scalars(select(Delivery).where(Delivery.id.in_(wanted)))} if wanted else {}
+    provider_ids = {e.provider_message_id[:255] for e in events if e.provider_message_id}
+    by_provider_id = (
+        {
+            row.provider_message_id: row
+            for row in session.scalars(select(Delivery).where(Delivery.provider_message_id.in_(provider_ids)))
+        }
+        if provider_ids
+        else {}
+    )
+    rows: list[Delivery | None] = []
+    for event, named in zip(events, ours, strict=True):
+        row = by_id.get(named[1]) if not isinstance(named, str) else None
+        if row is not None and not isinstance(named, str) and row.campaign_id != named[0]:
+            row = None
+        if row is None and event.provider_message_id:
+            row = by_provider_id.get(event.provider_message_id[:255])
+        rows.append(row)
+    return rows
 
 
 def normalise_message_id(value: str) -> str:

@@ -24,7 +24,7 @@ from typing import Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from newsletter import tracking, verp
+from newsletter import reputation, tracking, verp
 from newsletter.config import Settings
 from newsletter.delivery.composing import MESSAGE_MAC_LENGTH, MessageMacs
 from newsletter.delivery.ledger import is_hard_status
@@ -268,12 +268,13 @@ def apply(session: Session, settings: Settings, row: Delivery, report: Report) -
 
     if report.kind == "complaint":
         tracking.record_complaint(session, row.id, detail=report.detail[:2000])
-        return outcome("suppressed", "complaint: never mailed again")
+        return outcome("suppressed", "complaint: never mailed again" + _breaker(session, settings, row))
 
     _bounced(session, row, report)
     if report.hard if report.hard is not None else is_hard_status(report.status or ""):
         suppress(session, address, SuppressionReason.hard_bounce, detail=report.detail[:2000])
-        return outcome("suppressed", "hard bounce: the address does not exist or refuses mail for good")
+        why = "hard bounce: the address does not exist or refuses mail for good"
+        return outcome("suppressed", why + _breaker(session, settings, row))
     if suppress_if_soft_bouncing(session, settings, row.subscriber_id, address):
         return outcome(
             "suppressed",
@@ -281,6 +282,16 @@ def apply(session: Session, settings: Settings, row: Delivery, report: Report) -
             f"{settings.soft_bounce_days:g} days, so the address is suppressed",
         )
     return outcome("recorded", "soft bounce: recorded, the address stays")
+
+
+def _breaker(session: Session, settings: Settings, row: Delivery) -> str:
+    """The circuit breaker's verdict after a complaint or hard bounce, for the outcome's reason."""
+    paused = reputation.check(session, settings, row.campaign_id)
+    return (
+        f"; paused campaigns {', '.join(map(str, paused))} ({reputation.REASON_PREFIX} see their status)"
+        if paused
+        else ""
+    )
 
 
 CONFIRMED = "delivered: the row a crash left unknown is sent"

@@ -165,6 +165,25 @@ class Settings(BaseSettings):
     )
     soft_bounce_days: float = Field(30, gt=0, description="The window SOFT_BOUNCE_LIMIT counts soft bounces in.")
 
+    reputation_window: int = Field(
+        2000,
+        ge=100,
+        description="The circuit breaker judges a sending domain by its last N accepted messages, across "
+        "all its campaigns.",
+    )
+    reputation_min_messages: int = Field(
+        500, ge=1, description="The circuit breaker waits until a domain has sent at least this many messages."
+    )
+    complaint_rate_limit: float = Field(
+        0.003,
+        ge=0,
+        le=1,
+        description="Pause every sending campaign of a domain when the complaint share of its last "
+        "REPUTATION_WINDOW messages passes this (0.003 = 0.3%, Gmail's ceiling); 0 = never.",
+    )
+    hard_bounce_rate_limit: float = Field(
+        0.05, ge=0, le=1, description="...or when their hard-bounce share passes this (5%); 0 = never."
+    )
     verp_address: str | None = Field(
         None,
         description="VERP: send each message with the return path bounces+TOKEN@domain made from this address "

@@ -278,8 +278,8 @@ def apply(session: Session, settings: Settings, row: Delivery, report: Report) -
     if suppress_if_soft_bouncing(session, settings, row.subscriber_id, address):
         return outcome(
             "suppressed",
-            f"soft bounce: the {settings.soft_bounce_limit}th within "
-            f"{settings.soft_bounce_days:g} days, so the address is suppressed",
+            f"soft bounce: {settings.soft_bounce_limit} of the address's deliveries bounced within "
+            f"{settings.soft_bounce_days:g} days, so it is suppressed",
         )
     return outcome("recorded", "soft bounce: recorded, the address stays")
 

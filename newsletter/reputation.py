@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import distinct, func, select, update
 from sqlalchemy.orm import Session
@@ -32,6 +33,7 @@ from newsletter.models import (
 log = logging.getLogger(__name__)
 
 REASON_PREFIX = "reputation breaker:"
+_LATEST_CAMPAIGNS = 20
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,30 @@ def _of_domain(domain: str) -> object:
     return func.lower(MailingList.from_email).like(f"%@{domain}")
 
 
+def _campaigns_of(domain: str) -> Any:
+    return (
+        select(campaign_lists.c.campaign_id)
+        .join(MailingList, MailingList.id == campaign_lists.c.list_id)
+        .where(_of_domain(domain))  # type: ignore[arg-type]
+    )
+
+
 def rates(session: Session, settings: Settings, domain: str) -> Rates:
     """Complaints and hard bounces among the last REPUTATION_WINDOW messages accepted for the domain."""
+    # The last messages are among those of the domain's latest campaigns: the ledger is searched (and
+    # sorted) there only, not across every message the installation ever sent.
+    latest = list(
+        session.scalars(
+            select(Campaign.id)
+            .where(Campaign.id.in_(_campaigns_of(domain)), Campaign.started_at.is_not(None))
+            .order_by(Campaign.started_at.desc())
+            .limit(_LATEST_CAMPAIGNS)
+        )
+    )
     recent = (
-        select(Delivery.id.label("id"), Delivery.subscriber_id.label("subscriber_id"))
+        select(Delivery.id.label("id"))
         .join(MailingList, MailingList.id == Delivery.list_id)
-        .where(Delivery.sent_at.is_not(None), _of_domain(domain))  # type: ignore[arg-type]
+        .where(Delivery.campaign_id.in_(latest), Delivery.sent_at.is_not(None), _of_domain(domain))  # type: ignore[arg-type]
         .order_by(Delivery.sent_at.desc())
         .limit(settings.reputation_window)
         .subquery()
@@ -123,15 +143,13 @@ def check(session: Session, settings: Settings, campaign_id: int) -> list[int]:
     reason = rates(session, settings, domain).verdict(settings)
     if reason is None:
         return []
-    of_domain = (
-        select(campaign_lists.c.campaign_id)
-        .join(MailingList, MailingList.id == campaign_lists.c.list_id)
-        .where(_of_domain(domain))  # type: ignore[arg-type]
-    )
     paused = list(
         session.scalars(
             update(Campaign)
-            .where(Campaign.id.in_(of_domain), Campaign.status.in_([CampaignStatus.sending, CampaignStatus.scheduled]))
+            .where(
+                Campaign.id.in_(_campaigns_of(domain)),
+                Campaign.status.in_([CampaignStatus.sending, CampaignStatus.scheduled]),
+            )
             .values(status=CampaignStatus.paused, pause_reason=reason)
             .returning(Campaign.id)
             .execution_options(synchronize_session=False)

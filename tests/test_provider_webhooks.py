@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.config import Settings
+from newsletter.config import ConfigError, Settings
 from newsletter.delivery.composing import MessageMacs
 from newsletter.models import Delivery, DeliveryStatus, Suppression
 from newsletter.web.app import create_app
@@ -529,3 +529,17 @@ def test_webhooks_are_off_until_configured_and_bodies_are_capped(
     with webhook_client(hook_settings, sessions) as client:
         answer = client.post(f"/webhooks/{provider}", content=b"[" + b" " * hook_settings.max_webhook_body_bytes + b"]")
         assert answer.status_code == 413
+
+
+def test_webhook_settings_are_checked(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(ses_topic_arns=" arn:aws:sns:eu-west-1:1:a , arn:aws:sns:eu-west-1:1:b ")
+    assert settings.ses_topic_arns == ("arn:aws:sns:eu-west-1:1:a", "arn:aws:sns:eu-west-1:1:b")
+    for bad in ({"postmark_webhook_auth": "no-colon"}, {"ses_webhook_auth": "user:"}):
+        with pytest.raises(ConfigError, match="USER:PASSWORD"):
+            make_settings(**bad)
+    with pytest.raises(ConfigError, match="for tests only"):
+        make_settings(sns_certificate_mirror="http://localhost:1")
+    with pytest.raises(ConfigError, match="for tests only"):
+        make_settings(
+            sns_certificate_mirror="https://localhost:1", environment="production", secret_key="k" * 32
+        )

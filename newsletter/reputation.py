@@ -95,11 +95,10 @@ def _campaigns_of(domain: str) -> Any:
     )
 
 
-def rates(session: Session, settings: Settings, domain: str) -> Rates:
-    """Complaints and hard bounces among the last REPUTATION_WINDOW messages accepted for the domain."""
+def _latest_campaigns(session: Session, domain: str) -> list[int]:
     # The last messages are among those of the domain's latest campaigns: the ledger is searched (and
     # sorted) there only, not across every message the installation ever sent.
-    latest = list(
+    return list(
         session.scalars(
             select(Campaign.id)
             .where(Campaign.id.in_(_campaigns_of(domain)), Campaign.started_at.is_not(None))
@@ -107,6 +106,29 @@ def rates(session: Session, settings: Settings, domain: str) -> Rates:
             .limit(_LATEST_CAMPAIGNS)
         )
     )
+
+
+def _could_trip(session: Session, settings: Settings, latest: list[int]) -> bool:
+    """Whether the reports about the latest campaigns are enough to pass a limit in any window the
+    breaker judges (at least REPUTATION_MIN_MESSAGES): one cheap count on the events' index, so that the
+    window is only measured when it matters."""
+    reported = session.execute(
+        select(Event.type, func.count())
+        .where(Event.campaign_id.in_(latest), Event.type.in_([EventType.complaint, EventType.bounce]))
+        .group_by(Event.type)
+    )
+    counts = {kind: count for kind, count in reported}
+    floor = settings.reputation_min_messages
+    complaints, bounces = settings.complaint_rate_limit, settings.hard_bounce_rate_limit
+    return bool(
+        (complaints and counts.get(EventType.complaint, 0) > complaints * floor)
+        or (bounces and counts.get(EventType.bounce, 0) > bounces * floor)
+    )
+
+
+def rates(session: Session, settings: Settings, domain: str, latest: list[int] | None = None) -> Rates:
+    """Complaints and hard bounces among the last REPUTATION_WINDOW messages accepted for the domain."""
+    latest = _latest_campaigns(session, domain) if latest is None else latest
     recent = (
         select(Delivery.id.label("id"))
         .join(MailingList, MailingList.id == Delivery.list_id)
@@ -140,7 +162,10 @@ def check(session: Session, settings: Settings, campaign_id: int) -> list[int]:
     domain = sending_domain(session, campaign_id)
     if domain is None:
         return []
-    reason = rates(session, settings, domain).verdict(settings)
+    latest = _latest_campaigns(session, domain)
+    if not _could_trip(session, settings, latest):
+        return []
+    reason = rates(session, settings, domain, latest).verdict(settings)
     if reason is None:
         return []
     paused = list(

@@ -540,6 +540,4 @@ def test_webhook_settings_are_checked(make_settings: Callable[..., Settings]) ->
     with pytest.raises(ConfigError, match="for tests only"):
         make_settings(sns_certificate_mirror="http://localhost:1")
     with pytest.raises(ConfigError, match="for tests only"):
-        make_settings(
-            sns_certificate_mirror="https://localhost:1", environment="production", secret_key="k" * 32
-        )
+        make_settings(sns_certificate_mirror="https://localhost:1", environment="production", secret_key="k" * 32)

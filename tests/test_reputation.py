@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,10 +15,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import bounces, delivery, reputation
-from newsletter.config import Settings
+from newsletter.config import Settings, load_settings
+from newsletter.db import make_engine
 from newsletter.delivery import sending
 from newsletter.mailer import MemoryMailer, SMTPMailer
 from newsletter.models import Campaign, CampaignStatus, Delivery, Digest, Subscriber
+from tests.conftest import TEST_SECRET
 from tests.factories import make_list, make_subscribers, publish_sample
 from tests.smtpserver import RecordingSMTPServer
 from tests.snsserver import FakeSns
@@ -135,3 +138,25 @@ def test_the_breaker_waits_for_enough_messages_and_can_be_switched_off(
         is None
     )
     assert (many.verdict(breaker_settings) or "").startswith("reputation breaker: complaint rate 1.00%")
+
+
+def test_cli_resume_says_which_rates_it_overrides(committed_pg: str, tmp_path: Path) -> None:
+    from tests.test_cli import Cli
+
+    cli = Cli(committed_pg, tmp_path)
+    engine = make_engine(committed_pg)
+    try:
+        with Session(engine) as session:
+            settings = load_settings(database_url=committed_pg, secret_key=TEST_SECRET, outbox_dir=tmp_path / "outbox")
+            campaign_id, _ = start_campaign(session, settings, "weekly", 3, "news@example.org")
+            reason = "reputation breaker: complaint rate 0.40% (4 of the last 1000 messages from example.org)"
+            session.execute(
+                update(Campaign)
+                .where(Campaign.id == campaign_id)
+                .values(status=CampaignStatus.paused, pause_reason=reason)
+            )
+            session.commit()
+    finally:
+        engine.dispose()
+    done = cli.run("campaigns", "resume", str(campaign_id))
+    assert done.stdout.strip() == f"campaign {campaign_id} resumed, overriding the {reason}"

@@ -18,19 +18,21 @@ import re
 from dataclasses import dataclass
 from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 from typing import Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from newsletter import tracking
+from newsletter import reputation, tracking, verp
 from newsletter.config import Settings
 from newsletter.delivery.composing import MESSAGE_MAC_LENGTH, MessageMacs
 from newsletter.delivery.ledger import is_hard_status
 from newsletter.errors import Invalid
 from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Subscriber, SuppressionReason
-from newsletter.suppressions import suppress
+from newsletter.suppressions import suppress, suppress_if_soft_bouncing
 from newsletter.text import single_line
+from newsletter.tokens import Tokens
 
 
 class NotAReport(Invalid):
@@ -41,12 +43,13 @@ class NotAReport(Invalid):
 class Report:
     """One recipient's part of a report."""
 
-    kind: Literal["bounce", "delay", "complaint"]
+    kind: Literal["bounce", "delay", "complaint", "delivered"]
     recipient: str | None  # the address that failed (Final-Recipient) or was reported (Original-Rcpt-To)
     original_recipient: str | None  # the address as first given, before any forwarding
     status: str | None  # RFC 3463 enhanced status, e.g. 5.1.1
     diagnostic: str | None  # the remote server's words, e.g. "smtp; 550 5.1.1 User unknown"
     message_id: str | None  # of the message the report is about
+    hard: bool | None = None  # what a provider says the bounce is; None: judged by `status` (RFC 3463)
 
     @property
     def detail(self) -> str:
@@ -183,51 +186,135 @@ def _feedback(parts: list[MIMEPart], message_id: str | None) -> list[Report]:
 _OUR_MESSAGE_ID = re.compile(rf"<(\d{{1,18}})\.(\d{{1,18}})\.([0-9a-f]{{{MESSAGE_MAC_LENGTH}}})@[^<>\s]+>")
 
 
-def ingest(session: Session, settings: Settings, data: bytes) -> list[Outcome]:
-    """Parse one report and record what it says on the ledger; raises NotAReport for anything else."""
-    return [_record(session, settings, report) for report in parse(data)]
+def ingest(session: Session, settings: Settings, data: bytes, *, recipient: str | None = None) -> list[Outcome]:
+    """Parse one report and record what it says on the ledger; raises NotAReport for anything else.
+
+    `recipient` is the envelope recipient the report was delivered to (postfix's pipe passes it); with
+    VERP_ADDRESS set, that return path (or else the report's Delivered-To or To header) names the delivery
+    when the report quotes no Message-ID of ours.
+    """
+    reports = parse(data)
+    verp_id = None
+    if settings.verp_address:
+        headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(data)
+        written = [*headers.get_all("Delivered-To", []), *headers.get_all("To", [])]
+        named = [_address(recipient), *(address for _, address in getaddresses([str(v) for v in written]))]
+        verp_id = verp.delivery_of(Tokens.from_settings(settings), settings.verp_address, named)
+    return [_record(session, settings, report, verp_id) for report in reports]
 
 
-def _record(session: Session, settings: Settings, report: Report) -> Outcome:
-    def outcome(
-        result: Literal["suppressed", "recorded", "already recorded", "ignored"],
-        reason: str,
-        row: Delivery | None = None,
-    ) -> Outcome:
-        return Outcome(report, row.id if row else None, row.campaign_id if row else None, result, reason)
+def _record(session: Session, settings: Settings, report: Report, verp_id: int | None = None) -> Outcome:
+    if report.kind == "delay":
+        return Outcome(report, None, None, "ignored", "delayed: the reporting server is still trying")
+    row, reason = delivery_of(session, settings, report.message_id)
+    if verp_id is not None and not _OUR_MESSAGE_ID.fullmatch(report.message_id or ""):
+        # No Message-ID of ours quoted (none at all, or one a relay put in its place): the return path
+        # names the delivery. One of ours that does not verify stays a forgery, whatever the address.
+        row, reason = session.get(Delivery, verp_id), "no such delivery (the campaign may have been deleted)"
+    if row is None:
+        return Outcome(report, None, None, "ignored", reason)
+    return apply(session, settings, row, report)
+
+
+def named_delivery(macs: MessageMacs, message_id: str | None) -> tuple[int, int] | str:
+    """(campaign id, delivery id) of a Message-ID this installation wrote, or why it is not one."""
+    found = _OUR_MESSAGE_ID.fullmatch(message_id or "")
+    if found is None:
+        return "the report quotes no Message-ID of a campaign message"
+    campaign_id, delivery_id, mac = int(found[1]), int(found[2]), found[3]
+    if not macs.verify(campaign_id, delivery_id, mac):
+        return "the quoted Message-ID was not written by this installation"
+    return campaign_id, delivery_id
+
+
+def delivery_of(session: Session, settings: Settings, message_id: str | None) -> tuple[Delivery | None, str]:
+    """The ledger row a Message-ID of ours names, or None and why not (not ours, forged, deleted)."""
+    named = named_delivery(MessageMacs.from_settings(settings), message_id)
+    if isinstance(named, str):
+        return None, named
+    campaign_id, delivery_id = named
+    row = session.get(Delivery, delivery_id)
+    if row is None or row.campaign_id != campaign_id:
+        return None, "no such delivery (the campaign may have been deleted)"
+    return row, ""
+
+
+def apply(session: Session, settings: Settings, row: Delivery, report: Report) -> Outcome:
+    """What a report about one delivery does, whichever way it came (mail here, a provider's webhook in
+    newsletter/providers/): a hard bounce or a complaint suppresses the recipient, a soft bounce is
+    recorded and suppresses only the SOFT_BOUNCE_LIMIT-th within SOFT_BOUNCE_DAYS, a delivery confirms a
+    row whose fate a crash left unknown."""
+
+    def outcome(result: Literal["suppressed", "recorded", "already recorded", "ignored"], reason: str) -> Outcome:
+        return Outcome(report, row.id, row.campaign_id, result, reason)
 
     if report.kind == "delay":
         return outcome("ignored", "delayed: the reporting server is still trying")
-    found = _OUR_MESSAGE_ID.fullmatch(report.message_id or "")
-    if found is None:
-        return outcome("ignored", "the report quotes no Message-ID of a campaign message")
-    campaign_id, delivery_id, mac = int(found[1]), int(found[2]), found[3]
-    if not MessageMacs.from_settings(settings).verify(campaign_id, delivery_id, mac):
-        return outcome("ignored", "the quoted Message-ID was not written by this installation")
-    row = session.get(Delivery, delivery_id)
-    if row is None or row.campaign_id != campaign_id:
-        return outcome("ignored", "no such delivery (the campaign may have been deleted)")
+    if report.kind == "delivered":
+        if confirm_delivered(session, [row.id]):
+            return outcome("recorded", CONFIRMED)
+        return outcome("ignored", "delivered: nothing to change")
     address = session.scalar(select(Subscriber.email).where(Subscriber.id == row.subscriber_id)) or ""
     # A report acts on its delivery's recipient only. A bounce that names other addresses (a forwarded
     # copy, or a forger's own address) changes nothing; feedback loops redact the recipient, so a
     # complaint's Message-ID alone says whose copy it was, and it never acts on the address it names.
     named = {a.lower() for a in (report.recipient, report.original_recipient) if a}
     if report.kind == "bounce" and address.lower() not in named:
-        return outcome("ignored", "the bounce names another address than this delivery's recipient", row)
+        return outcome("ignored", "the bounce names another address than this delivery's recipient")
     kind = EventType.complaint if report.kind == "complaint" else EventType.bounce
     seen = session.scalar(select(Event.id).where(Event.delivery_id == row.id, Event.type == kind).limit(1))
     if seen is not None:
-        return outcome("already recorded", "this report was read before", row)
+        return outcome("already recorded", "this report was read before")
 
     if report.kind == "complaint":
         tracking.record_complaint(session, row.id, detail=report.detail[:2000])
-        return outcome("suppressed", "complaint: never mailed again", row)
+        return outcome("suppressed", "complaint: never mailed again" + _breaker(session, settings, row))
 
     _bounced(session, row, report)
-    if is_hard_status(report.status or ""):
+    if report.hard if report.hard is not None else is_hard_status(report.status or ""):
         suppress(session, address, SuppressionReason.hard_bounce, detail=report.detail[:2000])
-        return outcome("suppressed", "hard bounce: the address does not exist or refuses mail for good", row)
-    return outcome("recorded", "soft bounce: recorded, the address stays", row)
+        why = "hard bounce: the address does not exist or refuses mail for good"
+        return outcome("suppressed", why + _breaker(session, settings, row))
+    if suppress_if_soft_bouncing(session, settings, row.subscriber_id, address):
+        return outcome(
+            "suppressed",
+            f"soft bounce: {settings.soft_bounce_limit} of the address's deliveries bounced within "
+            f"{settings.soft_bounce_days:g} days, so it is suppressed",
+        )
+    return outcome("recorded", "soft bounce: recorded, the address stays")
+
+
+def _breaker(session: Session, settings: Settings, row: Delivery) -> str:
+    """The circuit breaker's verdict after a complaint or hard bounce, for the outcome's reason."""
+    paused = reputation.check(session, settings, row.campaign_id)
+    return (
+        f"; paused campaigns {', '.join(map(str, paused))} ({reputation.REASON_PREFIX} see their status)"
+        if paused
+        else ""
+    )
+
+
+CONFIRMED = "delivered: the row a crash left unknown is sent"
+
+
+def confirm_delivered(session: Session, delivery_ids: list[int]) -> set[int]:
+    """Rows a crash left `unknown` that a provider says were delivered become `sent`, in one statement
+    (deliveries are most of what providers report); the ids that changed."""
+    if not delivery_ids:
+        return set()
+    changed = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(delivery_ids), Delivery.status == DeliveryStatus.unknown)
+        .values(status=DeliveryStatus.sent, smtp_text="delivered, as the provider reported after a crash")
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    ids = set(changed.scalars())
+    for delivery_id in ids:
+        row = session.identity_map.get(session.identity_key(Delivery, delivery_id))
+        if row is not None:
+            session.expire(row)
+    return ids
 
 
 def _bounced(session: Session, row: Delivery, report: Report) -> None:

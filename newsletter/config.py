@@ -174,6 +174,78 @@ class Settings(BaseSettings):
         10, ge=1, description="Sign-in attempts per user name per 15 minutes (then refused, even right ones)."
     )
     signin_ip_limit: int = Field(50, ge=1, description="Sign-in attempts per client IP per 15 minutes.")
+
+
+    soft_bounce_limit: int = Field(
+        3,
+        ge=0,
+        description="Suppress an address (reason soft_bounce) when this many of its deliveries bounced softly "
+        "(mailbox full, greylisted to death, ...) within SOFT_BOUNCE_DAYS; 0 = never. Hard bounces and "
+        "complaints suppress at once.",
+    )
+    soft_bounce_days: float = Field(30, gt=0, description="The window SOFT_BOUNCE_LIMIT counts soft bounces in.")
+
+    reputation_window: int = Field(
+        2000,
+        ge=100,
+        description="The circuit breaker judges a sending domain by its last N accepted messages, across "
+        "all its campaigns.",
+    )
+    reputation_min_messages: int = Field(
+        500, ge=1, description="The circuit breaker waits until a domain has sent at least this many messages."
+    )
+    complaint_rate_limit: float = Field(
+        0.003,
+        ge=0,
+        le=1,
+        description="Pause every sending campaign of a domain when the complaint share of its last "
+        "REPUTATION_WINDOW messages passes this (0.003 = 0.3%, Gmail's ceiling); 0 = never.",
+    )
+    hard_bounce_rate_limit: float = Field(
+        0.05, ge=0, le=1, description="...or when their hard-bounce share passes this (5%); 0 = never."
+    )
+    verp_address: str | None = Field(
+        None,
+        description="VERP: send each message with the return path bounces+TOKEN@domain made from this address "
+        "(e.g. bounces@news.example.org), so a bounce that quotes none of the message is still matched to its "
+        "delivery. The domain's mail must reach `newsletter bounces ingest` (README). Unset: the list's From.",
+    )
+
+    # Provider webhooks (POST /webhooks/{provider}); each is off (404) until its key is set.
+    max_webhook_body_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024, description="Largest provider webhook body (SendGrid posts events in batches)."
+    )
+    ses_topic_arns: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Amazon SES via SNS: the comma-separated TopicArns whose notifications are accepted (and "
+        "whose subscription is confirmed). Empty: /webhooks/ses is off.",
+    )
+    ses_webhook_auth: str | None = Field(
+        None, description="Optional USER:PASSWORD that SNS must send as HTTP basic auth (put it in the URL)."
+    )
+    sns_certificate_mirror: str | None = Field(
+        None,
+        description="For tests only: an https:// base URL the SNS signing certificates (and subscription "
+        "confirmations) are fetched from instead of sns.<region>.amazonaws.com; the official form of the URL "
+        "is still checked first. Refused with ENV=production.",
+    )
+    sns_certificate_ca_file: Path | None = Field(
+        None, description="For tests only: the CA bundle that SNS_CERTIFICATE_MIRROR's certificate is checked against."
+    )
+    sendgrid_webhook_public_key: str | None = Field(
+        None,
+        description="SendGrid Event Webhook: the verification key from Settings > Mail Settings > Event Webhook "
+        "(base64, as shown there, or PEM). Unset: /webhooks/sendgrid is off.",
+    )
+    postmark_webhook_auth: str | None = Field(
+        None,
+        description="Postmark: the USER:PASSWORD its webhook sends as HTTP basic auth "
+        "(https://USER:PASSWORD@host/webhooks/postmark). Unset: /webhooks/postmark is off.",
+    )
+    mailgun_webhook_signing_key: str | None = Field(
+        None,
+        description="Mailgun: the HTTP webhook signing key (Sending > Webhooks). Unset: /webhooks/mailgun is off.",
+    )
     confirm_resend_hours: float = Field(
         24, ge=0, description="At most one confirmation email per address per list in this window."
     )
@@ -188,6 +260,27 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite:", "postgresql+")):
             raise ValueError(f"unsupported database URL {value!r}: use sqlite:///FILE or postgresql://...")
         return value
+
+    @field_validator("ses_topic_arns", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("ses_webhook_auth", "postmark_webhook_auth")
+    @classmethod
+    def _check_basic_auth(cls, value: str | None) -> str | None:
+        if value and (":" not in value or not value.split(":", 1)[1]):
+            raise ValueError("must be USER:PASSWORD with a password")
+        return value or None
+
+    @field_validator("verp_address")
+    @classmethod
+    def _check_verp_address(cls, value: str | None) -> str | None:
+        if value and (value.count("@") != 1 or "+" in value or not value.partition("@")[0] or " " in value):
+            raise ValueError("must be one plain address such as bounces@news.example.org (no +)")
+        return value or None
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -229,6 +322,10 @@ class Settings(BaseSettings):
             raise ValueError("NEWSLETTER_OLD_SECRET_KEYS: the development key cannot verify links here")
         if any(len(key) < 16 for key in self.previous_secret_keys):
             raise ValueError("NEWSLETTER_OLD_SECRET_KEYS: each key must be at least 16 characters")
+        if self.sns_certificate_mirror and (
+            self.environment == "production" or not self.sns_certificate_mirror.startswith("https://")
+        ):
+            raise ValueError("NEWSLETTER_SNS_CERTIFICATE_MIRROR is for tests only, and must be an https:// URL")
         if bool(self.dkim_domain) != bool(self.dkim_selector) or (self.dkim_domain and not self.dkim_key_file):
             raise ValueError("DKIM needs NEWSLETTER_DKIM_DOMAIN, NEWSLETTER_DKIM_SELECTOR and DKIM_KEY_FILE together")
         return self

@@ -17,6 +17,7 @@ FEED = "/feed.xml"
 UNDO = "/undo"  # after UNSUBSCRIBE + token: the unsubscribed page's "subscribe again" button
 STYLESHEET = "/static/style.css"
 HEALTH = "/healthz"
+WEBHOOKS = "/webhooks/"  # + ses, sendgrid, postmark, mailgun: providers' bounce and complaint webhooks
 
 # `bound_to` is the subscriber's created_at: the link then acts only on that row (see tokens.binding).
 

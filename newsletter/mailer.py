@@ -47,6 +47,20 @@ def enhanced_status(text: str) -> tuple[int, int, int] | None:
     return (int(match[1]), int(match[2]), int(match[3])) if match else None
 
 
+# How relays name the message they accepted: postfix, SendGrid, Postmark "2.0.0 Ok: queued as ID", Amazon
+# SES "Ok ID", Exim "OK id=ID". Providers' webhooks name the message by this id.
+_QUEUE_ID = re.compile(
+    r"(?:\bqueued as |^\s*(?:2\.\d{1,3}\.\d{1,3}\s+)?ok\s+(?:id=)?)<?([A-Za-z0-9][A-Za-z0-9._@=+/-]{0,254})>?\s*$",
+    re.IGNORECASE,
+)
+
+
+def provider_message_id(text: str) -> str | None:
+    """The id a relay's 250 reply gives the accepted message, e.g. `Ok: queued as 4F2Kx71Qz3z9` -> that id."""
+    match = _QUEUE_ID.search(text)
+    return match[1] if match else None
+
+
 @dataclass(frozen=True)
 class SendResult:
     """The server's final answer for one message; code 0 means no answer (connection error)."""

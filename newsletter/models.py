@@ -134,6 +134,7 @@ class EventType(enum.StrEnum):
 
 class SuppressionReason(enum.StrEnum):
     hard_bounce = "hard_bounce"
+    soft_bounce = "soft_bounce"  # SOFT_BOUNCE_LIMIT soft bounces within SOFT_BOUNCE_DAYS
     complaint = "complaint"
     manual = "manual"
     erased = "erased"
@@ -368,6 +369,8 @@ class Delivery(Base):
     claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     claimed_by: Mapped[str | None] = mapped_column(String(255))
     message_id: Mapped[str | None] = mapped_column(String(255))
+    # The id the relay gave the message ("250 Ok: queued as <id>"): what providers' webhooks name it by.
+    provider_message_id: Mapped[str | None] = mapped_column(String(255), index=True)
     smtp_code: Mapped[int | None] = mapped_column(SmallInteger)
     smtp_text: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
@@ -508,3 +511,14 @@ class Heartbeat(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     holder: Mapped[str] = mapped_column(String(255))  # host:pid of the process that wrote it
     seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookNonce(Base):
+    """A provider webhook's one-time token already seen (Mailgun's `token`), so a replay is refused; kept
+    when no Redis is configured, and pruned once older than the provider's timestamp window."""
+
+    __tablename__ = "webhook_nonces"
+
+    provider: Mapped[str] = mapped_column(String(16), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)

@@ -4,18 +4,29 @@ and the domain blocklist (`*@mailinator.com`): whole domains that are never subs
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import IO
 
-from sqlalchemy import ColumnElement, exists, false, select
+from sqlalchemy import ColumnElement, distinct, exists, false, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter import addresses
+from newsletter.config import Settings
 from newsletter.db import is_postgres, utcnow
 from newsletter.errors import Invalid, NotFound
-from newsletter.models import BlockedDomain, Subscriber, Suppression, SuppressionReason, email_domain, email_hash
+from newsletter.models import (
+    BlockedDomain,
+    Event,
+    EventType,
+    Subscriber,
+    Suppression,
+    SuppressionReason,
+    email_domain,
+    email_hash,
+)
 
 audit = logging.getLogger("newsletter.audit")
 MAX_PAGE = 1000
@@ -166,6 +177,25 @@ def suppress(
     session.add(suppression)
     session.flush()
     return suppression
+
+
+def suppress_if_soft_bouncing(session: Session, settings: Settings, subscriber_id: int, address: str) -> bool:
+    """Suppress the address (reason `soft_bounce`) once SOFT_BOUNCE_LIMIT of its deliveries bounced within
+    SOFT_BOUNCE_DAYS, the bounce just recorded included; True when this did it. Deliveries, not bounce
+    events, are counted: one message reported twice is one bounce."""
+    if settings.soft_bounce_limit == 0:
+        return False
+    since = utcnow() - dt.timedelta(days=settings.soft_bounce_days)
+    bounced = session.scalar(
+        select(func.count(distinct(Event.delivery_id))).where(
+            Event.subscriber_id == subscriber_id, Event.type == EventType.bounce, Event.created_at >= since
+        )
+    )
+    if (bounced or 0) < settings.soft_bounce_limit or is_suppressed(session, address):
+        return False
+    detail = f"{bounced} soft bounces within {settings.soft_bounce_days:g} days"
+    suppress(session, address, SuppressionReason.soft_bounce, detail=detail)
+    return True
 
 
 # --- the domain blocklist ---------------------------------------------------------------------------------

@@ -30,12 +30,14 @@ class TokenPurpose(StrEnum):
     unsubscribe = "unsubscribe"
     preferences = "preferences"
     track = "track"
+    bounce = "bounce"  # the VERP return path of one delivery (newsletter/verp.py)
 
 
 CONFIRM_MAX_AGE = dt.timedelta(days=7)
 
 
 _MAX_AGE = {TokenPurpose.confirm: CONFIRM_MAX_AGE}
+_LOWERCASE_MAC = 24  # hex digits: 96 bits
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -130,6 +132,28 @@ class Tokens:
         if purpose in _MAX_AGE:
             return self._signers[purpose].sign(packed).decode("ascii")
         return (packed + b"." + self._signature(purpose, packed)).decode("ascii")
+
+    def make_lowercase(self, purpose: TokenPurpose, value: int) -> str:
+        """A token for one id in lowercase letters and digits only, `<hex id>-<hex mac>`: for the local
+        part of an address, whose case a relay may fold (a bounce then comes back to another spelling)."""
+        mac = self._macs[purpose][0].copy()
+        mac.update(b"%x" % value)
+        return f"{value:x}-{mac.hexdigest()[:_LOWERCASE_MAC]}"
+
+    def read_lowercase(self, purpose: TokenPurpose, token: str) -> int:
+        """The id of a `make_lowercase` token, in whatever case it comes back; UnknownToken if forged."""
+        value, _, signature = token.lower().partition("-")
+        if not (value.isalnum() and value.isascii() and len(value) <= 16) or len(signature) != _LOWERCASE_MAC:
+            raise UnknownToken("this token is not valid")
+        for key in range(len(self._macs[purpose])):
+            mac = self._macs[purpose][key].copy()
+            mac.update(value.encode())
+            if hmac.compare_digest(mac.hexdigest()[:_LOWERCASE_MAC], signature):
+                try:
+                    return int(value, 16)
+                except ValueError:
+                    break
+        raise UnknownToken("this token is not valid")
 
     def read_bound(self, purpose: TokenPurpose, token: str, count: int) -> Reading:
         """The `count` ids a token carries and the creation time it is bound to (None for older tokens)."""

@@ -34,3 +34,7 @@ _.pause_or_resume
 _.unsubscribe_someone
 _.erase_someone
 _.counters_equal_a_scan
+
+
+_.do_GET  # http.server calls it (tests/snsserver.py)
+_.log_message  # http.server calls it (tests/snsserver.py)

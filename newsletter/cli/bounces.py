@@ -35,18 +35,27 @@ def bounces_ingest(
     paths: Annotated[
         list[Path] | None, typer.Argument(help="Messages (.eml) or directories of them; none or - reads stdin.")
     ] = None,
+    recipient: Annotated[
+        str | None,
+        typer.Option(
+            "--recipient",
+            help="The envelope recipient (postfix pipe: recipient=${recipient}); with VERP it names the delivery.",
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Record delivery status notifications (RFC 3464) and feedback reports (RFC 5965) on the ledger.
 
-    A hard bounce or a complaint suppresses the address, a soft bounce is recorded only. Each message is
-    its own unit of work; the exit status is 1 if any input was not such a report.
+    A hard bounce or a complaint suppresses the address, a soft bounce is recorded only (until
+    SOFT_BOUNCE_LIMIT of them). With NEWSLETTER_VERP_ADDRESS set, a report that quotes no Message-ID is
+    matched by the return path it was sent to: --recipient, else its Delivered-To or To header. Each
+    message is its own unit of work; the exit status is 1 if any input was not such a report.
     """
     results: list[dict[str, Any]] = []
     for name, data in report_sources(paths or []):
         try:
             with unit_of_work() as session:
-                outcomes = bounces.ingest(session, settings(), data)
+                outcomes = bounces.ingest(session, settings(), data, recipient=recipient)
         except bounces.NotAReport as error:
             # not the one-line failure of main(): the other messages are still read and recorded
             results.append({"source": name, "error": str(error), "reports": []})

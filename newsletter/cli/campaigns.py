@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy.orm import Session
 
-from newsletter import addresses, delivery, previews, stats
+from newsletter import addresses, delivery, previews, reputation, stats
 from newsletter.cli.console import (
     AsJson,
     clean,
@@ -283,9 +283,13 @@ def campaigns_resume(campaign_id: int) -> None:
     from worker import tasks
 
     with unit_of_work() as session:
+        reason = delivery.get_campaign(session, campaign_id).pause_reason or ""
         ranges = delivery.resume(session, settings(), campaign_id)
     tasks.enqueue_batches(ranges)
-    say(f"campaign {campaign_id} resumed")
+    if reason.startswith(reputation.REASON_PREFIX):
+        say(f"campaign {campaign_id} resumed, overriding the {reason}")
+    else:
+        say(f"campaign {campaign_id} resumed")
 
 
 @app.command("cancel")

@@ -8,6 +8,7 @@ Functions here never import Celery: they return what must happen next (batch ran
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import deliverability, digests, rendering, templates
+from newsletter import deliverability, digests, rendering, reputation, templates
 from newsletter.config import Settings
 from newsletter.db import analyze, utcnow
 from newsletter.delivery import counters
@@ -211,6 +212,9 @@ def finish_if_done(session: Session, campaign_id: int) -> bool:
     return bool(rowcount(result))
 
 
+audit = logging.getLogger("newsletter.audit")
+
+
 # --- pause, resume, cancel, recover -----------------------------------------------------------------------
 
 
@@ -228,6 +232,8 @@ def resume(session: Session, settings: Settings, campaign_id: int) -> list[Batch
     campaign = get_campaign(session, campaign_id, lock=True)
     if campaign.status != CampaignStatus.paused:
         raise CampaignError(f"campaign {campaign_id} is {campaign.status.value}, only a paused one can resume")
+    if campaign.pause_reason and campaign.pause_reason.startswith(reputation.REASON_PREFIX):
+        audit.warning("campaign %s resumed, overriding the %s", campaign_id, campaign.pause_reason)
     campaign.status = CampaignStatus.sending
     campaign.pause_reason = None
     session.flush()

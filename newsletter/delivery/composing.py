@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import object_session
 
-from newsletter import digests, links, rendering, templates
+from newsletter import digests, links, rendering, templates, verp
 from newsletter.config import Settings
 from newsletter.delivery.ledger import Claimed, MessageIds
 from newsletter.dkim import DkimSigner
@@ -47,6 +47,7 @@ class PreparedCampaign:
         domain = primary.from_email.rpartition("@")[2]
         self.ids = MessageIds(campaign.id, domain, MessageMacs.from_settings(settings))
         self.envelope_from = envelope_address(primary.from_email)
+        self._verp = settings.verp_address
         # The shapes of links.unsubscribe_url / preferences_url, their constant part joined once per campaign
         self._unsubscribe = f"{settings.base_url}{links.UNSUBSCRIBE}"
         self._preferences = f"{settings.base_url}{links.PREFERENCES}"
@@ -74,6 +75,10 @@ class PreparedCampaign:
         session = object_session(campaign)
         self._template = templates.template_source(session, campaign.template_id) if session else None
         self._variants: dict[frozenset[str], CampaignMessage | None] = {}
+
+    def envelope_for(self, delivery_id: int) -> str:
+        """The envelope sender (return path) of one delivery: its VERP address, or the list's From."""
+        return verp.return_path(self.tokens, self._verp, delivery_id) if self._verp else self.envelope_from
 
     def message_for(self, sections: list[str] | None) -> CampaignMessage | None:
         """The message for a subscriber's chosen sections; None when this digest has none of them."""

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.db import is_postgres, utcnow
-from newsletter.mailer import SendResult, classify
+from newsletter.mailer import SendResult, classify, provider_message_id
 from newsletter.models import (
     Campaign,
     CampaignStatus,
@@ -37,7 +37,7 @@ from newsletter.models import (
     SuppressionReason,
     campaign_lists,
 )
-from newsletter.suppressions import not_in_blocked_domain, suppress
+from newsletter.suppressions import not_in_blocked_domain, suppress, suppress_if_soft_bouncing
 
 # Kept on a row resent under UNKNOWN_POLICY=resend even once it is sent: it marks the recipients who may
 # have two copies, so the campaign's stats can say how many.
@@ -100,6 +100,7 @@ class Outcomes:
     failed: list[tuple[Claimed, SendResult]] = field(default_factory=list)
     invalid: list[tuple[Claimed, str]] = field(default_factory=list)  # could not be composed: never sent
     unwanted: list[Claimed] = field(default_factory=list)  # chose none of this digest's sections
+    provider_ids: dict[int, str] = field(default_factory=dict)  # of sent rows: the relay's id of the message
 
     def __len__(self) -> int:
         return len(self.sent) + len(self.retry) + len(self.failed) + len(self.invalid) + len(self.unwanted)
@@ -108,6 +109,8 @@ class Outcomes:
         verdict = classify(result)
         if verdict == "sent":
             self.sent.append(claimed.delivery_id)
+            if provider_id := provider_message_id(result.text):
+                self.provider_ids[claimed.delivery_id] = provider_id
         elif verdict == "retry":
             self.retry.append((claimed, result))
         else:
@@ -287,8 +290,9 @@ _PG_RECORD_SENT_SQL = f"""
 UPDATE deliveries SET
     status = '{_SENT}', sent_at = :now, smtp_code = 250, claimed_by = NULL,
     smtp_text = CASE WHEN smtp_text = :resent THEN smtp_text END,
-    message_id = m.message_id
-FROM unnest(CAST(:sent AS bigint[]), CAST(:message_ids AS text[])) AS m(id, message_id)
+    message_id = m.message_id, provider_message_id = m.provider_id
+FROM unnest(CAST(:sent AS bigint[]), CAST(:message_ids AS text[]), CAST(:provider_ids AS text[]))
+    AS m(id, message_id, provider_id)
 WHERE deliveries.id = m.id AND status = '{_SENDING}' AND claimed_by = :worker
 """
 _PG_RECORD_SENT = text(_PG_RECORD_SENT_SQL)
@@ -307,9 +311,11 @@ def _claim_params(campaign_id: int, first_id: int, last_id: int, limit: int, wor
     }
 
 
-def _record_sent_params(ids: MessageIds, sent: list[int], worker: str) -> dict[str, Any]:
+def _record_sent_params(ids: MessageIds, outcomes: Outcomes, worker: str) -> dict[str, Any]:
+    sent = outcomes.sent
     return {
         "sent": sent,
+        "provider_ids": [outcomes.provider_ids.get(delivery_id) for delivery_id in sent],
         "worker": worker,
         "now": utcnow(),
         "resent": RESENT_AFTER_UNKNOWN,
@@ -404,12 +410,12 @@ def record_sent_and_claim(
     (PostgreSQL only)."""
     if not claim_next:
         if outcomes.sent:
-            conn.execute(_PG_RECORD_SENT, _record_sent_params(ids, outcomes.sent, worker))
+            conn.execute(_PG_RECORD_SENT, _record_sent_params(ids, outcomes, worker))
         return []
     params = _claim_params(ids.campaign_id, first_id, last_id, limit, worker)
     if not outcomes.sent:
         return _claimed(conn.execute(_PG_CLAIM, params).all())
-    params |= _record_sent_params(ids, outcomes.sent, worker)
+    params |= _record_sent_params(ids, outcomes, worker)
     return _claimed(conn.execute(_PG_RECORD_AND_CLAIM, params).all())
 
 
@@ -420,7 +426,7 @@ def record(session: Session, settings: Settings, ids: MessageIds, outcomes: Outc
     mine = (Delivery.status == DeliveryStatus.sending, Delivery.claimed_by == worker)
     if outcomes.sent and is_postgres(session):
         # One fixed text with an array, prepared once per connection, skips the ORM's bulk-update work.
-        session.connection().execute(_PG_RECORD_SENT, _record_sent_params(ids, outcomes.sent, worker))
+        session.connection().execute(_PG_RECORD_SENT, _record_sent_params(ids, outcomes, worker))
     elif outcomes.sent:
         # One statement per group, each row's Message-ID picked by its id.
         message_ids = {delivery_id: ids.of(delivery_id) for delivery_id in outcomes.sent}
@@ -433,6 +439,9 @@ def record(session: Session, settings: Settings, ids: MessageIds, outcomes: Outc
                 smtp_code=250,
                 smtp_text=case((Delivery.smtp_text == RESENT_AFTER_UNKNOWN, Delivery.smtp_text), else_=None),
                 message_id=case(message_ids, value=Delivery.id),
+                provider_message_id=case(outcomes.provider_ids, value=Delivery.id, else_=None)
+                if outcomes.provider_ids
+                else None,
                 claimed_by=None,
             )
             .execution_options(synchronize_session=False)
@@ -440,7 +449,7 @@ def record(session: Session, settings: Settings, ids: MessageIds, outcomes: Outc
     for claimed, result in outcomes.retry:
         _record_retry(session, settings, claimed, result, now, mine)
     for claimed, result in outcomes.failed:
-        _record_failure(session, ids.campaign_id, claimed, result, mine)
+        _record_failure(session, settings, ids.campaign_id, claimed, result, mine)
     if outcomes.unwanted:
         session.execute(
             update(Delivery)
@@ -500,7 +509,9 @@ def is_hard_bounce(result: SendResult) -> bool:
     return result.permanent and (is_hard_status(status) or status[:1] != "5")
 
 
-def _record_failure(session: Session, campaign_id: int, claimed: Claimed, result: SendResult, mine: Any) -> None:
+def _record_failure(
+    session: Session, settings: Settings, campaign_id: int, claimed: Claimed, result: SendResult, mine: Any
+) -> None:
     changed = session.execute(
         update(Delivery)
         .where(Delivery.id == claimed.delivery_id, *mine)
@@ -520,6 +531,8 @@ def _record_failure(session: Session, campaign_id: int, claimed: Claimed, result
     )
     if is_hard_bounce(result):
         suppress(session, claimed.email, SuppressionReason.hard_bounce, detail=f"{result.code} {result.text}")
+    else:
+        suppress_if_soft_bouncing(session, settings, claimed.subscriber_id, claimed.email)
 
 
 def _held_by(worker: str, campaign_id: int, first_id: int, last_id: int) -> tuple[Any, ...]:

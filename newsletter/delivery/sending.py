@@ -219,7 +219,7 @@ class _BatchRun:
         for claimed in group:
             try:
                 data = WireBytes(prepared.render(claimed))  # the composer writes wire form
-                items.append((prepared.envelope_from, envelope_address(claimed.email), data))
+                items.append((prepared.envelope_for(claimed.delivery_id), envelope_address(claimed.email), data))
                 ready.append(claimed)
             except InvalidHeader as error:
                 outcomes.invalid.append((claimed, f"not sent: {error}"))

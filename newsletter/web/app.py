@@ -19,7 +19,7 @@ from newsletter.config import Settings, get_settings
 from newsletter.db import session_factory
 from newsletter.models import Role
 from newsletter.tokens import Tokens
-from newsletter.web import admin, api, docs, public
+from newsletter.web import admin, api, docs, public, webhooks
 from newsletter.web.api.deps import bearer
 from newsletter.web.assets import Assets
 from newsletter.web.assets import router as static_router
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RefuseNul)  # added last: runs first
     app.include_router(public.router)
     app.include_router(api.router)
+    app.include_router(webhooks.router)
     app.include_router(static_router)
     app.include_router(docs.router)  # /docs, /redoc and /
     if settings.admin_enabled:

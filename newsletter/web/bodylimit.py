@@ -16,7 +16,7 @@ from fastapi import HTTPException
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from newsletter import users
+from newsletter import links, users
 from newsletter.config import Settings
 from newsletter.db import unit_of_work
 from newsletter.web.api.errors import error_response
@@ -44,6 +44,10 @@ class BodyLimit:
             return self.settings.max_api_body_bytes
         if path.startswith(ADMIN):
             return self.settings.max_admin_body_bytes
+
+
+        if path.startswith(links.WEBHOOKS):
+            return self.settings.max_webhook_body_bytes
         return self.settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

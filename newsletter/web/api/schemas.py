@@ -460,7 +460,7 @@ class DomainBlocked(BaseModel):
 class BounceOutcome(BaseModel):
     """What one recipient's part of a delivery status notification or feedback report changed."""
 
-    kind: Literal["bounce", "delay", "complaint"]
+    kind: Literal["bounce", "delay", "complaint", "delivered"]
     recipient: str | None
     status: str | None = Field(description="RFC 3463 enhanced status, e.g. 5.1.1.")
     diagnostic: str | None

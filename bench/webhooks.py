@@ -1,0 +1,233 @@
+"""Load test of the provider webhooks with their signature checks: SendGrid's signed Event Webhook
+(ECDSA P-256, batches of events) and Postmark's basic-auth bounce webhook (one event a request), with wrk.
+
+Usage (PostgreSQL on 127.0.0.1, wrk installed; not part of `make test`):
+
+    .venv/bin/python -m bench.webhooks [--workers 2] [--duration 10] [--connections 16] [--batch 50]
+
+It creates a scratch database with a sent campaign whose ledger rows carry provider message ids, signs
+one distinct request body per wrk request with a key made here (each batch: one hard bounce per
+--bounce-every events, 50 by default, the rest deliveries; every event about another row), starts
+`newsletter serve` with the matching settings and runs wrk with a Lua script that posts the next body
+with its signature headers. Prints requests/s, events/s and latency percentiles against issue 15's
+target (>= 1,000 signed events/s on this machine), checks that no request was refused, and drops the
+database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import text
+
+from bench.web import ADMIN_URL, SECRET, free_port, milliseconds, seed, wait_until_up
+from newsletter.db import make_engine
+from newsletter.models import EventType
+
+DATABASE = "newsletter_bench_webhooks"
+TARGET_EVENTS = 1000  # signed events/s, issue 15
+POSTMARK_AUTH = "bench:postmark-webhook-password"
+
+LUA = """
+local bodies = {}
+local threads, i = 1, 0
+function setup(thread)
+  counter = (counter or 0) + 1
+  thread:set("id", counter - 1)
+end
+function init(args)
+  for line in io.lines(os.getenv("BODIES")) do
+    local stamp, signature, body = line:match("^([^\\t]*)\\t([^\\t]*)\\t(.*)$")
+    bodies[#bodies + 1] = {stamp, signature, body}
+  end
+  threads = tonumber(os.getenv("THREADS"))
+end
+function request()
+  local b = bodies[(i * threads + id) % #bodies + 1]
+  i = i + 1
+  %s
+end
+"""
+SENDGRID = (
+    'return wrk.format("POST", "/webhooks/sendgrid", {["Content-Type"] = "application/json", '
+    '["X-Twilio-Email-Event-Webhook-Timestamp"] = b[1], ["X-Twilio-Email-Event-Webhook-Signature"] = b[2]}, b[3])'
+)
+POSTMARK = (
+    'return wrk.format("POST", "/webhooks/postmark", {["Content-Type"] = "application/json", '
+    '["Authorization"] = "Basic ' + base64.b64encode(POSTMARK_AUTH.encode()).decode() + '"}, b[3])'
+)
+
+
+def ledger(url: str) -> list[tuple[int, str]]:
+    """Give every row the id a relay would have answered with; (row id, recipient) pairs."""
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE deliveries SET provider_message_id = 'pid' || id"))
+        conn.execute(text("ANALYZE deliveries"))
+        rows = conn.execute(
+            text("SELECT d.id, s.email FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id ORDER BY d.id")
+        ).all()
+    engine.dispose()
+    return [(row_id, email) for row_id, email in rows]
+
+
+def sendgrid_bodies(
+    rows: list[tuple[int, str]], batch: int, bounce_every: int, key: ec.EllipticCurvePrivateKey
+) -> list[str]:
+    now = int(time.time())
+    lines = []
+    for start in range(0, len(rows) - batch + 1, batch):
+        events = []
+        for n, (row_id, email) in enumerate(rows[start : start + batch]):
+            event = {"email": email, "timestamp": now, "event": "delivered", "response": "250 OK",
+                     "sg_message_id": f"pid{row_id}.filter0001", "sg_event_id": f"ev{row_id}",
+                     "smtp-id": f"<pid{row_id}@ismtpd-1>"}  # fmt: skip
+            if n % bounce_every == 0:
+                event |= {"event": "bounce", "type": "bounce", "status": "5.1.1", "reason": "550 5.1.1 no such user"}
+            events.append(event)
+        body = json.dumps(events)
+        signature = key.sign(f"{now}{body}".encode(), ec.ECDSA(hashes.SHA256()))
+        lines.append(f"{now}\t{base64.b64encode(signature).decode()}\t{body}")
+    return lines
+
+
+def postmark_bodies(rows: list[tuple[int, str]]) -> list[str]:
+    lines = []
+    for row_id, email in rows:
+        body = {"RecordType": "Bounce", "Type": "HardBounce", "TypeCode": 1, "MessageID": f"pid{row_id}",
+                "Email": email, "Description": "Unknown user", "Details": "smtp;550 5.1.1 no such user",
+                "BouncedAt": "2026-12-01T14:00:00Z", "MessageStream": "outbound"}  # fmt: skip
+        lines.append(f"\t\t{json.dumps(body)}")
+    return lines
+
+
+def run(base: str, name: str, request: str, lines: list[str], per_request: int, args: argparse.Namespace) -> str:
+    with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as scratch:
+        bodies, script = Path(scratch) / "bodies.txt", Path(scratch) / "post.lua"
+        bodies.write_text("\n".join(lines) + "\n")
+        script.write_text(LUA.replace("%s", request))
+        env = {**os.environ, "BODIES": str(bodies), "THREADS": str(args.threads)}
+        command = [
+            "wrk",
+            f"-t{args.threads}",
+            f"-c{args.connections}",
+            f"-d{args.duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            base,
+        ]
+        print("$", " ".join(command), flush=True)
+        before = os.getloadavg()[0]
+        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    print(output, flush=True)
+    rate_match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    rate = float(rate_match[1]) if rate_match else 0.0
+    pcts = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", output, re.MULTILINE))
+    refused = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    events = rate * per_request
+    met = events >= TARGET_EVENTS and not refused
+    return (
+        f"{name:58} {rate:7.0f} req/s {events:8.0f} events/s   p50 {pcts.get('50', '?'):>8}  p99 "
+        f"{pcts.get('99', '?'):>8} ({milliseconds(pcts['99']) if '99' in pcts else 0:.0f} ms)   "
+        f"{'met' if met else 'NOT MET':7}  load {before:.2f}->{os.getloadavg()[0]:.2f}   "
+        f"non-2xx: {refused[1] if refused else 0}"
+    )
+
+
+def recorded(url: str) -> str:
+    with make_engine(url).connect() as conn:
+        bounces, suppressions = conn.execute(
+            text("SELECT (SELECT count(*) FROM events WHERE type = :bounce), (SELECT count(*) FROM suppressions)"),
+            {"bounce": EventType.bounce.value},
+        ).one()
+    return f"recorded: {bounces} bounce events, {suppressions} suppressions"
+
+
+def main() -> None:  # long: one linear script, set-up, two runs, tear-down
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per webhook")
+    parser.add_argument("--batch", type=int, default=50, help="events per SendGrid request")
+    parser.add_argument("--rows", type=int, default=100_000, help="ledger rows (one event each)")
+    parser.add_argument(
+        "--bounce-every",
+        type=int,
+        default=50,
+        help="one hard bounce per this many SendGrid events (2%%), the rest deliveries",
+    )
+    args = parser.parse_args()
+
+    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{DATABASE}"'))
+    url = re.sub(r"/[^/]*$", f"/{DATABASE}", ADMIN_URL)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        print(f"seeding {args.rows} ledger rows ...", flush=True)
+        seed(url, args.rows)
+        rows = ledger(url)
+        key = ec.generate_private_key(ec.SECP256R1())
+        public = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "NEWSLETTER_DATABASE_URL": url,
+            "NEWSLETTER_SECRET_KEY": SECRET,
+            "NEWSLETTER_ENVIRONMENT": "production",
+            "NEWSLETTER_BASE_URL": base,
+            "NEWSLETTER_SENDGRID_WEBHOOK_PUBLIC_KEY": base64.b64encode(public).decode(),
+            "NEWSLETTER_POSTMARK_WEBHOOK_AUTH": POSTMARK_AUTH,
+        }
+        env.pop("NEWSLETTER_BROKER_URL", None)
+        command = [
+            str(Path(sys.executable).with_name("newsletter")),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+        ]
+        print("$", " ".join(command), flush=True)
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until_up(base)
+        half = len(rows) // 2  # each webhook acts on rows of its own
+        results = [
+            run(base, f"sendgrid, signed, {args.batch} events/request, 1 in {args.bounce_every} a bounce", SENDGRID,
+                sendgrid_bodies(rows[:half], args.batch, args.bounce_every, key), args.batch, args),
+            run(base, "postmark, basic auth, 1 event/request", POSTMARK, postmark_bodies(rows[half:]), 1, args),
+        ]  # fmt: skip
+        print(
+            f"\n$ {' '.join(command)}\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, a distinct body "
+            f"per request, {os.cpu_count()} CPUs; target: >= {TARGET_EVENTS} signed events/s"
+        )
+        print("\n".join(results))
+        print(recorded(url))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

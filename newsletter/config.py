@@ -175,7 +175,6 @@ class Settings(BaseSettings):
     )
     signin_ip_limit: int = Field(50, ge=1, description="Sign-in attempts per client IP per 15 minutes.")
 
-
     soft_bounce_limit: int = Field(
         3,
         ge=0,

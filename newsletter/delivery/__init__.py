@@ -309,7 +309,6 @@ def sweep(session: Session, settings: Settings, now: dt.datetime | None = None) 
     for campaign_id in left_behind:
         skip_pending(session, campaign_id)
 
-
     counters.compact(session, now)
     requeued: list[BatchRange] = []
     sending = session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.sending)).all()

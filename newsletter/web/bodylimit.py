@@ -45,7 +45,6 @@ class BodyLimit:
         if path.startswith(ADMIN):
             return self.settings.max_admin_body_bytes
 
-
         if path.startswith(links.WEBHOOKS):
             return self.settings.max_webhook_body_bytes
         return self.settings.max_body_bytes

@@ -101,6 +101,10 @@ ROUTES: list[tuple[str, str, Any, bool]] = [
     ("POST", "/api/v1/campaigns", {"digest": "{digest}", "lists": ["weekly"], "again": True}, True),
     ("GET", "/api/v1/campaigns/{campaign_id}", None, True),
     ("GET", "/api/v1/campaigns/{campaign_id}/deliveries", None, True),
+    ("GET", "/api/v1/campaigns/{campaign_id}/progress", None, True),
+    ("GET", "/api/v1/campaigns/{campaign_id}/timeline", None, True),
+    ("GET", "/api/v1/campaigns/{campaign_id}/events?type=bounce", None, True),
+    ("GET", "/api/v1/campaigns/reach?list=weekly", None, True),
     ("POST", "/api/v1/campaigns/{campaign_id}/pause", None, True),
     ("POST", "/api/v1/campaigns/{campaign_id}/resume", None, True),
     ("POST", "/api/v1/campaigns/{campaign_id}/resend", {"statuses": ["failed"]}, True),
@@ -161,7 +165,7 @@ def test_every_route_is_documented_and_covered(api: Api) -> None:
     for method, template, _, _ in ROUTES:
         for ours, theirs in DOCUMENTED_NAMES.items():
             template = template.replace(ours, theirs)
-        covered.add((method, template))
+        covered.add((method, template.partition("?")[0]))
     assert documented == covered
 
 

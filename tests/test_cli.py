@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +118,46 @@ def test_users_passwords_from_stdin_and_set_password(cli: Cli) -> None:
     assert cli.sql("SELECT count(*) FROM web_sessions WHERE revoked_at IS NULL") == 0
     unknown = cli.run("users", "set-password", "nobody", "--password-stdin", stdin="a whole new password\n", ok=False)
     assert "no user named 'nobody'" in unknown.stderr
+
+
+def on_terminal(cli: Cli, args: list[str], answers: list[tuple[str, str]]) -> tuple[int, str]:
+    """Run `newsletter ARGS` on a pseudo-terminal, typing each answer once its prompt shows; returns the
+    exit status and everything the terminal showed."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal, as in a shell
+        os.chdir(cli.cwd)
+        os.execve(sys.executable, [sys.executable, "-m", "newsletter", *args], cli.env)  # noqa: S606 - no shell wanted
+    shown, pending, deadline = b"", list(answers), time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child exited and closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        if pending and pending[0][0].encode() in shown.rsplit(b"\n", 1)[-1]:
+            os.write(fd, pending.pop(0)[1].encode() + b"\n")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
+
+
+def test_users_create_asks_for_the_password_twice_without_echo(cli: Cli) -> None:
+    code, shown = on_terminal(
+        cli, ["users", "create", "tty", "--role", "editor"],
+        [("Password for tty", "typed on a terminal"), ("Same password again", "typed on a terminal")],
+    )  # fmt: skip
+    assert code == 0, shown
+    assert "typed on a terminal" not in shown  # hidden input
+    assert cli.sql("SELECT password_hash FROM users WHERE name = 'tty'").startswith("$argon2id$")
+    code, shown = on_terminal(
+        cli, ["users", "set-password", "tty"],
+        [("Password for tty", "a second password"), ("Same password again", "not the same one")],
+    )  # fmt: skip
+    assert code != 0 and "the two passwords differ: nothing was changed" in shown
 
 
 def test_lists_import_export_and_subscribers(cli: Cli, tmp_path: Path) -> None:

@@ -152,12 +152,14 @@ def test_users_create_asks_for_the_password_twice_without_echo(cli: Cli) -> None
     )  # fmt: skip
     assert code == 0, shown
     assert "typed on a terminal" not in shown  # hidden input
-    assert cli.sql("SELECT password_hash FROM users WHERE name = 'tty'").startswith("$argon2id$")
+    before = cli.sql("SELECT password_hash FROM users WHERE name = 'tty'")
+    assert before.startswith("$argon2id$")
     code, shown = on_terminal(
         cli, ["users", "set-password", "tty"],
         [("Password for tty", "a second password"), ("Same password again", "not the same one")],
     )  # fmt: skip
     assert code != 0 and "the two passwords differ: nothing was changed" in shown
+    assert cli.sql("SELECT password_hash FROM users WHERE name = 'tty'") == before
 
 
 def test_lists_import_export_and_subscribers(cli: Cli, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -138,8 +139,12 @@ def on_terminal(cli: Cli, args: list[str], answers: list[tuple[str, str]]) -> tu
             if not chunk:
                 break
             shown += chunk
-        if pending and pending[0][0].encode() in shown.rsplit(b"\n", 1)[-1]:
+        # Click writes "Password for x:", then getpass writes " " once it has switched echo off and
+        # flushed the terminal's input: answer only after that space, or the answer is thrown away.
+        if pending and shown.endswith(pending[0][0].encode() + b": "):
             os.write(fd, pending.pop(0)[1].encode() + b"\n")
+    else:
+        os.kill(pid, signal.SIGKILL)  # stuck: fail the test instead of hanging the run
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")

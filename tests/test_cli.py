@@ -79,6 +79,7 @@ def test_users_tokens_and_roles(cli: Cli) -> None:
     assert editor["role"] == "editor" and editor["token"].startswith(editor["prefix"])
     listed = {u["name"]: u for u in cli.json("users", "list")}
     assert listed["alice"]["tokens"][0]["prefix"] == token[:12]
+    assert listed["alice"]["signs_in"] is False and "API only" in cli.run("users", "list").stdout
     rotated = cli.json("users", "rotate", "alice")
     assert [t["prefix"] for t in cli.json("users", "list")[0]["tokens"]] == [rotated["prefix"]]
     assert "revoked 1" in cli.run("users", "revoke", rotated["prefix"]).stdout
@@ -94,6 +95,9 @@ def test_users_passwords_from_stdin_and_set_password(cli: Cli) -> None:
     assert created.stdout.strip().startswith("nl_")  # the API token, still printed once
     assert cli.sql("SELECT password_hash FROM users WHERE name = 'ada'").startswith("$argon2id$")
     assert cli.sql("SELECT email FROM users WHERE name = 'ada'") == "ada@example.org"
+    listed = cli.json("users", "list")[0]
+    assert (listed["name"], listed["email"], listed["signs_in"]) == ("ada", "ada@example.org", True)
+    assert "password" in cli.run("users", "list").stdout
     short = cli.run("users", "create", "bo", "--role", "editor", "--password-stdin", stdin="short\n", ok=False)
     assert "too short" in short.stderr and "at least 10" in short.stderr
     same = cli.run("users", "create", "bo.the.editor", "--role", "editor", "--password-stdin",

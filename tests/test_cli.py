@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +79,7 @@ def test_users_tokens_and_roles(cli: Cli) -> None:
     assert editor["role"] == "editor" and editor["token"].startswith(editor["prefix"])
     listed = {u["name"]: u for u in cli.json("users", "list")}
     assert listed["alice"]["tokens"][0]["prefix"] == token[:12]
+    assert listed["alice"]["signs_in"] is False and "API only" in cli.run("users", "list").stdout
     rotated = cli.json("users", "rotate", "alice")
     assert [t["prefix"] for t in cli.json("users", "list")[0]["tokens"]] == [rotated["prefix"]]
     assert "revoked 1" in cli.run("users", "revoke", rotated["prefix"]).stdout
@@ -102,6 +107,9 @@ def test_users_passwords_from_stdin_and_set_password(cli: Cli) -> None:
     assert created.stdout.strip().startswith("nl_")  # the API token, still printed once
     assert cli.sql("SELECT password_hash FROM users WHERE name = 'ada'").startswith("$argon2id$")
     assert cli.sql("SELECT email FROM users WHERE name = 'ada'") == "ada@example.org"
+    listed = cli.json("users", "list")[0]
+    assert (listed["name"], listed["email"], listed["signs_in"]) == ("ada", "ada@example.org", True)
+    assert "password" in cli.run("users", "list").stdout
     short = cli.run("users", "create", "bo", "--role", "editor", "--password-stdin", stdin="short\n", ok=False)
     assert "too short" in short.stderr and "at least 10" in short.stderr
     same = cli.run("users", "create", "bo.the.editor", "--role", "editor", "--password-stdin",
@@ -127,6 +135,52 @@ def test_users_passwords_from_stdin_and_set_password(cli: Cli) -> None:
     assert cli.sql("SELECT count(*) FROM web_sessions WHERE revoked_at IS NULL") == 0
     unknown = cli.run("users", "set-password", "nobody", "--password-stdin", stdin="a whole new password\n", ok=False)
     assert "no user named 'nobody'" in unknown.stderr
+
+
+def on_terminal(cli: Cli, args: list[str], answers: list[tuple[str, str]]) -> tuple[int, str]:
+    """Run `newsletter ARGS` on a pseudo-terminal, typing each answer once its prompt shows; returns the
+    exit status and everything the terminal showed."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal, as in a shell
+        os.chdir(cli.cwd)
+        os.execve(sys.executable, [sys.executable, "-m", "newsletter", *args], cli.env)  # noqa: S606 - no shell wanted
+    shown, pending, deadline = b"", list(answers), time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child exited and closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        # Click writes "Password for x:", then getpass writes " " once it has switched echo off and
+        # flushed the terminal's input: answer only after that space, or the answer is thrown away.
+        if pending and shown.endswith(pending[0][0].encode() + b": "):
+            os.write(fd, pending.pop(0)[1].encode() + b"\n")
+    else:
+        os.kill(pid, signal.SIGKILL)  # stuck: fail the test instead of hanging the run
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
+
+
+def test_users_create_asks_for_the_password_twice_without_echo(cli: Cli) -> None:
+    code, shown = on_terminal(
+        cli, ["users", "create", "tty", "--role", "editor"],
+        [("Password for tty", "typed on a terminal"), ("Same password again", "typed on a terminal")],
+    )  # fmt: skip
+    assert code == 0, shown
+    assert "typed on a terminal" not in shown  # hidden input
+    before = cli.sql("SELECT password_hash FROM users WHERE name = 'tty'")
+    assert before.startswith("$argon2id$")
+    code, shown = on_terminal(
+        cli, ["users", "set-password", "tty"],
+        [("Password for tty", "a second password"), ("Same password again", "not the same one")],
+    )  # fmt: skip
+    assert code != 0 and "the two passwords differ: nothing was changed" in shown
+    assert cli.sql("SELECT password_hash FROM users WHERE name = 'tty'") == before
 
 
 def test_lists_import_export_and_subscribers(cli: Cli, tmp_path: Path) -> None:

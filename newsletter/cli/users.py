@@ -70,12 +70,14 @@ def users_set_password(
 
 @app.command("list")
 def users_list(as_json: AsJson = False) -> None:
-    """Users with their active tokens, by prefix."""
+    """Users: whether they can sign in to the admin, and their active tokens by prefix."""
     with unit_of_work() as session:
         rows: list[dict[str, Any]] = [
             {
                 "name": u.name,
                 "role": u.role.value,
+                "email": u.email,
+                "signs_in": u.password_hash is not None,  # has an admin password
                 "created_at": u.created_at,
                 "tokens": [
                     {"prefix": t.prefix, "created_at": t.created_at, "last_used_at": t.last_used_at}
@@ -88,9 +90,15 @@ def users_list(as_json: AsJson = False) -> None:
         emit_json(rows)
         return
     print_table(
-        ("name", "role", "token prefix", "last used"),
+        ("name", "role", "admin sign-in", "token prefix", "last used"),
         (
-            (row["name"], row["role"], token["prefix"] if token else "(none)", last_used(token))
+            (
+                row["name"],
+                row["role"],
+                "password" if row["signs_in"] else "API only",
+                token["prefix"] if token else "(none)",
+                last_used(token),
+            )
             for row in rows
             for token in row["tokens"] or [None]
         ),

@@ -229,6 +229,7 @@ def test_the_preview_follows_the_list_and_dark_mode(admin_web: AdminWeb) -> None
     light = client.get("/admin/digests/weekly/preview", params={"list": "second"}).text
     dark = client.get("/admin/digests/weekly/preview", params={"list": "second", "scheme": "dark"}).text
     assert "2 Other Street" in light and "@media (prefers-color-scheme: dark)" in light
+    assert "fonts.googleapis.com" not in light  # the email asks no other host for anything but its images
     assert "@media (prefers-color-scheme: dark)" not in dark and "@media all" in dark
     assert client.get("/admin/digests/weekly/preview", params={"list": "nope"}).status_code == 404
 
@@ -269,6 +270,7 @@ def test_a_frozen_digest_is_read_only_and_duplicates_to_edit(admin_web: AdminWeb
     "path",
     [
         "/admin/digests/new",
+        "/admin/digests/new/markdown",
         "/admin/digests/weekly",
         "/admin/digests/weekly/autosave",
         "/admin/digests/weekly/markdown",
@@ -301,3 +303,24 @@ def test_markup_in_a_title_is_shown_as_text_everywhere(admin_web: AdminWeb) -> N
         page = client.get(path)
         assert page.status_code == 200 and XSS not in page.text, path
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text, path
+
+
+def test_a_new_draft_can_be_pasted_as_markdown(admin_web: AdminWeb) -> None:
+    client = admin_web.signed_in(Role.editor)
+    token = csrf_from(client.get("/admin/digests/new").text)
+    text = digests.to_markdown(digests.Digest.model_validate(DRAFT))
+    refused = client.post(
+        "/admin/digests/new/markdown",
+        data={"markdown": text.replace("date: '2025-04-26'", "date: soon"), "csrf_token": token},
+    )
+    assert refused.status_code == 422 and "date: expected a date like 2025-04-26, got &#39;soon&#39;" in refused.text
+    assert "date: soon" in refused.text  # kept for fixing
+    assert stored(admin_web) == []
+    created = client.post("/admin/digests/new/markdown", data={"markdown": text, "csrf_token": token})
+    assert created.status_code == 303 and created.headers["location"] == "/admin/digests/weekly"
+    before = stored(admin_web)
+    taken = client.post(
+        "/admin/digests/new/markdown", data={"markdown": text.replace("Trains.", "Buses."), "csrf_token": token}
+    )
+    assert taken.status_code == 409 and "already taken by a digest with different content" in taken.text
+    assert stored(admin_web) == before

@@ -57,6 +57,9 @@ def test_write_preview_check_and_edit_a_digest(
 
     # 1. A draft of three items, written in the form; "Add an item" works inline (htmx).
     page.get_by_role("link", name="New digest").click()
+    page.get_by_role("button", name="Create draft", exact=True).click()  # nothing filled in yet
+    expect(page.get_by_role("alert")).to_contain_text("Title: is required")
+    screenshot(page, "admin-digests-new-errors")
     page.get_by_label("Title").fill("Foreign media on Kazakhstan")
     page.get_by_label("Date", exact=True).first.fill("2025-04-26")
     for index, (headline, source, url) in enumerate(ITEMS):
@@ -68,7 +71,7 @@ def test_write_preview_check_and_edit_a_digest(
         page.locator(f"#items-{index}-url").fill(url)
         page.locator(f"#items-{index}-summary").fill(f"Summary of *{headline}*.")
     screenshot(page, "admin-digests-new")
-    page.get_by_role("button", name="Create draft").click()
+    page.get_by_role("button", name="Create draft", exact=True).click()
     expect(page.get_by_role("heading", name="Foreign media on Kazakhstan")).to_be_visible()
     expect(page.get_by_role("status").filter(has_text="Draft created.")).to_be_visible()
 
@@ -133,6 +136,11 @@ def test_write_preview_check_and_edit_a_digest(
     page.get_by_role("link", name="All digests").click()
     expect(page.get_by_role("link", name="Foreign media on Kazakhstan")).to_be_visible()
     screenshot(page, "admin-digests-list")
+    with page.expect_response(lambda answer: "q=nothing" in answer.url):
+        page.get_by_label("Search by title").fill("nothing like it")  # live, with htmx
+    expect(page.get_by_role("heading", name="No digest matches")).to_be_visible()
+    screenshot(page, "admin-digests-search-empty")
+    page.get_by_role("link", name="Show all digests").click()
     with Session(engine) as session:
         delivery.create_campaign(session, digest_slug="2025-04-26-foreign-media-on-kazakhstan", list_slugs=["weekly"])
         session.commit()

@@ -105,6 +105,28 @@ def create_digest(request: Request, session: SessionDep, me: Editor, posted: Pos
     return redirect(request, f"{BASE}/{stored.slug}", flash=flash)
 
 
+@router.post(f"{BASE}/new/markdown")
+def create_from_markdown(request: Request, session: SessionDep, me: Editor, posted: Posted) -> Response:
+    """A new draft from pasted Markdown (the format of `digests publish`)."""
+    text = posted.get("markdown", "").replace("\r\n", "\n")
+    try:
+        stored, created = digests.publish(session, digests.parse_digest(text, "md"))
+    except (InvalidDigest, DigestConflict) as exc:
+        problems = list(exc.problems) if isinstance(exc, InvalidDigest) else [str(exc)]
+        status = 422 if isinstance(exc, InvalidDigest) else 409
+        return _page(
+            request,
+            "digests/new.html",
+            title="New digest",
+            form=DigestForm.blank(),
+            markdown=text,
+            markdown_errors=problems,
+            status_code=status,
+        )
+    flash = "Draft created." if created else "A digest with exactly this content exists already: here it is."
+    return redirect(request, f"{BASE}/{stored.slug}", flash=flash)
+
+
 # --- the editor ------------------------------------------------------------------------------------------
 
 

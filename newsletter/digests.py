@@ -371,10 +371,11 @@ def check_fields(data: Mapping[str, Any]) -> tuple[Digest | None, dict[str, str]
         return Digest.model_validate(data), {}
     except ValidationError as exc:
         problems: dict[str, str] = {}
+        item_errors = any(len(error["loc"]) > 1 and error["loc"][0] == "items" for error in exc.errors())
         for error in exc.errors():
             loc = tuple(error["loc"])
-            if loc == ("items",) and error["type"] == "too_short" and len(exc.errors()) > 1:
-                continue
+            if loc == ("items",) and error["type"] == "too_short" and item_errors:
+                continue  # "too short" only because items failed: their own errors say why
             key = ".".join(str(part) for part in loc) or "digest"
             problems.setdefault(key, _describe_problem(error, loc[-1] if loc else ""))
         return None, problems

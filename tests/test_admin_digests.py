@@ -109,6 +109,9 @@ def test_a_new_draft_is_created_from_the_form_and_bad_fields_are_explained(admin
     assert "must be an absolute http(s) URL, got 'ftp://x'" in text
     assert 'value="ftp://x"' in refused.text  # what was typed is kept
     assert stored(admin_web) == []
+    blank = client.post("/admin/digests/new", data={"csrf_token": token, "items-0-headline": "", "action": "save"})
+    assert blank.status_code == 422
+    assert 'id="err-items">a digest needs at least one item' in blank.text and "Title: is required" in blank.text
     added = client.post("/admin/digests/new", data={**bad, "action": "add"})
     assert added.status_code == 200 and 'name="items-1-headline"' in added.text and 'value="ftp://x"' in added.text
     good = {

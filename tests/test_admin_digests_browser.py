@@ -59,6 +59,7 @@ def test_write_preview_check_and_edit_a_digest(
     page.get_by_role("link", name="New digest").click()
     page.get_by_role("button", name="Create draft", exact=True).click()  # nothing filled in yet
     expect(page.get_by_role("alert")).to_contain_text("Title: is required")
+    expect(page.get_by_role("alert")).to_contain_text("Items: a digest needs at least one item")
     screenshot(page, "admin-digests-new-errors")
     page.get_by_label("Title").fill("Foreign media on Kazakhstan")
     page.get_by_label("Date", exact=True).first.fill("2025-04-26")

@@ -429,7 +429,12 @@ def update(session: Session, slug: str, digest: Digest) -> models.Digest:
     Raises DigestNotFound, DigestFrozen when a campaign uses it, and InvalidDigest when `digest` names
     another slug explicitly (a sent link must never change meaning: duplicate under the new slug instead).
     """
-    stored = get_published(session, slug)
+    # FOR UPDATE conflicts with the KEY SHARE lock a new campaign's foreign key takes on this row, so an edit
+    # and a campaign of this digest on PostgreSQL are one after the other: the edit either finishes before the
+    # campaign exists or sees it below and is refused.
+    stored = session.scalar(select(models.Digest).where(models.Digest.slug == slug).with_for_update())
+    if stored is None:
+        raise DigestNotFound(slug)
     if "slug" in digest.model_fields_set and digest.slug != slug:
         raise InvalidDigest(
             f"slug: an edit keeps the slug {slug!r}, got {digest.slug!r}; "

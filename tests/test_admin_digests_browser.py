@@ -146,7 +146,7 @@ def test_write_preview_check_and_edit_a_digest(
         delivery.create_campaign(session, digest_slug="2025-04-26-foreign-media-on-kazakhstan", list_slugs=["weekly"])
         session.commit()
     page.get_by_role("link", name="Foreign media on Kazakhstan").click()
-    expect(page.get_by_text("cannot be edited")).to_be_visible()
+    expect(page.get_by_text("can no longer change")).to_be_visible()
     screenshot(page, "admin-digests-frozen")
     page.get_by_role("button", name="Duplicate to edit").click()
     expect(page.locator("#items-0-headline")).to_have_value("Railway deal signed at last")

@@ -327,3 +327,14 @@ def test_a_new_draft_can_be_pasted_as_markdown(admin_web: AdminWeb) -> None:
     )
     assert taken.status_code == 409 and "already taken by a digest with different content" in taken.text
     assert stored(admin_web) == before
+
+
+def test_without_a_list_the_editor_says_why_there_is_no_preview(admin_web: AdminWeb) -> None:
+    store(admin_web)
+    client = admin_web.signed_in(Role.editor)
+    page = client.get("/admin/digests/weekly")
+    assert page.status_code == 200 and "<iframe" not in page.text and "there is no list yet" in page.text
+    shown = client.get("/admin/digests/weekly/preview")
+    assert shown.status_code == 200 and "create one with `newsletter lists create`" in shown.text
+    check = client.get("/admin/digests/weekly/check")
+    assert "Create a mailing list first" in check.text

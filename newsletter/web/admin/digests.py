@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from markupsafe import escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -280,7 +281,7 @@ def preview(
     try:
         shown = previews.preview_digest(session, settings, slug, list_slug)
     except previews.NoListToPreview as exc:
-        return html_response(f"<p style='font-family:sans-serif'>{exc}</p>", csp=EMAIL_PREVIEW_CSP)
+        return html_response(f"<p style='font-family:sans-serif'>{escape(str(exc))}</p>", csp=EMAIL_PREVIEW_CSP)
     html = shown.html.replace(DARK_QUERY, "@media all") if scheme == "dark" else shown.html
     return html_response(html, csp=EMAIL_PREVIEW_CSP)
 

@@ -371,10 +371,11 @@ def check_fields(data: Mapping[str, Any]) -> tuple[Digest | None, dict[str, str]
         return Digest.model_validate(data), {}
     except ValidationError as exc:
         problems: dict[str, str] = {}
+        item_errors = any(len(error["loc"]) > 1 and error["loc"][0] == "items" for error in exc.errors())
         for error in exc.errors():
             loc = tuple(error["loc"])
-            if loc == ("items",) and error["type"] == "too_short" and len(exc.errors()) > 1:
-                continue
+            if loc == ("items",) and error["type"] == "too_short" and item_errors:
+                continue  # "too short" only because items failed: their own errors say why
             key = ".".join(str(part) for part in loc) or "digest"
             problems.setdefault(key, _describe_problem(error, loc[-1] if loc else ""))
         return None, problems
@@ -428,7 +429,12 @@ def update(session: Session, slug: str, digest: Digest) -> models.Digest:
     Raises DigestNotFound, DigestFrozen when a campaign uses it, and InvalidDigest when `digest` names
     another slug explicitly (a sent link must never change meaning: duplicate under the new slug instead).
     """
-    stored = get_published(session, slug)
+    # FOR UPDATE conflicts with the KEY SHARE lock a new campaign's foreign key takes on this row, so an edit
+    # and a campaign of this digest on PostgreSQL are one after the other: the edit either finishes before the
+    # campaign exists or sees it below and is refused.
+    stored = session.scalar(select(models.Digest).where(models.Digest.slug == slug).with_for_update())
+    if stored is None:
+        raise DigestNotFound(slug)
     if "slug" in digest.model_fields_set and digest.slug != slug:
         raise InvalidDigest(
             f"slug: an edit keeps the slug {slug!r}, got {digest.slug!r}; "

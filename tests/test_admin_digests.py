@@ -109,6 +109,9 @@ def test_a_new_draft_is_created_from_the_form_and_bad_fields_are_explained(admin
     assert "must be an absolute http(s) URL, got 'ftp://x'" in text
     assert 'value="ftp://x"' in refused.text  # what was typed is kept
     assert stored(admin_web) == []
+    blank = client.post("/admin/digests/new", data={"csrf_token": token, "items-0-headline": "", "action": "save"})
+    assert blank.status_code == 422
+    assert 'id="err-items">a digest needs at least one item' in blank.text and "Title: is required" in blank.text
     added = client.post("/admin/digests/new", data={**bad, "action": "add"})
     assert added.status_code == 200 and 'name="items-1-headline"' in added.text and 'value="ftp://x"' in added.text
     good = {
@@ -229,6 +232,7 @@ def test_the_preview_follows_the_list_and_dark_mode(admin_web: AdminWeb) -> None
     light = client.get("/admin/digests/weekly/preview", params={"list": "second"}).text
     dark = client.get("/admin/digests/weekly/preview", params={"list": "second", "scheme": "dark"}).text
     assert "2 Other Street" in light and "@media (prefers-color-scheme: dark)" in light
+    assert "fonts.googleapis.com" not in light  # the email asks no other host for anything but its images
     assert "@media (prefers-color-scheme: dark)" not in dark and "@media all" in dark
     assert client.get("/admin/digests/weekly/preview", params={"list": "nope"}).status_code == 404
 
@@ -269,6 +273,7 @@ def test_a_frozen_digest_is_read_only_and_duplicates_to_edit(admin_web: AdminWeb
     "path",
     [
         "/admin/digests/new",
+        "/admin/digests/new/markdown",
         "/admin/digests/weekly",
         "/admin/digests/weekly/autosave",
         "/admin/digests/weekly/markdown",
@@ -301,3 +306,35 @@ def test_markup_in_a_title_is_shown_as_text_everywhere(admin_web: AdminWeb) -> N
         page = client.get(path)
         assert page.status_code == 200 and XSS not in page.text, path
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text, path
+
+
+def test_a_new_draft_can_be_pasted_as_markdown(admin_web: AdminWeb) -> None:
+    client = admin_web.signed_in(Role.editor)
+    token = csrf_from(client.get("/admin/digests/new").text)
+    text = digests.to_markdown(digests.Digest.model_validate(DRAFT))
+    refused = client.post(
+        "/admin/digests/new/markdown",
+        data={"markdown": text.replace("date: '2025-04-26'", "date: soon"), "csrf_token": token},
+    )
+    assert refused.status_code == 422 and "date: expected a date like 2025-04-26, got &#39;soon&#39;" in refused.text
+    assert "date: soon" in refused.text  # kept for fixing
+    assert stored(admin_web) == []
+    created = client.post("/admin/digests/new/markdown", data={"markdown": text, "csrf_token": token})
+    assert created.status_code == 303 and created.headers["location"] == "/admin/digests/weekly"
+    before = stored(admin_web)
+    taken = client.post(
+        "/admin/digests/new/markdown", data={"markdown": text.replace("Trains.", "Buses."), "csrf_token": token}
+    )
+    assert taken.status_code == 409 and "already taken by a digest with different content" in taken.text
+    assert stored(admin_web) == before
+
+
+def test_without_a_list_the_editor_says_why_there_is_no_preview(admin_web: AdminWeb) -> None:
+    store(admin_web)
+    client = admin_web.signed_in(Role.editor)
+    page = client.get("/admin/digests/weekly")
+    assert page.status_code == 200 and "<iframe" not in page.text and "there is no list yet" in page.text
+    shown = client.get("/admin/digests/weekly/preview")
+    assert shown.status_code == 200 and "create one with `newsletter lists create`" in shown.text
+    check = client.get("/admin/digests/weekly/check")
+    assert "Create a mailing list first" in check.text

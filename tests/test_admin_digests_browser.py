@@ -57,6 +57,10 @@ def test_write_preview_check_and_edit_a_digest(
 
     # 1. A draft of three items, written in the form; "Add an item" works inline (htmx).
     page.get_by_role("link", name="New digest").click()
+    page.get_by_role("button", name="Create draft", exact=True).click()  # nothing filled in yet
+    expect(page.get_by_role("alert")).to_contain_text("Title: is required")
+    expect(page.get_by_role("alert")).to_contain_text("Items: a digest needs at least one item")
+    screenshot(page, "admin-digests-new-errors")
     page.get_by_label("Title").fill("Foreign media on Kazakhstan")
     page.get_by_label("Date", exact=True).first.fill("2025-04-26")
     for index, (headline, source, url) in enumerate(ITEMS):
@@ -68,7 +72,7 @@ def test_write_preview_check_and_edit_a_digest(
         page.locator(f"#items-{index}-url").fill(url)
         page.locator(f"#items-{index}-summary").fill(f"Summary of *{headline}*.")
     screenshot(page, "admin-digests-new")
-    page.get_by_role("button", name="Create draft").click()
+    page.get_by_role("button", name="Create draft", exact=True).click()
     expect(page.get_by_role("heading", name="Foreign media on Kazakhstan")).to_be_visible()
     expect(page.get_by_role("status").filter(has_text="Draft created.")).to_be_visible()
 
@@ -133,11 +137,16 @@ def test_write_preview_check_and_edit_a_digest(
     page.get_by_role("link", name="All digests").click()
     expect(page.get_by_role("link", name="Foreign media on Kazakhstan")).to_be_visible()
     screenshot(page, "admin-digests-list")
+    with page.expect_response(lambda answer: "q=nothing" in answer.url):
+        page.get_by_label("Search by title").fill("nothing like it")  # live, with htmx
+    expect(page.get_by_role("heading", name="No digest matches")).to_be_visible()
+    screenshot(page, "admin-digests-search-empty")
+    page.get_by_role("link", name="Show all digests").click()
     with Session(engine) as session:
         delivery.create_campaign(session, digest_slug="2025-04-26-foreign-media-on-kazakhstan", list_slugs=["weekly"])
         session.commit()
     page.get_by_role("link", name="Foreign media on Kazakhstan").click()
-    expect(page.get_by_text("cannot be edited")).to_be_visible()
+    expect(page.get_by_text("can no longer change")).to_be_visible()
     screenshot(page, "admin-digests-frozen")
     page.get_by_role("button", name="Duplicate to edit").click()
     expect(page.locator("#items-0-headline")).to_have_value("Railway deal signed at last")

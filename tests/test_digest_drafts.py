@@ -247,3 +247,43 @@ def test_the_archive_and_feed_show_a_draft_only_once_it_went_out(settings: Setti
         listed, page, published = public(client)
         assert listed and page and len(published) == 1
         assert started is not None and dt.datetime.fromisoformat(published[0]) == started
+
+
+@pytest.mark.postgres
+def test_an_edit_waits_for_a_campaign_being_created_and_then_is_refused(committed_pg: str) -> None:
+    """PostgreSQL, two transactions: the campaign's foreign key holds the digest row, so the edit waits for
+    it and then sees the campaign, instead of changing a digest a campaign has just started using."""
+    import threading
+
+    engine = make_engine(committed_pg)
+    try:
+        with Session(engine) as setup:
+            weekly = make_list(setup, slug="weekly")
+            make_subscribers(setup, weekly, 1)
+            digests.publish(setup, draft())
+            setup.commit()
+        outcome: list[BaseException | None] = []
+
+        def edit() -> None:
+            with Session(engine) as other:
+                try:
+                    digests.update(other, "weekly-draft", draft(title="Edited meanwhile"))
+                    other.commit()
+                    outcome.append(None)
+                except BaseException as exc:  # handed to the test thread
+                    outcome.append(exc)
+
+        with Session(engine) as creating:
+            delivery.create_campaign(creating, digest_slug="weekly-draft", list_slugs=["weekly"])
+            creating.flush()
+            editor = threading.Thread(target=edit)
+            editor.start()
+            editor.join(1.0)
+            assert editor.is_alive()  # waiting for the campaign's transaction
+            creating.commit()
+        editor.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], digests.DigestFrozen)
+        with Session(engine) as check:
+            assert check.scalars(select(Digest.title)).all() == ["Weekly"]
+    finally:
+        engine.dispose()

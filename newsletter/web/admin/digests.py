@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from markupsafe import escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -101,6 +102,28 @@ def create_digest(request: Request, session: SessionDep, me: Editor, posted: Pos
     except DigestConflict as exc:
         form.problems["slug"] = str(exc)
         return _page(request, "digests/new.html", title="New digest", form=form, status_code=409)
+    flash = "Draft created." if created else "A digest with exactly this content exists already: here it is."
+    return redirect(request, f"{BASE}/{stored.slug}", flash=flash)
+
+
+@router.post(f"{BASE}/new/markdown")
+def create_from_markdown(request: Request, session: SessionDep, me: Editor, posted: Posted) -> Response:
+    """A new draft from pasted Markdown (the format of `digests publish`)."""
+    text = posted.get("markdown", "").replace("\r\n", "\n")
+    try:
+        stored, created = digests.publish(session, digests.parse_digest(text, "md"))
+    except (InvalidDigest, DigestConflict) as exc:
+        problems = list(exc.problems) if isinstance(exc, InvalidDigest) else [str(exc)]
+        status = 422 if isinstance(exc, InvalidDigest) else 409
+        return _page(
+            request,
+            "digests/new.html",
+            title="New digest",
+            form=DigestForm.blank(),
+            markdown=text,
+            markdown_errors=problems,
+            status_code=status,
+        )
     flash = "Draft created." if created else "A digest with exactly this content exists already: here it is."
     return redirect(request, f"{BASE}/{stored.slug}", flash=flash)
 
@@ -258,7 +281,7 @@ def preview(
     try:
         shown = previews.preview_digest(session, settings, slug, list_slug)
     except previews.NoListToPreview as exc:
-        return html_response(f"<p style='font-family:sans-serif'>{exc}</p>", csp=EMAIL_PREVIEW_CSP)
+        return html_response(f"<p style='font-family:sans-serif'>{escape(str(exc))}</p>", csp=EMAIL_PREVIEW_CSP)
     html = shown.html.replace(DARK_QUERY, "@media all") if scheme == "dark" else shown.html
     return html_response(html, csp=EMAIL_PREVIEW_CSP)
 

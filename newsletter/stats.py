@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, defer, selectinload
 
 from newsletter import delivery
 from newsletter.config import Settings
@@ -150,7 +150,10 @@ def list_campaigns(
 ) -> list[Campaign]:
     """Campaigns newest first, keyset-paged by id: those older than one id, or the page just newer."""
     limit = max(1, min(limit, MAX_PAGE))
-    query = select(Campaign).options(defer(Campaign.html), defer(Campaign.text))
+    # the page shows each campaign's digest and lists: load them in two queries, not two per campaign
+    query = select(Campaign).options(
+        defer(Campaign.html), defer(Campaign.text), selectinload(Campaign.digest), selectinload(Campaign.lists)
+    )
     if status is not None:
         query = query.where(Campaign.status == status)
     if newer_than is not None:
@@ -430,22 +433,26 @@ REPORTED_EVENTS = (EventType.bounce, EventType.complaint, EventType.unsubscribe)
 
 
 def campaign_events(
-    session: Session, campaign_id: int, kind: EventType, *, after: int | None = None, limit: int = 50
+    session: Session, campaign_id: int, kind: EventType | None, *, after: int | None = None, limit: int = 50
 ) -> EventPage:
-    """A campaign's bounces, complaints or unsubscribes, newest first, with who and why, keyset-paged."""
-    if kind not in REPORTED_EVENTS:
+    """A campaign's bounces, complaints or unsubscribes (None: all three), newest first, with who and why,
+    keyset-paged."""
+    if kind is not None and kind not in REPORTED_EVENTS:
         raise delivery.CampaignError(f"only {', '.join(k.value for k in REPORTED_EVENTS)} are listed per campaign")
     delivery.get_campaign(session, campaign_id)
     limit = max(1, min(limit, MAX_PAGE))
     query = (
-        select(Event.id, Event.created_at, Event.detail, Subscriber.email)
+        select(Event.id, Event.type, Event.created_at, Event.detail, Subscriber.email)
         .outerjoin(Subscriber, Subscriber.id == Event.subscriber_id)
-        .where(Event.campaign_id == campaign_id, Event.type == kind)
+        .where(Event.campaign_id == campaign_id, Event.type.in_([kind] if kind else REPORTED_EVENTS))
         .order_by(Event.id.desc())
         .limit(limit + 1)
     )
     if after is not None:
         query = query.where(Event.id < after)
     rows = session.execute(query).all()
-    items = [{"id": i, "at": at, "detail": detail, "email": email} for i, at, detail, email in rows[:limit]]
+    items = [
+        {"id": i, "type": EventType(t).value, "at": at, "detail": detail, "email": email}
+        for i, t, at, detail, email in rows[:limit]
+    ]
     return EventPage(items=items, next_cursor=rows[limit - 1].id if len(rows) > limit else None)

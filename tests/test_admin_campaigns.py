@@ -357,6 +357,16 @@ def test_resend_to_failed_puts_them_back_in_the_queue(
     assert sent_twice.status_code == 409 and "never sent twice" in text_of(sent_twice.text)
 
 
+def test_cancelling_a_scheduled_campaign_names_those_its_lists_would_reach(
+    admin_web: AdminWeb, world: dict[str, Any]
+) -> None:
+    with admin_web.sessions.begin() as session:
+        at = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        cid = delivery.create_campaign(session, digest_slug=world["digest"], list_slugs=["a", "b"], scheduled_at=at).id
+    page = text_of(admin_web.signed_in(Role.editor).get(f"/admin/campaigns/{cid}/cancel").text)
+    assert "the 6 recipient(s) not yet sent to will never get it. To stop for a while instead, pause it." in page
+
+
 def test_every_post_needs_the_csrf_token_and_changes_nothing_without_it(
     admin_web: AdminWeb, world: dict[str, Any], jobs: RecordingJobs
 ) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from newsletter import delivery
 from newsletter.config import Settings
 from newsletter.db import session_scope
-from newsletter.delivery import ledger
+from newsletter.delivery import counters, ledger, progress
 from newsletter.models import CampaignStatus, Delivery, DeliveryStatus, Subscriber
 from tests.factories import make_list, publish_sample
 from tests.processes import CeleryWorker, add_subscribers, enqueue, running_workers, wait_until
@@ -103,6 +103,10 @@ def test_kill_9_workers_mid_send(
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .where(Delivery.campaign_id == campaign_id)
         ).all()
+        # the counters survived the killed workers' connections (their shards) and the sweep's verdicts
+        scanned = progress.tally(session, campaign_id)
+        kept = counters.read(session, campaign_id)
+        assert (kept.counts, kept.resent_after_unknown) == (scanned.counts, scanned.resent_after_unknown)
     status = {email: s for email, s, _ in rows}
     resent = {email for email, s, text in rows if s == DeliveryStatus.sent and text == ledger.RESENT_AFTER_UNKNOWN}
     unknown = {email for email, s in status.items() if s == DeliveryStatus.unknown}

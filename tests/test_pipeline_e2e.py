@@ -14,7 +14,7 @@ from sqlalchemy import select
 from newsletter import delivery
 from newsletter.config import Settings
 from newsletter.db import session_scope
-from newsletter.delivery import progress
+from newsletter.delivery import counters, progress
 from newsletter.models import (
     CampaignStatus,
     Delivery,
@@ -53,7 +53,10 @@ def wait_finished(settings: Settings, campaign_id: int, timeout: float = 60) -> 
         with session_scope(settings) as session:
             campaign = delivery.get_campaign(session, campaign_id)
             if campaign.status == CampaignStatus.finished:
-                return progress.tally(session, campaign_id).counts
+                scanned = progress.tally(session, campaign_id).counts
+                # the counters the real workers' connections kept (each its own rows) agree with a scan
+                assert counters.read(session, campaign_id).counts == scanned
+                return scanned
         time.sleep(0.2)
     raise AssertionError(f"campaign {campaign_id} did not finish within {timeout}s")
 

@@ -15,9 +15,9 @@ from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from newsletter.db import utcnow
-from newsletter.delivery import counters, get_campaign
+from newsletter.delivery import CampaignNotFound, counters
 from newsletter.delivery.ledger import RESENT_AFTER_UNKNOWN
-from newsletter.models import CampaignStatus, Delivery, DeliveryStatus
+from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryStatus
 
 RATE_WINDOW_SECONDS = 60
 
@@ -94,34 +94,42 @@ class Progress:
 
 
 def campaign_progress(session: Session, campaign_id: int, now: dt.datetime | None = None) -> Progress:
-    """Counts, rate and ETA from the campaign's counters: a few rows read, whatever its size."""
-    campaign = get_campaign(session, campaign_id)
+    """Counts, rate and ETA in two small queries whatever the campaign's size: the campaign's state with
+    the latest retry reason, and its counters."""
+    state = session.execute(
+        select(Campaign.status, Campaign.started_at, Campaign.pause_reason, _last_retry_reason(campaign_id)).where(
+            Campaign.id == campaign_id
+        )
+    ).first()
+    if state is None:
+        raise CampaignNotFound(campaign_id)
+    status, started_at, pause_reason, last_error = state
     now = now or utcnow()
     since = counters.tick_start(counters.tick_of(now - dt.timedelta(seconds=RATE_WINDOW_SECONDS)))
     counted = counters.read(session, campaign_id, since=since)
     counts = counted.counts
     window = max((now - since).total_seconds(), 1.0)
-    if campaign.started_at is not None:
-        window = min(window, max((now - campaign.started_at).total_seconds(), 1.0))
+    if started_at is not None:
+        window = min(window, max((now - started_at).total_seconds(), 1.0))
     rate = counted.sent_since / window
-    pending = counts[DeliveryStatus.pending.value]
-    left = pending + counts[DeliveryStatus.sending.value]
-    moving = campaign.status == CampaignStatus.sending and rate > 0
+    left = counts[DeliveryStatus.pending.value] + counts[DeliveryStatus.sending.value]
+    moving = status == CampaignStatus.sending and rate > 0
     return Progress(
         campaign_id=campaign_id,
-        status=campaign.status,
+        status=status,
         counts=counts,
         rate=rate,
         eta_seconds=left / rate if moving else (0.0 if not left else None),
-        pause_reason=campaign.pause_reason,
+        pause_reason=pause_reason,
         resent_after_unknown=counted.resent_after_unknown,
-        last_error=_last_retry_reason(session, campaign_id) if pending else None,
+        last_error=last_error,
     )
 
 
-def _last_retry_reason(session: Session, campaign_id: int) -> str | None:
-    # read through ix_deliveries_retry_at (only rows waiting for a retry), not the campaign's pending rows
-    return session.scalar(
+def _last_retry_reason(campaign_id: int) -> Any:
+    """The latest reason a pending row waits for a retry (e.g. the server is down), through
+    ix_deliveries_retry_at: only rows waiting for a retry are read, not the campaign's pending rows."""
+    return (
         select(Delivery.smtp_text)
         .where(
             Delivery.campaign_id == campaign_id,
@@ -130,4 +138,5 @@ def _last_retry_reason(session: Session, campaign_id: int) -> str | None:
         )
         .order_by(Delivery.next_attempt_at.desc())
         .limit(1)
+        .scalar_subquery()
     )

@@ -152,7 +152,8 @@ def cancel_confirmation(request: Request, session: SessionDep, me: Editor, campa
         "campaigns/cancel.html",
         title=f"Cancel “{campaign.subject}”?",
         campaign=campaign,
-        left=left if campaign.planned_at else campaign.recipient_count,
+        # not planned yet (draft, scheduled): those its lists would reach now
+        left=left if campaign.planned_at else stats.reach(session, [m.slug for m in campaign.lists]),
         sent=state.counts[DeliveryStatus.sent.value],
     )
 

@@ -96,8 +96,9 @@ def reach(
     session: SessionDep,
     _: Editor,
     lists: Annotated[
-        list[Annotated[str, Query(pattern=SLUG_PATTERN)]], Query(alias="list", max_length=100, description="Repeatable")
-    ],
+        list[Annotated[str, Query(pattern=SLUG_PATTERN)]],
+        Query(alias="list", max_length=100, description="Repeatable: ?list=a&list=b"),
+    ] = [],  # noqa: B006 - FastAPI copies the default
 ) -> Reach:
     return Reach(lists=list(dict.fromkeys(lists)), recipients=stats.reach(session, lists))
 
@@ -156,7 +157,9 @@ def events(
     session: SessionDep,
     _: Editor,
     campaign_id: RowId,
-    type: Annotated[EventType, Query(description="bounce, complaint or unsubscribe")],
+    type: Annotated[
+        EventType | None, Query(description="bounce, complaint or unsubscribe; all three if left out")
+    ] = None,
     after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=stats.MAX_PAGE)] = 50,
 ) -> EventPage:

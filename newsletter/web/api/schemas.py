@@ -12,6 +12,7 @@ from newsletter.models import (
     BlockedDomain,
     CampaignStatus,
     DeliveryStatus,
+    EventType,
     MailingList,
     OptIn,
     Role,
@@ -380,6 +381,7 @@ class HourOut(BaseModel):
 
 class EventOut(BaseModel):
     id: int
+    type: EventType
     at: dt.datetime
     email: str | None = Field(description="null once the subscriber was erased.")
     detail: str | None

@@ -23,6 +23,7 @@ from newsletter.providers.ses import signed_text
 
 REGION = "eu-west-1"
 CERT_URL = f"https://sns.{REGION}.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem"
+STRANGER_CERT_URL = f"https://sns.{REGION}.amazonaws.com/SimpleNotificationService-00000000000000000000000000000bad.pem"
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-bounces"
 
 
@@ -62,6 +63,9 @@ class FakeSns:
         ca = _issue("Test Root CA", ca_key, _name("Test Root CA"), ca_key, ca=True)
         self.signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.signing_pem = _pem(_issue("sns.amazonaws.com", self.signing_key, ca.subject, ca_key))
+        # served at STRANGER_CERT_URL's path: a valid certificate of the same CA, but not Amazon's
+        self.stranger_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.stranger_pem = _pem(_issue("sns.attacker.example", self.stranger_key, ca.subject, ca_key))
         server_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.ca_file = directory / "test-ca.pem"
         self.ca_file.write_bytes(_pem(ca))
@@ -77,7 +81,9 @@ class FakeSns:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.requests.append(self.path)
-                if self.path.startswith("/SimpleNotificationService-") and self.path.endswith(".pem"):
+                if self.path == "/" + STRANGER_CERT_URL.rsplit("/", 1)[1]:
+                    body, kind = owner.stranger_pem, "application/x-pem-file"
+                elif self.path.startswith("/SimpleNotificationService-") and self.path.endswith(".pem"):
                     body, kind = owner.signing_pem, "application/x-pem-file"
                 elif self.path.startswith("/?Action=ConfirmSubscription"):
                     body, kind = b"<ConfirmSubscriptionResponse/>", "text/xml"

@@ -27,7 +27,7 @@ from newsletter.config import ConfigError, Settings
 from newsletter.delivery.composing import MessageMacs
 from newsletter.models import Delivery, DeliveryStatus, Suppression
 from newsletter.web.app import create_app
-from tests.snsserver import CERT_URL, REGION, TOPIC, FakeSns
+from tests.snsserver import CERT_URL, REGION, STRANGER_CERT_URL, TOPIC, FakeSns
 from tests.test_bounces import send_sample, state
 
 POSTMARK_AUTH = "postmark:s3cret-webhook-password"
@@ -199,6 +199,9 @@ SES_REFUSALS: dict[str, Callable[[FakeSns, dict[str, Any]], dict[str, str]]] = {
         m, cert_url="https://sns.eu-west-1.amazonaws.com.evil.example/SimpleNotificationService-9c6465fa7f48f5ca.pem"
     ),
     "certificate over http": lambda sns, m: sns.envelope(m, cert_url=CERT_URL.replace("https://", "http://")),
+    "a certificate that is not Amazon's": lambda sns, m: sns.envelope(
+        m, cert_url=STRANGER_CERT_URL, key=sns.stranger_key
+    ),
     "topic not allowed": lambda sns, m: sns.envelope(m, topic="arn:aws:sns:eu-west-1:999999999999:someone-else"),
     "unknown signature version": lambda sns, m: sns.envelope(m, version="2") | {"SignatureVersion": "3"},
 }
@@ -213,6 +216,8 @@ def test_ses_refuses_what_sns_did_not_sign_and_changes_nothing(
     answer = client.post("/webhooks/ses", content=json.dumps(envelope))
     assert answer.status_code == 401, answer.text
     assert answer.json()["error"]
+    if case == "a certificate that is not Amazon's":
+        assert "not Amazon's" in answer.json()["error"]  # it chains to a trusted CA, but names another host
     assert state(session) == before
     if case in ("certificate on another host", "certificate over http", "topic not allowed"):
         assert sns.requests == fetched  # no outbound request for an untrusted certificate URL or topic

@@ -10,6 +10,7 @@ it fast.
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +20,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from schemathesis import checks
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,6 +54,10 @@ PUBLIC_PATHS = {
     "/archive/{slug}",
     "/feed.xml",
     "/healthz",
+    "/webhooks/ses",  # provider webhooks, on: what the fuzz sends is refused unsigned
+    "/webhooks/sendgrid",
+    "/webhooks/postmark",
+    "/webhooks/mailgun",
 }
 PAGES = ["/subscribe/{}", "/archive/{}", "/confirm/{}", "/unsubscribe/{}", "/unsubscribe/{}/undo", "/preferences/{}"]
 PAGES += ["/o/{}", "/c/{}"]
@@ -58,7 +65,17 @@ PAGES += ["/o/{}", "/c/{}"]
 
 @pytest.fixture
 def site(make_settings: Callable[..., Settings], pg_url: str, pg_sessions: sessionmaker[Session]) -> Iterator[Api]:
-    with api_client(make_settings(database_url=pg_url, subscribe_ip_limit=10_000), pg_sessions) as client:
+    sendgrid = ec.generate_private_key(ec.SECP256R1()).public_key()
+    webhooks_on = {  # so that the fuzz reaches each webhook's verification, not only its 404
+        "ses_topic_arns": "arn:aws:sns:us-east-1:123456789012:bounces",
+        "sendgrid_webhook_public_key": base64.b64encode(
+            sendgrid.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        ).decode(),
+        "postmark_webhook_auth": "postmark:a-long-test-secret",
+        "mailgun_webhook_signing_key": "key-" + "a1" * 16,
+    }
+    settings_ = make_settings(database_url=pg_url, subscribe_ip_limit=10_000, **webhooks_on)
+    with api_client(settings_, pg_sessions) as client:
         with client.sessions() as session:
             weekly = make_list(session, slug="weekly")
             make_subscriber(session, weekly, "ana@example.com", "Ana")

@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench services system-deps clean
+.PHONY: demo serve test lint bench services system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/newsletter demo
+
+serve: $(STAMP)
+	$(VENV)/bin/newsletter serve
 
 system-deps:
 	scripts/install-system-deps.sh

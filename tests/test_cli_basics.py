@@ -54,6 +54,22 @@ def test_demo_sends_once_and_says_so_the_second_time(tmp_path: Path) -> None:
     assert "already sent" in second.stdout and "nobody gets a second copy" in second.stdout
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 36
 
+    # It ends by saying how to open the admin, with a password that signs in (printed the first time only).
+    told = re.search(r"open (http://127\.0\.0\.1:8000/admin) and sign in as user demo, password (\S+) ", first.stdout)
+    assert told is not None, first.stdout
+    assert ", password " not in second.stdout and "newsletter users set-password demo" in second.stdout
+    from fastapi.testclient import TestClient
+
+    from newsletter.config import load_settings
+    from newsletter.web import create_app
+    from tests.admin import sign_in
+
+    demo_db = load_settings(database_url=f"sqlite:///{tmp_path / 'newsletter.db'}", base_url="http://127.0.0.1:8000")
+    with TestClient(create_app(demo_db), base_url="http://127.0.0.1:8000") as client:
+        signed_in = sign_in(client, "demo", told.group(2))
+        assert signed_in.url.path == "/admin", signed_in.text[-2000:]
+        assert "Campaigns" in client.get("/admin").text
+
 
 @pytest.mark.parametrize(
     ("args", "env", "expected"),

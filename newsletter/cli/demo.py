@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from rich.console import Console
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import delivery, digests, links, lists, rendering, subscriptions
+from newsletter import delivery, digests, links, lists, rendering, subscriptions, users
 from newsletter.cli.console import settings as get_settings
 from newsletter.config import Settings
 from newsletter.db import get_engine, session_scope
@@ -26,12 +27,15 @@ from newsletter.models import (
     DeliveryStatus,
     MailingList,
     OptIn,
+    Role,
     SubscriptionSource,
+    User,
     campaign_lists,
 )
 
 SAMPLE_DIGEST = Path(__file__).resolve().parent.parent / "samples" / "sample-digest.md"
 DEMO_LIST = "demo"
+DEMO_ADMIN = "demo"
 FIRST_NAMES = (
     "Aigerim",
     "Bauyrzhan",
@@ -103,6 +107,7 @@ def run(settings: Settings, *, subscribers: int, console: Console) -> None:
                 session, mailing_list, subscriber, source=SubscriptionSource.admin, confirmed=True
             )
         stored, _ = digests.publish(session, digest)
+        admin_password = _demo_admin(session)
         previous = session.scalar(
             select(Campaign)
             .join(campaign_lists, campaign_lists.c.campaign_id == Campaign.id)
@@ -142,6 +147,23 @@ def run(settings: Settings, *, subscribers: int, console: Console) -> None:
         sample = email.message_from_bytes(files[-1].read_bytes(), policy=email.policy.default)
         console.print(f"  latest:   To: {sample['To']}  Subject: {sample['Subject']}")
     console.print(f"Look at it:  python3 -m webbrowser file://{preview}")
+    if admin_password is not None:
+        signing_in = f"user [bold]{DEMO_ADMIN}[/], password [bold]{admin_password}[/] (shown this once)"
+    else:
+        signing_in = f"user [bold]{DEMO_ADMIN}[/] (a new password: newsletter users set-password {DEMO_ADMIN})"
+    console.print(
+        "The admin:  [bold]make serve[/] (or: newsletter serve), then open http://127.0.0.1:8000/admin and sign "
+        f"in as {signing_in}"
+    )
+
+
+def _demo_admin(session: Session) -> str | None:
+    """An admin to sign in to the web UI with; its password is made here and returned the first time only."""
+    if session.scalar(select(User.id).where(User.name == DEMO_ADMIN)) is not None:
+        return None
+    password = secrets.token_urlsafe(12)  # 16 characters, ~96 bits: the demo is also reachable on a LAN
+    users.create_user(session, DEMO_ADMIN, Role.admin, email="editor@example.org", password=password)
+    return password
 
 
 def write_preview(settings: Settings, campaign: Campaign) -> Path:

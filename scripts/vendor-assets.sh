@@ -37,4 +37,10 @@ chart.js $CHARTJS (MIT)
 VERSIONS
 # Source maps point at files we do not ship; browsers would request them.
 sed -i '/^\/\/# sourceMappingURL=/d' "$DEST"/*/*.js
+# Redoc's "powered by" logo is an <img> from its CDN: render nothing instead, and fail if the pinned
+# bundle's code ever stops matching.
+logo='e?n.createElement("img",{alt:"redocly logo",onError:()=>t(!1),src:"https://cdn.redoc.ly/redoc/logo-mini.svg"}):null'
+grep -qF "$logo" "$DEST/redoc/redoc.standalone.js" || { echo "redoc: the CDN logo code moved" >&2; exit 1; }
+sed -i "s#$(printf '%s' "$logo" | sed 's/[.[\*^$/#]/\\&/g')#null#" "$DEST/redoc/redoc.standalone.js"
+! grep -q "cdn.redoc.ly" "$DEST/redoc/redoc.standalone.js"
 echo "vendored into $DEST:" && cat "$DEST/VERSIONS"

@@ -243,6 +243,7 @@ class _SMTPSession:
     """
 
     pipeline_across_messages = True  # off only to measure what it gains
+    keep_warm_spare = True  # likewise (bench/reconnect.py)
 
     def __init__(self, mailer: SMTPMailer) -> None:
         self._mailer = mailer
@@ -257,7 +258,9 @@ class _SMTPSession:
 
     def _warm_spare(self, state: _ServerState) -> None:
         """Start opening a spare connection to `state`'s server, if none is and a slot is free."""
-        if self._spare is not None or self._dead is not None or not state.slots.acquire(blocking=False):
+        if not self.keep_warm_spare or self._spare is not None or self._dead is not None:
+            return
+        if not state.slots.acquire(blocking=False):
             return
         self._spare_state = state
         self._spare = _OPENER.submit(self._open, state.server)

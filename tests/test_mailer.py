@@ -300,3 +300,20 @@ def test_abandoning_a_pipelined_batch_leaves_the_session_usable() -> None:
             assert session.send(FROM, "r9@example.com", message(9)).ok
         assert time.monotonic() - started < 2
         assert [m.rcpt_tos[0] for m in server.wait_for(2)] == ["r0@example.com", "r9@example.com"]
+
+
+def test_after_a_421_the_session_keeps_a_warm_spare_and_leaves_nothing_open(smtp: RecordingSMTPServer) -> None:
+    """A server that hung up with a 421 will again: the next connection is opened while the batch goes on."""
+    too_fast = "421 4.7.0 Too many messages, slow down"
+    smtp.responses = {f"r{i}@example.com": too_fast for i in (2, 5, 8)}.get
+    mailer = SMTPMailer(smtp.url + "?max_connections=2")
+    with mailer.session() as session:
+        results = list(session.send_many(batch(10)))
+        [state] = mailer._states
+        assert session._spare is not None  # one spare kept warm after the last 421
+    assert [r.code for r in results] == [250, 250, 421, 250, 250, 421, 250, 250, 421, 250]
+    assert [m.rcpt_tos[0] for m in smtp.wait_for(7)] == [f"r{i}@example.com" for i in (0, 1, 3, 4, 6, 7, 9)]
+    # the first connection, a spare after each 421 (each taken at once), and the one left, closed at the end
+    assert smtp.connections == 5
+    # every connection slot is free again: the spare's too
+    assert all(state.slots.acquire(blocking=False) for _ in range(2)) and state.active == 0

@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from newsletter import providers
 from newsletter.config import Settings
 from newsletter.delivery import sending
-from newsletter.mailer import SMTPMailer, provider_message_id
+from newsletter.mailer import SMTPMailer
 from newsletter.models import Delivery, DeliveryStatus, Subscriber, Suppression, SuppressionReason
 from newsletter.providers import ses
+from newsletter.smtpreplies import provider_message_id
 from tests.smtpserver import RecordingSMTPServer
 from tests.test_delivery_pipeline import planned
 

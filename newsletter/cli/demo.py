@@ -147,11 +147,15 @@ def run(settings: Settings, *, subscribers: int, console: Console) -> None:
         sample = email.message_from_bytes(files[-1].read_bytes(), policy=email.policy.default)
         console.print(f"  latest:   To: {sample['To']}  Subject: {sample['Subject']}")
     console.print(f"Look at it:  python3 -m webbrowser file://{preview}")
-    if admin_password is not None:
-        signing_in = f"user [bold]{DEMO_ADMIN}[/], password [bold]{admin_password}[/] (shown this once)"
+    console.print(how_to_open_the_admin(admin_password))
+
+
+def how_to_open_the_admin(password: str | None) -> str:
+    if password is not None:
+        signing_in = f"user [bold]{DEMO_ADMIN}[/], password [bold]{password}[/] (shown this once)"
     else:
         signing_in = f"user [bold]{DEMO_ADMIN}[/] (a new password: newsletter users set-password {DEMO_ADMIN})"
-    console.print(
+    return (
         "The admin:  [bold]make serve[/] (or: newsletter serve), then open http://127.0.0.1:8000/admin and sign "
         f"in as {signing_in}"
     )

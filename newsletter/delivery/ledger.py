@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.db import is_postgres, utcnow
-from newsletter.mailer import SendResult, classify, provider_message_id
+from newsletter.mailer import SendResult, classify
 from newsletter.models import (
     Campaign,
     CampaignStatus,
@@ -37,6 +37,7 @@ from newsletter.models import (
     SuppressionReason,
     campaign_lists,
 )
+from newsletter.smtpreplies import provider_message_id
 from newsletter.suppressions import not_in_blocked_domain, suppress, suppress_if_soft_bouncing
 
 # Kept on a row resent under UNKNOWN_POLICY=resend even once it is sent: it marks the recipients who may

@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import text
@@ -105,8 +107,8 @@ def seed(url: str, subscribers: int) -> tuple[list[str], list[str]]:
         )
         digest_id = conn.execute(
             text(
-                "INSERT INTO digests (slug, title, date, content_hash, published_at) "
-                "VALUES ('bench', 'Bench', current_date, '', now()) RETURNING id"
+                "INSERT INTO digests (slug, title, date, content_hash, published_at, updated_at) "
+                "VALUES ('bench', 'Bench', current_date, '', now(), now()) RETURNING id"
             )
         ).scalar_one()
         campaign_id = conn.execute(
@@ -243,33 +245,11 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=60_000, help="distinct tokens (one per request)")
     args = parser.parse_args()
 
-    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{DATABASE}"'))
-    url = re.sub(r"/[^/]*$", f"/{DATABASE}", ADMIN_URL)
-    server: subprocess.Popen[bytes] | None = None
-    try:
+    with bench_database(DATABASE) as url:
         print(f"seeding {args.subscribers} subscribers and deliveries ...", flush=True)
         unsubscribe_tokens, track_tokens = seed(url, args.subscribers)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "NEWSLETTER_DATABASE_URL": url,
-            "NEWSLETTER_SECRET_KEY": SECRET,
-            "NEWSLETTER_ENVIRONMENT": "production",
-            "NEWSLETTER_BASE_URL": base,
-        }
-        env.pop("NEWSLETTER_BROKER_URL", None)
-        newsletter = Path(sys.executable).with_name("newsletter")
-        command = [str(newsletter), "serve", "--port", str(port), "--workers", str(args.workers)]
-        if os.environ.get("BENCH_SERVE"):  # e.g. to compare a plain uvicorn command line
-            command = os.environ["BENCH_SERVE"].replace("{port}", str(port)).split()
-        print("$", " ".join(command), flush=True)
-        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until_up(base)
-        results = _measure(base, unsubscribe_tokens, track_tokens, args)
+        with serving(url, args.workers) as (base, command):
+            results = _measure(base, unsubscribe_tokens, track_tokens, args)
         print(
             f"\n$ {' '.join(command)}\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, one distinct "
             f"token per request, {os.cpu_count()} CPUs; target: >= {TARGET_RATE} req/s and p99 < "
@@ -277,14 +257,50 @@ def main() -> None:
         )
         print("\n".join(results))
         print(_recorded(url))
+
+
+@contextmanager
+def bench_database(name: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for a web benchmark (its URL), dropped afterwards."""
+    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield re.sub(r"/[^/]*$", f"/{name}", ADMIN_URL)
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
+
+@contextmanager
+def serving(url: str, workers: int, **settings: str) -> Iterator[tuple[str, list[str]]]:
+    """`newsletter serve --workers N` in production mode on a free port, on `url` with `settings` (as
+    NEWSLETTER_* variables); gives its base URL and command line, stops it afterwards."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "NEWSLETTER_DATABASE_URL": url,
+        "NEWSLETTER_SECRET_KEY": SECRET,
+        "NEWSLETTER_ENVIRONMENT": "production",
+        "NEWSLETTER_BASE_URL": base,
+        **{f"NEWSLETTER_{key.upper()}": value for key, value in settings.items()},
+    }
+    env.pop("NEWSLETTER_BROKER_URL", None)
+    newsletter = Path(sys.executable).with_name("newsletter")
+    command = [str(newsletter), "serve", "--port", str(port), "--workers", str(workers)]
+    if os.environ.get("BENCH_SERVE"):  # e.g. to compare a plain uvicorn command line
+        command = os.environ["BENCH_SERVE"].replace("{port}", str(port)).split()
+    print("$", " ".join(command), flush=True)
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_up(base)
+        yield base, command
+    finally:
+        server.terminate()
+        server.wait(10)
 
 if __name__ == "__main__":
     main()

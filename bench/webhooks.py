@@ -22,7 +22,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 
-from bench.web import ADMIN_URL, SECRET, free_port, milliseconds, seed, wait_until_up
+from bench.web import bench_database, milliseconds, seed, serving
 from newsletter.db import make_engine
 from newsletter.models import EventType
 
@@ -155,7 +154,7 @@ def recorded(url: str) -> str:
     return f"recorded: {bounces} bounce events, {suppressions} suppressions"
 
 
-def main() -> None:  # long: one linear script, set-up, two runs, tear-down
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
@@ -171,13 +170,7 @@ def main() -> None:  # long: one linear script, set-up, two runs, tear-down
     )
     args = parser.parse_args()
 
-    admin = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{DATABASE}"'))
-    url = re.sub(r"/[^/]*$", f"/{DATABASE}", ADMIN_URL)
-    server: subprocess.Popen[bytes] | None = None
-    try:
+    with bench_database(DATABASE) as url:
         print(f"seeding {args.rows} ledger rows ...", flush=True)
         seed(url, args.rows)
         rows = ledger(url)
@@ -185,49 +178,23 @@ def main() -> None:  # long: one linear script, set-up, two runs, tear-down
         public = key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "NEWSLETTER_DATABASE_URL": url,
-            "NEWSLETTER_SECRET_KEY": SECRET,
-            "NEWSLETTER_ENVIRONMENT": "production",
-            "NEWSLETTER_BASE_URL": base,
-            "NEWSLETTER_SENDGRID_WEBHOOK_PUBLIC_KEY": base64.b64encode(public).decode(),
-            "NEWSLETTER_POSTMARK_WEBHOOK_AUTH": POSTMARK_AUTH,
+        keys = {
+            "sendgrid_webhook_public_key": base64.b64encode(public).decode(),
+            "postmark_webhook_auth": POSTMARK_AUTH,
         }
-        env.pop("NEWSLETTER_BROKER_URL", None)
-        command = [
-            str(Path(sys.executable).with_name("newsletter")),
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-        ]
-        print("$", " ".join(command), flush=True)
-        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until_up(base)
-        half = len(rows) // 2  # each webhook acts on rows of its own
-        results = [
-            run(base, f"sendgrid, signed, {args.batch} events/request, 1 in {args.bounce_every} a bounce", SENDGRID,
-                sendgrid_bodies(rows[:half], args.batch, args.bounce_every, key), args.batch, args),
-            run(base, "postmark, basic auth, 1 event/request", POSTMARK, postmark_bodies(rows[half:]), 1, args),
-        ]  # fmt: skip
+        with serving(url, args.workers, **keys) as (base, command):
+            half = len(rows) // 2  # each webhook acts on rows of its own
+            results = [
+                run(base, f"sendgrid, signed, {args.batch} events/request, 1 in {args.bounce_every} a bounce", SENDGRID,
+                    sendgrid_bodies(rows[:half], args.batch, args.bounce_every, key), args.batch, args),
+                run(base, "postmark, basic auth, 1 event/request", POSTMARK, postmark_bodies(rows[half:]), 1, args),
+            ]  # fmt: skip
         print(
             f"\n$ {' '.join(command)}\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, a distinct body "
             f"per request, {os.cpu_count()} CPUs; target: >= {TARGET_EVENTS} signed events/s"
         )
         print("\n".join(results))
         print(recorded(url))
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-        admin.dispose()
-
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
@@ -52,6 +52,20 @@ class Choice:
     at: str = ""
     zone: str = "UTC"
     test_to: str = ""
+
+
+def choice_form(
+    digest: Slug,
+    lists_: ListSlugs = [],  # noqa: B006
+    when: When = "now",
+    at: At = "",
+    zone: Zone = "UTC",
+) -> Choice:
+    """The review and send steps' form, read the same way by both."""
+    return Choice(digest=digest, lists=list(dict.fromkeys(lists_)), when=when, at=at, zone=zone)
+
+
+ChoiceForm = Annotated[Choice, Depends(choice_form)]
 
 
 def _list_rows(session: Session) -> list[dict[str, Any]]:
@@ -162,17 +176,7 @@ def _checked(session: Session, choice: Choice) -> tuple[dict[str, str], dt.datet
 
 
 @router.post(NEW + "/review")
-def review(
-    request: Request,
-    session: SessionDep,
-    me: Editor,
-    digest: Slug,
-    lists_: ListSlugs = [],  # noqa: B006
-    when: When = "now",
-    at: At = "",
-    zone: Zone = "UTC",
-) -> Response:
-    choice = Choice(digest=digest, lists=list(dict.fromkeys(lists_)), when=when, at=at, zone=zone)
+def review(request: Request, session: SessionDep, me: Editor, choice: ChoiceForm) -> Response:
     errors, scheduled = _checked(session, choice)
     if errors:
         return _form(request, session, choice, errors=errors)
@@ -200,18 +204,7 @@ def _confirmation(
 
 
 @router.post(NEW + "/send")
-def send(
-    request: Request,
-    session: SessionDep,
-    jobs: JobQueue,
-    me: Editor,
-    digest: Slug,
-    lists_: ListSlugs = [],  # noqa: B006
-    when: When = "now",
-    at: At = "",
-    zone: Zone = "UTC",
-) -> Response:
-    choice = Choice(digest=digest, lists=list(dict.fromkeys(lists_)), when=when, at=at, zone=zone)
+def send(request: Request, session: SessionDep, jobs: JobQueue, me: Editor, choice: ChoiceForm) -> Response:
     errors, scheduled = _checked(session, choice)
     if errors:
         return _form(request, session, choice, errors=errors)

@@ -159,8 +159,9 @@ def wait_until_up(base: str, timeout: float = 20) -> None:
     raise RuntimeError("newsletter serve did not come up")
 
 
-def run_wrk(base: str, script: Path, tokens: Path, args: argparse.Namespace) -> str:
-    env = {**os.environ, "TOKENS": str(tokens), "THREADS": str(args.threads)}
+def run_wrk(base: str, script: Path, args: argparse.Namespace, **script_env: str) -> str:
+    """wrk with `args`' threads, connections and duration, running `script` (which reads `script_env`)."""
+    env = {**os.environ, "THREADS": str(args.threads), **script_env}
     command = [
         "wrk",
         f"-t{args.threads}",
@@ -212,7 +213,7 @@ def _measure(base: str, unsubscribe_tokens: list[str], track_tokens: list[str], 
             script = Path(scratch) / f"{kind}-{len(results)}.lua"
             script.write_text(LUA.replace("%s", body))
             before = os.getloadavg()[0]
-            output = run_wrk(base, script, files[kind], args)
+            output = run_wrk(base, script, args, TOKENS=str(files[kind]))
             print(output, flush=True)
             results.append(summarise(name, output, (before, os.getloadavg()[0])))
     return results

@@ -21,7 +21,6 @@ import base64
 import json
 import os
 import re
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 
-from bench.web import bench_database, milliseconds, seed, serving
+from bench.web import bench_database, milliseconds, run_wrk, seed, serving
 from newsletter.db import make_engine
 from newsletter.models import EventType
 
@@ -116,20 +115,8 @@ def run(base: str, name: str, request: str, lines: list[str], per_request: int, 
         bodies, script = Path(scratch) / "bodies.txt", Path(scratch) / "post.lua"
         bodies.write_text("\n".join(lines) + "\n")
         script.write_text(LUA.replace("%s", request))
-        env = {**os.environ, "BODIES": str(bodies), "THREADS": str(args.threads)}
-        command = [
-            "wrk",
-            f"-t{args.threads}",
-            f"-c{args.connections}",
-            f"-d{args.duration}s",
-            "--latency",
-            "-s",
-            str(script),
-            base,
-        ]
-        print("$", " ".join(command), flush=True)
         before = os.getloadavg()[0]
-        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+        output = run_wrk(base, script, args, BODIES=str(bodies))
     print(output, flush=True)
     rate_match = re.search(r"Requests/sec:\s+([\d.]+)", output)
     rate = float(rate_match[1]) if rate_match else 0.0

@@ -214,14 +214,18 @@ def run_campaign(
         rss = peak_rss_mb(workers.proc.pid)
     finally:
         workers.stop()
+    return finished_run(settings, campaign_id, seconds, rss)
+
+
+def finished_run(settings: Settings, campaign_id: int, seconds: float, rss: float) -> Run:
+    """A run's figures from its ledger: how many were sent, and for how long the campaign was sending."""
     with session_scope(settings) as session:
         campaign = delivery.get_campaign(session, campaign_id)
         counts = {k: v for k, v in progress.tally(session, campaign_id).counts.items() if v}
         assert campaign.started_at is not None
         end = campaign.finished_at or utcnow()
         sending = (end - campaign.started_at).total_seconds()
-    done = counts.get(DeliveryStatus.sent, 0)
-    return Run(done, seconds, sending, rss, counts)
+    return Run(counts.get(DeliveryStatus.sent, 0), seconds, sending, rss, counts)
 
 
 def newsletter_command(settings: Settings, *args: str) -> str:
@@ -266,12 +270,7 @@ def user_path(settings: Settings, digest: str, slug: str, recipients: int, work:
         rss = peak_rss_mb(workers.proc.pid)
     finally:
         workers.stop()
-    with session_scope(settings) as session:
-        campaign = delivery.get_campaign(session, campaign_id)
-        counts = {k: v for k, v in progress.tally(session, campaign_id).counts.items() if v}
-        assert campaign.started_at is not None and campaign.finished_at is not None
-        sending_seconds = (campaign.finished_at - campaign.started_at).total_seconds()
-    return import_seconds, Run(counts.get(DeliveryStatus.sent, 0), seconds, sending_seconds, rss, counts)
+    return import_seconds, finished_run(settings, campaign_id, seconds, rss)
 
 
 def plan_only(settings: Settings, digest: str, slug: str) -> tuple[float, int]:

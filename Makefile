@@ -24,8 +24,11 @@ system-deps:
 services:
 	scripts/ensure-services.sh
 
+# Two pytest-xdist workers run what may share the machine; then the tests that measure rates, deadlines or
+# kill processes (markers slow, serial) run alone. Exit status 5 means that part selected nothing.
 test: $(STAMP) system-deps services
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow and not serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -m "slow or serial" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

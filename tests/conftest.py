@@ -29,7 +29,18 @@ pytest_plugins = ["tests.browser", "tests.admin"]  # shared fixtures: `live`, `c
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
 PG_ADMIN_URL = os.environ.get("NEWSLETTER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def _redis_url_of_this_worker() -> str:
+    # Under pytest-xdist (`make test` runs two workers) each worker flushes its own database: gw0 the
+    # configured one, gw1 the next, so one worker's flush never empties the other's queues.
+    url = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    base, _, db = url.rpartition("/")
+    return f"{base}/{int(db or 0) + int(worker.removeprefix('gw'))}"
+
+
+REDIS_URL = _redis_url_of_this_worker()
 TEST_SECRET = "test-secret-key-0123456789abcdef"
 
 

@@ -13,7 +13,7 @@ import pytest
 from newsletter.ratelimit import LocalRateLimiter, RedisRateLimiter
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.serial]
 
 TAKER = textwrap.dedent(
     """

@@ -267,6 +267,7 @@ def test_a_nul_cell_fails_its_line_only(session: Session) -> None:
     assert weekly.id
 
 
+@pytest.mark.serial
 def test_a_huge_header_is_refused_at_once_with_the_reason(session: Session) -> None:
     """Issue 11 item 9: 50,000 columns took 42 s (a quadratic duplicate check); now a clear error, fast."""
     import time

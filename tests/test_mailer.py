@@ -177,6 +177,7 @@ def test_implicit_tls() -> None:
         server.wait_for(1)
 
 
+@pytest.mark.serial
 def test_server_down_gives_quick_code_0_errors() -> None:
     mailer = SMTPMailer(f"smtp://127.0.0.1:{free_port()}?timeout=2")
     started = time.monotonic()
@@ -196,6 +197,7 @@ def test_pool_fails_over_to_the_next_server() -> None:
         assert len(server.wait_for(6)) == 6
 
 
+@pytest.mark.serial
 def test_rate_limit_paces_messages(smtp: RecordingSMTPServer) -> None:
     started = time.monotonic()
     with SMTPMailer(smtp.url + "?rate=50").session() as session:

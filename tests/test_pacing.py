@@ -17,6 +17,8 @@ from newsletter.pacing import LocalPacer, Pacer, PacingParams, RedisPacer, get_p
 from tests.conftest import ROOT, TEST_SECRET
 from tests.smtpserver import AboveRate, RecordingSMTPServer
 
+pytestmark = pytest.mark.serial  # its tests measure rates and waits
+
 SERVER = "smtp://mx.example.net:25"
 TOO_FAST = (421, "4.7.0 Too many messages, slow down")
 

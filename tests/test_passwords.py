@@ -104,6 +104,7 @@ def test_sessions_end_after_idle_and_absolute_timeouts(session: Session) -> None
     assert websessions.find(session, started.session_id, timeouts, now=start) is None
 
 
+@pytest.mark.serial
 def test_an_unknown_user_costs_what_a_known_one_does(session: Session) -> None:
     """The time a refusal takes does not tell whether the user exists: both verify one Argon2id hash."""
     users.create_user(session, "ada", Role.admin, password="correct horse battery")

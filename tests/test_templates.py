@@ -87,6 +87,7 @@ def test_bad_templates_are_rejected_with_line_and_reason_and_nothing_is_stored(s
     assert stored(session) == 0
 
 
+@pytest.mark.serial
 def test_an_endless_loop_is_stopped_within_the_cpu_limit(session: Session) -> None:
     # 10^10 iterations without output: nothing but the CPU limit can stop it.
     source = mjml("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")

@@ -22,6 +22,8 @@ from newsletter.db import utcnow
 from newsletter.errors import Invalid
 from newsletter.models import ActorKind, AuditEntry, Campaign, User, column_length
 
+__all__ = ["Actor", "AuditEntry", "InvalidAuditQuery", "record", "search"]
+
 ACTION = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$")
 MAX_PAGE = 500
 

@@ -38,3 +38,8 @@ _.counters_equal_a_scan
 
 _.do_GET  # http.server calls it (tests/snsserver.py)
 _.log_message  # http.server calls it (tests/snsserver.py)
+
+# Response fields FastAPI serialises (web/api/schemas.py: Deactivated, AuditPage)
+_.deactivated
+_.sessions_ended
+_.next_before

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
-from newsletter.web.admin import account, campaigns, dashboard, digests, sendflow, signin
+from newsletter.web.admin import account, audit_log, campaigns, dashboard, digests, people, sendflow, signin, two_factor
 from newsletter.web.admin.auth import (
     SIGN_IN,
     TWO_FACTOR,
@@ -30,7 +30,8 @@ from newsletter.web.admin.errors import AdminRoute, error_page
 from newsletter.web.admin.render import AdminPages, redirect
 from newsletter.web.assets import Assets
 
-PAGE_FAMILIES = (signin, dashboard, account, digests, sendflow, campaigns)  # sendflow's /new before campaigns' /{id}
+# sendflow's /new before campaigns' /{id}
+PAGE_FAMILIES = (signin, dashboard, account, digests, sendflow, campaigns, two_factor, people, audit_log)
 
 router = APIRouter(include_in_schema=False, route_class=AdminRoute)
 for module in PAGE_FAMILIES:

@@ -97,6 +97,10 @@ NAV: list[NavItem] = [
     NavItem("Campaigns", "/admin/campaigns"),
     NavItem("Account", "/admin/account"),
 ]
+NAV += [
+    NavItem("Users", "/admin/users", admin_only=True),
+    NavItem("Audit log", "/admin/audit", admin_only=True),
+]
 
 
 @pass_context

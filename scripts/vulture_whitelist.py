@@ -43,3 +43,5 @@ _.log_message  # http.server calls it (tests/snsserver.py)
 _.deactivated
 _.sessions_ended
 _.next_before
+_._host  # smtplib.SMTP reads it as STARTTLS's server_hostname (newsletter/health.py)
+_.nameservers  # dnspython's Resolver reads it (tests/test_admin_settings.py)

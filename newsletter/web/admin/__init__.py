@@ -16,7 +16,18 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
-from newsletter.web.admin import account, audit_log, campaigns, dashboard, digests, people, sendflow, signin, two_factor
+from newsletter.web.admin import (
+    account,
+    audit_log,
+    campaigns,
+    dashboard,
+    digests,
+    people,
+    sendflow,
+    settings_page,
+    signin,
+    two_factor,
+)
 from newsletter.web.admin.auth import (
     SIGN_IN,
     TWO_FACTOR,
@@ -31,7 +42,9 @@ from newsletter.web.admin.render import AdminPages, redirect
 from newsletter.web.assets import Assets
 
 # sendflow's /new before campaigns' /{id}
-PAGE_FAMILIES = (signin, dashboard, account, digests, sendflow, campaigns, two_factor, people, audit_log)
+PAGE_FAMILIES = (
+    signin, dashboard, account, digests, sendflow, campaigns, two_factor, people, audit_log, settings_page,
+)  # fmt: skip
 
 router = APIRouter(include_in_schema=False, route_class=AdminRoute)
 for module in PAGE_FAMILIES:

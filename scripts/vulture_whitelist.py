@@ -45,3 +45,4 @@ _.sessions_ended
 _.next_before
 _._host  # smtplib.SMTP reads it as STARTTLS's server_hostname (newsletter/health.py)
 _.nameservers  # dnspython's Resolver reads it (tests/test_admin_settings.py)
+_.delivery_status  # bounces.Received: templates/admin/bounces.html

@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from newsletter.web.admin import (
     account,
     audit_log,
+    bounces_page,
     campaigns,
     dashboard,
     digests,
@@ -44,6 +45,7 @@ from newsletter.web.assets import Assets
 # sendflow's /new before campaigns' /{id}
 PAGE_FAMILIES = (
     signin, dashboard, account, digests, sendflow, campaigns, two_factor, people, audit_log, settings_page,
+    bounces_page,
 )  # fmt: skip
 
 router = APIRouter(include_in_schema=False, route_class=AdminRoute)

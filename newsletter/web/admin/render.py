@@ -97,6 +97,12 @@ NAV: list[NavItem] = [
     NavItem("Campaigns", "/admin/campaigns"),
     NavItem("Account", "/admin/account"),
 ]
+NAV += [
+    NavItem("Users", "/admin/users", admin_only=True),
+    NavItem("Bounces", "/admin/bounces", admin_only=True),
+    NavItem("Settings", "/admin/settings", admin_only=True),
+    NavItem("Audit log", "/admin/audit", admin_only=True),
+]
 
 
 @pass_context

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from newsletter import delivery, users
+from newsletter import audit, delivery, users
 from newsletter.models import Role, User
 from newsletter.web.deps import SessionDep
+from newsletter.web.pages import client_ip
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -37,6 +38,19 @@ def require_admin(user: Annotated[User, Depends(current_user)]) -> User:
 
 Editor = Annotated[User, Depends(current_user)]  # editors and admins
 Admin = Annotated[User, Depends(require_admin)]
+
+
+def editor_actor(request: Request, user: Editor) -> audit.Actor:
+    """The token's user as the audit log names them (any role), with the client's address."""
+    return audit.Actor.token(user, client_ip(request))
+
+
+def admin_actor(request: Request, user: Admin) -> audit.Actor:
+    return audit.Actor.token(user, client_ip(request))
+
+
+EditorActor = Annotated[audit.Actor, Depends(editor_actor)]
+AdminActor = Annotated[audit.Actor, Depends(admin_actor)]
 
 
 class Jobs:

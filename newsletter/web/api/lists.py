@@ -24,7 +24,9 @@ router = APIRouter(tags=["lists"], route_class=ApiRoute)
 def list_out(session: SessionDep, mailing_list: MailingList) -> ListOut:
     counts = lists.subscription_counts(session, mailing_list.id)
     return ListOut(
-        **row_fields(mailing_list, ListOut, exclude={"theme", "counts"}),
+        **row_fields(mailing_list, ListOut, exclude={"theme", "counts", "cors_origins", "form_fields"}),
+        cors_origins=mailing_list.cors_origins or [],
+        form_fields=mailing_list.form_fields or [],
         theme=mailing_list.theme or {},
         counts=Counts(**counts),
     )
@@ -55,7 +57,9 @@ def get_list(session: SessionDep, _: Editor, slug: SlugPath) -> ListOut:
 
 @router.patch("/lists/{slug}", responses=NOT_FOUND, summary="Change some fields of a list")
 def update_list(body: ListPatch, session: SessionDep, _: Admin, slug: SlugPath) -> ListOut:
-    changes: dict[str, Any] = body.model_dump(exclude_unset=True, exclude={"theme"})
+    changes: dict[str, Any] = body.model_dump(exclude_unset=True, exclude={"theme", "form_fields"})
+    if body.form_fields is not None:
+        changes["form_fields"] = [field.model_dump() for field in body.form_fields]
     if "theme" in body.model_fields_set:
         changes["theme"] = body.theme.model_dump(exclude_none=True) if body.theme else {}
     return list_out(session, lists.update_list(session, slug, **changes))

@@ -84,6 +84,9 @@ def verify(user: User | None, password: str) -> bool:
 
 
 def user_for_sign_in(session: Session, name: str, password: str) -> User | None:
-    """The user `name` when `password` is theirs, else None (which of the two was wrong is not said)."""
+    """The user `name` when `password` is theirs and they are not deactivated, else None (which of these
+    was wrong is not said)."""
     user = session.scalar(select(User).where(User.name == name)) if len(name) <= 100 else None
+    if user is not None and user.deactivated_at is not None:
+        user = None  # still costs one verification, like an unknown name
     return user if verify(user, password) else None

@@ -60,10 +60,10 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _new_token(session: Session, user: User) -> IssuedToken:
+def _new_token(session: Session, user: User, purpose: str | None = None) -> IssuedToken:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     prefix = token[:PREFIX_LENGTH]
-    session.add(ApiToken(user_id=user.id, prefix=prefix, token_hash=hash_token(token)))
+    session.add(ApiToken(user_id=user.id, prefix=prefix, token_hash=hash_token(token), name=purpose))
     session.flush()
     return IssuedToken(user=user, token=token, prefix=prefix)
 
@@ -128,7 +128,9 @@ def authenticate(session: Session, token: str, now: dt.datetime | None = None) -
     # The lookup is by hash, so comparing secrets in constant time is the database index's business,
     # and a timing difference could only reveal a hash prefix, which does not help find a token.
     row = session.execute(
-        select(ApiToken, User).join(User).where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
+        select(ApiToken, User)
+        .join(User)
+        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None), User.deactivated_at.is_(None))
     ).first()
     if row is None:
         raise AuthenticationFailed("invalid or revoked API token")
@@ -168,3 +170,72 @@ def rotate(session: Session, name: str) -> IssuedToken:
     user = get_user(session, name)
     revoke(session, name=name)
     return _new_token(session, user)
+
+
+# --- roles, deactivation and named tokens (issue 14) ---
+
+TOKEN_PURPOSE_LENGTH = 100
+
+
+def create_token(session: Session, name: str, purpose: str) -> IssuedToken:
+    """Issue one more token for `name`, labelled with what it is for; returned once, never stored."""
+    purpose = " ".join(purpose.split())
+    if not purpose or len(purpose) > TOKEN_PURPOSE_LENGTH:
+        raise InvalidUser(f"say what the token is for in 1 to {TOKEN_PURPOSE_LENGTH} characters")
+    user = get_user(session, name)
+    if user.deactivated_at is not None:
+        raise InvalidUser(f"{name} is deactivated: reactivate them before issuing a token")
+    return _new_token(session, user, purpose)
+
+
+def token_owner(session: Session, prefix: str) -> User:
+    """The user an active token belongs to (so a page can check whose token it is revoking)."""
+    user = session.scalar(select(User).join(ApiToken).where(ApiToken.prefix == prefix, ApiToken.revoked_at.is_(None)))
+    if user is None:
+        raise TokenNotFound(prefix)
+    return user
+
+
+def set_role(session: Session, name: str, role: Role | str) -> Role:
+    """Change `name`'s role; returns the previous one. The last active admin cannot become an editor."""
+    try:
+        role = Role(role)
+    except ValueError:
+        raise InvalidUser(f"role {role!r}: choose admin or editor") from None
+    user = get_user(session, name)
+    previous = user.role
+    if previous == Role.admin and role != Role.admin:
+        _keep_an_admin(session, user, "become an editor")
+    user.role = role
+    session.flush()
+    return previous
+
+
+def _keep_an_admin(session: Session, user: User, change: str) -> None:
+    others = session.scalar(
+        select(User.id).where(User.role == Role.admin, User.deactivated_at.is_(None), User.id != user.id).limit(1)
+    )
+    if others is None:
+        raise InvalidUser(f"{user.name} is the last active admin and cannot {change}: make another admin first")
+
+
+def deactivate(session: Session, name: str) -> int:
+    """Stop `name` from signing in or using their tokens (their rows stay, for the record); ends their
+    sessions and returns how many. The last active admin cannot be deactivated."""
+    user = get_user(session, name)
+    if user.deactivated_at is not None:
+        raise InvalidUser(f"{name} is already deactivated")
+    if user.role == Role.admin:
+        _keep_an_admin(session, user, "be deactivated")
+    user.deactivated_at = utcnow()
+    session.flush()
+    return websessions.revoke_all(session, user)
+
+
+def reactivate(session: Session, name: str) -> None:
+    """Let a deactivated user sign in and use their (unrevoked) tokens again."""
+    user = get_user(session, name)
+    if user.deactivated_at is None:
+        raise InvalidUser(f"{name} is active already")
+    user.deactivated_at = None
+    session.flush()

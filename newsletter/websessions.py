@@ -64,7 +64,7 @@ def find(session: Session, session_id: str, timeouts: Timeouts, now: dt.datetime
     if not session_id or len(session_id) > 100:
         return None
     row = session.scalar(select(WebSession).where(WebSession.id_hash == hash_id(session_id)))
-    if row is None or row.revoked_at is not None:
+    if row is None or row.revoked_at is not None or row.user.deactivated_at is not None:
         return None
     if now - row.last_seen_at > timeouts.idle or now - row.created_at > timeouts.absolute:
         return None

@@ -1,7 +1,7 @@
 """import jobs of the admin's wizard; indexes for the admin's subscriber search
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01 16:30:00
 
 `import_jobs` holds each CSV import run from /admin/imports: the uploaded file, the choices, its progress
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql, sqlite
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

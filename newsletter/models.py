@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.db import Base, BigID, JSONType, UTCDateTime, created_at, intpk, updated_at, utcnow
+from newsletter.import_tables import ImportJob as ImportJob  # the import wizard's table, in its own module
+from newsletter.import_tables import ImportStatus as ImportStatus
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
@@ -591,39 +593,3 @@ class RecoveryCode(Base):
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[created_at]
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-
-
-# --- import jobs (the admin's import wizard) ----------------------------------------------------------------
-
-
-class ImportStatus(enum.StrEnum):
-    uploaded = "uploaded"  # the file is stored and previewed; list and options not chosen yet
-    queued = "queued"
-    running = "running"
-    finished = "finished"
-    failed = "failed"
-
-
-class ImportJob(Base):
-    """One CSV import run through the admin's wizard: the uploaded file, the choices, progress, the report."""
-
-    __tablename__ = "import_jobs"
-
-    id: Mapped[intpk]
-    list_id: Mapped[int | None] = mapped_column(ForeignKey("mailing_lists.id", ondelete="SET NULL"), index=True)
-    filename: Mapped[str] = mapped_column(String(255))
-    path: Mapped[str | None] = mapped_column(Text)  # the stored upload; None once the import is done with it
-    size: Mapped[int] = mapped_column(BigID, default=0)
-    delimiter: Mapped[str] = mapped_column(String(1), default=",")
-    columns: Mapped[list[str]] = mapped_column(JSONType, default=list)
-    confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
-    update_existing: Mapped[bool] = mapped_column(Boolean, default=True)
-    status: Mapped[ImportStatus] = mapped_column(_enum(ImportStatus, "import_status"), default=ImportStatus.uploaded)
-    stage: Mapped[str] = mapped_column(String(32), default="")
-    bytes_done: Mapped[int] = mapped_column(BigID, default=0)
-    report: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    error: Mapped[str | None] = mapped_column(Text)
-    created_by: Mapped[str | None] = mapped_column(String(255))
-    created_at: Mapped[created_at]
-    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -118,7 +118,11 @@ def test_editing_changes_the_list_and_a_bad_origin_changes_nothing(admin_web: Ad
     assert client.post("/admin/lists/weekly", data=data).status_code == 303
     with admin_web.sessions() as session:
         stored = lists.get_list(session, "weekly")
-        assert (stored.name, stored.tracking, stored.cors_origins[0]) == ("Weekly, renamed", False, "https://example.org")
+        assert (stored.name, stored.tracking, stored.cors_origins[0]) == (
+            "Weekly, renamed",
+            False,
+            "https://example.org",
+        )
     bad = client.post("/admin/lists/weekly", data={**data, "name": "Other", "cors_origins": "ftp://x"})
     assert bad.status_code == 422 and "is not an origin" in error_of(bad.text, "cors_origins")
     assert 'value="Other"' in bad.text
@@ -134,10 +138,14 @@ def test_delete_says_what_it_removes_and_needs_the_slug_typed(admin_web: AdminWe
     client = admin_web.signed_in(Role.admin)
     page = client.get("/admin/lists/weekly/delete")
     assert "4 subscription(s): 3 confirmed, 1 waiting to confirm" in text_of(page.text)
-    wrong = client.post("/admin/lists/weekly/delete", data={"confirm_slug": "weekl", "csrf_token": csrf_from(page.text)})
+    wrong = client.post(
+        "/admin/lists/weekly/delete", data={"confirm_slug": "weekl", "csrf_token": csrf_from(page.text)}
+    )
     assert wrong.status_code == 422 and "Type weekly exactly" in error_of(wrong.text, "confirm_slug")
     assert list_count(admin_web) == 1
-    done = client.post("/admin/lists/weekly/delete", data={"confirm_slug": "weekly", "csrf_token": csrf_from(page.text)})
+    done = client.post(
+        "/admin/lists/weekly/delete", data={"confirm_slug": "weekly", "csrf_token": csrf_from(page.text)}
+    )
     assert done.status_code == 303 and list_count(admin_web) == 0
     with admin_web.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Subscription)) == 0

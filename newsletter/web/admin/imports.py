@@ -56,13 +56,17 @@ def index(
 async def upload(request: Request, session: SessionDep, settings: SettingsDep, me: Admin) -> Response:
     """Step 1: the file (the body cap is MAX_UPLOAD_BYTES; Starlette spools it to disk as it arrives)."""
     form = await request.form()
-    file = form.get("file")
-    if not isinstance(file, UploadFile) or not file.filename:
-        return _index(request, session, error="Choose a CSV file to import.")
-    file.file.seek(0)
-    path, size = await run_in_threadpool(import_jobs.store_upload, settings.import_dir, file.file)
     try:
-        job = import_jobs.create_job(session, path, filename=file.filename, size=size, created_by=me.name)
+        file = form.get("file")
+        if not isinstance(file, UploadFile) or not file.filename:
+            return _index(request, session, error="Choose a CSV file to import.")
+        file.file.seek(0)
+        path, size = await run_in_threadpool(import_jobs.store_upload, settings.import_dir, file.file)
+        filename = file.filename
+    finally:
+        await form.close()  # the spooled upload: its copy is what the job reads
+    try:
+        job = import_jobs.create_job(session, path, filename=filename, size=size, created_by=me.name)
     except imports.InvalidCsv as exc:
         return _index(request, session, error=f"This file cannot be imported: {exc}.")
     chosen = str(form.get("list", ""))[:100]

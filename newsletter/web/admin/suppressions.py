@@ -102,14 +102,17 @@ async def add(request: Request, session: SessionDep, me: Admin) -> Response:
 @router.post(SUPPRESSIONS + "/import")
 async def import_csv(request: Request, session: SessionDep, me: Admin) -> Response:
     form = await request.form()
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile) or not upload.filename:
-        return _page(
-            request, session, errors={"file": "Choose a CSV file: an email column, or addresses in the first."}
-        )
-    upload.file.seek(0)
-    text = io.TextIOWrapper(upload.file, encoding="utf-8-sig", errors="replace", newline="")
-    result = suppressions.add_csv(session, text, detail=_note(f"from {upload.filename}", me.name))
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            message = "Choose a CSV file: an email column, or the addresses in the first column."
+            return _page(request, session, errors={"file": message})
+        upload.file.seek(0)
+        text = io.TextIOWrapper(upload.file, encoding="utf-8-sig", errors="replace", newline="")
+        result = suppressions.add_csv(session, text, detail=_note(f"from {upload.filename}", me.name))
+        text.detach()
+    finally:
+        await form.close()
     return redirect(request, SUPPRESSIONS, flash=_bulk_message(result), kind="error" if result.errors else "success")
 
 

@@ -9,7 +9,7 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import lists
+from newsletter import audit, lists
 from newsletter.cli.console import AsJson, emit_json, fail, print_table, say, settings, unit_of_work
 from newsletter.models import MailingList, OptIn, Visibility
 
@@ -60,6 +60,7 @@ def lists_create(
             tracking=settings().track_default if tracking is None else tracking,
         )
         result = {"id": mailing_list.id, "slug": mailing_list.slug}
+        audit.record(session, audit.Actor.cli(), "list.create", f"list:{slug}")
     emit_json(result) if as_json else say(f"created list {slug}")
 
 
@@ -157,6 +158,8 @@ def lists_update(
         changes["form_fields"] = [lists.parse_form_field(spec) for spec in form_field if spec.strip()]
     with unit_of_work() as session:
         result = list_summary(session, lists.update_list(session, slug, **changes))
+        fields = sorted(k for k, v in changes.items() if v is not None or k == "reply_to")
+        audit.record(session, audit.Actor.cli(), "list.update", f"list:{slug}", fields=fields)
     emit_json(result) if as_json else say(f"updated list {slug}")
 
 
@@ -165,4 +168,5 @@ def lists_delete(slug: str) -> None:
     """Delete a list and its subscriptions (refused once campaigns went to it)."""
     with unit_of_work() as session:
         lists.delete_list(session, slug)
+        audit.record(session, audit.Actor.cli(), "list.delete", f"list:{slug}")
     say(f"deleted list {slug}")

@@ -23,10 +23,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
-from newsletter import websessions
+from newsletter import audit, websessions
 from newsletter.config import Settings
 from newsletter.models import Role
 from newsletter.web.deps import SessionDep
+from newsletter.web.pages import client_ip
 
 SESSION_COOKIE = "newsletter_session"
 CSRF_HEADER = "x-csrf-token"
@@ -139,6 +140,11 @@ def require_admin(me: Annotated[SignedIn, Depends(current_admin)]) -> SignedIn:
     if not me.is_admin:
         raise PageForbidden(f"This page is for admins; {me.name} is an editor. Ask an admin if you need it.")
     return me
+
+
+def actor(request: Request, me: SignedIn) -> audit.Actor:
+    """The signed-in user as the audit log names them, with the client's address."""
+    return audit.Actor.web(me.name, client_ip(request))
 
 
 Editor = Annotated[SignedIn, Depends(current_admin)]  # editors and admins

@@ -16,10 +16,10 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from newsletter import import_jobs, imports, lists
+from newsletter import audit, import_jobs, imports, lists
 from newsletter.exports import neutralise
 from newsletter.models import ImportJob, ImportStatus
-from newsletter.web.admin.auth import Admin
+from newsletter.web.admin.auth import Admin, actor
 from newsletter.web.admin.errors import AdminRoute
 from newsletter.web.admin.render import redirect, render, security_headers
 from newsletter.web.api.deps import JobQueue
@@ -115,7 +115,7 @@ async def run(
     form = await request.form()
     slug = str(form.get("list", ""))[:100]
     try:
-        import_jobs.queue(
+        job = import_jobs.queue(
             session,
             job_id,
             list_slug=slug,
@@ -137,6 +137,8 @@ async def run(
             bad=[],
             **_progress_context(job),
         )
+    details = {"job": job_id, "file": job.filename, "confirmed": job.confirmed, "update_existing": job.update_existing}
+    audit.record(session, actor(request, me), "import.run", f"list:{slug}", **details)
     session.commit()  # the background import must see the job queued
     jobs.run_import(job_id, request.app.state.sessions, embedded=settings.broker_url is None)
     return redirect(request, f"{IMPORTS}/{job_id}", flash="The import has started; this page shows its progress.")

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
-from newsletter import exports, lists
+from newsletter import audit, exports, lists
 from newsletter.addresses import InvalidEmail, normalise_email
 from newsletter.models import MailingList, OptIn, Visibility
 from newsletter.subscribers import Search
-from newsletter.web.admin.auth import Admin
+from newsletter.web.admin.auth import Admin, actor
 from newsletter.web.admin.errors import AdminRoute
 from newsletter.web.admin.render import redirect, render
 from newsletter.web.api.lists import csv_response
@@ -155,6 +155,7 @@ async def create(request: Request, session: SessionDep, me: Admin) -> Response:
                 session, slug=values["slug"], name=values["name"], from_email=values["from_email"]
             )
             lists.update_list(session, created.slug, **changes)
+            audit.record(session, actor(request, me), "list.create", f"list:{created.slug}")
         except (lists.InvalidList, InvalidEmail) as exc:
             session.rollback()
             errors = {field_of(str(exc)): str(exc)}
@@ -178,6 +179,7 @@ async def update(request: Request, session: SessionDep, me: Admin, slug: SlugPat
     if not errors:
         try:
             lists.update_list(session, slug, **changes)
+            audit.record(session, actor(request, me), "list.update", f"list:{slug}")
         except (lists.InvalidList, InvalidEmail) as exc:
             session.rollback()
             errors = {field_of(str(exc)): str(exc)}
@@ -210,8 +212,10 @@ async def delete(request: Request, session: SessionDep, me: Admin, slug: SlugPat
     typed = str((await request.form()).get("confirm_slug", "")).strip()
     if typed != slug:
         return _delete_page(request, session, mailing_list, error=f"Type {slug} exactly to delete this list.")
+    counts = lists.subscription_counts(session, mailing_list.id)
     try:
         lists.delete_list(session, slug)
+        audit.record(session, actor(request, me), "list.delete", f"list:{slug}", subscriptions=counts)
     except lists.ListInUse as exc:
         session.rollback()
         return _delete_page(request, session, lists.get_list(session, slug), error=str(exc))
@@ -227,4 +231,5 @@ def export(
     status: Annotated[exports.ExportStatus, Query()] = "confirmed",
 ) -> StreamingResponse:
     lists.get_list(session, slug)
+    audit.record(session, actor(request, me), "export.run", f"list:{slug}", status=status)
     return csv_response(request, Search(list_slug=slug), f"{slug}-{status}.csv", status=status)

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 
-from newsletter import exports, gdpr, lists, subscribers
+from newsletter import audit, exports, gdpr, lists, subscribers
 from newsletter.models import Subscriber, SubscriberStatus, SubscriptionStatus
 from newsletter.subscribers import Search
-from newsletter.web.admin.auth import Admin
+from newsletter.web.admin.auth import Admin, actor
 from newsletter.web.admin.errors import AdminRoute
 from newsletter.web.admin.render import redirect, render, security_headers
 from newsletter.web.api.lists import csv_response
@@ -110,6 +110,8 @@ def export(
     found = filters.search()
     if found.list_slug:
         lists.get_list(session, found.list_slug)
+    target = f"list:{found.list_slug}" if found.list_slug else "subscribers"
+    audit.record(session, actor(request, me), "export.run", target, search=filters.__dict__)
     return csv_response(request, found, "subscribers.csv", status="all")
 
 
@@ -152,6 +154,7 @@ async def save_attributes(
         if not isinstance(value, dict):
             raise ValueError('it must be an object in braces, such as {"city": "Almaty"}')
         subscribers.update_subscriber(session, subscriber, attributes=value, replace_attributes=True)
+        audit.record(session, actor(request, me), "subscriber.update", f"subscriber:{subscriber_id}")
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         return _subscriber_page(
             request, session, settings, subscriber, attributes=text, error=f"Not saved: the JSON is not valid ({exc})."
@@ -164,8 +167,9 @@ async def save_attributes(
 
 
 @router.get(SUBSCRIBERS + "/{subscriber_id}/export.json")
-def gdpr_export(session: SessionDep, me: Admin, subscriber_id: RowId) -> Response:
+def gdpr_export(request: Request, session: SessionDep, me: Admin, subscriber_id: RowId) -> Response:
     subscriber = subscribers.get_subscriber(session, subscriber_id)
+    audit.record(session, actor(request, me), "subscriber.gdpr_export", f"subscriber:{subscriber_id}")
     return JSONResponse(
         gdpr.export_subscriber(session, subscriber),
         headers={
@@ -216,6 +220,7 @@ def run_action(request: Request, session: SessionDep, me: Admin, subscriber_id: 
         return redirect(request, f"{SUBSCRIBERS}/{subscriber_id}")
     subscriber = subscribers.get_subscriber(session, subscriber_id)
     email, count = subscriber.email, 0
+    audit.record(session, actor(request, me), f"subscriber.{action}", f"subscriber:{subscriber_id}")
     if action in ("block", "unblock"):
         subscribers.set_blocked(session, subscriber, action == "block")
     elif action == "unsubscribe":

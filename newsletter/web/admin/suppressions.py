@@ -11,9 +11,9 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from newsletter import addresses, suppressions
+from newsletter import addresses, audit, suppressions
 from newsletter.models import SuppressionReason
-from newsletter.web.admin.auth import Admin
+from newsletter.web.admin.auth import Admin, actor
 from newsletter.web.admin.errors import AdminRoute
 from newsletter.web.admin.render import redirect, render
 from newsletter.web.api.params import MAX_ID
@@ -90,12 +90,15 @@ async def add(request: Request, session: SessionDep, me: Admin) -> Response:
         return _page(request, session, errors={"addresses": "Type or paste at least one address."}, values=values)
     if len(lines) == 1:
         try:
-            _, new = suppressions.add(session, lines[0], detail=_note(form.get("note"), me.name))
+            entry, new = suppressions.add(session, lines[0], detail=_note(form.get("note"), me.name))
         except addresses.InvalidEmail as exc:
             return _page(request, session, errors={"addresses": f"{lines[0]}: {exc}"}, values=values)
+        if new:
+            audit.record(session, actor(request, me), "suppression.add", f"address:{entry.email}")
         flash = f"Suppressed {lines[0]}." if new else f"{lines[0]} was already suppressed; its first reason stays."
         return redirect(request, SUPPRESSIONS, flash=flash)
     result = suppressions.add_csv(session, io.StringIO("\n".join(lines)), detail=_note(form.get("note"), me.name))
+    audit.record(session, actor(request, me), "suppression.add", None, added=result.added, already=result.already)
     return redirect(request, SUPPRESSIONS, flash=_bulk_message(result), kind="error" if result.errors else "success")
 
 
@@ -110,6 +113,8 @@ async def import_csv(request: Request, session: SessionDep, me: Admin) -> Respon
         upload.file.seek(0)
         text = io.TextIOWrapper(upload.file, encoding="utf-8-sig", errors="replace", newline="")
         result = suppressions.add_csv(session, text, detail=_note(f"from {upload.filename}", me.name))
+        details = {"file": upload.filename, "added": result.added, "already": result.already}
+        audit.record(session, actor(request, me), "suppression.add", None, **details)
         text.detach()
     finally:
         await form.close()
@@ -154,6 +159,7 @@ async def remove(request: Request, session: SessionDep, me: Admin) -> Response:
         return _confirm(request, kind="address", target=email, error="Say why, for whoever looks at this later.")
     try:
         suppressions.remove(session, email, by=reason)
+        audit.record(session, actor(request, me), "suppression.remove", f"address:{email}", reason=reason)
     except (suppressions.SuppressionNotFound, addresses.InvalidEmail) as exc:
         return _confirm(request, kind="address", target=email, error=str(exc))
     return redirect(request, SUPPRESSIONS, flash=f"{email} can be mailed again.")
@@ -165,6 +171,8 @@ async def block_domain(request: Request, session: SessionDep, me: Admin) -> Resp
     domain = str(form.get("domain", ""))[:255]
     try:
         entry, new = suppressions.block_domain(session, domain, detail=_note(form.get("note"), me.name))
+        if new:
+            audit.record(session, actor(request, me), "blocked_domain.add", f"domain:{entry.domain}")
     except suppressions.InvalidDomain as exc:
         values = {"domain": domain, "domain_note": str(form.get("note", ""))[:MAX_NOTE]}
         return _page(request, session, errors={"domain": str(exc)}, values=values)
@@ -191,6 +199,7 @@ async def unblock_domain(request: Request, session: SessionDep, me: Admin) -> Re
         return _confirm(request, kind="domain", target=domain, error="Say why, for whoever looks at this later.")
     try:
         suppressions.unblock_domain(session, domain, by=reason)
+        audit.record(session, actor(request, me), "blocked_domain.remove", f"domain:{domain}", reason=reason)
     except (suppressions.DomainNotBlocked, suppressions.InvalidDomain) as exc:
         return _confirm(request, kind="domain", target=domain, error=str(exc))
     return redirect(request, SUPPRESSIONS, flash=f"Unblocked {domain}.")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import delivery, import_jobs, imports, users
+from newsletter import audit, delivery, import_jobs, imports, users
 from newsletter.models import Role, User
 from newsletter.web.deps import SessionDep
+from newsletter.web.pages import client_ip
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -38,6 +39,13 @@ def require_admin(user: Annotated[User, Depends(current_user)]) -> User:
 
 Editor = Annotated[User, Depends(current_user)]  # editors and admins
 Admin = Annotated[User, Depends(require_admin)]
+
+
+def admin_actor(request: Request, user: Admin) -> audit.Actor:
+    return audit.Actor.token(user, client_ip(request))
+
+
+AdminActor = Annotated[audit.Actor, Depends(admin_actor)]
 
 
 class Jobs:

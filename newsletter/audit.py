@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session
 
 from newsletter.db import utcnow
 from newsletter.errors import Invalid
-from newsletter.models import ActorKind, AuditEntry, User, column_length
+from newsletter.models import ActorKind, AuditEntry, Campaign, User, column_length
+
+__all__ = ["Actor", "AuditEntry", "InvalidAuditQuery", "record", "search"]
 
 ACTION = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$")
 MAX_PAGE = 500
@@ -125,3 +127,22 @@ def search(
     if before_id is not None:
         query = query.where(AuditEntry.id < before_id)
     return list(session.scalars(query))
+
+
+def campaign_target(campaign_id: int) -> str:
+    return f"campaign:{campaign_id}"
+
+
+def campaign_created(session: Session, actor: Actor, campaign: Campaign) -> AuditEntry:
+    """`campaign.send` (it starts now) or `campaign.schedule` (it waits for its time), with what and to whom."""
+    scheduled = campaign.scheduled_at
+    return record(
+        session,
+        actor,
+        "campaign.schedule" if scheduled is not None else "campaign.send",
+        campaign_target(campaign.id),
+        digest=campaign.digest.slug,
+        lists=[mailing_list.slug for mailing_list in campaign.lists],
+        subject=campaign.subject,
+        **({"scheduled_at": scheduled.isoformat()} if scheduled is not None else {}),
+    )

@@ -12,6 +12,7 @@ recorded only, a delay changes nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import re
@@ -29,7 +30,16 @@ from newsletter.config import Settings
 from newsletter.delivery.composing import MESSAGE_MAC_LENGTH, MessageMacs
 from newsletter.delivery.ledger import is_hard_status
 from newsletter.errors import Invalid
-from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Subscriber, SuppressionReason
+from newsletter.models import (
+    Campaign,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventType,
+    Subscriber,
+    Suppression,
+    SuppressionReason,
+)
 from newsletter.suppressions import suppress, suppress_if_soft_bouncing
 from newsletter.text import single_line
 from newsletter.tokens import Tokens
@@ -213,7 +223,7 @@ def _record(session: Session, settings: Settings, report: Report, verp_id: int |
         row, reason = session.get(Delivery, verp_id), "no such delivery (the campaign may have been deleted)"
     if row is None:
         return Outcome(report, None, None, "ignored", reason)
-    return apply(session, settings, row, report)
+    return apply(session, settings, row, report, source="mail")
 
 
 def named_delivery(macs: MessageMacs, message_id: str | None) -> tuple[int, int] | str:
@@ -239,11 +249,11 @@ def delivery_of(session: Session, settings: Settings, message_id: str | None) ->
     return row, ""
 
 
-def apply(session: Session, settings: Settings, row: Delivery, report: Report) -> Outcome:
+def apply(session: Session, settings: Settings, row: Delivery, report: Report, *, source: str = "mail") -> Outcome:
     """What a report about one delivery does, whichever way it came (mail here, a provider's webhook in
     newsletter/providers/): a hard bounce or a complaint suppresses the recipient, a soft bounce is
     recorded and suppresses only the SOFT_BOUNCE_LIMIT-th within SOFT_BOUNCE_DAYS, a delivery confirms a
-    row whose fate a crash left unknown."""
+    row whose fate a crash left unknown. `source` ("mail", or the provider's name) is kept on the event."""
 
     def outcome(result: Literal["suppressed", "recorded", "already recorded", "ignored"], reason: str) -> Outcome:
         return Outcome(report, row.id, row.campaign_id, result, reason)
@@ -267,10 +277,10 @@ def apply(session: Session, settings: Settings, row: Delivery, report: Report) -
         return outcome("already recorded", "this report was read before")
 
     if report.kind == "complaint":
-        tracking.record_complaint(session, row.id, detail=report.detail[:2000])
+        tracking.record_complaint(session, row.id, detail=report.detail[:2000], source=source)
         return outcome("suppressed", "complaint: never mailed again" + _breaker(session, settings, row))
 
-    _bounced(session, row, report)
+    _bounced(session, row, report, source)
     if report.hard if report.hard is not None else is_hard_status(report.status or ""):
         suppress(session, address, SuppressionReason.hard_bounce, detail=report.detail[:2000])
         why = "hard bounce: the address does not exist or refuses mail for good"
@@ -317,7 +327,7 @@ def confirm_delivered(session: Session, delivery_ids: list[int]) -> set[int]:
     return ids
 
 
-def _bounced(session: Session, row: Delivery, report: Report) -> None:
+def _bounced(session: Session, row: Delivery, report: Report, source: str) -> None:
     """The bounce event, and the ledger row turned `failed`: the message did not arrive after all."""
     session.add(
         Event(
@@ -327,6 +337,7 @@ def _bounced(session: Session, row: Delivery, report: Report) -> None:
             subscriber_id=row.subscriber_id,
             list_id=row.list_id,
             detail=report.detail[:2000],
+            source=source,
         )
     )
     code = re.match(r"\s*smtp\s*;\s*([2-5]\d\d)\b", report.diagnostic or "", re.IGNORECASE)
@@ -341,3 +352,62 @@ def _bounced(session: Session, row: Delivery, report: Report) -> None:
         .execution_options(synchronize_session="fetch")
     )
     session.flush()
+
+
+# --- the bounces page: what reports came in and what they did (issue 14) ---
+
+
+@dataclass(frozen=True)
+class Received:
+    """A bounce or complaint that matched a delivery, as the admin's bounces page lists it."""
+
+    event_id: int
+    at: dt.datetime
+    kind: str  # bounce or complaint
+    source: str | None  # "mail" or the provider's name; None for reports read before 0008
+    detail: str | None
+    campaign_id: int | None
+    campaign_subject: str | None
+    delivery_status: str | None
+    subscriber_id: int | None
+    email: str | None
+    suppressed: Suppression | None  # what was done: the suppression in force, else only recorded
+
+
+def recent(
+    session: Session, *, kind: EventType | None = None, before_id: int | None = None, limit: int = 50
+) -> list[Received]:
+    """Bounce and complaint reports newest first, older than event `before_id` (the next page's keyset)."""
+    kinds = [kind] if kind is not None else [EventType.bounce, EventType.complaint]
+    query = (
+        select(Event, Campaign.subject, Delivery.status, Subscriber.email, Subscriber.email_hash)
+        .outerjoin(Campaign, Campaign.id == Event.campaign_id)
+        .outerjoin(Delivery, Delivery.id == Event.delivery_id)
+        .outerjoin(Subscriber, Subscriber.id == Event.subscriber_id)
+        .where(Event.type.in_(kinds))
+        .order_by(Event.id.desc())
+        .limit(limit)
+    )
+    if before_id is not None:
+        query = query.where(Event.id < before_id)
+    rows = session.execute(query).all()
+    hashes = {row.email_hash for row in rows if row.email_hash}
+    suppressions = {
+        s.email_hash: s for s in session.scalars(select(Suppression).where(Suppression.email_hash.in_(hashes)))
+    } if hashes else {}  # fmt: skip
+    return [
+        Received(
+            event.id,
+            event.created_at,
+            event.type.value,
+            event.source,
+            event.detail,
+            event.campaign_id,
+            subject,
+            status.value if status else None,
+            event.subscriber_id,
+            address,
+            suppressions.get(email_hash or ""),
+        )
+        for event, subject, status, address, email_hash in rows
+    ]

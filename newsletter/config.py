@@ -175,6 +175,10 @@ class Settings(BaseSettings):
         10, ge=1, description="Sign-in attempts per user name per 15 minutes (then refused, even right ones)."
     )
     signin_ip_limit: int = Field(50, ge=1, description="Sign-in attempts per client IP per 15 minutes.")
+    require_2fa_for_admins: bool = Field(
+        False,
+        description="Admins without two-factor sign-in (TOTP) are sent to set it up before any other admin page.",
+    )
 
     soft_bounce_limit: int = Field(
         3,

@@ -433,6 +433,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_campaign_id_type", "campaign_id", "type"),
         Index("ix_events_delivery_id_type", "delivery_id", "type"),
+        Index("ix_events_type_id", "type", "id"),  # the bounces page: the newest reports of a kind (0008)
     )
 
     id: Mapped[intpk]
@@ -445,6 +446,9 @@ class Event(Base):
     url: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[created_at]
+    # Where a bounce or complaint came from: "mail" (a report sent to the bounce address) or the provider
+    # whose webhook told us ("ses", "sendgrid", ...); None before migration 0008 and for other events.
+    source: Mapped[str | None] = mapped_column(String(16))
 
 
 class Suppression(Base):

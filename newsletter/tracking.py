@@ -210,7 +210,7 @@ def stats(session: Session, campaign_id: int) -> EngagementStats:
     return EngagementStats(opens=opens[0], unique_opens=opens[1], clicks=clicks[0], unique_clicks=clicks[1])
 
 
-def record_complaint(session: Session, delivery_id: int, detail: str | None = None) -> None:
+def record_complaint(session: Session, delivery_id: int, detail: str | None = None, source: str | None = None) -> None:
     """A spam complaint (feedback loop) for a delivery: event, and the address is never mailed again."""
     row = session.execute(
         select(Delivery.campaign_id, Delivery.subscriber_id, Delivery.list_id).where(Delivery.id == delivery_id)
@@ -226,6 +226,7 @@ def record_complaint(session: Session, delivery_id: int, detail: str | None = No
             subscriber_id=subscriber_id,
             list_id=list_id,
             detail=detail,
+            source=source,
         )
     )
     address = session.scalar(select(Subscriber.email).where(Subscriber.id == subscriber_id))

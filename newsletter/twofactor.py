@@ -22,8 +22,9 @@ import segno
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from newsletter import passwords
 from newsletter.config import Settings
@@ -98,7 +99,7 @@ def pending(settings: Settings, user: User) -> Enrolment | None:
     return Enrolment(secret, pyotp.TOTP(secret).provisioning_uri(name=user.name, issuer_name=ISSUER))
 
 
-def _accept_code(settings: Settings, user: User, code: str, now: dt.datetime) -> bool:
+def _accept_code(session: Session, settings: Settings, user: User, code: str, now: dt.datetime) -> bool:
     code = "".join(code.split())
     if len(code) != 6 or not code.isdigit():
         return False
@@ -106,11 +107,23 @@ def _accept_code(settings: Settings, user: User, code: str, now: dt.datetime) ->
     current = totp.timecode(now)
     for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
         if hmac.compare_digest(totp.generate_otp(step), code):
-            if user.totp_last_step is not None and step <= user.totp_last_step:
-                return False  # this code (or a later one) was used already
-            user.totp_last_step = step
-            return True
+            return _spend_step(session, user, step)
     return False
+
+
+def _spend_step(session: Session, user: User, step: int) -> bool:
+    """Move the user's last accepted step to `step` unless it is there or later already — one conditional
+    UPDATE, so two requests racing with the same code cannot both win."""
+    result = session.execute(
+        update(User)
+        .where(User.id == user.id, or_(User.totp_last_step.is_(None), User.totp_last_step < step))
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False  # this code (or a later one) was used already
+    set_committed_value(user, "totp_last_step", step)
+    return True
 
 
 def confirm(session: Session, settings: Settings, user: User, code: str, now: dt.datetime | None = None) -> list[str]:
@@ -121,7 +134,7 @@ def confirm(session: Session, settings: Settings, user: User, code: str, now: dt
     if user.totp_secret is None:
         raise TwoFactorError("start the set-up first: no secret is waiting for a code")
     now = now or utcnow()
-    if not _accept_code(settings, user, code, now):
+    if not _accept_code(session, settings, user, code, now):
         raise TwoFactorError("that code does not match: check the device's clock and type the current code")
     user.totp_enabled_at = now
     session.flush()
@@ -157,23 +170,21 @@ def verify(session: Session, settings: Settings, user: User, code: str, now: dt.
     now = now or utcnow()
     if not is_enabled(user):
         return None
-    if _accept_code(settings, user, code, now):
-        session.flush()
+    if _accept_code(session, settings, user, code, now):
         return "totp"
     if len(code) > 64:
         return None
-    row = session.scalar(
-        select(RecoveryCode).where(
+    spent = session.execute(
+        update(RecoveryCode)
+        .where(
             RecoveryCode.user_id == user.id,
             RecoveryCode.code_hash == hash_recovery_code(code),
             RecoveryCode.used_at.is_(None),
         )
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
     )
-    if row is None:
-        return None
-    row.used_at = now
-    session.flush()
-    return "recovery"
+    return "recovery" if spent.rowcount == 1 else None  # type: ignore[attr-defined]
 
 
 def disable(session: Session, settings: Settings, user: User, *, password: str, code: str) -> None:

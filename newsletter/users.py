@@ -76,6 +76,13 @@ def create_user(
     `password` (checked against `passwords.check_rules`) lets them sign in to the admin; without one the
     user can only use the API. `email` is where the admin sends their test emails by default.
     """
+    return _new_token(session, add_user(session, name, role, email=email, password=password))
+
+
+def add_user(
+    session: Session, name: str, role: Role | str, *, email: str | None = None, password: str | None = None
+) -> User:
+    """Create a user without a token (the admin's form: tokens are made on purpose, with a name)."""
     if not NAME.match(name):
         raise InvalidUser(f"user name {name!r}: use letters, digits and . _ @ - (at most 100 characters)")
     try:
@@ -89,7 +96,7 @@ def create_user(
         passwords.set_password(user, password)
     session.add(user)
     session.flush()
-    return _new_token(session, user)
+    return user
 
 
 def set_password(session: Session, name: str, password: str, *, keep: int | None = None) -> int:

@@ -38,3 +38,11 @@ _.counters_equal_a_scan
 
 _.do_GET  # http.server calls it (tests/snsserver.py)
 _.log_message  # http.server calls it (tests/snsserver.py)
+
+# Response fields FastAPI serialises (web/api/schemas.py: Deactivated, AuditPage)
+_.deactivated
+_.sessions_ended
+_.next_before
+_._host  # smtplib.SMTP reads it as STARTTLS's server_hostname (newsletter/health.py)
+_.nameservers  # dnspython's Resolver reads it (tests/test_admin_settings.py)
+_.delivery_status  # bounces.Received: templates/admin/bounces.html

@@ -9,6 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from newsletter.cli import (
+    audit,
     bounces,
     campaigns,
     db,
@@ -42,6 +43,7 @@ app.add_typer(users.app, name="users")
 app.add_typer(templates.app, name="templates")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
+app.command("audit")(audit.audit_log)
 
 # What stops a command with one line on stderr and exit status 1 rather than a traceback: a failure a user
 # can act on. Every domain error (ConfigError too) subclasses NewsletterError, so a new one needs no entry.

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy.orm import Session
 
-from newsletter import addresses, delivery, previews, reputation, stats
+from newsletter import addresses, audit, delivery, previews, reputation, stats
 from newsletter.cli.console import (
     AsJson,
     clean,
@@ -75,6 +75,7 @@ def campaigns_send(
             allow_repeat=again,
             template=template,
         )
+        audit.campaign_created(session, audit.Actor.cli(), campaign)
         campaign_id = campaign.id
     starter: tuple[str, bool] | None = None
     if when is None:
@@ -263,6 +264,14 @@ def campaigns_resend(
 
     with unit_of_work() as session:
         moved, ranges = stats.resend(session, settings(), campaign_id, parse_statuses(status))
+        audit.record(
+            session,
+            audit.Actor.cli(),
+            "campaign.resend",
+            audit.campaign_target(campaign_id),
+            requeued=moved,
+            statuses=status,
+        )
         state = delivery.get_campaign(session, campaign_id).status.value
     tasks.enqueue_batches(ranges)
     if as_json:
@@ -274,7 +283,7 @@ def campaigns_resend(
 @app.command("pause")
 def campaigns_pause(campaign_id: int) -> None:
     """Stop claiming new recipients; rows stay pending."""
-    steer(campaign_id, delivery.pause, "paused")
+    steer(campaign_id, delivery.pause, "paused", "campaign.pause")
 
 
 @app.command("resume")
@@ -285,6 +294,7 @@ def campaigns_resume(campaign_id: int) -> None:
     with unit_of_work() as session:
         reason = delivery.get_campaign(session, campaign_id).pause_reason or ""
         ranges = delivery.resume(session, settings(), campaign_id)
+        audit.record(session, audit.Actor.cli(), "campaign.resume", audit.campaign_target(campaign_id))
     tasks.enqueue_batches(ranges)
     if reason.startswith(reputation.REASON_PREFIX):
         say(f"campaign {campaign_id} resumed, overriding the {reason}")
@@ -295,10 +305,11 @@ def campaigns_resume(campaign_id: int) -> None:
 @app.command("cancel")
 def campaigns_cancel(campaign_id: int) -> None:
     """Stop for good; recipients not yet sent to are marked skipped."""
-    steer(campaign_id, delivery.cancel, "cancelled")
+    steer(campaign_id, delivery.cancel, "cancelled", "campaign.cancel")
 
 
-def steer(campaign_id: int, change: Callable[[Session, int], object], done: str) -> None:
+def steer(campaign_id: int, change: Callable[[Session, int], object], done: str, action: str) -> None:
     with unit_of_work() as session:
         change(session, campaign_id)
+        audit.record(session, audit.Actor.cli(), action, audit.campaign_target(campaign_id))
     say(f"campaign {campaign_id} {done}")

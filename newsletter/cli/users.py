@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from newsletter import passwords, users
+from newsletter import audit, passwords, users
 from newsletter.cli.console import AsJson, emit_json, fail, note, print_table, say, unit_of_work
 from newsletter.models import Role
 
@@ -51,6 +51,7 @@ def users_create(
     password = None if no_password else read_password(name, password_stdin)
     with unit_of_work() as session:
         issued = users.create_user(session, name, role, email=email, password=password)
+        audit.record(session, audit.Actor.cli(), "user.create", f"user:{name}", role=role.value, prefix=issued.prefix)
     print_token(issued, as_json)
 
 
@@ -65,6 +66,7 @@ def users_set_password(
     password = read_password(name, password_stdin)
     with unit_of_work() as session:
         ended = users.set_password(session, name, password)
+        audit.record(session, audit.Actor.cli(), "user.password", f"user:{name}", sessions_ended=ended)
     say(f"password of {name} changed; {ended} signed-in session(s) ended")
 
 
@@ -119,7 +121,9 @@ def users_revoke(
     if (prefix is None) == (user is None):
         fail("give a token prefix or --user NAME")
     with unit_of_work() as session:
+        owner = user if user is not None else users.token_owner(session, prefix or "").name
         count = users.revoke(session, prefix=prefix, name=user)
+        audit.record(session, audit.Actor.cli(), "token.revoke", f"user:{owner}", prefix=prefix, count=count)
     say(f"revoked {count} token(s)")
 
 
@@ -128,6 +132,7 @@ def users_rotate(name: str, as_json: AsJson = False) -> None:
     """Issue a new token for a user and revoke their old ones."""
     with unit_of_work() as session:
         issued = users.rotate(session, name)
+        audit.record(session, audit.Actor.cli(), "token.create", f"user:{name}", prefix=issued.prefix, rotated=True)
     print_token(issued, as_json)
 
 
@@ -138,3 +143,74 @@ def print_token(issued: users.IssuedToken, as_json: bool) -> None:
         return
     sys.stdout.write(issued.token + "\n")
     note(f"API token for {issued.user.name} ({issued.user.role.value}); it is shown only this once.")
+
+
+@app.command("set-role")
+def users_set_role(
+    name: Annotated[str, typer.Argument(help="The user, as `users list` shows them.")],
+    role: Annotated[Role, typer.Argument(help="admin: everything; editor: digests, campaigns, stats.")],
+) -> None:
+    """Make a user an admin or an editor (the last active admin stays one)."""
+    with unit_of_work() as session:
+        previous = users.set_role(session, name, role)
+        audit.record(session, audit.Actor.cli(), "user.role", f"user:{name}", previous=previous.value, role=role.value)
+    say(f"{name}: {previous.value} -> {role.value}")
+
+
+@app.command("deactivate")
+def users_deactivate(name: Annotated[str, typer.Argument(help="The user, as `users list` shows them.")]) -> None:
+    """Stop a user from signing in or using their tokens; signs them out everywhere."""
+    with unit_of_work() as session:
+        ended = users.deactivate(session, name)
+        audit.record(session, audit.Actor.cli(), "user.deactivate", f"user:{name}", sessions_ended=ended)
+    say(f"{name} deactivated; {ended} signed-in session(s) ended, their tokens are refused")
+
+
+@app.command("reactivate")
+def users_reactivate(name: Annotated[str, typer.Argument(help="The user, as `users list` shows them.")]) -> None:
+    """Let a deactivated user sign in and use their tokens again."""
+    with unit_of_work() as session:
+        users.reactivate(session, name)
+        audit.record(session, audit.Actor.cli(), "user.reactivate", f"user:{name}")
+    say(f"{name} reactivated")
+
+
+tokens_app = typer.Typer(no_args_is_help=True, help="A user's API tokens: create (named), list, revoke.")
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Argument(help="Whose token.")],
+    purpose: Annotated[str, typer.Option(help="What it is for: 'newsroom CMS'.")],
+    as_json: AsJson = False,
+) -> None:
+    """Issue one more token for a user (their others keep working); printed once."""
+    with unit_of_work() as session:
+        issued = users.create_token(session, name, purpose)
+        details = {"prefix": issued.prefix, "purpose": purpose.strip()}
+        audit.record(session, audit.Actor.cli(), "token.create", f"user:{name}", **details)
+    print_token(issued, as_json)
+
+
+@tokens_app.command("list")
+def tokens_list(name: Annotated[str, typer.Argument(help="Whose tokens.")], as_json: AsJson = False) -> None:
+    """A user's active tokens by prefix, with what they are for and when they were last used."""
+    with unit_of_work() as session:
+        rows = [
+            {"prefix": t.prefix, "purpose": t.name, "created_at": t.created_at, "last_used_at": t.last_used_at}
+            for t in users.active_tokens(session, users.get_user(session, name))
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    print_table(
+        ("prefix", "for", "created", "last used"),
+        ((row["prefix"], row["purpose"] or "", f"{row['created_at']:%Y-%m-%d}", last_used(row)) for row in rows),
+    )
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(prefix: Annotated[str, typer.Argument(help="Token prefix as `users tokens list` shows it.")]) -> None:
+    """Revoke one token by its prefix."""
+    users_revoke(prefix=prefix, user=None)

@@ -43,7 +43,8 @@ async def _handle(request: Request, session: Session, settings: Settings, verifi
 
     def work() -> WebhookResult:
         notice = verified(session, settings, headers, body)
-        outcomes = providers.record(session, settings, notice.events)
+        # The path names the provider (/webhooks/ses, ...): kept as the source of the bounces it reports.
+        outcomes = providers.record(session, settings, notice.events, source=request.url.path.rsplit("/", 1)[-1])
         session.commit()
         return WebhookResult(
             events=[BounceOutcome.model_validate(o.as_dict()) for o in outcomes],

@@ -7,7 +7,7 @@ Create Date: 2026-12-01 16:30:00
 `audit_log` records who did what (the actor's name as text, so it outlives the user). `users` gains the
 encrypted TOTP secret, when two-factor was switched on, the time step of the last code accepted (replays
 are refused) and `deactivated_at`; `recovery_codes` holds hashes of one-time recovery codes.
-`api_tokens.name` says what a token is for.
+`api_tokens.name` says what a token is for; `events.source` where a bounce or complaint report came from.
 """
 
 from collections.abc import Sequence
@@ -51,6 +51,8 @@ def upgrade() -> None:
     op.add_column("users", sa.Column("totp_last_step", ID, nullable=True))
     op.add_column("users", sa.Column("deactivated_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("api_tokens", sa.Column("name", sa.String(length=100), nullable=True))
+    op.add_column("events", sa.Column("source", sa.String(length=16), nullable=True))
+    op.create_index("ix_events_type_id", "events", ["type", "id"], unique=False)
     op.create_table(
         "recovery_codes",
         sa.Column("id", ID, autoincrement=True, nullable=False),
@@ -70,6 +72,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_recovery_codes_user_id"), table_name="recovery_codes")
     op.drop_table("recovery_codes")
+    op.drop_index("ix_events_type_id", table_name="events")
+    with op.batch_alter_table("events") as batch:
+        batch.drop_column("source")
     with op.batch_alter_table("api_tokens") as batch:
         batch.drop_column("name")
     with op.batch_alter_table("users") as batch:

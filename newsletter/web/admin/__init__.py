@@ -19,23 +19,39 @@ from fastapi.responses import Response
 
 from newsletter.web.admin import (
     account,
+    audit_log,
+    bounces_page,
     campaigns,
     dashboard,
     digests,
     imports,
     lists,
+    people,
     sendflow,
+    settings_page,
     signin,
     subscribers,
     suppressions,
+    two_factor,
 )
-from newsletter.web.admin.auth import SIGN_IN, Editor, PageForbidden, SignInRequired, clear_session_cookie
+from newsletter.web.admin.auth import (
+    SIGN_IN,
+    TWO_FACTOR,
+    Editor,
+    EnrolmentRequired,
+    PageForbidden,
+    SignInRequired,
+    clear_session_cookie,
+)
 from newsletter.web.admin.errors import AdminRoute, error_page
 from newsletter.web.admin.render import AdminPages, redirect
 from newsletter.web.assets import Assets
 
 # sendflow's /new before campaigns' /{id}
-PAGE_FAMILIES: tuple[ModuleType, ...] = (signin, dashboard, account, digests, sendflow, campaigns)
+PAGE_FAMILIES: tuple[ModuleType, ...] = (
+    signin, dashboard, account, digests, sendflow, campaigns, two_factor, people, audit_log, settings_page,
+    bounces_page,
+)  # fmt: skip
 PAGE_FAMILIES += (lists, subscribers, imports, suppressions)
 
 router = APIRouter(include_in_schema=False, route_class=AdminRoute)
@@ -60,6 +76,11 @@ def install(app: FastAPI, assets: Assets) -> None:
         response = redirect(request, f"{SIGN_IN}?{urlencode({'next': exc.next_path})}")
         clear_session_cookie(response, settings)  # an ended session's cookie is of no use any more
         return response
+
+    @app.exception_handler(EnrolmentRequired)
+    def _enrol_first(request: Request, exc: EnrolmentRequired) -> Response:
+        flash = "Admins here must use two-factor sign-in: set it up to carry on."
+        return redirect(request, TWO_FACTOR, flash=flash, kind="info")
 
     @app.exception_handler(PageForbidden)
     def _forbidden(request: Request, exc: PageForbidden) -> Response:

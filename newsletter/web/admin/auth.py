@@ -34,11 +34,18 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SIGN_IN = "/admin/sign-in"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+TWO_FACTOR = "/admin/account/two-factor"
+# Where an admin who must set up two-factor sign-in may go before they have.
+ENROLMENT_PATHS = (TWO_FACTOR, "/admin/sign-out")
 
 
 class SignInRequired(Exception):
     def __init__(self, next_path: str) -> None:
         self.next_path = next_path
+
+
+class EnrolmentRequired(Exception):
+    """An admin without two-factor sign-in where NEWSLETTER_REQUIRE_2FA_FOR_ADMINS asks for it."""
 
 
 class PageForbidden(Exception):
@@ -59,6 +66,7 @@ class SignedIn:
     email: str | None
     session_row_id: int  # the WebSession row: sign-out and password changes end it by this id
     csrf_token: str
+    two_factor: bool = False  # TOTP is on for this user
 
     @property
     def is_admin(self) -> bool:
@@ -122,12 +130,17 @@ def signed_in_session(request: Request, session: SessionDep) -> SignedIn:
     if row is None:
         raise SignInRequired(next_path(request))
     user = row.user
-    return SignedIn(user.id, user.name, user.role, user.email, row.id, csrf_token(settings.secret_key, session_id))
+    token = csrf_token(settings.secret_key, session_id)
+    return SignedIn(user.id, user.name, user.role, user.email, row.id, token, user.totp_enabled_at is not None)
 
 
 async def current_admin(request: Request, me: Annotated[SignedIn, Depends(signed_in_session)]) -> SignedIn:
     """The signed-in user (editor or admin) of this request, with the CSRF check for unsafe methods."""
     request.state.admin = me
+    settings: Settings = request.app.state.settings
+    must_enrol = settings.require_2fa_for_admins and me.is_admin and not me.two_factor
+    if must_enrol and not request.url.path.startswith(ENROLMENT_PATHS):
+        raise EnrolmentRequired()
     if request.method not in SAFE_METHODS and not _csrf_ok(await submitted_csrf_token(request), me.csrf_token):
         raise PageForbidden(
             "This form has expired or did not come from this site, so nothing was changed. "

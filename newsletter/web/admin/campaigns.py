@@ -13,10 +13,10 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from newsletter import delivery, stats
+from newsletter import audit, delivery, stats
 from newsletter.delivery import progress
 from newsletter.models import Campaign, CampaignStatus, DeliveryStatus, EventType
-from newsletter.web.admin.auth import Editor
+from newsletter.web.admin.auth import Editor, actor
 from newsletter.web.admin.errors import AdminRoute
 from newsletter.web.admin.render import redirect, render
 from newsletter.web.api.deps import JobQueue
@@ -129,6 +129,7 @@ def _back(campaign_id: int) -> str:
 @router.post(CAMPAIGNS + "/{campaign_id}/pause")
 def pause(request: Request, session: SessionDep, me: Editor, campaign_id: RowId) -> Response:
     delivery.pause(session, campaign_id, reason=f"paused by {me.name}")
+    audit.record(session, actor(request, me), "campaign.pause", audit.campaign_target(campaign_id))
     return redirect(request, _back(campaign_id), flash="Paused: no more messages go out until you resume.")
 
 
@@ -137,6 +138,7 @@ def resume(
     request: Request, session: SessionDep, settings: SettingsDep, jobs: JobQueue, me: Editor, campaign_id: RowId
 ) -> Response:
     ranges = delivery.resume(session, settings, campaign_id)
+    audit.record(session, actor(request, me), "campaign.resume", audit.campaign_target(campaign_id))
     session.commit()  # the batch tasks must see the campaign sending
     jobs.enqueue_batches(ranges)
     return redirect(request, _back(campaign_id), flash="Resumed: sending carries on where it stopped.")
@@ -161,6 +163,7 @@ def cancel_confirmation(request: Request, session: SessionDep, me: Editor, campa
 @router.post(CAMPAIGNS + "/{campaign_id}/cancel")
 def cancel(request: Request, session: SessionDep, me: Editor, campaign_id: RowId) -> Response:
     delivery.cancel(session, campaign_id)
+    audit.record(session, actor(request, me), "campaign.cancel", audit.campaign_target(campaign_id))
     return redirect(request, _back(campaign_id), flash="Cancelled: nobody else will get this campaign.")
 
 
@@ -179,6 +182,8 @@ def resend(
             request, _back(campaign_id), flash="Tick failed, unknown or both to choose whom to send to.", kind="error"
         )
     moved, ranges = stats.resend(session, settings, campaign_id, statuses)
+    target = audit.campaign_target(campaign_id)
+    audit.record(session, actor(request, me), "campaign.resend", target, requeued=moved, statuses=",".join(statuses))
     session.commit()
     jobs.enqueue_batches(ranges)
     return redirect(request, _back(campaign_id), flash=f"{moved:,} recipient(s) are in the queue again.")

@@ -103,6 +103,12 @@ NAV[-1:-1] = [  # the admins' pages for lists and the people on them
     NavItem("Imports", "/admin/imports", admin_only=True),
     NavItem("Suppressions", "/admin/suppressions", admin_only=True),
 ]
+NAV += [
+    NavItem("Users", "/admin/users", admin_only=True),
+    NavItem("Bounces", "/admin/bounces", admin_only=True),
+    NavItem("Settings", "/admin/settings", admin_only=True),
+    NavItem("Audit log", "/admin/audit", admin_only=True),
+]
 
 
 @pass_context

@@ -17,11 +17,11 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from newsletter import delivery, digests, lists, previews, stats
+from newsletter import audit, delivery, digests, lists, previews, stats
 from newsletter.errors import Invalid, NotFound, Unavailable
 from newsletter.mailer import get_mailer
 from newsletter.models import SubscriptionStatus
-from newsletter.web.admin.auth import Editor, SignedIn
+from newsletter.web.admin.auth import Editor, SignedIn, actor
 from newsletter.web.admin.errors import AdminRoute
 from newsletter.web.admin.render import redirect, render
 from newsletter.web.api.deps import JobQueue
@@ -218,6 +218,7 @@ def _create(
         campaign = delivery.create_campaign(
             session, digest_slug=choice.digest, list_slugs=choice.lists, scheduled_at=scheduled, created_by=me.name
         )
+        audit.campaign_created(session, actor(request, me), campaign)
     except delivery.CampaignError as exc:
         session.rollback()
         return _confirmation(request, session, choice, scheduled, error=str(exc))

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from newsletter import delivery, previews, stats
+from newsletter import audit, delivery, previews, stats
 from newsletter.delivery import progress
 from newsletter.mailer import get_mailer
 from newsletter.models import CampaignStatus, DeliveryStatus, EventType
-from newsletter.web.api.deps import Editor, JobQueue
+from newsletter.web.api.deps import Editor, EditorActor, JobQueue
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute, described
 from newsletter.web.api.params import Cursor, RowId
 from newsletter.web.api.schemas import (
@@ -58,7 +58,9 @@ def list_campaigns(
     responses={**NOT_FOUND, **CONFLICT},
     summary="Send a digest to lists, now or at a given time",
 )
-def create_campaign(body: CampaignIn, session: SessionDep, user: Editor, jobs: JobQueue) -> CampaignState:
+def create_campaign(
+    body: CampaignIn, session: SessionDep, user: Editor, actor: EditorActor, jobs: JobQueue
+) -> CampaignState:
     campaign = delivery.create_campaign(
         session,
         digest_slug=body.digest,
@@ -69,6 +71,7 @@ def create_campaign(body: CampaignIn, session: SessionDep, user: Editor, jobs: J
         created_by=user.name,
         template=body.template,
     )
+    audit.campaign_created(session, actor, campaign)
     state = CampaignState(id=campaign.id, status=campaign.status)
     session.commit()  # the task must see the campaign: enqueue only after commit
     if body.at is None:
@@ -168,14 +171,18 @@ def events(
 
 
 @router.post("/campaigns/{campaign_id}/pause", responses={**NOT_FOUND, **CONFLICT}, summary="Stop claiming recipients")
-def pause(session: SessionDep, _: Editor, campaign_id: RowId) -> CampaignState:
+def pause(session: SessionDep, actor: EditorActor, campaign_id: RowId) -> CampaignState:
     campaign = delivery.pause(session, campaign_id)
+    audit.record(session, actor, "campaign.pause", audit.campaign_target(campaign_id))
     return CampaignState(id=campaign.id, status=campaign.status)
 
 
 @router.post("/campaigns/{campaign_id}/resume", responses={**NOT_FOUND, **CONFLICT}, summary="Carry on after a pause")
-def resume(session: SessionDep, settings: SettingsDep, _: Editor, jobs: JobQueue, campaign_id: RowId) -> CampaignState:
+def resume(
+    session: SessionDep, settings: SettingsDep, actor: EditorActor, jobs: JobQueue, campaign_id: RowId
+) -> CampaignState:
     ranges = delivery.resume(session, settings, campaign_id)
+    audit.record(session, actor, "campaign.resume", audit.campaign_target(campaign_id))
     status = delivery.get_campaign(session, campaign_id).status
     session.commit()
     jobs.enqueue_batches(ranges)
@@ -187,8 +194,9 @@ def resume(session: SessionDep, settings: SettingsDep, _: Editor, jobs: JobQueue
     responses={**NOT_FOUND, **CONFLICT},
     summary="Stop for good; recipients not yet sent to are skipped",
 )
-def cancel(session: SessionDep, _: Editor, campaign_id: RowId) -> CampaignState:
+def cancel(session: SessionDep, actor: EditorActor, campaign_id: RowId) -> CampaignState:
     campaign = delivery.cancel(session, campaign_id)
+    audit.record(session, actor, "campaign.cancel", audit.campaign_target(campaign_id))
     return CampaignState(id=campaign.id, status=campaign.status)
 
 
@@ -198,9 +206,13 @@ def cancel(session: SessionDep, _: Editor, campaign_id: RowId) -> CampaignState:
     summary="Send again to failed and/or unknown recipients only (never to sent ones)",
 )
 def resend(
-    body: ResendIn, session: SessionDep, settings: SettingsDep, _: Editor, jobs: JobQueue, campaign_id: RowId
+    body: ResendIn, session: SessionDep, settings: SettingsDep, actor: EditorActor, jobs: JobQueue, campaign_id: RowId
 ) -> Resent:
     moved, ranges = stats.resend(session, settings, campaign_id, body.statuses)
+    statuses = ",".join(str(status) for status in body.statuses)
+    audit.record(
+        session, actor, "campaign.resend", audit.campaign_target(campaign_id), requeued=moved, statuses=statuses
+    )
     status = delivery.get_campaign(session, campaign_id).status
     session.commit()
     jobs.enqueue_batches(ranges)

@@ -41,10 +41,16 @@ Editor = Annotated[User, Depends(current_user)]  # editors and admins
 Admin = Annotated[User, Depends(require_admin)]
 
 
+def editor_actor(request: Request, user: Editor) -> audit.Actor:
+    """The token's user as the audit log names them (any role), with the client's address."""
+    return audit.Actor.token(user, client_ip(request))
+
+
 def admin_actor(request: Request, user: Admin) -> audit.Actor:
     return audit.Actor.token(user, client_ip(request))
 
 
+EditorActor = Annotated[audit.Actor, Depends(editor_actor)]
 AdminActor = Annotated[audit.Actor, Depends(admin_actor)]
 
 

@@ -51,6 +51,7 @@ class UserIn(Strict):
 
 class TokenOut(BaseModel):
     prefix: str
+    purpose: str | None = Field(None, description="What the token is for, as given when it was made.")
     created_at: dt.datetime
     last_used_at: dt.datetime | None
 
@@ -60,6 +61,8 @@ class UserOut(BaseModel):
     role: Role
     created_at: dt.datetime
     tokens: list[TokenOut]
+    deactivated_at: dt.datetime | None = Field(None, description="Set: no sign-in, every token refused.")
+    two_factor: bool = Field(False, description="Signs in to the admin with a TOTP code after the password.")
 
 
 class IssuedTokenOut(BaseModel):
@@ -71,6 +74,36 @@ class IssuedTokenOut(BaseModel):
 
 class Revoked(BaseModel):
     revoked: int
+
+
+class RoleIn(Strict):
+    role: Role
+
+
+class TokenIn(Strict):
+    purpose: str = Field(min_length=1, max_length=100, description="What the token is for: 'newsroom CMS'.")
+
+
+class Deactivated(BaseModel):
+    name: str
+    deactivated: bool
+    sessions_ended: int = 0
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: dt.datetime
+    actor: str
+    actor_kind: str = Field(description="user (an admin page), token (the API), cli or system.")
+    action: str
+    target: str | None
+    details: dict[str, Any]
+    ip: str | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    next_before: int | None = Field(description="Pass as `before` for the next (older) page; null at the end.")
 
 
 # --- lists ------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import difflib
 import ipaddress
 import logging
 import os
+import tempfile
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -251,6 +252,12 @@ class Settings(BaseSettings):
     )
     confirm_resend_hours: float = Field(
         24, ge=0, description="At most one confirmation email per address per list in this window."
+    )
+    # --- the admin's import wizard
+    import_dir: Path = Field(
+        Path(tempfile.gettempdir()) / "newsletter-imports",
+        description="Where files uploaded to /admin/imports wait for their import (removed after it); with "
+        "Celery workers on other machines, a directory they share with the web servers.",
     )
 
     @field_validator("database_url")

@@ -152,6 +152,27 @@ def _lines(stream: IO[bytes], progress: Callable[[int], None] | None) -> Iterato
         progress(done)
 
 
+@dataclass(frozen=True)
+class Preview:
+    delimiter: str
+    header: list[str]
+    attributes: list[str]  # the columns that become attributes (all but email, name and status)
+    rows: list[list[str]]
+
+
+def preview(stream: IO[bytes], *, rows: int = 10) -> Preview:
+    """The first rows of a CSV file as the import will read them; InvalidCsv when its header is unusable."""
+    lines = (line.decode("utf-8", "replace").lstrip("\ufeff") for line in itertools.islice(stream, rows + 1))
+    first = next(lines, "")
+    if not first.strip():
+        raise InvalidCsv("the file is empty: the first line must be a header naming an email column")
+    delimiter = _sniff_delimiter(first)
+    records = list(csv.reader(itertools.chain([first], lines), delimiter=delimiter))
+    header = _read_header(records[0])
+    attributes = [c for c in header if c not in ("email", "name", "status")]
+    return Preview(delimiter, header, attributes, [r[: len(header)] for r in records[1:]])
+
+
 def _sniff_delimiter(header_line: str) -> str:
     return ";" if header_line.count(";") > header_line.count(",") else ","
 
@@ -307,12 +328,15 @@ def import_csv(
     *,
     confirmed: bool = False,
     strict: bool = False,
+    update_existing: bool = True,
     progress: Callable[[int], None] | None = None,
     stage: Callable[[str], None] | None = None,
 ) -> ImportReport:
     """Import a CSV file of subscribers into a list; see the module docstring for the rules.
 
-    `progress` is called with the number of bytes read so far, `stage` with the name of each merge step.
+    `update_existing=False` leaves the people already on the list as they are (counted as skipped,
+    `existing`). `progress` is called with the number of bytes read so far, `stage` with the name of each
+    merge step.
     """
     mailing_list = lists.get_list(session, list_slug)
     report = ImportReport()
@@ -338,7 +362,8 @@ def import_csv(
         raise ImportRefused(report)
     if stage:
         stage("merging")
-    _merge(session, staging, final, mailing_list.id, report, confirmed=confirmed, postgres=postgres)
+    _merge(session, staging, final, mailing_list.id, report, confirmed=confirmed, postgres=postgres,
+           update_existing=update_existing)  # fmt: skip
     session.execute(text(f"DROP TABLE {staging}"))
     session.execute(text(f"DROP TABLE {final}"))
     if report.imported or report.updated:
@@ -380,11 +405,18 @@ def _merge(
     *,
     confirmed: bool,
     postgres: bool,
+    update_existing: bool = True,
 ) -> None:
     """Merge the staged rows into subscribers and subscriptions, a few set-based statements in all."""
     _keep_last_rows(session, staging, final, report, postgres=postgres)
     _drop_ineligible(session, final, list_id, report)
-    _update_existing(session, final, list_id, report, confirmed=confirmed, postgres=postgres)
+    if update_existing:
+        _update_existing(session, final, list_id, report, confirmed=confirmed, postgres=postgres)
+    else:
+        report.skipped_reasons.setdefault("existing", 0)
+        report.skip(
+            "existing", _run(session, f"DELETE FROM {final} WHERE email IN ({_on_list_emails(final)})", list=list_id)
+        )
     _add_subscriptions(session, final, list_id, report, confirmed=confirmed, postgres=postgres)
 
 
@@ -436,6 +468,13 @@ def _on_list(final: str) -> str:
     return (
         f"SELECT s.id FROM {final} AS f JOIN subscribers s ON s.email = f.email "
         "JOIN subscriptions x ON x.subscriber_id = s.id AND x.list_id = :list"
+    )
+
+
+def _on_list_emails(final: str) -> str:
+    return (
+        "SELECT s.email FROM subscribers s JOIN subscriptions x ON x.subscriber_id = s.id AND x.list_id = :list "
+        f"WHERE s.email IN (SELECT email FROM {final})"
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -36,6 +36,10 @@ class ListInUse(Conflict):
 
 
 THEME_KEYS = ("publication_name", "logo_url", "accent_color", "postal_address")
+MAX_CORS_ORIGINS = 50
+MAX_FORM_FIELDS = 20
+_ORIGIN = re.compile(r"^https?://[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$")
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
 def create_list(
@@ -64,9 +68,9 @@ def create_list(
     mailing_list = MailingList(
         slug=slug,
         name=clean_name[:255],
-        from_email=normalise_email(from_email),
+        from_email=_address("from_email", from_email),
         from_name=" ".join(from_name.split())[:255],
-        reply_to=normalise_email(reply_to) if reply_to else None,
+        reply_to=_address("reply_to", reply_to) if reply_to else None,
         opt_in=opt_in,
         visibility=visibility,
         postal_address=postal_address.strip(),
@@ -79,6 +83,13 @@ def create_list(
     session.add(mailing_list)
     session.flush()
     return mailing_list
+
+
+def _address(field: str, value: str) -> str:
+    try:
+        return normalise_email(value)
+    except InvalidEmail as exc:
+        raise InvalidList(f"{field}: {exc}") from None
 
 
 def subscription_counts(session: Session, list_id: int) -> dict[str, int]:
@@ -108,6 +119,52 @@ def check_theme(theme: Mapping[str, Any], *, list_name: str, postal_address: str
     return {k: v for k, v in theme.items() if v}
 
 
+def check_cors_origins(origins: Sequence[str]) -> list[str]:
+    """The sites that may post the subscribe form from the browser: `https://example.org` (scheme, host,
+    optional port; no path) or `*` for any site."""
+    clean: list[str] = []
+    for raw in origins:
+        origin = raw.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise InvalidList(
+                f"cors_origins: {raw.strip()!r} is not an origin; write it as https://example.org "
+                "(scheme and host, an optional :port, no path), or * for any site"
+            )
+        if origin not in clean:
+            clean.append(origin)
+    if len(clean) > MAX_CORS_ORIGINS:
+        raise InvalidList(f"cors_origins: at most {MAX_CORS_ORIGINS} origins")
+    return clean
+
+
+def parse_form_field(spec: str) -> dict[str, Any]:
+    """`NAME[:LABEL[:required]]`, how the CLI and the admin page write a form field, as a form field."""
+    name, _, rest = spec.partition(":")
+    label, _, flag = rest.rpartition(":") if rest.lower().endswith(":required") else (rest, "", "")
+    return {"name": name.strip(), "label": label.strip(), "required": flag.strip().lower() == "required"}
+
+
+def check_form_fields(fields: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The subscribe form's extra fields, each stored as an attribute: {name, label, required}."""
+    clean: list[dict[str, Any]] = []
+    for field in fields:
+        name = str(field.get("name", "")).strip()
+        if not _FIELD_NAME.match(name) or name.lower() in ("email", "name"):
+            raise InvalidList(
+                f"form_fields: {name!r} cannot name a field; use letters, digits and _ (at most 64, "
+                "starting with a letter), and not email or name, which every form has"
+            )
+        if any(f["name"] == name for f in clean):
+            raise InvalidList(f"form_fields: {name!r} appears twice")
+        label = " ".join(single_line(str(field.get("label") or name)).split())[:100]
+        clean.append({"name": name, "label": label, "required": bool(field.get("required"))})
+    if len(clean) > MAX_FORM_FIELDS:
+        raise InvalidList(f"form_fields: at most {MAX_FORM_FIELDS} fields")
+    return clean
+
+
 _UNSET: Any = object()
 
 
@@ -125,25 +182,28 @@ def update_list(
     postal_address: str | None = None,
     theme: Mapping[str, Any] | None = None,
     tracking: bool | None = None,
+    cors_origins: Sequence[str] | None = None,
+    form_fields: Sequence[Mapping[str, Any]] | None = None,
 ) -> MailingList:
     """Change the given fields of a list (None leaves a field as it is; reply_to=None clears it)."""
     mailing_list = get_list(session, slug)
-    try:
-        if name is not None:
-            clean_name = " ".join(single_line(name).split())
-            if not clean_name:
-                raise InvalidList("name: must not be empty")
-            mailing_list.name = clean_name[:255]
-        if description is not None:
-            mailing_list.description = description.strip()
-        if from_email is not None:
-            mailing_list.from_email = normalise_email(from_email)
-        if from_name is not None:
-            mailing_list.from_name = " ".join(from_name.split())[:255]
-        if reply_to is not _UNSET:
-            mailing_list.reply_to = normalise_email(reply_to) if reply_to else None
-    except InvalidEmail as exc:
-        raise InvalidList(f"address: {exc}") from None
+    if cors_origins is not None:
+        mailing_list.cors_origins = check_cors_origins(cors_origins)
+    if form_fields is not None:
+        mailing_list.form_fields = check_form_fields(form_fields)
+    if name is not None:
+        clean_name = " ".join(single_line(name).split())
+        if not clean_name:
+            raise InvalidList("name: must not be empty")
+        mailing_list.name = clean_name[:255]
+    if description is not None:
+        mailing_list.description = description.strip()
+    if from_email is not None:
+        mailing_list.from_email = _address("from_email", from_email)
+    if from_name is not None:
+        mailing_list.from_name = " ".join(from_name.split())[:255]
+    if reply_to is not _UNSET:
+        mailing_list.reply_to = _address("reply_to", reply_to) if reply_to else None
     if opt_in is not None:
         mailing_list.opt_in = OptIn(opt_in)
     if visibility is not None:

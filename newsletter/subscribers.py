@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, exists, false, select
+from sqlalchemy import Select, distinct, exists, false, func, select, type_coerce
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from newsletter import addresses, lists, subscriptions, suppressions
 from newsletter.confirmations import claim_confirmation
+from newsletter.db import is_postgres, utcnow
 from newsletter.errors import Invalid, NotFound
 from newsletter.models import (
+    Campaign,
+    Delivery,
+    Event,
+    EventType,
     MailingList,
     Subscriber,
     SubscriberStatus,
@@ -157,6 +164,8 @@ class Search:
     list_slug: str | None = None
     subscription_status: SubscriptionStatus | None = None
     attribute: tuple[str, str] | None = None
+    email_prefix: str | None = None  # the start of the address: an index range scan on any number of rows
+    name: str | None = None  # the start of the name, case-insensitive
 
 
 @dataclass
@@ -168,13 +177,19 @@ class Page:
 
 def search_query(session: Session, search: Search) -> Select[Any]:
     query = select(Subscriber)
-    if "\x00" in (search.email or "") + "".join(search.attribute or ()):
+    if "\x00" in (search.email or "") + (search.email_prefix or "") + (search.name or "") + "".join(
+        search.attribute or ()
+    ):
         # No stored text holds a NUL (PostgreSQL refuses it): nothing matches, and the database is not asked
         return query.where(false())
     if search.email:
         # Addresses are stored lower-case, so a lower-cased LIKE is case-insensitive on every backend.
         pattern = search.email.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(Subscriber.email.like(f"%{pattern}%", escape="\\"))
+    if search.email_prefix:
+        query = query.where(Subscriber.email.like(_like_prefix(search.email_prefix.strip().lower()), escape="\\"))
+    if search.name:
+        query = query.where(func.lower(Subscriber.name).like(_like_prefix(search.name.strip().lower()), escape="\\"))
     if search.status:
         query = query.where(Subscriber.status == search.status)
     if search.list_slug or search.subscription_status:
@@ -186,8 +201,15 @@ def search_query(session: Session, search: Search) -> Select[Any]:
         query = query.where(exists().where(*conditions))
     if search.attribute:
         name, value = search.attribute
-        query = query.where(Subscriber.attributes[name].as_string() == value)
+        if is_postgres(session):  # containment is what the GIN index on attributes serves
+            query = query.where(type_coerce(Subscriber.attributes, postgresql.JSONB).contains({name: value}))
+        else:
+            query = query.where(Subscriber.attributes[name].as_string() == value)
     return query
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def search_page(session: Session, search: Search, *, after: int | None = None, limit: int = 100) -> Page:
@@ -257,3 +279,52 @@ def delete_subscriber(session: Session, subscriber: Subscriber) -> None:
     """Delete the row, its subscriptions and its ledger rows; use gdpr.erase to keep statistics intact."""
     session.delete(subscriber)
     session.flush()
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One line of a subscriber's timeline: a delivery of a campaign or an event (open, click, bounce, ...)."""
+
+    at: dt.datetime
+    kind: str
+    campaign_id: int | None
+    subject: str | None
+    detail: str | None
+
+
+def activity(session: Session, subscriber: Subscriber, *, limit: int = 100) -> list[Activity]:
+    """The most recent deliveries and events of a subscriber, newest first."""
+    deliveries = session.execute(
+        select(Delivery.status, Delivery.sent_at, Delivery.created_at, Delivery.campaign_id, Campaign.subject,
+               Delivery.smtp_code)
+        .join(Campaign, Campaign.id == Delivery.campaign_id)
+        .where(Delivery.subscriber_id == subscriber.id)
+        .order_by(Delivery.id.desc())
+        .limit(limit)
+    )  # fmt: skip
+    events = session.execute(
+        select(Event.type, Event.created_at, Event.campaign_id, Campaign.subject, Event.url, Event.detail)
+        .outerjoin(Campaign, Campaign.id == Event.campaign_id)
+        .where(Event.subscriber_id == subscriber.id)
+        .order_by(Event.id.desc())
+        .limit(limit)
+    )
+    lines = [
+        Activity(sent_at or created_at, f"delivery {status.value}", campaign_id, subject,
+                 f"SMTP {code}" if code else None)
+        for status, sent_at, created_at, campaign_id, subject, code in deliveries
+    ]  # fmt: skip
+    lines += [
+        Activity(created_at, kind.value, campaign_id, subject, url or detail)
+        for kind, created_at, campaign_id, subject, url, detail in events
+    ]
+    return sorted(lines, key=lambda line: line.at, reverse=True)[:limit]
+
+
+def bounce_count(session: Session, subscriber: Subscriber, *, days: float) -> int:
+    """Deliveries that bounced within `days` (as the soft-bounce rule counts them)."""
+    since = utcnow() - dt.timedelta(days=days)
+    query = select(func.count(distinct(Event.delivery_id))).where(
+        Event.subscriber_id == subscriber.id, Event.type == EventType.bounce, Event.created_at >= since
+    )
+    return session.scalar(query) or 0

@@ -8,7 +8,7 @@ from functools import cache
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from newsletter import confirmations, delivery
+from newsletter import confirmations, delivery, import_jobs
 from newsletter.config import Settings, get_settings
 from newsletter.db import session_factory, session_scope
 from newsletter.delivery import scheduling, sending
@@ -120,3 +120,16 @@ def send_import_confirmations(list_id: int) -> None:
         if time.monotonic() > deadline and not app.conf.task_always_eager:
             send_import_confirmations.delay(list_id)
             return
+
+
+@app.task(acks_late=True)
+def run_import(job_id: int) -> None:
+    """An import job of the admin's wizard; its progress goes to its row, which the web page polls."""
+    settings = get_settings()
+    sessions = session_factory(settings)
+    report = import_jobs.run(sessions, job_id, progress_sessions=sessions)
+    if report is not None and report.pending_confirmation:
+        with sessions() as session:
+            list_id = import_jobs.get_job(session, job_id).list_id
+        if list_id is not None:
+            send_import_confirmations.delay(list_id)

@@ -9,7 +9,7 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import lists
+from newsletter import audit, lists
 from newsletter.cli.console import AsJson, emit_json, fail, print_table, say, settings, unit_of_work
 from newsletter.models import MailingList, OptIn, Visibility
 
@@ -60,6 +60,7 @@ def lists_create(
             tracking=settings().track_default if tracking is None else tracking,
         )
         result = {"id": mailing_list.id, "slug": mailing_list.slug}
+        audit.record(session, audit.Actor.cli(), "list.create", f"list:{slug}")
     emit_json(result) if as_json else say(f"created list {slug}")
 
 
@@ -87,7 +88,7 @@ def lists_list(as_json: AsJson = False) -> None:
 
 
 SUMMARY_FIELDS = ("id", "slug", "name", "description", "from_email", "from_name", "reply_to", "opt_in", "visibility",
-                  "postal_address", "tracking", "theme")  # fmt: skip
+                  "postal_address", "tracking", "theme", "cors_origins", "form_fields")  # fmt: skip
 
 
 def list_summary(session: Session, mailing_list: MailingList) -> dict[str, Any]:
@@ -121,6 +122,20 @@ def lists_update(
     visibility: Annotated[Visibility | None, typer.Option()] = None,
     tracking: Annotated[bool | None, typer.Option("--tracking/--no-tracking")] = None,
     theme: Annotated[str | None, typer.Option(help=THEME_HELP + " Replaces the theme.")] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A site that may post the subscribe form (https://example.org, or *); repeat it. "
+            "Replaces the origins; --cors-origin '' clears them."
+        ),
+    ] = None,
+    form_field: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An extra field of the subscribe form, NAME[:LABEL[:required]]; repeat it. "
+            "Replaces the fields; --form-field '' clears them."
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Change some fields of a list."""
@@ -137,8 +152,14 @@ def lists_update(
     }
     if reply_to is not None:
         changes["reply_to"] = reply_to or None
+    if cors_origin is not None:
+        changes["cors_origins"] = [origin for origin in cors_origin if origin.strip()]
+    if form_field is not None:
+        changes["form_fields"] = [lists.parse_form_field(spec) for spec in form_field if spec.strip()]
     with unit_of_work() as session:
         result = list_summary(session, lists.update_list(session, slug, **changes))
+        fields = sorted(k for k, v in changes.items() if v is not None or k == "reply_to")
+        audit.record(session, audit.Actor.cli(), "list.update", f"list:{slug}", fields=fields)
     emit_json(result) if as_json else say(f"updated list {slug}")
 
 
@@ -147,4 +168,5 @@ def lists_delete(slug: str) -> None:
     """Delete a list and its subscriptions (refused once campaigns went to it)."""
     with unit_of_work() as session:
         lists.delete_list(session, slug)
+        audit.record(session, audit.Actor.cli(), "list.delete", f"list:{slug}")
     say(f"deleted list {slug}")

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.orm import Session
 
-from newsletter import exports, gdpr, imports, lists, subscribers, subscriptions
+from newsletter import audit, exports, gdpr, imports, lists, subscribers, subscriptions
 from newsletter.cli.console import (
     AsJson,
     emit_json,
@@ -40,6 +40,10 @@ def subscribers_unsubscribe(
     """Unsubscribe an address from one list or all of them (recorded as an admin action)."""
     with unit_of_work() as session:
         changed = subscriptions.unsubscribe_address(session, email, list_slugs=list_slugs or [], source="admin")
+        target = f"address:{email.strip().lower()}"
+        audit.record(
+            session, audit.Actor.cli(), "subscriber.unsubscribe", target, lists=list_slugs or [], changed=changed
+        )
     say(f"unsubscribed from {changed} list(s)")
 
 
@@ -82,6 +86,8 @@ def subscribers_import(
                     stage=lambda name: progress.update(bar, description=name),
                 )
                 list_id = lists.get_list(session, slug).id
+                audit.record(session, audit.Actor.cli(), "import.run", f"list:{slug}", file=file.name,
+                             imported=report.imported, updated=report.updated, errors=report.error_count)  # fmt: skip
         except imports.ImportRefused as exc:
             if as_json:
                 emit_json(exc.report.as_dict())
@@ -135,6 +141,8 @@ def subscribers_export(
     with unit_of_work() as session:
         if slug:
             lists.get_list(session, slug)
+        audit.record(session, audit.Actor.cli(), "export.run", f"list:{slug}" if slug else "subscribers", status=status)
+        session.commit()  # the record stays even if the reader of stdout goes away mid-file
         if output is None:
             for line in exports.export_csv(session, search, status=export_status):
                 sys.stdout.write(line)
@@ -236,29 +244,33 @@ def subscribers_search(
     say_next_page(page.next_cursor)
 
 
-def subscriber_action(email: str, action: Callable[[Session, Subscriber], T]) -> T:
+def subscriber_action(email: str, action: Callable[[Session, Subscriber], T], audited: str | None = None) -> T:
+    """Run `action` on the subscriber with this address, recorded in the audit log as `audited`."""
     with unit_of_work() as session:
-        return action(session, subscribers.get_subscriber(session, email))
+        subscriber = subscribers.get_subscriber(session, email)
+        if audited:
+            audit.record(session, audit.Actor.cli(), audited, f"subscriber:{subscriber.id}")
+        return action(session, subscriber)
 
 
 @app.command("block")
 def subscribers_block(email: str) -> None:
     """Blocklist a subscriber: never mailed, subscriptions kept."""
-    subscriber_action(email, lambda s, sub: subscribers.set_blocked(s, sub, True))
+    subscriber_action(email, lambda s, sub: subscribers.set_blocked(s, sub, True), "subscriber.block")
     say(f"blocked {email}")
 
 
 @app.command("unblock")
 def subscribers_unblock(email: str) -> None:
     """Take a subscriber off the blocklist."""
-    subscriber_action(email, lambda s, sub: subscribers.set_blocked(s, sub, False))
+    subscriber_action(email, lambda s, sub: subscribers.set_blocked(s, sub, False), "subscriber.unblock")
     say(f"unblocked {email}")
 
 
 @app.command("delete")
 def subscribers_delete(email: str) -> None:
     """Delete a subscriber with their ledger rows (use `erase` to keep statistics)."""
-    subscriber_action(email, subscribers.delete_subscriber)
+    subscriber_action(email, subscribers.delete_subscriber, "subscriber.delete")
     say(f"deleted {email}")
 
 
@@ -281,5 +293,5 @@ def subscribers_erase(
     """GDPR erase: remove personal data for good; the address stays suppressed (as a hash)."""
     if not yes and not typer.confirm(f"erase {email} for good?"):
         fail("not erased")
-    subscriber_action(email, gdpr.erase_subscriber)
+    subscriber_action(email, gdpr.erase_subscriber, "subscriber.erase")
     say(f"erased {email}")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from newsletter import suppressions
+from newsletter import audit, suppressions
 from newsletter.cli.console import AsJson, emit_json, fail, print_table, say, unit_of_work
 from newsletter.models import SuppressionReason
 
@@ -66,12 +66,16 @@ def suppressions_add(
         fail("give one address or --file FILE.csv")
     with unit_of_work() as session:
         if email is not None:
-            _, created = suppressions.add(session, email, detail=detail)
+            entry, created = suppressions.add(session, email, detail=detail)
+            if created:
+                audit.record(session, audit.Actor.cli(), "suppression.add", f"address:{entry.email}")
             result: dict[str, Any] = {"added": int(created), "already": int(not created), "errors": []}
         else:
             assert file is not None
             with file.open(encoding="utf-8-sig", newline="") as stream:
                 bulk = suppressions.add_csv(session, stream, detail=detail)
+            details = {"file": file.name, "added": bulk.added, "already": bulk.already}
+            audit.record(session, audit.Actor.cli(), "suppression.add", None, **details)
             result = {
                 "added": bulk.added,
                 "already": bulk.already,
@@ -90,4 +94,44 @@ def suppressions_remove(email: str) -> None:
     """Allow mail to an address again (logged with who did it)."""
     with unit_of_work() as session:
         suppressions.remove(session, email, by=f"cli:{getpass.getuser()}")
+        audit.record(session, audit.Actor.cli(), "suppression.remove", f"address:{email.strip().lower()}")
     say(f"{email} removed from the suppression list")
+
+
+@app.command("block-domain")
+def suppressions_block_domain(
+    domain: Annotated[str, typer.Argument(help="mailinator.com, @mailinator.com or *@mailinator.com")],
+    detail: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
+) -> None:
+    """Never subscribe nor mail any address at a domain."""
+    with unit_of_work() as session:
+        entry, created = suppressions.block_domain(session, domain, detail=detail)
+        if created:
+            audit.record(session, audit.Actor.cli(), "blocked_domain.add", f"domain:{entry.domain}")
+    say(f"blocked {entry.domain}" if created else f"{entry.domain} was already blocked")
+
+
+@app.command("unblock-domain")
+def suppressions_unblock_domain(domain: str) -> None:
+    """Allow a blocked domain again (logged with who did it)."""
+    with unit_of_work() as session:
+        suppressions.unblock_domain(session, domain, by=f"cli:{getpass.getuser()}")
+        audit.record(
+            session, audit.Actor.cli(), "blocked_domain.remove", f"domain:{suppressions.normalise_domain(domain)}"
+        )
+    say(f"unblocked {domain}")
+
+
+@app.command("domains")
+def suppressions_domains(as_json: AsJson = False) -> None:
+    """The blocked domains, with why and since when."""
+    with unit_of_work() as session:
+        rows = [
+            {"domain": d.domain, "detail": d.detail or "", "since": d.created_at.isoformat()}
+            for d in suppressions.blocked_domains(session)
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        say(f"{row['domain']}  {row['since'][:10]}  {row['detail']}")

@@ -24,7 +24,9 @@ from newsletter.web.api.errors import error_response
 API = "/api/v1/"
 ADMIN = "/admin/"
 # Streamed uploads (CSV imports, bounce reports): the large cap; their handlers spool them to files.
-_UPLOADS = re.compile(r"/api/v1/(bounces|suppressions/import|lists/[^/]+/import)/?")
+_UPLOADS = re.compile(
+    r"/api/v1/(bounces|suppressions/import|lists/[^/]+/import)/?|/admin/(imports|suppressions/import)"
+)
 
 
 class BodyTooLarge(HTTPException):

@@ -11,6 +11,7 @@ Modules: `auth` (the Editor/Admin dependencies, CSRF), `render` (templates, head
 
 from __future__ import annotations
 
+from types import ModuleType
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
@@ -23,10 +24,14 @@ from newsletter.web.admin import (
     campaigns,
     dashboard,
     digests,
+    imports,
+    lists,
     people,
     sendflow,
     settings_page,
     signin,
+    subscribers,
+    suppressions,
     two_factor,
 )
 from newsletter.web.admin.auth import (
@@ -43,10 +48,11 @@ from newsletter.web.admin.render import AdminPages, redirect
 from newsletter.web.assets import Assets
 
 # sendflow's /new before campaigns' /{id}
-PAGE_FAMILIES = (
+PAGE_FAMILIES: tuple[ModuleType, ...] = (
     signin, dashboard, account, digests, sendflow, campaigns, two_factor, people, audit_log, settings_page,
     bounces_page,
 )  # fmt: skip
+PAGE_FAMILIES += (lists, subscribers, imports, suppressions)
 
 router = APIRouter(include_in_schema=False, route_class=AdminRoute)
 for module in PAGE_FAMILIES:

@@ -97,6 +97,12 @@ NAV: list[NavItem] = [
     NavItem("Campaigns", "/admin/campaigns"),
     NavItem("Account", "/admin/account"),
 ]
+NAV[-1:-1] = [  # the admins' pages for lists and the people on them
+    NavItem("Lists", "/admin/lists", admin_only=True),
+    NavItem("Subscribers", "/admin/subscribers", admin_only=True),
+    NavItem("Imports", "/admin/imports", admin_only=True),
+    NavItem("Suppressions", "/admin/suppressions", admin_only=True),
+]
 NAV += [
     NavItem("Users", "/admin/users", admin_only=True),
     NavItem("Bounces", "/admin/bounces", admin_only=True),

@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import audit, delivery, users
+from newsletter import audit, delivery, import_jobs, imports, users
 from newsletter.models import Role, User
 from newsletter.web.deps import SessionDep
 from newsletter.web.pages import client_ip
@@ -68,6 +69,19 @@ class Jobs:
 
     def send_import_confirmations(self, list_id: int) -> bool:
         return send_import_confirmations(list_id)
+
+    def run_import(self, job_id: int, sessions: sessionmaker[Session], *, embedded: bool) -> None:
+        """Start a queued import job: a Celery task, or without a broker a thread of this process."""
+        if embedded:
+            import_jobs.run_in_thread(sessions, job_id, lambda report, list_id: self._confirm_imported(report, list_id))
+            return
+        from worker import tasks
+
+        tasks.run_import.delay(job_id)
+
+    def _confirm_imported(self, report: imports.ImportReport, list_id: int) -> None:
+        if report.pending_confirmation:
+            self.send_import_confirmations(list_id)
 
 
 def send_import_confirmations(list_id: int) -> bool:

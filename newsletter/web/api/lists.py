@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from newsletter import exports, imports, lists
+from newsletter import audit, exports, imports, lists
 from newsletter.models import MailingList
 from newsletter.subscribers import Search
-from newsletter.web.api.deps import Admin, Editor, JobQueue
+from newsletter.web.api.deps import AdminActor, Editor, JobQueue
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute, described
 from newsletter.web.api.params import SlugPath, csv_body, csv_upload
 from newsletter.web.api.schemas import Counts, ImportReportOut, ListIn, ListOut, ListPatch, row_fields
@@ -24,7 +24,9 @@ router = APIRouter(tags=["lists"], route_class=ApiRoute)
 def list_out(session: SessionDep, mailing_list: MailingList) -> ListOut:
     counts = lists.subscription_counts(session, mailing_list.id)
     return ListOut(
-        **row_fields(mailing_list, ListOut, exclude={"theme", "counts"}),
+        **row_fields(mailing_list, ListOut, exclude={"theme", "counts", "cors_origins", "form_fields"}),
+        cors_origins=mailing_list.cors_origins or [],
+        form_fields=mailing_list.form_fields or [],
         theme=mailing_list.theme or {},
         counts=Counts(**counts),
     )
@@ -36,7 +38,7 @@ def list_lists(session: SessionDep, _: Editor) -> list[ListOut]:
 
 
 @router.post("/lists", status_code=201, summary="Create a list")
-def create_list(body: ListIn, session: SessionDep, settings: SettingsDep, _: Admin) -> ListOut:
+def create_list(body: ListIn, session: SessionDep, settings: SettingsDep, who: AdminActor) -> ListOut:
     # ListIn's fields are create_list's arguments; an empty reply-to means none.
     mailing_list = lists.create_list(
         session,
@@ -45,6 +47,7 @@ def create_list(body: ListIn, session: SessionDep, settings: SettingsDep, _: Adm
         reply_to=body.reply_to or None,
         theme=body.theme.model_dump(exclude_none=True) if body.theme else None,
     )
+    audit.record(session, who, "list.create", f"list:{mailing_list.slug}")
     return list_out(session, mailing_list)
 
 
@@ -54,11 +57,15 @@ def get_list(session: SessionDep, _: Editor, slug: SlugPath) -> ListOut:
 
 
 @router.patch("/lists/{slug}", responses=NOT_FOUND, summary="Change some fields of a list")
-def update_list(body: ListPatch, session: SessionDep, _: Admin, slug: SlugPath) -> ListOut:
-    changes: dict[str, Any] = body.model_dump(exclude_unset=True, exclude={"theme"})
+def update_list(body: ListPatch, session: SessionDep, who: AdminActor, slug: SlugPath) -> ListOut:
+    changes: dict[str, Any] = body.model_dump(exclude_unset=True, exclude={"theme", "form_fields"})
+    if body.form_fields is not None:
+        changes["form_fields"] = [field.model_dump() for field in body.form_fields]
     if "theme" in body.model_fields_set:
         changes["theme"] = body.theme.model_dump(exclude_none=True) if body.theme else {}
-    return list_out(session, lists.update_list(session, slug, **changes))
+    updated = lists.update_list(session, slug, **changes)
+    audit.record(session, who, "list.update", f"list:{slug}", fields=sorted(changes))
+    return list_out(session, updated)
 
 
 @router.delete(
@@ -67,8 +74,9 @@ def update_list(body: ListPatch, session: SessionDep, _: Admin, slug: SlugPath) 
     responses={**NOT_FOUND, **CONFLICT},
     summary="Delete a list (refused once campaigns went to it)",
 )
-def delete_list(session: SessionDep, _: Admin, slug: SlugPath) -> Response:
+def delete_list(session: SessionDep, who: AdminActor, slug: SlugPath) -> Response:
     lists.delete_list(session, slug)
+    audit.record(session, who, "list.delete", f"list:{slug}")
     return Response(status_code=204)
 
 
@@ -81,7 +89,7 @@ def delete_list(session: SessionDep, _: Admin, slug: SlugPath) -> Response:
 async def import_list(
     request: Request,
     session: SessionDep,
-    _: Admin,
+    who: AdminActor,
     jobs: JobQueue,
     slug: SlugPath,
     confirmed: bool = Query(False, description="Consent was obtained elsewhere: subscribe as confirmed."),
@@ -97,6 +105,8 @@ async def import_list(
             strict=strict,
         )
     list_id = lists.get_list(session, slug).id
+    audit.record(session, who, "import.run", f"list:{slug}", imported=report.imported, updated=report.updated,
+                 errors=report.error_count)  # fmt: skip
     session.commit()
     queued = bool(report.pending_confirmation) and jobs.send_import_confirmations(list_id)
     return ImportReportOut(**report.as_dict(), confirmation_emails_queued=queued)
@@ -111,7 +121,7 @@ async def import_list(
 def export_list(
     request: Request,
     session: SessionDep,
-    _: Admin,
+    who: AdminActor,
     slug: SlugPath,
     status: exports.ExportStatus = Query(
         "confirmed",
@@ -120,6 +130,7 @@ def export_list(
     ),
 ) -> StreamingResponse:
     lists.get_list(session, slug)
+    audit.record(session, who, "export.run", f"list:{slug}", status=status)
     return csv_response(request, Search(list_slug=slug), f"{slug}.csv", status=status)
 
 

@@ -130,6 +130,12 @@ class ListIn(Strict):
     theme: ThemeIn | None = None
 
 
+class FormFieldIn(Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
+    label: str = Field("", max_length=100, pattern=NO_NUL)
+    required: bool = False
+
+
 class ListPatch(Strict):
     name: str | None = Field(None, min_length=1, max_length=255)
     from_email: str | None = Field(None, max_length=320)
@@ -141,6 +147,12 @@ class ListPatch(Strict):
     postal_address: str | None = Field(None, max_length=1000)
     tracking: bool | None = None
     theme: ThemeIn | None = Field(None, description="Replaces the whole theme.")
+    cors_origins: list[str] | None = Field(
+        None, max_length=50, description="Sites that may post the subscribe form (`https://example.org`, or `*`)."
+    )
+    form_fields: list[FormFieldIn] | None = Field(
+        None, max_length=20, description="The subscribe form's extra fields, stored as attributes."
+    )
 
 
 class Counts(BaseModel):
@@ -162,6 +174,8 @@ class ListOut(BaseModel):
     postal_address: str
     tracking: bool
     theme: dict[str, Any]
+    cors_origins: list[str]
+    form_fields: list[dict[str, Any]]
     counts: Counts
     created_at: dt.datetime
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from newsletter import gdpr, lists, subscribers
+from newsletter import audit, gdpr, lists, subscribers
 from newsletter.models import Subscriber, SubscriberStatus, SubscriptionSource, SubscriptionStatus
-from newsletter.web.api.deps import Admin
+from newsletter.web.api.deps import Admin, AdminActor
 from newsletter.web.api.errors import NOT_FOUND, ApiRoute
 from newsletter.web.api.lists import csv_response
 from newsletter.web.api.params import Cursor, RowId
@@ -36,6 +36,11 @@ def path_subscriber(session: SessionDep, subscriber_id: RowId) -> Subscriber:
 
 
 PathSubscriber = Annotated[Subscriber, Depends(path_subscriber)]
+
+
+def target(subscriber: Subscriber) -> str:
+    """How the audit log names a subscriber: by id, never by address (an erased one has none)."""
+    return f"subscriber:{subscriber.id}"
 
 
 def subscriber_out(subscriber: Subscriber, subscriptions: list[tuple[str, Any]]) -> SubscriberOut:
@@ -99,9 +104,10 @@ def search(
     responses={**NOT_FOUND, 200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV"}},
     summary="The subscribers a search finds, as CSV",
 )
-def export(request: Request, session: SessionDep, _: Admin, filters: Filters) -> StreamingResponse:
+def export(request: Request, session: SessionDep, who: AdminActor, filters: Filters) -> StreamingResponse:
     if filters.list_slug:
         lists.get_list(session, filters.list_slug)
+    audit.record(session, who, "export.run", f"list:{filters.list_slug}" if filters.list_slug else "subscribers")
     return csv_response(request, filters, "subscribers.csv")
 
 
@@ -131,7 +137,7 @@ def get(session: SessionDep, _: Admin, subscriber: PathSubscriber) -> Subscriber
 
 
 @router.patch("/subscribers/{subscriber_id}", responses=NOT_FOUND, summary="Change name, attributes, block")
-def patch(body: SubscriberPatch, session: SessionDep, _: Admin, subscriber: PathSubscriber) -> SubscriberOut:
+def patch(body: SubscriberPatch, session: SessionDep, who: AdminActor, subscriber: PathSubscriber) -> SubscriberOut:
     subscribers.update_subscriber(
         session,
         subscriber,
@@ -141,11 +147,13 @@ def patch(body: SubscriberPatch, session: SessionDep, _: Admin, subscriber: Path
     )
     if body.blocked is not None:
         subscribers.set_blocked(session, subscriber, body.blocked)
+        audit.record(session, who, "subscriber.block" if body.blocked else "subscriber.unblock", target(subscriber))
     return one(session, subscriber)
 
 
 @router.post("/subscribers/{subscriber_id}/unsubscribe", responses=NOT_FOUND, summary="Unsubscribe from lists (or all)")
-def unsubscribe(body: UnsubscribeIn, session: SessionDep, _: Admin, subscriber: PathSubscriber) -> Unsubscribed:
+def unsubscribe(body: UnsubscribeIn, session: SessionDep, who: AdminActor, subscriber: PathSubscriber) -> Unsubscribed:
+    audit.record(session, who, "subscriber.unsubscribe", target(subscriber), lists=list(body.lists))
     return Unsubscribed(unsubscribed=subscribers.unsubscribe(session, subscriber, body.lists))
 
 
@@ -155,7 +163,8 @@ def unsubscribe(body: UnsubscribeIn, session: SessionDep, _: Admin, subscriber: 
     responses=NOT_FOUND,
     summary="Delete a subscriber with their ledger rows (to keep statistics, erase instead)",
 )
-def delete(session: SessionDep, _: Admin, subscriber: PathSubscriber) -> Response:
+def delete(session: SessionDep, who: AdminActor, subscriber: PathSubscriber) -> Response:
+    audit.record(session, who, "subscriber.delete", target(subscriber))
     subscribers.delete_subscriber(session, subscriber)
     return Response(status_code=204)
 
@@ -175,6 +184,7 @@ def gdpr_export(session: SessionDep, _: Admin, subscriber: PathSubscriber) -> di
     responses=NOT_FOUND,
     summary="GDPR erase: remove personal data, keep the address's hash suppressed and the statistics",
 )
-def erase(session: SessionDep, _: Admin, subscriber: PathSubscriber) -> Response:
+def erase(session: SessionDep, who: AdminActor, subscriber: PathSubscriber) -> Response:
+    audit.record(session, who, "subscriber.erase", target(subscriber))
     gdpr.erase_subscriber(session, subscriber)
     return Response(status_code=204)

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from newsletter import suppressions
+from newsletter import audit, suppressions
 from newsletter.models import Suppression, SuppressionReason
-from newsletter.web.api.deps import Admin
+from newsletter.web.api.deps import Admin, AdminActor
 from newsletter.web.api.errors import NOT_FOUND, ApiRoute
 from newsletter.web.api.params import Cursor, csv_body, csv_upload
 from newsletter.web.api.schemas import (
@@ -48,8 +48,10 @@ def list_suppressions(
 
 
 @router.post("/suppressions", status_code=201, summary="Never mail this address (idempotent)")
-def add(body: SuppressionIn, session: SessionDep, _: Admin, response: Response) -> SuppressionAdded:
+def add(body: SuppressionIn, session: SessionDep, who: AdminActor, response: Response) -> SuppressionAdded:
     suppression, created = suppressions.add(session, body.email, detail=body.detail)
+    if created:
+        audit.record(session, who, "suppression.add", f"address:{suppression.email}")
     if not created:
         response.status_code = 200
     return SuppressionAdded(suppression=suppression_out(suppression), created=created)
@@ -63,7 +65,7 @@ def add(body: SuppressionIn, session: SessionDep, _: Admin, response: Response) 
 async def import_csv(
     request: Request,
     session: SessionDep,
-    _: Admin,
+    who: AdminActor,
     detail: Annotated[str | None, Query(max_length=1000, description="Why, for the record.")] = None,
 ) -> SuppressionImportOut:
     async with csv_upload(request) as upload:
@@ -72,6 +74,7 @@ async def import_csv(
             result = await run_in_threadpool(suppressions.add_csv, session, text, detail=detail)
         except UnicodeDecodeError as error:
             raise HTTPException(422, f"the file is not UTF-8 text (byte {error.start}); nothing was added") from None
+    audit.record(session, who, "suppression.add", None, added=result.added, already=result.already)
     session.commit()
     return SuppressionImportOut(
         added=result.added,
@@ -89,8 +92,10 @@ def list_domains(session: SessionDep, _: Admin) -> list[BlockedDomainOut]:
 
 
 @router.post("/suppressions/domains", status_code=201, summary="Block a whole domain, e.g. *@mailinator.com")
-def block_domain(body: BlockedDomainIn, session: SessionDep, _: Admin, response: Response) -> DomainBlocked:
+def block_domain(body: BlockedDomainIn, session: SessionDep, who: AdminActor, response: Response) -> DomainBlocked:
     entry, created = suppressions.block_domain(session, body.domain, detail=body.detail)
+    if created:
+        audit.record(session, who, "blocked_domain.add", f"domain:{entry.domain}")
     if not created:
         response.status_code = 200
     return DomainBlocked(
@@ -105,8 +110,11 @@ def block_domain(body: BlockedDomainIn, session: SessionDep, _: Admin, response:
     responses=NOT_FOUND,
     summary="Allow a blocked domain again (logged)",
 )
-def unblock_domain(session: SessionDep, user: Admin, domain: str = Path(max_length=255, pattern=NO_NUL)) -> Response:
-    suppressions.unblock_domain(session, domain, by=user.name)
+def unblock_domain(
+    session: SessionDep, who: AdminActor, domain: str = Path(max_length=255, pattern=NO_NUL)
+) -> Response:
+    suppressions.unblock_domain(session, domain, by=who.name)
+    audit.record(session, who, "blocked_domain.remove", f"domain:{suppressions.normalise_domain(domain)}")
     return Response(status_code=204)
 
 
@@ -116,6 +124,7 @@ def unblock_domain(session: SessionDep, user: Admin, domain: str = Path(max_leng
     responses=NOT_FOUND,
     summary="Allow mail to an address again (logged)",
 )
-def remove(session: SessionDep, user: Admin, email: str = Path(max_length=320)) -> Response:
-    suppressions.remove(session, email, by=user.name)
+def remove(session: SessionDep, who: AdminActor, email: str = Path(max_length=320)) -> Response:
+    suppressions.remove(session, email, by=who.name)
+    audit.record(session, who, "suppression.remove", f"address:{email.strip().lower()}")
     return Response(status_code=204)

@@ -1,0 +1,272 @@
+"""Import jobs: a CSV file uploaded through the admin's wizard, previewed, then imported in the background
+(a Celery task, or a thread of the web process in embedded mode) with its progress and its report kept.
+
+The import itself is `imports.import_csv`, the CLI's and the API's: streamed, staged with COPY, merged
+set-based, so a million rows take seconds and memory stays flat. A job only adds the row that remembers
+the choices and the outcome, the progress a page polls, and the bad lines with their text for download.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter import imports, lists
+from newsletter.db import unit_of_work, utcnow
+from newsletter.errors import Invalid, NotFound
+from newsletter.models import ImportJob, ImportStatus, MailingList
+
+log = logging.getLogger(__name__)
+PREVIEW_ROWS = 10
+PROGRESS_EVERY_SECONDS = 0.5
+MAX_LINE_SHOWN = 1000  # characters of a bad line kept for its report
+_COPY_CHUNK = 1024 * 1024
+
+
+class ImportJobNotFound(NotFound):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"no import job {job_id}")
+
+
+class ImportJobState(Invalid):
+    """The job is not in the state this step needs (already run, say)."""
+
+
+@dataclass(frozen=True)
+class Live:
+    bytes_done: int
+    stage: str
+
+
+# Progress of the imports running in this process, read by the page that polls it. A job run by a Celery
+# worker writes its progress to its row instead (see `run`).
+_live: dict[int, Live] = {}
+_live_lock = threading.Lock()
+
+
+def live_progress(job: ImportJob) -> Live:
+    with _live_lock:
+        return _live.get(job.id) or Live(job.bytes_done, job.stage)
+
+
+def percent(job: ImportJob) -> int:
+    if job.status == ImportStatus.finished:
+        return 100
+    live = live_progress(job)
+    return min(99, round(100 * live.bytes_done / job.size)) if job.size else 0
+
+
+def store_upload(directory: Path, source: IO[bytes]) -> tuple[Path, int]:
+    """Copy an upload to a file of its own in `directory` (the job outlives the request); its path and size."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / f"import-{secrets.token_hex(12)}.csv"
+    with path.open("xb") as target:
+        shutil.copyfileobj(source, target, _COPY_CHUNK)
+    return path, path.stat().st_size
+
+
+def create_job(session: Session, path: Path, *, filename: str, size: int, created_by: str | None) -> ImportJob:
+    """A job for a stored upload, with its preview checked; InvalidCsv (and the file removed) when the
+    header cannot be imported."""
+    try:
+        with path.open("rb") as stream:
+            preview = imports.preview(stream, rows=PREVIEW_ROWS)
+    except imports.InvalidCsv:
+        path.unlink(missing_ok=True)
+        raise
+    job = ImportJob(
+        filename=os.path.basename(filename)[:255] or "upload.csv",
+        path=str(path),
+        size=size,
+        delimiter=preview.delimiter,
+        columns=preview.header,
+        created_by=created_by,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: int) -> ImportJob:
+    job = session.get(ImportJob, job_id)
+    if job is None:
+        raise ImportJobNotFound(job_id)
+    return job
+
+
+def recent_jobs(session: Session, *, limit: int = 50) -> list[ImportJob]:
+    return list(session.scalars(select(ImportJob).order_by(ImportJob.id.desc()).limit(limit)))
+
+
+def preview_of(job: ImportJob) -> imports.Preview | None:
+    """The first rows of a job's file while it is stored."""
+    if not job.path or not Path(job.path).exists():
+        return None
+    with Path(job.path).open("rb") as stream:
+        return imports.preview(stream, rows=PREVIEW_ROWS)
+
+
+def queue(session: Session, job_id: int, *, list_slug: str, confirmed: bool, update_existing: bool) -> ImportJob:
+    """Record the choices of an uploaded job and mark it queued (the caller starts it after commit)."""
+    job = get_job(session, job_id)
+    if job.status != ImportStatus.uploaded:
+        raise ImportJobState(f"import {job_id} is {job.status.value}; upload the file again to import it again")
+    job.list_id = lists.get_list(session, list_slug).id
+    job.confirmed, job.update_existing = confirmed, update_existing
+    job.status = ImportStatus.queued
+    session.flush()
+    return job
+
+
+def run(
+    sessions: sessionmaker[Session], job_id: int, *, progress_sessions: sessionmaker[Session] | None = None
+) -> imports.ImportReport | None:
+    """Run a queued job to its end: the import in one unit of work, then the report on the row.
+
+    Progress goes to this process's memory, and to the row through `progress_sessions` when another
+    process (the web) polls it. Returns the report, or None when the file could not be imported.
+    """
+    with unit_of_work(sessions) as session:
+        job = get_job(session, job_id)
+        if job.status != ImportStatus.queued:
+            raise ImportJobState(f"import {job_id} is {job.status.value}, not queued")
+        job.status, job.started_at, job.stage = ImportStatus.running, utcnow(), "reading"
+        list_slug = session.scalar(select(MailingList.slug).where(MailingList.id == job.list_id)) or ""
+        path = Path(job.path or "")
+        options = {"confirmed": job.confirmed, "update_existing": job.update_existing}
+    tracker = _Tracker(job_id, progress_sessions)
+    try:
+        with unit_of_work(sessions) as session, path.open("rb") as stream:
+            report = imports.import_csv(
+                session, list_slug, stream, progress=tracker.bytes_read, stage=tracker.stage, **options
+            )
+    except (Invalid, OSError) as exc:
+        _finish(sessions, job_id, path, error=str(exc))
+        return None
+    finally:
+        tracker.done()
+    _finish(sessions, job_id, path, report=report)
+    return report
+
+
+def _finish(
+    sessions: sessionmaker[Session],
+    job_id: int,
+    path: Path,
+    *,
+    report: imports.ImportReport | None = None,
+    error: str | None = None,
+) -> None:
+    with unit_of_work(sessions) as session:
+        job = get_job(session, job_id)
+        if report is not None:
+            job.report = {**report.as_dict(), "lines": bad_lines(path, {e.line for e in report.errors})}
+            job.status, job.stage = ImportStatus.finished, "finished"
+        else:
+            job.status, job.stage, job.error = ImportStatus.failed, "failed", error
+        job.bytes_done, job.finished_at, job.path = job.size, utcnow(), None
+    path.unlink(missing_ok=True)
+
+
+def bad_lines(path: Path, numbers: set[int]) -> dict[str, str]:
+    """The text of the given lines of a file (the start line of each bad record), for the report."""
+    found: dict[str, str] = {}
+    if not numbers:
+        return found
+    last = max(numbers)
+    with path.open("rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            if number in numbers:
+                found[str(number)] = raw.decode("utf-8", "replace").rstrip("\r\n")[:MAX_LINE_SHOWN]
+            if number >= last:
+                break
+    return found
+
+
+class _Tracker:
+    """Progress callbacks of one import: into memory always, onto the job's row at most twice a second."""
+
+    def __init__(self, job_id: int, sessions: sessionmaker[Session] | None) -> None:
+        self.job_id, self.sessions = job_id, sessions
+        self.current = Live(0, "reading")
+        self.written_at = 0.0
+        self._publish()
+
+    def bytes_read(self, done: int) -> None:
+        self.current = Live(done, self.current.stage)
+        self._publish()
+
+    def stage(self, name: str) -> None:
+        self.current = Live(self.current.bytes_done, name)
+        self._publish(force=True)
+
+    def done(self) -> None:
+        with _live_lock:
+            _live.pop(self.job_id, None)
+
+    def _publish(self, force: bool = False) -> None:
+        with _live_lock:
+            _live[self.job_id] = self.current
+        now = time.monotonic()
+        if self.sessions is None or (not force and now - self.written_at < PROGRESS_EVERY_SECONDS):
+            return
+        self.written_at = now
+        with unit_of_work(self.sessions) as session:
+            job = get_job(session, self.job_id)
+            job.bytes_done, job.stage = self.current.bytes_done, self.current.stage
+
+
+def run_in_thread(
+    sessions: sessionmaker[Session], job_id: int, then: Callable[[imports.ImportReport, int], None]
+) -> threading.Thread:
+    """Embedded mode: run the job in a daemon thread of this process (never in the request); `then(report,
+    list_id)` runs after a successful import (to send its confirmation emails)."""
+
+    def work() -> None:
+        try:
+            report = run(sessions, job_id)
+            if report is not None:
+                with sessions() as session:
+                    list_id = get_job(session, job_id).list_id
+                if list_id is not None:
+                    then(report, list_id)
+        except Exception:
+            log.exception("import job %s failed", job_id)
+            _mark_failed(sessions, job_id)
+
+    thread = threading.Thread(target=work, name=f"import-{job_id}", daemon=True)
+    thread.start()
+    return thread
+
+
+def _mark_failed(sessions: sessionmaker[Session], job_id: int) -> None:
+    with unit_of_work(sessions) as session:
+        job = get_job(session, job_id)
+        if job.status in (ImportStatus.queued, ImportStatus.running):
+            job.status, job.stage, job.error = (
+                ImportStatus.failed,
+                "failed",
+                "the import stopped on an error (see the log)",
+            )
+            job.finished_at = utcnow()
+
+
+def report_rows(job: ImportJob) -> list[dict[str, Any]]:
+    """Every bad line of a finished job: its number, why, and its text."""
+    report = job.report or {}
+    shown = report.get("lines", {})
+    return [
+        {"line": e["line"], "reason": e["reason"], "text": shown.get(str(e["line"]), "")}
+        for e in report.get("errors", [])
+    ]

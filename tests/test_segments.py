@@ -151,7 +151,7 @@ def matched(session: Session, node: Any) -> set[int]:
     return set(session.scalars(segments.members(session, node).with_only_columns(Subscriber.id)))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(node=conditions)
 def test_sql_agrees_with_the_python_reading_of_every_operator(
     session: Session, people: dict[int, dict[str, Any]], node: dict[str, Any]

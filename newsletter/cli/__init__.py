@@ -21,6 +21,7 @@ from newsletter.cli import (
     templates,
     users,
 )
+from newsletter.cli import segments
 from newsletter.cli.console import Failure, clean, err
 from newsletter.config import get_settings
 from newsletter.errors import NewsletterError
@@ -41,6 +42,7 @@ app.add_typer(bounces.app, name="bounces")
 app.add_typer(users.app, name="users")
 app.add_typer(templates.app, name="templates")
 app.command("demo")(demo.demo)
+app.add_typer(segments.app, name="segments")
 app.command("serve")(serve.serve)
 
 # What stops a command with one line on stderr and exit status 1 rather than a traceback: a failure a user

@@ -153,7 +153,7 @@ def cancel_confirmation(request: Request, session: SessionDep, me: Editor, campa
         title=f"Cancel “{campaign.subject}”?",
         campaign=campaign,
         # not planned yet (draft, scheduled): those its lists would reach now
-        left=left if campaign.planned_at else stats.reach(session, [m.slug for m in campaign.lists]),
+        left=left if campaign.planned_at else stats.campaign_reach(session, campaign),
         sent=state.counts[DeliveryStatus.sent.value],
     )
 

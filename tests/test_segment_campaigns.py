@@ -12,11 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import delivery, segments, stats, subscribers, tracking
 from newsletter.config import Settings
-from newsletter.mailer import SMTPMailer
-from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryStatus
-from newsletter.suppressions import suppress
-from newsletter.models import SuppressionReason
 from newsletter.delivery import sending
+from newsletter.mailer import SMTPMailer
+from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryStatus, SuppressionReason
+from newsletter.suppressions import suppress
 from newsletter.tokens import Tokens
 from tests.factories import make_list, make_subscriber, publish_sample
 from tests.smtpserver import RecordingSMTPServer

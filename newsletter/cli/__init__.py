@@ -15,13 +15,13 @@ from newsletter.cli import (
     demo,
     digests,
     lists,
+    segments,
     serve,
     subscribers,
     suppressions,
     templates,
     users,
 )
-from newsletter.cli import segments
 from newsletter.cli.console import Failure, clean, err
 from newsletter.config import get_settings
 from newsletter.errors import NewsletterError

@@ -259,9 +259,7 @@ def campaigns_deliveries(
 @app.command("resend")
 def campaigns_resend(
     campaign_id: int,
-    status: Annotated[
-        str | None, typer.Option(help="Which recipients: failed, unknown or failed,unknown.")
-    ] = None,
+    status: Annotated[str | None, typer.Option(help="Which recipients: failed, unknown or failed,unknown.")] = None,
     non_openers: Annotated[
         bool,
         typer.Option(

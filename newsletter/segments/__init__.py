@@ -96,9 +96,7 @@ def create(
     filt = validated(session, raw_filter)
     if session.scalar(select(Segment.id).where(Segment.name == clean)) is not None:
         raise SegmentExists(clean)
-    segment = Segment(
-        name=clean, description=text, filter=dump(filt), created_by=created_by, updated_by=created_by
-    )
+    segment = Segment(name=clean, description=text, filter=dump(filt), created_by=created_by, updated_by=created_by)
     session.add(segment)
     session.flush()
     return segment
@@ -133,7 +131,9 @@ def delete(session: Session, name: str) -> None:
     """Campaigns that used it keep the filter they were sent with."""
     segment = get_segment(session, name)
     session.execute(
-        sa_update(Campaign).where(Campaign.segment_id == segment.id).values(segment_id=None)
+        sa_update(Campaign)
+        .where(Campaign.segment_id == segment.id)
+        .values(segment_id=None)
         .execution_options(synchronize_session=False)
     )
     session.delete(segment)

@@ -36,7 +36,22 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from sqlalchemy import ColumnElement, Numeric, and_, case, cast, exists, false, func, literal, not_, or_, select, true, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    Numeric,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    type_coerce,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -277,7 +292,7 @@ def _check_shape(data: Any) -> None:
         count += 1
         if count > MAX_CONDITIONS:
             raise InvalidFilter("filter", f"more than {MAX_CONDITIONS} conditions: split it or simplify it")
-        (key, inner), = node.items()
+        ((key, inner),) = node.items()
         if key in ("all", "any", "not") and depth + 1 > MAX_DEPTH:
             raise InvalidFilter(_path(where), f"nested deeper than {MAX_DEPTH} levels of all / any / not")
         if key in ("all", "any") and isinstance(inner, list):
@@ -291,7 +306,7 @@ def _located(data: Any, loc: Sequence[str | int]) -> list[str | int]:
     parts: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and isinstance(part, str) and part in node:
+        if isinstance(node, dict) and isinstance(part, str) and part in node:  # noqa: SIM114 - typed apart
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
@@ -325,9 +340,7 @@ def _value_message(data: Any, parts: list[str | int]) -> str | None:
 
 def _message(error: Any, data: Any) -> str:
     kind, ctx = error["type"], error.get("ctx") or {}
-    if kind not in ("extra_forbidden", "missing") and (
-        said := _value_message(data, _located(data, error["loc"][1:]))
-    ):
+    if kind not in ("extra_forbidden", "missing") and (said := _value_message(data, _located(data, error["loc"][1:]))):
         return said
     tag = str(ctx.get("tag", ""))
     if kind == "union_tag_invalid" and ctx.get("discriminator") == "'op'":

@@ -39,7 +39,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", name=op.f("uq_segments_name")),
     )
     # no foreign key: SQLite adds one only by rebuilding `campaigns` (0002); segments.delete sets it NULL
-    op.add_column("campaigns", sa.Column("segment_id", sa.BigInteger().with_variant(sa.INTEGER(), "sqlite"), nullable=True))
+    op.add_column(
+        "campaigns", sa.Column("segment_id", sa.BigInteger().with_variant(sa.INTEGER(), "sqlite"), nullable=True)
+    )
     op.add_column("campaigns", sa.Column("segment_filter", _JSON, nullable=True))
     # SQLite: an empty partial index (json_extract cannot use one), so both backends have the same schema
     op.create_index(

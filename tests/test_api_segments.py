@@ -50,7 +50,8 @@ def test_crud_count_and_export_with_roles(api: Api) -> None:
     assert api.call("GET", "/api/v1/segments/almaty/export", role="editor").status_code == 403
     exported = api.call("GET", "/api/v1/segments/almaty/export")
     assert exported.headers["content-type"].startswith("text/csv")
-    assert exported.text.splitlines() == ["email,name,city", "ana@example.com,'+Name,Almaty", "bo@example.com,'+Name,Almaty"]
+    rows = ["email,name,city", "ana@example.com,'+Name,Almaty", "bo@example.com,'+Name,Almaty"]
+    assert exported.text.splitlines() == rows
     patched = api.call("PATCH", "/api/v1/segments/almaty", json={"name": "astana", "filter": {"not": ALMATY}})
     assert patched.json()["name"] == "astana" and patched.json()["updated_by"] == "root"
     assert api.call("PATCH", "/api/v1/segments/astana", role="editor", json={"name": "x"}).status_code == 403
@@ -68,7 +69,8 @@ def test_bad_filters_are_422_naming_the_part_and_store_nothing(api: Api) -> None
     deep: dict[str, object] = ALMATY
     for _ in range(30):
         deep = {"not": deep}
-    assert "nested deeper" in api.call("POST", "/api/v1/segments", json={"name": "deep", "filter": deep}).json()["error"]
+    too_deep = api.call("POST", "/api/v1/segments", json={"name": "deep", "filter": deep})
+    assert "nested deeper" in too_deep.json()["error"]
     assert _stored(api) == 0
     api.call("POST", "/api/v1/segments", json={"name": "good", "filter": ALMATY})
     unchanged = api.call("PATCH", "/api/v1/segments/good", json={"name": "renamed", "filter": {"opened": {"last": -1}}})

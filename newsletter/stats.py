@@ -370,6 +370,11 @@ def reach(session: Session, list_slugs: Sequence[str], segment: str | None = Non
     return ledger.reach(session, [m.id for m in lists], segment_filter)
 
 
+def non_openers(session: Session, campaign: Campaign) -> int:
+    """How many of a campaign's recipients a resend to non-openers would reach now."""
+    return ledger.reach(session, [m.id for m in campaign.lists], delivery.non_openers_filter(campaign.id))
+
+
 def campaign_reach(session: Session, campaign: Campaign) -> int:
     """How many recipients a campaign not yet planned would have now: its lists ∩ its segment filter."""
     return ledger.reach(session, [m.id for m in campaign.lists], campaign.segment_filter)

@@ -49,6 +49,7 @@ __all__ = [
     "create_campaign",
     "finish_if_done",
     "get_campaign",
+    "non_openers_filter",
     "pause",
     "render_campaign",
     "resend_to_non_openers",
@@ -154,8 +155,13 @@ def resend_to_non_openers(
         allow_repeat=True,
         created_by=created_by,
         template=template.name if (template := session.get(Template, first.template_id or 0)) else None,
-        segment_filter={"received": {"campaign": campaign_id, "opened": False}},
+        segment_filter=non_openers_filter(campaign_id),
     )
+
+
+def non_openers_filter(campaign_id: int) -> dict[str, Any]:
+    """The segment filter of "received campaign N and did not open it"."""
+    return {"received": {"campaign": campaign_id, "opened": False}}
 
 
 def _refuse_repeat(session: Session, digest: Digest, lists: Sequence[MailingList]) -> None:

@@ -97,6 +97,7 @@ NAV: list[NavItem] = [
     NavItem("Campaigns", "/admin/campaigns"),
     NavItem("Account", "/admin/account"),
 ]
+NAV.insert(3, NavItem("Segments", "/admin/segments"))
 
 
 @pass_context

@@ -22,7 +22,15 @@ from newsletter.web.admin.errors import AdminRoute, error_page
 from newsletter.web.admin.render import AdminPages, redirect
 from newsletter.web.assets import Assets
 
-PAGE_FAMILIES = (signin, dashboard, account, digests, sendflow, campaigns, segments)  # sendflow's /new before campaigns' /{id}
+PAGE_FAMILIES = (
+    signin,
+    dashboard,
+    account,
+    digests,
+    sendflow,
+    campaigns,
+    segments,
+)  # sendflow's /new before campaigns' /{id}
 
 router = APIRouter(include_in_schema=False, route_class=AdminRoute)
 for module in PAGE_FAMILIES:

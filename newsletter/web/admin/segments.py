@@ -84,7 +84,8 @@ def count_fragment(request: Request, session: SessionDep, me: Editor, filter_tex
 @router.get(SEGMENTS + "/{segment_id}/count")
 def saved_count(request: Request, session: SessionDep, me: Editor, segment_id: RowId) -> Response:
     segment = _segment(session, segment_id)
-    return render(request, "segments/_count.html", count=segments.count(session, segment.filter), error=None)
+    count = segments.count(session, segment.filter)
+    return render(request, "segments/_count.html", count=count, error=None, short=True)
 
 
 def _errors_of(exc: Invalid) -> dict[str, str]:

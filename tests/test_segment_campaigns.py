@@ -93,7 +93,7 @@ def test_resend_to_non_openers_needs_a_finished_campaign(session: Session, setti
     digest = publish_sample(session)
     draft = delivery.create_campaign(session, digest_slug=digest.slug, list_slugs=["weekly"])
     before = session.scalar(select(func.count()).select_from(Campaign))
-    with pytest.raises(delivery.CampaignError, match="once it has finished sending"):
+    with pytest.raises(delivery.CampaignError, match="never started sending"):
         delivery.resend_to_non_openers(session, draft.id)
     assert session.scalar(select(func.count()).select_from(Campaign)) == before
 

@@ -142,7 +142,9 @@ def resend_to_non_openers(
     """A new campaign of the same digest, lists and template, to those of `campaign_id`'s recipients with a
     `sent` row and no open; whoever unsubscribed or was suppressed since is left out when it is planned."""
     first = get_campaign(session, campaign_id)
-    if first.started_at is None or first.status not in (CampaignStatus.finished, CampaignStatus.cancelled):
+    if first.started_at is None:
+        raise CampaignError(f"campaign {campaign_id} never started sending: there is nobody to resend to")
+    if first.status not in (CampaignStatus.finished, CampaignStatus.cancelled):
         raise CampaignError(
             f"campaign {campaign_id} is {first.status.value}: resend to non-openers once it has finished sending"
         )

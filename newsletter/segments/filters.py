@@ -480,9 +480,13 @@ class _Compiler:
     def compare(self, name: str, op: str, value: Any) -> ColumnElement[bool]:
         if isinstance(value, dt.date):
             day = func.substr(self._text(name), 1, 10)
-            shaped = day.op("~")(DATE_REGEX) if self.postgres else day.op("GLOB")(DATE_SHAPE)
-            subject: ColumnElement[Any] = case((and_(self._is_text(name), shaped), day))
             bound: Any = value.isoformat()
+            if self.postgres:
+                # a scan reads every row: compare first (cheap), check the shape (a regex) only on a match; the
+                # shape check alone refuses non-strings too (->> of a number or true never looks like a date)
+                compared = {"lt": day < bound, "le": day <= bound, "gt": day > bound, "ge": day >= bound}[op]
+                return case((compared, day.op("~")(DATE_REGEX)), else_=false())
+            subject: ColumnElement[Any] = case((and_(self._is_text(name), day.op("GLOB")(DATE_SHAPE)), day))
         else:
             if self.postgres:
                 number = cast(Subscriber.attributes.op("->>")(literal(name)), Numeric())

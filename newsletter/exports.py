@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from sqlalchemy import exists
+from sqlalchemy import Select, exists
 from sqlalchemy.orm import Session
 
 from newsletter import lists
@@ -80,6 +80,15 @@ def export_csv(
         fields.append(Subscription.status)
     else:
         query = search_query(session, search)
+    return _stream(session, query, fields, batch)
+
+
+def query_csv(session: Session, query: Select[Any], *, batch: int = 5000) -> Iterator[str]:
+    """CSV lines (header first) of the subscribers a query selects (a segment): email, name, attributes."""
+    return _stream(session, query, [Subscriber.email, Subscriber.name], batch)
+
+
+def _stream(session: Session, query: Select[Any], fields: list[Any], batch: int) -> Iterator[str]:
     query = query.order_by(Subscriber.id)
     names: set[str] = set()
     for attributes in session.scalars(

@@ -188,13 +188,9 @@ class Subscriber(Base):
             func.lower(literal_column("name")).label("lower_name"),
             postgresql_ops={"lower_name": "text_pattern_ops"},
         ).ddl_if(dialect="postgresql"),
-        # (on SQLite a plain index: the migration makes it there too, so both schemas match the model)
-        Index(
-            "ix_subscribers_attributes",
-            "attributes",
-            postgresql_using="gin",
-            postgresql_ops={"attributes": "jsonb_path_ops"},
-        ),
+        # segments: attribute equals / exists are `attributes @> ...` / `?` on PostgreSQL, which a GIN index
+        # serves; on SQLite (json_extract, no such index) it is an empty partial index, so both have one schema
+        Index("ix_subscribers_attributes", "attributes", postgresql_using="gin", sqlite_where=text("0")),
         NEVER_REUSE_IDS,
     )
 
@@ -335,6 +331,12 @@ class Campaign(Base):
     created_by: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
+    # The audience is the lists' eligible subscribers that match this filter (a copy of the segment's filter
+    # as it was when the campaign was created, or a resend's "received campaign N, did not open it").
+    # No foreign key: SQLite adds one only by rebuilding `campaigns` (migration 0002's way); deleting a
+    # segment sets this to NULL (segments.delete), the filter stays.
+    segment_id: Mapped[int | None] = mapped_column(BigID)
+    segment_filter: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     digest: Mapped[Digest] = relationship()
     lists: Mapped[list[MailingList]] = relationship(secondary=campaign_lists, order_by=MailingList.id)
@@ -597,3 +599,18 @@ class RecoveryCode(Base):
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[created_at]
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class Segment(Base):
+    """A saved, named filter over subscribers (newsletter/segments/): validated JSON, never SQL."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    filter: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    updated_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, defer, selectinload
 
-from newsletter import delivery
+from newsletter import delivery, segments
 from newsletter.config import Settings
 from newsletter.db import is_postgres, utcnow
 from newsletter.delivery import counters, ledger
@@ -361,11 +361,23 @@ def _like_escaped(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def reach(session: Session, list_slugs: Sequence[str]) -> int:
+def reach(session: Session, list_slugs: Sequence[str], segment: str | None = None) -> int:
     """The number of recipients a campaign to these lists would have if planned now (one per person,
-    without the unconfirmed, suppressed, blocked or those at a blocked domain: `ledger.plan`'s selection)."""
+    without the unconfirmed, suppressed, blocked or those at a blocked domain: `ledger.plan`'s selection),
+    only those in the named segment if one is given."""
     lists = [get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
-    return ledger.reach(session, [m.id for m in lists])
+    segment_filter = segments.get_segment(session, segment).filter if segment else None
+    return ledger.reach(session, [m.id for m in lists], segment_filter)
+
+
+def non_openers(session: Session, campaign: Campaign) -> int:
+    """How many of a campaign's recipients a resend to non-openers would reach now."""
+    return ledger.reach(session, [m.id for m in campaign.lists], delivery.non_openers_filter(campaign.id))
+
+
+def campaign_reach(session: Session, campaign: Campaign) -> int:
+    """How many recipients a campaign not yet planned would have now: its lists ∩ its segment filter."""
+    return ledger.reach(session, [m.id for m in campaign.lists], campaign.segment_filter)
 
 
 TIMELINE_DAYS = 7

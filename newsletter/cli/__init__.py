@@ -16,6 +16,7 @@ from newsletter.cli import (
     demo,
     digests,
     lists,
+    segments,
     serve,
     subscribers,
     suppressions,
@@ -42,6 +43,7 @@ app.add_typer(bounces.app, name="bounces")
 app.add_typer(users.app, name="users")
 app.add_typer(templates.app, name="templates")
 app.command("demo")(demo.demo)
+app.add_typer(segments.app, name="segments")
 app.command("serve")(serve.serve)
 app.command("audit")(audit.audit_log)
 

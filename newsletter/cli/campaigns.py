@@ -59,9 +59,12 @@ def campaigns_send(
     again: Annotated[bool, typer.Option("--again", help="Send even if a list already got this digest.")] = False,
     template: TemplateName = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show progress until the campaign finishes.")] = False,
+    segment: Annotated[
+        str | None, typer.Option("--segment", help="Only the lists' subscribers in this segment.")
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Send a digest to one or more lists, now or at a given time."""
+    """Send a digest to one or more lists (only those in a segment, if named), now or at a given time."""
     from worker import tasks
 
     when = parse_when(at)
@@ -74,6 +77,7 @@ def campaigns_send(
             scheduled_at=when,
             allow_repeat=again,
             template=template,
+            segment=segment,
         )
         audit.campaign_created(session, audit.Actor.cli(), campaign)
         campaign_id = campaign.id
@@ -256,14 +260,31 @@ def campaigns_deliveries(
 @app.command("resend")
 def campaigns_resend(
     campaign_id: int,
-    status: Annotated[str, typer.Option(help="Which recipients: failed, unknown or failed,unknown.")],
+    status: Annotated[str | None, typer.Option(help="Which recipients: failed, unknown or failed,unknown.")] = None,
+    non_openers: Annotated[
+        bool,
+        typer.Option(
+            "--non-openers",
+            help="Instead: a new campaign to those who received this one and did not open it.",
+        ),
+    ] = False,
+    subject: Annotated[str | None, typer.Option(help="With --non-openers: a new subject.")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="With --non-openers: ISO 8601 time with timezone.")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Send again to failed and/or unknown recipients only; sent ones never get a second copy."""
+    """Send again to failed and/or unknown recipients only (sent ones never get a second copy), or with
+    --non-openers create a new campaign, maybe with another subject, to those who did not open it."""
     from worker import tasks
 
+    if non_openers == (status is not None):
+        fail("give either --status failed,unknown or --non-openers")
+    if non_openers:
+        resend_to_non_openers(campaign_id, subject, parse_when(at), as_json=as_json)
+        return
+    if subject is not None or at is not None:
+        fail("--subject and --at go with --non-openers")
     with unit_of_work() as session:
-        moved, ranges = stats.resend(session, settings(), campaign_id, parse_statuses(status))
+        moved, ranges = stats.resend(session, settings(), campaign_id, parse_statuses(status or ""))
         audit.record(
             session,
             audit.Actor.cli(),
@@ -278,6 +299,22 @@ def campaigns_resend(
         emit_json({"id": campaign_id, "status": state, "requeued": moved})
     else:
         say(f"campaign {campaign_id}: {moved} recipient(s) queued again")
+
+
+def resend_to_non_openers(campaign_id: int, subject: str | None, when: dt.datetime | None, *, as_json: bool) -> None:
+    from worker import tasks
+
+    with unit_of_work() as session:
+        campaign = delivery.resend_to_non_openers(session, campaign_id, subject=subject, scheduled_at=when)
+        new_id, status = campaign.id, campaign.status.value
+        recipients = stats.campaign_reach(session, campaign)
+    if when is None:
+        tasks.start_campaign.delay(new_id)
+    if as_json:
+        emit_json({"id": new_id, "status": status, "resend_of": campaign_id, "recipients": recipients})
+    else:
+        say(str(new_id))
+        note(f"campaign {new_id}: {recipients} recipient(s) of campaign {campaign_id} who did not open it")
 
 
 @app.command("pause")

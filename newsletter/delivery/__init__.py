@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import deliverability, digests, rendering, reputation, templates
+from newsletter import deliverability, digests, rendering, reputation, segments, templates
 from newsletter.config import Settings
 from newsletter.db import analyze, utcnow
 from newsletter.delivery import counters
@@ -33,6 +33,7 @@ from newsletter.models import (
     Digest,
     Link,
     MailingList,
+    Template,
     campaign_lists,
 )
 
@@ -48,8 +49,10 @@ __all__ = [
     "create_campaign",
     "finish_if_done",
     "get_campaign",
+    "non_openers_filter",
     "pause",
     "render_campaign",
+    "resend_to_non_openers",
     "resume",
     "start",
     "sweep",
@@ -78,12 +81,18 @@ def create_campaign(
     allow_repeat: bool = False,
     created_by: str | None = None,
     template: str | None = None,
+    segment: str | None = None,
+    segment_filter: dict[str, Any] | None = None,
     now: dt.datetime | None = None,
 ) -> Campaign:
     """Create a campaign (scheduled when `scheduled_at` is given, else a draft that `start` sends), rendered
-    with the uploaded `template` if named, else the bundled one."""
+    with the uploaded `template` if named, else the bundled one. Its audience is its lists' subscribers in
+    the named `segment` (its filter copied as it is now), or matching `segment_filter`, if either is given."""
     digest = digests.get_published(session, digest_slug)
     chosen = templates.get_template(session, template) if template is not None else None
+    saved = segments.get_segment(session, segment) if segment is not None else None
+    if saved is not None:
+        segment_filter = saved.filter
     if not list_slugs:
         raise CampaignError("name at least one list to send to")
     lists = [get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
@@ -114,10 +123,47 @@ def create_campaign(
         scheduled_at=scheduled_at.astimezone(dt.UTC) if scheduled_at else None,
         created_by=created_by,
         lists=lists,
+        segment_id=saved.id if saved else None,
+        segment_filter=segment_filter,
     )
     session.add(campaign)
     session.flush()
     return campaign
+
+
+def resend_to_non_openers(
+    session: Session,
+    campaign_id: int,
+    *,
+    subject: str | None = None,
+    scheduled_at: dt.datetime | None = None,
+    created_by: str | None = None,
+) -> Campaign:
+    """A new campaign of the same digest, lists and template, to those of `campaign_id`'s recipients with a
+    `sent` row and no open; whoever unsubscribed or was suppressed since is left out when it is planned."""
+    first = get_campaign(session, campaign_id)
+    if first.started_at is None:
+        raise CampaignError(f"campaign {campaign_id} never started sending: there is nobody to resend to")
+    if first.status not in (CampaignStatus.finished, CampaignStatus.cancelled):
+        raise CampaignError(
+            f"campaign {campaign_id} is {first.status.value}: resend to non-openers once it has finished sending"
+        )
+    return create_campaign(
+        session,
+        digest_slug=first.digest.slug,
+        list_slugs=[m.slug for m in first.lists],
+        subject=subject or first.subject,
+        scheduled_at=scheduled_at,
+        allow_repeat=True,
+        created_by=created_by,
+        template=template.name if (template := session.get(Template, first.template_id or 0)) else None,
+        segment_filter=non_openers_filter(campaign_id),
+    )
+
+
+def non_openers_filter(campaign_id: int) -> dict[str, Any]:
+    """The segment filter of "received campaign N and did not open it"."""
+    return {"received": {"campaign": campaign_id, "opened": False}}
 
 
 def _refuse_repeat(session: Session, digest: Digest, lists: Sequence[MailingList]) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, case, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.orm import Session
@@ -37,6 +37,7 @@ from newsletter.models import (
     SuppressionReason,
     campaign_lists,
 )
+from newsletter.segments.filters import compile_filter, parse
 from newsletter.smtpreplies import provider_message_id
 from newsletter.suppressions import not_in_blocked_domain, suppress, suppress_if_soft_bouncing
 
@@ -126,15 +127,16 @@ def rowcount(result: Result[Any]) -> int:
 # --- planning ---------------------------------------------------------------------------------------------
 
 
-def _eligible_subscriptions(list_ids: Sequence[int]) -> Any:
+def _eligible_subscriptions(list_ids: Sequence[int], audience: ColumnElement[bool] | None = None) -> Any:
     """Confirmed subscriptions of active, unsuppressed subscribers on the given lists, one per subscriber,
-    whose address is not at a blocked domain."""
+    whose address is not at a blocked domain, and who match the `audience` (a segment's condition) if any."""
     conditions = (
         Subscription.list_id.in_(list_ids),
         Subscription.status == SubscriptionStatus.confirmed,
         Subscriber.status == SubscriberStatus.active,
         ~exists().where(Suppression.email_hash == Subscriber.email_hash),
         not_in_blocked_domain(),
+        *([] if audience is None else [audience]),
     )
     if len(list_ids) == 1:
         # (subscriber, list) is unique: no grouping needed, which spares a sort of the whole list
@@ -151,17 +153,27 @@ def _eligible_subscriptions(list_ids: Sequence[int]) -> Any:
     )
 
 
-def reach(session: Session, list_ids: Sequence[int]) -> int:
-    """How many recipients `plan` would give a campaign to these lists now: the same selection, counted."""
+def audience_of(session: Session, segment_filter: Any) -> ColumnElement[bool] | None:
+    """The condition a campaign's stored segment filter puts on its recipients (None: its lists alone)."""
+    if segment_filter is None:
+        return None
+    return compile_filter(session, parse(segment_filter))
+
+
+def reach(session: Session, list_ids: Sequence[int], segment_filter: Any = None) -> int:
+    """How many recipients `plan` would give a campaign to these lists (and segment filter) now: the same
+    selection, counted."""
     if not list_ids:
         return 0
-    eligible = _eligible_subscriptions(list(dict.fromkeys(list_ids))).subquery()
+    audience = audience_of(session, segment_filter)
+    eligible = _eligible_subscriptions(list(dict.fromkeys(list_ids)), audience).subquery()
     return session.scalar(select(func.count()).select_from(eligible)) or 0
 
 
 def plan(session: Session, campaign: Campaign) -> int:
     """One INSERT ... SELECT: a row per recipient, one even for someone on several of the lists."""
-    eligible = _eligible_subscriptions([m.id for m in campaign.lists]).subquery()
+    audience = audience_of(session, campaign.segment_filter)
+    eligible = _eligible_subscriptions([m.id for m in campaign.lists], audience).subquery()
     source = select(
         text(str(campaign.id)),
         eligible.c.subscriber_id,

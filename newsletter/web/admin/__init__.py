@@ -27,6 +27,7 @@ from newsletter.web.admin import (
     imports,
     lists,
     people,
+    segments,
     sendflow,
     settings_page,
     signin,
@@ -52,7 +53,7 @@ PAGE_FAMILIES: tuple[ModuleType, ...] = (
     signin, dashboard, account, digests, sendflow, campaigns, two_factor, people, audit_log, settings_page,
     bounces_page,
 )  # fmt: skip
-PAGE_FAMILIES += (lists, subscribers, imports, suppressions)
+PAGE_FAMILIES += (lists, subscribers, imports, suppressions, segments)
 
 router = APIRouter(include_in_schema=False, route_class=AdminRoute)
 for module in PAGE_FAMILIES:

@@ -7,6 +7,7 @@ The send flow (/admin/campaigns/new) is in sendflow.py.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -97,11 +98,13 @@ def campaign_page(
         search=search,
         statuses=[s.value for s in DeliveryStatus],
         resendable=report["counts"]["failed"] + report["counts"]["unknown"],
+        non_openers=stats.non_openers(session, campaign) if campaign.status in _RESENDABLE else None,
         **_progress_context(session, campaign),
     )
 
 
 _EVENT_KINDS = (EventType.bounce, EventType.complaint, EventType.unsubscribe)
+_RESENDABLE = (CampaignStatus.finished, CampaignStatus.cancelled)  # what resend to non-openers accepts
 
 
 @router.get(CAMPAIGNS + "/{campaign_id}/progress")
@@ -155,7 +158,7 @@ def cancel_confirmation(request: Request, session: SessionDep, me: Editor, campa
         title=f"Cancel “{campaign.subject}”?",
         campaign=campaign,
         # not planned yet (draft, scheduled): those its lists would reach now
-        left=left if campaign.planned_at else stats.reach(session, [m.slug for m in campaign.lists]),
+        left=left if campaign.planned_at else stats.campaign_reach(session, campaign),
         sent=state.counts[DeliveryStatus.sent.value],
     )
 
@@ -187,3 +190,32 @@ def resend(
     session.commit()
     jobs.enqueue_batches(ranges)
     return redirect(request, _back(campaign_id), flash=f"{moved:,} recipient(s) are in the queue again.")
+
+
+@router.post(CAMPAIGNS + "/{campaign_id}/resend-non-openers")
+def resend_to_non_openers(
+    request: Request,
+    session: SessionDep,
+    jobs: JobQueue,
+    me: Editor,
+    campaign_id: RowId,
+    subject: Annotated[str, Form(max_length=500)] = "",
+    days: Annotated[int, Form(ge=0, le=60)] = 0,
+) -> Response:
+    """A new campaign to those who did not open this one, maybe with another subject, now or in N days."""
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(days=days) if days else None
+    try:
+        campaign = delivery.resend_to_non_openers(
+            session, campaign_id, subject=subject.strip() or None, scheduled_at=at, created_by=me.name
+        )
+    except delivery.CampaignError as exc:
+        session.rollback()
+        return redirect(request, _back(campaign_id), flash=str(exc), kind="error")
+    new_id = campaign.id
+    session.commit()  # the task must see the campaign: enqueue only after commit
+    if at is None:
+        jobs.start_campaign(new_id)
+        flash = "Sending to those who did not open the first one."
+    else:
+        flash = f"Scheduled for {at:%d %B %Y, %H:%M} UTC, to those who have not opened the first one by then."
+    return redirect(request, _back(new_id), flash=flash)

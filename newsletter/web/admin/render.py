@@ -109,6 +109,7 @@ NAV += [
     NavItem("Settings", "/admin/settings", admin_only=True),
     NavItem("Audit log", "/admin/audit", admin_only=True),
 ]
+NAV.insert(3, NavItem("Segments", "/admin/segments"))
 
 
 @pass_context

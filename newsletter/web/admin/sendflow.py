@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Annotated, Any
@@ -17,7 +18,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from newsletter import audit, delivery, digests, lists, previews, stats
+from newsletter import audit, delivery, digests, lists, previews, segments, stats
 from newsletter.errors import Invalid, NotFound, Unavailable
 from newsletter.mailer import get_mailer
 from newsletter.models import SubscriptionStatus
@@ -35,6 +36,7 @@ ListSlugs = Annotated[list[str], Form(alias="lists", max_length=100)]
 Zone = Annotated[str, Form(max_length=64)]
 When = Annotated[str, Form(max_length=5)]
 At = Annotated[str, Form(max_length=32)]
+SegmentChoice = Annotated[str, Form(max_length=100)]
 
 
 @cache
@@ -52,6 +54,7 @@ class Choice:
     at: str = ""
     zone: str = "UTC"
     test_to: str = ""
+    segment: str = ""  # a segment's name; "": everyone on the lists
 
 
 def choice_form(
@@ -60,9 +63,10 @@ def choice_form(
     when: When = "now",
     at: At = "",
     zone: Zone = "UTC",
+    segment: SegmentChoice = "",
 ) -> Choice:
     """The review and send steps' form, read the same way by both."""
-    return Choice(digest=digest, lists=list(dict.fromkeys(lists_)), when=when, at=at, zone=zone)
+    return Choice(digest=digest, lists=list(dict.fromkeys(lists_)), when=when, at=at, zone=zone, segment=segment)
 
 
 ChoiceForm = Annotated[Choice, Depends(choice_form)]
@@ -75,6 +79,14 @@ def _list_rows(session: Session) -> list[dict[str, Any]]:
     ]
 
 
+def _reach(session: Session, list_slugs: Sequence[str], segment: str) -> int | None:
+    """The people the ticked lists (and the chosen segment) reach now; None until a list is ticked."""
+    known = {m.slug for m in lists.all_lists(session)}
+    chosen = [s for s in list_slugs if s in known]
+    saved = {s.name for s in segments.list_segments(session)}
+    return stats.reach(session, chosen, segment if segment in saved else None) if chosen else None
+
+
 def _form(
     request: Request,
     session: Session,
@@ -85,8 +97,6 @@ def _form(
     status_code: int = 200,
 ) -> Response:
     digest = digests.get_published(session, choice.digest)
-    known = {m.slug for m in lists.all_lists(session)}
-    reach = stats.reach(session, [s for s in choice.lists if s in known]) if choice.lists else None
     return render(
         request,
         "campaigns/new.html",
@@ -94,7 +104,8 @@ def _form(
         digest=digest,
         choice=choice,
         list_rows=_list_rows(session),
-        reach=reach,
+        segments=segments.list_segments(session),
+        reach=_reach(session, choice.lists, choice.segment),
         zones=time_zones(),
         errors=errors or {},
         tested=tested,
@@ -115,11 +126,10 @@ def reach_fragment(
     session: SessionDep,
     me: Editor,
     lists_: Annotated[list[Annotated[str, Query(max_length=200)]], Query(alias="lists", max_length=100)] = [],  # noqa: B006
+    segment: Annotated[str, Query(max_length=100)] = "",
 ) -> Response:
-    """How many people the ticked lists reach (htmx swaps it in as lists are ticked)."""
-    known = {m.slug for m in lists.all_lists(session)}
-    chosen = [s for s in lists_ if s in known]
-    return render(request, "campaigns/_reach.html", reach=stats.reach(session, chosen) if chosen else None)
+    """How many people the ticked lists (and segment) reach (htmx swaps it in as the choice changes)."""
+    return render(request, "campaigns/_reach.html", reach=_reach(session, lists_, segment))
 
 
 @router.post(NEW + "/test")
@@ -172,6 +182,8 @@ def _checked(session: Session, choice: Choice) -> tuple[dict[str, str], dt.datet
         errors["lists"] = f"There is no list {missing[0]!r} any more: tick the lists again."
     if choice.when not in ("now", "at"):
         errors["when"] = "Choose now or a time."
+    if choice.segment and choice.segment not in {s.name for s in segments.list_segments(session)}:
+        errors["segment"] = f"There is no segment {choice.segment!r} any more: choose another, or everyone."
     return errors, _scheduled(choice, errors, dt.datetime.now(dt.UTC))
 
 
@@ -195,7 +207,7 @@ def _confirmation(
         digest=digest,
         choice=choice,
         list_names=[names[s] for s in choice.lists],
-        reach=stats.reach(session, choice.lists),
+        reach=stats.reach(session, choice.lists, choice.segment or None),
         scheduled=scheduled,
         local=scheduled.astimezone(zoneinfo.ZoneInfo(choice.zone)) if scheduled else None,
         error=error,
@@ -216,10 +228,15 @@ def _create(
 ) -> Response:
     try:
         campaign = delivery.create_campaign(
-            session, digest_slug=choice.digest, list_slugs=choice.lists, scheduled_at=scheduled, created_by=me.name
+            session,
+            digest_slug=choice.digest,
+            list_slugs=choice.lists,
+            scheduled_at=scheduled,
+            created_by=me.name,
+            segment=choice.segment or None,
         )
         audit.campaign_created(session, actor(request, me), campaign)
-    except delivery.CampaignError as exc:
+    except (delivery.CampaignError, segments.SegmentNotFound) as exc:
         session.rollback()
         return _confirmation(request, session, choice, scheduled, error=str(exc))
     campaign_id = campaign.id

@@ -22,6 +22,7 @@ from newsletter.web.api.schemas import (
     DeliveryPage,
     EventPage,
     HourOut,
+    NonOpenersIn,
     ProgressOut,
     Reach,
     ResendIn,
@@ -70,6 +71,7 @@ def create_campaign(
         allow_repeat=body.again,
         created_by=user.name,
         template=body.template,
+        segment=body.segment,
     )
     audit.campaign_created(session, actor, campaign)
     state = CampaignState(id=campaign.id, status=campaign.status)
@@ -102,8 +104,9 @@ def reach(
         list[Annotated[str, Query(pattern=SLUG_PATTERN)]],
         Query(alias="list", max_length=100, description="Repeatable: ?list=a&list=b"),
     ] = [],  # noqa: B006 - FastAPI copies the default
+    segment: Annotated[str | None, Query(max_length=100, description="Only those in this segment")] = None,
 ) -> Reach:
-    return Reach(lists=list(dict.fromkeys(lists)), recipients=stats.reach(session, lists))
+    return Reach(lists=list(dict.fromkeys(lists)), segment=segment, recipients=stats.reach(session, lists, segment))
 
 
 @router.get("/campaigns/{campaign_id}", responses=NOT_FOUND, summary="Status and statistics of a campaign")
@@ -217,3 +220,22 @@ def resend(
     session.commit()
     jobs.enqueue_batches(ranges)
     return Resent(id=campaign_id, status=status, requeued=moved)
+
+
+@router.post(
+    "/campaigns/{campaign_id}/resend-non-openers",
+    status_code=201,
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="A new campaign (maybe with another subject) to those who received this one and did not open it",
+)
+def resend_to_non_openers(
+    body: NonOpenersIn, session: SessionDep, user: Editor, jobs: JobQueue, campaign_id: RowId
+) -> CampaignState:
+    campaign = delivery.resend_to_non_openers(
+        session, campaign_id, subject=body.subject, scheduled_at=body.at, created_by=user.name
+    )
+    state = CampaignState(id=campaign.id, status=campaign.status)
+    session.commit()  # the task must see the campaign: enqueue only after commit
+    if body.at is None:
+        jobs.start_campaign(state.id)
+    return state

@@ -316,6 +316,14 @@ class CampaignIn(Strict):
     template: str | None = Field(
         None, max_length=100, description="An uploaded template's name; omitted: the bundled template."
     )
+    segment: str | None = Field(
+        None, max_length=100, description="A segment's name: only the lists' subscribers in it (see /segments)."
+    )
+
+
+class NonOpenersIn(Strict):
+    subject: str | None = Field(None, max_length=500, description="A new subject; omitted: the first one's.")
+    at: dt.datetime | None = Field(None, description="ISO 8601 with timezone; omitted: send now.")
 
 
 class TestSendIn(Strict):
@@ -406,6 +414,7 @@ class DeliveryPage(BaseModel):
 
 class Reach(BaseModel):
     lists: list[str]
+    segment: str | None = None
     recipients: int = Field(description="One per person across the lists, as planning would count them now.")
 
 

@@ -151,6 +151,10 @@ def _eligible_subscriptions(list_ids: Sequence[int]) -> Any:
     )
 
 
+# Also the audience a sequence step is planned from (newsletter/sequences.py), narrowed further there.
+eligible_subscriptions = _eligible_subscriptions
+
+
 def reach(session: Session, list_ids: Sequence[int]) -> int:
     """How many recipients `plan` would give a campaign to these lists now: the same selection, counted."""
     if not list_ids:

@@ -95,10 +95,12 @@ def all_sequences(session: Session) -> list[EmailSequence]:
 
 def get_step(session: Session, slug: str, position: int) -> SequenceStep:
     sequence = get_sequence(session, slug)
-    for step in sequence.steps:
-        if step.position == position:
-            return step
-    raise StepNotFound(slug, position)
+    step = session.scalar(
+        select(SequenceStep).where(SequenceStep.sequence_id == sequence.id, SequenceStep.position == position)
+    )
+    if step is None:
+        raise StepNotFound(slug, position)
+    return step
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,7 @@ def parse_delay(text: str) -> int:
             return clean_delay(int(value) * 24)
         days, _, rest = value.partition("d") if "d" in value else ("0", "", value)
         hours = rest.removesuffix("h") or "0"
-        if (rest and not rest.endswith("h")) or not (days.isdigit() and hours.isdigit()):
+        if not value or (rest and not rest.endswith("h")) or not (days.isdigit() and hours.isdigit()):
             raise ValueError
         return clean_delay(int(days) * 24 + int(hours))
     except ValueError:
@@ -193,7 +195,7 @@ def add_step(
     """Append a step; it goes to each subscriber whose turn for it comes from now on."""
     sequence = get_sequence(session, slug)
     step = SequenceStep(
-        sequence=sequence,
+        sequence_id=sequence.id,
         position=len(sequence.steps) + 1,
         delay_hours=clean_delay(delay_hours),
         subject=clean_subject(subject),
@@ -209,9 +211,10 @@ def add_step(
         lists=[sequence.mailing_list],
         started_at=utcnow(),
     )
-    session.add(campaign)
     step.campaign = campaign
+    session.add_all([campaign, step])
     session.flush()
+    session.expire(sequence, ["steps"])
     render_step(session, settings, step)
     return step
 

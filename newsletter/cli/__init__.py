@@ -15,6 +15,7 @@ from newsletter.cli import (
     demo,
     digests,
     lists,
+    sequences,
     serve,
     subscribers,
     suppressions,
@@ -40,6 +41,7 @@ app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(bounces.app, name="bounces")
 app.add_typer(users.app, name="users")
 app.add_typer(templates.app, name="templates")
+app.add_typer(sequences.app, name="sequences")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 

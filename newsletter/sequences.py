@@ -71,6 +71,7 @@ class InvalidStep(Invalid):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
+        self.detail = [{"loc": ["body", field], "msg": reason, "type": "invalid"}]  # the API's error shape
 
 
 class SequenceExists(Conflict):

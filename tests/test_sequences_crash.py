@@ -54,6 +54,7 @@ def test_kill_9_mid_welcome_skips_nobody_and_doubles_only_unknown_rows(
 
         with running_workers(settings, "seq", tmp_path, count=1) as [worker]:
             enqueue(settings, "worker.tasks.sweep")  # what beat does; it plans the due welcome step
+
             def in_flight() -> bool:
                 with session_scope(settings) as session:
                     sending = select(Delivery.id).where(

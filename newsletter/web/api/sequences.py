@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 
 from fastapi import APIRouter, Path, Response
@@ -64,7 +65,7 @@ class SequenceOut(BaseModel):
     list: str
     enabled: bool
     enabled_at: dt.datetime | None = Field(description="Subscribers confirmed since then get the steps.")
-    steps: list[StepOut]
+    steps: builtins.list[StepOut]  # `list` is a field here
 
 
 class PreviewOut(BaseModel):

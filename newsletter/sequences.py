@@ -279,7 +279,7 @@ def render_step(session: Session, settings: Settings, step: SequenceStep) -> Non
     session.flush()
 
 
-def preview(session: Session, settings: Settings, slug: str, *, subject: str, body: str) -> rendering.RenderedEmail:
+def preview(session: Session, slug: str, *, subject: str, body: str) -> rendering.RenderedEmail:
     """What a step with this subject and body looks like to the list's subscribers (untracked)."""
     sequence = get_sequence(session, slug)
     return rendering.render_step(clean_subject(subject), clean_body(body), sequence.mailing_list)

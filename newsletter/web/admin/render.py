@@ -95,6 +95,7 @@ NAV: list[NavItem] = [
     NavItem("Dashboard", "/admin"),
     NavItem("Digests", "/admin/digests"),
     NavItem("Campaigns", "/admin/campaigns"),
+    NavItem("Sequences", "/admin/sequences"),
     NavItem("Account", "/admin/account"),
 ]
 

@@ -179,6 +179,6 @@ def disable(session: SessionDep, _: Admin, slug: SlugPath) -> SequenceOut:
 
 
 @router.post("/sequences/{slug}/preview", responses=NOT_FOUND, summary="Render a step as subscribers would get it")
-def preview(body: PreviewIn, session: SessionDep, settings: SettingsDep, _: Editor, slug: SlugPath) -> PreviewOut:
-    rendered = sequences.preview(session, settings, slug, subject=body.subject, body=body.body)
+def preview(body: PreviewIn, session: SessionDep, _: Editor, slug: SlugPath) -> PreviewOut:
+    rendered = sequences.preview(session, slug, subject=body.subject, body=body.body)
     return PreviewOut(subject=rendered.subject, html=rendered.html, text=rendered.text)

@@ -575,3 +575,24 @@ class SequenceStep(Base):
 
     sequence: Mapped[EmailSequence] = relationship(back_populates="steps")
     campaign: Mapped[Campaign] = relationship()
+
+
+# --- Outgoing webhooks (issue 16): the outbox, endpoints and their delivery log ---------------------------
+
+
+def _partial_index(name: str, column: str, where: str) -> Index:
+    return Index(name, column, postgresql_where=text(where), sqlite_where=text(where))
+
+
+class OutboxEvent(Base):
+    """Something that happened, written in the same transaction as the change (newsletter/outbox.py) and
+    fanned out to webhook endpoints after commit: a rolled-back change leaves no event, a crash loses none."""
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (_partial_index("ix_outbox_events_undispatched", "id", "dispatched_at IS NULL"), NEVER_REUSE_IDS)
+
+    id: Mapped[intpk]
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[created_at]
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

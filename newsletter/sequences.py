@@ -314,6 +314,7 @@ def _renumber(session: Session, sequence: EmailSequence, order: list[SequenceSte
     session.flush()
     for step in order:
         step.position = -step.position
+        step.campaign.planned_at = utcnow()  # workers re-read the position their events name
     session.flush()
     session.expire(sequence, ["steps"])
 

@@ -38,3 +38,7 @@ _.counters_equal_a_scan
 
 _.do_GET  # http.server calls it (tests/snsserver.py)
 _.log_message  # http.server calls it (tests/snsserver.py)
+
+# SQLAlchemy session event listeners (newsletter/outbox.py)
+_._notify
+_._forget

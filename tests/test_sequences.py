@@ -29,6 +29,7 @@ from newsletter.models import (
     Delivery,
     DeliveryStatus,
     OptIn,
+    OutboxEvent,
     SequenceStep,
     Subscription,
     SubscriptionSource,
@@ -144,6 +145,11 @@ def test_confirming_sends_the_welcome_once_with_working_one_click_unsubscribe(se
     assert "our archive" in html and "/c/" in html  # the list tracks: the link goes through click tracking
     [row] = ledger(session, 1)
     assert row.status == DeliveryStatus.sent and row.message_id == message["Message-ID"]
+    # the outbox got `sequence.step_sent` in the transaction that recorded the message as accepted
+    [event] = session.scalars(select(OutboxEvent).where(OutboxEvent.type == "sequence.step_sent")).all()
+    assert event.payload["list"] == "weekly" and event.payload["step"]["position"] == 1
+    assert event.payload["subscriber"]["email"] == "ada@example.com"
+    assert event.payload["message_id"] == message["Message-ID"]
 
     # The sweep and a second click on the link plan nothing more: one ledger row per subscriber per step.
     with setup.sessions.begin() as other:

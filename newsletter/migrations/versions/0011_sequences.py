@@ -1,7 +1,7 @@
 """sequences: welcome and follow-up emails per list, sent through the campaign ledger
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0012
 Create Date: 2026-12-01 16:40:00
 
 `sequences` (one per list, on or off) and `sequence_steps` (ordered, each a Markdown subject + body and a
@@ -18,7 +18,9 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0007"
+# "0007" as assigned; chained after the outbox's 0012 since this branch merged it (one head), the lead
+# re-chains migrations at merge
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

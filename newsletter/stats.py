@@ -112,7 +112,7 @@ def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None 
         "id": campaign.id,
         "status": campaign.status.value,
         "subject": campaign.subject,
-        "digest": campaign.digest.slug,
+        "digest": campaign.digest.slug if campaign.digest is not None else None,  # None: a sequence step's
         "lists": [m.slug for m in campaign.lists],
         "scheduled_at": campaign.scheduled_at,
         "started_at": campaign.started_at,

@@ -45,6 +45,11 @@ def test_admins_set_up_a_sequence_and_editors_read_and_preview_it(api: Api) -> N
     )
     assert preview.status_code == 200 and "<strong>there</strong>" in preview.json()["html"]
     assert [s["list"] for s in api.call("GET", "/api/v1/sequences", "editor").json()] == ["weekly"]
+    # a step's campaign is not among the campaigns, but its report (the step's ledger) can be read by id
+    campaign_id = added.json()["steps"][0]["campaign_id"]
+    assert api.call("GET", "/api/v1/campaigns", "editor").json() == []
+    report = api.call("GET", f"/api/v1/campaigns/{campaign_id}", "editor")
+    assert report.status_code == 200 and report.json()["digest"] is None and report.json()["lists"] == ["weekly"]
 
     for method, path, body in [
         ("POST", "/api/v1/sequences/weekly/steps", step),

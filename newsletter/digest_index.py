@@ -119,7 +119,8 @@ def _rows(session: Session, found: Sequence[Any]) -> list[DigestRow]:
     for digest_id, status in session.execute(
         select(Campaign.digest_id, Campaign.status).where(Campaign.digest_id.in_(ids)).distinct()
     ):
-        statuses.setdefault(digest_id, []).append(status)
+        if digest_id is not None:  # always, given the IN; a sequence step's campaign has none
+            statuses.setdefault(digest_id, []).append(status)
     return [
         DigestRow(
             slug=row.slug,

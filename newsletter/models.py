@@ -313,7 +313,8 @@ class Campaign(Base):
     __table_args__ = (Index("ix_campaigns_status_scheduled_at", "status", "scheduled_at"), NEVER_REUSE_IDS)
 
     id: Mapped[intpk]
-    digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="RESTRICT"), index=True)
+    # None for a sequence step's long-lived campaign (see SequenceStep), which sends no digest.
+    digest_id: Mapped[int | None] = mapped_column(ForeignKey("digests.id", ondelete="RESTRICT"), index=True)
     template_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id", ondelete="SET NULL"))
     subject: Mapped[str] = mapped_column(String(500))
     status: Mapped[CampaignStatus] = mapped_column(
@@ -338,7 +339,7 @@ class Campaign(Base):
     segment_id: Mapped[int | None] = mapped_column(BigID)
     segment_filter: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
-    digest: Mapped[Digest] = relationship()
+    digest: Mapped[Digest] = relationship()  # absent (None) only on a sequence step's campaign
     lists: Mapped[list[MailingList]] = relationship(secondary=campaign_lists, order_by=MailingList.id)
     links: Mapped[list[Link]] = relationship(order_by="Link.position", cascade="all, delete-orphan")
 
@@ -614,3 +615,74 @@ class Segment(Base):
     updated_by: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
+# --- sequences (welcome and follow-up emails) ---------------------------------------------------------------
+
+
+def digest_campaigns() -> Any:
+    """The campaigns that send a digest: every campaign but the long-lived ones of sequence steps."""
+    return Campaign.digest_id.is_not(None)
+
+
+class EmailSequence(Base):
+    """A list's welcome and follow-up emails. Sent to subscribers confirmed while it is on (since `enabled_at`,
+    the latest time it was turned on), never retroactively to the whole list."""
+
+    __tablename__ = "sequences"
+    __table_args__ = NEVER_REUSE_IDS
+
+    id: Mapped[intpk]
+    list_id: Mapped[int] = mapped_column(ForeignKey("mailing_lists.id", ondelete="CASCADE"), unique=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]
+
+    mailing_list: Mapped[MailingList] = relationship()
+    steps: Mapped[list[SequenceStep]] = relationship(
+        back_populates="sequence", order_by="SequenceStep.position", cascade="all, delete-orphan"
+    )
+
+
+class SequenceStep(Base):
+    """One email of a sequence, sent `delay_hours` after the previous step (the first: after confirmation).
+
+    It owns a campaign row for its whole life: the step's ledger rows (one per subscriber, unique) go through
+    the campaign pipeline, and the campaign's pre-rendered HTML/text is the step's current content."""
+
+    __tablename__ = "sequence_steps"
+    __table_args__ = (UniqueConstraint("sequence_id", "position"), NEVER_REUSE_IDS)
+
+    id: Mapped[intpk]
+    sequence_id: Mapped[int] = mapped_column(ForeignKey("sequences.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    delay_hours: Mapped[int] = mapped_column(Integer, default=0)
+    subject: Mapped[str] = mapped_column(String(500))
+    body: Mapped[str] = mapped_column(Text)  # Markdown
+    template_id: Mapped[int | None] = mapped_column(ForeignKey("templates.id", ondelete="SET NULL"))
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="RESTRICT"), unique=True)
+    created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]
+
+    sequence: Mapped[EmailSequence] = relationship(back_populates="steps")
+    campaign: Mapped[Campaign] = relationship()
+
+
+# --- Outgoing webhooks (issue 16): the outbox, endpoints and their delivery log ---------------------------
+
+
+def _partial_index(name: str, column: str, where: str) -> Index:
+    return Index(name, column, postgresql_where=text(where), sqlite_where=text(where))
+
+
+class OutboxEvent(Base):
+    """Something that happened, written in the same transaction as the change (newsletter/outbox.py) and
+    fanned out to webhook endpoints after commit: a rolled-back change leaves no event, a crash loses none."""
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (_partial_index("ix_outbox_events_undispatched", "id", "dispatched_at IS NULL"), NEVER_REUSE_IDS)
+
+    id: Mapped[intpk]
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[created_at]
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

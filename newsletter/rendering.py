@@ -46,6 +46,7 @@ __all__ = [
     "render_confirmation",
     "render_digest",
     "render_for_list",
+    "render_step",
     "theme_for",
 ]
 
@@ -514,3 +515,57 @@ def digest_page_context(digest: Digest) -> dict[str, Any]:
         "sections": sections,
         "show_toc": len(sections) > 1 or sections[0]["name"] is not None,
     }
+
+
+# --- Sequence steps (welcome and follow-up emails) -------------------------------------------------------
+
+
+def render_step(
+    subject: str,
+    body: str,
+    mailing_list: MailingList | ListLook,
+    *,
+    base_url: str | None = None,
+    positions: Mapping[str, int] | None = None,
+    template_source: str | None = None,
+) -> RenderedEmail:
+    """Render a sequence step (`templates/email/sequence/`, or an editor's MJML in the sandbox) once for
+    all its recipients: its Markdown body, the list's theme and footer, tracked links as `render_for_list`
+    does them (`positions`: the step's registered links; a URL not among them is numbered after them)."""
+    look = mailing_list if isinstance(mailing_list, ListLook) else ListLook.of(mailing_list)
+    open_pixel_url = None
+    known = dict(positions or {})
+    link_href: Callable[[str], str] | None = None
+    if base_url is not None and look.tracking:
+        tracked_at = base_url
+        open_pixel_url = links.open_url(tracked_at, TRACK)
+
+        def link_href(url: str) -> str:
+            return links.click_url(tracked_at, TRACK, known.setdefault(url, max(known.values(), default=0) + 1))
+
+    recorder = _LinkRecorder(link_href)
+    tokens = _parse_markdown(body, recorder)
+    context: dict[str, Any] = {
+        "subject": subject,
+        "body_html": _render_markdown_html(tokens),
+        "body_text": _markdown_to_text(tokens),
+        "theme": look.theme,
+        "postal_address": ", ".join(line.strip() for line in look.theme.postal_address.splitlines() if line.strip()),
+        "list_name": look.name,
+        "list_description": look.description,
+        "name": NAME,
+        "unsubscribe_url": UNSUBSCRIBE_URL,
+        "preferences_url": PREFERENCES_URL,
+        "open_pixel_url": open_pixel_url,
+    }
+    if template_source is None:
+        mjml_source = _environment.get_template("email/sequence/body.mjml").render(context)
+    else:
+        plain = {key: str(value) if isinstance(value, Markup) else value for key, value in context.items()}
+        mjml_source = sandbox.render(template_source, plain | {"theme": asdict(look.theme)})
+    try:
+        html = mjml2html(mjml_source, disable_comments=True, fonts=NO_WEB_FONTS)
+    except Exception as exc:  # mjml-python raises plain exceptions with MRML's message
+        raise TemplateRejected(f"the template does not produce valid MJML: {exc}") from None
+    text = _environment.get_template("email/sequence/body.txt").render(context)
+    return RenderedEmail(subject=subject, html=html, text=_tidy_text(text), links=recorder.urls())

@@ -29,6 +29,7 @@ from newsletter.models import (
     MailingList,
     Subscriber,
     Subscription,
+    digest_campaigns,
 )
 
 RESENDABLE = (DeliveryStatus.failed, DeliveryStatus.unknown)
@@ -111,7 +112,7 @@ def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None 
         "id": campaign.id,
         "status": campaign.status.value,
         "subject": campaign.subject,
-        "digest": campaign.digest.slug,
+        "digest": campaign.digest.slug if campaign.digest is not None else None,  # None: a sequence step's
         "lists": [m.slug for m in campaign.lists],
         "scheduled_at": campaign.scheduled_at,
         "started_at": campaign.started_at,
@@ -151,8 +152,12 @@ def list_campaigns(
     """Campaigns newest first, keyset-paged by id: those older than one id, or the page just newer."""
     limit = max(1, min(limit, MAX_PAGE))
     # the page shows each campaign's digest and lists: load them in two queries, not two per campaign
-    query = select(Campaign).options(
-        defer(Campaign.html), defer(Campaign.text), selectinload(Campaign.digest), selectinload(Campaign.lists)
+    query = (
+        select(Campaign)
+        .options(
+            defer(Campaign.html), defer(Campaign.text), selectinload(Campaign.digest), selectinload(Campaign.lists)
+        )
+        .where(digest_campaigns())  # a sequence step's campaign is shown with its sequence
     )
     if status is not None:
         query = query.where(Campaign.status == status)

@@ -46,3 +46,6 @@ _.next_before
 _._host  # smtplib.SMTP reads it as STARTTLS's server_hostname (newsletter/health.py)
 _.nameservers  # dnspython's Resolver reads it (tests/test_admin_settings.py)
 _.delivery_status  # bounces.Received: templates/admin/bounces.html
+# SQLAlchemy session event listeners (newsletter/outbox.py)
+_._notify
+_._forget

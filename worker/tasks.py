@@ -6,13 +6,15 @@ import logging
 import time
 from functools import cache
 
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from newsletter import confirmations, delivery, import_jobs
+from newsletter import confirmations, delivery, import_jobs, sequences
 from newsletter.config import Settings, get_settings
 from newsletter.db import session_factory, session_scope
 from newsletter.delivery import scheduling, sending
 from newsletter.mailer import Mailer, get_mailer
+from newsletter.models import Subscription
 from newsletter.pacing import get_pacer
 from newsletter.ratelimit import RateLimiter, get_rate_limiter
 from worker.app import app
@@ -89,6 +91,25 @@ def run_sweep(settings: Settings) -> None:
     enqueue_batches(report.requeued)
     for campaign_id in report.started:
         start_campaign.delay(campaign_id)
+    plan_sequences(settings)
+
+
+def plan_sequences(settings: Settings, subscriber_id: int | None = None) -> None:
+    """Plan the sequence steps that fell due (for one subscriber, or all) and send them."""
+    with session_scope(settings) as session:
+        ranges = sequences.plan_due(session, settings, subscriber_id=subscriber_id)
+    enqueue_batches(ranges)
+
+
+@app.task(acks_late=True)
+def start_sequences(subscription_id: int) -> None:
+    """A subscription was confirmed (enqueued after that commit): its welcome step without waiting for the
+    sweep."""
+    settings = get_settings()
+    with session_scope(settings) as session:
+        subscriber_id = session.scalar(select(Subscription.subscriber_id).where(Subscription.id == subscription_id))
+    if subscriber_id is not None:
+        plan_sequences(settings, subscriber_id)
 
 
 @app.task(acks_late=True)

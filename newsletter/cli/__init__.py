@@ -17,6 +17,7 @@ from newsletter.cli import (
     digests,
     lists,
     segments,
+    sequences,
     serve,
     subscribers,
     suppressions,
@@ -42,6 +43,7 @@ app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(bounces.app, name="bounces")
 app.add_typer(users.app, name="users")
 app.add_typer(templates.app, name="templates")
+app.add_typer(sequences.app, name="sequences")
 app.command("demo")(demo.demo)
 app.add_typer(segments.app, name="segments")
 app.command("serve")(serve.serve)

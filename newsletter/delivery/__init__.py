@@ -35,6 +35,7 @@ from newsletter.models import (
     MailingList,
     Template,
     campaign_lists,
+    digest_campaigns,
 )
 
 # Re-exported: callers name them `delivery.BatchRange` and `delivery.DigestNotFound` with the lifecycle
@@ -251,7 +252,8 @@ def finish_if_done(session: Session, campaign_id: int) -> bool:
         return False
     result = session.execute(
         update(Campaign)
-        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.sending)
+        # a sequence step's campaign never finishes: its step falls due for new subscribers while it is on
+        .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.sending, digest_campaigns())
         .values(status=CampaignStatus.finished, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )

@@ -75,6 +75,8 @@ class PreparedCampaign:
         session = object_session(campaign)
         self._template = templates.template_source(session, campaign.template_id) if session else None
         self._variants: dict[frozenset[str], CampaignMessage | None] = {}
+        # A sequence step's list and step, for its `sequence.step_sent` events (set by sending.prepare).
+        self.step: dict[str, Any] | None = None
 
     def envelope_for(self, delivery_id: int) -> str:
         """The envelope sender (return path) of one delivery: its VERP address, or the list's From."""

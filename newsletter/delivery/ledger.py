@@ -153,6 +153,10 @@ def _eligible_subscriptions(list_ids: Sequence[int], audience: ColumnElement[boo
     )
 
 
+# Also the audience a sequence step is planned from (newsletter/sequences.py), narrowed further there.
+eligible_subscriptions = _eligible_subscriptions
+
+
 def audience_of(session: Session, segment_filter: Any) -> ColumnElement[bool] | None:
     """The condition a campaign's stored segment filter puts on its recipients (None: its lists alone)."""
     if segment_filter is None:

@@ -17,13 +17,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from newsletter import outbox
 from newsletter.config import Settings
+from newsletter.db import utcnow
 from newsletter.delivery import finish_if_done, get_campaign
 from newsletter.delivery.composing import NothingWanted, PreparedCampaign, envelope_address
 from newsletter.delivery.ledger import (
@@ -40,7 +43,7 @@ from newsletter.delivery.ledger import (
 from newsletter.dkim import signer_for
 from newsletter.mailer import Mailer, MailSession, WireBytes
 from newsletter.messages import InvalidHeader
-from newsletter.models import Campaign, CampaignStatus
+from newsletter.models import Campaign, CampaignStatus, EmailSequence, MailingList, SequenceStep
 from newsletter.tokens import Tokens
 
 log = logging.getLogger(__name__)
@@ -84,8 +87,44 @@ def prepare(session: Session, settings: Settings, campaign_id: int) -> PreparedC
     if key not in _prepared:
         campaign = get_campaign(session, campaign_id)
         _prepared.clear()  # one campaign at a time per process is the common case; keep memory flat
-        _prepared[key] = PreparedCampaign(settings, campaign, Tokens(settings.secret_key), signer_for(settings))
+        prepared = PreparedCampaign(settings, campaign, Tokens(settings.secret_key), signer_for(settings))
+        prepared.step = _sequence_step(session, campaign_id)
+        _prepared[key] = prepared
     return _prepared[key]
+
+
+def _sequence_step(session: Session, campaign_id: int) -> dict[str, Any] | None:
+    """What a `sequence.step_sent` event says of the step whose campaign this is; None for a digest's."""
+    row = session.execute(
+        select(SequenceStep.id, SequenceStep.position, SequenceStep.subject, MailingList.slug)
+        .join(EmailSequence, EmailSequence.id == SequenceStep.sequence_id)
+        .join(MailingList, MailingList.id == EmailSequence.list_id)
+        .where(SequenceStep.campaign_id == campaign_id)
+    ).first()
+    if row is None:
+        return None
+    return {"list": row.slug, "step": {"id": row.id, "position": row.position, "subject": row.subject}}
+
+
+def emit_step_sent(session: Session, prepared: PreparedCampaign, claimed: dict[int, Claimed], sent: list[int]) -> None:
+    """`sequence.step_sent` for each accepted message of a sequence step, in the transaction that records it."""
+    assert prepared.step is not None
+    now = utcnow().isoformat()
+    outbox.emit_many(
+        session,
+        "sequence.step_sent",
+        (
+            prepared.step
+            | {
+                "subscriber": {"id": claimed[d].subscriber_id, "email": claimed[d].email},
+                "delivery_id": d,
+                "message_id": prepared.ids.of(d),
+                "sent_at": now,
+            }
+            for d in sent
+            if d in claimed
+        ),
+    )
 
 
 class FailureWindow:
@@ -189,9 +228,11 @@ class _BatchRun:
         # that takes longer than the lease on a slow or paced server is never taken by the sweep.
         self.renew_every = settings.claim_lease_seconds / _RENEWALS_PER_LEASE
         self.claimed_at = time.monotonic()
-        # One session for the whole batch; on PostgreSQL, groups that went out cleanly use `fast` instead.
+        # One session for the whole batch; on PostgreSQL, groups that went out cleanly use `fast` instead,
+        # except for a sequence step: its `sequence.step_sent` events are written with the outcomes.
         self.session = sessions()
-        self.fast = _autocommit_connection(sessions)
+        self.fast = _autocommit_connection(sessions) if prepared.step is None else None
+        self.group: dict[int, Claimed] = {}
         self.reconnect = False
 
     def close(self) -> None:
@@ -213,6 +254,7 @@ class _BatchRun:
     def send_group(self, smtp: MailSession, group: list[Claimed]) -> Outcomes:
         """Compose and send one claimed group; returns the outcomes not written yet."""
         prepared, flush_after = self.prepared, self.flush_after
+        self.group = {claimed.delivery_id: claimed for claimed in group}
         outcomes = Outcomes()
         ready: list[Claimed] = []
         items: list[tuple[str, str, bytes]] = []
@@ -280,6 +322,8 @@ class _BatchRun:
             )
         session = self.session
         record(session, self.settings, prepared.ids, outcomes, self.worker)
+        if prepared.step is not None and outcomes.sent:
+            emit_step_sent(session, prepared, self.group, outcomes.sent)
         if reason is not None:
             auto_pause(session, prepared.campaign_id, reason)  # the claim below then finds nothing
         group = (

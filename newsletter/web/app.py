@@ -27,7 +27,7 @@ from newsletter.web.bodylimit import BodyLimit
 from newsletter.web.deps import HotPools, SessionDep, hot_session_factories
 from newsletter.web.nulbytes import RefuseNul
 from newsletter.web.pages import Pages, trusted_networks
-from newsletter.web.public.subscribe import enqueue_confirmation
+from newsletter.web.public.subscribe import enqueue_confirmation, enqueue_sequences
 from newsletter.web.throttle import make_throttle
 
 
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Replaceable in tests; by default the Celery task, which runs inline in embedded mode.
     app.state.enqueue_confirmation = enqueue_confirmation
+    app.state.enqueue_sequences = enqueue_sequences
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(RefuseNul)  # added last: runs first
     app.include_router(public.router)

@@ -29,6 +29,7 @@ from newsletter.web.admin import (
     people,
     segments,
     sendflow,
+    sequences,
     settings_page,
     signin,
     subscribers,
@@ -53,7 +54,7 @@ PAGE_FAMILIES: tuple[ModuleType, ...] = (
     signin, dashboard, account, digests, sendflow, campaigns, two_factor, people, audit_log, settings_page,
     bounces_page,
 )  # fmt: skip
-PAGE_FAMILIES += (lists, subscribers, imports, suppressions, segments)
+PAGE_FAMILIES += (lists, subscribers, imports, suppressions, segments, sequences)
 
 router = APIRouter(include_in_schema=False, route_class=AdminRoute)
 for module in PAGE_FAMILIES:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import stats
 from newsletter.delivery import progress
-from newsletter.models import Campaign, CampaignStatus
+from newsletter.models import Campaign, CampaignStatus, digest_campaigns
 from newsletter.web.admin.auth import Editor
 from newsletter.web.admin.errors import AdminRoute
 from newsletter.web.admin.render import render
@@ -30,7 +30,7 @@ REPORTED = (CampaignStatus.sending, CampaignStatus.paused, CampaignStatus.finish
 def sending_now(session: Session) -> list[dict[str, Any]]:
     """Each campaign that is sending: its progress from `progress.campaign_progress` (one ledger scan)."""
     campaigns = session.scalars(
-        select(Campaign).where(Campaign.status == CampaignStatus.sending).order_by(Campaign.id)
+        select(Campaign).where(Campaign.status == CampaignStatus.sending, digest_campaigns()).order_by(Campaign.id)
     ).all()
     rows = []
     for campaign in campaigns:
@@ -42,7 +42,10 @@ def sending_now(session: Session) -> list[dict[str, Any]]:
 def recent_campaigns(session: Session) -> list[dict[str, Any]]:
     """The last campaigns that went out, with their rates (per message sent; opens are estimates)."""
     campaigns = session.scalars(
-        select(Campaign).where(Campaign.status.in_(REPORTED)).order_by(Campaign.id.desc()).limit(RECENT)
+        select(Campaign)
+        .where(Campaign.status.in_(REPORTED), digest_campaigns())
+        .order_by(Campaign.id.desc())
+        .limit(RECENT)
     ).all()
     rows = []
     for campaign in campaigns:

@@ -95,6 +95,7 @@ NAV: list[NavItem] = [
     NavItem("Dashboard", "/admin"),
     NavItem("Digests", "/admin/digests"),
     NavItem("Campaigns", "/admin/campaigns"),
+    NavItem("Sequences", "/admin/sequences"),
     NavItem("Account", "/admin/account"),
 ]
 NAV[-1:-1] = [  # the admins' pages for lists and the people on them

@@ -363,7 +363,7 @@ class CampaignReport(BaseModel):
     id: int
     status: CampaignStatus
     subject: str
-    digest: str
+    digest: str | None = Field(description="null for a sequence step's campaign (see /sequences)")
     lists: list[str]
     scheduled_at: dt.datetime | None
     started_at: dt.datetime | None

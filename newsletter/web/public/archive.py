@@ -59,7 +59,7 @@ def first_sent(session: Session, digests: list[Digest]) -> dict[int, dt.datetime
         .where(Campaign.digest_id.in_([digest.id for digest in digests]), Campaign.id.in_(_sent_campaigns()))
         .group_by(Campaign.digest_id)
     )
-    return {digest_id: sent_at for digest_id, sent_at in rows}
+    return {digest_id: sent_at for digest_id, sent_at in rows if digest_id is not None}
 
 
 @router.get(links.ARCHIVE, response_model=None, responses=schema.page({200: schema.answer("The archive", schema.HTML)}))

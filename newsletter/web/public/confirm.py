@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.background import BackgroundTask
 
 from newsletter import links, subscriptions
 from newsletter.tokens import ExpiredToken, UnknownToken
 from newsletter.web.deps import SessionDep, SettingsDep, TokensDep
 from newsletter.web.pages import client_ip, list_context, message, not_found, site_context
 from newsletter.web.public import schema
+from newsletter.web.public.subscribe import on_commit, start_committed_sequences
 from newsletter.web.public.unsubscribe import unsubscribed_page
 
 router = APIRouter()
@@ -48,7 +50,9 @@ def confirm(token: str, request: Request, session: SessionDep, tokens: TokensDep
     except UnknownToken:
         return not_found(request, session)
     mailing_list = subscription.mailing_list
-    return message(
+    confirmed_id = subscription.id
+    on_commit(session, lambda: setattr(request.state, "committed_sequence", confirmed_id))
+    response = message(
         request,
         "You are subscribed",
         f"Thank you for confirming. {subscription.subscriber.email} will receive {mailing_list.name}.",
@@ -61,3 +65,5 @@ def confirm(token: str, request: Request, session: SessionDep, tokens: TokensDep
         },
         **list_context(mailing_list),
     )
+    response.background = BackgroundTask(start_committed_sequences, request)
+    return response

@@ -26,7 +26,7 @@ from newsletter.addresses import InvalidEmail
 from newsletter.config import Settings
 from newsletter.errors import Invalid
 from newsletter.lists import ListNotFound
-from newsletter.models import MailingList
+from newsletter.models import MailingList, OptIn
 from newsletter.subscriptions import ListNotSubscribable
 from newsletter.web.deps import SessionDep
 from newsletter.web.pages import client_ip, form_fields, list_context, message, not_found, pages, read_body
@@ -47,6 +47,24 @@ def enqueue_confirmation(subscription_id: int) -> None:
         tasks.send_confirmation.delay(subscription_id)
     except Exception:  # the subscription is committed; the person can ask again, the error is logged
         log.exception("could not send or enqueue the confirmation email of subscription %s", subscription_id)
+
+
+def enqueue_sequences(subscription_id: int) -> None:
+    """Default `app.state.enqueue_sequences`: a confirmed subscription's due sequence steps (its welcome
+    email) planned and sent at once, not at the next sweep (run inline in embedded mode)."""
+    from worker import tasks
+
+    try:
+        tasks.start_sequences.delay(subscription_id)
+    except Exception:  # the sweep plans it anyway; the error is logged
+        log.exception("could not plan the sequence steps of subscription %s", subscription_id)
+
+
+def start_committed_sequences(request: Request) -> None:
+    """A BackgroundTask: the sequence of the subscription this request confirmed, once that committed."""
+    subscription_id = getattr(request.state, "committed_sequence", None)
+    if subscription_id is not None:
+        request.app.state.enqueue_sequences(subscription_id)
 
 
 def on_commit(session: Session, callback: Callable[[], None]) -> None:
@@ -166,6 +184,7 @@ def _send_committed_confirmation(request: Request) -> None:
     subscription_id = getattr(request.state, "committed_confirmation", None)
     if subscription_id is not None:
         request.app.state.enqueue_confirmation(subscription_id)
+    start_committed_sequences(request)
 
 
 def _subscribe(request: Request, session: Session, slug: str, values: dict[str, str], wants_json: bool) -> Response:
@@ -237,4 +256,8 @@ def _record_subscription(
         # sent only once the unit of work committed (the task must see the row), after the answer
         subscription_id = result.subscription_id
         on_commit(session, lambda: setattr(request.state, "committed_confirmation", subscription_id))
+    if mailing_list.opt_in == OptIn.single and result.subscription_id is not None:
+        # consent now: the welcome step goes out without waiting for the sweep (planning twice adds nothing)
+        confirmed_id = result.subscription_id
+        on_commit(session, lambda: setattr(request.state, "committed_sequence", confirmed_id))
     return None

@@ -59,6 +59,11 @@ def emit_many(session: Session, type_: str, payloads: Iterable[Mapping[str, Any]
     return len(rows)
 
 
+def notify_on_commit(session: Session) -> None:
+    """Wake the dispatcher when this unit of work commits (a redelivery, an endpoint enabled again)."""
+    session.info[_EMITTED] = True
+
+
 def on_commit(callback: Callable[[], None]) -> None:
     """Run `callback` after each commit of a session that emitted events (the worker enqueues a dispatch).
 

@@ -20,6 +20,7 @@ from newsletter.cli import (
     suppressions,
     templates,
     users,
+    webhooks,
 )
 from newsletter.cli.console import Failure, clean, err
 from newsletter.config import get_settings
@@ -40,6 +41,7 @@ app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(bounces.app, name="bounces")
 app.add_typer(users.app, name="users")
 app.add_typer(templates.app, name="templates")
+app.add_typer(webhooks.app, name="webhooks")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 

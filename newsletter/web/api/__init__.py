@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from newsletter.web.api import bounces, campaigns, digests, lists, subscribers, suppressions, users
+from newsletter.web.api import bounces, campaigns, digests, lists, subscribers, suppressions, users, webhooks
 from newsletter.web.api.errors import COMMON_RESPONSES, ApiRoute
 
 router = APIRouter(prefix="/api/v1", route_class=ApiRoute, responses=COMMON_RESPONSES)
-for module in (users, lists, subscribers, digests, campaigns, suppressions, bounces):
+for module in (users, lists, subscribers, digests, campaigns, suppressions, bounces, webhooks):
     router.include_router(module.router)

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from newsletter import outbox
 from newsletter.config import Settings
 from newsletter.delivery import finish_if_done, get_campaign
 from newsletter.delivery.composing import NothingWanted, PreparedCampaign, envelope_address
@@ -135,6 +136,7 @@ def auto_pause(session: Session, campaign_id: int, reason: str) -> bool:
     )
     if rowcount(result):
         log.warning("campaign %s %s", campaign_id, reason)
+        outbox.emit_campaign(session, "campaign.paused", campaign_id, reason=reason, by="failure rate")
     return bool(rowcount(result))
 
 

@@ -16,13 +16,13 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
-from newsletter.web.admin import account, campaigns, dashboard, digests, sendflow, signin
+from newsletter.web.admin import account, campaigns, dashboard, digests, sendflow, signin, webhooks
 from newsletter.web.admin.auth import SIGN_IN, Editor, PageForbidden, SignInRequired, clear_session_cookie
 from newsletter.web.admin.errors import AdminRoute, error_page
 from newsletter.web.admin.render import AdminPages, redirect
 from newsletter.web.assets import Assets
 
-PAGE_FAMILIES = (signin, dashboard, account, digests, sendflow, campaigns)  # sendflow's /new before campaigns' /{id}
+PAGE_FAMILIES = (signin, dashboard, account, digests, sendflow, campaigns, webhooks)  # sendflow's /new before /{id}
 
 router = APIRouter(include_in_schema=False, route_class=AdminRoute)
 for module in PAGE_FAMILIES:

@@ -97,6 +97,7 @@ NAV: list[NavItem] = [
     NavItem("Campaigns", "/admin/campaigns"),
     NavItem("Account", "/admin/account"),
 ]
+NAV.insert(-1, NavItem("Webhooks", "/admin/webhooks", admin_only=True))  # outgoing webhooks (issue 16)
 
 
 @pass_context

@@ -73,7 +73,7 @@ def webhook_create(
     description: Annotated[str, Form(max_length=endpoints.MAX_DESCRIPTION)] = "",
 ) -> Response:
     chosen = events or []
-    form = {"url": url, "events": chosen, "description": description}
+    form: dict[str, object] = {"url": url, "events": chosen, "description": description}
     try:
         endpoint = endpoints.create(session, settings, url, chosen, description=description)
     except endpoints.InvalidEventTypes as exc:  # refused before anything was added: nothing to undo

@@ -235,12 +235,12 @@ def test_a_crashed_dispatchers_attempts_are_sent_again(
 @pytest.mark.parametrize(
     ("url", "why"),
     [
-        ("https://127.0.0.1/hook", "127.0.0.1, a loopback address"),
-        ("https://10.1.2.3/hook", "10.1.2.3, a private address"),
-        ("https://169.254.169.254/latest/meta-data", "169.254.169.254, a link-local address"),
-        ("https://[::1]:8443/hook", "::1, a loopback address"),
+        ("https://127.0.0.1/hook", "127.0.0.1 is a loopback address"),
+        ("https://10.1.2.3/hook", "10.1.2.3 is a private address"),
+        ("https://169.254.169.254/latest/meta-data", "169.254.169.254 is a link-local address"),
+        ("https://[::1]:8443/hook", "::1 is a loopback address"),
         ("https://[::ffff:127.0.0.1]/hook", "a loopback address"),
-        ("https://localhost/hook", "a loopback address"),
+        ("https://localhost/hook", "localhost resolves to"),
         ("https://224.0.0.1/hook", "a multicast address"),
         ("http://93.184.215.14/hook", "must use https://"),
         ("ftp://example.org/hook", "must start with https://"),
@@ -250,8 +250,9 @@ def test_a_crashed_dispatchers_attempts_are_sent_again(
 def test_private_and_plain_http_urls_are_refused_and_nothing_is_stored(
     session: Session, settings: Settings, url: str, why: str
 ) -> None:
-    with pytest.raises(destinations.RefusedDestination, match=why.replace(".", r"\.").replace("[", r"\[")):
+    with pytest.raises(destinations.RefusedDestination) as refused:
         endpoints.create(session, settings, url, ["*"])
+    assert why in str(refused.value)
     assert session.scalar(select(func.count()).select_from(WebhookEndpoint)) == 0
 
 
@@ -273,7 +274,7 @@ def test_the_address_is_checked_again_when_sending(
     assert receiver.requests == []
     first = _log(sessions, endpoint.id)[0]
     assert first.status == WebhookDeliveryStatus.failed
-    assert "127.0.0.1, a loopback address" in (first.error or "")
+    assert "127.0.0.1 is a loopback address" in (first.error or "")
 
 
 def test_an_oversized_event_fails_without_being_sent(

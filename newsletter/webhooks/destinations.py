@@ -70,8 +70,9 @@ def resolve(host: str, port: int, *, allow_private: bool) -> list[IPAddress]:
         for address in addresses:
             why = refusal(address)
             if why:
+                where = f"{address} is" if host.strip("[]") == str(address) else f"{host} resolves to {address},"
                 raise RefusedDestination(
-                    f"{host} resolves to {address}, a {why} address: webhooks go to public addresses only "
+                    f"{where} a {why} address: webhooks go to public addresses only "
                     "(NEWSLETTER_WEBHOOKS_ALLOW_PRIVATE=true allows it)"
                 )
     return addresses

@@ -57,6 +57,11 @@ def _endpoint_page(
     )
 
 
+def _sentence(error: Exception) -> str:
+    text = str(error)
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
 @router.get(WEBHOOKS)
 def webhook_list(request: Request, session: SessionDep, me: Admin) -> Response:
     return _list(request, session)
@@ -77,9 +82,9 @@ def webhook_create(
     try:
         endpoint = endpoints.create(session, settings, url, chosen, description=description)
     except endpoints.InvalidEventTypes as exc:  # refused before anything was added: nothing to undo
-        return _list(request, session, errors={"events": str(exc).capitalize() + "."}, form=form)
+        return _list(request, session, errors={"events": _sentence(exc)}, form=form)
     except Invalid as exc:
-        return _list(request, session, errors={"url": str(exc).capitalize() + "."}, form=form)
+        return _list(request, session, errors={"url": _sentence(exc)}, form=form)
     # the secret is shown on this answer only (never put in a cookie or a URL)
     return _endpoint_page(request, session, endpoint, secret=endpoint.secret)
 

@@ -25,7 +25,7 @@ from typing import Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from newsletter import reputation, tracking, verp
+from newsletter import outbox, reputation, tracking, verp
 from newsletter.config import Settings
 from newsletter.delivery.composing import MESSAGE_MAC_LENGTH, MessageMacs
 from newsletter.delivery.ledger import is_hard_status
@@ -281,11 +281,16 @@ def apply(session: Session, settings: Settings, row: Delivery, report: Report, *
         return outcome("suppressed", "complaint: never mailed again" + _breaker(session, settings, row))
 
     _bounced(session, row, report, source)
-    if report.hard if report.hard is not None else is_hard_status(report.status or ""):
+    hard = report.hard if report.hard is not None else is_hard_status(report.status or "")
+    suppressed = hard or suppress_if_soft_bouncing(session, settings, row.subscriber_id, address)
+    if hard:
         suppress(session, address, SuppressionReason.hard_bounce, detail=report.detail[:2000])
+    ids = (row.subscriber_id, row.list_id, row.campaign_id, row.id)
+    outbox.emit_bounce(session, address, ids, hard=hard, suppressed=suppressed, detail=report.detail)
+    if hard:
         why = "hard bounce: the address does not exist or refuses mail for good"
         return outcome("suppressed", why + _breaker(session, settings, row))
-    if suppress_if_soft_bouncing(session, settings, row.subscriber_id, address):
+    if suppressed:
         return outcome(
             "suppressed",
             f"soft bounce: {settings.soft_bounce_limit} of the address's deliveries bounced within "

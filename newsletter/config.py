@@ -260,6 +260,25 @@ class Settings(BaseSettings):
         "Celery workers on other machines, a directory they share with the web servers.",
     )
 
+    # Outgoing webhooks (newsletter/webhooks/): events POSTed to the endpoints admins register.
+    webhooks_allow_private: bool = Field(
+        False,
+        description="Allow webhook endpoints on loopback, private, link-local or reserved addresses, and plain "
+        "http:// URLs. Off: such endpoints are refused when created and when sent to (SSRF).",
+    )
+    webhook_timeout_seconds: float = Field(
+        10, gt=0, le=60, description="How long one webhook POST may take (connecting: at most 5 s of it)."
+    )
+    webhook_retry_base_seconds: float = Field(
+        30, gt=0, description="First webhook retry delay; doubles per attempt (at most 6 hours), with jitter."
+    )
+    webhook_retry_max_hours: float = Field(
+        24, gt=0, description="Retry a failing webhook this long; then its endpoint is disabled with the reason."
+    )
+    webhook_max_payload_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest webhook request body; a larger event fails without being sent."
+    )
+
     @field_validator("database_url")
     @classmethod
     def _normalise_database_url(cls, value: str) -> str:

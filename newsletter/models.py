@@ -686,3 +686,58 @@ class OutboxEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[created_at]
     dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebhookDeliveryStatus(enum.StrEnum):
+    pending = "pending"  # due at next_attempt_at
+    sending = "sending"  # claimed by a dispatcher at claimed_at; the sweep gives it back if that one died
+    succeeded = "succeeded"  # the endpoint answered 2xx
+    failed = "failed"  # this attempt failed; the next attempt is its own row
+    exhausted = "exhausted"  # failed, and retrying stopped (a day of failures, or the endpoint was disabled)
+
+
+class WebhookEndpoint(Base):
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (NEVER_REUSE_IDS,)
+
+    id: Mapped[intpk]
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    event_types: Mapped[list[str]] = mapped_column(JSONType, default=list)  # outbox.EVENT_TYPES it receives
+    secret: Mapped[str] = mapped_column(String(128))  # `whsec_` + base64 of the key (Standard Webhooks)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[created_at]
+    updated_at: Mapped[updated_at]
+
+
+class WebhookDelivery(Base):
+    """One attempt to deliver one event to one endpoint: the endpoint's delivery log."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id", "attempt"),
+        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+        _partial_index("ix_webhook_deliveries_due", "next_attempt_at", "status = 'pending'"),
+        _partial_index("ix_webhook_deliveries_sending", "claimed_at", "status = 'sending'"),
+        NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[intpk]
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[WebhookDeliveryStatus] = mapped_column(
+        _enum(WebhookDeliveryStatus, "webhook_delivery_status"), default=WebhookDeliveryStatus.pending
+    )
+    response_code: Mapped[int | None] = mapped_column(SmallInteger)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)  # the start of the answer, for the log
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())  # when it was (last) sent
+    manual: Mapped[bool] = mapped_column(Boolean, default=False)  # a redelivery: one attempt, no retries
+    created_at: Mapped[created_at]
+
+    endpoint: Mapped[WebhookEndpoint] = relationship(lazy="joined")
+    event: Mapped[OutboxEvent] = relationship()

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import distinct, func, select, update
 from sqlalchemy.orm import Session
 
+from newsletter import outbox
 from newsletter.config import Settings
 from newsletter.models import (
     Campaign,
@@ -182,5 +183,7 @@ def check(session: Session, settings: Settings, campaign_id: int) -> list[int]:
     )
     if paused:
         log.warning("paused campaigns %s: %s", ", ".join(map(str, sorted(paused))), reason)
+    for campaign_id in sorted(paused):
+        outbox.emit_campaign(session, "campaign.paused", campaign_id, reason=reason, by="reputation breaker")
     session.expire_all()
     return sorted(paused)

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from newsletter import rendering
+from newsletter import outbox, rendering
 from newsletter.addresses import check_name, normalise_email
 from newsletter.confirmations import claim_confirmation
 from newsletter.db import is_postgres, postgres_sql, utcnow
@@ -97,6 +97,7 @@ def add_subscription(
         select(Subscription).where(Subscription.subscriber_id == subscriber.id, Subscription.list_id == mailing_list.id)
     )
     now = utcnow()
+    created = subscription is None
     if subscription is None:
         subscription = Subscription(
             subscriber_id=subscriber.id,
@@ -106,7 +107,8 @@ def add_subscription(
             consent_ip=ip,
         )
         session.add(subscription)
-    if confirmed and subscription.status != SubscriptionStatus.confirmed:
+    confirming = confirmed and subscription.status != SubscriptionStatus.confirmed
+    if confirming:
         subscription.status = SubscriptionStatus.confirmed
         subscription.confirmed_at = now
         subscription.consent_at = now
@@ -114,6 +116,10 @@ def add_subscription(
         subscription.unsubscribed_at = None
         subscription.unsubscribe_source = None
     session.flush()
+    if created:
+        outbox.emit_subscription(session, "subscriber.subscribed", subscription)
+    if confirming:
+        outbox.emit_subscription(session, "subscriber.confirmed", subscription)
     return subscription
 
 
@@ -162,7 +168,7 @@ def _one_click_statements() -> tuple[Any, Any, Any]:
             reason=None,
             updated_at=now,
         )
-        .returning(Subscription.subscriber_id, Subscription.list_id)
+        .returning(Subscription.subscriber_id, Subscription.list_id, Subscription.source)
     )
     exists = select(Subscription.id).where(*this_one).exists()
     # PostgreSQL: the conditional UPDATE ... RETURNING feeds the event INSERT in one data-modifying CTE.
@@ -183,7 +189,7 @@ def _one_click_statements() -> tuple[Any, Any, Any]:
         .cte("record")
     )
     count = select(func.count()).select_from(changed_rows).scalar_subquery()
-    in_one_statement = select(count, exists).add_cte(record)
+    in_one_statement = select(count, exists).add_cte(record).add_cte(outbox.unsubscribed_cte(changed_rows, "one-click"))
     return leave, select(exists), in_one_statement
 
 
@@ -218,6 +224,10 @@ def one_click_unsubscribe(session: Session, tokens: Tokens, *, token: str) -> bo
                     created_at=params["now"],
                 )
             )
+            left = session.scalars(
+                select(Subscription).where(Subscription.subscriber_id == subscriber_id, Subscription.list_id == list_id)
+            ).one()
+            outbox.emit_subscription(session, "subscriber.unsubscribed", left, source="one-click", reason=None)
     if not found:
         raise UnknownToken("this link is not valid")
     return changed
@@ -255,6 +265,7 @@ def unsubscribe_subscription(
         )
     )
     session.flush()
+    outbox.emit_subscription(session, "subscriber.unsubscribed", subscription, source=source, reason=reason)
     return UnsubscribeResult(subscription, changed=True)
 
 
@@ -337,9 +348,13 @@ def subscribe(
     now = now or utcnow()
     if is_suppressed(session, email) or is_blocked_domain(session, email):
         return SubscribeResult(None, send_confirmation=False)
-    subscriber, subscription = _get_or_create_subscription(session, mailing_list, email, name, attributes or {}, ip)
+    subscriber, subscription, created = _get_or_create_subscription(
+        session, mailing_list, email, name, attributes or {}, ip
+    )
     if subscriber.status != SubscriberStatus.active or subscription.status == SubscriptionStatus.confirmed:
         return SubscribeResult(subscription.id, send_confirmation=False)
+    if created or subscription.status == SubscriptionStatus.unsubscribed:
+        outbox.emit_subscription(session, "subscriber.subscribed", subscription, rejoined=not created)
     if mailing_list.opt_in == OptIn.single:
         add_subscription(session, mailing_list, subscriber, source=SubscriptionSource.form, confirmed=True, ip=ip)
         _record_event(session, EventType.confirm, subscription, detail="single opt-in form")
@@ -355,7 +370,8 @@ def subscribe(
 
 def _get_or_create_subscription(
     session: Session, mailing_list: MailingList, email: str, name: str, attributes: dict[str, str], ip: str | None
-) -> tuple[Subscriber, Subscription]:
+) -> tuple[Subscriber, Subscription, bool]:
+    """The address's subscriber and subscription, made if missing; True when the subscription is new."""
     for attempt in range(2):
         try:
             # A savepoint, so that losing a race against a concurrent request for the same address
@@ -371,6 +387,7 @@ def _get_or_create_subscription(
                         Subscription.subscriber_id == subscriber.id, Subscription.list_id == mailing_list.id
                     )
                 )
+                created = subscription is None
                 if subscription is None:
                     subscription = Subscription(
                         subscriber_id=subscriber.id,
@@ -381,7 +398,7 @@ def _get_or_create_subscription(
                     )
                     session.add(subscription)
                     session.flush()
-            return subscriber, subscription
+            return subscriber, subscription, created
         except IntegrityError:
             if attempt:
                 raise

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import BigInteger, Connection, and_, bindparam, distinct, func, insert, literal, select
 from sqlalchemy.orm import Session
 
+from newsletter import outbox
 from newsletter.db import is_postgres, postgres_sql, utcnow
 from newsletter.links import split_click_token
 from newsletter.models import Delivery, Event, EventType, Link, MailingList, Subscriber, SuppressionReason
@@ -232,4 +233,13 @@ def record_complaint(session: Session, delivery_id: int, detail: str | None = No
     address = session.scalar(select(Subscriber.email).where(Subscriber.id == subscriber_id))
     if address is not None:
         suppress(session, address, SuppressionReason.complaint, detail=detail)
+    payload = {
+        "subscriber": {"id": subscriber_id, "email": address},
+        "list": {"id": list_id},
+        "campaign": {"id": campaign_id},
+        "delivery_id": delivery_id,
+        "suppressed": address is not None,
+        "detail": (detail or "")[:500],
+    }
+    outbox.emit(session, "subscriber.complained", payload)
     session.flush()

@@ -49,3 +49,6 @@ _.delivery_status  # bounces.Received: templates/admin/bounces.html
 # SQLAlchemy session event listeners (newsletter/outbox.py)
 _._notify
 _._forget
+_._pool  # httpx's transport: its httpcore pool, given our checked network backend (newsletter/webhooks/destinations.py)
+_.do_POST  # http.server calls it (tests/webhookreceiver.py)
+_.webhook_id  # a response field of the webhooks API (pydantic)

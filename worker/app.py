@@ -34,5 +34,6 @@ app.conf.update(
     broker_transport_options={"visibility_timeout": 3600},
     beat_schedule={
         "sweep": {"task": "worker.tasks.sweep", "schedule": float(settings.sweep_interval_seconds)},
+        "webhooks": {"task": "worker.tasks.dispatch_webhooks", "schedule": float(settings.sweep_interval_seconds)},
     },
 )

@@ -29,6 +29,9 @@ class EmbeddedScheduler:
         self.threads = [
             threading.Thread(target=self._keep_hold, name="scheduler-hold", daemon=True),
             threading.Thread(target=self._run, name="scheduler", daemon=True),
+            # every process sends webhooks (claims keep them apart): the one whose request emitted an event
+            # sends it at once, and each sweeps every SWEEP_INTERVAL_SECONDS for retries due
+            threading.Thread(target=self._send_webhooks, name="webhooks", daemon=True),
         ]
 
     def start(self) -> EmbeddedScheduler:
@@ -39,6 +42,7 @@ class EmbeddedScheduler:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop; a campaign being sent is left to the next scheduler's sweep (its claims expire)."""
         self.stopping.set()
+        tasks.webhooks_due.set()  # wake the webhook thread so it sees it must stop
         for thread in self.threads:
             thread.join(timeout)
 
@@ -60,6 +64,18 @@ class EmbeddedScheduler:
                 scheduling.release(session, self.holder)  # another process may take over at once
         except Exception:
             log.exception("embedded scheduler: cannot give up its hold")
+
+    def _send_webhooks(self) -> None:
+        while not self.stopping.is_set():
+            tasks.webhooks_due.wait(self.settings.sweep_interval_seconds)
+            tasks.webhooks_due.clear()
+            if self.stopping.is_set():
+                return
+            try:
+                while tasks.run_webhooks(self.settings).more and not self.stopping.is_set():
+                    pass
+            except Exception:  # the database is away: the next pass tries again
+                log.exception("embedded scheduler: sending webhooks failed")
 
     def _run(self) -> None:
         next_sweep = 0.0

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from functools import cache
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from newsletter import confirmations, delivery, import_jobs, sequences
+from newsletter import confirmations, delivery, import_jobs, outbox, sequences
 from newsletter.config import Settings, get_settings
 from newsletter.db import session_factory, session_scope
 from newsletter.delivery import scheduling, sending
@@ -17,6 +18,7 @@ from newsletter.mailer import Mailer, get_mailer
 from newsletter.models import Subscription
 from newsletter.pacing import get_pacer
 from newsletter.ratelimit import RateLimiter, get_rate_limiter
+from newsletter.webhooks import dispatch
 from worker.app import app
 
 log = logging.getLogger(__name__)
@@ -154,3 +156,36 @@ def run_import(job_id: int) -> None:
             list_id = import_jobs.get_job(session, job_id).list_id
         if list_id is not None:
             send_import_confirmations.delay(list_id)
+
+
+# --- outgoing webhooks ----------------------------------------------------------------------------------
+
+# Set after a commit that emitted events when there is no broker: the embedded scheduler's webhook thread
+# (`newsletter serve`) wakes up and dispatches them. Nothing is sent from the committing request itself.
+webhooks_due = threading.Event()
+
+
+def _outbox_committed() -> None:
+    if app.conf.task_always_eager:
+        webhooks_due.set()
+    else:
+        dispatch_webhooks.delay()
+
+
+outbox.on_commit(_outbox_committed)
+
+
+@app.task(acks_late=True)
+def dispatch_webhooks() -> None:
+    """Send what the outbox holds and what is due for a retry; Celery beat also runs it periodically, which
+    picks up events whose task was lost and attempts a crashed dispatcher left."""
+    report = run_webhooks(get_settings())
+    if report.more and not app.conf.task_always_eager:
+        dispatch_webhooks.delay()
+
+
+def run_webhooks(settings: Settings) -> dispatch.DispatchReport:
+    report = dispatch.dispatch(session_factory(settings), settings)
+    if report.fanned_out or report.failed or report.disabled:
+        log.info("webhooks: %s", report)
+    return report

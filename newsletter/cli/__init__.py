@@ -23,6 +23,7 @@ from newsletter.cli import (
     suppressions,
     templates,
     users,
+    webhooks,
 )
 from newsletter.cli.console import Failure, clean, err
 from newsletter.config import get_settings
@@ -44,6 +45,7 @@ app.add_typer(bounces.app, name="bounces")
 app.add_typer(users.app, name="users")
 app.add_typer(templates.app, name="templates")
 app.add_typer(sequences.app, name="sequences")
+app.add_typer(webhooks.app, name="webhooks")
 app.command("demo")(demo.demo)
 app.add_typer(segments.app, name="segments")
 app.command("serve")(serve.serve)

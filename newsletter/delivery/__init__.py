@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import deliverability, digests, rendering, reputation, segments, templates
+from newsletter import deliverability, digests, outbox, rendering, reputation, segments, templates
 from newsletter.config import Settings
 from newsletter.db import analyze, utcnow
 from newsletter.delivery import counters
@@ -209,6 +209,7 @@ def start(session: Session, settings: Settings, campaign_id: int) -> list[BatchR
         campaign.planned_at = campaign.started_at = utcnow()
         campaign.status = CampaignStatus.sending
         session.flush()
+        outbox.emit_campaign(session, "campaign.started", campaign.id)
         ranges = planned_ranges(session, campaign.id, campaign.recipient_count, settings.batch_size)
     elif campaign.status == CampaignStatus.sending:
         ranges = batch_ranges(session, campaign.id, settings.batch_size)
@@ -257,6 +258,9 @@ def finish_if_done(session: Session, campaign_id: int) -> bool:
         .values(status=CampaignStatus.finished, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+    if rowcount(result):
+        counts = counters.read(session, campaign_id).counts
+        outbox.emit_campaign(session, "campaign.finished", campaign_id, counts=counts)
     return bool(rowcount(result))
 
 
@@ -273,6 +277,7 @@ def pause(session: Session, campaign_id: int, reason: str = "paused by an editor
     campaign.status = CampaignStatus.paused
     campaign.pause_reason = reason
     session.flush()
+    outbox.emit_campaign(session, "campaign.paused", campaign.id, reason=reason, by="editor")
     return campaign
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.orm import Session
 
+from newsletter import outbox
 from newsletter.config import Settings
 from newsletter.db import is_postgres, utcnow
 from newsletter.mailer import SendResult, classify
@@ -546,10 +547,14 @@ def _record_failure(
             detail=f"{result.code} {result.text}"[:2000],
         )
     )
-    if is_hard_bounce(result):
+    hard = is_hard_bounce(result)
+    if hard:
         suppress(session, claimed.email, SuppressionReason.hard_bounce, detail=f"{result.code} {result.text}")
-    else:
-        suppress_if_soft_bouncing(session, settings, claimed.subscriber_id, claimed.email)
+    suppressed = hard or suppress_if_soft_bouncing(session, settings, claimed.subscriber_id, claimed.email)
+    # added to the session: flushed with the bounce event, no statement of its own
+    ids = (claimed.subscriber_id, claimed.list_id, campaign_id, claimed.delivery_id)
+    detail = f"{result.code} {result.text}"
+    outbox.emit_bounce(session, claimed.email, ids, hard=hard, suppressed=suppressed, detail=detail)
 
 
 def _held_by(worker: str, campaign_id: int, first_id: int, last_id: int) -> tuple[Any, ...]:

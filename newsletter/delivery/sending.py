@@ -174,6 +174,7 @@ def auto_pause(session: Session, campaign_id: int, reason: str) -> bool:
     )
     if rowcount(result):
         log.warning("campaign %s %s", campaign_id, reason)
+        outbox.emit_campaign(session, "campaign.paused", campaign_id, reason=reason, by="failure rate")
     return bool(rowcount(result))
 
 

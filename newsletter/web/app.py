@@ -86,6 +86,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Opened here, in the event loop that serves the requests; until then (or on SQLite) the hot
         # endpoints run their unit of work on `hot_session_factories` in a worker thread.
         app.state.hot_pools = await HotPools.open(settings.database_url)
+    # Registers the outbox's after-commit hook: events a request commits are dispatched at once (a Celery
+    # task, or the embedded scheduler's webhook thread), not at the next sweep.
+    from worker import tasks  # noqa: F401
+
     scheduler = None
     if app.state.embedded_scheduler and settings.broker_url is None:
         # No broker means no Celery beat: this process (one of them, with --workers) sweeps and starts due

@@ -35,6 +35,7 @@ from newsletter.web.admin import (
     subscribers,
     suppressions,
     two_factor,
+    webhooks,
 )
 from newsletter.web.admin.auth import (
     SIGN_IN,
@@ -54,7 +55,7 @@ PAGE_FAMILIES: tuple[ModuleType, ...] = (
     signin, dashboard, account, digests, sendflow, campaigns, two_factor, people, audit_log, settings_page,
     bounces_page,
 )  # fmt: skip
-PAGE_FAMILIES += (lists, subscribers, imports, suppressions, segments, sequences)
+PAGE_FAMILIES += (lists, subscribers, imports, suppressions, segments, sequences, webhooks)
 
 router = APIRouter(include_in_schema=False, route_class=AdminRoute)
 for module in PAGE_FAMILIES:

@@ -111,6 +111,7 @@ NAV += [
     NavItem("Audit log", "/admin/audit", admin_only=True),
 ]
 NAV.insert(3, NavItem("Segments", "/admin/segments"))
+NAV.insert(-1, NavItem("Webhooks", "/admin/webhooks", admin_only=True))  # outgoing webhooks (issue 16)
 
 
 @pass_context

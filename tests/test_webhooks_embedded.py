@@ -1,0 +1,40 @@
+"""Without a broker, `newsletter serve`'s embedded scheduler sends webhooks itself: a committed event wakes
+its webhook thread at once (no sweep interval to wait for), signed as everywhere else."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from newsletter import outbox
+from newsletter.config import Settings
+from newsletter.db import make_engine, session_scope
+from newsletter.migrate import upgrade
+from newsletter.webhooks import endpoints
+from tests.webhookreceiver import Receiver, verify
+from worker.embedded import EmbeddedScheduler
+
+
+def test_a_committed_event_is_sent_by_the_embedded_scheduler(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'embedded.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    settings = make_settings(database_url=url, webhooks_allow_private=True, sweep_interval_seconds=600)
+    with Receiver() as receiver:
+        scheduler = EmbeddedScheduler(settings).start()
+        try:
+            with session_scope(settings) as session:
+                secret = endpoints.create(session, settings, receiver.url, ["campaign.finished"]).secret
+            with session_scope(settings) as session:
+                outbox.emit(session, "campaign.finished", {"campaign": {"id": 3}})
+            deadline = time.monotonic() + 15
+            while not receiver.requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            scheduler.stop()
+        (request,) = receiver.requests
+        assert verify(secret, request.headers, request.body)

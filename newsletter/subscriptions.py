@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from newsletter import rendering
+from newsletter import metrics, rendering
 from newsletter.addresses import check_name, normalise_email
 from newsletter.confirmations import claim_confirmation
 from newsletter.db import is_postgres, postgres_sql, utcnow
@@ -220,6 +220,8 @@ def one_click_unsubscribe(session: Session, tokens: Tokens, *, token: str) -> bo
             )
     if not found:
         raise UnknownToken("this link is not valid")
+    if changed:
+        metrics.UNSUBSCRIBES.labels("one-click").inc()
     return changed
 
 
@@ -234,6 +236,8 @@ async def one_click_unsubscribe_async(conn: AsyncConnection[Any], tokens: Tokens
     changed, found = row if row is not None else (0, False)
     if not found:
         raise UnknownToken("this link is not valid")
+    if changed:
+        metrics.UNSUBSCRIBES.labels("one-click").inc()
     return bool(changed)
 
 
@@ -255,6 +259,7 @@ def unsubscribe_subscription(
         )
     )
     session.flush()
+    metrics.UNSUBSCRIBES.labels(metrics.word(source)).inc()
     return UnsubscribeResult(subscription, changed=True)
 
 

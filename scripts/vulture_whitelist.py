@@ -38,3 +38,8 @@ _.counters_equal_a_scan
 
 _.do_GET  # http.server calls it (tests/snsserver.py)
 _.log_message  # http.server calls it (tests/snsserver.py)
+
+# Celery signal receivers (worker/observability.py), connected by decorator
+_._configure_logging  # Celery signal receiver
+_._serve_metrics  # Celery signal receiver
+_._forget_process  # Celery signal receiver

@@ -36,3 +36,6 @@ app.conf.update(
         "sweep": {"task": "worker.tasks.sweep", "schedule": float(settings.sweep_interval_seconds)},
     },
 )
+
+# Logging in our format and the metrics port: connected to Celery's signals on import.
+import worker.observability  # noqa: E402, F401

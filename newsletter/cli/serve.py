@@ -27,6 +27,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        log_config=None,  # the app's own format (newsletter/logs.py), set up in each process by the factory
         access_log=access_log,
         # X-Forwarded-For is read by web.pages.client_ip, from TRUSTED_PROXIES only; uvicorn's own
         # handling would believe it from 127.0.0.1, which is anyone on the machine.

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import deliverability, digests, rendering, reputation, templates
+from newsletter import deliverability, digests, logs, rendering, reputation, templates
 from newsletter.config import Settings
 from newsletter.db import analyze, utcnow
 from newsletter.delivery import counters
@@ -162,6 +162,7 @@ def start(session: Session, settings: Settings, campaign_id: int) -> list[BatchR
         campaign.planned_at = campaign.started_at = utcnow()
         campaign.status = CampaignStatus.sending
         session.flush()
+        log_state(campaign.id, CampaignStatus.sending, recipients=campaign.recipient_count)
         ranges = planned_ranges(session, campaign.id, campaign.recipient_count, settings.batch_size)
     elif campaign.status == CampaignStatus.sending:
         ranges = batch_ranges(session, campaign.id, settings.batch_size)
@@ -209,10 +210,23 @@ def finish_if_done(session: Session, campaign_id: int) -> bool:
         .values(status=CampaignStatus.finished, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return bool(rowcount(result))
+    finished = bool(rowcount(result))
+    if finished:
+        log_state(campaign_id, CampaignStatus.finished)
+    return finished
 
 
 audit = logging.getLogger("newsletter.audit")
+log = logging.getLogger(__name__)
+
+
+def log_state(campaign_id: int, status: CampaignStatus, reason: str | None = None, **fields: Any) -> None:
+    """The one structured line of each campaign state change."""
+    why = f": {reason}" if reason else ""
+    logs.event(
+        log, "campaign_state", f"campaign {campaign_id} is {status.value}{why}",
+        campaign=campaign_id, status=status.value, reason=reason, **fields,
+    )  # fmt: skip
 
 
 # --- pause, resume, cancel, recover -----------------------------------------------------------------------
@@ -225,6 +239,7 @@ def pause(session: Session, campaign_id: int, reason: str = "paused by an editor
     campaign.status = CampaignStatus.paused
     campaign.pause_reason = reason
     session.flush()
+    log_state(campaign_id, CampaignStatus.paused, reason)
     return campaign
 
 
@@ -237,6 +252,7 @@ def resume(session: Session, settings: Settings, campaign_id: int) -> list[Batch
     campaign.status = CampaignStatus.sending
     campaign.pause_reason = None
     session.flush()
+    log_state(campaign_id, CampaignStatus.sending, "resumed")
     ranges = batch_ranges(session, campaign_id, settings.batch_size)
     if not ranges:
         finish_if_done(session, campaign_id)
@@ -250,6 +266,7 @@ def cancel(session: Session, campaign_id: int) -> Campaign:
     campaign.status = CampaignStatus.cancelled
     campaign.finished_at = utcnow()
     session.flush()
+    log_state(campaign_id, CampaignStatus.cancelled)
     skip_pending(session, campaign_id)
     return campaign
 

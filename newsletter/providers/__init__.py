@@ -75,7 +75,9 @@ class Notice:
     confirmed_topic: str | None = None
 
 
-def record(session: Session, settings: Settings, events: list[ProviderEvent]) -> list[bounces.Outcome]:
+def record(
+    session: Session, settings: Settings, events: list[ProviderEvent], *, source: str = "webhook"
+) -> list[bounces.Outcome]:
     """Each event's effect on its ledger row; an event matching no row of ours changes nothing. The rows
     of a batch are found with two queries, and its deliveries confirmed with one: a provider reports
     every delivered message, bounces and complaints are few."""
@@ -92,7 +94,7 @@ def record(session: Session, settings: Settings, events: list[ProviderEvent]) ->
             reason = bounces.CONFIRMED if row.id in confirmed else "delivered: nothing to change"
             outcome = bounces.Outcome(report, row.id, row.campaign_id, result, reason)
         else:
-            outcome = bounces.apply(session, settings, row, report)
+            outcome = bounces.apply(session, settings, row, report, source=source)
         outcomes.append(outcome)
     return outcomes
 

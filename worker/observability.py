@@ -1,0 +1,67 @@
+"""What a Celery worker host shows an operator: its logs in our format, and its metrics on a port.
+
+Metrics use prometheus-client's multiprocess mode: every pool process (prefork children, or the solo
+process) writes its values to files in PROMETHEUS_MULTIPROC_DIR, and the worker's main process serves
+their sum on WORKER_METRICS_PORT, so one scrape per worker host counts every child, including children
+that were recycled. Give each worker instance its own directory: it is emptied when the worker starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from celery.signals import setup_logging, worker_init, worker_process_shutdown
+
+from newsletter import logs
+from newsletter.config import ConfigError, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    """Connected, this stops Celery from installing its own handlers: ours format every line."""
+    logs.configure(get_settings())
+
+
+@worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    settings = get_settings()
+    if settings.worker_metrics_port is None:
+        return
+    directory = settings.prometheus_multiproc_dir
+    if directory is None:
+        raise ConfigError(
+            "NEWSLETTER_WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR (an empty directory of this worker's "
+            "own), so that the counts of every pool process add up"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    clear_stale(directory)
+    from prometheus_client import start_http_server
+
+    from newsletter import metrics
+
+    start_http_server(settings.worker_metrics_port, settings.worker_metrics_host, metrics.registry(settings))
+    logs.event(
+        log, "metrics", f"worker metrics on http://{settings.worker_metrics_host}:{settings.worker_metrics_port}/metrics",
+        port=settings.worker_metrics_port,
+    )  # fmt: skip
+
+
+def clear_stale(directory: Path) -> None:
+    """Remove value files a previous run of this worker left (but not this process's own)."""
+    for path in directory.glob("*.db"):
+        if not path.stem.endswith(f"_{os.getpid()}"):
+            path.unlink(missing_ok=True)
+
+
+@worker_process_shutdown.connect
+def _forget_process(**_: Any) -> None:
+    """A pool child exits: its live gauges (open SMTP connections) stop counting."""
+    if get_settings().prometheus_multiproc_dir is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())

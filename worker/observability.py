@@ -20,6 +20,10 @@ from newsletter.config import ConfigError, get_settings
 
 log = logging.getLogger(__name__)
 
+if (_directory := get_settings().prometheus_multiproc_dir) is not None:
+    # before any metric exists: prometheus-client writes each one's file there as it is created
+    _directory.mkdir(parents=True, exist_ok=True)
+
 
 @setup_logging.connect
 def _configure_logging(**_: Any) -> None:
@@ -38,7 +42,6 @@ def _serve_metrics(**_: Any) -> None:
             "NEWSLETTER_WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR (an empty directory of this worker's "
             "own), so that the counts of every pool process add up"
         )
-    directory.mkdir(parents=True, exist_ok=True)
     clear_stale(directory)
     from prometheus_client import start_http_server
 

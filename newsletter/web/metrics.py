@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -25,6 +27,7 @@ from newsletter.models import Campaign, CampaignCount, CampaignStatus, MailingLi
 from newsletter.pacing import get_pacer
 from newsletter.web.pages import client_ip
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 _LOOPBACK = ("127.0.0.0/8", "::1/128")
@@ -108,11 +111,15 @@ class DatabaseCollector(Collector):
             "Subscriptions per list and status (refreshed every minute).",
             labels=["list", "status"],
         )
-        with self.sessions() as session:
-            for campaign_id, status, count in _sending_counts(session):
-                recipients.add_metric([str(campaign_id), status], count)
-            for slug, status, count in self._cached_subscribers(session):
-                subscribers.add_metric([slug, status], count)
+        try:
+            with self.sessions() as session:
+                for campaign_id, status, count in _sending_counts(session):
+                    recipients.add_metric([str(campaign_id), status], count)
+                for slug, status, count in self._cached_subscribers(session):
+                    subscribers.add_metric([slug, status], count)
+        except SQLAlchemyError as error:  # the pipeline's own counters are still worth a scrape
+            log.warning("metrics: the database figures are missing from this scrape: %s", error)
+            return
         yield recipients
         yield subscribers
 
@@ -158,8 +165,12 @@ class BrokerCollector(Collector):
                 self._client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
             # kombu keeps one list per priority step: the queue's name, then NAME\x06\x16N
             keys = [self.queue, *(f"{self.queue}\x06\x16{p}" for p in (3, 6, 9))]
-            depth = sum(int(self._client.llen(key)) for key in keys)
-            yield GaugeMetricFamily("newsletter_queue_depth", "Tasks waiting in the broker queue.", value=depth)
+            try:
+                depth = sum(int(self._client.llen(key)) for key in keys)
+            except redis.RedisError as error:
+                log.warning("metrics: the queue depth is missing from this scrape: %s", error)
+            else:
+                yield GaugeMetricFamily("newsletter_queue_depth", "Tasks waiting in the broker queue.", value=depth)
         if self.pacer is not None:
             level = GaugeMetricFamily(
                 "newsletter_throttle_level",

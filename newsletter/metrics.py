@@ -8,10 +8,12 @@ campaign id; never an address. With `PROMETHEUS_MULTIPROC_DIR` set (prefork Cele
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -109,6 +111,13 @@ def registry(settings: Settings) -> CollectorRegistry:
     combined = CollectorRegistry()
     multiprocess.MultiProcessCollector(combined, path=str(settings.prometheus_multiproc_dir))
     return combined
+
+
+def clear_stale(directory: Path) -> None:
+    """At a service's start: remove the value files its previous run left (but not this process's own)."""
+    for path in directory.glob("*.db"):
+        if not path.stem.endswith(f"_{os.getpid()}"):
+            path.unlink(missing_ok=True)
 
 
 def exposition(*registries: CollectorRegistry) -> bytes:

@@ -1,7 +1,7 @@
 """Issue 17: a fleet on separate network hosts (`make fleet-test`, outside `make test`; needs root).
 
 Three network namespaces joined by veth links to a bridge on the database host: `nl-db` (10.231.0.1) runs
-its own PostgreSQL cluster, Redis and an SMTP sink; `nl-a` and `nl-b` (10.231.0.11, .12) each run a Celery
+its own PostgreSQL cluster, Redis and postfix's smtp-sink; `nl-a` and `nl-b` (10.231.0.11, .12) each run a Celery
 worker under its own host name (a UTS namespace), reaching those services only over their link. This
 process (the operator, and beat) reaches the database host over a third link. A 20,000-recipient campaign
 is sent across both; mid-send worker host A's link is cut (`ip link set down`: its TCP connections hang,
@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select
 
+from bench.workers import settings_env
 from newsletter import delivery
 from newsletter.config import Settings, load_settings
 from newsletter.db import session_scope
@@ -32,7 +33,6 @@ from newsletter.models import CampaignStatus, Delivery, DeliveryStatus, Subscrib
 from tests.conftest import ROOT, TEST_SECRET
 from tests.factories import make_list, publish_sample
 from tests.processes import PG_BIN, Beat, add_subscribers, enqueue, wait_until
-from bench.workers import settings_env
 
 pytestmark = [pytest.mark.fleet]
 
@@ -40,21 +40,6 @@ RECIPIENTS = 20_000
 LEASE_SECONDS = 15
 DB, HOSTS = "nl-db", {"host-a": ("nl-a", "10.231.0.11"), "host-b": ("nl-b", "10.231.0.12")}
 DB_IP, OPERATOR_IP = "10.231.0.1", "10.231.0.100"
-
-SINK = """
-import signal, sys
-from aiosmtpd.controller import Controller
-out = open(sys.argv[2], "a", buffering=1)
-class Sink:
-    async def handle_DATA(self, server, session, envelope):
-        out.write("".join(r + "\\n" for r in envelope.rcpt_tos))
-        return "250 2.0.0 Ok: queued"
-controller = Controller(Sink(), hostname=sys.argv[1], port=2525)
-controller.start()
-signal.sigwait({signal.SIGTERM, signal.SIGINT})
-controller.stop()
-"""
-
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(args, check=check, capture_output=True)
@@ -107,6 +92,8 @@ def fleet(tmp_path: Path, output_dir: Path) -> Iterator[dict[str, object]]:
     pg_dir = Path(tempfile.mkdtemp(prefix="newsletter-fleet-pg-"))
     shutil.chown(pg_dir, "postgres", "postgres")
     as_pg = ["runuser", "-u", "postgres", "--"]
+    sink_dir = Path(tempfile.mkdtemp(prefix="newsletter-fleet-sink-"))
+    shutil.chown(sink_dir, "nobody")
     processes: list[subprocess.Popen[bytes]] = []
     try:
         sh(*as_pg, str(PG_BIN / "initdb"), "-D", str(pg_dir / "data"), "-U", "postgres", "--auth=trust")
@@ -115,11 +102,13 @@ def fleet(tmp_path: Path, output_dir: Path) -> Iterator[dict[str, object]]:
         options = f"-p 5432 -k {pg_dir} -c listen_addresses={DB_IP} -c fsync=off -c max_connections=200"
         sh(*netns(DB, *as_pg, str(PG_BIN / "pg_ctl"), "-D", str(pg_dir / "data"), "-o", options,
                   "-l", str(pg_dir / "log"), "-w", "start"))  # fmt: skip
-        processes.append(subprocess.Popen(netns(DB, "redis-server", "--bind", DB_IP, "--protected-mode", "no", "--save", "", "--appendonly",
-                                                 "no"), stdout=subprocess.DEVNULL))  # fmt: skip
-        received = tmp_path / "received.txt"
-        processes.append(subprocess.Popen(netns(DB, sys.executable, "-c", SINK, DB_IP, str(received))))
-        yield {"received": received, "processes": processes, "log_dir": output_dir}  # the hosts' logs stay
+        redis = ["redis-server", "--bind", DB_IP, "--protected-mode", "no", "--save", "", "--appendonly", "no"]
+        processes.append(subprocess.Popen(netns(DB, *redis), stdout=subprocess.DEVNULL))
+        # postfix's smtp-sink (C, PIPELINING): it appends every transaction, envelope first, to one file
+        dump = sink_dir / "mail"
+        processes.append(subprocess.Popen(netns(DB, "smtp-sink", "-u", "nobody", "-D", str(dump), f"{DB_IP}:2525",
+                                                 "256")))  # fmt: skip
+        yield {"received": dump, "processes": processes, "log_dir": output_dir}  # the hosts' logs stay
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -127,6 +116,7 @@ def fleet(tmp_path: Path, output_dir: Path) -> Iterator[dict[str, object]]:
         sh(*netns(DB, *as_pg, str(PG_BIN / "pg_ctl"), "-D", str(pg_dir / "data"), "-m", "immediate", "stop"),
            check=False)  # fmt: skip
         shutil.rmtree(pg_dir, ignore_errors=True)
+        shutil.rmtree(sink_dir, ignore_errors=True)
         teardown_network()
 
 
@@ -189,7 +179,7 @@ def test_a_campaign_across_two_worker_hosts_survives_a_cut_link(fleet: dict[str,
         for process in workers.values():
             os.killpg(process.pid, 15)
             process.wait(timeout=30)
-    received = Counter(Path(str(fleet["received"])).read_text().split())
+    received = recipients_received(Path(str(fleet["received"])))
     with session_scope(operator) as session:
         rows = session.execute(
             select(Subscriber.email, Delivery.status, Delivery.claimed_by)
@@ -218,6 +208,12 @@ def test_a_campaign_across_two_worker_hosts_survives_a_cut_link(fleet: dict[str,
     assert all(shares.get(host, 0) > 0 for host in HOSTS)
     # a host counts what it sent; rows of its cut group that the sweep took meanwhile are not `sent` rows
     assert sum(shares.values()) >= sum(1 for s in status.values() if s == DeliveryStatus.sent)
+
+
+def recipients_received(dump: Path) -> Counter[str]:
+    """Copies per recipient in smtp-sink's dump: each transaction starts with `X-Rcpt-Args: <address>`."""
+    found = subprocess.run(["grep", "-a", "^X-Rcpt-Args: ", str(dump)], capture_output=True, check=False).stdout
+    return Counter(line.split(b"<", 1)[1].split(b">", 1)[0].decode() for line in found.splitlines())
 
 
 def _reachable(settings: Settings) -> bool:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from celery.signals import setup_logging, worker_init, worker_process_shutdown
 
-from newsletter import logs
+from newsletter import logs, metrics
 from newsletter.config import ConfigError, get_settings
 
 log = logging.getLogger(__name__)
@@ -42,23 +41,14 @@ def _serve_metrics(**_: Any) -> None:
             "NEWSLETTER_WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR (an empty directory of this worker's "
             "own), so that the counts of every pool process add up"
         )
-    clear_stale(directory)
+    metrics.clear_stale(directory)
     from prometheus_client import start_http_server
-
-    from newsletter import metrics
 
     start_http_server(settings.worker_metrics_port, settings.worker_metrics_host, metrics.registry(settings))
     logs.event(
         log, "metrics", f"worker metrics on http://{settings.worker_metrics_host}:{settings.worker_metrics_port}/metrics",
         port=settings.worker_metrics_port,
     )  # fmt: skip
-
-
-def clear_stale(directory: Path) -> None:
-    """Remove value files a previous run of this worker left (but not this process's own)."""
-    for path in directory.glob("*.db"):
-        if not path.stem.endswith(f"_{os.getpid()}"):
-            path.unlink(missing_ok=True)
 
 
 @worker_process_shutdown.connect

@@ -14,8 +14,8 @@ from typing import Any
 
 from celery.signals import setup_logging, worker_init, worker_process_shutdown
 
-from newsletter import logs, metrics
-from newsletter.config import ConfigError, get_settings
+from newsletter import logs
+from newsletter.config import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,16 @@ def _serve_metrics(**_: Any) -> None:
         return
     directory = settings.prometheus_multiproc_dir
     if directory is None:
-        raise ConfigError(
-            "NEWSLETTER_WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR (an empty directory of this worker's "
-            "own), so that the counts of every pool process add up"
+        # SystemExit, not an exception: Celery logs and ignores what a signal receiver raises
+        raise SystemExit(
+            "error: NEWSLETTER_WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR (an empty directory of this "
+            "worker's own), so that the counts of every pool process add up"
         )
-    metrics.clear_stale(directory)
     from prometheus_client import start_http_server
 
+    from newsletter import metrics  # after the directory exists: each metric opens its file there
+
+    metrics.clear_stale(directory)
     start_http_server(settings.worker_metrics_port, settings.worker_metrics_host, metrics.registry(settings))
     logs.event(
         log, "metrics", f"worker metrics on http://{settings.worker_metrics_host}:{settings.worker_metrics_port}/metrics",

@@ -128,7 +128,8 @@ def test_worker_and_web_metrics_add_up_to_the_ledger_during_a_campaign(
             enqueue(settings, "worker.tasks.start_campaign", campaign_id)
             wait_until(lambda: len(smtp.messages) >= RECIPIENTS // 3, 60, "a third of the campaign")
             during = samples(_get(url) or "")
-            web_during = samples(web.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text)
+            web_text = web.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+            web_during = samples(web_text)
             series = [(time.monotonic(), _get(url) or "")]
 
             def finished() -> bool:
@@ -146,7 +147,7 @@ def test_worker_and_web_metrics_add_up_to_the_ledger_during_a_campaign(
             web.close()
     # real scrapes, for scripts/dashboard_stand_in.py (the docs' picture of the Grafana panels)
     start = series[0][0]
-    scrapes = {"worker": [(t - start, text) for t, text in series], "web": web_after}
+    scrapes = {"worker": [(t - start, text) for t, text in series], "web": web_text, "web_after": web_after}
     (output_dir / "scrapes.json").write_text(json.dumps(scrapes))
     with session_scope(settings) as session:
         ledger_sent = session.scalar(

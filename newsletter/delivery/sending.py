@@ -242,7 +242,8 @@ class _BatchRun:
                 # a slow server: write what is known, so a crash now leaves fewer rows unknown
                 self.record_and_claim(outcomes, claim_next=False)
                 self.report.count(outcomes)
-                outcomes = Outcomes()
+                metrics.count_replies(getattr(smtp, "server", "local"), codes)
+                outcomes, codes = Outcomes(), []
                 flushed_at = time.monotonic()
         metrics.SEND_SECONDS.observe(time.monotonic() - started)
         metrics.count_replies(getattr(smtp, "server", "local"), codes)

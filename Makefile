@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo serve test lint bench services system-deps clean
+.PHONY: demo serve test lint bench services system-deps clean fleet-test
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) scripts/check_layout.py
 	$(VENV)/bin/vulture newsletter worker tests bench scripts/vulture_whitelist.py
+
+# Two worker hosts and a database host in network namespaces (root only; not collected by `make test`).
+fleet-test: $(STAMP) system-deps services
+	$(PY) -m pytest -s -q tests/fleet_hosts.py
 
 bench: $(STAMP) system-deps services
 	$(PY) -m bench

@@ -25,7 +25,7 @@ from typing import Literal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from newsletter import outbox, reputation, tracking, verp
+from newsletter import metrics, outbox, reputation, tracking, verp
 from newsletter.config import Settings
 from newsletter.delivery.composing import MESSAGE_MAC_LENGTH, MessageMacs
 from newsletter.delivery.ledger import is_hard_status
@@ -250,6 +250,16 @@ def delivery_of(session: Session, settings: Settings, message_id: str | None) ->
 
 
 def apply(session: Session, settings: Settings, row: Delivery, report: Report, *, source: str = "mail") -> Outcome:
+    """`_apply`, counted in newsletter_bounces_total{kind,source} when it acted on a bounce or complaint."""
+    outcome = _apply(session, settings, row, report, source=source)
+    if outcome.result in ("suppressed", "recorded") and report.kind in ("bounce", "complaint"):
+        hard = report.hard if report.hard is not None else is_hard_status(report.status or "")
+        kind = "complaint" if report.kind == "complaint" else ("hard" if hard else "soft")
+        metrics.BOUNCES.labels(kind, metrics.word(source)).inc()
+    return outcome
+
+
+def _apply(session: Session, settings: Settings, row: Delivery, report: Report, *, source: str) -> Outcome:
     """What a report about one delivery does, whichever way it came (mail here, a provider's webhook in
     newsletter/providers/): a hard bounce or a complaint suppresses the recipient, a soft bounce is
     recorded and suppresses only the SOFT_BOUNCE_LIMIT-th within SOFT_BOUNCE_DAYS, a delivery confirms a

@@ -278,6 +278,33 @@ class Settings(BaseSettings):
     webhook_max_payload_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest webhook request body; a larger event fails without being sent."
     )
+    # --- operations: metrics and logs (issue 17) ---
+    metrics_enabled: bool = Field(False, description="Serve Prometheus metrics at /metrics (404 while off).")
+    metrics_token: str | None = Field(
+        None, description="Bearer token /metrics requires (Authorization: Bearer TOKEN); unset: no token asked."
+    )
+    metrics_allow_ips: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Addresses or networks that may read /metrics, comma-separated. Unset with no token: "
+        "loopback only.",
+    )
+    worker_metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port each Celery worker host serves its metrics on (needs PROMETHEUS_MULTIPROC_DIR).",
+    )
+    worker_metrics_host: str = Field(
+        "127.0.0.1", description="Address the worker metrics port listens on (0.0.0.0: every interface)."
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"),
+        description="prometheus-client's multiprocess directory (PROMETHEUS_MULTIPROC_DIR, read as is): "
+        "every process of a prefork worker or of `serve --workers N` writes its values there.",
+    )
+    log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="The root log level.")
 
     @field_validator("database_url")
     @classmethod
@@ -311,7 +338,7 @@ class Settings(BaseSettings):
             raise ValueError("must be one plain address such as bounces@news.example.org (no +)")
         return value or None
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "metrics_allow_ips", mode="before")
     @classmethod
     def _split_proxies(cls, value: object) -> object:
         if isinstance(value, str):

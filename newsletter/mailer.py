@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
+from newsletter import metrics
 from newsletter.pacing import LocalPacer, Pacer, is_pacing_signal
 from newsletter.smtpreplies import enhanced_status
 from newsletter.smtpservers import SmtpServer, parse_smtp_urls
@@ -246,6 +247,12 @@ class _SMTPSession:
         self._spare: Future[smtplib.SMTP] | None = None  # holds a slot of `_spare_state` while set
         self._spare_state: _ServerState | None = None
 
+    @property
+    def server(self) -> str:
+        """host:port of the server this session is connected to (a metrics label)."""
+        state = self._state
+        return metrics.server_label(state.key) if state is not None else "none"
+
     # connection handling
 
     def _warm_spare(self, state: _ServerState) -> None:
@@ -271,6 +278,7 @@ class _SMTPSession:
             return False
         with self._mailer._lock:
             state.active += 1
+        metrics.SMTP_CONNECTIONS.labels(metrics.server_label(state.key)).inc()
         self._state, self._conn = state, conn
         self._pipelining = state.server.pipelining and conn.has_extn("pipelining")
         self._warm_spare(state)  # the server hangs up on us: keep the next one warm
@@ -293,6 +301,7 @@ class _SMTPSession:
                 continue
             with self._mailer._lock:
                 state.active += 1
+            metrics.SMTP_CONNECTIONS.labels(metrics.server_label(state.key)).inc()
             self._state, self._conn = state, conn
             self._pipelining = state.server.pipelining and conn.has_extn("pipelining")
             return
@@ -334,6 +343,7 @@ class _SMTPSession:
         if state is not None:
             with self._mailer._lock:
                 state.active -= 1
+            metrics.SMTP_CONNECTIONS.labels(metrics.server_label(state.key)).dec()
             state.slots.release()
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import distinct, func, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import outbox
+from newsletter import logs, outbox
 from newsletter.config import Settings
 from newsletter.models import (
     Campaign,
@@ -181,9 +181,11 @@ def check(session: Session, settings: Settings, campaign_id: int) -> list[int]:
             .execution_options(synchronize_session=False)
         )
     )
-    if paused:
-        log.warning("paused campaigns %s: %s", ", ".join(map(str, sorted(paused))), reason)
-    for campaign_id in sorted(paused):
+    for campaign_id in sorted(paused):  # the same line as every other campaign state change
+        logs.event(
+            log, "campaign_state", f"campaign {campaign_id} is paused: {reason}",
+            level=logging.WARNING, campaign=campaign_id, status=CampaignStatus.paused.value, reason=reason,
+        )  # fmt: skip
         outbox.emit_campaign(session, "campaign.paused", campaign_id, reason=reason, by="reputation breaker")
     session.expire_all()
     return sorted(paused)

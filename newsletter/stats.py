@@ -308,6 +308,7 @@ def resend(
     if moved and campaign.status == CampaignStatus.finished:
         campaign.status = CampaignStatus.sending
         campaign.finished_at = None
+        delivery.log_state(campaign_id, CampaignStatus.sending, f"resending {moved} deliveries")
     session.flush()
     if campaign.status != CampaignStatus.sending:
         return moved, []

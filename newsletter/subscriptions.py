@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from newsletter import outbox, rendering
+from newsletter import metrics, outbox, rendering
 from newsletter.addresses import check_name, normalise_email
 from newsletter.confirmations import claim_confirmation
 from newsletter.db import is_postgres, postgres_sql, utcnow
@@ -230,6 +230,8 @@ def one_click_unsubscribe(session: Session, tokens: Tokens, *, token: str) -> bo
             outbox.emit_subscription(session, "subscriber.unsubscribed", left, source="one-click", reason=None)
     if not found:
         raise UnknownToken("this link is not valid")
+    if changed:
+        metrics.UNSUBSCRIBES.labels("one-click").inc()
     return changed
 
 
@@ -244,6 +246,8 @@ async def one_click_unsubscribe_async(conn: AsyncConnection[Any], tokens: Tokens
     changed, found = row if row is not None else (0, False)
     if not found:
         raise UnknownToken("this link is not valid")
+    if changed:
+        metrics.UNSUBSCRIBES.labels("one-click").inc()
     return bool(changed)
 
 
@@ -266,6 +270,7 @@ def unsubscribe_subscription(
     )
     session.flush()
     outbox.emit_subscription(session, "subscriber.unsubscribed", subscription, source=source, reason=reason)
+    metrics.UNSUBSCRIBES.labels(metrics.word(source)).inc()
     return UnsubscribeResult(subscription, changed=True)
 
 

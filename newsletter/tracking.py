@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import BigInteger, Connection, and_, bindparam, distinct, func, insert, literal, select
 from sqlalchemy.orm import Session
 
-from newsletter import outbox
+from newsletter import metrics, outbox
 from newsletter.db import is_postgres, postgres_sql, utcnow
 from newsletter.links import split_click_token
 from newsletter.models import Delivery, Event, EventType, Link, MailingList, Subscriber, SuppressionReason
@@ -111,6 +111,7 @@ def record_open(session: Session, tokens: Tokens, *, token: str) -> bool:
     (delivery_id,) = tokens.read(TokenPurpose.track, token, 1)
     connection = session.connection()  # Core statements on the session's transaction: no ORM objects
     if connection.execute(_RECORD_OPEN, {"delivery": delivery_id, "now": utcnow()}).first() is not None:
+        metrics.TRACKING_EVENTS.labels("open").inc()
         return True
     if connection.scalar(_DELIVERY, {"delivery": delivery_id}) is None:
         raise UnknownToken("this link is not valid")  # e.g. the delivery's campaign was deleted
@@ -122,6 +123,7 @@ async def record_open_async(conn: AsyncConnection[Any], tokens: Tokens, *, token
     (delivery_id,) = tokens.read(TokenPurpose.track, token, 1)
     inserted = await conn.execute(_RECORD_OPEN_PG.sql, _RECORD_OPEN_PG.params(delivery=delivery_id, now=utcnow()))
     if await inserted.fetchone() is not None:
+        metrics.TRACKING_EVENTS.labels("open").inc()
         return True
     if await (await conn.execute(_DELIVERY_PG.sql, _DELIVERY_PG.params(delivery=delivery_id))).fetchone() is None:
         raise UnknownToken("this link is not valid")
@@ -156,6 +158,7 @@ def record_click(session: Session, tokens: Tokens, *, token: str) -> str:
         url = _click_in_two_statements(connection, params)
     if url is None:
         raise UnknownLink("this link is not valid")
+    metrics.TRACKING_EVENTS.labels("click").inc()
     return str(url)
 
 
@@ -166,6 +169,7 @@ async def record_click_async(conn: AsyncConnection[Any], tokens: Tokens, *, toke
     row = await (await conn.execute(_RECORD_CLICK_PG.sql, params)).fetchone()
     if row is None or row[0] is None:
         raise UnknownLink("this link is not valid")
+    metrics.TRACKING_EVENTS.labels("click").inc()
     return str(row[0])
 
 

@@ -52,3 +52,7 @@ _._forget
 _._pool  # httpx's transport: its httpcore pool, given our checked network backend (newsletter/webhooks/destinations.py)
 _.do_POST  # http.server calls it (tests/webhookreceiver.py)
 _.webhook_id  # a response field of the webhooks API (pydantic)
+# Celery signal receivers (worker/observability.py), connected by decorator
+_._configure_logging  # Celery signal receiver
+_._serve_metrics  # Celery signal receiver
+_._forget_process  # Celery signal receiver

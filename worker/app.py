@@ -37,3 +37,6 @@ app.conf.update(
         "webhooks": {"task": "worker.tasks.dispatch_webhooks", "schedule": float(settings.sweep_interval_seconds)},
     },
 )
+
+# Logging in our format and the metrics port: connected to Celery's signals on import.
+import worker.observability  # noqa: E402, F401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from functools import cache
@@ -10,7 +11,7 @@ from functools import cache
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from newsletter import confirmations, delivery, import_jobs, outbox, sequences
+from newsletter import confirmations, delivery, import_jobs, logs, metrics, outbox, sequences
 from newsletter.config import Settings, get_settings
 from newsletter.db import session_factory, session_scope
 from newsletter.delivery import scheduling, sending
@@ -38,8 +39,13 @@ def _rate_limiter() -> RateLimiter | None:
 
 def enqueue_batches(ranges: list[delivery.BatchRange]) -> None:
     """Enqueue after the transaction that made the rows visible has committed (callers guarantee it)."""
+    now = time.time()
     for batch in ranges:
-        send_batch.apply_async((batch.campaign_id, batch.first_id, batch.last_id), countdown=batch.countdown)
+        send_batch.apply_async(
+            (batch.campaign_id, batch.first_id, batch.last_id),
+            {"due": now + (batch.countdown or 0)},  # for the queue latency metric
+            countdown=batch.countdown,
+        )
 
 
 @app.task(acks_late=True)
@@ -50,9 +56,13 @@ def start_campaign(campaign_id: int) -> None:
 
 
 @app.task(acks_late=True)
-def send_batch(campaign_id: int, first_id: int, last_id: int) -> None:
+def send_batch(campaign_id: int, first_id: int, last_id: int, due: float | None = None) -> None:
+    """`due`: when the batch was meant to start (enqueue time + countdown), for the queue latency."""
     settings = get_settings()
     limiter = _rate_limiter()
+    started = time.time()
+    if due is not None:
+        metrics.QUEUE_LATENCY.observe(max(0.0, started - due))
     report = sending.send_batch(
         session_factory(settings),
         settings,
@@ -60,12 +70,23 @@ def send_batch(campaign_id: int, first_id: int, last_id: int) -> None:
         campaign_id,
         first_id,
         last_id,
-        throttle=limiter.acquire if limiter else None,
+        throttle=metrics.timed_wait(limiter.acquire) if limiter else None,
     )
-    log.info("campaign %s batch %s-%s: %s", campaign_id, first_id, last_id, report)
+    seconds = time.time() - started
+    metrics.BATCH_SECONDS.observe(seconds)
+    logs.event(
+        log, "batch",
+        f"campaign {campaign_id} batch {first_id}-{last_id}: {report.sent} sent, {report.retried} deferred, "
+        f"{report.failed} failed in {seconds:.2f}s",
+        campaign=campaign_id, first_id=first_id, last_id=last_id, sent=report.sent, deferred=report.retried,
+        failed=report.failed, released=report.released, seconds=round(seconds, 3), server=report.server,
+        host=socket.gethostname(),
+    )  # fmt: skip
     # In embedded mode a countdown would run at once and spin; the sweep (or --wait loop) picks retries up.
     if report.retry_after is not None and not app.conf.task_always_eager:
-        send_batch.apply_async((campaign_id, first_id, last_id), countdown=report.retry_after)
+        send_batch.apply_async(
+            (campaign_id, first_id, last_id), {"due": time.time() + report.retry_after}, countdown=report.retry_after
+        )
 
 
 @app.task(acks_late=True)
@@ -84,12 +105,17 @@ def run_sweep(settings: Settings) -> None:
     """The sweep and what it finds to do: enqueued, or run in this process in embedded mode."""
     with session_scope(settings) as session:
         report = delivery.sweep(session, settings)
-    if report.unknown:
-        log.warning(
-            "sweep: %d deliveries in flight when their worker died are now %s",
-            report.unknown,
-            "pending again (policy resend)" if settings.unknown_policy == "resend" else "unknown",
-        )
+    metrics.count_unknown(report.unknown)
+    if report.unknown or report.requeued or report.started:
+        became = "pending again (policy resend)" if settings.unknown_policy == "resend" else "unknown"
+        logs.event(
+            log, "sweep",
+            f"sweep: {report.unknown} deliveries in flight when their worker died are now {became}; "
+            f"{len(report.requeued)} batches re-enqueued, {len(report.started)} scheduled campaigns started",
+            level=logging.WARNING if report.unknown else logging.INFO,
+            unknown=report.unknown, policy=settings.unknown_policy, requeued=len(report.requeued),
+            started=list(report.started),
+        )  # fmt: skip
     enqueue_batches(report.requeued)
     for campaign_id in report.started:
         start_campaign.delay(campaign_id)

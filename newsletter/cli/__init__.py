@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import NoReturn
 
 import typer
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from newsletter import logs
 from newsletter.cli import (
     audit,
     bounces,
@@ -76,6 +78,8 @@ def stop(reason: str, status: int) -> NoReturn:
 
 
 def main() -> None:
+    with contextlib.suppress(NewsletterError):  # a bad setting is reported by the command that needs it
+        logs.configure(get_settings())
     try:
         # Not standalone: errors come here to be mapped once, and typer.Exit comes back as the result.
         result = app(standalone_mode=False)

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from newsletter import metrics
 from newsletter.cli.console import settings
 
 
@@ -19,7 +20,10 @@ def serve(
     ] = False,
 ) -> None:
     """Run the web app (public pages, tracking, admin API)."""
-    settings()  # fail early on bad configuration
+    current = settings()  # fail early on bad configuration
+    if current.prometheus_multiproc_dir is not None:  # a fresh count per start, summed over the processes
+        current.prometheus_multiproc_dir.mkdir(parents=True, exist_ok=True)
+        metrics.clear_stale(current.prometheus_multiproc_dir)
     uvicorn.run(
         "newsletter.web:create_served_app",
         factory=True,
@@ -27,6 +31,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        log_config=None,  # the app's own format (newsletter/logs.py), set up in each process by the factory
         access_log=access_log,
         # X-Forwarded-For is read by web.pages.client_ip, from TRUSTED_PROXIES only; uvicorn's own
         # handling would believe it from 127.0.0.1, which is anyone on the machine.

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import deliverability, digests, outbox, rendering, reputation, segments, templates
+from newsletter import deliverability, digests, logs, outbox, rendering, reputation, segments, templates
 from newsletter.config import Settings
 from newsletter.db import analyze, utcnow
 from newsletter.delivery import counters
@@ -210,6 +210,7 @@ def start(session: Session, settings: Settings, campaign_id: int) -> list[BatchR
         campaign.status = CampaignStatus.sending
         session.flush()
         outbox.emit_campaign(session, "campaign.started", campaign.id)
+        log_state(campaign.id, CampaignStatus.sending, recipients=campaign.recipient_count)
         ranges = planned_ranges(session, campaign.id, campaign.recipient_count, settings.batch_size)
     elif campaign.status == CampaignStatus.sending:
         ranges = batch_ranges(session, campaign.id, settings.batch_size)
@@ -258,13 +259,25 @@ def finish_if_done(session: Session, campaign_id: int) -> bool:
         .values(status=CampaignStatus.finished, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    if rowcount(result):
+    finished = bool(rowcount(result))
+    if finished:
         counts = counters.read(session, campaign_id).counts
         outbox.emit_campaign(session, "campaign.finished", campaign_id, counts=counts)
-    return bool(rowcount(result))
+        log_state(campaign_id, CampaignStatus.finished)
+    return finished
 
 
 audit = logging.getLogger("newsletter.audit")
+log = logging.getLogger(__name__)
+
+
+def log_state(campaign_id: int, status: CampaignStatus, reason: str | None = None, **fields: Any) -> None:
+    """The one structured line of each campaign state change."""
+    why = f": {reason}" if reason else ""
+    logs.event(
+        log, "campaign_state", f"campaign {campaign_id} is {status.value}{why}",
+        campaign=campaign_id, status=status.value, reason=reason, **fields,
+    )  # fmt: skip
 
 
 # --- pause, resume, cancel, recover -----------------------------------------------------------------------
@@ -278,6 +291,7 @@ def pause(session: Session, campaign_id: int, reason: str = "paused by an editor
     campaign.pause_reason = reason
     session.flush()
     outbox.emit_campaign(session, "campaign.paused", campaign.id, reason=reason, by="editor")
+    log_state(campaign_id, CampaignStatus.paused, reason)
     return campaign
 
 
@@ -290,6 +304,7 @@ def resume(session: Session, settings: Settings, campaign_id: int) -> list[Batch
     campaign.status = CampaignStatus.sending
     campaign.pause_reason = None
     session.flush()
+    log_state(campaign_id, CampaignStatus.sending, "resumed")
     ranges = batch_ranges(session, campaign_id, settings.batch_size)
     if not ranges:
         finish_if_done(session, campaign_id)
@@ -303,6 +318,7 @@ def cancel(session: Session, campaign_id: int) -> Campaign:
     campaign.status = CampaignStatus.cancelled
     campaign.finished_at = utcnow()
     session.flush()
+    log_state(campaign_id, CampaignStatus.cancelled)
     skip_pending(session, campaign_id)
     return campaign
 

@@ -24,10 +24,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import outbox
+from newsletter import metrics, outbox
 from newsletter.config import Settings
 from newsletter.db import utcnow
-from newsletter.delivery import finish_if_done, get_campaign
+from newsletter.delivery import finish_if_done, get_campaign, log_state
 from newsletter.delivery.composing import NothingWanted, PreparedCampaign, envelope_address
 from newsletter.delivery.ledger import (
     Claimed,
@@ -63,11 +63,15 @@ class BatchReport:
     failed: int = 0
     released: int = 0
     retry_after: float | None = None  # seconds until the earliest retry of this range is due
+    server: str = "none"  # host:port of the SMTP server the batch ended on
 
     def count(self, outcomes: Outcomes) -> None:
-        self.sent += len(outcomes.sent)
-        self.retried += len(outcomes.retry)
-        self.failed += len(outcomes.failed) + len(outcomes.invalid)
+        """Add a group's outcomes, once they are written (so the metrics count what the ledger holds)."""
+        sent, retried, failed = len(outcomes.sent), len(outcomes.retry), len(outcomes.failed) + len(outcomes.invalid)
+        self.sent += sent
+        self.retried += retried
+        self.failed += failed
+        metrics.count_outcomes(sent=sent, deferred=retried, failed=failed)
 
 
 def worker_name() -> str:
@@ -173,7 +177,7 @@ def auto_pause(session: Session, campaign_id: int, reason: str) -> bool:
         .execution_options(synchronize_session=False)
     )
     if rowcount(result):
-        log.warning("campaign %s %s", campaign_id, reason)
+        log_state(campaign_id, CampaignStatus.paused, reason)
         outbox.emit_campaign(session, "campaign.paused", campaign_id, reason=reason, by="failure rate")
     return bool(rowcount(result))
 
@@ -201,7 +205,10 @@ def send_batch(
     run = _BatchRun(sessions, settings, prepared, first_id, last_id)
     try:
         with mailer.session() as smtp:
-            run.send_range(smtp, throttle)
+            try:
+                run.send_range(smtp, throttle)
+            finally:
+                run.report.server = getattr(smtp, "server", "local")
     finally:
         run.close()
     report = run.report
@@ -268,15 +275,20 @@ class _BatchRun:
                 outcomes.invalid.append((claimed, f"not sent: {error}"))
             except NothingWanted:
                 outcomes.unwanted.append(claimed)
-        flushed_at = time.monotonic()
+        flushed_at = started = time.monotonic()
+        codes: list[int] = []
         for claimed, result in zip(ready, smtp.send_many(items), strict=True):
             outcomes.add(claimed, result)
+            codes.append(result.code)
             if time.monotonic() - flushed_at > flush_after and claimed is not ready[-1]:
                 # a slow server: write what is known, so a crash now leaves fewer rows unknown
                 self.record_and_claim(outcomes, claim_next=False)
                 self.report.count(outcomes)
-                outcomes = Outcomes()
+                metrics.count_replies(getattr(smtp, "server", "local"), codes)
+                outcomes, codes = Outcomes(), []
                 flushed_at = time.monotonic()
+        metrics.SEND_SECONDS.observe(time.monotonic() - started)
+        metrics.count_replies(getattr(smtp, "server", "local"), codes)
         return outcomes
 
     def record_and_claim(self, outcomes: Outcomes, *, claim_next: bool) -> list[Claimed]:

@@ -14,12 +14,13 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from newsletter import links, users
+from newsletter import links, logs, users
 from newsletter.config import Settings, get_settings
 from newsletter.db import session_factory
 from newsletter.models import Role
 from newsletter.tokens import Tokens
 from newsletter.web import admin, api, docs, public, webhooks
+from newsletter.web import metrics as web_metrics
 from newsletter.web.api.deps import bearer
 from newsletter.web.assets import Assets
 from newsletter.web.assets import router as static_router
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(docs.router)  # /docs, /redoc and /
     if settings.admin_enabled:
         admin.install(app, app.state.assets)
+    web_metrics.install(app, settings)  # /metrics (off by default) and the request timer
 
     @app.get(links.HEALTH, tags=["public"], responses=public.schema.HEALTH_ANSWERS)
     def healthz(
@@ -110,6 +112,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_served_app() -> FastAPI:
     """The app as `newsletter serve` runs it, one per worker process."""
+    logs.configure(get_settings())
     app = create_app()
     app.state.embedded_scheduler = True
     # Everything built so far (modules, the ORM mappings, routes, templates) lives as long as the process:

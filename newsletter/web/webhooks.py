@@ -43,8 +43,9 @@ async def _handle(request: Request, session: Session, settings: Settings, verifi
 
     def work() -> WebhookResult:
         notice = verified(session, settings, headers, body)
-        # The path names the provider (/webhooks/ses, ...): kept as the source of the bounces it reports.
-        outcomes = providers.record(session, settings, notice.events, source=request.url.path.rsplit("/", 1)[-1])
+        # the provider's name from the route (/webhooks/ses ...), for newsletter_bounces_total{source}
+        source = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        outcomes = providers.record(session, settings, notice.events, source=source)
         session.commit()
         return WebhookResult(
             events=[BounceOutcome.model_validate(o.as_dict()) for o in outcomes],

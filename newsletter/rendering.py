@@ -57,6 +57,7 @@ UNSUBSCRIBE_URL = "%%UNSUBSCRIBE_URL%%"
 PREFERENCES_URL = "%%PREFERENCES_URL%%"
 TRACK = "%%TRACK%%"
 PLACEHOLDERS = (NAME, UNSUBSCRIBE_URL, PREFERENCES_URL, TRACK)
+NAME_FALLBACK = i18n.N_("reader")  # greets a subscriber without a name (translated by the composer's caller)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TEXT_WIDTH = 76

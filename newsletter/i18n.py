@@ -68,7 +68,12 @@ def supported(code: str | None) -> str | None:
     """The available language a tag asks for (`ru-RU` -> `ru`, `KK` -> `kk`), or None."""
     if not code:
         return None
-    return negotiate_locale([code.strip().replace("_", "-")], available(), sep="-")
+    return _catalog_code(negotiate_locale([code.strip().replace("_", "-")], available(), sep="-"))
+
+
+def _catalog_code(found: str | None) -> str | None:
+    # Babel answers in the caller's spelling ("RU"); the catalogs' own spelling is what gets stored.
+    return next((code for code in available() if found and code.lower() == found.lower()), None)
 
 
 def check_language(code: str | None) -> str | None:
@@ -145,7 +150,7 @@ def page_language(subscriber: str | None, mailing_list: str | None, accept_langu
         if found is not None:
             return found
     preferred = parse_accept_language(accept_language)
-    return negotiate_locale(preferred, available(), sep="-") or DEFAULT if preferred else DEFAULT
+    return (_catalog_code(negotiate_locale(preferred, available(), sep="-")) or DEFAULT) if preferred else DEFAULT
 
 
 def email_language(digest: str | None, mailing_list: str | None) -> str:

@@ -162,8 +162,6 @@ _SITE_TTL = 60.0
 def site_context(request: Request, session: Session) -> dict[str, Any]:
     """The publication shown on pages that belong to no list: the first public list's (cached a minute)."""
     cached = getattr(request.app.state, "site_context", None)
-    if cached is not None and time.monotonic() - cached[0] < _SITE_TTL:
-        return dict(cached[1])
     accept = request.headers.get("accept-language")
     if cached is not None and time.monotonic() - cached[0] < _SITE_TTL:
         return {**cached[1], "lang": i18n.page_language(None, cached[2], accept)}

@@ -28,7 +28,7 @@ from newsletter.tokens import TokenPurpose
 from tests.factories import make_list, make_subscriber, subscription_of
 from tests.test_rendering import build_message
 from tests.test_web_public import Web, confirm_link, start
-from tests.test_web_public import web as _web  # noqa: F401 - the `web` fixture
+from tests.test_web_public import web as web_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGESTS = Path(__file__).parent / "digests"
@@ -219,6 +219,9 @@ def test_the_confirmation_email_in_each_language(language: str) -> None:
 
 # --- public pages ----------------------------------------------------------------------------------------
 
+# test_web_public's `web` fixture (the app over the test's sessions, mail kept in memory), under a name of its own
+site = pytest.fixture(name="site")(web_app.__wrapped__)  # type: ignore[attr-defined]
+
 PAGE_WORDS = {
     "en": ("Email address", "Archive", "Your preferences", "Stop receiving", "You are subscribed",
            "Check your inbox"),
@@ -229,67 +232,67 @@ PAGE_WORDS = {
 }  # fmt: skip
 
 
-def _published_list(session: Session, web: Web) -> tuple[MailingList, digests.Digest]:
+def _published_list(session: Session, site: Web) -> tuple[MailingList, digests.Digest]:
     mailing_list = make_list(session, slug="steppe", name="Steppe Courier", theme={"accent_color": "#0b7a3e"})
     make_subscriber(session, mailing_list, "reader@example.com", "Aigerim")
     stored, _ = digests.publish(session, digests.load_digest(DIGESTS / "ten-items.md"))
     campaign = delivery.create_campaign(session, digest_slug=stored.slug, list_slugs=["steppe"], allow_repeat=True)
-    start(session, web.settings, campaign.id)
+    start(session, site.settings, campaign.id)
     session.commit()
     return mailing_list, digests.from_stored(stored)
 
 
-def test_every_public_page_in_each_language(web: Web, session: Session) -> None:
-    mailing_list, digest = _published_list(session, web)
+def test_every_public_page_in_each_language(site: Web, session: Session) -> None:
+    mailing_list, digest = _published_list(session, site)
     reader = session.scalar(select(Subscriber).where(Subscriber.email == "reader@example.com"))
     assert reader is not None
-    unsubscribe = web.tokens.make(TokenPurpose.unsubscribe, reader.id, mailing_list.id, bound_to=reader.created_at)
-    preferences = web.tokens.make(TokenPurpose.preferences, reader.id, bound_to=reader.created_at)
+    unsubscribe = site.tokens.make(TokenPurpose.unsubscribe, reader.id, mailing_list.id, bound_to=reader.created_at)
+    preferences = site.tokens.make(TokenPurpose.preferences, reader.id, bound_to=reader.created_at)
     for language in LANGUAGES:
         words = PAGE_WORDS[language]
         headers = {"Accept-Language": f"{language};q=0.9, de;q=0.5"}
-        form = web.client.get("/subscribe/steppe", headers=headers)
+        form = site.client.get("/subscribe/steppe", headers=headers)
         assert form.status_code == 200 and words[0] in form.text and f'<html lang="{language}"' in form.text
         assert f'href="/archive/{digest.slug}"' in form.text  # the latest issue
         assert "'sha256-" in form.headers["content-security-policy"] and "--accent:#0b7a3e" in form.text
-        archive = web.client.get("/archive?list=steppe", headers=headers)
+        archive = site.client.get("/archive?list=steppe", headers=headers)
         assert archive.status_code == 200 and words[1] in archive.text
         assert i18n.format_date(digest.date, language) in archive.text
         assert 'href="/subscribe/steppe"' in archive.text  # the call to action
-        issue = web.client.get(f"/archive/{digest.slug}", headers=headers)
+        issue = site.client.get(f"/archive/{digest.slug}", headers=headers)
         assert i18n.format_date(digest.date, language) in issue.text  # an English issue keeps the reader's chrome
-        assert words[3] in html.unescape(web.client.get(f"/unsubscribe/{unsubscribe}", headers=headers).text)
-        assert words[2] in web.client.get(f"/preferences/{preferences}", headers=headers).text
-        missing = web.client.get("/archive/no-such-issue", headers=headers)
+        assert words[3] in html.unescape(site.client.get(f"/unsubscribe/{unsubscribe}", headers=headers).text)
+        assert words[2] in site.client.get(f"/preferences/{preferences}", headers=headers).text
+        missing = site.client.get("/archive/no-such-issue", headers=headers)
         assert missing.status_code == 404 and f'lang="{language}"' in missing.text
-        done = web.client.post("/subscribe/steppe", data={"email": f"new-{language}@example.com"}, headers=headers)
+        done = site.client.post("/subscribe/steppe", data={"email": f"new-{language}@example.com"}, headers=headers)
         assert done.status_code == 200 and words[5] in done.text
-    feed = ET.fromstring(web.client.get("/feed.xml?list=steppe").content)  # noqa: S314 - our own output
+    feed = ET.fromstring(site.client.get("/feed.xml?list=steppe").content)  # noqa: S314 - our own output
     assert len(feed.findall("{http://www.w3.org/2005/Atom}entry")) == 1
-    assert web.client.get("/feed.xml?list=nope").status_code == 404
-    assert web.client.get("/archive?page=2").status_code == 404  # one page only
+    assert site.client.get("/feed.xml?list=nope").status_code == 404
+    assert site.client.get("/archive?page=2").status_code == 404  # one page only
 
 
-def test_the_subscribers_language_beats_the_lists_and_the_browsers(web: Web, session: Session) -> None:
-    mailing_list, _ = _published_list(session, web)
+def test_the_subscribers_language_beats_the_lists_and_the_browsers(site: Web, session: Session) -> None:
+    mailing_list, _ = _published_list(session, site)
     mailing_list.language = "ru"
     session.commit()
     kazakh = {"Accept-Language": "kk"}
-    assert "Адрес электронной почты" in web.client.get("/subscribe/steppe", headers=kazakh).text  # the list's
-    answer = web.client.post(
+    assert "Адрес электронной почты" in site.client.get("/subscribe/steppe", headers=kazakh).text  # the list's
+    answer = site.client.post(
         "/subscribe/steppe", data={"email": "dana@example.com", "name": "Dana", "language": "kk"}, headers=kazakh
     )
-    assert answer.status_code == 200 and len(web.mailer.sent) == 1
+    assert answer.status_code == 200 and len(site.mailer.sent) == 1
     session.expire_all()
     dana = session.scalar(select(Subscriber).where(Subscriber.email == "dana@example.com"))
     assert dana is not None and dana.language == "kk"
-    confirmation = email.message_from_bytes(web.mailer.sent[0].data, policy=email.policy.default)
+    confirmation = email.message_from_bytes(site.mailer.sent[0].data, policy=email.policy.default)
     assert str(confirmation["Subject"]) == "«Steppe Courier» жазылымын растаңыз"  # the reader's language
-    confirmed = web.client.get(confirm_link(web.mailer.sent[0].data), headers={"Accept-Language": "en"})
+    confirmed = site.client.get(confirm_link(site.mailer.sent[0].data), headers={"Accept-Language": "en"})
     assert "Сіз жазылдыңыз" in confirmed.text and "Соңғы шығарылым:" in confirmed.text  # and the latest issue
-    token = web.tokens.make(TokenPurpose.preferences, dana.id, bound_to=dana.created_at)
+    token = site.tokens.make(TokenPurpose.preferences, dana.id, bound_to=dana.created_at)
     assert subscription_of(session, dana, mailing_list).status == "confirmed"
-    saved = web.client.post(
+    saved = site.client.post(
         f"/preferences/{token}", data={"name": "Dana", "list": str(mailing_list.id), "language": "en"}
     )
     assert saved.status_code == 200 and "Your preferences are saved." in saved.text
@@ -297,17 +300,17 @@ def test_the_subscribers_language_beats_the_lists_and_the_browsers(web: Web, ses
     assert session.get(Subscriber, dana.id).language == "en"  # type: ignore[union-attr]
 
 
-def test_an_unknown_language_is_refused_and_nothing_is_stored(web: Web, session: Session) -> None:
-    mailing_list, _ = _published_list(session, web)
+def test_an_unknown_language_is_refused_and_nothing_is_stored(site: Web, session: Session) -> None:
+    mailing_list, _ = _published_list(session, site)
     before = session.scalar(select(Subscriber.id).where(Subscriber.email == "x@example.com"))
-    refused = web.client.post("/subscribe/steppe", data={"email": "x@example.com", "language": "xx"})
+    refused = site.client.post("/subscribe/steppe", data={"email": "x@example.com", "language": "xx"})
     assert refused.status_code == 400 and "language must be one of" in refused.text
     session.expire_all()
     assert before is None and session.scalar(select(Subscriber.id).where(Subscriber.email == "x@example.com")) is None
     reader = session.scalar(select(Subscriber).where(Subscriber.email == "reader@example.com"))
     assert reader is not None
-    token = web.tokens.make(TokenPurpose.preferences, reader.id, bound_to=reader.created_at)
-    kept = web.client.post(
+    token = site.tokens.make(TokenPurpose.preferences, reader.id, bound_to=reader.created_at)
+    kept = site.client.post(
         f"/preferences/{token}", data={"name": "Changed", "list": str(mailing_list.id), "language": "zz"}
     )
     assert kept.status_code == 400 and "Nothing was saved" in kept.text

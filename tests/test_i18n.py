@@ -21,7 +21,7 @@ from babel.messages.pofile import read_po
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import colors, deliverability, delivery, digests, i18n, rendering
+from newsletter import colors, deliverability, delivery, digests, i18n, imports, rendering
 from newsletter.models import Campaign, MailingList, Subscriber
 from newsletter.rendering import ListLook, Theme
 from newsletter.tokens import TokenPurpose
@@ -318,3 +318,24 @@ def test_an_unknown_language_is_refused_and_nothing_is_stored(site: Web, session
     again = session.get(Subscriber, reader.id)
     assert again is not None and again.name == "Aigerim" and again.language is None
     assert session.scalar(select(Campaign.id)) is not None
+
+
+def test_the_csv_import_sets_each_readers_language(session: Session) -> None:
+    make_list(session, slug="steppe")
+    known = make_subscriber(session, None, "known@example.com", "Known")
+    known.language = "ru"
+    data = (
+        "email,name,Language,city\n"
+        "dana@example.com,Dana,kk,Almaty\n"
+        "known@example.com,,,Astana\n"  # a blank cell keeps the stored language
+        "oleg@example.com,Oleg,RU,\n"
+        "bad@example.com,Bad,xx,\n"
+        "dana@example.com,,,Almaty\n"  # a repeated address keeps the language it was given
+    ).encode()
+    report = imports.import_csv(session, "steppe", io.BytesIO(data), confirmed=True)
+    assert [(error.line, error.reason) for error in report.errors] == [(5, "language 'xx': must be one of en, kk, ru")]
+    session.expire_all()
+    stored = {email: language for email, language in session.execute(select(Subscriber.email, Subscriber.language))}
+    assert stored == {"dana@example.com": "kk", "known@example.com": "ru", "oleg@example.com": "ru"}
+    dana = session.scalar(select(Subscriber).where(Subscriber.email == "dana@example.com"))
+    assert dana is not None and dana.attributes == {"city": "Almaty"}  # `language` is no attribute

@@ -325,13 +325,13 @@ def test_the_csv_import_sets_each_readers_language(session: Session) -> None:
     known = make_subscriber(session, None, "known@example.com", "Known")
     known.language = "ru"
     data = (
-        "email,name,Language,city\n"
-        "dana@example.com,Dana,kk,Almaty\n"
-        "known@example.com,,,Astana\n"  # a blank cell keeps the stored language
-        "oleg@example.com,Oleg,RU,\n"
-        "bad@example.com,Bad,xx,\n"
-        "dana@example.com,,,Almaty\n"  # a repeated address keeps the language it was given
-    ).encode()
+        b"email,name,Language,city\n"
+        b"dana@example.com,Dana,kk,Almaty\n"
+        b"known@example.com,,,Astana\n"  # a blank cell keeps the stored language
+        b"oleg@example.com,Oleg,RU,\n"
+        b"bad@example.com,Bad,xx,\n"
+        b"dana@example.com,,,Almaty\n"  # a repeated address keeps the language it was given
+    )
     report = imports.import_csv(session, "steppe", io.BytesIO(data), confirmed=True)
     assert [(error.line, error.reason) for error in report.errors] == [(5, "language 'xx': must be one of en, kk, ru")]
     session.expire_all()

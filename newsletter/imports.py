@@ -186,6 +186,7 @@ def _read_header(record: list[str]) -> list[str]:
     return header
 
 
+# long: one pass reads, checks and reports every row (email, name, language), in file order
 def read_rows(
     stream: IO[bytes],
     report: ImportReport,
@@ -236,20 +237,27 @@ def read_rows(
                 reason = f"email {cells[email_at]!r}: {exc}" if cells[email_at].strip() else "no email address"
             else:
                 name = cells[name_at] if name_at is not None else ""
-                language = cells[language_at].strip() if language_at is not None else ""
+                language = _language(cells, language_at)
                 if blocked_domains and email_domain(email) in blocked_domains:
                     reason = f"email {email!r}: addresses at {email_domain(email)} are blocked"
                 elif "\r" in name or "\n" in name:
                     reason = "name: contains a line break"
                 elif len(name) > MAX_NAME_LENGTH:
                     reason = f"name: longer than {MAX_NAME_LENGTH} characters"
-                elif language and i18n.supported(language) is None:
-                    reason = f"language {language[:40]!r}: must be one of {', '.join(i18n.available())}"
+                elif language.startswith("!"):
+                    reason = language[1:]
                 else:
-                    row = _good_row(line, email, name, cells, attribute_columns)
-                    yield replace(row, language=i18n.supported(language) or "") if language else row
+                    yield replace(_good_row(line, email, name, cells, attribute_columns), language=language)
                     continue
         report.add_error(line, reason)
+
+
+def _language(cells: list[str], at: int | None) -> str:
+    """The row's language as a catalog's code, "" when none is given, or "!" and why it cannot be used."""
+    given = cells[at].strip() if at is not None else ""
+    if given and i18n.supported(given) is None:
+        return f"!language {given[:40]!r}: must be one of {', '.join(i18n.available())}"
+    return (i18n.supported(given) or "") if given else ""
 
 
 def _good_row(line: int, email: str, name: str, cells: list[str], attribute_columns: list[tuple[int, str]]) -> GoodRow:

@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo serve test lint bench services system-deps clean fleet-test
+.PHONY: demo serve test lint bench services system-deps clean fleet-test catalogs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,6 +41,12 @@ lint: $(STAMP)
 # Two worker hosts and a database host in network namespaces (root only; not collected by `make test`).
 fleet-test: $(STAMP) system-deps services
 	$(PY) -m pytest -s -q tests/fleet_hosts.py
+# Readers' languages: extract the strings of the emails and public pages, merge them into every catalog,
+# compile the .mo files (committed; tests/test_i18n.py checks that they match the .po and the templates).
+catalogs: $(STAMP)
+	$(VENV)/bin/pybabel extract -F babel.cfg -k N_ --no-location --sort-output --omit-header -o newsletter/locale/messages.pot .
+	$(VENV)/bin/pybabel update -i newsletter/locale/messages.pot -d newsletter/locale -D messages --width 120 --ignore-obsolete
+	$(VENV)/bin/pybabel compile -d newsletter/locale -D messages --statistics
 
 bench: $(STAMP) system-deps services
 	$(PY) -m bench

@@ -14,6 +14,8 @@ Decisions a reader may want to know:
 - An address already on the list is updated (a non-empty name replaces the stored one, attributes are
   merged in); an import never re-subscribes someone who unsubscribed from the list, nor a blocklisted
   or suppressed address: those are skipped and counted.
+- A ``language`` column (``en``, ``ru``, ``kk``: a catalog's code) sets the reader's language; a blank cell
+  keeps the stored one, an unknown code is a bad row.
 - Without ``confirmed`` new subscriptions stay pending until the person confirms by email, whatever
   the list's opt-in mode: an imported address carries no proof of consent.
 - Blank lines are reported (they often mean a broken export) but do not stop the import.
@@ -33,7 +35,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import IO, Any
 
@@ -41,7 +43,7 @@ import email_validator
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
 
-from newsletter import addresses, lists
+from newsletter import addresses, i18n, lists
 from newsletter.db import UTCDateTime, analyze, is_postgres, utcnow
 from newsletter.errors import Invalid
 from newsletter.exports import unneutralise
@@ -132,6 +134,7 @@ class GoodRow:
     email: str
     name: str
     attributes: str  # JSON text, ready for the staging table
+    language: str = ""  # a catalog's code (en, ru, kk), or "" for none given
 
 
 # --- reading ----------------------------------------------------------------------------------------------
@@ -186,7 +189,7 @@ def _read_header(record: list[str]) -> list[str]:
             f"line 1: the header has {len(header)} columns; at most {MAX_COLUMNS} are imported "
             "(email, name and the attributes): is this the right file, and is its separator , or ;?"
         )
-    header = [c.lower() if c.lower() in ("email", "name") else c for c in header]
+    header = [c.lower() if c.lower() in ("email", "name", "language") else c for c in header]
     if "email" not in header:
         shown = ", ".join(header[:20]) + (", ..." if len(header) > 20 else "")
         raise InvalidCsv(f"line 1: no 'email' column in the header (found: {shown or 'nothing'})")
@@ -204,6 +207,7 @@ def _read_header(record: list[str]) -> list[str]:
     return header
 
 
+# long: one pass reads, checks and reports every row (email, name, language), in file order
 def read_rows(
     stream: IO[bytes],
     report: ImportReport,
@@ -229,7 +233,8 @@ def read_rows(
     header = _read_header(next(reader))
     email_at = header.index("email")
     name_at = header.index("name") if "name" in header else None
-    attribute_columns = [(i, c) for i, c in enumerate(header) if c not in ("email", "name", "status")]
+    language_at = header.index("language") if "language" in header else None
+    attribute_columns = [(i, c) for i, c in enumerate(header) if c not in ("email", "name", "status", "language")]
     width = len(header)
 
     while True:
@@ -253,16 +258,27 @@ def read_rows(
                 reason = f"email {cells[email_at]!r}: {exc}" if cells[email_at].strip() else "no email address"
             else:
                 name = cells[name_at] if name_at is not None else ""
+                language = _language(cells, language_at)
                 if blocked_domains and email_domain(email) in blocked_domains:
                     reason = f"email {email!r}: addresses at {email_domain(email)} are blocked"
                 elif "\r" in name or "\n" in name:
                     reason = "name: contains a line break"
                 elif len(name) > MAX_NAME_LENGTH:
                     reason = f"name: longer than {MAX_NAME_LENGTH} characters"
+                elif language.startswith("!"):
+                    reason = language[1:]
                 else:
-                    yield _good_row(line, email, name, cells, attribute_columns)
+                    yield replace(_good_row(line, email, name, cells, attribute_columns), language=language)
                     continue
         report.add_error(line, reason)
+
+
+def _language(cells: list[str], at: int | None) -> str:
+    """The row's language as a catalog's code, "" when none is given, or "!" and why it cannot be used."""
+    given = cells[at].strip() if at is not None else ""
+    if given and i18n.supported(given) is None:
+        return f"!language {given[:40]!r}: must be one of {', '.join(i18n.available())}"
+    return (i18n.supported(given) or "") if given else ""
 
 
 def _good_row(line: int, email: str, name: str, cells: list[str], attribute_columns: list[tuple[int, str]]) -> GoodRow:
@@ -353,7 +369,7 @@ def import_csv(
     session.execute(
         text(
             f"CREATE TEMPORARY TABLE {staging} "
-            f"(line BIGINT, email TEXT, email_hash TEXT, name TEXT, attributes TEXT){on_commit}"
+            f"(line BIGINT, email TEXT, email_hash TEXT, name TEXT, attributes TEXT, language TEXT){on_commit}"
         )
     )
     if first is not None:
@@ -378,19 +394,26 @@ def _stage_rows(session: Session, staging: str, rows: Iterable[GoodRow], postgre
     if postgres:
         # COPY is ~6x faster than batched INSERTs (DESIGN §7) and streams: nothing accumulates here.
         cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f"COPY {staging} (line, email, email_hash, name, attributes) FROM STDIN") as copy:
+        with cursor.copy(f"COPY {staging} (line, email, email_hash, name, attributes, language) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row((row.line, row.email, email_hash(row.email), row.name, row.attributes))
+                copy.write_row((row.line, row.email, email_hash(row.email), row.name, row.attributes, row.language))
         return
     insert = text(
-        f"INSERT INTO {staging} (line, email, email_hash, name, attributes) "
-        "VALUES (:line, :email, :hash, :name, :attrs)"
+        f"INSERT INTO {staging} (line, email, email_hash, name, attributes, language) "
+        "VALUES (:line, :email, :hash, :name, :attrs, :language)"
     )
     for chunk in _chunks(rows, CHUNK_ROWS):
         session.execute(
             insert,
             [
-                {"line": r.line, "email": r.email, "hash": email_hash(r.email), "name": r.name, "attrs": r.attributes}
+                {
+                    "line": r.line,
+                    "email": r.email,
+                    "hash": email_hash(r.email),
+                    "name": r.name,
+                    "attrs": r.attributes,
+                    "language": r.language,
+                }
                 for r in chunk
             ],
         )
@@ -432,7 +455,7 @@ def _keep_last_rows(session: Session, staging: str, final: str, report: ImportRe
     session.execute(
         text(
             f"CREATE TEMPORARY TABLE {final}{' ON COMMIT DROP' if postgres else ''} AS "
-            "SELECT line, email, email_hash, name, attributes FROM "
+            "SELECT line, email, email_hash, name, attributes, language FROM "
             f"(SELECT *, row_number() OVER (PARTITION BY email ORDER BY line DESC) AS rn FROM {staging}) AS r "
             "WHERE rn = 1"
         )
@@ -491,8 +514,9 @@ def _update_existing(
     _run(
         session,
         f"UPDATE subscribers SET name = CASE WHEN f.name <> '' THEN f.name ELSE subscribers.name END, "
+        "language = CASE WHEN f.language <> '' THEN f.language ELSE subscribers.language END, "
         f"attributes = {merge_json}, updated_at = :now FROM {final} AS f "
-        "WHERE subscribers.email = f.email AND (f.name <> '' OR f.attributes <> '{}')",
+        "WHERE subscribers.email = f.email AND (f.name <> '' OR f.attributes <> '{}' OR f.language <> '')",
         now=now,
     )
     on_list = _on_list(final)
@@ -538,9 +562,9 @@ def _add_subscriptions(
     # Normalised addresses hold exactly one @; models.email_domain is the same rule in Python.
     domain = "split_part(f.email, '@', 2)" if postgres else "substr(f.email, instr(f.email, '@') + 1)"
     new_subscribers = (
-        "INSERT{} INTO subscribers (email, email_hash, email_domain, name, attributes, status, created_at, "
-        f"updated_at) SELECT f.email, f.email_hash, {domain}, f.name, {as_json.format('f.attributes')}, 'active', "
-        ":now, :now "
+        "INSERT{} INTO subscribers (email, email_hash, email_domain, name, attributes, language, status, created_at, "
+        f"updated_at) SELECT f.email, f.email_hash, {domain}, f.name, {as_json.format('f.attributes')}, "
+        "NULLIF(f.language, ''), 'active', :now, :now "
         f"FROM {final} AS f WHERE NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email = f.email){{}}"
     )
     if postgres:
@@ -565,21 +589,22 @@ def _merge_duplicates(session: Session, staging: str, final: str) -> None:
     cheap for the usual file with a few duplicates."""
     rows = session.execute(
         text(
-            f"SELECT email, name, attributes FROM {staging} WHERE email IN "
+            f"SELECT email, name, attributes, language FROM {staging} WHERE email IN "
             f"(SELECT email FROM {staging} GROUP BY email HAVING count(*) > 1) ORDER BY email, line"
         )
     )
     merged: list[dict[str, str]] = []
     current: dict[str, Any] | None = None
-    for email, name, attributes in rows:
+    for email, name, attributes, language in rows:
         if current is None or current["email"] != email:
-            current = {"email": email, "name": "", "attributes": {}}
+            current = {"email": email, "name": "", "attributes": {}, "language": ""}
             merged.append(current)
         current["name"] = name or current["name"]
+        current["language"] = language or current["language"]
         current["attributes"].update(json.loads(attributes))
     session.execute(
-        text(f"UPDATE {final} SET name = :name, attributes = :attributes WHERE email = :email"),
-        [{"email": m["email"], "name": m["name"], "attributes": json.dumps(m["attributes"])} for m in merged],
+        text(f"UPDATE {final} SET name = :name, attributes = :attributes, language = :language WHERE email = :email"),
+        [{**m, "attributes": json.dumps(m["attributes"])} for m in merged],
     )
 
 

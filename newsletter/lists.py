@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from newsletter import rendering
+from newsletter import i18n, rendering
 from newsletter.addresses import InvalidEmail, normalise_email
 from newsletter.errors import Conflict, Invalid, NotFound
 from newsletter.models import (
@@ -56,6 +56,7 @@ def create_list(
     reply_to: str | None = None,
     tracking: bool = True,
     theme: Mapping[str, Any] | None = None,
+    language: str | None = None,
 ) -> MailingList:
     if not SLUG.match(slug):
         raise InvalidList(f"slug {slug!r}: use lowercase letters, digits and dashes (at most 100)")
@@ -65,6 +66,7 @@ def create_list(
     if not clean_name:
         raise InvalidList("name: must not be empty")
     checked_theme = check_theme(theme or {}, list_name=clean_name, postal_address=postal_address.strip())
+    checked_language = _check_language(language)
     mailing_list = MailingList(
         slug=slug,
         name=clean_name[:255],
@@ -79,6 +81,7 @@ def create_list(
         theme=checked_theme,
         form_fields=[],
         cors_origins=[],
+        language=checked_language,
     )
     session.add(mailing_list)
     session.flush()
@@ -184,9 +187,13 @@ def update_list(
     tracking: bool | None = None,
     cors_origins: Sequence[str] | None = None,
     form_fields: Sequence[Mapping[str, Any]] | None = None,
+    language: str | None = None,
 ) -> MailingList:
-    """Change the given fields of a list (None leaves a field as it is; reply_to=None clears it)."""
+    """Change the given fields of a list (None leaves a field as it is; reply_to=None clears it; a blank
+    language clears it: pages then follow the reader's browser)."""
     mailing_list = get_list(session, slug)
+    if language is not None:
+        mailing_list.language = _check_language(language)
     if cors_origins is not None:
         mailing_list.cors_origins = check_cors_origins(cors_origins)
     if form_fields is not None:
@@ -216,6 +223,13 @@ def update_list(
     mailing_list.theme = check_theme(new_theme, list_name=mailing_list.name, postal_address=mailing_list.postal_address)
     session.flush()
     return mailing_list
+
+
+def _check_language(language: str | None) -> str | None:
+    try:
+        return i18n.check_language(language)
+    except i18n.InvalidLanguage as exc:
+        raise InvalidList(str(exc)) from None
 
 
 def delete_list(session: Session, slug: str) -> None:

@@ -16,7 +16,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from newsletter import rendering
+from newsletter import i18n, rendering
 from newsletter.config import Settings
 from newsletter.dkim import DkimSigner, canonical_fields, relaxed_field, relaxed_piece, signer_for
 from newsletter.errors import Invalid
@@ -427,6 +427,8 @@ def compose_confirmation(settings: Settings, tokens: Tokens, subscription: Subsc
             settings.base_url, tokens, subscriber.id, mailing_list.id, bound_to=subscriber.created_at
         ),
         name=subscriber.name,
+        # The reader's language when they chose one (the subscribe form's), else the list's.
+        language=i18n.page_language(subscriber.language, mailing_list.language, None),
     )
     message = EmailMessage(policy=email_policy.SMTP)
     message["From"] = Address(

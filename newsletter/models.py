@@ -169,6 +169,8 @@ class MailingList(Base):
     # Extra attributes the subscribe form asks for, e.g. [{"name": "city", "label": "City"}].
     form_fields: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     cors_origins: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # The language of the list's pages and of emails whose digest declares none (None: the reader's browser)
+    language: Mapped[str | None] = mapped_column(String(35))
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
 
@@ -204,6 +206,8 @@ class Subscriber(Base):
     status: Mapped[SubscriberStatus] = mapped_column(
         _enum(SubscriberStatus, "subscriber_status"), default=SubscriberStatus.active
     )
+    # The reader's own language for pages and confirmation emails (None: the list's, else the browser's)
+    language: Mapped[str | None] = mapped_column(String(35))
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
 

@@ -12,6 +12,7 @@ import re
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +23,7 @@ from markdown_it.token import Token
 from markupsafe import Markup
 from mjml import mjml2html
 
-from newsletter import links, sandbox
+from newsletter import colors, i18n, links, sandbox
 from newsletter.digests import Digest, DigestItem
 from newsletter.models import MailingList
 
@@ -57,16 +58,14 @@ UNSUBSCRIBE_URL = "%%UNSUBSCRIBE_URL%%"
 PREFERENCES_URL = "%%PREFERENCES_URL%%"
 TRACK = "%%TRACK%%"
 PLACEHOLDERS = (NAME, UNSUBSCRIBE_URL, PREFERENCES_URL, TRACK)
+NAME_FALLBACK = i18n.N_("reader")  # greets a subscriber without a name (translated by the composer's caller)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 TEXT_WIDTH = 76
 DEFAULT_ACCENT_COLOR = "#1a5fb4"  # 6.4:1 against white, readable as link colour in both themes
 
 _COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
-_MONTHS = (
-    "January", "February", "March", "April", "May", "June",
-    "July", "August", "September", "October", "November", "December",
-)  # fmt: skip
+PREHEADER_CHARS = 140  # what inboxes show of the snippet, at most
 _MARKDOWN_SCHEMES = ("http", "https", "mailto")
 
 TemplateRejected = sandbox.TemplateRejected
@@ -112,9 +111,9 @@ class RenderedEmail:
     links: tuple[str, ...]
 
 
-def format_date(date: dt.date) -> str:
-    """Format a date as `21 April 2025`, independent of the process locale."""
-    return f"{date.day} {_MONTHS[date.month - 1]} {date.year}"
+def format_date(date: dt.date, language: str = i18n.DEFAULT) -> str:
+    """Format a date as the language writes it (`21 April 2025`), independent of the process locale."""
+    return i18n.format_date(date, language)
 
 
 def render_digest(
@@ -127,8 +126,14 @@ def render_digest(
     open_pixel_url: str | None = None,
     greeting: bool = True,
     template_source: str | None = None,
+    language: str = i18n.DEFAULT,
+    archive_url: str | None = None,
+    subscribe_url: str | None = None,
 ) -> RenderedEmail:
     """Render a digest's subject, HTML and text parts once for a whole campaign.
+
+    The fixed text is in `language` (translated here, once per campaign: never per recipient);
+    `archive_url` and `subscribe_url` give the "view in your browser" and "subscribe" links.
 
     `link_href(url)` is called once per distinct http(s) URL (item links and links inside summaries and the
     intro) and returns the href to emit, e.g. a click-tracking URL containing `TRACK`; the URLs it was
@@ -147,17 +152,20 @@ def render_digest(
         links=links,
         open_pixel_url=open_pixel_url,
         greeting=greeting,
+        language=language,
     )
-    subject = " ".join(_environment.get_template("email/digest/subject.txt").render(context).split())
+    context.update(archive_url=archive_url, subscribe_url=subscribe_url)
+    environment = _environment(language)
+    subject = " ".join(environment.get_template("email/digest/subject.txt").render(context).split())
     if template_source is None:
-        mjml_source = _environment.get_template("email/digest/body.mjml").render(context)
+        mjml_source = environment.get_template("email/digest/body.mjml").render(context)
     else:
         mjml_source = sandbox.render(template_source, template_context(context))
     try:
         html = mjml2html(mjml_source, disable_comments=True, fonts=NO_WEB_FONTS)
     except Exception as exc:  # mjml-python raises plain exceptions with MRML's message
         raise TemplateRejected(f"the template does not produce valid MJML: {exc}") from None
-    text = _environment.get_template("email/digest/body.txt").render(context)
+    text = environment.get_template("email/digest/body.txt").render(context)
     return RenderedEmail(subject=subject, html=html, text=_tidy_text(text), links=links.urls())
 
 
@@ -179,10 +187,21 @@ class ListLook:
     name: str
     description: str
     tracking: bool
+    language: str | None = None
+    slug: str | None = None  # set for a public list: its archive and subscribe page exist
+    public: bool = False
 
     @classmethod
     def of(cls, mailing_list: MailingList) -> ListLook:
-        return cls(theme_for(mailing_list), mailing_list.name, mailing_list.description, mailing_list.tracking)
+        return cls(
+            theme_for(mailing_list),
+            mailing_list.name,
+            mailing_list.description,
+            mailing_list.tracking,
+            mailing_list.language,
+            mailing_list.slug,
+            mailing_list.visibility == "public",
+        )
 
 
 def render_for_list(
@@ -192,8 +211,12 @@ def render_for_list(
     base_url: str | None = None,
     positions: Mapping[str, int] | None = None,
     template_source: str | None = None,
+    site_url: str | None = None,
 ) -> RenderedEmail:
     """Render a digest as the list's subscribers get it; tracked when `base_url` is given and the list tracks.
+
+    In the digest's language, else the list's. A public list's copy links to the issue's archive page and
+    to the subscribe page (for forwarded copies), on `site_url` (default: `base_url`).
 
     A tracked link is `links.click_url` for the link's position in the campaign: `positions` when the
     campaign registered its links already (a link not among them stays untracked), else numbered in order
@@ -216,6 +239,8 @@ def render_for_list(
             def link_href(url: str) -> str:
                 return links.click_url(tracked_at, TRACK, known[url]) if url in known else url
 
+    site = site_url or base_url
+    public = site is not None and look.public and look.slug is not None and digest.slug is not None
     return render_digest(
         digest,
         theme=look.theme,
@@ -224,6 +249,9 @@ def render_for_list(
         link_href=link_href,
         open_pixel_url=open_pixel_url,
         template_source=template_source,
+        language=i18n.email_language(digest.language, look.language),
+        archive_url=links.archive_url(site, digest.slug) if public and site and digest.slug else None,
+        subscribe_url=f"{site}{links.SUBSCRIBE}{look.slug}" if public and site else None,
     )
 
 
@@ -257,13 +285,19 @@ def _build_context(
     links: _LinkRecorder,
     open_pixel_url: str | None,
     greeting: bool,
+    language: str,
 ) -> dict[str, Any]:
-    intro_tokens, sections = _content(digest, links)
+    intro_tokens, sections = _content(digest, links, language)
+    intro_text = _markdown_to_text(intro_tokens)
     return {
         "digest": digest,
-        "date_label": format_date(digest.date),
+        "lang": language,
+        "dir": i18n.text_direction(language),
+        "colors": colors.palette(theme.accent_color),
+        "date_label": format_date(digest.date, language),
+        "preheader": preheader(intro_text, sections),
         "intro_html": _render_markdown_html(intro_tokens),
-        "intro_text": _markdown_to_text(intro_tokens),
+        "intro_text": intro_text,
         "sections": sections,
         "show_toc": len(sections) > 1 or sections[0]["name"] is not None,
         "theme": theme,
@@ -278,15 +312,25 @@ def _build_context(
     }
 
 
-def _build_item(item: DigestItem, links: _LinkRecorder) -> dict[str, Any]:
+def preheader(intro_text: str, sections: Sequence[Mapping[str, Any]]) -> str:
+    """The inbox snippet: the intro's first words, else the first headlines, cut at a word near 140 chars."""
+    text = " ".join(intro_text.split()) or " · ".join(
+        item["headline"] for section in sections for item in section["items"]
+    )
+    return text if len(text) <= PREHEADER_CHARS else text[:PREHEADER_CHARS].rsplit(" ", 1)[0] + "…"
+
+
+def _build_item(item: DigestItem, links: _LinkRecorder, language: str) -> dict[str, Any]:
     href = links(item.url)
     tokens = _parse_markdown(item.summary, links)
-    byline = item.source if item.date is None else f"{item.source} · {format_date(item.date)}"
+    byline = item.source if item.date is None else f"{item.source} · {format_date(item.date, language)}"
     return {
         "headline": item.headline,
         "source": item.source,
         "byline": byline,
         "href": href,
+        # A tracked link says nothing of where it leads: the text part names the destination's host.
+        "shown_host": _host(item.url) if href != item.url else None,
         "summary_html": _render_markdown_html(tokens),
         "summary_text": _markdown_to_text(tokens),
         "image": item.image,
@@ -306,10 +350,11 @@ def template_context(context: Mapping[str, Any]) -> dict[str, Any]:
     plain = {
         key: str(value) if isinstance(value, Markup) else value
         for key, value in context.items()
-        if key not in ("digest", "theme", "sections")
+        if key not in ("digest", "theme", "sections", "colors")
     }
     plain["digest"] = digest.model_dump(mode="json")
     plain["theme"] = asdict(theme)
+    plain["colors"] = asdict(context["colors"])
     plain["sections"] = [
         {
             "name": section["name"],
@@ -418,8 +463,12 @@ def _inline_to_text(children: Sequence[Token]) -> str:
             label = "".join(parts[link_start:])
             href = str(link.attrGet("href") or "")
             shown = href.removeprefix("mailto:") if href.startswith("mailto:") else href
-            if label.strip() not in (href, shown, link.meta.get("url")):
+            original = link.meta.get("url")
+            host = _host(original) if original and original != href and not href.startswith("mailto:") else None
+            if label.strip() not in (href, shown, original):
                 parts.append(f" ({shown})")
+            if host:
+                parts.append(f" [{host}]")
             link = None
     return "".join(parts)
 
@@ -456,7 +505,18 @@ def _tidy_text(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
 
 
-def _create_environment() -> Environment:
+def _host(url: str) -> str:
+    host = urlsplit(url).hostname or ""
+    return host.removeprefix("www.")
+
+
+def _strong(text: str) -> Markup:
+    return Markup("<strong>%s</strong>") % text
+
+
+@cache
+def _environment(language: str) -> Environment:
+    """The email templates with one language's catalog installed (one environment per language, built once)."""
     environment = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
         autoescape=select_autoescape(["html", "mjml"]),
@@ -464,22 +524,31 @@ def _create_environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    environment.install_gettext_translations(i18n.translations(language), newstyle=True)  # type: ignore[attr-defined]
     environment.filters["wrap"] = _wrap_filter
+    environment.globals["strong"] = _strong
     return environment
-
-
-_environment = _create_environment()
 
 
 # --- Confirmation email and web pages --------------------------------------------------------------------
 
 
 def render_confirmation(
-    *, theme: Theme, list_name: str, list_description: str = "", confirm_url: str, name: str = ""
+    *,
+    theme: Theme,
+    list_name: str,
+    list_description: str = "",
+    confirm_url: str,
+    name: str = "",
+    language: str = i18n.DEFAULT,
 ) -> RenderedEmail:
     """Render the double opt-in email (`templates/email/confirm/`) for one person; it is sent rarely."""
     context = {
+        "lang": language,
+        "dir": i18n.text_direction(language),
+        "colors": colors.palette(theme.accent_color),
         "theme": theme,
         "list_name": list_name,
         "list_description": list_description,
@@ -487,30 +556,33 @@ def render_confirmation(
         "name": name,
         "postal_address": ", ".join(line.strip() for line in theme.postal_address.splitlines() if line.strip()),
     }
-    subject = " ".join(_environment.get_template("email/confirm/subject.txt").render(context).split())
+    environment = _environment(language)
+    subject = " ".join(environment.get_template("email/confirm/subject.txt").render(context).split())
     html = mjml2html(
-        _environment.get_template("email/confirm/body.mjml").render(context), disable_comments=True, fonts=NO_WEB_FONTS
+        environment.get_template("email/confirm/body.mjml").render(context), disable_comments=True, fonts=NO_WEB_FONTS
     )
-    text = _environment.get_template("email/confirm/body.txt").render(context)
+    text = environment.get_template("email/confirm/body.txt").render(context)
     return RenderedEmail(subject=subject, html=html, text=_tidy_text(text), links=(confirm_url,))
 
 
-def _content(digest: Digest, links: _LinkRecorder) -> tuple[list[Token], list[dict[str, Any]]]:
+def _content(digest: Digest, links: _LinkRecorder, language: str) -> tuple[list[Token], list[dict[str, Any]]]:
     """The intro's Markdown tokens and the sections with their built items."""
     # Links are resolved here, in document order, so `links` is deterministic whatever the templates do.
     intro_tokens = _parse_markdown(digest.intro or "", links)
     sections = [
-        {"name": name, "items": [_build_item(item, links) for item in items]} for name, items in digest.sections()
+        {"name": name, "items": [_build_item(item, links, language) for item in items]}
+        for name, items in digest.sections()
     ]
     return intro_tokens, sections
 
 
-def digest_page_context(digest: Digest) -> dict[str, Any]:
+def digest_page_context(digest: Digest, language: str = i18n.DEFAULT) -> dict[str, Any]:
     """The digest's content for a web page (the archive): what the email shows, without personal links."""
-    intro_tokens, sections = _content(digest, _LinkRecorder(None))
+    intro_tokens, sections = _content(digest, _LinkRecorder(None), language)
     return {
         "digest": digest,
-        "date_label": format_date(digest.date),
+        "date_label": format_date(digest.date, language),
+        "intro_text": _markdown_to_text(intro_tokens),
         "intro_html": _render_markdown_html(intro_tokens),
         "sections": sections,
         "show_toc": len(sections) > 1 or sections[0]["name"] is not None,
@@ -569,3 +641,6 @@ def render_step(
         raise TemplateRejected(f"the template does not produce valid MJML: {exc}") from None
     text = _environment.get_template("email/sequence/body.txt").render(context)
     return RenderedEmail(subject=subject, html=html, text=_tidy_text(text), links=recorder.urls())
+def intro_text(intro: str) -> str:
+    """An intro's Markdown as plain text (what an archive entry shows of it)."""
+    return _markdown_to_text(_parse_markdown(intro, _LinkRecorder(None)))

@@ -26,6 +26,7 @@ from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
+from newsletter import i18n
 from newsletter.errors import Invalid
 
 __all__ = ["CPU_SECONDS", "MAX_OUTPUT_CHARS", "MEMORY_BYTES", "TemplateRejected", "check_syntax", "render"]
@@ -54,7 +55,7 @@ def check_syntax(source: str) -> None:
     `'x' * 10 ** 10` or `'x'|center(10 ** 9)` right there, so it belongs in the limited child.
     """
     try:
-        _environment().parse(source)
+        _environment(i18n.DEFAULT).parse(source)
     except TemplateSyntaxError as exc:
         raise TemplateRejected(f"syntax error: {exc.message}", exc.lineno) from None
 
@@ -105,11 +106,19 @@ class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%", "//"})
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
+def _environment(language: str) -> ImmutableSandboxedEnvironment:
     # Autoescape on: custom templates are MJML/HTML. StrictUndefined: a misspelt variable fails the upload.
-    return _Environment(
-        autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True
+    environment = _Environment(
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    # `_()` and `ngettext()` as in the bundled template, in the digest's language (the context's `lang`).
+    environment.install_gettext_translations(i18n.translations(language), newstyle=True)  # type: ignore[attr-defined]
+    return environment
 
 
 def _trusted(value: Any, key: str = "") -> Any:
@@ -136,7 +145,7 @@ def _render_limited(source: str, context: Mapping[str, Any], max_output: int) ->
     chunks: list[str] = []
     size = 0
     try:
-        template = _environment().from_string(source)
+        template = _environment(str(context.get("lang") or i18n.DEFAULT)).from_string(source)
         # Streamed, so a template printing in a loop is stopped as soon as it passes the cap.
         for chunk in template.generate(_trusted(dict(context))):
             size += len(chunk)

@@ -11,7 +11,7 @@ from sqlalchemy import Select, distinct, exists, false, func, select, type_coerc
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from newsletter import addresses, lists, subscriptions, suppressions
+from newsletter import addresses, i18n, lists, subscriptions, suppressions
 from newsletter.confirmations import claim_confirmation
 from newsletter.db import is_postgres, utcnow
 from newsletter.errors import Invalid, NotFound
@@ -95,6 +95,7 @@ def add(
     source: SubscriptionSource = SubscriptionSource.api,
     resend_hours: float = 24,
     send_confirmations: bool = True,
+    language: str | None = None,
 ) -> Added:
     """Add someone (or find them) and subscribe them to the given lists; suppressed addresses are refused.
 
@@ -109,8 +110,11 @@ def add(
         raise InvalidSubscriber(f"addresses at {email_domain(normalised)} are blocked and cannot be subscribed")
     clean_name = check_name(name) if name else ""
     clean_attributes = check_attributes(attributes) if attributes else {}
+    clean_language = i18n.check_language(language)
     targets = [lists.get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
     subscriber = subscriptions.get_or_create_subscriber(session, email)
+    if clean_language:
+        subscriber.language = clean_language
     if clean_name:
         subscriber.name = clean_name
     if clean_attributes:
@@ -251,10 +255,13 @@ def update_subscriber(
     name: str | None = None,
     attributes: Mapping[str, Any] | None = None,
     replace_attributes: bool = False,
+    language: str | None = None,
 ) -> Subscriber:
     """Change the name and attributes (merged into the stored ones unless replace_attributes; null deletes)."""
     if name is not None:
         subscriber.name = check_name(name)
+    if language is not None:  # blank clears it
+        subscriber.language = i18n.check_language(language)
     if attributes is not None:
         clean = check_attributes(attributes)
         merged = {} if replace_attributes else dict(subscriber.attributes)

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from newsletter import metrics, outbox, rendering
+from newsletter import i18n, metrics, outbox, rendering
 from newsletter.addresses import check_name, normalise_email
 from newsletter.confirmations import claim_confirmation
 from newsletter.db import is_postgres, postgres_sql, utcnow
@@ -336,6 +336,7 @@ def subscribe(
     ip: str | None = None,
     resend_hours: float = 24,
     now: dt.datetime | None = None,
+    language: str | None = None,
 ) -> SubscribeResult:
     """The public form: a pending subscription plus a confirmation email (double opt-in) or consent now.
 
@@ -347,6 +348,7 @@ def subscribe(
     email = normalise_email(address)
     # Checked for every address alike, known or not, so that a refusal tells nothing about who is subscribed.
     name = check_name(name, lenient=True)
+    language = i18n.check_language(language)
     for key, value in (attributes or {}).items():
         if "\x00" in value:  # PostgreSQL's JSON cannot hold it
             raise InvalidAttribute(f"{key}: contains a NUL character")
@@ -356,6 +358,8 @@ def subscribe(
     subscriber, subscription, created = _get_or_create_subscription(
         session, mailing_list, email, name, attributes or {}, ip
     )
+    if language is not None and subscriber.language is None:  # a stranger's form never changes a reader's choice
+        subscriber.language = language
     if subscriber.status != SubscriberStatus.active or subscription.status == SubscriptionStatus.confirmed:
         return SubscribeResult(subscription.id, send_confirmation=False)
     if created or subscription.status == SubscriptionStatus.unsubscribed:
@@ -569,8 +573,10 @@ def update_preferences(
     lists: Iterable[int],
     sections: dict[int, list[str]],
     ip: str | None = None,
+    language: str | None = None,
 ) -> Preferences:
-    """Join the checked lists, leave the others, store the wanted sections (None = all) and the name.
+    """Join the checked lists, leave the others, store the wanted sections (None = all), the name and the
+    language (None: unchanged; blank: none, follow the list's).
 
     The token came in an email to this address, so joining here needs no second confirmation.
     """
@@ -579,6 +585,8 @@ def update_preferences(
     subscriber = current.subscriber
     if name is not None:
         subscriber.name = check_name(name, lenient=True)
+    if language is not None:
+        subscriber.language = i18n.check_language(language)
     for choice in current.choices:
         if choice.mailing_list.id in wanted and not choice.subscribed:
             choice.subscription = add_subscription(

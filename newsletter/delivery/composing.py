@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import object_session
 
-from newsletter import digests, links, rendering, templates, verp
+from newsletter import digests, i18n, links, rendering, templates, verp
 from newsletter.config import Settings
 from newsletter.delivery.ledger import Claimed, MessageIds
 from newsletter.dkim import DkimSigner
@@ -60,6 +60,10 @@ class PreparedCampaign:
             "unsubscribe_mailto": settings.list_unsubscribe_mailto,
             "headers": {"X-Campaign-ID": str(campaign.id)},
             "dkim": dkim,
+            # "Hello reader," for subscribers without a name, in the email's language
+            "name_fallback": i18n.translations(
+                i18n.email_language(campaign.digest.language if campaign.digest else None, primary.language)
+            ).gettext(rendering.NAME_FALLBACK),
         }
         self.message = CampaignMessage(html=campaign.html, text=campaign.text, **self._message_options)
         # Subscribers who chose sections get a copy with only those; each distinct choice is rendered once

@@ -3,22 +3,24 @@ what every public handler shares — the publication a page shows, the 404 page,
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import time
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import links, rendering
+from newsletter import colors, i18n, links, rendering
 from newsletter.config import Settings
-from newsletter.models import MailingList, Visibility
+from newsletter.models import MailingList, Subscriber, Visibility
 from newsletter.rendering import TEMPLATES_DIR
 
 WEB_TEMPLATES = TEMPLATES_DIR / "web"
@@ -42,14 +44,25 @@ MAX_BODY = 16_384  # a subscribe form or a one-click body is a few dozen bytes
 
 class Pages:
     def __init__(self) -> None:
-        self.environment = Environment(
+        self.environment = self.environment_for(i18n.DEFAULT)
+
+    @cache  # noqa: B019 - one Pages per app, one environment per language, kept for the app's life
+    def environment_for(self, language: str) -> Environment:
+        """The page templates with one language's catalog installed."""
+        environment = Environment(
             loader=FileSystemLoader(WEB_TEMPLATES),
             autoescape=select_autoescape(["html", "xml"]),
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            extensions=["jinja2.ext.i18n"],
         )
-        self.environment.globals["stylesheet"] = f"{links.STYLESHEET}?v={self.stylesheet_version}"
+        environment.install_gettext_translations(i18n.translations(language), newstyle=True)  # type: ignore[attr-defined]
+        environment.globals["stylesheet"] = f"{links.STYLESHEET}?v={self.stylesheet_version}"
+        environment.globals["format_date"] = lambda date: i18n.format_date(date, language)
+        environment.globals["format_number"] = lambda number: i18n.format_number(number, language)
+        environment.globals["strong"] = lambda text: Markup("<strong>%s</strong>") % text
+        return environment
 
     @cached_property
     def stylesheet(self) -> bytes:
@@ -60,8 +73,19 @@ class Pages:
         return hashlib.sha256(self.stylesheet).hexdigest()[:10]
 
     def render(self, template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
-        html = self.environment.get_template(template).render(**context)
-        return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+        """A page in `context["lang"]`; the list's theme (`theme_css`) is allowed by its hash, not inline."""
+        language = context.setdefault("lang", i18n.DEFAULT)
+        context.setdefault("dir", i18n.text_direction(language))
+        context.setdefault("theme_css", "")
+        html = self.environment_for(language).get_template(template).render(**context)
+        headers = SECURITY_HEADERS
+        if context["theme_css"]:
+            digest = base64.b64encode(hashlib.sha256(context["theme_css"].encode()).digest()).decode()
+            policy = SECURITY_HEADERS["Content-Security-Policy"].replace(
+                "style-src 'self'", f"style-src 'self' 'sha256-{digest}'"
+            )
+            headers = {**SECURITY_HEADERS, "Content-Security-Policy": policy}
+        return HTMLResponse(html, status_code=status_code, headers=headers)
 
     def stylesheet_response(self) -> Response:
         # Versioned URL, so it can be cached for a year.
@@ -77,17 +101,59 @@ def pages(request: Request) -> Pages:
     return pages_
 
 
-def message(request: Request, title: str, *paragraphs: str, status_code: int = 200, **context: Any) -> Response:
-    """The page that says one thing: done, expired, try later, not found (`templates/web/message.html`)."""
+def message(
+    request: Request,
+    title: str,
+    *paragraphs: str,
+    status_code: int = 200,
+    values: dict[str, Any] | None = None,
+    **context: Any,
+) -> Response:
+    """The page that says one thing: done, expired, try later, not found (`templates/web/message.html`).
+
+    `title`, `paragraphs` and a `link`'s label are English msgids (marked with `i18n.N_`), translated here
+    into the page's language and filled in with `values`.
+    """
+    gettext = i18n.translations(context.get("lang", i18n.DEFAULT)).gettext
+    fill = values or {}
+    link = context.pop("link", None)
+    if link is not None:
+        link = {**link, "label": gettext(link["label"]) % fill}
     return pages(request).render(
-        "message.html", status_code=status_code, title=title, paragraphs=list(paragraphs), **context
+        "message.html",
+        status_code=status_code,
+        title=gettext(title) % fill,
+        paragraphs=[gettext(paragraph) % fill for paragraph in paragraphs],
+        link=link,
+        **context,
     )
 
 
-def list_context(mailing_list: MailingList) -> dict[str, Any]:
+def theme_css(accent: str) -> str:
+    """The list's accent as the pages' custom properties, adjusted for contrast on both themes."""
+    palette = colors.palette(accent)
+    return (
+        f":root{{--accent:{palette.light};--accent-fg:{palette.button_text}}}"
+        f"@media (prefers-color-scheme: dark){{:root{{--accent:{palette.dark};--accent-fg:#0d1117}}}}"
+    )
+
+
+def list_context(
+    mailing_list: MailingList, request: Request | None = None, subscriber: Subscriber | None = None
+) -> dict[str, Any]:
+    """A list's pages: its name, logo, accent and address, in the subscriber's, list's or browser's language."""
     theme = rendering.theme_for(mailing_list)
     address = ", ".join(line.strip() for line in theme.postal_address.splitlines() if line.strip())
-    return {"publication": theme.publication_name, "postal_address": address}
+    accept = request.headers.get("accept-language") if request is not None else None
+    language = i18n.page_language(subscriber.language if subscriber else None, mailing_list.language, accept)
+    return {
+        "publication": theme.publication_name,
+        "postal_address": address,
+        "logo_url": theme.logo_url,
+        "theme_css": theme_css(theme.accent_color),
+        "home_list": mailing_list.slug if mailing_list.visibility == Visibility.public else None,
+        "lang": language,
+    }
 
 
 _SITE_TTL = 60.0
@@ -96,24 +162,32 @@ _SITE_TTL = 60.0
 def site_context(request: Request, session: Session) -> dict[str, Any]:
     """The publication shown on pages that belong to no list: the first public list's (cached a minute)."""
     cached = getattr(request.app.state, "site_context", None)
+    accept = request.headers.get("accept-language")
     if cached is not None and time.monotonic() - cached[0] < _SITE_TTL:
-        return dict(cached[1])
+        return {**cached[1], "lang": i18n.page_language(None, cached[2], accept)}
     first = session.scalar(
         select(MailingList).where(MailingList.visibility == Visibility.public).order_by(MailingList.id).limit(1)
     )
-    context = list_context(first) if first is not None else {"publication": "Newsletter", "postal_address": ""}
-    request.app.state.site_context = (time.monotonic(), context)
-    return dict(context)
+    context: dict[str, Any] = {"publication": "Newsletter", "postal_address": ""}
+    if first is not None:
+        context = list_context(first)
+        context.pop("lang")
+        context.pop("home_list")  # pages of no list belong to the whole site
+    language = first.language if first is not None else None
+    request.app.state.site_context = (time.monotonic(), context, language)
+    return {**context, "lang": i18n.page_language(None, language, accept)}
 
 
-def not_found(request: Request, session: Session, what: str = "This link is not valid") -> Response:
+def not_found(request: Request, session: Session, what: str = i18n.N_("This link is not valid")) -> Response:
     return message(
         request,
         what,
-        "It may have been copied incompletely from the email, or it belongs to something that no longer exists. "
-        "Nothing was changed.",
+        i18n.N_(
+            "It may have been copied incompletely from the email, or it belongs to something that no longer "
+            "exists. Nothing was changed."
+        ),
         status_code=404,
-        link={"href": links.ARCHIVE, "label": "Go to the archive"},
+        link={"href": links.ARCHIVE, "label": i18n.N_("Go to the archive")},
         **site_context(request, session),
     )
 

@@ -116,6 +116,9 @@ class ThemeIn(Strict):
     postal_address: str | None = Field(None, max_length=1000)
 
 
+LANGUAGE_HELP = "The language of the list's pages and of emails whose digest has none (en, ru, kk, …)."
+
+
 class ListIn(Strict):
     slug: str = Field(pattern=SLUG_PATTERN)
     name: str = Field(min_length=1, max_length=column_length(MailingList.name), pattern=NO_NUL)
@@ -128,6 +131,7 @@ class ListIn(Strict):
     postal_address: str = Field("", max_length=1000, pattern=NO_NUL)
     tracking: bool | None = Field(None, description="Open/click tracking; default: NEWSLETTER_TRACK_DEFAULT.")
     theme: ThemeIn | None = None
+    language: str | None = Field(None, max_length=35, description=LANGUAGE_HELP)
 
 
 class FormFieldIn(Strict):
@@ -153,6 +157,7 @@ class ListPatch(Strict):
     form_fields: list[FormFieldIn] | None = Field(
         None, max_length=20, description="The subscribe form's extra fields, stored as attributes."
     )
+    language: str | None = Field(None, max_length=35, description=LANGUAGE_HELP + " An empty string clears it.")
 
 
 class Counts(BaseModel):
@@ -176,6 +181,7 @@ class ListOut(BaseModel):
     theme: dict[str, Any]
     cors_origins: list[str]
     form_fields: list[dict[str, Any]]
+    language: str | None
     counts: Counts
     created_at: dt.datetime
 
@@ -197,6 +203,7 @@ class SubscriberOut(BaseModel):
     email: str
     name: str
     attributes: dict[str, Any]
+    language: str | None
     status: SubscriberStatus
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -213,6 +220,7 @@ class SubscriberIn(Strict):
     name: str = Field("", max_length=NAME_LENGTH, pattern=NO_NUL)
     attributes: dict[str, Scalar] = Field(default_factory=dict)
     lists: list[str] = Field(default_factory=list, max_length=100)
+    language: str | None = Field(None, max_length=35, description="The reader's language (en, ru, kk, …).")
     confirmed: bool = Field(
         False,
         description="Consent was obtained elsewhere: no confirmation email. Otherwise a subscription to a "
@@ -225,6 +233,7 @@ class SubscriberPatch(Strict):
     attributes: dict[str, Scalar] | None = Field(None, description="Merged in; a null value deletes a key.")
     replace_attributes: bool = False
     blocked: bool | None = None
+    language: str | None = Field(None, max_length=35, description="The reader's language; an empty string clears it.")
 
 
 class UnsubscribeIn(Strict):

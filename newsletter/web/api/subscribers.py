@@ -120,6 +120,7 @@ def add(request: Request, body: SubscriberIn, session: SessionDep, _: Admin) -> 
         attributes=body.attributes,
         list_slugs=body.lists,
         confirmed=body.confirmed,
+        language=body.language,
         source=SubscriptionSource.api,
         resend_hours=request.app.state.settings.confirm_resend_hours,
     )
@@ -144,6 +145,7 @@ def patch(body: SubscriberPatch, session: SessionDep, who: AdminActor, subscribe
         name=body.name,
         attributes=body.attributes,
         replace_attributes=body.replace_attributes,
+        language=body.language,
     )
     if body.blocked is not None:
         subscribers.set_blocked(session, subscriber, body.blocked)

@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from newsletter import links, subscriptions
+from newsletter import i18n, links, subscriptions
 from newsletter.errors import Invalid
 from newsletter.tokens import Tokens, UnknownToken
 from newsletter.web.deps import SessionDep, TokensDep
@@ -19,19 +19,29 @@ PATH = f"{links.PREFERENCES}{{token}}"
 
 
 def _preferences_page(
-    request: Request, session: Session, token: str, prefs: subscriptions.Preferences, saved: str | None = None
+    request: Request,
+    session: Session,
+    token: str,
+    prefs: subscriptions.Preferences,
+    saved: tuple[str, str] | None = None,
 ) -> Response:
     first = next((c.mailing_list for c in prefs.choices if c.subscribed), None) or (
         prefs.choices[0].mailing_list if prefs.choices else None
     )
-    context = list_context(first) if first is not None else site_context(request, session)
+    if first is not None:
+        context = list_context(first, request, prefs.subscriber)
+    else:
+        context = site_context(request, session)
+        context["lang"] = i18n.page_language(prefs.subscriber.language, None, request.headers.get("accept-language"))
+    gettext = i18n.translations(context["lang"]).gettext
     return pages(request).render(
         "preferences.html",
-        title="Your preferences",
+        title=gettext("Your preferences"),
         token=token,
         prefs=prefs,
         masked_email=masked(prefs.subscriber.email),
-        saved=saved,
+        saved=gettext(saved[0]) % {"error": saved[1]} if saved else None,
+        languages=[(code, i18n.language_name(code)) for code in i18n.available()],
         **context,
     )
 
@@ -58,7 +68,9 @@ def _save_preferences(
         if fields.get("action") == ["unsubscribe_all"]:
             subscriptions.unsubscribe_everything(session, tokens, token=token)
             prefs = subscriptions.preferences(session, tokens, token=token)
-            return _preferences_page(request, session, token, prefs, "You are unsubscribed from everything.")
+            return _preferences_page(
+                request, session, token, prefs, (i18n.N_("You are unsubscribed from everything."), "")
+            )
         lists = {int(v) for v in fields.get("list", []) if _is_id(v)}
         sections = {
             int(key.removeprefix("section.")): values
@@ -66,18 +78,28 @@ def _save_preferences(
             if key.startswith("section.") and _is_id(key.removeprefix("section."))
         }
         name = fields.get("name", [None])[0]
+        language = fields.get("language", [None])[0]
         prefs = subscriptions.update_preferences(
-            session, tokens, token=token, name=name, lists=lists, sections=sections, ip=client_ip(request)
+            session,
+            tokens,
+            token=token,
+            name=name,
+            lists=lists,
+            sections=sections,
+            ip=client_ip(request),
+            language=language,
         )
     except UnknownToken:
         return not_found(request, session)
     except Invalid as exc:  # a name that cannot be stored: nothing is saved, the page says why
         session.rollback()
         prefs = subscriptions.preferences(session, tokens, token=token)
-        response = _preferences_page(request, session, token, prefs, f"Nothing was saved: {exc}")
+        response = _preferences_page(
+            request, session, token, prefs, (i18n.N_("Nothing was saved: %(error)s"), str(exc))
+        )
         response.status_code = 400
         return response
-    return _preferences_page(request, session, token, prefs, "Your preferences are saved.")
+    return _preferences_page(request, session, token, prefs, (i18n.N_("Your preferences are saved."), ""))
 
 
 def _is_id(value: str) -> bool:

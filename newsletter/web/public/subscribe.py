@@ -9,6 +9,8 @@ Embedding the subscribe form elsewhere: `POST /subscribe/{list}` with a form-enc
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import json
 import logging
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from newsletter import links, subscriptions
+from newsletter import i18n, links, subscriptions
 from newsletter.addresses import InvalidEmail
 from newsletter.config import Settings
 from newsletter.errors import Invalid
@@ -31,12 +33,13 @@ from newsletter.subscriptions import ListNotSubscribable
 from newsletter.web.deps import SessionDep
 from newsletter.web.pages import client_ip, form_fields, list_context, message, not_found, pages, read_body
 from newsletter.web.public import schema
+from newsletter.web.public.archive import archived_digests
 from newsletter.web.throttle import Throttle
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 PATH = f"{links.SUBSCRIBE}{{slug}}"
-NO_SUCH_LIST = "There is no such newsletter"
+NO_SUCH_LIST = i18n.N_("There is no such newsletter")
 
 
 def enqueue_confirmation(subscription_id: int) -> None:
@@ -91,20 +94,48 @@ def _field_specs(mailing_list: MailingList) -> list[dict[str, Any]]:
 
 
 def _subscribe_page(
-    request: Request, mailing_list: MailingList, *, error: str | None = None, values: dict[str, str] | None = None
+    request: Request,
+    session: Session,
+    mailing_list: MailingList,
+    *,
+    error: str | None = None,
+    values: dict[str, str] | None = None,
 ) -> Response:
+    context = list_context(mailing_list, request)
+    translations = i18n.translations(context["lang"])
+    recent = archived_digests(session, 5, list_id=mailing_list.id)
     return pages(request).render(
         "subscribe.html",
         status_code=400 if error else 200,
-        title=f"Subscribe to {mailing_list.name}",
+        title=translations.gettext("Subscribe to %(list)s") % {"list": mailing_list.name},
         mailing_list=mailing_list,
         fields=_field_specs(mailing_list),
         double_opt_in=mailing_list.opt_in == "double",
         error=error,
         values=values or {},
         robots="index",
-        **list_context(mailing_list),
+        latest=recent[0] if recent else None,
+        cadence=cadence(translations, [digest.date for digest in recent]),
+        languages=[(code, i18n.language_name(code)) for code in i18n.available()],
+        **context,
     )
+
+
+def cadence(translations: i18n.NullTranslations, dates: list[dt.date]) -> str:
+    """How often issues come, from the gaps between the latest ones: "About one issue a week"."""
+    if len(dates) < 2:
+        return ""
+    gaps = sorted((newer - older).days for newer, older in itertools.pairwise(dates))
+    days = max(1, gaps[len(gaps) // 2])
+    if days <= 1:
+        return translations.gettext("A new issue every day.")
+    if 6 <= days <= 8:
+        return translations.gettext("About one issue a week.")
+    if 28 <= days <= 31:
+        return translations.gettext("About one issue a month.")
+    return translations.ngettext("About one issue every %(num)d day.", "About one issue every %(num)d days.", days) % {
+        "num": days
+    }
 
 
 @router.get(PATH, response_model=None, responses=schema.page({200: schema.answer("The subscribe form", schema.HTML)}))
@@ -112,7 +143,7 @@ def subscribe_form(slug: str, request: Request, session: SessionDep) -> Response
     mailing_list = _public_list(session, slug)
     if mailing_list is None:
         return not_found(request, session, NO_SUCH_LIST)
-    return _subscribe_page(request, mailing_list)
+    return _subscribe_page(request, session, mailing_list)
 
 
 def _cors_headers(request: Request, mailing_list: MailingList | None) -> dict[str, str]:
@@ -141,12 +172,17 @@ def _done_message(mailing_list: MailingList) -> tuple[str, str]:
     # Identical for new, pending, confirmed, suppressed and blocked addresses: no enumeration.
     if mailing_list.opt_in == "double":
         return (
-            "Check your inbox",
-            "If this address can receive our email, a message with a confirmation link is on its way. "
-            "Open it to start receiving "
-            f"{mailing_list.name}. Nothing arrived? Look in your spam folder; you can ask again tomorrow.",
+            i18n.N_("Check your inbox"),
+            i18n.N_(
+                "If this address can receive our email, a message with a confirmation link is on its way. "
+                "Open it to start receiving %(list)s. Nothing arrived? Look in your spam folder; you can ask "
+                "again tomorrow."
+            ),
         )
-    return ("Thank you", f"This address will receive {mailing_list.name}. Every email has an unsubscribe link.")
+    return (
+        i18n.N_("Thank you"),
+        i18n.N_("This address will receive %(list)s. Every email has an unsubscribe link."),
+    )
 
 
 def _submitted_values(body: bytes, is_json: bool) -> dict[str, str]:
@@ -195,8 +231,9 @@ def _subscribe(request: Request, session: Session, slug: str, values: dict[str, 
             return JSONResponse({"error": "there is no such newsletter"}, 404, headers=cors)
         return not_found(request, session, NO_SUCH_LIST)
     throttle: Throttle = request.app.state.subscribe_throttle
+    context = list_context(mailing_list, request)
     if not throttle.allow(client_ip(request) or "unknown"):
-        return _too_many_attempts(request, mailing_list, cors, wants_json)
+        return _too_many_attempts(request, context, cors, wants_json)
     title, done = _done_message(mailing_list)
     if values.get("website"):
         # The honeypot: a person never sees the field, a bot fills it. It gets the usual answer, nothing else.
@@ -205,17 +242,19 @@ def _subscribe(request: Request, session: Session, slug: str, values: dict[str, 
         refused = _record_subscription(request, session, mailing_list, values, cors, wants_json)
         if refused is not None:
             return refused
+    values_ = {"list": mailing_list.name}
     if wants_json:
-        return JSONResponse({"status": "ok", "message": done}, headers=cors)
-    return message(request, title, done, **list_context(mailing_list))
+        done_text = i18n.translations(context["lang"]).gettext(done) % values_
+        return JSONResponse({"status": "ok", "message": done_text}, headers=cors)
+    return message(request, title, done, values=values_, **context)
 
 
-def _too_many_attempts(request: Request, mailing_list: MailingList, cors: dict[str, str], wants_json: bool) -> Response:
-    explanation = "Too many attempts from your network. Please try again in an hour."
+def _too_many_attempts(request: Request, context: dict[str, Any], cors: dict[str, str], wants_json: bool) -> Response:
+    explanation = i18n.N_("Too many attempts from your network. Please try again in an hour.")
     headers = {**cors, "Retry-After": "3600"}
     if wants_json:
-        return JSONResponse({"error": explanation}, 429, headers=headers)
-    response = message(request, "Please try again later", explanation, status_code=429, **list_context(mailing_list))
+        return JSONResponse({"error": i18n.translations(context["lang"]).gettext(explanation)}, 429, headers=headers)
+    response = message(request, i18n.N_("Please try again later"), explanation, status_code=429, **context)
     response.headers.update(headers)
     return response
 
@@ -245,13 +284,14 @@ def _record_subscription(
             attributes=attributes,
             ip=client_ip(request),
             resend_hours=settings.confirm_resend_hours,
+            language=values.get("language") or None,
         )
     except Invalid as exc:  # the address, the name or an extra field
         session.rollback()
         if wants_json:
             field = "attributes" if missing else getattr(exc, "field", "email")
             return JSONResponse({"error": str(exc), "field": field}, 400, headers=cors)
-        return _subscribe_page(request, mailing_list, error=str(exc), values=values)
+        return _subscribe_page(request, session, mailing_list, error=str(exc), values=values)
     if result.send_confirmation and result.subscription_id is not None:
         # sent only once the unit of work committed (the task must see the row), after the answer
         subscription_id = result.subscription_id

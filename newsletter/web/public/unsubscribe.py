@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
-from newsletter import links, subscriptions
+from newsletter import i18n, links, subscriptions
 from newsletter.config import Settings
 from newsletter.models import Subscription
 from newsletter.tokens import TokenPurpose, Tokens, UnknownToken
@@ -31,10 +31,12 @@ PATH = f"{links.UNSUBSCRIBE}{{token}}"
 
 
 def _page(
-    request: Request, template: str, tokens: Tokens, token: str, subscription: Subscription, **context: Any
+    request: Request, template: str, tokens: Tokens, token: str, subscription: Subscription, title: str, **extra: Any
 ) -> Response:
     """`unsubscribe.html` (the button) or `unsubscribed.html` (done, with undo): whose address, which list."""
     settings: Settings = request.app.state.settings
+    context = list_context(subscription.mailing_list, request, subscription.subscriber)
+    context["title"] = i18n.translations(context["lang"]).gettext(title)
     return pages(request).render(
         template,
         token=token,
@@ -43,13 +45,17 @@ def _page(
         preferences_url=links.preferences_url(
             settings.base_url, tokens, subscription.subscriber_id, bound_to=subscription.subscriber.created_at
         ),
+        **extra,
         **context,
-        **list_context(subscription.mailing_list),
     )
 
 
 def unsubscribed_page(
-    request: Request, tokens: Tokens, token: str, subscription: Subscription, title: str = "You are unsubscribed"
+    request: Request,
+    tokens: Tokens,
+    token: str,
+    subscription: Subscription,
+    title: str = i18n.N_("You are unsubscribed"),
 ) -> Response:
     """Done, with the undo button when they had confirmed before; `token` is an unsubscribe token."""
     return _page(
@@ -72,7 +78,7 @@ def unsubscribe_page(token: str, request: Request, session: SessionDep, tokens: 
         return not_found(request, session)
     if subscription.status == "unsubscribed":
         return unsubscribed_page(request, tokens, token, subscription)
-    return _page(request, "unsubscribe.html", tokens, token, subscription, title="Unsubscribe")
+    return _page(request, "unsubscribe.html", tokens, token, subscription, title=i18n.N_("Unsubscribe"))
 
 
 @router.post(PATH, response_model=None, responses=schema.ONE_CLICK_ANSWERS, openapi_extra=schema.ONE_CLICK_BODY)
@@ -118,8 +124,9 @@ def resubscribe(token: str, request: Request, session: SessionDep, tokens: Token
         return unsubscribed_page(request, tokens, token, subscription)
     return message(
         request,
-        "Welcome back",
-        f"You are subscribed to {subscription.mailing_list.name} again.",
-        link={"href": f"{links.UNSUBSCRIBE}{token}", "label": "Unsubscribe after all"},
-        **list_context(subscription.mailing_list),
+        i18n.N_("Welcome back"),
+        i18n.N_("You are subscribed to %(list)s again."),
+        values={"list": subscription.mailing_list.name},
+        link={"href": f"{links.UNSUBSCRIBE}{token}", "label": i18n.N_("Unsubscribe after all")},
+        **list_context(subscription.mailing_list, request, subscription.subscriber),
     )

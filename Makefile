@@ -41,6 +41,7 @@ lint: $(STAMP)
 # Two worker hosts and a database host in network namespaces (root only; not collected by `make test`).
 fleet-test: $(STAMP) system-deps services
 	$(PY) -m pytest -s -q tests/fleet_hosts.py
+
 # Readers' languages: extract the strings of the emails and public pages, merge them into every catalog,
 # compile the .mo files (committed; tests/test_i18n.py checks that they match the .po and the templates).
 catalogs: $(STAMP)

@@ -30,7 +30,7 @@ from newsletter.delivery.composing import MESSAGE_MAC_LENGTH, MessageMacs
 from newsletter.delivery.ledger import is_hard_status
 from newsletter.errors import Invalid
 from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Subscriber, SuppressionReason
-from newsletter.suppressions import suppress, suppress_if_soft_bouncing
+from newsletter.suppressions import SOFT_SUPPRESSED, suppress, suppress_if_soft_bouncing
 from newsletter.text import single_line
 from newsletter.tokens import Tokens
 
@@ -270,12 +270,14 @@ def apply(session: Session, settings: Settings, row: Delivery, report: Report) -
         tracking.record_complaint(session, row.id, detail=report.detail[:2000])
         return outcome("suppressed", "complaint: never mailed again" + _breaker(session, settings, row))
 
-    _bounced(session, row, report)
-    if report.hard if report.hard is not None else is_hard_status(report.status or ""):
+    hard = report.hard if report.hard is not None else is_hard_status(report.status or "")
+    bounce = _bounced(session, row, report, hard=hard)
+    if hard:
         suppress(session, address, SuppressionReason.hard_bounce, detail=report.detail[:2000])
         why = "hard bounce: the address does not exist or refuses mail for good"
         return outcome("suppressed", why + _breaker(session, settings, row))
     if suppress_if_soft_bouncing(session, settings, row.subscriber_id, address):
+        bounce.bounce_class = SOFT_SUPPRESSED
         return outcome(
             "suppressed",
             f"soft bounce: {settings.soft_bounce_limit} of the address's deliveries bounced within "
@@ -317,18 +319,18 @@ def confirm_delivered(session: Session, delivery_ids: list[int]) -> set[int]:
     return ids
 
 
-def _bounced(session: Session, row: Delivery, report: Report) -> None:
+def _bounced(session: Session, row: Delivery, report: Report, *, hard: bool) -> Event:
     """The bounce event, and the ledger row turned `failed`: the message did not arrive after all."""
-    session.add(
-        Event(
-            type=EventType.bounce,
-            campaign_id=row.campaign_id,
-            delivery_id=row.id,
-            subscriber_id=row.subscriber_id,
-            list_id=row.list_id,
-            detail=report.detail[:2000],
-        )
+    bounce = Event(
+        type=EventType.bounce,
+        campaign_id=row.campaign_id,
+        delivery_id=row.id,
+        subscriber_id=row.subscriber_id,
+        list_id=row.list_id,
+        detail=report.detail[:2000],
+        bounce_class="hard" if hard else "soft",
     )
+    session.add(bounce)
     code = re.match(r"\s*smtp\s*;\s*([2-5]\d\d)\b", report.diagnostic or "", re.IGNORECASE)
     session.execute(
         update(Delivery)
@@ -341,3 +343,4 @@ def _bounced(session: Session, row: Delivery, report: Report) -> None:
         .execution_options(synchronize_session="fetch")
     )
     session.flush()
+    return bounce

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from newsletter import deliverability, digests, rendering, reputation, templates
 from newsletter.config import Settings
 from newsletter.db import analyze, utcnow
-from newsletter.delivery import counters
+from newsletter.delivery import counters, event_counters
 from newsletter.delivery.ledger import RESENT_AFTER_UNKNOWN, BatchRange, batch_ranges, plan, planned_ranges, rowcount
 from newsletter.delivery.scheduling import due_campaigns
 from newsletter.digests import DigestNotFound
@@ -310,6 +310,7 @@ def sweep(session: Session, settings: Settings, now: dt.datetime | None = None) 
         skip_pending(session, campaign_id)
 
     counters.compact(session, now)
+    event_counters.compact(session)
     requeued: list[BatchRange] = []
     sending = session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.sending)).all()
     for campaign_id in sending:

@@ -138,11 +138,10 @@ def _refuse_repeat(session: Session, digest: Digest, lists: Sequence[MailingList
         )
 
 
-def get_campaign(session: Session, campaign_id: int, *, lock: bool = False) -> Campaign:
-    query = select(Campaign).where(Campaign.id == campaign_id)
-    if lock:
-        query = query.with_for_update()
-    campaign = session.scalar(query)
+def get_campaign(session: Session, campaign_id: int, *, lock: bool = False, options: Sequence[Any] = ()) -> Campaign:
+    """The campaign (from the session's identity map when it is there: a report asks for it several
+    times, and each SELECT would fetch its HTML and text again); `options` e.g. defer those."""
+    campaign = session.get(Campaign, campaign_id, with_for_update=lock or None, options=options)
     if campaign is None:
         raise CampaignNotFound(campaign_id)
     return campaign

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from newsletter import delivery, stats
 from newsletter.delivery import progress
@@ -80,7 +80,7 @@ def campaign_page(
     search: Annotated[str, Query(max_length=320)] = "",
     after: PageCursor = None,
 ) -> Response:
-    campaign = delivery.get_campaign(session, campaign_id)
+    campaign = delivery.get_campaign(session, campaign_id, options=[defer(Campaign.html), defer(Campaign.text)])
     report = stats.campaign_report(session, campaign_id)
     started = campaign.started_at is not None
     return render(
@@ -115,7 +115,8 @@ def progress_fragment(
     """The live progress panel alone, polled by htmx every POLL_SECONDS while the campaign sends. When its
     status changed since the page was drawn (finished, paused, cancelled), the whole page reloads: the
     report and the buttons that fit the new status."""
-    campaign = delivery.get_campaign(session, campaign_id)
+    # the fragment needs the campaign's id, status and schedule: not its HTML and text (tens of KB)
+    campaign = delivery.get_campaign(session, campaign_id, options=[defer(Campaign.html), defer(Campaign.text)])
     response = render(request, "campaigns/_progress.html", **_progress_context(session, campaign))
     if was and was != campaign.status.value:
         response.headers["HX-Refresh"] = "true"

@@ -47,3 +47,5 @@ _.bounce_it
 _.complain
 _.an_event_some_hours_ago
 _.EventFirst  # the table the events trigger writes (migration 0014); mapped for the schema and its tests
+_.soft_bounces  # CampaignReport (API schema) field, filled from stats.campaign_report's dict
+_.soft_bounce_suppressed  # likewise

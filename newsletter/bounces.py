@@ -30,7 +30,7 @@ from newsletter.delivery.composing import MESSAGE_MAC_LENGTH, MessageMacs
 from newsletter.delivery.ledger import is_hard_status
 from newsletter.errors import Invalid
 from newsletter.models import Delivery, DeliveryStatus, Event, EventType, Subscriber, SuppressionReason
-from newsletter.suppressions import SOFT_SUPPRESSED, suppress, suppress_if_soft_bouncing
+from newsletter.suppressions import SOFT_SUPPRESSED, suppress_if_soft_bouncing, suppress_quickly
 from newsletter.text import single_line
 from newsletter.tokens import Tokens
 
@@ -254,16 +254,18 @@ def apply(session: Session, settings: Settings, row: Delivery, report: Report) -
         if confirm_delivered(session, [row.id]):
             return outcome("recorded", CONFIRMED)
         return outcome("ignored", "delivered: nothing to change")
-    address = session.scalar(select(Subscriber.email).where(Subscriber.id == row.subscriber_id)) or ""
+    kind = EventType.complaint if report.kind == "complaint" else EventType.bounce
+    # the recipient's address and whether this report was read before, in one round trip
+    seen_before = select(Event.id).where(Event.delivery_id == row.id, Event.type == kind).exists()
+    found = session.execute(select(Subscriber.email, seen_before).where(Subscriber.id == row.subscriber_id)).first()
+    address, seen = (found[0], found[1]) if found is not None else ("", False)
     # A report acts on its delivery's recipient only. A bounce that names other addresses (a forwarded
     # copy, or a forger's own address) changes nothing; feedback loops redact the recipient, so a
     # complaint's Message-ID alone says whose copy it was, and it never acts on the address it names.
     named = {a.lower() for a in (report.recipient, report.original_recipient) if a}
     if report.kind == "bounce" and address.lower() not in named:
         return outcome("ignored", "the bounce names another address than this delivery's recipient")
-    kind = EventType.complaint if report.kind == "complaint" else EventType.bounce
-    seen = session.scalar(select(Event.id).where(Event.delivery_id == row.id, Event.type == kind).limit(1))
-    if seen is not None:
+    if seen:
         return outcome("already recorded", "this report was read before")
 
     if report.kind == "complaint":
@@ -273,7 +275,7 @@ def apply(session: Session, settings: Settings, row: Delivery, report: Report) -
     hard = report.hard if report.hard is not None else is_hard_status(report.status or "")
     bounce = _bounced(session, row, report, hard=hard)
     if hard:
-        suppress(session, address, SuppressionReason.hard_bounce, detail=report.detail[:2000])
+        suppress_quickly(session, address, SuppressionReason.hard_bounce, detail=report.detail[:2000])
         why = "hard bounce: the address does not exist or refuses mail for good"
         return outcome("suppressed", why + _breaker(session, settings, row))
     if suppress_if_soft_bouncing(session, settings, row.subscriber_id, address):

@@ -179,6 +179,22 @@ def suppress(
     return suppression
 
 
+def suppress_quickly(session: Session, address: str, reason: SuppressionReason, detail: str | None = None) -> bool:
+    """`suppress` in one statement (INSERT ... ON CONFLICT DO NOTHING: the first reason is kept), for the
+    paths that record many reports and need no row back; True when the address was not suppressed yet."""
+    session.flush()  # what the unit of work holds goes first, as `suppress` would have it
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    row = {
+        "email_hash": email_hash(address),
+        "email": address,
+        "reason": reason,
+        "detail": detail,
+        "created_at": utcnow(),
+    }
+    statement = insert(Suppression).values(row).on_conflict_do_nothing(index_elements=["email_hash"])
+    return session.execute(statement.returning(Suppression.id)).first() is not None
+
+
 SOFT_SUPPRESSED = "soft_suppressed"  # events.bounce_class of the soft bounce that reached the threshold
 
 

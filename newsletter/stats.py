@@ -40,10 +40,10 @@ def ledger_totals(session: Session, campaign: Campaign) -> tuple[dict[str, int],
     return counted.counts, counted.last_sent_at
 
 
-def _engagement(session: Session, campaign_id: int) -> dict[str, Any]:
+def _engagement(session: Session, campaign_id: int, counted: event_counters.Engagement | None) -> dict[str, Any]:
     """Events per kind, the deliveries that opened and clicked, clicks per link: from the event counters
     (a few hundred rows, whatever the campaign's size)."""
-    counted = event_counters.read(session, campaign_id)
+    counted = counted or event_counters.read(session, campaign_id)
     clicks = [
         {
             "url": url,
@@ -62,11 +62,18 @@ def _engagement(session: Session, campaign_id: int) -> dict[str, Any]:
     }
 
 
-def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None = None) -> dict[str, Any]:
-    """Everything the campaign status command and API show, computed with a few aggregate queries."""
+def campaign_report(
+    session: Session,
+    campaign_id: int,
+    now: dt.datetime | None = None,
+    *,
+    counted: event_counters.Engagement | None = None,
+) -> dict[str, Any]:
+    """Everything the campaign status command and API show, computed with a few aggregate queries
+    (`counted`: the campaign's event counters when the caller read them already)."""
     campaign = delivery.get_campaign(session, campaign_id)
     counts, last_sent = ledger_totals(session, campaign)
-    engaged = _engagement(session, campaign_id)
+    engaged = _engagement(session, campaign_id, counted)
     events, unique_opens, clicks = engaged["events"], engaged["unique_opens"], engaged["links"]
     unique_clickers = engaged["unique_clickers"]
     duration = None
@@ -333,7 +340,9 @@ class Hour:
     clicks: int
 
 
-def engagement_timeline(session: Session, campaign_id: int) -> list[Hour]:
+def engagement_timeline(
+    session: Session, campaign_id: int, *, counted: event_counters.Engagement | None = None
+) -> list[Hour]:
     """Opens and clicks per hour over the campaign's first seven days, from its start to the last hour
     with an event (every hour between present, zeros included), from the event counters. Opens are
     estimates: mail clients and privacy proxies fetch the pixel without a reader, and many readers block it."""
@@ -341,13 +350,13 @@ def engagement_timeline(session: Session, campaign_id: int) -> list[Hour]:
     began = campaign.started_at or campaign.created_at
     first = event_counters.hour_of(began)
     end = first + TIMELINE_DAYS * 24
-    counted = event_counters.read(session, campaign_id).hours
-    last = max((hour for hour, _ in counted if first <= hour < end), default=first)
+    hours = (counted or event_counters.read(session, campaign_id)).hours
+    last = max((hour for hour, _ in hours if first <= hour < end), default=first)
     return [
         Hour(
             event_counters.hour_start(hour),
-            counted.get((hour, EventType.open.value), 0),
-            counted.get((hour, EventType.click.value), 0),
+            hours.get((hour, EventType.open.value), 0),
+            hours.get((hour, EventType.click.value), 0),
         )
         for hour in range(first, last + 1)
     ]

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session, defer
 
 from newsletter import delivery, stats
-from newsletter.delivery import progress
+from newsletter.delivery import event_counters, progress
 from newsletter.models import Campaign, CampaignStatus, DeliveryStatus, EventType
 from newsletter.web.admin.auth import Editor
 from newsletter.web.admin.errors import AdminRoute
@@ -95,14 +95,15 @@ def campaign_page(
     after: PageCursor = None,
 ) -> Response:
     campaign = delivery.get_campaign(session, campaign_id, options=[defer(Campaign.html), defer(Campaign.text)])
-    report = stats.campaign_report(session, campaign_id)
+    counted = event_counters.read(session, campaign_id)  # once, for the figures and the timeline
+    report = stats.campaign_report(session, campaign_id, counted=counted)
     started = campaign.started_at is not None
     return render(
         request,
         "campaigns/page.html",
         title=campaign.subject,
         report=report,
-        timeline=stats.engagement_timeline(session, campaign_id) if started else [],
+        timeline=stats.engagement_timeline(session, campaign_id, counted=counted) if started else [],
         events={kind.value: stats.campaign_events(session, campaign_id, kind, limit=20) for kind in _EVENT_KINDS}
         if started
         else {},

@@ -147,7 +147,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_up(base: str, timeout: float = 20) -> None:
+def wait_until_up(base: str, timeout: float = 120) -> None:  # workers start slowly on a loaded machine
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -302,6 +302,7 @@ def serving(url: str, workers: int, **settings: str) -> Iterator[tuple[str, list
     finally:
         server.terminate()
         server.wait(10)
+
 
 if __name__ == "__main__":
     main()

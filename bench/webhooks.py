@@ -1,5 +1,6 @@
 """Load test of the provider webhooks with their signature checks: SendGrid's signed Event Webhook
-(ECDSA P-256, batches of events) and Postmark's basic-auth bounce webhook (one event a request), with wrk.
+(ECDSA P-256, batches of events), Postmark's basic-auth bounce webhook and Mailgun's HMAC-signed webhook with
+its one-time tokens (one hard bounce a request each), with wrk.
 
 Usage (PostgreSQL on 127.0.0.1, wrk installed; not part of `make test`):
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -33,9 +36,10 @@ from bench.web import bench_database, milliseconds, run_wrk, seed, serving
 from newsletter.db import make_engine
 from newsletter.models import EventType
 
-DATABASE = "newsletter_bench_webhooks"
+DATABASE = f"newsletter_bench_webhooks_{os.getpid()}"  # two benches at once never drop each other's
 TARGET_EVENTS = 1000  # signed events/s, issue 15
 POSTMARK_AUTH = "bench:postmark-webhook-password"
+MAILGUN_KEY = "bench-mailgun-webhook-signing-key"
 
 LUA = """
 local bodies = {}
@@ -61,6 +65,7 @@ SENDGRID = (
     'return wrk.format("POST", "/webhooks/sendgrid", {["Content-Type"] = "application/json", '
     '["X-Twilio-Email-Event-Webhook-Timestamp"] = b[1], ["X-Twilio-Email-Event-Webhook-Signature"] = b[2]}, b[3])'
 )
+MAILGUN = 'return wrk.format("POST", "/webhooks/mailgun", {["Content-Type"] = "application/json"}, b[3])'
 POSTMARK = (
     'return wrk.format("POST", "/webhooks/postmark", {["Content-Type"] = "application/json", '
     '["Authorization"] = "Basic ' + base64.b64encode(POSTMARK_AUTH.encode()).decode() + '"}, b[3])'
@@ -106,6 +111,22 @@ def postmark_bodies(rows: list[tuple[int, str]]) -> list[str]:
         body = {"RecordType": "Bounce", "Type": "HardBounce", "TypeCode": 1, "MessageID": f"pid{row_id}",
                 "Email": email, "Description": "Unknown user", "Details": "smtp;550 5.1.1 no such user",
                 "BouncedAt": "2026-12-01T14:00:00Z", "MessageStream": "outbound"}  # fmt: skip
+        lines.append(f"\t\t{json.dumps(body)}")
+    return lines
+
+
+def mailgun_bodies(rows: list[tuple[int, str]]) -> list[str]:
+    """One signed hard bounce a request (HMAC-SHA256 of timestamp + a one-time token), Mailgun's format."""
+    now = str(int(time.time()))
+    lines = []
+    for row_id, email in rows:
+        token = f"bench-token-{row_id}-{os.getpid()}"
+        signature = hmac.new(MAILGUN_KEY.encode(), (now + token).encode(), hashlib.sha256).hexdigest()
+        body = {"signature": {"timestamp": now, "token": token, "signature": signature},
+                "event-data": {"event": "failed", "severity": "permanent", "recipient": email,
+                               "message": {"headers": {"message-id": f"pid{row_id}"}},
+                               "delivery-status": {"code": 550, "enhanced-code": "5.1.1",
+                                                   "description": "no such user"}}}  # fmt: skip
         lines.append(f"\t\t{json.dumps(body)}")
     return lines
 
@@ -168,13 +189,17 @@ def main() -> None:
         keys = {
             "sendgrid_webhook_public_key": base64.b64encode(public).decode(),
             "postmark_webhook_auth": POSTMARK_AUTH,
+            "mailgun_webhook_signing_key": MAILGUN_KEY,
         }
         with serving(url, args.workers, **keys) as (base, command):
-            half = len(rows) // 2  # each webhook acts on rows of its own
+            third = len(rows) // 3  # each webhook acts on rows of its own
             results = [
                 run(base, f"sendgrid, signed, {args.batch} events/request, 1 in {args.bounce_every} a bounce", SENDGRID,
-                    sendgrid_bodies(rows[:half], args.batch, args.bounce_every, key), args.batch, args),
-                run(base, "postmark, basic auth, 1 event/request", POSTMARK, postmark_bodies(rows[half:]), 1, args),
+                    sendgrid_bodies(rows[:third], args.batch, args.bounce_every, key), args.batch, args),
+                run(base, "postmark, basic auth, 1 hard bounce/request", POSTMARK,
+                    postmark_bodies(rows[third : 2 * third]), 1, args),
+                run(base, "mailgun, HMAC + one-time token, 1 hard bounce/request", MAILGUN,
+                    mailgun_bodies(rows[2 * third :]), 1, args),
             ]  # fmt: skip
         print(
             f"\n$ {' '.join(command)}\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, a distinct body "
@@ -182,6 +207,7 @@ def main() -> None:
         )
         print("\n".join(results))
         print(recorded(url))
+
 
 if __name__ == "__main__":
     main()

@@ -40,7 +40,7 @@ from newsletter.models import (
     Suppression,
     SuppressionReason,
 )
-from newsletter.suppressions import suppress, suppress_if_soft_bouncing
+from newsletter.suppressions import SOFT_SUPPRESSED, suppress_if_soft_bouncing, suppress_quickly
 from newsletter.text import single_line
 from newsletter.tokens import Tokens
 
@@ -274,27 +274,32 @@ def _apply(session: Session, settings: Settings, row: Delivery, report: Report, 
         if confirm_delivered(session, [row.id]):
             return outcome("recorded", CONFIRMED)
         return outcome("ignored", "delivered: nothing to change")
-    address = session.scalar(select(Subscriber.email).where(Subscriber.id == row.subscriber_id)) or ""
+    kind = EventType.complaint if report.kind == "complaint" else EventType.bounce
+    # the recipient's address and whether this report was read before, in one round trip
+    seen_before = select(Event.id).where(Event.delivery_id == row.id, Event.type == kind).exists()
+    found = session.execute(select(Subscriber.email, seen_before).where(Subscriber.id == row.subscriber_id)).first()
+    address, seen = (found[0], found[1]) if found is not None else ("", False)
     # A report acts on its delivery's recipient only. A bounce that names other addresses (a forwarded
     # copy, or a forger's own address) changes nothing; feedback loops redact the recipient, so a
     # complaint's Message-ID alone says whose copy it was, and it never acts on the address it names.
     named = {a.lower() for a in (report.recipient, report.original_recipient) if a}
     if report.kind == "bounce" and address.lower() not in named:
         return outcome("ignored", "the bounce names another address than this delivery's recipient")
-    kind = EventType.complaint if report.kind == "complaint" else EventType.bounce
-    seen = session.scalar(select(Event.id).where(Event.delivery_id == row.id, Event.type == kind).limit(1))
-    if seen is not None:
+    if seen:
         return outcome("already recorded", "this report was read before")
 
     if report.kind == "complaint":
         tracking.record_complaint(session, row.id, detail=report.detail[:2000], source=source)
         return outcome("suppressed", "complaint: never mailed again" + _breaker(session, settings, row))
 
-    _bounced(session, row, report, source)
     hard = report.hard if report.hard is not None else is_hard_status(report.status or "")
-    suppressed = hard or suppress_if_soft_bouncing(session, settings, row.subscriber_id, address)
+    bounce = _bounced(session, row, report, source, hard=hard)
+    suppressed = hard
     if hard:
-        suppress(session, address, SuppressionReason.hard_bounce, detail=report.detail[:2000])
+        suppress_quickly(session, address, SuppressionReason.hard_bounce, detail=report.detail[:2000])
+    elif suppress_if_soft_bouncing(session, settings, row.subscriber_id, address):
+        bounce.bounce_class = SOFT_SUPPRESSED
+        suppressed = True
     ids = (row.subscriber_id, row.list_id, row.campaign_id, row.id)
     outbox.emit_bounce(session, address, ids, hard=hard, suppressed=suppressed, detail=report.detail)
     if hard:
@@ -342,19 +347,19 @@ def confirm_delivered(session: Session, delivery_ids: list[int]) -> set[int]:
     return ids
 
 
-def _bounced(session: Session, row: Delivery, report: Report, source: str) -> None:
+def _bounced(session: Session, row: Delivery, report: Report, source: str, *, hard: bool) -> Event:
     """The bounce event, and the ledger row turned `failed`: the message did not arrive after all."""
-    session.add(
-        Event(
-            type=EventType.bounce,
-            campaign_id=row.campaign_id,
-            delivery_id=row.id,
-            subscriber_id=row.subscriber_id,
-            list_id=row.list_id,
-            detail=report.detail[:2000],
-            source=source,
-        )
+    bounce = Event(
+        type=EventType.bounce,
+        campaign_id=row.campaign_id,
+        delivery_id=row.id,
+        subscriber_id=row.subscriber_id,
+        list_id=row.list_id,
+        detail=report.detail[:2000],
+        source=source,
+        bounce_class="hard" if hard else "soft",
     )
+    session.add(bounce)
     code = re.match(r"\s*smtp\s*;\s*([2-5]\d\d)\b", report.diagnostic or "", re.IGNORECASE)
     session.execute(
         update(Delivery)
@@ -367,6 +372,7 @@ def _bounced(session: Session, row: Delivery, report: Report, source: str) -> No
         .execution_options(synchronize_session="fetch")
     )
     session.flush()
+    return bounce
 
 
 # --- the bounces page: what reports came in and what they did (issue 14) ---

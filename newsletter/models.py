@@ -438,7 +438,7 @@ class Link(Base):
 class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
-        Index("ix_events_campaign_id_type", "campaign_id", "type"),
+        Index("ix_events_campaign_id_type_id", "campaign_id", "type", "id"),
         Index("ix_events_delivery_id_type", "delivery_id", "type"),
         Index("ix_events_type_id", "type", "id"),  # the bounces page: the newest reports of a kind (0008)
     )
@@ -456,6 +456,8 @@ class Event(Base):
     # Where a bounce or complaint came from: "mail" (a report sent to the bounce address) or the provider
     # whose webhook told us ("ses", "sendgrid", ...); None before migration 0008 and for other events.
     source: Mapped[str | None] = mapped_column(String(16))
+    # bounces: hard, soft, or soft_suppressed (the soft bounce that reached the threshold); else None
+    bounce_class: Mapped[str | None] = mapped_column(String(16))
 
 
 class Suppression(Base):
@@ -745,3 +747,37 @@ class WebhookDelivery(Base):
 
     endpoint: Mapped[WebhookEndpoint] = relationship(lazy="joined")
     event: Mapped[OutboxEvent] = relationship()
+# --- engagement counters (migration 0014) -----------------------------------------------------------------
+
+
+class EventCount(Base):
+    """A campaign's events per kind, hour and link, kept by triggers on `events` (migration 0014) in the
+    transaction of every change, so a report reads a few hundred rows, not every event.
+
+    A row holds deltas, summed over `shard` (the PostgreSQL connection that wrote it; 0 on SQLite and once
+    the sweep folded it). `n` counts events in the hour `hour` (Unix time // 3600) for link `link_id` (0:
+    none); `people` (rows with hour 0) counts the deliveries that had the kind at least once, overall
+    (link 0) and, for clicks, per link. Kinds: the event types, and `soft_bounce` / `soft_suppressed`.
+    """
+
+    __tablename__ = "event_counts"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    hour: Mapped[int] = mapped_column(BigID, primary_key=True)
+    link_id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigID)
+    people: Mapped[int] = mapped_column(BigID)
+
+
+class EventFirst(Base):
+    """One row per delivery that had a kind of event (open, click) at all, and per link clicked: what makes
+    the unique counts of `EventCount.people` exact (written by the events trigger, ON CONFLICT DO NOTHING)."""
+
+    __tablename__ = "event_firsts"
+
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    link_id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,8 +12,8 @@ from sqlalchemy.orm import Session, defer, selectinload
 
 from newsletter import delivery, segments
 from newsletter.config import Settings
-from newsletter.db import is_postgres, utcnow
-from newsletter.delivery import counters, ledger
+from newsletter.db import utcnow
+from newsletter.delivery import counters, event_counters, ledger
 from newsletter.lists import get_list
 from newsletter.models import (
     Campaign,
@@ -42,62 +41,40 @@ def ledger_totals(session: Session, campaign: Campaign) -> tuple[dict[str, int],
     return counted.counts, counted.last_sent_at
 
 
-# The ledger's numbers come from counters; the engagement figures (opens, clicks, links, the hourly
-# timeline) still aggregate the campaign's events, which for a million recipients costs a few hundred ms.
-# For a campaign of REUSE_FROM recipients or more an aggregate is reused, in this process, for ten times
-# what it cost: such a report is a few seconds behind at most; smaller campaigns are always counted afresh.
-REUSE_FROM = 100_000
-_reused: dict[tuple[str, str, Any], tuple[float, Any]] = {}
-
-
-def _big(session: Session, campaign_ids: Sequence[int]) -> bool:
-    largest = session.scalar(select(func.max(Campaign.recipient_count)).where(Campaign.id.in_(list(campaign_ids))))
-    return (largest or 0) >= REUSE_FROM
-
-
-def _reuse(session: Session, name: str, key: Any, compute: Callable[[], Any], *, big: bool) -> Any:
-    slot = (session.get_bind().engine.url.render_as_string(), name, key)
-    kept = _reused.get(slot) if big else None
-    if kept is not None and kept[0] > time.monotonic():
-        return kept[1]
-    started = time.monotonic()
-    value = compute()
-    if big:
-        cost = time.monotonic() - started
-        if len(_reused) > 500:
-            _reused.clear()
-        _reused[slot] = (time.monotonic() + 10 * cost, value)
-    return value
-
-
-def _engagement(session: Session, campaign_id: int) -> dict[str, Any]:
-    events = dict.fromkeys((e.value for e in EventType), 0)
-    for event_type, count in session.execute(
-        select(Event.type, func.count()).where(Event.campaign_id == campaign_id).group_by(Event.type)
-    ):
-        events[EventType(event_type).value] = count
-    unique_opens = _people_with(session, campaign_id, EventType.open)
-    unique_clickers = _people_with(session, campaign_id, EventType.click)
+def _engagement(session: Session, campaign_id: int, counted: event_counters.Engagement | None) -> dict[str, Any]:
+    """Events per kind, the deliveries that opened and clicked, clicks per link: from the event counters
+    (a few hundred rows, whatever the campaign's size)."""
+    counted = counted or event_counters.read(session, campaign_id)
     clicks = [
-        {"url": url, "clicks": total, "unique_clicks": unique}
-        for url, total, unique in session.execute(
-            select(Link.url, func.count(Event.id), func.count(func.distinct(Event.subscriber_id)))
-            .select_from(Link)
-            .outerjoin(Event, (Event.link_id == Link.id) & (Event.type == EventType.click))
-            .where(Link.campaign_id == campaign_id)
-            .group_by(Link.id, Link.url, Link.position)
-            .order_by(Link.position)
+        {
+            "url": url,
+            "clicks": counted.link_clicks.get(link_id, 0),
+            "unique_clicks": counted.link_people.get(link_id, 0),
+        }
+        for link_id, url in session.execute(
+            select(Link.id, Link.url).where(Link.campaign_id == campaign_id).order_by(Link.position)
         )
     ]
-    return {"events": events, "unique_opens": unique_opens, "unique_clickers": unique_clickers, "links": clicks}
+    return {
+        "events": counted.events,
+        "unique_opens": counted.people[EventType.open.value],
+        "unique_clickers": counted.people[EventType.click.value],
+        "links": clicks,
+    }
 
 
-def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None = None) -> dict[str, Any]:
-    """Everything the campaign status command and API show, computed with a few aggregate queries."""
+def campaign_report(
+    session: Session,
+    campaign_id: int,
+    now: dt.datetime | None = None,
+    *,
+    counted: event_counters.Engagement | None = None,
+) -> dict[str, Any]:
+    """Everything the campaign status command and API show, computed with a few aggregate queries
+    (`counted`: the campaign's event counters when the caller read them already)."""
     campaign = delivery.get_campaign(session, campaign_id)
     counts, last_sent = ledger_totals(session, campaign)
-    big = campaign.recipient_count >= REUSE_FROM
-    engaged = _reuse(session, "engagement", campaign_id, lambda: _engagement(session, campaign_id), big=big)
+    engaged = _engagement(session, campaign_id, counted)
     events, unique_opens, clicks = engaged["events"], engaged["unique_opens"], engaged["links"]
     unique_clickers = engaged["unique_clickers"]
     duration = None
@@ -128,17 +105,11 @@ def campaign_report(session: Session, campaign_id: int, now: dt.datetime | None 
         "unsubscribes": events[EventType.unsubscribe],
         "bounces": events[EventType.bounce],
         "complaints": events[EventType.complaint],
+        "soft_bounces": events[event_counters.SOFT_BOUNCE],
+        "soft_bounce_suppressed": events[event_counters.SOFT_SUPPRESSED],
         "duration_seconds": duration,
         "send_rate_per_second": rate,
     }
-
-
-def _people_with(session: Session, campaign_id: int, event_type: EventType) -> int:
-    """How many different subscribers have an event of this type for the campaign."""
-    query = select(func.count(func.distinct(Event.subscriber_id))).where(
-        Event.campaign_id == campaign_id, Event.type == event_type
-    )
-    return int(session.scalar(query) or 0)
 
 
 def list_campaigns(
@@ -181,31 +152,22 @@ class CampaignFigures:
 
 
 def campaign_figures(session: Session, campaign_ids: Sequence[int]) -> dict[int, CampaignFigures]:
-    """Sent (from the counters), readers who opened and who clicked, for a page of campaigns at once
-    (reused briefly when costly, see _reuse)."""
+    """Sent, readers who opened and who clicked, for a page of campaigns at once, from the counters."""
     ids = tuple(campaign_ids)
-    big = bool(ids) and _big(session, ids)
-    figures: dict[int, CampaignFigures] = _reuse(session, "figures", ids, lambda: _figures(session, ids), big=big)
-    return figures
-
-
-def _figures(session: Session, ids: tuple[int, ...]) -> dict[int, CampaignFigures]:
     sent = dict.fromkeys(ids, 0)
+    if not ids:
+        return {}
     for campaign_id, total in session.execute(
         select(CampaignCount.campaign_id, func.sum(CampaignCount.n))
         .where(CampaignCount.campaign_id.in_(ids), CampaignCount.status == DeliveryStatus.sent.value)
         .group_by(CampaignCount.campaign_id)
     ):
         sent[campaign_id] = int(total)
-    engaged: dict[tuple[int, EventType], int] = {}
-    for engaged_id, kind, readers in session.execute(
-        select(Event.campaign_id, Event.type, func.count(func.distinct(Event.delivery_id)))
-        .where(Event.campaign_id.in_(ids), Event.type.in_([EventType.open, EventType.click]))
-        .group_by(Event.campaign_id, Event.type)
-    ):
-        engaged[(engaged_id or 0, EventType(kind))] = readers
+    engaged = event_counters.people_of(session, ids, [EventType.open.value, EventType.click.value])
     return {
-        i: CampaignFigures(sent[i], engaged.get((i, EventType.open), 0), engaged.get((i, EventType.click), 0))
+        i: CampaignFigures(
+            sent[i], engaged.get((i, EventType.open.value), 0), engaged.get((i, EventType.click.value), 0)
+        )
         for i in ids
     }
 
@@ -396,48 +358,25 @@ class Hour:
     clicks: int
 
 
-def engagement_timeline(session: Session, campaign_id: int) -> list[Hour]:
+def engagement_timeline(
+    session: Session, campaign_id: int, *, counted: event_counters.Engagement | None = None
+) -> list[Hour]:
     """Opens and clicks per hour over the campaign's first seven days, from its start to the last hour
-    with an event (every hour between present, zeros included). Opens are estimates: mail clients and
-    privacy proxies fetch the pixel without a reader, and many readers block it. (Reused briefly when
-    costly, see _reuse.)"""
-    big = _big(session, [campaign_id])
-    hours: list[Hour] = _reuse(session, "timeline", campaign_id, lambda: _timeline(session, campaign_id), big=big)
-    return hours
-
-
-def _timeline(session: Session, campaign_id: int) -> list[Hour]:
+    with an event (every hour between present, zeros included), from the event counters. Opens are
+    estimates: mail clients and privacy proxies fetch the pixel without a reader, and many readers block it."""
     campaign = delivery.get_campaign(session, campaign_id)
     began = campaign.started_at or campaign.created_at
-    first = began.replace(minute=0, second=0, microsecond=0)
-    if is_postgres(session):
-        bucket: Any = func.date_trunc("hour", Event.created_at)
-    else:
-        bucket = func.strftime("%Y-%m-%d %H:00:00", Event.created_at)
-    rows = session.execute(
-        select(bucket, Event.type, func.count())
-        .where(
-            Event.campaign_id == campaign_id,
-            Event.type.in_([EventType.open, EventType.click]),
-            Event.created_at >= first,
-            Event.created_at < first + dt.timedelta(days=TIMELINE_DAYS),
-        )
-        .group_by(bucket, Event.type)
-    ).all()
-    counted: dict[dt.datetime, dict[EventType, int]] = {}
-    for hour, kind, count in rows:
-        start = dt.datetime.fromisoformat(hour) if isinstance(hour, str) else hour
-        start = start.replace(tzinfo=dt.UTC) if start.tzinfo is None else start.astimezone(dt.UTC)
-        counted.setdefault(start, {})[EventType(kind)] = count
-    last = max(counted, default=first)
-    hours = int((last - first).total_seconds() // 3600) + 1
+    first = event_counters.hour_of(began)
+    end = first + TIMELINE_DAYS * 24
+    hours = (counted or event_counters.read(session, campaign_id)).hours
+    last = max((hour for hour, _ in hours if first <= hour < end), default=first)
     return [
         Hour(
-            start,
-            counted.get(start, {}).get(EventType.open, 0),
-            counted.get(start, {}).get(EventType.click, 0),
+            event_counters.hour_start(hour),
+            hours.get((hour, EventType.open.value), 0),
+            hours.get((hour, EventType.click.value), 0),
         )
-        for start in (first + dt.timedelta(hours=i) for i in range(hours))
+        for hour in range(first, last + 1)
     ]
 
 

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import IO
 
-from sqlalchemy import ColumnElement, distinct, exists, false, func, select
+from sqlalchemy import ColumnElement, distinct, exists, false, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -179,19 +179,50 @@ def suppress(
     return suppression
 
 
-def suppress_if_soft_bouncing(session: Session, settings: Settings, subscriber_id: int, address: str) -> bool:
-    """Suppress the address (reason `soft_bounce`) once SOFT_BOUNCE_LIMIT of its deliveries bounced within
-    SOFT_BOUNCE_DAYS, the bounce just recorded included; True when this did it. Deliveries, not bounce
-    events, are counted: one message reported twice is one bounce."""
-    if settings.soft_bounce_limit == 0:
-        return False
-    since = utcnow() - dt.timedelta(days=settings.soft_bounce_days)
+def suppress_quickly(session: Session, address: str, reason: SuppressionReason, detail: str | None = None) -> bool:
+    """`suppress` in one statement (INSERT ... ON CONFLICT DO NOTHING: the first reason is kept), for the
+    paths that record many reports and need no row back; True when the address was not suppressed yet."""
+    session.flush()  # what the unit of work holds goes first, as `suppress` would have it
+    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    row = {
+        "email_hash": email_hash(address),
+        "email": address,
+        "reason": reason,
+        "detail": detail,
+        "created_at": utcnow(),
+    }
+    statement = insert(Suppression).values(row).on_conflict_do_nothing(index_elements=["email_hash"])
+    return session.execute(statement.returning(Suppression.id)).first() is not None
+
+
+SOFT_SUPPRESSED = "soft_suppressed"  # events.bounce_class of the soft bounce that reached the threshold
+
+
+def soft_bounce_count(
+    session: Session, settings: Settings, subscriber_id: int, *, now: dt.datetime | None = None
+) -> int:
+    """How many of the subscriber's deliveries bounced softly within the last SOFT_BOUNCE_DAYS (what the
+    soft-bounce threshold counts, for the subscriber's page). A bounce recorded before bounces had a class
+    counts too; hard bounces do not (they suppress at once). One message reported twice is one bounce."""
+    since = (now or utcnow()) - dt.timedelta(days=settings.soft_bounce_days)
     bounced = session.scalar(
         select(func.count(distinct(Event.delivery_id))).where(
-            Event.subscriber_id == subscriber_id, Event.type == EventType.bounce, Event.created_at >= since
+            Event.subscriber_id == subscriber_id,
+            Event.type == EventType.bounce,
+            Event.created_at >= since,
+            or_(Event.bounce_class.is_(None), Event.bounce_class != "hard"),
         )
     )
-    if (bounced or 0) < settings.soft_bounce_limit or is_suppressed(session, address):
+    return int(bounced or 0)
+
+
+def suppress_if_soft_bouncing(session: Session, settings: Settings, subscriber_id: int, address: str) -> bool:
+    """Suppress the address (reason `soft_bounce`) once SOFT_BOUNCE_LIMIT of its deliveries bounced softly
+    within SOFT_BOUNCE_DAYS, the bounce just recorded included; True when this did it."""
+    if settings.soft_bounce_limit == 0:
+        return False
+    bounced = soft_bounce_count(session, settings, subscriber_id)
+    if bounced < settings.soft_bounce_limit or is_suppressed(session, address):
         return False
     detail = f"{bounced} soft bounces within {settings.soft_bounce_days:g} days"
     suppress(session, address, SuppressionReason.soft_bounce, detail=detail)

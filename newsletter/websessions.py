@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from newsletter.db import utcnow
 from newsletter.models import User, WebSession
@@ -63,7 +63,10 @@ def find(session: Session, session_id: str, timeouts: Timeouts, now: dt.datetime
     now = now or utcnow()
     if not session_id or len(session_id) > 100:
         return None
-    row = session.scalar(select(WebSession).where(WebSession.id_hash == hash_id(session_id)))
+    # the user with it, in the same query: every admin request asks for both
+    row = session.scalar(
+        select(WebSession).options(joinedload(WebSession.user)).where(WebSession.id_hash == hash_id(session_id))
+    )
     if row is None or row.revoked_at is not None or row.user.deactivated_at is not None:
         return None
     if now - row.last_seen_at > timeouts.idle or now - row.created_at > timeouts.absolute:

@@ -36,4 +36,7 @@ def serve(
         # X-Forwarded-For is read by web.pages.client_ip, from TRUSTED_PROXIES only; uvicorn's own
         # handling would believe it from 127.0.0.1, which is anyone on the machine.
         proxy_headers=False,
+        # uvicorn kills a worker that has not answered its supervisor within this many seconds: the
+        # default 5 is shorter than importing the app takes on a loaded machine, so workers died in a loop
+        timeout_worker_healthcheck=60,
     )

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from newsletter import deliverability, digests, logs, outbox, rendering, reputation, segments, templates
 from newsletter.config import Settings
 from newsletter.db import analyze, utcnow
-from newsletter.delivery import counters
+from newsletter.delivery import counters, event_counters
 from newsletter.delivery.ledger import RESENT_AFTER_UNKNOWN, BatchRange, batch_ranges, plan, planned_ranges, rowcount
 from newsletter.delivery.scheduling import due_campaigns
 from newsletter.digests import DigestNotFound
@@ -185,11 +185,10 @@ def _refuse_repeat(session: Session, digest: Digest, lists: Sequence[MailingList
         )
 
 
-def get_campaign(session: Session, campaign_id: int, *, lock: bool = False) -> Campaign:
-    query = select(Campaign).where(Campaign.id == campaign_id)
-    if lock:
-        query = query.with_for_update()
-    campaign = session.scalar(query)
+def get_campaign(session: Session, campaign_id: int, *, lock: bool = False, options: Sequence[Any] = ()) -> Campaign:
+    """The campaign (from the session's identity map when it is there: a report asks for it several
+    times, and each SELECT would fetch its HTML and text again); `options` e.g. defer those."""
+    campaign = session.get(Campaign, campaign_id, with_for_update=lock or None, options=options)
     if campaign is None:
         raise CampaignNotFound(campaign_id)
     return campaign
@@ -379,6 +378,7 @@ def sweep(session: Session, settings: Settings, now: dt.datetime | None = None) 
         skip_pending(session, campaign_id)
 
     counters.compact(session, now)
+    event_counters.compact(session)
     requeued: list[BatchRange] = []
     sending = session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.sending)).all()
     for campaign_id in sending:

@@ -40,7 +40,7 @@ from newsletter.models import (
 )
 from newsletter.segments.filters import compile_filter, parse
 from newsletter.smtpreplies import provider_message_id
-from newsletter.suppressions import not_in_blocked_domain, suppress, suppress_if_soft_bouncing
+from newsletter.suppressions import SOFT_SUPPRESSED, not_in_blocked_domain, suppress, suppress_if_soft_bouncing
 
 # Kept on a row resent under UNKNOWN_POLICY=resend even once it is sent: it marks the recipients who may
 # have two copies, so the campaign's stats can say how many.
@@ -537,20 +537,23 @@ def _record_failure(
     )
     if not rowcount(changed):
         return
-    session.add(
-        Event(
-            type=EventType.bounce,
-            campaign_id=campaign_id,
-            delivery_id=claimed.delivery_id,
-            subscriber_id=claimed.subscriber_id,
-            list_id=claimed.list_id,
-            detail=f"{result.code} {result.text}"[:2000],
-        )
-    )
     hard = is_hard_bounce(result)
+    bounce = Event(
+        type=EventType.bounce,
+        campaign_id=campaign_id,
+        delivery_id=claimed.delivery_id,
+        subscriber_id=claimed.subscriber_id,
+        list_id=claimed.list_id,
+        detail=f"{result.code} {result.text}"[:2000],
+        bounce_class="hard" if hard else "soft",
+    )
+    session.add(bounce)
+    suppressed = hard
     if hard:
         suppress(session, claimed.email, SuppressionReason.hard_bounce, detail=f"{result.code} {result.text}")
-    suppressed = hard or suppress_if_soft_bouncing(session, settings, claimed.subscriber_id, claimed.email)
+    elif suppress_if_soft_bouncing(session, settings, claimed.subscriber_id, claimed.email):
+        bounce.bounce_class = SOFT_SUPPRESSED
+        suppressed = True
     # added to the session: flushed with the bounce event, no statement of its own
     ids = (claimed.subscriber_id, claimed.list_id, campaign_id, claimed.delivery_id)
     detail = f"{result.code} {result.text}"

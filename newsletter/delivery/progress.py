@@ -71,6 +71,7 @@ class Progress:
     pause_reason: str | None
     resent_after_unknown: int
     last_error: str | None  # the latest reason a pending row is waiting for a retry, e.g. the server is down
+    scheduled_at: dt.datetime | None = None  # when a scheduled campaign starts (read in the same query)
 
     @property
     def total(self) -> int:
@@ -97,13 +98,17 @@ def campaign_progress(session: Session, campaign_id: int, now: dt.datetime | Non
     """Counts, rate and ETA in two small queries whatever the campaign's size: the campaign's state with
     the latest retry reason, and its counters."""
     state = session.execute(
-        select(Campaign.status, Campaign.started_at, Campaign.pause_reason, _last_retry_reason(campaign_id)).where(
-            Campaign.id == campaign_id
-        )
+        select(
+            Campaign.status,
+            Campaign.started_at,
+            Campaign.pause_reason,
+            _last_retry_reason(campaign_id),
+            Campaign.scheduled_at,
+        ).where(Campaign.id == campaign_id)
     ).first()
     if state is None:
         raise CampaignNotFound(campaign_id)
-    status, started_at, pause_reason, last_error = state
+    status, started_at, pause_reason, last_error, scheduled_at = state
     now = now or utcnow()
     since = counters.tick_start(counters.tick_of(now - dt.timedelta(seconds=RATE_WINDOW_SECONDS)))
     counted = counters.read(session, campaign_id, since=since)
@@ -123,6 +128,7 @@ def campaign_progress(session: Session, campaign_id: int, now: dt.datetime | Non
         pause_reason=pause_reason,
         resent_after_unknown=counted.resent_after_unknown,
         last_error=last_error,
+        scheduled_at=scheduled_at,
     )
 
 

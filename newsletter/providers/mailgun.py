@@ -10,6 +10,7 @@ https://documentation.mailgun.com/docs/mailgun/user-manual/tracking-messages/#se
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -67,13 +68,8 @@ def _first_use(session: Session, settings: Settings, token: str) -> bool:
     keep = MAX_AGE + dt.timedelta(minutes=5)  # the window, plus the future skew check_fresh allows
     redis_url = settings.effective_redis_url
     if redis_url:
-        import redis
-
-        client = redis.Redis.from_url(redis_url)
-        try:
-            return bool(client.set(f"newsletter:webhook-nonce:mailgun:{digest}", 1, nx=True, ex=keep))
-        finally:
-            client.close()
+        client = _redis(redis_url)
+        return bool(client.set(f"newsletter:webhook-nonce:mailgun:{digest}", 1, nx=True, ex=keep))
     now = utcnow()
     session.execute(delete(WebhookNonce).where(WebhookNonce.seen_at < now - keep))
     dialect = postgresql if is_postgres(session) else sqlite
@@ -84,6 +80,14 @@ def _first_use(session: Session, settings: Settings, token: str) -> bool:
         .returning(WebhookNonce.token_hash)  # (the driver's rowcount is -1 here: the row says it)
     )
     return inserted.first() is not None
+
+
+@functools.cache
+def _redis(url: str) -> Any:
+    """One client (a thread-safe connection pool) per Redis URL and process: not a new connection per request."""
+    import redis
+
+    return redis.Redis.from_url(url)
 
 
 def _event(data: dict[str, Any]) -> ProviderEvent | None:

@@ -8,14 +8,15 @@ The send flow (/admin/campaigns/new) is in sendflow.py.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from newsletter import audit, delivery, stats
-from newsletter.delivery import progress
+from newsletter.delivery import event_counters, progress
 from newsletter.models import Campaign, CampaignStatus, DeliveryStatus, EventType
 from newsletter.web.admin.auth import Editor, actor
 from newsletter.web.admin.errors import AdminRoute
@@ -60,8 +61,20 @@ def _ledger(session: Session, campaign_id: int, status: str, search: str, after:
     return stats.ledger_page(session, campaign_id, statuses=statuses, search=search, after=after, limit=LEDGER_PAGE)
 
 
+@dataclass(frozen=True)
+class _Polled:
+    """What the progress panel shows of the campaign itself."""
+
+    id: int
+    status: CampaignStatus
+    scheduled_at: dt.datetime | None
+
+
 def _progress_context(session: Session, campaign: Campaign) -> dict[str, Any]:
-    state = progress.campaign_progress(session, campaign.id)
+    return _progress_fields(campaign, progress.campaign_progress(session, campaign.id))
+
+
+def _progress_fields(campaign: Campaign | _Polled, state: progress.Progress) -> dict[str, Any]:
     return {
         "campaign": campaign,
         "p": state,
@@ -81,15 +94,16 @@ def campaign_page(
     search: Annotated[str, Query(max_length=320)] = "",
     after: PageCursor = None,
 ) -> Response:
-    campaign = delivery.get_campaign(session, campaign_id)
-    report = stats.campaign_report(session, campaign_id)
+    campaign = delivery.get_campaign(session, campaign_id, options=[defer(Campaign.html), defer(Campaign.text)])
+    counted = event_counters.read(session, campaign_id)  # once, for the figures and the timeline
+    report = stats.campaign_report(session, campaign_id, counted=counted)
     started = campaign.started_at is not None
     return render(
         request,
         "campaigns/page.html",
         title=campaign.subject,
         report=report,
-        timeline=stats.engagement_timeline(session, campaign_id) if started else [],
+        timeline=stats.engagement_timeline(session, campaign_id, counted=counted) if started else [],
         events={kind.value: stats.campaign_events(session, campaign_id, kind, limit=20) for kind in _EVENT_KINDS}
         if started
         else {},
@@ -118,8 +132,11 @@ def progress_fragment(
     """The live progress panel alone, polled by htmx every POLL_SECONDS while the campaign sends. When its
     status changed since the page was drawn (finished, paused, cancelled), the whole page reloads: the
     report and the buttons that fit the new status."""
-    campaign = delivery.get_campaign(session, campaign_id)
-    response = render(request, "campaigns/_progress.html", **_progress_context(session, campaign))
+    # Polled by every open campaign page: two small queries (the campaign's state with its progress, and
+    # its counters) besides the sign-in's; the campaign row itself (its HTML, tens of KB) is not loaded.
+    state = progress.campaign_progress(session, campaign_id)
+    campaign = _Polled(campaign_id, state.status, state.scheduled_at)
+    response = render(request, "campaigns/_progress.html", **_progress_fields(campaign, state))
     if was and was != campaign.status.value:
         response.headers["HX-Refresh"] = "true"
     return response

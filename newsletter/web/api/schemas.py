@@ -389,6 +389,10 @@ class CampaignReport(BaseModel):
     complaints: int
     duration_seconds: float | None
     send_rate_per_second: float | None
+    soft_bounces: int = Field(0, description="Bounces the reporting server called temporary (soft).")
+    soft_bounce_suppressed: int = Field(
+        0, description="Addresses suppressed because this campaign's soft bounce reached SOFT_BOUNCE_LIMIT."
+    )
 
 
 class CampaignSummary(BaseModel):

@@ -621,6 +621,8 @@ class Segment(Base):
     updated_by: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
+
+
 # --- sequences (welcome and follow-up emails) ---------------------------------------------------------------
 
 
@@ -747,6 +749,8 @@ class WebhookDelivery(Base):
 
     endpoint: Mapped[WebhookEndpoint] = relationship(lazy="joined")
     event: Mapped[OutboxEvent] = relationship()
+
+
 # --- engagement counters (migration 0014) -----------------------------------------------------------------
 
 

@@ -630,8 +630,9 @@ def render_step(
         "preferences_url": PREFERENCES_URL,
         "open_pixel_url": open_pixel_url,
     }
+    environment = _environment(i18n.email_language(None, look.language))  # a step is in its list's language
     if template_source is None:
-        mjml_source = _environment.get_template("email/sequence/body.mjml").render(context)
+        mjml_source = environment.get_template("email/sequence/body.mjml").render(context)
     else:
         plain = {key: str(value) if isinstance(value, Markup) else value for key, value in context.items()}
         mjml_source = sandbox.render(template_source, plain | {"theme": asdict(look.theme)})
@@ -639,8 +640,10 @@ def render_step(
         html = mjml2html(mjml_source, disable_comments=True, fonts=NO_WEB_FONTS)
     except Exception as exc:  # mjml-python raises plain exceptions with MRML's message
         raise TemplateRejected(f"the template does not produce valid MJML: {exc}") from None
-    text = _environment.get_template("email/sequence/body.txt").render(context)
+    text = environment.get_template("email/sequence/body.txt").render(context)
     return RenderedEmail(subject=subject, html=html, text=_tidy_text(text), links=recorder.urls())
+
+
 def intro_text(intro: str) -> str:
     """An intro's Markdown as plain text (what an archive entry shows of it)."""
     return _markdown_to_text(_parse_markdown(intro, _LinkRecorder(None)))

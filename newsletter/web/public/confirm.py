@@ -11,8 +11,8 @@ from newsletter.tokens import ExpiredToken, UnknownToken
 from newsletter.web.deps import SessionDep, SettingsDep, TokensDep
 from newsletter.web.pages import client_ip, list_context, message, not_found, site_context
 from newsletter.web.public import schema
-from newsletter.web.public.subscribe import on_commit, start_committed_sequences
 from newsletter.web.public.archive import latest_issue
+from newsletter.web.public.subscribe import on_commit, start_committed_sequences
 from newsletter.web.public.unsubscribe import unsubscribed_page
 
 router = APIRouter()

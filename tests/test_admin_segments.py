@@ -132,6 +132,7 @@ def test_send_flow_picks_a_segment_and_shows_its_reach(
     assert gone.status_code == 422 and "There is no segment &#39;nope&#39; any more" in gone.text
     sent = client.post("/admin/campaigns/new/send", data=choice)
     assert sent.status_code == 303 and len(jobs.started) == 1
+    assert "those in the segment almaty" in text_of(client.get(sent.headers["location"]).text)
     with admin_web.sessions() as session:
         campaign = session.get(Campaign, jobs.started[0])
         assert campaign is not None and campaign.segment_filter == {"attribute": {"name": "city", "op": "eq",
@@ -156,6 +157,7 @@ def test_resend_to_non_openers_from_the_campaign_page(
     made = client.post(f"/admin/campaigns/{campaign_id}/resend-non-openers",
                        data={"csrf_token": token, "subject": "Missed it?", "days": "2"})  # fmt: skip
     assert made.status_code == 303 and jobs.started == []  # scheduled, not started
+    assert f"those who did not open campaign #{campaign_id}" in text_of(client.get(made.headers["location"]).text)
     with admin_web.sessions() as session:
         newest = session.scalar(select(Campaign).order_by(Campaign.id.desc()).limit(1))
         assert newest is not None and newest.subject == "Missed it?" and newest.status == CampaignStatus.scheduled

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, defer
 
 from newsletter import audit, delivery, stats
 from newsletter.delivery import event_counters, progress
-from newsletter.models import Campaign, CampaignStatus, DeliveryStatus, EventType
+from newsletter.models import Campaign, CampaignStatus, DeliveryStatus, EventType, Segment
 from newsletter.web.admin.auth import Editor, actor
 from newsletter.web.admin.errors import AdminRoute
 from newsletter.web.admin.render import redirect, render
@@ -113,8 +113,22 @@ def campaign_page(
         statuses=[s.value for s in DeliveryStatus],
         resendable=report["counts"]["failed"] + report["counts"]["unknown"],
         non_openers=stats.non_openers(session, campaign) if campaign.status in _RESENDABLE else None,
+        audience=_audience(session, campaign),
         **_progress_context(session, campaign),
     )
+
+
+def _audience(session: Session, campaign: Campaign) -> str | None:
+    """Who among the lists' subscribers the campaign is for, in words (None: all of them)."""
+    if campaign.segment_filter is None:
+        return None
+    received = campaign.segment_filter.get("received", {})
+    if set(campaign.segment_filter) == {"received"} and received.get("opened") is False:
+        return f"those who did not open campaign #{received.get('campaign')}"
+    segment = session.get(Segment, campaign.segment_id) if campaign.segment_id else None
+    if segment is not None:
+        return f"those in the segment {segment.name} (its filter when the campaign was created)"
+    return "those matching the filter of a segment since deleted"
 
 
 _EVENT_KINDS = (EventType.bounce, EventType.complaint, EventType.unsubscribe)

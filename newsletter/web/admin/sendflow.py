@@ -141,8 +141,9 @@ def send_test(
     digest: Slug,
     test_to: Annotated[str, Form(max_length=320)] = "",
     lists_: ListSlugs = [],  # noqa: B006
+    segment: SegmentChoice = "",
 ) -> Response:
-    choice = Choice(digest=digest, lists=lists_, test_to=test_to.strip())
+    choice = Choice(digest=digest, lists=lists_, test_to=test_to.strip(), segment=segment)
     if not choice.test_to:
         return _form(request, session, choice, errors={"test_to": "Enter the address to send the test to."})
     mailer = get_mailer(settings.smtp_url, settings.outbox_dir)

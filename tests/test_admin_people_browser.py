@@ -156,3 +156,4 @@ def test_lists_import_subscriber_timeline_erase_and_blocked_domain(
         expect(log).to_contain_text(action)
     expect(log).to_contain_text("token")
     screenshot(page, "admin-walk-audit")
+    engine.dispose()

@@ -176,7 +176,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         server = serve(url, port)
         try:
-            wait_until_up(base)
+            wait_until_up(base, timeout=180)  # a loaded machine starts it slowly
             cookie = sign_in(base, "bench", PASSWORD)
             lines = []
             searches = ["/admin/subscribers?email=everyone.4242", "/admin/subscribers?name=reader%2012345",

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import imports, lists
-from newsletter.db import unit_of_work, utcnow
+from newsletter.db import is_postgres, unit_of_work, utcnow
 from newsletter.errors import Invalid, NotFound
 from newsletter.models import ImportJob, ImportStatus, MailingList
 
@@ -198,7 +198,10 @@ class _Tracker:
     """Progress callbacks of one import: into memory always, onto the job's row at most twice a second."""
 
     def __init__(self, job_id: int, sessions: sessionmaker[Session] | None) -> None:
-        self.job_id, self.sessions = job_id, sessions
+        bind = sessions.kw.get("bind") if sessions is not None else None
+        # PostgreSQL only: on SQLite the import's transaction, whose reads began before these commits, could
+        # not take the write lock for its merge afterwards (WAL refuses to upgrade a stale snapshot).
+        self.job_id, self.sessions = job_id, sessions if bind is not None and is_postgres(bind) else None
         self.current = Live(0, "reading")
         self.written_at = 0.0
         self._publish()
@@ -235,7 +238,8 @@ def run_in_thread(
 
     def work() -> None:
         try:
-            report = run(sessions, job_id)
+            # progress onto the row too: with several web workers the poll may reach another process
+            report = run(sessions, job_id, progress_sessions=sessions)
             if report is not None:
                 with sessions() as session:
                     list_id = get_job(session, job_id).list_id

@@ -9,14 +9,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.db import is_postgres, utcnow
 from newsletter.mailer import Mailer, SendResult
 from newsletter.messages import compose_confirmation
-from newsletter.models import SubscriberStatus, Subscription, SubscriptionStatus
+from newsletter.models import SubscriberStatus, Subscription, SubscriptionSource, SubscriptionStatus
 from newsletter.suppressions import is_suppressed
 from newsletter.tokens import Tokens
 
@@ -109,4 +109,19 @@ def claim_unsent_confirmations(session: Session, list_id: int, *, limit: int) ->
             .returning(Subscription.id)
             .execution_options(synchronize_session=False)
         )
+    )
+
+
+def pending_imported(session: Session, list_id: int) -> int:
+    """Imported subscriptions still waiting for their first confirmation email."""
+    return (
+        session.scalar(
+            select(func.count()).where(
+                Subscription.list_id == list_id,
+                Subscription.status == SubscriptionStatus.pending,
+                Subscription.source == SubscriptionSource.import_,
+                Subscription.confirmation_sent_at.is_(None),
+            )
+        )
+        or 0
     )

@@ -8,6 +8,8 @@ the choices and the outcome, the progress a page polls, and the bad lines with t
 
 from __future__ import annotations
 
+import csv
+import itertools
 import logging
 import os
 import secrets
@@ -32,6 +34,27 @@ PREVIEW_ROWS = 10
 PROGRESS_EVERY_SECONDS = 0.5
 MAX_LINE_SHOWN = 1000  # characters of a bad line kept for its report
 _COPY_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Preview:
+    delimiter: str
+    header: list[str]
+    attributes: list[str]  # the columns that become attributes (all but email, name and status)
+    rows: list[list[str]]
+
+
+def preview(stream: IO[bytes], *, rows: int = 10) -> Preview:
+    """The first rows of a CSV file as the import will read them; InvalidCsv when its header is unusable."""
+    lines = (line.decode("utf-8", "replace").lstrip("\ufeff") for line in itertools.islice(stream, rows + 1))
+    first = next(lines, "")
+    if not first.strip():
+        raise imports.InvalidCsv("the file is empty: the first line must be a header naming an email column")
+    delimiter = imports.sniff_delimiter(first)
+    records = list(csv.reader(itertools.chain([first], lines), delimiter=delimiter))
+    header = imports.read_header(records[0])
+    attributes = [c for c in header if c not in ("email", "name", "status")]
+    return Preview(delimiter, header, attributes, [r[: len(header)] for r in records[1:]])
 
 
 class ImportJobNotFound(NotFound):
@@ -81,7 +104,7 @@ def create_job(session: Session, path: Path, *, filename: str, size: int, create
     header cannot be imported."""
     try:
         with path.open("rb") as stream:
-            preview = imports.preview(stream, rows=PREVIEW_ROWS)
+            first_rows = preview(stream, rows=PREVIEW_ROWS)
     except imports.InvalidCsv:
         path.unlink(missing_ok=True)
         raise
@@ -89,8 +112,8 @@ def create_job(session: Session, path: Path, *, filename: str, size: int, create
         filename=os.path.basename(filename)[:255] or "upload.csv",
         path=str(path),
         size=size,
-        delimiter=preview.delimiter,
-        columns=preview.header,
+        delimiter=first_rows.delimiter,
+        columns=first_rows.header,
         created_by=created_by,
     )
     session.add(job)
@@ -109,12 +132,12 @@ def recent_jobs(session: Session, *, limit: int = 50) -> list[ImportJob]:
     return list(session.scalars(select(ImportJob).order_by(ImportJob.id.desc()).limit(limit)))
 
 
-def preview_of(job: ImportJob) -> imports.Preview | None:
+def preview_of(job: ImportJob) -> Preview | None:
     """The first rows of a job's file while it is stored."""
     if not job.path or not Path(job.path).exists():
         return None
     with Path(job.path).open("rb") as stream:
-        return imports.preview(stream, rows=PREVIEW_ROWS)
+        return preview(stream, rows=PREVIEW_ROWS)
 
 
 def queue(session: Session, job_id: int, *, list_slug: str, confirmed: bool, update_existing: bool) -> ImportJob:

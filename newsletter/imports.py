@@ -40,16 +40,15 @@ from functools import partial
 from typing import IO, Any
 
 import email_validator
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-from newsletter import addresses, i18n, lists
+from newsletter import addresses, confirmations, i18n, lists
 from newsletter.db import UTCDateTime, analyze, is_postgres, utcnow
 from newsletter.errors import Invalid
 from newsletter.exports import unneutralise
 from newsletter.models import (
     BlockedDomain,
-    Subscription,
     SubscriptionSource,
     SubscriptionStatus,
     email_domain,
@@ -155,32 +154,11 @@ def _lines(stream: IO[bytes], progress: Callable[[int], None] | None) -> Iterato
         progress(done)
 
 
-@dataclass(frozen=True)
-class Preview:
-    delimiter: str
-    header: list[str]
-    attributes: list[str]  # the columns that become attributes (all but email, name and status)
-    rows: list[list[str]]
-
-
-def preview(stream: IO[bytes], *, rows: int = 10) -> Preview:
-    """The first rows of a CSV file as the import will read them; InvalidCsv when its header is unusable."""
-    lines = (line.decode("utf-8", "replace").lstrip("\ufeff") for line in itertools.islice(stream, rows + 1))
-    first = next(lines, "")
-    if not first.strip():
-        raise InvalidCsv("the file is empty: the first line must be a header naming an email column")
-    delimiter = _sniff_delimiter(first)
-    records = list(csv.reader(itertools.chain([first], lines), delimiter=delimiter))
-    header = _read_header(records[0])
-    attributes = [c for c in header if c not in ("email", "name", "status")]
-    return Preview(delimiter, header, attributes, [r[: len(header)] for r in records[1:]])
-
-
-def _sniff_delimiter(header_line: str) -> str:
+def sniff_delimiter(header_line: str) -> str:
     return ";" if header_line.count(";") > header_line.count(",") else ","
 
 
-def _read_header(record: list[str]) -> list[str]:
+def read_header(record: list[str]) -> list[str]:
     """The header row's column names, or InvalidCsv naming what is wrong with it."""
     # email and name are matched case-insensitively; attribute names keep their case so exports round-trip.
     header = [single_line(unneutralise(column.strip())).strip() for column in record]
@@ -229,8 +207,8 @@ def read_rows(
         yield first
         yield from lines
 
-    reader = csv.reader(all_lines(), delimiter=_sniff_delimiter(first))
-    header = _read_header(next(reader))
+    reader = csv.reader(all_lines(), delimiter=sniff_delimiter(first))
+    header = read_header(next(reader))
     email_at = header.index("email")
     name_at = header.index("name") if "name" in header else None
     language_at = header.index("language") if "language" in header else None
@@ -385,7 +363,7 @@ def import_csv(
     if report.imported or report.updated:
         # a campaign sent right after plans its ledger and claims from these tables
         analyze(session, "subscribers", "subscriptions")
-    report.pending_confirmation = pending_confirmations(session, mailing_list.id)
+    report.pending_confirmation = confirmations.pending_imported(session, mailing_list.id)
     session.expire_all()
     return report
 
@@ -605,19 +583,4 @@ def _merge_duplicates(session: Session, staging: str, final: str) -> None:
     session.execute(
         text(f"UPDATE {final} SET name = :name, attributes = :attributes, language = :language WHERE email = :email"),
         [{**m, "attributes": json.dumps(m["attributes"])} for m in merged],
-    )
-
-
-def pending_confirmations(session: Session, list_id: int) -> int:
-    """Imported subscriptions still waiting for their first confirmation email."""
-    return (
-        session.scalar(
-            select(func.count()).where(
-                Subscription.list_id == list_id,
-                Subscription.status == SubscriptionStatus.pending,
-                Subscription.source == SubscriptionSource.import_,
-                Subscription.confirmation_sent_at.is_(None),
-            )
-        )
-        or 0
     )

@@ -167,6 +167,9 @@ class MailingList(Base):
     cors_origins: Mapped[list[str]] = mapped_column(JSONType, default=list)
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
+    # The uploaded digest template its campaigns use unless one is named (migration 0008); None: bundled.
+    # Not a foreign key (SQLite could add one only by copying the table); templates are never deleted.
+    default_template_id: Mapped[int | None] = mapped_column(BigID)
 
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="mailing_list")
 

@@ -27,6 +27,7 @@ from newsletter.web.admin import (
     sendflow,
     settings_page,
     signin,
+    templates_page,
     two_factor,
 )
 from newsletter.web.admin.auth import (
@@ -45,7 +46,7 @@ from newsletter.web.assets import Assets
 # sendflow's /new before campaigns' /{id}
 PAGE_FAMILIES = (
     signin, dashboard, account, digests, sendflow, campaigns, two_factor, people, audit_log, settings_page,
-    bounces_page,
+    bounces_page, templates_page,
 )  # fmt: skip
 
 router = APIRouter(include_in_schema=False, route_class=AdminRoute)

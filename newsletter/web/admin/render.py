@@ -99,6 +99,7 @@ NAV: list[NavItem] = [
 ]
 NAV += [
     NavItem("Users", "/admin/users", admin_only=True),
+    NavItem("Templates", "/admin/templates", admin_only=True),
     NavItem("Bounces", "/admin/bounces", admin_only=True),
     NavItem("Settings", "/admin/settings", admin_only=True),
     NavItem("Audit log", "/admin/audit", admin_only=True),

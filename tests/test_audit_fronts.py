@@ -45,16 +45,18 @@ def test_cli_actions_are_audited_and_read_back(committed_pg: str, tmp_path: Path
     cli.run("campaigns", "cancel", str(later["id"]))
     cli.run("users", "tokens", "create", "ops", "--purpose", "deploy script")
     cli.run("users", "deactivate", "ops", ok=False)  # the last admin: refused, and nothing recorded
+    assert "weekly: campaigns use the bundled template" in cli.run("templates", "default", "weekly").stdout
     rows = cli.json("audit")
     assert [(r["actor"], r["actor_kind"], r["action"], r["target"]) for r in reversed(rows)] == [
         (me, "cli", "campaign.schedule", f"campaign:{later['id']}"),
         (me, "cli", "campaign.cancel", f"campaign:{later['id']}"),
         (me, "cli", "token.create", "user:ops"),
+        (me, "cli", "list.update", "list:weekly"),
     ]
     schedule = rows[-1]
     assert schedule["details"]["lists"] == ["weekly"] and schedule["details"]["digest"] == slug
     assert schedule["details"]["scheduled_at"].startswith("2099-01-01T09:00")
-    assert rows[0]["details"]["purpose"] == "deploy script"
+    assert rows[1]["details"]["purpose"] == "deploy script" and rows[0]["details"] == {"default_template": None}
     text = cli.run("audit", "--action", "campaign", "--since", "1d", COLUMNS="200").stdout
     assert "campaign.cancel" in text and "campaign.schedule" in text and "token.create" not in text
     cli.run("audit", "--since", "last tuesday", ok=False)

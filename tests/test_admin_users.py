@@ -22,7 +22,10 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx2")
     from fastapi.testclient import TestClient
 
-PAGES = ["/admin/users", "/admin/users/ada", "/admin/audit", "/admin/account/two-factor"]
+PAGES = [
+    "/admin/users", "/admin/users/ada", "/admin/audit", "/admin/account/two-factor", "/admin/settings",
+    "/admin/bounces", "/admin/templates", "/admin/templates/house", "/admin/templates/house/preview?digest=x",
+]  # fmt: skip
 _SECRET = re.compile(r'id="totp-secret">([A-Z2-7]+)<')
 _STATE = re.compile(r'name="state" value="([^"]+)"')
 

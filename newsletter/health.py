@@ -142,8 +142,9 @@ def _lookup(name: str, expected: str, resolver: object | None) -> tuple[bool | N
         import dns.resolver
     except ImportError:  # pragma: no cover - email-validator brings dnspython
         return None, "cannot check: dnspython is not installed"
-    chosen = resolver if resolver is not None else dns.resolver.Resolver()
     try:
+        # A machine without /etc/resolv.conf fails here already (NoResolverConfiguration).
+        chosen = resolver if resolver is not None else dns.resolver.Resolver()
         answer = chosen.resolve(name, "TXT", lifetime=3.0)  # type: ignore[attr-defined]
     except dns.resolver.NXDOMAIN:
         return False, f"DNS has no record at {name}: publish the one below"

@@ -173,6 +173,9 @@ class MailingList(Base):
     language: Mapped[str | None] = mapped_column(String(35))
     created_at: Mapped[created_at]
     updated_at: Mapped[updated_at]
+    # The uploaded digest template its campaigns use unless one is named (migration 0008); None: bundled.
+    # Not a foreign key (SQLite could add one only by copying the table); templates are never deleted.
+    default_template_id: Mapped[int | None] = mapped_column(BigID)
 
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="mailing_list")
 

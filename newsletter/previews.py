@@ -97,7 +97,8 @@ def preview_digest(
     """
     digest = digests.get_published(session, digest_slug)
     mailing_list = get_list(session, list_slug) if list_slug else _default_list(session)
-    source = templates.get_template(session, template).source if template else None
+    chosen = templates.get_template(session, template) if template else templates.default_for(session, [mailing_list])
+    source = chosen.source if chosen else None
     rendered = rendering.render_for_list(
         digests.from_stored(digest),
         mailing_list,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -11,12 +12,14 @@ from sqlalchemy.orm import Session
 
 from newsletter import digests, links, rendering
 from newsletter.errors import Invalid, NotFound
-from newsletter.models import Template
+from newsletter.lists import get_list
+from newsletter.models import MailingList, Template
 
 __all__ = [
     "MAX_SOURCE_CHARS",
     "InvalidTemplate",
     "TemplateNotFound",
+    "default_for",
     "get_template",
     "list_templates",
     "save_template",
@@ -109,3 +112,24 @@ def template_source(session: Session, template_id: int | None) -> str | None:
     if template_id is None:
         return None
     return session.scalar(select(Template.source).where(Template.id == template_id))
+
+
+def default_for(session: Session, lists: Sequence[MailingList]) -> Template | None:
+    """The template a campaign to `lists` uses when none is named: the first list's default, if it has one."""
+    first = lists[0] if lists else None
+    if first is None or first.default_template_id is None:
+        return None
+    return session.get(Template, first.default_template_id)
+
+
+def set_list_default(session: Session, list_slug: str, name: str | None) -> MailingList:
+    """Make template `name` (None: the bundled one) the default of the list `list_slug`."""
+    mailing_list = get_list(session, list_slug)
+    mailing_list.default_template_id = get_template(session, name).id if name else None
+    session.flush()
+    return mailing_list
+
+
+def lists_using(session: Session, template: Template) -> list[str]:
+    """The slugs of the lists whose default `template` is."""
+    return list(session.scalars(select(MailingList.slug).where(MailingList.default_template_id == template.id)))

@@ -77,7 +77,8 @@ def is_enabled(user: User) -> bool:
 
 def qr_svg(uri: str) -> str:
     """The QR code of `uri` as an inline SVG element, drawn here (no request leaves the server)."""
-    return segno.make(uri, error="m").svg_inline(scale=5, dark="#000", light="#fff")
+    # omitsize: a viewBox instead of a fixed width and height, so the stylesheet can size it without cropping
+    return segno.make(uri, error="m").svg_inline(omitsize=True, dark="#000", light="#fff")
 
 
 def begin(session: Session, settings: Settings, user: User) -> Enrolment:

@@ -24,7 +24,7 @@ def test_reports_with_source_match_and_outcome_paged(admin_web: AdminWeb) -> Non
         session.commit()
         campaign, subscriber = r1.campaign_id, r1.subscriber_id
     page = boss.get("/admin/bounces").text
-    rows = re.findall(r"<tr>\s*<td>[^<]+</td>\s*<td><span[^>]*>(\w+)</span></td>\s*<td>([^<]+)</td>", page)
+    rows = re.findall(r"<tr>\s*<td>[^<]+</td>\s*<td><span[^>]*>(\w+)</span></td>\s*<td[^>]*>([^<]+)</td>", page)
     assert rows == [("bounce", "Postmark"), ("complaint", "bounce mail"), ("bounce", "bounce mail")]
     assert f'href="/admin/subscribers/{subscriber}">r1@example.com</a>' in page
     assert f'href="/admin/campaigns/{campaign}"' in page and "delivery now failed" in page

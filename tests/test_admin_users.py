@@ -22,7 +22,10 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx2")
     from fastapi.testclient import TestClient
 
-PAGES = ["/admin/users", "/admin/users/ada", "/admin/audit", "/admin/account/two-factor"]
+PAGES = [
+    "/admin/users", "/admin/users/ada", "/admin/audit", "/admin/account/two-factor", "/admin/settings",
+    "/admin/bounces", "/admin/templates", "/admin/templates/house", "/admin/templates/house/preview?digest=x",
+]  # fmt: skip
 _SECRET = re.compile(r'id="totp-secret">([A-Z2-7]+)<')
 _STATE = re.compile(r'name="state" value="([^"]+)"')
 
@@ -57,7 +60,7 @@ def enrol(client: TestClient, now: dt.datetime | None = None) -> tuple[str, list
     token = csrf_from(client.get("/admin/account/two-factor").text)
     assert client.post("/admin/account/two-factor/start", data={"csrf_token": token}).status_code == 303
     page = client.get("/admin/account/two-factor")
-    assert "<svg" in page.text and "Scan this code" in page.text
+    assert "<svg viewBox=" in page.text and "Scan this code" in page.text  # scales without cropping
     match = _SECRET.search(page.text)
     assert match
     secret = match[1]

@@ -3,6 +3,7 @@ campaign actions, user and token changes and sign-ins; `newsletter audit` and GE
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import users
+from newsletter.cli.audit import parse_since
+from newsletter.cli.console import Failure
 from newsletter.config import Settings
 from newsletter.models import AuditEntry, Role
 from newsletter.web.api.deps import get_jobs
@@ -43,21 +46,34 @@ def test_cli_actions_are_audited_and_read_back(committed_pg: str, tmp_path: Path
     me = getpass.getuser()
     later = cli.json("campaigns", "send", slug, "--list", "weekly", "--at", "2099-01-01T09:00:00+00:00")
     cli.run("campaigns", "cancel", str(later["id"]))
+    now = cli.json("campaigns", "send", slug, "--list", "weekly", "--again")  # embedded: sent at once
     cli.run("users", "tokens", "create", "ops", "--purpose", "deploy script")
-    cli.run("users", "deactivate", "ops", ok=False)  # the last admin: refused, and nothing recorded
+    assert "weekly: campaigns use the bundled template" in cli.run("templates", "default", "weekly").stdout
     rows = cli.json("audit")
     assert [(r["actor"], r["actor_kind"], r["action"], r["target"]) for r in reversed(rows)] == [
         (me, "cli", "campaign.schedule", f"campaign:{later['id']}"),
         (me, "cli", "campaign.cancel", f"campaign:{later['id']}"),
+        (me, "cli", "campaign.send", f"campaign:{now['id']}"),
         (me, "cli", "token.create", "user:ops"),
+        (me, "cli", "list.update", "list:weekly"),
     ]
+    assert now["status"] == "finished"
     schedule = rows[-1]
     assert schedule["details"]["lists"] == ["weekly"] and schedule["details"]["digest"] == slug
     assert schedule["details"]["scheduled_at"].startswith("2099-01-01T09:00")
-    assert rows[0]["details"]["purpose"] == "deploy script"
+    assert rows[1]["details"]["purpose"] == "deploy script" and rows[0]["details"] == {"default_template": None}
     text = cli.run("audit", "--action", "campaign", "--since", "1d", COLUMNS="200").stdout
-    assert "campaign.cancel" in text and "campaign.schedule" in text and "token.create" not in text
-    cli.run("audit", "--since", "last tuesday", ok=False)
+    assert "campaign.cancel" in text and "campaign.send" in text and "token.create" not in text
+
+
+def test_audit_since_takes_dates_times_and_spans() -> None:
+    assert parse_since("2026-12-01") == dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    assert parse_since("2026-12-01T09:30:00+01:00") == dt.datetime(2026, 12, 1, 8, 30, tzinfo=dt.UTC)
+    week = parse_since("7d")
+    assert week is not None and abs(dt.datetime.now(dt.UTC) - dt.timedelta(days=7) - week) < dt.timedelta(seconds=5)
+    for bad in ("last tuesday", "2026-12-01T09:30:00", "7w"):
+        with pytest.raises(Failure):
+            parse_since(bad)
 
 
 @pytest.fixture

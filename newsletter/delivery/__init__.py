@@ -87,8 +87,9 @@ def create_campaign(
     now: dt.datetime | None = None,
 ) -> Campaign:
     """Create a campaign (scheduled when `scheduled_at` is given, else a draft that `start` sends), rendered
-    with the uploaded `template` if named, else the bundled one. Its audience is its lists' subscribers in
-    the named `segment` (its filter copied as it is now), or matching `segment_filter`, if either is given."""
+    with the uploaded `template` if named, else the first list's default template, else the bundled one. Its
+    audience is its lists' subscribers in the named `segment` (its filter copied as it is now), or matching
+    `segment_filter`, if either is given."""
     digest = digests.get_published(session, digest_slug)
     chosen = templates.get_template(session, template) if template is not None else None
     saved = segments.get_segment(session, segment) if segment is not None else None
@@ -97,6 +98,8 @@ def create_campaign(
     if not list_slugs:
         raise CampaignError("name at least one list to send to")
     lists = [get_list(session, slug) for slug in dict.fromkeys(list_slugs)]
+    if chosen is None:
+        chosen = templates.default_for(session, lists)
     if scheduled_at is not None:
         if scheduled_at.tzinfo is None:
             raise CampaignError("the send time needs a timezone, e.g. 2026-12-01T09:00:00+00:00")

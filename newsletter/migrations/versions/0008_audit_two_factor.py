@@ -7,7 +7,8 @@ Create Date: 2026-12-01 16:30:00
 `audit_log` records who did what (the actor's name as text, so it outlives the user). `users` gains the
 encrypted TOTP secret, when two-factor was switched on, the time step of the last code accepted (replays
 are refused) and `deactivated_at`; `recovery_codes` holds hashes of one-time recovery codes.
-`api_tokens.name` says what a token is for; `events.source` where a bounce or complaint report came from.
+`api_tokens.name` says what a token is for; `events.source` where a bounce or complaint report came from;
+`mailing_lists.default_template_id` the uploaded template a list's campaigns use unless told otherwise.
 """
 
 from collections.abc import Sequence
@@ -53,6 +54,9 @@ def upgrade() -> None:
     op.add_column("api_tokens", sa.Column("name", sa.String(length=100), nullable=True))
     op.add_column("events", sa.Column("source", sa.String(length=16), nullable=True))
     op.create_index("ix_events_type_id", "events", ["type", "id"], unique=False)
+    # No foreign key: SQLite could add one only by copying mailing_lists (AUTOINCREMENT since 0002), and
+    # templates are never deleted; a default naming no template is read as the bundled one.
+    op.add_column("mailing_lists", sa.Column("default_template_id", ID, nullable=True))
     op.create_table(
         "recovery_codes",
         sa.Column("id", ID, autoincrement=True, nullable=False),
@@ -72,6 +76,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_recovery_codes_user_id"), table_name="recovery_codes")
     op.drop_table("recovery_codes")
+    with op.batch_alter_table("mailing_lists", table_kwargs={"sqlite_autoincrement": True}) as batch:
+        batch.drop_column("default_template_id")
     op.drop_index("ix_events_type_id", table_name="events")
     with op.batch_alter_table("events") as batch:
         batch.drop_column("source")

@@ -34,6 +34,7 @@ from newsletter.web.admin import (
     signin,
     subscribers,
     suppressions,
+    templates_page,
     two_factor,
     webhooks,
 )
@@ -53,7 +54,7 @@ from newsletter.web.assets import Assets
 # sendflow's /new before campaigns' /{id}
 PAGE_FAMILIES: tuple[ModuleType, ...] = (
     signin, dashboard, account, digests, sendflow, campaigns, two_factor, people, audit_log, settings_page,
-    bounces_page,
+    bounces_page, templates_page,
 )  # fmt: skip
 PAGE_FAMILIES += (lists, subscribers, imports, suppressions, segments, sequences, webhooks)
 

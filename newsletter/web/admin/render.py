@@ -106,6 +106,7 @@ NAV[-1:-1] = [  # the admins' pages for lists and the people on them
 ]
 NAV += [
     NavItem("Users", "/admin/users", admin_only=True),
+    NavItem("Templates", "/admin/templates", admin_only=True),
     NavItem("Bounces", "/admin/bounces", admin_only=True),
     NavItem("Settings", "/admin/settings", admin_only=True),
     NavItem("Audit log", "/admin/audit", admin_only=True),

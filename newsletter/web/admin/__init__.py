@@ -22,8 +22,8 @@ from newsletter.web.admin.errors import AdminRoute, error_page
 from newsletter.web.admin.render import AdminPages, redirect
 from newsletter.web.assets import Assets
 
-PAGE_FAMILIES = (signin, dashboard, account, digests, sendflow, campaigns)  # sendflow's /new before campaigns' /{id}
-PAGE_FAMILIES += (sequences,)
+# sendflow's /new before campaigns' /{id}
+PAGE_FAMILIES = (signin, dashboard, account, digests, sendflow, campaigns, sequences)
 
 router = APIRouter(include_in_schema=False, route_class=AdminRoute)
 for module in PAGE_FAMILIES:

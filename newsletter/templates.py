@@ -69,13 +69,33 @@ def validate_template(source: str, *, name: str = "template") -> rendering.Rende
             template_source=source,
         )
     except rendering.TemplateRejected as exc:
-        raise InvalidTemplate(f"{name}: {exc}") from None
+        # A name the digest lacks may be a template for sequence steps (templates/email/sequence/); any other
+        # refusal (syntax, limits) would be the same again.
+        step = _as_sequence_step(source) if exc.reason.startswith("undefined:") else None
+        if step is None:
+            raise InvalidTemplate(f"{name}: {exc}") from None
+        rendered = step
     # Every message must carry a working unsubscribe link: a template without one could never be sent.
     if f'href="{rendering.UNSUBSCRIBE_URL}"' not in rendered.html:
         raise InvalidTemplate(
             f'{name}: the template must link to the unsubscribe page: <a href="{{{{ unsubscribe_url }}}}">'
         )
     return rendered
+
+
+def _as_sequence_step(source: str) -> rendering.RenderedEmail | None:
+    """The template test-rendered as a sequence step (subject, body_html, ...), None when that fails too."""
+    look = rendering.ListLook(SAMPLE_THEME, "Sample list", "A sample list", tracking=True)
+    try:
+        return rendering.render_step(
+            "Welcome",
+            "Glad you are here. [Start here](https://example.org/start).",
+            look,
+            base_url=SAMPLE_BASE_URL,
+            template_source=source,
+        )
+    except rendering.TemplateRejected:
+        return None
 
 
 def save_template(session: Session, name: str, source: str) -> Template:

@@ -133,8 +133,22 @@ ROUTES: list[tuple[str, str, Any, bool]] = [
     ("DELETE", "/api/v1/segments/{segment}", None, False),
     ("POST", "/api/v1/campaigns/{campaign_id}/resend-non-openers", {}, True),
 ]
+# Sequences (in this order: the admins' pass creates the sequence, then its step).
+_STEP = {"subject": "Welcome", "body": "Hello."}
+ROUTES += [
+    ("POST", "/api/v1/sequences", {"list": "weekly"}, False),
+    ("GET", "/api/v1/sequences", None, True),
+    ("GET", "/api/v1/sequences/{slug}", None, True),
+    ("POST", "/api/v1/sequences/{slug}/steps", _STEP, False),
+    ("PATCH", "/api/v1/sequences/{slug}/steps/1", {"delay_hours": 24}, False),
+    ("POST", "/api/v1/sequences/{slug}/steps/1/move", {"to": 1}, False),
+    ("POST", "/api/v1/sequences/{slug}/preview", _STEP, True),
+    ("POST", "/api/v1/sequences/{slug}/enable", None, False),
+    ("POST", "/api/v1/sequences/{slug}/disable", None, False),
+    ("DELETE", "/api/v1/sequences/{slug}/steps/1", None, False),
+]
 # Path parameters as the OpenAPI document names them.
-DOCUMENTED_NAMES = {"{spare}": "{slug}", "{digest}": "{slug}", "{segment}": "{name}"}
+DOCUMENTED_NAMES = {"{spare}": "{slug}", "{digest}": "{slug}", "{segment}": "{name}", "/steps/1": "/steps/{position}"}
 
 
 def routes(w: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:

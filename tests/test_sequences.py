@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import confirmations, sequences
+from newsletter import confirmations, rendering, sequences, templates
 from newsletter.config import Settings
 from newsletter.db import utcnow
 from newsletter.delivery import sending
@@ -305,3 +305,21 @@ def test_delays_are_read_in_days_and_hours(text: str, hours: int) -> None:
 def test_bad_delays_say_how_to_write_one(text: str) -> None:
     with pytest.raises(sequences.InvalidStep, match="delay"):
         sequences.parse_delay(text)
+
+
+def test_a_step_can_use_an_uploaded_template_made_for_steps(settings: Settings, session: Session) -> None:
+    with_sequence(session, settings)
+    source = (
+        (rendering.TEMPLATES_DIR / "email" / "sequence" / "body.mjml")
+        .read_text()
+        .replace("<h1>{{ subject }}</h1>", "<h1>{{ subject }}</h1><p>From the editors' desk</p>")
+    )
+    templates.save_template(session, "welcome-desk", source)
+    sequences.edit_step(session, settings, "weekly", 1, template="welcome-desk")
+    step = sequences.get_step(session, "weekly", 1)
+    assert "From the editors&#39; desk" in step.campaign.html or "From the editors' desk" in step.campaign.html
+    assert "Welcome to the weekly round-up!" in step.campaign.html
+    sequences.edit_step(session, settings, "weekly", 1, default_template=True)
+    assert "editors" not in sequences.get_step(session, "weekly", 1).campaign.html
+    with pytest.raises(templates.InvalidTemplate):  # neither a digest's nor a step's: refused at upload
+        templates.save_template(session, "broken", "<mjml><mj-body>{{ nothing_here }}</mj-body></mjml>")

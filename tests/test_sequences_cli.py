@@ -90,11 +90,12 @@ def test_a_sequence_is_set_up_turned_on_and_reported_from_the_cli(cli: InProcess
     edited = cli.run("sequences", "steps", "edit", "weekly", "1", "--subject", "Week one, again")
     assert "not sent again" in edited.stderr
     status = cli.json("sequences", "status", "weekly")
-    assert [(s["position"], s["subject"], s["counts"]["sent"]) for s in status] == [
-        (1, "Week one, again", 0),
-        (2, "Welcome", 0),
+    assert [(s["position"], s["subject"], s["state"], s["counts"]["sent"]) for s in status] == [
+        (1, "Week one, again", "sending", 0),
+        (2, "Welcome", "sending", 0),
     ]
     cli.run("sequences", "disable", "weekly")
+    assert {s["state"] for s in cli.json("sequences", "status", "weekly")} == {"paused"}
     assert cli.json("sequences", "list") == [
         {
             "list": "weekly",

@@ -103,18 +103,26 @@ def sequences_status(slug: Slug, as_json: AsJson = False) -> None:
     """Each step's messages per status: sent, waiting, failed, skipped (left the list or turned off)."""
     with unit_of_work() as session:
         rows: list[dict[str, Any]] = [
-            {"position": s.position, "subject": s.subject, "campaign_id": s.campaign_id, "counts": s.counts}
+            {
+                "position": s.position,
+                "subject": s.subject,
+                "campaign_id": s.campaign_id,
+                # sending: live; paused: the sequence is off, or the pipeline paused it (`campaigns resume ID`)
+                "state": s.campaign_status,
+                "counts": s.counts,
+            }
             for s in sequences.status(session, slug)
         ]
     if as_json:
         emit_json(rows)
         return
     print_table(
-        ("step", "subject", "sent", "waiting", "failed", "unknown", "skipped"),
+        ("step", "subject", "state", "sent", "waiting", "failed", "unknown", "skipped"),
         (
             (
                 r["position"],
                 r["subject"],
+                r["state"],
                 r["counts"]["sent"],
                 r["counts"]["pending"] + r["counts"]["sending"],
                 r["counts"]["failed"],

@@ -104,6 +104,7 @@ def preview_digest(
         mailing_list,
         base_url=settings.base_url if tracking else None,
         template_source=source,
+        site_url=settings.base_url,  # "view in your browser" and "subscribe" as the real copy has them
     )
     title = " ".join((subject or digest.title).split())
     # Never added to the session: an unsaved campaign only carries what PreparedCampaign reads.

@@ -339,3 +339,15 @@ def test_the_csv_import_sets_each_readers_language(session: Session) -> None:
     assert stored == {"dana@example.com": "kk", "known@example.com": "ru", "oleg@example.com": "ru"}
     dana = session.scalar(select(Subscriber).where(Subscriber.email == "dana@example.com"))
     assert dana is not None and dana.attributes == {"city": "Almaty"}  # `language` is no attribute
+
+
+def test_a_lists_language_through_the_domain_and_its_refusal(session: Session) -> None:
+    from newsletter import lists
+
+    created = make_list(session, slug="kz", language="KK")
+    assert created.language == "kk"
+    name = created.name
+    with pytest.raises(lists.InvalidList, match="language must be one of"):
+        lists.update_list(session, "kz", language="klingon", name="Renamed")
+    assert (created.name, created.language) == (name, "kk")  # refused before anything changed
+    assert lists.update_list(session, "kz", language="").language is None

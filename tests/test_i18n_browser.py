@@ -104,7 +104,7 @@ def _check_blocked_image(page: Any, scheme: str) -> None:
     # A blocked image shows its alt text in a tinted box of the column's width, not as a small underlined link.
     image = page.locator(".ph img").first
     box = image.bounding_box()
-    assert box is not None and box["width"] > 200 and box["height"] > 10
+    assert box is not None and box["width"] > 200 and box["height"] > box["width"] / 2  # a 16:9 box, not a line
     background = image.evaluate("i => getComputedStyle(i).backgroundColor")
     assert background == ("rgb(33, 38, 45)" if scheme == "dark" else "rgb(238, 241, 244)")
 

@@ -30,6 +30,9 @@ def parse_theme(value: str | None) -> dict[str, Any] | None:
     return theme
 
 
+LANGUAGE_HELP = "Language of the list's pages and of emails whose digest has none: en, ru, kk."
+
+
 @app.command("create")
 def lists_create(
     slug: str,
@@ -43,6 +46,7 @@ def lists_create(
     tracking: Annotated[
         bool | None, typer.Option("--tracking/--no-tracking", help="Open/click tracking (default: TRACK_DEFAULT).")
     ] = None,
+    language: Annotated[str | None, typer.Option(help=LANGUAGE_HELP)] = None,
     as_json: AsJson = False,
 ) -> None:
     """Create a mailing list."""
@@ -58,6 +62,7 @@ def lists_create(
             from_name=from_name,
             postal_address=postal_address,
             tracking=settings().track_default if tracking is None else tracking,
+            language=language,
         )
         result = {"id": mailing_list.id, "slug": mailing_list.slug}
         audit.record(session, audit.Actor.cli(), "list.create", f"list:{slug}")
@@ -88,7 +93,7 @@ def lists_list(as_json: AsJson = False) -> None:
 
 
 SUMMARY_FIELDS = ("id", "slug", "name", "description", "from_email", "from_name", "reply_to", "opt_in", "visibility",
-                  "postal_address", "tracking", "theme", "cors_origins", "form_fields")  # fmt: skip
+                  "postal_address", "tracking", "theme", "cors_origins", "form_fields", "language")  # fmt: skip
 
 
 def list_summary(session: Session, mailing_list: MailingList) -> dict[str, Any]:
@@ -136,6 +141,7 @@ def lists_update(
             "Replaces the fields; --form-field '' clears them."
         ),
     ] = None,
+    language: Annotated[str | None, typer.Option(help=LANGUAGE_HELP + " Empty string clears it.")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Change some fields of a list."""
@@ -149,6 +155,7 @@ def lists_update(
         "visibility": visibility,
         "tracking": tracking,
         "theme": parse_theme(theme),
+        "language": language,
     }
     if reply_to is not None:
         changes["reply_to"] = reply_to or None

@@ -72,10 +72,12 @@ SUBSCRIBE_BODY = form_body(
         "name": text_field("How the emails greet them (optional)"),
         "website": text_field("The honeypot: left empty by people, who never see it"),
         "attr.city": text_field("One of the list's extra form fields, `attr.` and its name"),
+        "language": text_field("The reader's language for pages and emails: en, ru, kk (optional)"),
     },
     json={
         "email": text_field("The address to subscribe"),
         "name": text_field("How the emails greet them (optional)"),
+        "language": text_field("The reader's language for pages and emails: en, ru, kk (optional)"),
         "attributes": {
             "type": "object",
             "additionalProperties": {"type": "string"},
@@ -110,6 +112,7 @@ ONE_CLICK_ANSWERS = form_route(
 PREFERENCES_BODY = form_body(
     {
         "name": text_field("The name to greet them by"),
+        "language": text_field("The reader's language (en, ru, kk); empty: the newsletter's"),
         "list": {"type": "array", "items": {"type": "string"}, "description": "Ids of the lists to stay on"},
         "section.1": {"type": "array", "items": {"type": "string"}, "description": "Sections wanted of list 1"},
         "action": text_field("`unsubscribe_all` leaves every list", examples=["unsubscribe_all"]),

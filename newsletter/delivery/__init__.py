@@ -72,6 +72,7 @@ class CampaignNotFound(NotFound):
 # --- creating and scheduling ------------------------------------------------------------------------------
 
 
+# long: its signature alone is fourteen lines, one keyword per choice the send flow, CLI and API offer
 def create_campaign(
     session: Session,
     *,

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, event, func, insert, literal, null, select, update
+from sqlalchemy import Text, bindparam, cast, delete, event, func, insert, literal, null, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.db import is_postgres, utcnow
@@ -166,16 +166,29 @@ def on_commit(callback: Callable[[], None]) -> None:
         _after_commit.append(callback)
 
 
+def wake() -> None:
+    """Run the after-commit callbacks now: for events written outside a Session's commit (the one-click
+    unsubscribe's single statement on an autocommit connection)."""
+    for callback in _after_commit:
+        callback()
+
+
 @event.listens_for(Session, "after_commit")
 def _notify(session: Session) -> None:
     if session.info.pop(_EMITTED, False):
-        for callback in _after_commit:
-            callback()
+        wake()
 
 
 @event.listens_for(Session, "after_rollback")
 def _forget(session: Session) -> None:
     session.info.pop(_EMITTED, None)
+
+
+def forget_subscriber(session: Session, subscriber_id: int) -> int:
+    """Erasure: the events about a subscriber go (sent or not), with their delivery log; returns how many."""
+    about = OutboxEvent.payload["subscriber"]["id"].as_integer() == subscriber_id
+    result = session.execute(delete(OutboxEvent).where(about).execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def claim_undispatched(session: Session, *, limit: int, now: dt.datetime | None = None) -> list[OutboxEvent]:

@@ -267,6 +267,9 @@ class Settings(BaseSettings):
     webhook_max_payload_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest webhook request body; a larger event fails without being sent."
     )
+    webhook_log_days: float = Field(
+        30, gt=0, description="Sent events and their delivery log are deleted after this many days."
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -295,3 +295,21 @@ def test_refusal_covers_every_kind_of_non_public_address() -> None:
     assert public("93.184.215.14") and public("2606:4700::1111")
     for address in ("0.0.0.0", "100.64.0.1", "192.168.1.1", "172.16.0.1", "fe80::1", "fc00::1", "240.0.0.1"):
         assert not public(address), address
+
+
+def test_sent_events_and_their_log_are_deleted_after_the_retention(
+    sessions: sessionmaker[Session], hook_settings: Settings, receiver: Receiver
+) -> None:
+    clock = Clock()
+    endpoint = _endpoint(sessions, hook_settings, receiver.url, ["campaign.started"])
+    _emit(sessions, "campaign.started", {"n": 1})
+    receiver.answers = [204, 500]
+    _emit(sessions, "campaign.started", {"n": 2})
+    dispatch.dispatch(sessions, hook_settings, now=clock)  # one delivered, one failed with a retry pending
+    clock.now += dt.timedelta(days=31)
+    receiver.default = 500
+    with sessions() as session, session.begin():
+        assert dispatch.prune(session, hook_settings, now=clock.now) == 1  # not the one still being retried
+    with sessions() as session:
+        assert {r.attempt for r in dispatch.log_of(session, endpoint.id)} == {1, 2}
+        assert outbox.undispatched_count(session) == 0

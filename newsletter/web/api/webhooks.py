@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from newsletter.models import WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint
 from newsletter.outbox import EVENT_TYPES
 from newsletter.web.api.deps import Admin
-from newsletter.web.api.errors import NOT_FOUND, ApiRoute
+from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
 from newsletter.web.api.schemas import NO_NUL
 from newsletter.web.deps import SessionDep, SettingsDep
 from newsletter.webhooks import dispatch, endpoints
@@ -154,7 +154,7 @@ def list_deliveries(
     "/webhooks/deliveries/{delivery_id}/redeliver",
     status_code=202,
     summary="Send a delivery's event again, once (sent after this request commits)",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **CONFLICT},
 )
 def redeliver(delivery_id: Annotated[int, Path(ge=1)], session: SessionDep, _: Admin) -> DeliveryOut:
     return delivery_out(dispatch.redeliver(session, delivery_id))

@@ -305,6 +305,9 @@ class Settings(BaseSettings):
     )
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="The root log level.")
+    webhook_log_days: float = Field(
+        30, gt=0, description="Sent events and their delivery log are deleted after this many days."
+    )
 
     @field_validator("database_url")
     @classmethod

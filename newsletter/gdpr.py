@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from newsletter import outbox
 from newsletter.models import (
     Campaign,
     Delivery,
@@ -152,6 +153,7 @@ def erase_subscriber(session: Session, subscriber: Subscriber) -> None:
         .values(detail=None)
         .execution_options(synchronize_session=False)
     )
+    outbox.forget_subscriber(session, subscriber.id)  # webhook payloads name them too
     session.flush()
     session.expire_all()
     audit.warning("subscriber %s erased (hash %s kept on the suppression list)", subscriber.id, key[:12])

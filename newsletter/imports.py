@@ -43,7 +43,7 @@ import email_validator
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-from newsletter import addresses, confirmations, i18n, lists
+from newsletter import addresses, confirmations, i18n, lists, outbox
 from newsletter.db import UTCDateTime, analyze, is_postgres, utcnow
 from newsletter.errors import Invalid
 from newsletter.exports import unneutralise
@@ -559,6 +559,7 @@ def _add_subscriptions(
                 f"FROM {final} AS f JOIN subscribers s ON s.email = f.email WHERE NOT EXISTS "
                 "(SELECT 1 FROM subscriptions x WHERE x.subscriber_id = s.id AND x.list_id = :list)"
             )
+    outbox.emit_imported(session, list_id, now, confirmed=confirmed)  # the webhooks of the rows just added
 
 
 def _merge_duplicates(session: Session, staging: str, final: str) -> None:

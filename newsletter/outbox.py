@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, event, func, insert, literal, null, select, update
+from sqlalchemy import Text, bindparam, cast, delete, event, func, insert, literal, null, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.db import is_postgres, utcnow
@@ -143,6 +143,38 @@ def unsubscribed_cte(changed_rows: Any, source: str) -> Any:
     )
 
 
+def emit_imported(session: Session, list_id: int, created_at: dt.datetime, *, confirmed: bool) -> None:
+    """subscriber.subscribed (and .confirmed, for a confirmed import) for the subscriptions an import
+    added at `created_at`: one INSERT ... SELECT each, whatever the file's size."""
+    build = func.jsonb_build_object if is_postgres(session) else func.json_object
+
+    def text_(value: str) -> Any:
+        return cast(literal(value), Text)
+
+    payload = build(
+        text_("subscriber"),
+        build(text_("id"), Subscriber.id, text_("email"), Subscriber.email, text_("name"), Subscriber.name),
+        text_("list"),
+        build(text_("id"), MailingList.id, text_("slug"), MailingList.slug, text_("name"), MailingList.name),
+        text_("status"),
+        cast(Subscription.status, Text),
+        text_("joined_via"),
+        cast(Subscription.source, Text),
+    )
+    for type_ in ("subscriber.subscribed", "subscriber.confirmed") if confirmed else ("subscriber.subscribed",):
+        rows = (
+            select(text_(type_), payload, literal(created_at, OutboxEvent.created_at.type))
+            .select_from(Subscription)
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .join(MailingList, MailingList.id == Subscription.list_id)
+            .where(Subscription.list_id == list_id, Subscription.created_at == created_at)
+            .order_by(Subscription.id)
+        )
+        result = session.execute(insert(OutboxEvent).from_select(["type", "payload", "created_at"], rows))
+        if getattr(result, "rowcount", 0):
+            session.info[_EMITTED] = True
+
+
 def emit_many(session: Session, type_: str, payloads: Iterable[Mapping[str, Any]]) -> int:
     """Many events of one type in one INSERT (the delivery pipeline's bounces: one statement per group)."""
     now = utcnow()
@@ -166,16 +198,29 @@ def on_commit(callback: Callable[[], None]) -> None:
         _after_commit.append(callback)
 
 
+def wake() -> None:
+    """Run the after-commit callbacks now: for events written outside a Session's commit (the one-click
+    unsubscribe's single statement on an autocommit connection)."""
+    for callback in _after_commit:
+        callback()
+
+
 @event.listens_for(Session, "after_commit")
 def _notify(session: Session) -> None:
     if session.info.pop(_EMITTED, False):
-        for callback in _after_commit:
-            callback()
+        wake()
 
 
 @event.listens_for(Session, "after_rollback")
 def _forget(session: Session) -> None:
     session.info.pop(_EMITTED, None)
+
+
+def forget_subscriber(session: Session, subscriber_id: int) -> int:
+    """Erasure: the events about a subscriber go (sent or not), with their delivery log; returns how many."""
+    about = OutboxEvent.payload["subscriber"]["id"].as_integer() == subscriber_id
+    result = session.execute(delete(OutboxEvent).where(about).execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def claim_undispatched(session: Session, *, limit: int, now: dt.datetime | None = None) -> list[OutboxEvent]:

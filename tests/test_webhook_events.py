@@ -190,3 +190,48 @@ def test_the_outbox_payloads_are_json_and_small(session: Session) -> None:
     for event in session.scalars(select(OutboxEvent)):
         assert len(dispatch.body_of(event)) < 1000
         assert outbox.check_type(event.type) == event.type
+
+
+def test_erasing_a_subscriber_erases_the_events_about_them(
+    sessions: sessionmaker[Session], hooked: tuple[Settings, str], receiver: Receiver
+) -> None:
+    from newsletter import gdpr
+    from newsletter.models import WebhookDelivery
+
+    settings, secret = hooked
+    with sessions() as session, session.begin():
+        weekly = make_list(session, slug="weekly")
+        ann = make_subscriber(session, weekly, "ann@example.org")
+        make_subscriber(session, weekly, "bob@example.org")
+    assert len(received(sessions, settings, receiver, secret)) == 4  # each: subscribed, confirmed
+    with sessions() as session, session.begin():
+        gdpr.erase_subscriber(session, session.get(Subscriber, ann.id))  # type: ignore[arg-type]
+    with sessions() as session:
+        left = [e.payload["subscriber"]["email"] for e in session.scalars(select(OutboxEvent))]
+        assert left == ["bob@example.org", "bob@example.org"]
+        assert len(session.scalars(select(WebhookDelivery)).all()) == 2  # their log went with them
+
+
+def test_an_import_emits_one_event_per_new_subscription(
+    sessions: sessionmaker[Session], hooked: tuple[Settings, str], receiver: Receiver
+) -> None:
+    import io
+
+    from newsletter import imports
+
+    settings, secret = hooked
+    with sessions() as session, session.begin():
+        weekly = make_list(session, slug="weekly")
+        make_subscriber(session, weekly, "old@example.org")  # already on the list: no new event
+    received(sessions, settings, receiver, secret)
+    csv = "email,name\nold@example.org,Old\nann@example.org,Ann\nbob@example.org,Bob\n"
+    with sessions() as session, session.begin():
+        imports.import_csv(session, "weekly", io.BytesIO(csv.encode()), confirmed=True)
+    got = received(sessions, settings, receiver, secret)
+    assert sorted((t, d["subscriber"]["email"], d["status"], d["joined_via"]) for t, d in got) == [
+        ("subscriber.confirmed", "ann@example.org", "confirmed", "import"),
+        ("subscriber.confirmed", "bob@example.org", "confirmed", "import"),
+        ("subscriber.subscribed", "ann@example.org", "confirmed", "import"),
+        ("subscriber.subscribed", "bob@example.org", "confirmed", "import"),
+    ]
+    assert {d["list"]["slug"] for _, d in got} == {"weekly"} and got[0][1]["subscriber"]["name"] in ("Ann", "Bob")

@@ -86,15 +86,14 @@ def test_the_cli(committed_pg: str, tmp_path: Path, receiver: Receiver, make_set
             outbox.emit(session, "subscriber.confirmed", {"subscriber": {"id": 1}})
         settings = make_settings(database_url=committed_pg, webhooks_allow_private=True)
         dispatch.dispatch(sessions_of(engine), settings)
+        with Session(engine) as session:
+            (log,) = dispatch.log_of(session, created["id"])
+            assert log.status == "succeeded"
     finally:
         engine.dispose()
-    (log,) = json.loads(cli.run("webhooks", "deliveries", str(created["id"]), "--json").stdout)
-    assert log["status"] == "succeeded"
-    again = cli.run("webhooks", "redeliver", str(log["id"]), NEWSLETTER_WEBHOOKS_ALLOW_PRIVATE="true")
+    again = cli.run("webhooks", "redeliver", str(log.id), NEWSLETTER_WEBHOOKS_ALLOW_PRIVATE="true")
     assert "HTTP 204" in again.stdout  # without a broker the command sends it itself
     assert len(receiver.requests) == 2 and all(verify(created["secret"], r.headers, r.body) for r in receiver.requests)
-    listed = cli.run("webhooks", "list").stdout
-    assert receiver.url in listed and "subscriber.confirmed" in listed
 
 
 def sessions_of(engine: Engine) -> sessionmaker[Session]:

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from newsletter import outbox
 from newsletter.config import Settings
 from newsletter.db import make_engine, session_scope
@@ -38,3 +40,21 @@ def test_a_committed_event_is_sent_by_the_embedded_scheduler(
             scheduler.stop()
         (request,) = receiver.requests
         assert verify(secret, request.headers, request.body)
+
+
+def test_a_broker_that_is_down_does_not_fail_the_commit(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker import tasks
+
+    def refuse() -> None:
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(tasks.dispatch_webhooks, "delay", refuse)
+    eager = tasks.app.conf.task_always_eager
+    tasks.app.conf.task_always_eager = False  # as with a broker
+    try:
+        tasks._outbox_committed()  # what a commit that emitted events calls
+    finally:
+        tasks.app.conf.task_always_eager = eager
+    assert "could not enqueue a dispatch" in caplog.text

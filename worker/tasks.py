@@ -194,8 +194,11 @@ webhooks_due = threading.Event()
 def _outbox_committed() -> None:
     if app.conf.task_always_eager:
         webhooks_due.set()
-    else:
+        return
+    try:
         dispatch_webhooks.delay()
+    except Exception:  # the change is committed whatever the broker says: beat's pass sends the events
+        log.exception("webhooks: could not enqueue a dispatch; the periodic one will send the events")
 
 
 outbox.on_commit(_outbox_committed)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
@@ -159,6 +159,21 @@ def claim(session: Session, *, now: dt.datetime, limit: int = CHUNK) -> list[Att
     return [Attempt(d.id, e.id, event.id, d.attempt, d.manual, e.url, e.secret, body_of(event)) for d, e, event in rows]
 
 
+def prune(session: Session, settings: Settings, *, now: dt.datetime) -> int:
+    """Delete events dispatched more than WEBHOOK_LOG_DAYS ago, with their delivery log, unless an attempt
+    of theirs is still to come. Returns how many events went."""
+    busy = select(WebhookDelivery.event_id).where(WebhookDelivery.status.in_([Status.pending, Status.sending]))
+    result = session.execute(
+        delete(OutboxEvent)
+        .where(
+            OutboxEvent.dispatched_at < now - dt.timedelta(days=settings.webhook_log_days),
+            OutboxEvent.id.not_in(busy),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def reclaim_stuck(session: Session, settings: Settings, *, now: dt.datetime) -> int:
     """Attempts left in `sending` by a dispatcher that died are due again (the receiver may see the same
     webhook-id twice: webhooks are at-least-once, which is why the id is stable)."""
@@ -296,6 +311,7 @@ def dispatch(
     try:
         with unit_of_work(sessions) as session:
             reclaim_stuck(session, settings, now=now())
+            prune(session, settings, now=now())
         while True:
             with unit_of_work(sessions) as session:
                 events, rows = fan_out(session, now=now())

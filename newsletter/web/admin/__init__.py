@@ -6,7 +6,7 @@ and the routers. A new page family is a module with a `router` (an `APIRouter(ro
 added to `PAGE_FAMILIES`, and an entry in `render.NAV`.
 
 Modules: `auth` (the Editor/Admin dependencies, CSRF), `render` (templates, headers, flash, redirect),
-`signin`, `dashboard`, `account`, `digests` (+ `digest_form`).
+`signin`, `dashboard`, `account`, `digests` (+ `digest_form`), `webhooks` (outgoing webhooks, admins only).
 """
 
 from __future__ import annotations

@@ -5,20 +5,21 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from newsletter.models import WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint
 from newsletter.outbox import EVENT_TYPES
 from newsletter.web.api.deps import Admin
-from newsletter.web.api.errors import NOT_FOUND, ApiRoute
+from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
+from newsletter.web.api.params import MAX_ID, RowId
 from newsletter.web.api.schemas import NO_NUL
 from newsletter.web.deps import SessionDep, SettingsDep
 from newsletter.webhooks import dispatch, endpoints
 from newsletter.webhooks.destinations import MAX_URL_LENGTH
 
 router = APIRouter(tags=["webhooks"], route_class=ApiRoute)
-EndpointId = Annotated[int, Path(ge=1)]
+EndpointId = RowId
 EVENTS = f'Event types ({", ".join(EVENT_TYPES)}), or ["*"] for all.'
 
 
@@ -144,7 +145,7 @@ def list_deliveries(
     endpoint_id: EndpointId,
     session: SessionDep,
     _: Admin,
-    before: Annotated[int | None, Query(ge=1, description="Older than this delivery id.")] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Older than this delivery id.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[DeliveryOut]:
     return [delivery_out(r) for r in dispatch.log_of(session, endpoint_id, before=before, limit=limit)]
@@ -154,7 +155,7 @@ def list_deliveries(
     "/webhooks/deliveries/{delivery_id}/redeliver",
     status_code=202,
     summary="Send a delivery's event again, once (sent after this request commits)",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **CONFLICT},
 )
-def redeliver(delivery_id: Annotated[int, Path(ge=1)], session: SessionDep, _: Admin) -> DeliveryOut:
+def redeliver(delivery_id: RowId, session: SessionDep, _: Admin) -> DeliveryOut:
     return delivery_out(dispatch.redeliver(session, delivery_id))

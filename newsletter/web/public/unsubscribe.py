@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
-from newsletter import i18n, links, subscriptions
+from newsletter import i18n, links, outbox, subscriptions
 from newsletter.config import Settings
 from newsletter.models import Subscription
 from newsletter.tokens import TokenPurpose, Tokens, UnknownToken
@@ -88,7 +88,7 @@ async def unsubscribe(token: str, request: Request) -> Response:
     if not one_click:
         return await run_in_threadpool(_unsubscribe_button, request, token)
     try:
-        await hot_statement(
+        changed = await hot_statement(
             request,
             "one_click",
             subscriptions.one_click_unsubscribe_async,
@@ -97,6 +97,8 @@ async def unsubscribe(token: str, request: Request) -> Response:
         )
     except UnknownToken:
         return PlainTextResponse("This unsubscribe link is not valid.\n", 404, headers=NO_STORE)
+    if changed:  # its webhook event was written by that statement, outside a Session's commit
+        outbox.wake()
     return PlainTextResponse("You are unsubscribed.\n", headers=NO_STORE)
 
 

@@ -28,16 +28,14 @@ from newsletter import metrics, outbox
 from newsletter.config import Settings
 from newsletter.db import utcnow
 from newsletter.delivery import finish_if_done, get_campaign, log_state
+from newsletter.delivery.claims import next_retry_delay, release_claims, renew_claims
 from newsletter.delivery.composing import NothingWanted, PreparedCampaign, envelope_address
 from newsletter.delivery.ledger import (
     Claimed,
     Outcomes,
     claim,
-    next_retry_delay,
     record,
     record_sent_and_claim,
-    release_claims,
-    renew_claims,
     rowcount,
 )
 from newsletter.dkim import signer_for

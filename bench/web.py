@@ -301,7 +301,7 @@ def serving(url: str, workers: int, **settings: str) -> Iterator[tuple[str, list
         yield base, command
     finally:
         server.terminate()
-        server.wait(10)
+        server.wait(60)  # workers finish their requests first on a loaded machine
 
 
 if __name__ == "__main__":

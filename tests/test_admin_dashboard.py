@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import re
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from newsletter import delivery, digests, stats
@@ -90,10 +90,14 @@ def test_dashboard_shows_sending_recent_growth_and_drafts(admin_web: AdminWeb, s
     )
     finished = campaign_with(session, weekly, readers[:4], publish(session, "Issue one"), ["sent"] * 4)
     finished.status = CampaignStatus.finished
-    for reader in readers[:2]:
-        session.add(Event(type=EventType.open, campaign_id=finished.id, subscriber_id=reader.id))
-    session.add(Event(type=EventType.click, campaign_id=finished.id, subscriber_id=readers[0].id))
-    session.add(Event(type=EventType.click, campaign_id=finished.id, subscriber_id=readers[0].id))
+    # each event names its delivery, as the tracking path records it (readers are counted per delivery)
+    row_of = dict(
+        session.execute(select(Delivery.subscriber_id, Delivery.id).where(Delivery.campaign_id == finished.id)).all()
+    )
+    for kind, reader in [(EventType.open, readers[0]), (EventType.open, readers[1])] + [
+        (EventType.click, readers[0])
+    ] * 2:
+        session.add(Event(type=kind, campaign_id=finished.id, delivery_id=row_of[reader.id], subscriber_id=reader.id))
     session.add(Event(type=EventType.bounce, campaign_id=finished.id, subscriber_id=readers[3].id))
     sending = campaign_with(
         session, weekly, readers, publish(session, f"Issue two {EVIL}"), ["sent"] * 3 + ["pending"] * 6 + ["failed"]

@@ -67,10 +67,21 @@ def test_campaign_report_and_resend_never_touch_sent_rows(session: Session, sett
     link = Link(campaign_id=campaign.id, position=1, url="https://example.com/a")
     session.add(link)
     session.flush()
-    for reader in readers[:2]:
-        session.add(Event(type=EventType.open, campaign_id=campaign.id, subscriber_id=reader.id))
-        session.add(Event(type=EventType.open, campaign_id=campaign.id, subscriber_id=reader.id))
-    session.add(Event(type=EventType.click, campaign_id=campaign.id, subscriber_id=readers[0].id, link_id=link.id))
+    # opens and clicks name their delivery, as the tracking path records them (readers count per delivery)
+    for row, reader in zip(rows[:2], readers[:2], strict=True):
+        for _ in range(2):
+            session.add(
+                Event(type=EventType.open, campaign_id=campaign.id, delivery_id=row.id, subscriber_id=reader.id)
+            )
+    session.add(
+        Event(
+            type=EventType.click,
+            campaign_id=campaign.id,
+            delivery_id=rows[0].id,
+            subscriber_id=readers[0].id,
+            link_id=link.id,
+        )
+    )
     session.add(Event(type=EventType.unsubscribe, campaign_id=campaign.id, subscriber_id=readers[1].id))
     session.add(Event(type=EventType.bounce, campaign_id=campaign.id, subscriber_id=readers[2].id))
     session.flush()

@@ -72,6 +72,7 @@ class Progress:
     resent_after_unknown: int
     last_error: str | None  # the latest reason a pending row is waiting for a retry, e.g. the server is down
     scheduled_at: dt.datetime | None = None  # when a scheduled campaign starts (read in the same query)
+    created_at: dt.datetime | None = None
 
     @property
     def total(self) -> int:
@@ -104,11 +105,12 @@ def campaign_progress(session: Session, campaign_id: int, now: dt.datetime | Non
             Campaign.pause_reason,
             _last_retry_reason(campaign_id),
             Campaign.scheduled_at,
+            Campaign.created_at,
         ).where(Campaign.id == campaign_id)
     ).first()
     if state is None:
         raise CampaignNotFound(campaign_id)
-    status, started_at, pause_reason, last_error, scheduled_at = state
+    status, started_at, pause_reason, last_error, scheduled_at, created_at = state
     now = now or utcnow()
     since = counters.tick_start(counters.tick_of(now - dt.timedelta(seconds=RATE_WINDOW_SECONDS)))
     counted = counters.read(session, campaign_id, since=since)
@@ -129,6 +131,7 @@ def campaign_progress(session: Session, campaign_id: int, now: dt.datetime | Non
         resent_after_unknown=counted.resent_after_unknown,
         last_error=last_error,
         scheduled_at=scheduled_at,
+        created_at=created_at,
     )
 
 

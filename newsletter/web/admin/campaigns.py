@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session, defer
 
 from newsletter import audit, delivery, stats
+from newsletter.db import utcnow
 from newsletter.delivery import event_counters, progress
 from newsletter.models import Campaign, CampaignStatus, DeliveryStatus, EventType, Segment
 from newsletter.web.admin.auth import Editor, actor
@@ -70,6 +71,20 @@ class _Polled:
     scheduled_at: dt.datetime | None
 
 
+STARTING_SECONDS = 300
+
+
+def _starting(state: progress.Progress) -> bool:
+    """A draft just sent from the send flow: the worker has yet to plan it, so the page polls until it
+    sends (a draft nobody started stops polling after STARTING_SECONDS)."""
+    return (
+        state.status == CampaignStatus.draft
+        and state.scheduled_at is None
+        and state.created_at is not None
+        and (utcnow() - state.created_at).total_seconds() < STARTING_SECONDS
+    )
+
+
 def _progress_context(session: Session, campaign: Campaign) -> dict[str, Any]:
     return _progress_fields(campaign, progress.campaign_progress(session, campaign.id))
 
@@ -79,7 +94,7 @@ def _progress_fields(campaign: Campaign | _Polled, state: progress.Progress) -> 
         "campaign": campaign,
         "p": state,
         "percent": round(100 * state.done / state.total) if state.total else 0,
-        "live": campaign.status == CampaignStatus.sending,
+        "live": campaign.status == CampaignStatus.sending or _starting(state),
         "poll_seconds": POLL_SECONDS,
     }
 

@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Annotated, Any, NamedTuple
 
@@ -102,21 +102,32 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-_ENGINES: OrderedDict[str, Engine] = OrderedDict()
-_ENGINES_KEPT = 4
-_engines_lock = threading.Lock()
+class EngineCache:
+    """The process's engines, kept among the `size` most recently used; an engine pushed out is disposed at
+    once, so its pooled connections are closed now, not whenever the garbage collector finds them."""
+
+    def __init__(self, size: int) -> None:
+        self._engines: OrderedDict[Hashable, Engine] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], Engine]) -> Engine:
+        with self._lock:
+            engine = self._engines.pop(key, None) or build()
+            self._engines[key] = engine
+            while len(self._engines) > self._size:
+                _, evicted = self._engines.popitem(last=False)
+                evicted.dispose()
+        return engine
+
+
+_ENGINES = EngineCache(4)
 
 
 def get_engine(settings: Settings) -> Engine:
     """The process's engine for this database, kept among the four most recently used."""
     url = settings.database_url
-    with _engines_lock:
-        engine = _ENGINES.pop(url, None) or make_engine(url)
-        _ENGINES[url] = engine
-        while len(_ENGINES) > _ENGINES_KEPT:
-            _, evicted = _ENGINES.popitem(last=False)
-            evicted.dispose()  # close its pooled connections now, not whenever the garbage collector finds them
-    return engine
+    return _ENGINES.get(url, lambda: make_engine(url))
 
 
 def session_factory(settings: Settings) -> sessionmaker[Session]:

@@ -192,7 +192,7 @@ def test_the_editors_whole_path_from_a_draft_to_the_report_and_a_resend(
 
     # resend to the failed recipient, now that the server accepts it: the worker sends it
     smtp_server.responses = None
-    page.get_by_role("button", name="Resend").click()
+    page.get_by_role("button", name="Resend", exact=True).click()
     expect(page.get_by_text("1 recipient(s) are in the queue again.")).to_be_visible()
     wait_until(lambda: any(m.rcpt_tos == ("r3@example.com",) for m in smtp_server.messages), 60, "the resend")
     page.reload()

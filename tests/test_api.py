@@ -54,8 +54,10 @@ def world(api: Api) -> dict[str, Any]:
             ]
         )
         campaign.status = CampaignStatus.finished
+        hook = models.WebhookEndpoint(url="https://hooks.example.net/n", event_types=["campaign.started"], secret="x")
+        session.add(hook)
         session.commit()
-        return {"campaign": campaign.id, "subscriber": ana.id, "digest": digest.slug}
+        return {"campaign": campaign.id, "subscriber": ana.id, "digest": digest.slug, "endpoint": hook.id}
 
 
 # A delivery status notification about a message of no campaign: recorded as ignored.
@@ -147,8 +149,26 @@ ROUTES += [
     ("POST", "/api/v1/sequences/{slug}/disable", None, False),
     ("DELETE", "/api/v1/sequences/{slug}/steps/1", None, False),
 ]
+# Outgoing webhooks (admins only; tests/test_webhooks_api_cli.py has their behaviour). An IP literal: nothing
+# to resolve, and a public address passes the SSRF check.
+ROUTES += [
+    ("GET", "/api/v1/webhooks", None, False),
+    ("POST", "/api/v1/webhooks", {"url": "https://93.184.215.14/hook", "events": ["campaign.finished"]}, False),
+    ("GET", "/api/v1/webhooks/{endpoint_id}", None, False),
+    ("PATCH", "/api/v1/webhooks/{endpoint_id}", {"events": ["campaign.started", "campaign.paused"]}, False),
+    ("GET", "/api/v1/webhooks/{endpoint_id}/deliveries", None, False),
+    ("POST", "/api/v1/webhooks/{endpoint_id}/rotate-secret", None, False),
+    ("POST", "/api/v1/webhooks/deliveries/0/redeliver", None, False),
+    ("DELETE", "/api/v1/webhooks/{endpoint_id}", None, False),
+]
 # Path parameters as the OpenAPI document names them.
-DOCUMENTED_NAMES = {"{spare}": "{slug}", "{digest}": "{slug}", "{segment}": "{name}", "/steps/1": "/steps/{position}"}
+DOCUMENTED_NAMES = {
+    "{spare}": "{slug}",
+    "{digest}": "{slug}",
+    "{segment}": "{name}",
+    "/steps/1": "/steps/{position}",
+    "/deliveries/0/": "/deliveries/{delivery_id}/",
+}
 
 
 def routes(w: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
@@ -163,6 +183,7 @@ def routes(w: dict[str, Any]) -> list[tuple[str, str, Any, bool]]:
         "{email}": "never@example.com",
         "{domain}": "mailinator.com",
         "{segment}": "openers",
+        "{endpoint_id}": str(w["endpoint"]),
     }
 
     def fill(text: str) -> str:
@@ -227,7 +248,12 @@ def test_admins_may_do_everything(api: Api, world: dict[str, Any]) -> None:
         assert response.status_code not in (401, 403), (method, path, response.text)
         assert response.status_code < 500
         # the world's campaign was made finished without ever starting: nobody to resend to
-        expected_failures = {"/api/v1/tokens/nl_unknown": 404, "/pause": 409, "/resend-non-openers": 409}
+        expected_failures = {
+            "/api/v1/tokens/nl_unknown": 404,
+            "/pause": 409,
+            "/resend-non-openers": 409,
+            "/deliveries/0/redeliver": 422,  # no such delivery: ids start at 1
+        }
         if method == "PUT":
             assert response.status_code == 409 and "duplicate it to edit" in response.text, response.text
             continue

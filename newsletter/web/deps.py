@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
 
 from fastapi import Depends, Request
@@ -18,7 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.config import Settings
-from newsletter.db import libpq_url, make_engine, unit_of_work
+from newsletter.db import EngineCache, libpq_url, make_engine, unit_of_work
 from newsletter.tokens import Tokens
 
 if TYPE_CHECKING:
@@ -163,9 +162,15 @@ def hot_session_factories(
     )
 
 
-@lru_cache(maxsize=8)
+_HOT_ENGINES = EngineCache(8)
+
+
 def _hot_engine(url: str, *, durable: bool) -> Engine:
     # One pool per process and URL, like db.get_engine: apps come and go (tests), connections stay pooled.
+    return _HOT_ENGINES.get((url, durable), lambda: _make_hot_engine(url, durable=durable))
+
+
+def _make_hot_engine(url: str, *, durable: bool) -> Engine:
     options: dict[str, Any] = {
         "isolation_level": "AUTOCOMMIT",
         "pool_size": 20,

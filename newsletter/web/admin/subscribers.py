@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -57,8 +57,18 @@ class Filters:
         return urlencode({k: v for k, v in self.__dict__.items() if v})
 
 
-def _filters(email: str, name: str, attribute: str, status: str, list_slug: str) -> Filters:
-    return Filters(email, name, attribute, status if status in STATUSES else "", list_slug)
+def _filters(
+    email: Text = "",
+    name: Text = "",
+    attribute: Text = "",
+    status: Annotated[str, Query(max_length=16)] = "",
+    list: Annotated[str, Query(max_length=100)] = "",
+) -> Filters:
+    """The search's query parameters (the search page and its export)."""
+    return Filters(email, name, attribute, status if status in STATUSES else "", list)
+
+
+FiltersDep = Annotated[Filters, Depends(_filters)]
 
 
 @router.get(SUBSCRIBERS)
@@ -66,14 +76,9 @@ def search(
     request: Request,
     session: SessionDep,
     me: Admin,
-    email: Text = "",
-    name: Text = "",
-    attribute: Text = "",
-    status: Annotated[str, Query(max_length=16)] = "",
-    list: Annotated[str, Query(max_length=100)] = "",
+    filters: FiltersDep,
     after: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
 ) -> Response:
-    filters = _filters(email, name, attribute, status, list)
     error = None
     if filters.attribute and "=" not in filters.attribute:
         error = "Write the attribute as name=value, such as city=Almaty."
@@ -100,13 +105,8 @@ def export(
     request: Request,
     session: SessionDep,
     me: Admin,
-    email: Text = "",
-    name: Text = "",
-    attribute: Text = "",
-    status: Annotated[str, Query(max_length=16)] = "",
-    list: Annotated[str, Query(max_length=100)] = "",
+    filters: FiltersDep,
 ) -> StreamingResponse:
-    filters = _filters(email, name, attribute, status, list)
     found = filters.search()
     if found.list_slug:
         lists.get_list(session, found.list_slug)

@@ -79,15 +79,25 @@ def _password_and_code(
     return None
 
 
-@router.post(TWO_FACTOR + "/disable")
-def disable(
-    request: Request, session: SessionDep, settings: SettingsDep, me: Editor, password: Password = "", code: Code = ""
-) -> Response:
+def _refused(
+    request: Request, session: Session, settings: Settings, me: SignedIn, password: str, code: str
+) -> Response | None:
+    """The answer to a change of two-factor settings that is not on, or whose password or code is wrong."""
     if not me.two_factor:
         return redirect(request, TWO_FACTOR, flash="Two-factor sign-in is not on.", kind="error")
     errors = _password_and_code(session, settings, me, password, code)
     if errors:
         return _page(request, session, settings, me, errors=errors, status_code=422)
+    return None
+
+
+@router.post(TWO_FACTOR + "/disable")
+def disable(
+    request: Request, session: SessionDep, settings: SettingsDep, me: Editor, password: Password = "", code: Code = ""
+) -> Response:
+    refused = _refused(request, session, settings, me, password, code)
+    if refused is not None:
+        return refused
     twofactor.reset(session, users.get_user(session, me.name))
     audit.record(session, actor(request, me), "two_factor.disable", f"user:{me.name}")
     return redirect(request, TWO_FACTOR, flash="Two-factor sign-in is off: your password alone signs you in now.")
@@ -97,11 +107,9 @@ def disable(
 def new_recovery_codes(
     request: Request, session: SessionDep, settings: SettingsDep, me: Editor, password: Password = "", code: Code = ""
 ) -> Response:
-    if not me.two_factor:
-        return redirect(request, TWO_FACTOR, flash="Two-factor sign-in is not on.", kind="error")
-    errors = _password_and_code(session, settings, me, password, code)
-    if errors:
-        return _page(request, session, settings, me, errors=errors, status_code=422)
+    refused = _refused(request, session, settings, me, password, code)
+    if refused is not None:
+        return refused
     codes = twofactor.new_recovery_codes(session, users.get_user(session, me.name))
     audit.record(session, actor(request, me), "two_factor.recovery_codes", f"user:{me.name}")
     return _page(request, session, settings, me, recovery_codes=codes)

@@ -194,10 +194,12 @@ def _room_for_soft_break(encoded: bytes) -> bytes:
 def _fit_lines(encoded: bytes, *, last_soft: bool = False) -> bytes:
     """QP lines within 76 chars where none starts with "." (written "=2E"), so SMTP never needs to
     dot-stuff a message (RFC 5321 §4.5.2): stuffing a 37 KB message cost more than composing it."""
-    last_start = encoded.rfind(b"\n") + 1
-    if not encoded.startswith(b".") and b"\n." not in encoded and len(encoded) - last_start <= 76 - last_soft:
-        return encoded
     lines = encoded.split(_CRLF)
+    # every line, not only the last: binascii writes a space before a hard break as "=20" after its own
+    # 76-character check, so such a line may be 77 long
+    fits = all(len(line) <= 76 for line in lines[:-1]) and len(lines[-1]) <= 76 - last_soft
+    if fits and not encoded.startswith(b".") and b"\n." not in encoded:
+        return encoded
     out: list[bytes] = []
     for number, line in enumerate(lines, 1):
         soft = line.endswith(b"=") or (last_soft and number == len(lines))

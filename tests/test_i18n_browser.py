@@ -112,7 +112,8 @@ def _check_blocked_image(page: Any, scheme: str) -> None:
 @pytest.mark.postgres
 def test_every_public_page_at_390_and_1280_px_in_each_language(live: tuple[str, Settings], chromium: Chromium) -> None:
     base_url, settings = live
-    with Session(make_engine(settings.database_url)) as session:
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
         mailing_list = make_list(
             session,
             slug="steppe",
@@ -137,6 +138,7 @@ def test_every_public_page_at_390_and_1280_px_in_each_language(live: tuple[str, 
         assert subscriber is not None
         unsubscribe = tokens.make(TokenPurpose.unsubscribe, reader.id, mailing_list.id, bound_to=subscriber.created_at)
         preferences = tokens.make(TokenPurpose.preferences, reader.id, bound_to=subscriber.created_at)
+    engine.dispose()  # its pooled connection closed now, not by the garbage collector in a later test
     pages = {
         "subscribe": "/subscribe/steppe",
         "archive": "/archive",

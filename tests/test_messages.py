@@ -18,7 +18,7 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from newsletter.config import Settings
@@ -263,6 +263,9 @@ def test_no_line_starts_with_a_dot_so_smtp_needs_no_stuffing() -> None:
     value=st.text(max_size=200),
     text=st.text(alphabet=st.sampled_from(list("ab =.\n\t é🎉%NAME")), max_size=300),
 )
+# found by this test: binascii writes a space before a hard line break as "=20" after its 76-character check,
+# so that line came out 77 long while the composer's quick path looked at the last line only
+@example(name="", value="", text="A" * 14 + "éé🎉🎉🎉🎉 \nnext")
 def test_randomised_values_round_trip(name: str | None, value: str, text: str) -> None:
     text = text + " %%NAME%% %%TRACK%%%%NAME%%\n"
     rcpt = recipient(name, **{"%%TRACK%%": value})

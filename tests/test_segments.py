@@ -259,6 +259,24 @@ def test_engagement_conditions(session: Session) -> None:
     assert matched(session, {"received": {"campaign": older.id, "clicked": True}}) & mine == {bo.id}
 
 
+def test_the_last_campaigns_are_digests_not_the_long_lived_campaigns_of_sequence_steps(session: Session) -> None:
+    weekly = make_list(session, slug="weekly")
+    ana, bo = (make_subscriber(session, weekly, email=f"{n}@example.com") for n in ("ana", "bo"))
+    issue = _campaign(session, weekly, utcnow() - dt.timedelta(days=3))
+    _sent(session, issue, ana, EventType.open)
+    _sent(session, issue, bo)
+    # a welcome step's campaign: no digest, started after the issue, and bo opened his welcome
+    step = Campaign(
+        digest_id=None, subject="Welcome", status=CampaignStatus.sending, started_at=utcnow(), lists=[weekly]
+    )
+    session.add(step)
+    session.flush()
+    _sent(session, step, bo, EventType.open)
+    mine = {ana.id, bo.id}
+    assert matched(session, {"opened": {"last": 1}}) & mine == {ana.id}
+    assert matched(session, {"not_opened": {"last": 1}}) & mine == {bo.id}
+
+
 def test_bounced_hard_soft_and_within_days(session: Session) -> None:
     weekly = make_list(session, slug="weekly")
     hard, soft, long_ago = (make_subscriber(session, weekly, email=f"{n}@example.com") for n in ("h", "s", "l"))

@@ -70,6 +70,7 @@ from newsletter.models import (
     SubscriptionStatus,
     Suppression,
     SuppressionReason,
+    digest_campaigns,
 )
 
 MAX_DEPTH = 6  # levels of all / any / not around a condition
@@ -525,7 +526,8 @@ class _Compiler:
         if n not in self._last:
             query = (
                 select(Campaign.id)
-                .where(Campaign.started_at.is_not(None))
+                # digests' campaigns: a sequence step's long-lived campaign is not "a campaign" readers get
+                .where(Campaign.started_at.is_not(None), digest_campaigns())
                 .order_by(Campaign.started_at.desc(), Campaign.id.desc())
                 .limit(n)
             )

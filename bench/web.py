@@ -237,12 +237,17 @@ def _recorded(url: str) -> str:
     return f"recorded: {counts[0]} unsubscribes, {counts[1]} opens, {counts[2]} clicks"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def load_options(parser: argparse.ArgumentParser, *, connections: int, duration: int, per: str) -> None:
+    """The server and wrk options every HTTP benchmark takes: --workers, --threads, --connections, --duration."""
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
-    parser.add_argument("--duration", type=int, default=15, help="seconds per endpoint")
+    parser.add_argument("--connections", type=int, default=connections, help="wrk connections")
+    parser.add_argument("--duration", type=int, default=duration, help=f"seconds per {per}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    load_options(parser, connections=32, duration=15, per="endpoint")
     parser.add_argument("--subscribers", type=int, default=60_000, help="distinct tokens (one per request)")
     args = parser.parse_args()
 

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 
-from bench.web import bench_database, milliseconds, run_wrk, seed, serving
+from bench.web import bench_database, load_options, milliseconds, run_wrk, seed, serving
 from newsletter.db import make_engine
 from newsletter.models import EventType
 
@@ -164,10 +164,7 @@ def recorded(url: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
-    parser.add_argument("--duration", type=int, default=10, help="seconds per webhook")
+    load_options(parser, connections=16, duration=10, per="webhook")
     parser.add_argument("--batch", type=int, default=50, help="events per SendGrid request")
     parser.add_argument("--rows", type=int, default=100_000, help="ledger rows (one event each)")
     parser.add_argument(

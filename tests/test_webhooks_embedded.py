@@ -42,6 +42,44 @@ def test_a_committed_event_is_sent_by_the_embedded_scheduler(
         assert verify(secret, request.headers, request.body)
 
 
+def test_a_failed_pass_is_tried_again_soon_not_at_the_next_sweep(
+    tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from worker import tasks
+
+    url = f"sqlite:///{tmp_path / 'embedded.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    settings = make_settings(database_url=url, webhooks_allow_private=True, sweep_interval_seconds=600)
+    real, passes = tasks.run_webhooks, []
+
+    def busy_once(settings: Settings) -> object:
+        passes.append(time.monotonic())
+        if len(passes) == 1:  # SQLite answers "database is locked" to a write that races another thread's
+            raise OperationalError("UPDATE outbox_events ...", {}, Exception("database is locked"))
+        return real(settings)
+
+    monkeypatch.setattr(tasks, "run_webhooks", busy_once)
+    with Receiver() as receiver:
+        with session_scope(settings) as session:
+            secret = endpoints.create(session, settings, receiver.url, ["campaign.finished"]).secret
+        scheduler = EmbeddedScheduler(settings).start()
+        try:
+            with session_scope(settings) as session:
+                outbox.emit(session, "campaign.finished", {"campaign": {"id": 4}})
+            deadline = time.monotonic() + 15
+            while not receiver.requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            scheduler.stop()
+        (request,) = receiver.requests
+        assert verify(secret, request.headers, request.body)
+    assert len(passes) >= 2 and passes[1] - passes[0] < 5  # a second pass within seconds, not 600 s
+
+
 def test_a_broker_that_is_down_does_not_fail_the_commit(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -66,6 +66,7 @@ class EmbeddedScheduler:
             log.exception("embedded scheduler: cannot give up its hold")
 
     def _send_webhooks(self) -> None:
+        retry = scheduling.TICK_SECONDS
         while not self.stopping.is_set():
             tasks.webhooks_due.wait(self.settings.sweep_interval_seconds)
             tasks.webhooks_due.clear()
@@ -74,8 +75,12 @@ class EmbeddedScheduler:
             try:
                 while tasks.run_webhooks(self.settings).more and not self.stopping.is_set():
                     pass
-            except Exception:  # the database is away: the next pass tries again
-                log.exception("embedded scheduler: sending webhooks failed")
+                retry = scheduling.TICK_SECONDS
+            except Exception:  # the database is away or SQLite busy: try again soon, backing off to a sweep
+                log.exception("embedded scheduler: sending webhooks failed; again in %.0f s", retry)
+                if not self.stopping.wait(retry):
+                    tasks.webhooks_due.set()
+                retry = min(retry * 2, self.settings.sweep_interval_seconds)
 
     def _run(self) -> None:
         next_sweep = 0.0

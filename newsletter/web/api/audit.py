@@ -10,11 +10,11 @@ from fastapi import APIRouter, Query
 from newsletter import audit
 from newsletter.web.api.deps import Admin
 from newsletter.web.api.errors import ApiRoute
-from newsletter.web.api.schemas import AuditEntryOut, AuditPage
+from newsletter.web.api.schemas import NO_NUL, AuditEntryOut, AuditPage
 from newsletter.web.deps import SessionDep
 
 router = APIRouter(tags=["audit"], route_class=ApiRoute)
-Filter = Annotated[str | None, Query(max_length=255)]
+Filter = Annotated[str | None, Query(max_length=255, pattern=NO_NUL)]
 
 
 @router.get("/audit", summary="Who did what: newest first, `before` pages to older entries")
@@ -22,8 +22,12 @@ def audit_log(
     session: SessionDep,
     _: Admin,
     actor: Filter = None,
-    action: Annotated[str | None, Query(max_length=64, description="campaign.send, or a family: campaign")] = None,
-    target: Annotated[str | None, Query(max_length=255, description="campaign:12, or a kind: campaign:")] = None,
+    action: Annotated[
+        str | None, Query(max_length=64, pattern=NO_NUL, description="campaign.send, or a family: campaign")
+    ] = None,
+    target: Annotated[
+        str | None, Query(max_length=255, pattern=NO_NUL, description="campaign:12, or a kind: campaign:")
+    ] = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     before: Annotated[int | None, Query(ge=1)] = None,

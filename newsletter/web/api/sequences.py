@@ -13,6 +13,7 @@ from newsletter.models import EmailSequence
 from newsletter.web.api.deps import Admin, Editor
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute
 from newsletter.web.api.params import SlugPath
+from newsletter.web.api.schemas import NO_NUL
 from newsletter.web.deps import SessionDep, SettingsDep
 
 router = APIRouter(tags=["sequences"], route_class=ApiRoute)
@@ -22,18 +23,20 @@ Position = Path(ge=1, le=1000, description="The step's number, 1 for the first."
 
 class StepIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    subject: str = Field(max_length=sequences.SUBJECT_CHARS)
-    body: str = Field(max_length=sequences.MAX_BODY_CHARS, description="Markdown.")
+    subject: str = Field(pattern=NO_NUL, max_length=sequences.SUBJECT_CHARS)
+    body: str = Field(pattern=NO_NUL, max_length=sequences.MAX_BODY_CHARS, description="Markdown.")
     delay_hours: int = Field(0, ge=0, le=sequences.MAX_DELAY_HOURS, description="After the previous step.")
-    template: str | None = Field(None, max_length=100, description="An uploaded MJML template's name.")
+    template: str | None = Field(None, pattern=NO_NUL, max_length=100, description="An uploaded MJML template's name.")
 
 
 class StepPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    subject: str | None = Field(None, max_length=sequences.SUBJECT_CHARS)
-    body: str | None = Field(None, max_length=sequences.MAX_BODY_CHARS)
+    subject: str | None = Field(None, pattern=NO_NUL, max_length=sequences.SUBJECT_CHARS)
+    body: str | None = Field(None, pattern=NO_NUL, max_length=sequences.MAX_BODY_CHARS)
     delay_hours: int | None = Field(None, ge=0, le=sequences.MAX_DELAY_HOURS)
-    template: str | None = Field(None, max_length=100, description="null: back to the bundled template.")
+    template: str | None = Field(
+        None, pattern=NO_NUL, max_length=100, description="null: back to the bundled template."
+    )
 
 
 class MoveIn(BaseModel):
@@ -43,13 +46,13 @@ class MoveIn(BaseModel):
 
 class SequenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    list: str = Field(max_length=100, description="The list's slug.")
+    list: str = Field(pattern=NO_NUL, max_length=100, description="The list's slug.")
 
 
 class PreviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    subject: str = Field(max_length=sequences.SUBJECT_CHARS)
-    body: str = Field(max_length=sequences.MAX_BODY_CHARS)
+    subject: str = Field(pattern=NO_NUL, max_length=sequences.SUBJECT_CHARS)
+    body: str = Field(pattern=NO_NUL, max_length=sequences.MAX_BODY_CHARS)
 
 
 class StepOut(BaseModel):

@@ -26,14 +26,14 @@ FILTER_HELP = (
 
 
 class SegmentIn(Strict):
-    name: str = Field(min_length=1, max_length=segments.NAME_LENGTH)
-    description: str = Field("", max_length=segments.DESCRIPTION_LENGTH)
+    name: str = Field(min_length=1, pattern=NO_NUL, max_length=segments.NAME_LENGTH)
+    description: str = Field("", pattern=NO_NUL, max_length=segments.DESCRIPTION_LENGTH)
     filter: dict[str, Any] = Field(description=FILTER_HELP)
 
 
 class SegmentPatch(Strict):
-    name: str | None = Field(None, min_length=1, max_length=segments.NAME_LENGTH)
-    description: str | None = Field(None, max_length=segments.DESCRIPTION_LENGTH)
+    name: str | None = Field(None, min_length=1, pattern=NO_NUL, max_length=segments.NAME_LENGTH)
+    description: str | None = Field(None, pattern=NO_NUL, max_length=segments.DESCRIPTION_LENGTH)
     filter: dict[str, Any] | None = Field(None, description=FILTER_HELP)
 
 

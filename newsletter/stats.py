@@ -27,7 +27,6 @@ from newsletter.models import (
     Link,
     MailingList,
     Subscriber,
-    Subscription,
     digest_campaigns,
 )
 
@@ -146,13 +145,16 @@ class CampaignFigures:
     sent: int
     unique_opens: int
     unique_clicks: int
+    bounces: int = 0
+    unsubscribes: int = 0
 
     def rate(self, part: int) -> float | None:
         return part / self.sent if self.sent else None
 
 
 def campaign_figures(session: Session, campaign_ids: Sequence[int]) -> dict[int, CampaignFigures]:
-    """Sent, readers who opened and who clicked, for a page of campaigns at once, from the counters."""
+    """Sent, readers who opened and who clicked, bounces and unsubscribes, for a page of campaigns at once,
+    from the counters (two queries)."""
     ids = tuple(campaign_ids)
     sent = dict.fromkeys(ids, 0)
     if not ids:
@@ -163,10 +165,20 @@ def campaign_figures(session: Session, campaign_ids: Sequence[int]) -> dict[int,
         .group_by(CampaignCount.campaign_id)
     ):
         sent[campaign_id] = int(total)
-    engaged = event_counters.people_of(session, ids, [EventType.open.value, EventType.click.value])
+    opened, clicked, bounce, unsubscribe = (
+        EventType.open.value,
+        EventType.click.value,
+        EventType.bounce.value,
+        EventType.unsubscribe.value,
+    )
+    found = event_counters.figures_of(session, ids, people=[opened, clicked], events=[bounce, unsubscribe])
     return {
         i: CampaignFigures(
-            sent[i], engaged.get((i, EventType.open.value), 0), engaged.get((i, EventType.click.value), 0)
+            sent[i],
+            unique_opens=found.get((i, opened), (0, 0))[1],
+            unique_clicks=found.get((i, clicked), (0, 0))[1],
+            bounces=found.get((i, bounce), (0, 0))[0],
+            unsubscribes=found.get((i, unsubscribe), (0, 0))[0],
         )
         for i in ids
     }
@@ -277,52 +289,12 @@ def resend(
     return moved, ledger.batch_ranges(session, campaign_id, settings.batch_size)
 
 
-@dataclass(frozen=True)
-class GrowthDay:
-    day: dt.date
-    joined: int  # people whose subscription was confirmed that day (UTC), on any list
-    left: int  # people who unsubscribed that day
-
-    @property
-    def net(self) -> int:
-        return self.joined - self.left
-
-
-def subscriber_growth(session: Session, days: int, today: dt.date | None = None) -> list[GrowthDay]:
-    """Joined and left per UTC day over the last `days` days (today included), every day present.
-
-    A person counts once a day however many lists they joined or left; two GROUP BY queries."""
-    today = today or utcnow().date()
-    first = today - dt.timedelta(days=days - 1)
-    since = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
-    joined = _per_day(session, Subscription.confirmed_at, since)
-    left = _per_day(session, Subscription.unsubscribed_at, since)
-    return [
-        GrowthDay(day, joined.get(day, 0), left.get(day, 0))
-        for day in (first + dt.timedelta(days=n) for n in range(days))
-    ]
-
-
-def _per_day(session: Session, column: Any, since: dt.datetime) -> dict[dt.date, int]:
-    if session.get_bind().dialect.name == "postgresql":
-        day = func.date(func.timezone("UTC", column))
-    else:  # SQLite stores UTC text: date() reads its first ten characters
-        day = func.date(column)
-    rows = session.execute(
-        select(day, func.count(func.distinct(Subscription.subscriber_id))).where(column >= since).group_by(day)
-    )
-    counted = {}
-    for value, count in rows:
-        counted[value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))] = int(count)
-    return counted
-
-
 def unsent_digests(session: Session, limit: int = 5) -> list[Digest]:
-    """Published digests no campaign uses yet (drafts waiting to be sent), newest first."""
+    """Published digests no campaign uses yet (drafts waiting to be sent), newest first, with their items
+    (loaded for all of them in one more query)."""
     used = select(Campaign.id).where(Campaign.digest_id == Digest.id).exists()
-    return list(
-        session.scalars(select(Digest).where(~used).order_by(Digest.date.desc(), Digest.id.desc()).limit(limit))
-    )
+    query = select(Digest).options(selectinload(Digest.items)).where(~used)
+    return list(session.scalars(query.order_by(Digest.date.desc(), Digest.id.desc()).limit(limit)))
 
 
 def _like_escaped(value: str) -> str:

@@ -66,3 +66,5 @@ _.an_event_some_hours_ago
 _.EventFirst  # the table the events trigger writes (migration 0014); mapped for the schema and its tests
 _.soft_bounces  # CampaignReport (API schema) field, filled from stats.campaign_report's dict
 _.soft_bounce_suppressed  # likewise
+_.counted_by  # growth_days column written by growth.py's SQL and read by the triggers of migration 0015
+_.xid  # growth_changes column written by the triggers of migration 0015

@@ -10,7 +10,7 @@ import re
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from newsletter import delivery, digests, stats
+from newsletter import delivery, digests, growth
 from newsletter.db import utcnow
 from newsletter.models import (
     Campaign,
@@ -153,7 +153,7 @@ def test_growth_counts_people_once_a_day_across_lists(session: Session) -> None:
     for person in people:
         session.add(Subscription(subscriber_id=person.id, list_id=daily.id, status="confirmed", confirmed_at=utcnow()))
     session.flush()
-    growth = stats.subscriber_growth(session, 7)
-    assert len(growth) == 7 and growth[-1].day == utcnow().date()
-    assert (growth[-1].joined, growth[-1].left, growth[-1].net) == (2, 0, 2)
-    assert sum(d.joined for d in growth[:-1]) == 0
+    per_day = growth.subscriber_growth(session, 7)
+    assert len(per_day) == 7 and per_day[-1].day == utcnow().date()
+    assert (per_day[-1].joined, per_day[-1].left, per_day[-1].net) == (2, 0, 2)
+    assert sum(d.joined for d in per_day[:-1]) == 0

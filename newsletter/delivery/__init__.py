@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import deliverability, digests, logs, outbox, rendering, reputation, segments, templates
+from newsletter import deliverability, digests, growth, logs, outbox, rendering, reputation, segments, templates
 from newsletter.config import Settings
 from newsletter.db import analyze, utcnow
 from newsletter.delivery import counters, event_counters
@@ -383,6 +383,7 @@ def sweep(session: Session, settings: Settings, now: dt.datetime | None = None) 
 
     counters.compact(session, now)
     event_counters.compact(session)
+    growth.prune(session, now.date())
     requeued: list[BatchRange] = []
     sending = session.scalars(select(Campaign.id).where(Campaign.status == CampaignStatus.sending)).all()
     for campaign_id in sending:

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import distinct, func, select, text
+from sqlalchemy import and_, distinct, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from newsletter.db import is_postgres
@@ -65,19 +65,27 @@ def read(session: Session, campaign_id: int) -> Engagement:
     return found
 
 
-def people_of(session: Session, campaign_ids: Sequence[int], kinds: Sequence[str]) -> dict[tuple[int, str], int]:
-    """(campaign, kind) -> the deliveries that had the kind, for many campaigns at once."""
+def figures_of(
+    session: Session, campaign_ids: Sequence[int], *, people: Sequence[str] = (), events: Sequence[str] = ()
+) -> dict[tuple[int, str], tuple[int, int]]:
+    """(campaign, kind) -> (events, deliveries that had the kind) for many campaigns in one query: the
+    people of the kinds in `people` (their overall rows only), the events of the kinds in `events` (every
+    hour's rows)."""
+    overall = and_(EventCount.hour == 0, EventCount.link_id == 0)
     rows = session.execute(
-        select(EventCount.campaign_id, EventCount.kind, func.sum(EventCount.people))
+        select(
+            EventCount.campaign_id,
+            EventCount.kind,
+            func.sum(EventCount.n),
+            func.sum(EventCount.people).filter(overall),
+        )
         .where(
             EventCount.campaign_id.in_(list(campaign_ids)),
-            EventCount.kind.in_(list(kinds)),
-            EventCount.hour == 0,
-            EventCount.link_id == 0,
+            or_(and_(EventCount.kind.in_(list(people)), overall), EventCount.kind.in_(list(events))),
         )
         .group_by(EventCount.campaign_id, EventCount.kind)
     )
-    return {(campaign_id, kind): int(total) for campaign_id, kind, total in rows}
+    return {(campaign_id, kind): (int(n or 0), int(ppl or 0)) for campaign_id, kind, n, ppl in rows}
 
 
 def scan(session: Session, campaign_id: int) -> Engagement:

@@ -222,6 +222,9 @@ class Subscription(Base):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "list_id"),
         Index("ix_subscriptions_list_id_status", "list_id", "status"),
+        # subscriber growth per day: a day's joins and unsubscribes from an index, not a pass over everyone
+        Index("ix_subscriptions_confirmed_at", "confirmed_at"),
+        Index("ix_subscriptions_unsubscribed_at", "unsubscribed_at"),
         NEVER_REUSE_IDS,
     )
 
@@ -249,6 +252,30 @@ class Subscription(Base):
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
     mailing_list: Mapped[MailingList] = relationship(back_populates="subscriptions")
+
+
+class CountedDay(Base):
+    """One UTC day of subscriber growth as counted once (newsletter/growth.py): the people who joined and who
+    left that day, and the PostgreSQL snapshot (`pg_current_snapshot()` as text) the count saw."""
+
+    __tablename__ = "growth_days"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    joined: Mapped[int] = mapped_column(Integer)
+    unsubscribed: Mapped[int] = mapped_column(Integer)
+    snapshot: Mapped[str] = mapped_column(Text)
+    counted_by: Mapped[int] = mapped_column(BigID)  # the transaction that counted it
+
+
+class GrowthChange(Base):
+    """A transaction (`xid`, its PostgreSQL transaction id) changed the joins or unsubscribes of `day`:
+    written by triggers on `subscriptions` (migration 0015); a counted day is stale once a change its
+    snapshot did not see is visible."""
+
+    __tablename__ = "growth_changes"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    xid: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=False)
 
 
 class Digest(Base):

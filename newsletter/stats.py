@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, union_all, update
 from sqlalchemy.orm import Session, defer, selectinload
 
 from newsletter import delivery, segments
 from newsletter.config import Settings
 from newsletter.db import utcnow
 from newsletter.delivery import counters, event_counters, ledger
+from newsletter.delivery.progress import Progress
 from newsletter.lists import get_list
 from newsletter.models import (
     Campaign,
@@ -68,11 +69,16 @@ def campaign_report(
     now: dt.datetime | None = None,
     *,
     counted: event_counters.Engagement | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Everything the campaign status command and API show, computed with a few aggregate queries
-    (`counted`: the campaign's event counters when the caller read them already)."""
+    (`counted`: the campaign's event counters, `progress`: its `campaign_progress`, when the caller read
+    them already)."""
     campaign = delivery.get_campaign(session, campaign_id)
-    counts, last_sent = ledger_totals(session, campaign)
+    if progress is not None:
+        counts, last_sent = progress.counts, progress.last_sent_at
+    else:
+        counts, last_sent = ledger_totals(session, campaign)
     engaged = _engagement(session, campaign_id, counted)
     events, unique_opens, clicks = engaged["events"], engaged["unique_opens"], engaged["links"]
     unique_clickers = engaged["unique_clickers"]
@@ -385,3 +391,31 @@ def campaign_events(
         for i, t, at, detail, email in rows[:limit]
     ]
     return EventPage(items=items, next_cursor=rows[limit - 1].id if len(rows) > limit else None)
+
+
+def latest_events(
+    session: Session, campaign_id: int, kinds: Sequence[EventType], limit: int
+) -> dict[EventType, EventPage]:
+    """The newest `limit` events of each kind (as `campaign_events` pages them), in one query: a UNION ALL
+    of one index scan per kind."""
+    delivery.get_campaign(session, campaign_id)
+    parts = [
+        select(Event.id, Event.type, Event.created_at, Event.detail, Subscriber.email)
+        .outerjoin(Subscriber, Subscriber.id == Event.subscriber_id)
+        .where(Event.campaign_id == campaign_id, Event.type == kind)
+        .order_by(Event.id.desc())
+        .limit(limit + 1)
+        .subquery()
+        for kind in kinds
+    ]
+    found: dict[EventType, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+    if parts:
+        union = union_all(*(select(part) for part in parts)).subquery()
+        for i, t, at, detail, email in session.execute(select(union).order_by(union.c.id.desc())):
+            found[EventType(t)].append(
+                {"id": i, "type": EventType(t).value, "at": at, "detail": detail, "email": email}
+            )
+    return {
+        kind: EventPage(items=rows[:limit], next_cursor=rows[limit - 1]["id"] if len(rows) > limit else None)
+        for kind, rows in found.items()
+    }

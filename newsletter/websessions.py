@@ -14,10 +14,10 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from newsletter.db import utcnow
-from newsletter.models import User, WebSession
+from newsletter.models import Role, User, WebSession
 
 SEEN_RESOLUTION = dt.timedelta(minutes=1)
 
@@ -58,23 +58,56 @@ def start(
     return Started(session_id, row)
 
 
-def find(session: Session, session_id: str, timeouts: Timeouts, now: dt.datetime | None = None) -> WebSession | None:
-    """The live session `session_id` names (its user loaded), touched; None when unknown or ended."""
+@dataclass(frozen=True)
+class Live:
+    """A live session and its user, as plain values (every admin request reads them: one Core query, no
+    ORM rows to build)."""
+
+    id: int  # the WebSession row
+    user_id: int
+    name: str
+    role: Role
+    email: str | None
+    two_factor: bool  # TOTP is on for this user
+
+
+def find(session: Session, session_id: str, timeouts: Timeouts, now: dt.datetime | None = None) -> Live | None:
+    """The live session `session_id` names, with its user, touched; None when unknown or ended."""
     now = now or utcnow()
     if not session_id or len(session_id) > 100:
         return None
     # the user with it, in the same query: every admin request asks for both
-    row = session.scalar(
-        select(WebSession).options(joinedload(WebSession.user)).where(WebSession.id_hash == hash_id(session_id))
-    )
-    if row is None or row.revoked_at is not None or row.user.deactivated_at is not None:
+    found = session.execute(
+        select(
+            WebSession.id,
+            WebSession.created_at,
+            WebSession.last_seen_at,
+            WebSession.revoked_at,
+            User.id,
+            User.name,
+            User.role,
+            User.email,
+            User.totp_enabled_at,
+            User.deactivated_at,
+        )
+        .join(User, User.id == WebSession.user_id)
+        .where(WebSession.id_hash == hash_id(session_id))
+    ).first()
+    if found is None:
         return None
-    if now - row.last_seen_at > timeouts.idle or now - row.created_at > timeouts.absolute:
+    row_id, created, last_seen, revoked, user_id, name, role, email, totp_on, deactivated = found
+    if revoked is not None or deactivated is not None:
         return None
-    if now - row.last_seen_at >= SEEN_RESOLUTION:
-        row.last_seen_at = now
-        session.flush()
-    return row
+    if now - last_seen > timeouts.idle or now - created > timeouts.absolute:
+        return None
+    if now - last_seen >= SEEN_RESOLUTION:
+        session.execute(
+            update(WebSession)
+            .where(WebSession.id == row_id)
+            .values(last_seen_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return Live(row_id, user_id, name, role, email, totp_on is not None)
 
 
 def revoke(session: Session, row_id: int, now: dt.datetime | None = None) -> None:

@@ -9,6 +9,7 @@ The sweep folds the rows of closed connections and old ticks into shard 0, so th
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,21 +44,32 @@ class Counted:
 
 def read(session: Session, campaign_id: int, *, since: dt.datetime | None = None) -> Counted:
     """Sum the campaign's counter rows per status (a few rows, whatever the campaign's size)."""
-    counts = dict.fromkeys((s.value for s in DeliveryStatus), 0)
-    recent = func.sum(CampaignCount.n).filter(CampaignCount.tick >= tick_of(since)) if since is not None else None
     rows = session.execute(
-        select(
-            CampaignCount.status,
-            func.sum(CampaignCount.n),
-            recent if recent is not None else text("0"),
-            func.max(CampaignCount.last_at),
-        )
-        .where(CampaignCount.campaign_id == campaign_id)
-        .group_by(CampaignCount.status)
+        select(*sums(since)).where(CampaignCount.campaign_id == campaign_id).group_by(CampaignCount.status)
     )
+    return fold(rows)
+
+
+def sums(since: dt.datetime | None) -> tuple[Any, ...]:
+    """The columns `fold` reads, per counter status: the status, its total, its rows sent at or after
+    `since` and its latest sent_at (a caller may select them beside its own, grouped by the status)."""
+    recent = func.sum(CampaignCount.n).filter(CampaignCount.tick >= tick_of(since)) if since is not None else None
+    return (
+        CampaignCount.status,
+        func.sum(CampaignCount.n),
+        recent if recent is not None else text("0"),
+        func.max(CampaignCount.last_at),
+    )
+
+
+def fold(rows: Iterable[Sequence[Any]]) -> Counted:
+    """The Counted of rows that start with the columns of `sums` (a row with status None: no counters)."""
+    counts = dict.fromkeys((s.value for s in DeliveryStatus), 0)
     sent_since = resent = 0
     last_sent = None
-    for status, total, recently, latest in rows:
+    for status, total, recently, latest, *_ in rows:
+        if status is None:
+            continue
         if status == RESENT:
             resent = int(total)
             continue

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from newsletter.db import utcnow
 from newsletter.delivery import CampaignNotFound, counters
 from newsletter.delivery.ledger import RESENT_AFTER_UNKNOWN
-from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryStatus
+from newsletter.models import Campaign, CampaignCount, CampaignStatus, Delivery, DeliveryStatus
 
 RATE_WINDOW_SECONDS = 60
 
@@ -73,6 +73,7 @@ class Progress:
     last_error: str | None  # the latest reason a pending row is waiting for a retry, e.g. the server is down
     scheduled_at: dt.datetime | None = None  # when a scheduled campaign starts (read in the same query)
     created_at: dt.datetime | None = None
+    last_sent_at: dt.datetime | None = None  # the latest row sent (from the counters)
 
     @property
     def total(self) -> int:
@@ -96,24 +97,29 @@ class Progress:
 
 
 def campaign_progress(session: Session, campaign_id: int, now: dt.datetime | None = None) -> Progress:
-    """Counts, rate and ETA in two small queries whatever the campaign's size: the campaign's state with
-    the latest retry reason, and its counters."""
-    state = session.execute(
+    """Counts, rate and ETA in one small query whatever the campaign's size: the campaign's state with
+    the latest retry reason, beside its counters (a row per counter status)."""
+    now = now or utcnow()
+    since = counters.tick_start(counters.tick_of(now - dt.timedelta(seconds=RATE_WINDOW_SECONDS)))
+    rows = session.execute(
         select(
+            *counters.sums(since),
             Campaign.status,
             Campaign.started_at,
             Campaign.pause_reason,
             _last_retry_reason(campaign_id),
             Campaign.scheduled_at,
             Campaign.created_at,
-        ).where(Campaign.id == campaign_id)
-    ).first()
-    if state is None:
+        )
+        .select_from(Campaign)
+        .outerjoin(CampaignCount, CampaignCount.campaign_id == Campaign.id)
+        .where(Campaign.id == campaign_id)
+        .group_by(Campaign.id, CampaignCount.status)
+    ).all()
+    if not rows:
         raise CampaignNotFound(campaign_id)
-    status, started_at, pause_reason, last_error, scheduled_at, created_at = state
-    now = now or utcnow()
-    since = counters.tick_start(counters.tick_of(now - dt.timedelta(seconds=RATE_WINDOW_SECONDS)))
-    counted = counters.read(session, campaign_id, since=since)
+    status, started_at, pause_reason, last_error, scheduled_at, created_at = rows[0][4:]
+    counted = counters.fold(rows)
     counts = counted.counts
     window = max((now - since).total_seconds(), 1.0)
     if started_at is not None:
@@ -132,6 +138,7 @@ def campaign_progress(session: Session, campaign_id: int, now: dt.datetime | Non
         last_error=last_error,
         scheduled_at=scheduled_at,
         created_at=created_at,
+        last_sent_at=counted.last_sent_at,
     )
 
 

@@ -126,12 +126,11 @@ def signed_in_session(request: Request, session: SessionDep) -> SignedIn:
     """The live session the cookie names (a plain function: FastAPI runs its queries in a worker thread)."""
     settings: Settings = request.app.state.settings
     session_id = request.cookies.get(SESSION_COOKIE, "")
-    row = websessions.find(session, session_id, timeouts(settings))
-    if row is None:
+    live = websessions.find(session, session_id, timeouts(settings))
+    if live is None:
         raise SignInRequired(next_path(request))
-    user = row.user
     token = csrf_token(settings.secret_key, session_id)
-    return SignedIn(user.id, user.name, user.role, user.email, row.id, token, user.totp_enabled_at is not None)
+    return SignedIn(live.user_id, live.name, live.role, live.email, live.id, token, live.two_factor)
 
 
 async def current_admin(request: Request, me: Annotated[SignedIn, Depends(signed_in_session)]) -> SignedIn:

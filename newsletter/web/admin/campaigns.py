@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, defer, joinedload
 
 from newsletter import audit, delivery, stats
 from newsletter.db import utcnow
@@ -85,10 +85,6 @@ def _starting(state: progress.Progress) -> bool:
     )
 
 
-def _progress_context(session: Session, campaign: Campaign) -> dict[str, Any]:
-    return _progress_fields(campaign, progress.campaign_progress(session, campaign.id))
-
-
 def _progress_fields(campaign: Campaign | _Polled, state: progress.Progress) -> dict[str, Any]:
     return {
         "campaign": campaign,
@@ -109,9 +105,12 @@ def campaign_page(
     search: Annotated[str, Query(max_length=320)] = "",
     after: PageCursor = None,
 ) -> Response:
-    campaign = delivery.get_campaign(session, campaign_id, options=[defer(Campaign.html), defer(Campaign.text)])
+    # the campaign with its digest and lists in one query, without its HTML and text (tens of KB)
+    loads = [defer(Campaign.html), defer(Campaign.text), joinedload(Campaign.digest), joinedload(Campaign.lists)]
+    campaign = delivery.get_campaign(session, campaign_id, options=loads)
+    state = progress.campaign_progress(session, campaign_id)  # once, for the panel and the report's counts
     counted = event_counters.read(session, campaign_id)  # once, for the figures and the timeline
-    report = stats.campaign_report(session, campaign_id, counted=counted)
+    report = stats.campaign_report(session, campaign_id, counted=counted, progress=state)
     started = campaign.started_at is not None
     return render(
         request,
@@ -119,7 +118,7 @@ def campaign_page(
         title=campaign.subject,
         report=report,
         timeline=stats.engagement_timeline(session, campaign_id, counted=counted) if started else [],
-        events={kind.value: stats.campaign_events(session, campaign_id, kind, limit=20) for kind in _EVENT_KINDS}
+        events={kind.value: page for kind, page in stats.latest_events(session, campaign_id, _EVENT_KINDS, 20).items()}
         if started
         else {},
         ledger=_ledger(session, campaign_id, status.value if status else "", search, after) if started else None,
@@ -129,7 +128,7 @@ def campaign_page(
         resendable=report["counts"]["failed"] + report["counts"]["unknown"],
         non_openers=stats.non_openers(session, campaign) if campaign.status in _RESENDABLE else None,
         audience=_audience(session, campaign),
-        **_progress_context(session, campaign),
+        **_progress_fields(campaign, state),
     )
 
 

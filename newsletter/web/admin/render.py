@@ -122,6 +122,8 @@ class AdminPages:
     def __init__(self, assets: Assets, settings: Settings) -> None:
         self.environment = Environment(
             loader=FileSystemLoader(ADMIN_TEMPLATES),
+            # compiled once per process; in development an edited template is picked up on the next request
+            auto_reload=settings.environment == "development",
             autoescape=select_autoescape(["html", "xml"]),
             undefined=StrictUndefined,
             trim_blocks=True,

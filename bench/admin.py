@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import html
 import http.cookiejar
+import json
 import os
 import re
 import statistics
@@ -29,11 +30,12 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from bench.delivery import free_port, publish, scratch_database, seed, session_scope_for
+from bench.delivery import ROOT, free_port, process, publish, scratch_database, seed, session_scope_for
 from bench.web import wait_until_up
 from newsletter import delivery, users
 from newsletter.config import Settings, load_settings
@@ -45,6 +47,7 @@ SECRET = "bench-secret-key-0123456789abcdef-admin"  # noqa: S105 - a scratch dat
 PASSWORD = "bench password for a scratch database"  # noqa: S105
 TARGET_PAGE_MS = 100.0
 TARGET_POLL_MS = 10.0
+BASELINE = "ee34ecb"  # main before the admin's hot pages were made fast (issue 13)
 
 # wrk reports p50/75/90/99 only; done() prints the p95 (microseconds) for this script to read.
 LUA = """
@@ -151,7 +154,8 @@ def run_wrk(base: str, path: str, env: dict[str, str], args: argparse.Namespace)
     """p50 and p95 in ms, requests and errors of wrk on one path."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(LUA)
-    command = ["wrk", "-t2", f"-c{args.connections}", f"-d{args.duration}s", "-s", script.name, base + path]
+    command = ["wrk", "-t2", f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "10s", "-s", script.name]
+    command.append(base + path)
     output = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
     os.unlink(script.name)
     figures = dict(re.findall(r"^(P95_US|P50_US|REQUESTS|ERRORS) (\d+)$", output, re.MULTILINE))
@@ -185,21 +189,155 @@ def sign_in(base: str, name: str, password: str) -> str:
     return "; ".join(f"{c.name}={c.value}" for c in jar)
 
 
-def measure(base: str, campaign_id: int, auth: dict[str, dict[str, str]], args: argparse.Namespace) -> list[str]:
+@dataclass
+class Server:
+    """A `newsletter serve` of one checkout (PYTHONPATH: another checkout's source, for the baseline)."""
+
+    name: str
+    base: str
+    process: subprocess.Popen[bytes]
+    pythonpath: str | None
+    cookie: str = ""
+
+
+def start_server(name: str, url: str, broker: str, pythonpath: str | None, args: argparse.Namespace) -> Server:
+    """With a broker (a private redis no worker reads): without one, `serve` would run the embedded
+    scheduler and send the campaign's pending rows while the pages are measured."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "NEWSLETTER_DATABASE_URL": url,
+        "NEWSLETTER_SECRET_KEY": SECRET,
+        "NEWSLETTER_ENVIRONMENT": "production",
+        "NEWSLETTER_BASE_URL": base,
+        "NEWSLETTER_BROKER_URL": broker,
+        "PGAPPNAME": f"bench-admin-{name}",  # its database backends, whose CPU time is measured
+    }
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    command = [str(Path(sys.executable).with_name("newsletter")), "serve", "--port", str(port)]
+    command += ["--workers", str(args.workers)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return Server(name, base, process, pythonpath)
+
+
+def stop(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+def cpu_ms(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (those gone count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(server: Server) -> list[int]:
+    """The serve process and its workers."""
+    pids = [server.process.pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == server.process.pid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def backend_pids(engine: Engine, server: Server) -> list[int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE application_name = :n"), {"n": f"bench-admin-{server.name}"}
+        )
+        return [int(pid) for (pid,) in rows]
+
+
+def measure(
+    servers: list[Server], engine: Engine, campaign_id: int, auth: dict[str, str], args: argparse.Namespace
+) -> list[str]:
+    """wrk on each page against each server in turn (so both see the same load), with the CPU time the
+    server's processes and its database backends spent per request."""
     lines = []
     for name, path, target, how in pages(campaign_id):
-        env = auth[how]
-        p50, p95_ms, requests, errors = run_wrk(base, path, env, args)
-        met = p95_ms < target and not errors
-        lines.append(
-            f"{name:28} p50 {p50:7.1f} ms  p95 {p95_ms:7.1f} ms  {'met' if met else 'NOT MET':7} (< {target:.0f} ms)"
-            f"  {requests / args.duration:6.0f} req/s  errors {errors}"
-        )
-        print(lines[-1], flush=True)
+        for server in servers:
+            env = {"BENCH_AUTHORIZATION": auth["token"]} if how == "token" else {"BENCH_COOKIE": server.cookie}
+            own, db = server_pids(server), backend_pids(engine, server)
+            own_before, db_before = cpu_ms(own), cpu_ms(db)
+            p50, p95_ms, requests, errors = run_wrk(server.base, path, env, args)
+            db = sorted(set(db) | set(backend_pids(engine, server)))  # a pool may have opened connections
+            server_cpu = (cpu_ms(own) - own_before) / max(requests, 1)
+            db_cpu = (cpu_ms(db) - db_before) / max(requests, 1)
+            met = p95_ms < target and not errors
+            lines.append(
+                f"{name:27} {server.name:8} p50 {p50:7.1f} ms  p95 {p95_ms:7.1f} ms  "
+                f"{'met' if met else 'NOT MET':7} (< {target:.0f})  {requests / args.duration:6.0f} req/s  "
+                f"errors {errors}  CPU/request: server {server_cpu:5.1f} ms, database {db_cpu:5.1f} ms"
+            )
+            print(lines[-1], flush=True)
     return lines
 
 
-def main() -> None:
+def queries_per_request(servers: list[Server], url: str, token: str, campaign_id: int, runs: int = 20) -> list[str]:
+    """Queries, SQL time and CPU per request of each page, in-process, for each checkout."""
+    paths = [path for _, path, _, _ in pages(campaign_id)]
+    names = {path: name for name, path, _, _ in pages(campaign_id)}
+    found = {}
+    for server in servers:
+        env = {**os.environ, "PYTHONPATH": server.pythonpath} if server.pythonpath else dict(os.environ)
+        command = [sys.executable, str(Path(__file__).with_name("admin_queries.py")), url, "bench", PASSWORD]
+        command += [token, str(runs), *paths]
+        found[server.name] = json.loads(subprocess.run(command, env=env, capture_output=True, check=True).stdout)
+    lines = []
+    for path in paths:
+        lines.append(
+            f"{names[path]:27} "
+            + "   ".join(
+                f"{name}: {f[path]['queries']:3.0f} queries, {f[path]['cpu_ms']:5.1f} ms CPU"
+                for name, f in ((n, found[n]) for n in found)
+            )
+        )
+    return lines
+
+
+def baseline_source(ref: str, into: Path) -> str:
+    """The package and templates of commit `ref` of this repository, for PYTHONPATH."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "newsletter", "templates"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return str(into)
+
+
+def warm(servers: list[Server], campaign_id: int, auth: dict[str, str]) -> list[str]:
+    """One request per page and server before measuring; the first dashboard view is timed (it counts
+    the growth of days never counted before: after an import, the first view of the day pays for it)."""
+    lines = []
+    for server in servers:
+        for name, path, _, how in pages(campaign_id):
+            header = ("Authorization", auth["token"]) if how == "token" else ("Cookie", server.cookie)
+            request = urllib.request.Request(server.base + path, headers=dict([header]))  # noqa: S310 - loopback
+            started = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310 - loopback
+                answer.read()
+            if name == "dashboard":
+                took = (time.perf_counter() - started) * 1000
+                lines.append(f"dashboard, first view       {server.name:8} {took:7.0f} ms")
+    return lines
+
+
+def main() -> None:  # long: the scratch database, the servers, then each measurement in turn
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=1_000_000)
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per page")
@@ -210,46 +348,45 @@ def main() -> None:
         help="wrk connections: 2, one per server worker, so a figure is a request's own time",
     )
     parser.add_argument("--workers", type=int, default=2, help="newsletter serve worker processes")
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE,
+        help=f"the commit measured beside this checkout (default {BASELINE}: before the admin's speed work); "
+        "'none' for this checkout alone",
+    )
     args = parser.parse_args()
-    with scratch_database() as url:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        settings = load_settings(database_url=url, secret_key=SECRET, base_url=base, environment="production")
+    redis_port = free_port()
+    redis = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    broker = f"redis://127.0.0.1:{redis_port}/0"
+    with process(redis, redis_port), scratch_database() as url, tempfile.TemporaryDirectory() as source:
+        settings = load_settings(database_url=url, secret_key=SECRET, base_url="http://x", environment="production")
         engine = make_engine(url)
         campaign_id = build(settings, engine, args.subscribers)
         report = domain_poll(engine, campaign_id)
         print("\n".join(report), flush=True)
         with session_scope_for(engine) as session:
             token = users.create_user(session, "bench", Role.admin, password=PASSWORD).token
-        engine.dispose()
-        env = {
-            **os.environ,
-            "NEWSLETTER_DATABASE_URL": url,
-            "NEWSLETTER_SECRET_KEY": SECRET,
-            "NEWSLETTER_ENVIRONMENT": "production",
-            "NEWSLETTER_BASE_URL": base,
-        }
-        env.pop("NEWSLETTER_BROKER_URL", None)
-        command = [str(Path(sys.executable).with_name("newsletter")), "serve", "--port", str(port)]
-        command += ["--workers", str(args.workers)]
-        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers = [start_server("this", url, broker, None, args)]
+        if args.baseline != "none":
+            servers.append(start_server("baseline", url, broker, baseline_source(args.baseline, Path(source)), args))
         try:
-            wait_until_up(base)
-            auth = {
-                "token": {"BENCH_AUTHORIZATION": f"Bearer {token}"},
-                "cookie": {"BENCH_COOKIE": sign_in(base, "bench", PASSWORD)},
-            }
-            report += measure(base, campaign_id, auth, args)
+            auth = {"token": f"Bearer {token}"}
+            for server in servers:
+                wait_until_up(server.base)
+                server.cookie = sign_in(server.base, "bench", PASSWORD)
+            report += warm(servers, campaign_id, auth)
+            print("\n".join(report[-len(servers) :]), flush=True)
+            report += measure(servers, engine, campaign_id, auth, args)
         finally:
-            server.terminate()
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            for server in servers:
+                stop(server)
+        report += ["", "queries and CPU per request, one at a time in-process (load-independent):"]
+        report += queries_per_request(servers, url, token, campaign_id)
+        engine.dispose()
     print(
         f"\n{args.subscribers:,} subscribers, a {args.subscribers:,}-recipient campaign (70 % sent); wrk -t2 "
         f"-c{args.connections} -d{args.duration}s per page against `newsletter serve --workers {args.workers}`"
+        + (f"; baseline: commit {args.baseline}" if args.baseline != "none" else "")
     )
     print("\n".join(report))
 

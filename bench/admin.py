@@ -1,17 +1,27 @@
-"""The admin's hot pages at scale: a million subscribers and a million-recipient campaign.
+"""The admin's hot pages at scale: a million subscribers and a million-recipient campaign, beside a baseline.
 
-Usage (PostgreSQL on 127.0.0.1, wrk installed; run by `python -m bench`, not by `make test`):
+Usage (PostgreSQL on 127.0.0.1, wrk and redis-server installed; run by `python -m bench`, not by `make test`):
 
-    .venv/bin/python -m bench.admin [--subscribers 1000000] [--duration 10] [--connections 8]
+    .venv/bin/python -m bench.admin [--subscribers 1000000] [--duration 10] [--connections 2] [--workers 2]
+                                    [--baseline COMMIT|none]
 
 Builds a scratch database with set-based SQL (subscribers, subscriptions, the campaign's ledger planned by
 the real `delivery.start`, then 70 % of it marked sent with opens and clicks), then:
 
 1. the progress poll's cost in the domain (`campaign_progress`, read from the counters) against one scan
    of the ledger (`tally`, what the poll cost before the counters), each timed 50 times;
-2. p95 in ms of each hot page, measured with wrk against `newsletter serve` (2 workers): the campaign
-   page's poll fragment, the campaign page, its report, the campaigns list, the dashboard and the
-   subscriber search when present, and the API's progress endpoint. Targets: pages < 100 ms, poll < 10 ms.
+2. two `newsletter serve` (2 workers each) on that database: this checkout, and the baseline commit's
+   package and templates (`git archive`, on PYTHONPATH; default: main before the admin's speed work). Both
+   have a private redis as broker that no worker reads, so neither sends the campaign's pending rows
+   while it is measured (without a broker, serve's embedded scheduler would). One request per page
+   warms each (the first dashboard view is timed: it counts the growth of the days never counted);
+3. per hot page, p50/p95 in ms with wrk against each server in turn (the campaign page's poll fragment,
+   the campaign page and report, its failed recipients, a ledger search, the campaigns list, the
+   dashboard, the API's progress endpoint), with the CPU time per request of the server's processes and
+   of its database backends (from /proc: load-independent, unlike the latencies). Targets: pages
+   < 100 ms, poll < 10 ms;
+4. queries and CPU per request of each page for each checkout, one request at a time through the ASGI app
+   in-process (bench/admin_queries.py).
 """
 
 from __future__ import annotations

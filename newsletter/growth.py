@@ -7,7 +7,8 @@ visible now (one query) and counts again, in one statement that also keeps the r
 are stale or were never counted: usually today, from the indexes on `confirmed_at` / `unsubscribed_at`.
 The numbers are exactly those of `scan` (two GROUP BYs over the subscriptions, the check they are tested
 against): a change still uncommitted is invisible to both, and once it commits the day is stale.
-Writers only insert rows of their own transaction, so they never wait on each other or on a view.
+Writers only insert rows of their own transaction, so they never wait on each other or on a view; a
+change drops the days its own transaction counted (a snapshot may show its own transaction as seen).
 SQLite (one small database) counts on each view.
 """
 

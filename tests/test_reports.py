@@ -120,6 +120,11 @@ def test_bounces_complaints_and_unsubscribes_are_listed_newest_first_and_paged(
     assert stats.campaign_events(session, campaign_id, EventType.unsubscribe).items == []
     with pytest.raises(delivery.CampaignError, match="only bounce, complaint, unsubscribe"):
         stats.campaign_events(session, campaign_id, EventType.open)
+    # the campaign page's one query for the newest of each kind: the first page of each, as listed above
+    kinds = (EventType.bounce, EventType.complaint, EventType.unsubscribe)
+    for limit in (1, 2, 20):
+        latest = stats.latest_events(session, campaign_id, kinds, limit)
+        assert latest == {kind: stats.campaign_events(session, campaign_id, kind, limit=limit) for kind in kinds}
 
 
 def test_the_ledger_is_searched_by_the_start_of_the_address(session: Session, settings: Settings) -> None:

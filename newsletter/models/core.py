@@ -224,7 +224,12 @@ class Subscription(Base):
         Index("ix_subscriptions_list_id_status", "list_id", "status"),
         # subscriber growth per day: a day's joins and unsubscribes from an index, not a pass over everyone
         Index("ix_subscriptions_confirmed_at", "confirmed_at"),
-        Index("ix_subscriptions_unsubscribed_at", "unsubscribed_at"),
+        Index(
+            "ix_subscriptions_unsubscribed_at",
+            "unsubscribed_at",
+            postgresql_where=text("unsubscribed_at IS NOT NULL"),
+            sqlite_where=text("unsubscribed_at IS NOT NULL"),
+        ),
         NEVER_REUSE_IDS,
     )
 

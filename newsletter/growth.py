@@ -49,8 +49,8 @@ def subscriber_growth(session: Session, days: int, today: dt.date | None = None)
         return scan(session, first, today)
     kept = _fresh_days(session, first, today)
     stale = [day for day in window if day not in kept]
-    if stale:
-        kept.update(_count_and_keep(session, stale[0], today))
+    if stale:  # usually today alone; the first 90-day view after 30-day ones: the 60 days before them
+        kept.update(_count_and_keep(session, stale[0], stale[-1]))
     return [kept[day] for day in window]
 
 
@@ -89,10 +89,10 @@ WHERE g.day BETWEEN :first AND :last AND NOT EXISTS (
 _COUNT_AND_KEEP = text("""
 WITH joined AS (
     SELECT (confirmed_at AT TIME ZONE 'UTC')::date AS day, count(DISTINCT subscriber_id) AS n
-    FROM subscriptions WHERE confirmed_at >= :since GROUP BY 1
+    FROM subscriptions WHERE confirmed_at >= :since AND confirmed_at < :until GROUP BY 1
 ), unsubscribed AS (
     SELECT (unsubscribed_at AT TIME ZONE 'UTC')::date AS day, count(DISTINCT subscriber_id) AS n
-    FROM subscriptions WHERE unsubscribed_at >= :since GROUP BY 1
+    FROM subscriptions WHERE unsubscribed_at >= :since AND unsubscribed_at < :until GROUP BY 1
 ), counted AS (
     SELECT d.day::date AS day, coalesce(j.n, 0) AS joined, coalesce(u.n, 0) AS unsubscribed
     FROM generate_series(CAST(:first AS date), CAST(:last AS date), interval '1 day') d(day)
@@ -121,7 +121,8 @@ def _fresh_days(session: Session, first: dt.date, last: dt.date) -> dict[dt.date
 
 def _count_and_keep(session: Session, first: dt.date, last: dt.date) -> dict[dt.date, GrowthDay]:
     since = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
-    params = {"first": first, "last": last, "since": since}
+    until = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    params = {"first": first, "last": last, "since": since, "until": until}
     rows = session.execute(_COUNT_AND_KEEP, params).all()
     session.execute(_FORGET_SEEN, {"first": first, "last": last})
     return {day: GrowthDay(day, joined, left) for day, joined, left in rows}

@@ -70,6 +70,9 @@ def test_counted_days_are_read_back_until_a_change_makes_them_stale(pg_session: 
     # a view reads the kept day: a number only the kept row holds is what it shows
     session.execute(update(CountedDay).where(CountedDay.day == yesterday(today)).values(joined=41))
     assert growth.subscriber_growth(session, DAYS, today)[-2].joined == 41
+    # a longer period counts only the days it adds
+    assert growth.subscriber_growth(session, 90, today)[-2].joined == 41
+    assert session.scalar(select(func.count()).select_from(CountedDay)) == 90
     # a change to that day makes it stale: counted again, exactly
     session.execute(
         update(Subscription)

@@ -49,9 +49,20 @@ def subscriber_growth(session: Session, days: int, today: dt.date | None = None)
         return scan(session, first, today)
     kept = _fresh_days(session, first, today)
     stale = [day for day in window if day not in kept]
-    if stale:  # usually today alone; the first 90-day view after 30-day ones: the 60 days before them
-        kept.update(_count_and_keep(session, stale[0], stale[-1]))
+    for first_stale, last_stale in _runs(stale):  # usually today alone; a first 90-day view after 30-day
+        kept.update(_count_and_keep(session, first_stale, last_stale))  # ones: also the 60 days before them
     return [kept[day] for day in window]
+
+
+def _runs(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Consecutive days as (first, last) spans: each is counted by one statement over its span only."""
+    runs: list[tuple[dt.date, dt.date]] = []
+    for day in days:
+        if runs and runs[-1][1] + dt.timedelta(days=1) == day:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
 
 
 def scan(session: Session, first: dt.date, last: dt.date) -> list[GrowthDay]:

@@ -249,9 +249,12 @@ def delivery_of(session: Session, settings: Settings, message_id: str | None) ->
     return row, ""
 
 
-def apply(session: Session, settings: Settings, row: Delivery, report: Report, *, source: str = "mail") -> Outcome:
-    """`_apply`, counted in newsletter_bounces_total{kind,source} when it acted on a bounce or complaint."""
-    outcome = _apply(session, settings, row, report, source=source)
+def apply(
+    session: Session, settings: Settings, row: Delivery, report: Report, *, source: str = "mail", judge: bool = True
+) -> Outcome:
+    """`_apply`, counted in newsletter_bounces_total{kind,source} when it acted on a bounce or complaint.
+    `judge=False`: the caller runs the circuit breaker (`breaker_verdict`) itself, once for a batch."""
+    outcome = _apply(session, settings, row, report, source=source, judge=judge)
     if outcome.result in ("suppressed", "recorded") and report.kind in ("bounce", "complaint"):
         hard = report.hard if report.hard is not None else is_hard_status(report.status or "")
         kind = "complaint" if report.kind == "complaint" else ("hard" if hard else "soft")
@@ -259,7 +262,7 @@ def apply(session: Session, settings: Settings, row: Delivery, report: Report, *
     return outcome
 
 
-def _apply(session: Session, settings: Settings, row: Delivery, report: Report, *, source: str) -> Outcome:
+def _apply(session: Session, settings: Settings, row: Delivery, report: Report, *, source: str, judge: bool) -> Outcome:
     """What a report about one delivery does, whichever way it came (mail here, a provider's webhook in
     newsletter/providers/): a hard bounce or a complaint suppresses the recipient, a soft bounce is
     recorded and suppresses only the SOFT_BOUNCE_LIMIT-th within SOFT_BOUNCE_DAYS, a delivery confirms a
@@ -290,7 +293,8 @@ def _apply(session: Session, settings: Settings, row: Delivery, report: Report, 
 
     if report.kind == "complaint":
         tracking.record_complaint(session, row.id, detail=report.detail[:2000], source=source)
-        return outcome("suppressed", "complaint: never mailed again" + _breaker(session, settings, row))
+        verdict = breaker_verdict(session, settings, row.campaign_id) if judge else ""
+        return outcome("suppressed", "complaint: never mailed again" + verdict)
 
     hard = report.hard if report.hard is not None else is_hard_status(report.status or "")
     bounce = _bounced(session, row, report, source, hard=hard)
@@ -304,7 +308,7 @@ def _apply(session: Session, settings: Settings, row: Delivery, report: Report, 
     outbox.emit_bounce(session, address, ids, hard=hard, suppressed=suppressed, detail=report.detail)
     if hard:
         why = "hard bounce: the address does not exist or refuses mail for good"
-        return outcome("suppressed", why + _breaker(session, settings, row))
+        return outcome("suppressed", why + (breaker_verdict(session, settings, row.campaign_id) if judge else ""))
     if suppressed:
         return outcome(
             "suppressed",
@@ -314,9 +318,10 @@ def _apply(session: Session, settings: Settings, row: Delivery, report: Report, 
     return outcome("recorded", "soft bounce: recorded, the address stays")
 
 
-def _breaker(session: Session, settings: Settings, row: Delivery) -> str:
-    """The circuit breaker's verdict after a complaint or hard bounce, for the outcome's reason."""
-    paused = reputation.check(session, settings, row.campaign_id)
+def breaker_verdict(session: Session, settings: Settings, campaign_id: int) -> str:
+    """The circuit breaker's verdict after a complaint or hard bounce about one of a campaign's messages,
+    for the outcome's reason: the campaigns it paused, or ""."""
+    paused = reputation.check(session, settings, campaign_id)
     return (
         f"; paused campaigns {', '.join(map(str, paused))} ({reputation.REASON_PREFIX} see their status)"
         if paused

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import ssl
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -124,12 +125,13 @@ class FakeSns:
         cert_url: str = CERT_URL,
         timestamp: dt.datetime | None = None,
         key: rsa.RSAPrivateKey | None = None,
+        message_id: str | None = None,
     ) -> dict[str, str]:
         """An SNS message as SNS posts it, signed (SignatureVersion 1: SHA1, 2: SHA256)."""
         moment = timestamp or dt.datetime.now(dt.UTC)
         envelope = {
             "Type": kind,
-            "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+            "MessageId": message_id or str(uuid.uuid4()),  # SNS's own, the same on its retries
             "TopicArn": topic,
             "Message": json.dumps(message) if message is not None else "You have chosen to subscribe to the topic.",
             "Timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",

@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,6 +25,7 @@ from tests.smtpserver import RecordingSMTPServer
 from tests.snsserver import FakeSns
 from tests.test_bounces import postfix_dsn
 from tests.test_provider_webhooks import (  # noqa: F401 - fixtures
+    Hooks,
     client,
     hook_settings,
     sendgrid_key,
@@ -62,7 +62,7 @@ def status(session: Session, campaign_id: int) -> tuple[CampaignStatus, str | No
 
 
 def test_complaints_past_gmails_ceiling_pause_the_domains_campaigns_at_once(
-    sessions: sessionmaker[Session], session: Session, breaker_settings: Settings, client: TestClient, sns: FakeSns,  # noqa: F811
+    sessions: sessionmaker[Session], session: Session, breaker_settings: Settings, client: Hooks, sns: FakeSns,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     settings = breaker_settings
@@ -83,7 +83,7 @@ def test_complaints_past_gmails_ceiling_pause_the_domains_campaigns_at_once(
             # 4 of 1,500 is 0.27%: within the ceiling; the 5th (0.33%) trips the breaker at once
             assert state == (CampaignStatus.sending if n < 5 else CampaignStatus.paused), n
             if n == 5:
-                assert "paused campaigns" in answer.json()["events"][0]["reason"]
+                assert "paused campaigns" in answer.events[0]["reason"]
         state, reason = status(session, campaign_id)
         assert reason is not None and reason.startswith("reputation breaker: complaint rate 0.33% (5 of the last 1500")
         assert "example.org" in reason and "above 0.30%" in reason

@@ -59,6 +59,7 @@ from newsletter.models.core import (
 )
 from newsletter.models.webhooks import (
     OutboxEvent,
+    ProviderInboxEvent,
     WebhookDelivery,
     WebhookDeliveryStatus,
     WebhookEndpoint,
@@ -90,6 +91,7 @@ __all__ = [
     "MailingList",
     "OptIn",
     "OutboxEvent",
+    "ProviderInboxEvent",
     "RecoveryCode",
     "Role",
     "Segment",

@@ -31,7 +31,7 @@ from newsletter.delivery.composing import MessageMacs
 from newsletter.models import Delivery, DeliveryStatus, Suppression
 from newsletter.providers import inbox
 from newsletter.web.app import create_app
-from tests.snsserver import CERT_URL, REGION, STRANGER_CERT_URL, TOPIC, FakeSns
+from tests.snsserver import CERT_URL, REGION, STRANGER_CERT_URL, TOPIC, FakeSns, ses_bounce, ses_complaint
 from tests.test_bounces import send_sample, state
 
 POSTMARK_AUTH = "postmark:s3cret-webhook-password"
@@ -87,6 +87,10 @@ class Posted:
     @property
     def text(self) -> str:
         return self.answer.text
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self.answer.headers
 
     def json(self) -> Any:
         return self.answer.json()
@@ -146,62 +150,6 @@ def status_of(session: Session, row: Delivery) -> DeliveryStatus:
 # --- Amazon SES via SNS ------------------------------------------------------------------------------------
 
 
-def ses_mail(provider_id: str, to: str, message_id: str | None = None) -> dict[str, Any]:
-    """SES's `mail` object; SES names the message by its own id (and its own Message-ID, by default)."""
-    header_id = message_id or f"<{provider_id}@eu-west-1.amazonses.com>"
-    return {
-        "timestamp": "2026-12-01T13:59:58.000Z",
-        "source": "The Weekly <news@example.org>",
-        "sourceArn": "arn:aws:ses:eu-west-1:123456789012:identity/example.org",
-        "sourceIp": "203.0.113.7",
-        "sendingAccountId": "123456789012",
-        "messageId": provider_id,
-        "destination": [to],
-        "headersTruncated": False,
-        "headers": [{"name": "Message-ID", "value": header_id}, {"name": "To", "value": to}],
-        "commonHeaders": {"from": ["The Weekly <news@example.org>"], "to": [to], "messageId": header_id},
-    }
-
-
-def ses_bounce(provider_id: str, to: str, *, permanent: bool = True, message_id: str | None = None) -> dict[str, Any]:
-    return {
-        "notificationType": "Bounce",
-        "bounce": {
-            "feedbackId": "0102018c1b3e5f2a-6a1b2c3d-0000-0000-0000-000000000000-000000",
-            "bounceType": "Permanent" if permanent else "Transient",
-            "bounceSubType": "General" if permanent else "MailboxFull",
-            "bouncedRecipients": [
-                {
-                    "emailAddress": to,
-                    "action": "failed",
-                    "status": "5.1.1" if permanent else "4.2.2",
-                    "diagnosticCode": "smtp; 550 5.1.1 user unknown" if permanent else "smtp; 452 4.2.2 mailbox full",
-                }
-            ],
-            "timestamp": "2026-12-01T14:00:01.000Z",
-            "remoteMtaIp": "198.51.100.25",
-            "reportingMTA": "dsn; a6-1.smtp-out.eu-west-1.amazonses.com",
-        },
-        "mail": ses_mail(provider_id, to, message_id),
-    }
-
-
-def ses_complaint(provider_id: str, to: str, message_id: str | None = None) -> dict[str, Any]:
-    return {
-        "notificationType": "Complaint",
-        "complaint": {
-            "feedbackId": "0102018c1b3e5f2a-complaint-000000",
-            "complaintSubType": None,
-            "complainedRecipients": [{"emailAddress": to}],
-            "timestamp": "2026-12-01T14:05:00.000Z",
-            "userAgent": "Yahoo!-Mail-Feedback/2.0",
-            "complaintFeedbackType": "abuse",
-            "arrivalDate": "2026-12-01T14:00:00.000Z",
-        },
-        "mail": ses_mail(provider_id, to, message_id),
-    }
-
-
 def test_ses_signed_bounce_and_complaint_suppress_and_fail_the_rows(
     client: Hooks, session: Session, sns: FakeSns, sent: dict[str, Delivery]
 ) -> None:
@@ -259,6 +207,7 @@ def test_ses_refuses_what_sns_did_not_sign_and_changes_nothing(
     answer = client.post("/webhooks/ses", content=json.dumps(envelope))
     assert answer.status_code == 401, answer.text
     assert answer.json()["error"]
+    assert "www-authenticate" not in answer.headers
     if case == "a certificate that is not Amazon's":
         assert "not Amazon's" in answer.json()["error"]  # it chains to a trusted CA, but names another host
     assert state(session) == before
@@ -273,8 +222,10 @@ def test_ses_basic_auth_when_configured(
     body = json.dumps(sns.envelope(ses_bounce("pid-r1", "r1@example.com")))
     before = state(session)
     with webhook_client(settings, sessions) as client:
-        assert client.post("/webhooks/ses", content=body).status_code == 401
-        assert client.post("/webhooks/ses", content=body, auth=("sns", "hook-password-2")).status_code == 401
+        for auth in (None, ("sns", "hook-password-2")):
+            answer = client.post("/webhooks/ses", content=body, auth=auth)
+            # SNS sends its credentials after a Basic challenge
+            assert answer.status_code == 401 and answer.headers["www-authenticate"].startswith('Basic realm="')
         assert state(session) == before
         assert client.post("/webhooks/ses", content=body, auth=("sns", "hook-password-1")).status_code == 200
     assert suppressed(session) == {"r1@example.com": "hard_bounce"}
@@ -396,6 +347,7 @@ def test_sendgrid_refuses_what_it_did_not_sign(
     before = state(session)
     answer = client.post("/webhooks/sendgrid", content=body, headers=headers)
     assert answer.status_code == 401, answer.text
+    assert "www-authenticate" not in answer.headers  # a signature is not a credential to be asked for
     assert state(session) == before
 
 
@@ -444,6 +396,8 @@ def test_postmark_refuses_wrong_credentials(
     before = state(session)
     answer = client.post("/webhooks/postmark", content=postmark_bounce("r1@example.com", "pid-r1"), auth=auth)
     assert answer.status_code == 401
+    # Postmark authenticates with basic auth only: the challenge asks for that, never for a bearer token
+    assert answer.headers["www-authenticate"].startswith('Basic realm="')
     assert state(session) == before
 
 
@@ -533,6 +487,7 @@ def test_mailgun_refuses_what_it_did_not_sign(
     before = state(session)
     answer = client.post("/webhooks/mailgun", content=body)
     assert answer.status_code == 401, answer.text
+    assert "www-authenticate" not in answer.headers
     assert state(session) == before
 
 

@@ -22,14 +22,13 @@ from newsletter.models import Campaign, CampaignStatus, Delivery, Digest, Subscr
 from tests.conftest import TEST_SECRET
 from tests.factories import make_list, make_subscribers, publish_sample
 from tests.smtpserver import RecordingSMTPServer
-from tests.snsserver import FakeSns
+from tests.snsserver import FakeSns, ses_complaint
 from tests.test_bounces import postfix_dsn
 from tests.test_provider_webhooks import (  # noqa: F401 - fixtures
     Hooks,
     client,
     hook_settings,
     sendgrid_key,
-    ses_complaint,
     sns,
 )
 

@@ -26,6 +26,7 @@ from newsletter.config import Settings
 from newsletter.delivery.composing import MessageMacs
 from newsletter.errors import Invalid, NotFound, Unauthenticated
 from newsletter.models import Delivery
+from newsletter.providers import batch
 
 Kind = Literal["hard_bounce", "soft_bounce", "complaint", "delivered"]
 
@@ -98,10 +99,15 @@ def record(
     rows = _rows_of(session, settings, events)
     delivered = [row.id for event, row in zip(events, rows, strict=True) if row and event.kind == "delivered"]
     confirmed = bounces.confirm_delivered(session, delivered)
+    reports = [event.report() for event in events]
+    found = [(row, report) for row, report in zip(rows, reports, strict=True) if row is not None]
+    batched = iter(batch.apply_many(session, found, source=source))
     outcomes = []
-    for event, row in zip(events, rows, strict=True):
-        report = event.report()
-        if row is None:
+    for event, row, report in zip(events, rows, reports, strict=True):
+        done = next(batched) if row is not None else None
+        if done is not None:
+            outcome = done
+        elif row is None:
             outcome = bounces.Outcome(report, None, None, "ignored", "no delivery of ours has this message id")
         elif event.kind == "delivered":
             result: Literal["recorded", "ignored"] = "recorded" if row.id in confirmed else "ignored"

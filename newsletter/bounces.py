@@ -200,16 +200,17 @@ def ingest(session: Session, settings: Settings, data: bytes, *, recipient: str 
     """Parse one report and record what it says on the ledger; raises NotAReport for anything else.
 
     `recipient` is the envelope recipient the report was delivered to (postfix's pipe passes it); with
-    VERP_ADDRESS set, that return path (or else the report's Delivered-To or To header) names the delivery
-    when the report quotes no Message-ID of ours.
+    VERP (VERP_ADDRESS, or a list's own address), that return path (or else the report's Delivered-To or
+    To header) names the delivery when the report quotes no Message-ID of ours.
     """
     reports = parse(data)
     verp_id = None
-    if settings.verp_address:
+    ours = verp.known_addresses(session, settings.verp_address)
+    if ours:
         headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(data)
         written = [*headers.get_all("Delivered-To", []), *headers.get_all("To", [])]
         named = [_address(recipient), *(address for _, address in getaddresses([str(v) for v in written]))]
-        verp_id = verp.delivery_of(Tokens.from_settings(settings), settings.verp_address, named)
+        verp_id = verp.delivery_of(Tokens.from_settings(settings), ours, named)
     return [_record(session, settings, report, verp_id) for report in reports]
 
 

@@ -115,6 +115,7 @@ def lists_show(slug: str, as_json: AsJson = False) -> None:
         say(f"{key:>16}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
 
 
+# long: one typer option per field of a list; the body only gathers the given ones
 @app.command("update")
 def lists_update(
     slug: str,

@@ -75,6 +75,9 @@ SENDGRID = (
 )
 MAILGUN = 'return wrk.format("POST", "/webhooks/mailgun", {["Content-Type"] = "application/json"}, b[3])'
 SES = 'return wrk.format("POST", "/webhooks/ses", {["Content-Type"] = "text/plain; charset=UTF-8"}, b[3])'
+# The baseline, in the same run on the same server: the health check (one SELECT 1 on a pooled session in a
+# worker thread), the cheapest request the app answers from the database; what this machine allows now.
+HEALTH = 'return wrk.format("GET", "/healthz")'
 POSTMARK = (
     'return wrk.format("POST", "/webhooks/postmark", {["Content-Type"] = "application/json", '
     '["Authorization"] = "Basic ' + base64.b64encode(POSTMARK_AUTH.encode()).decode() + '"}, b[3])'
@@ -227,6 +230,7 @@ def main() -> None:
         }
         results: list[str] = []
         with serving(url, args.workers, **keys) as (base, command):
+            results.append(run(base, "baseline: GET /healthz (SELECT 1)", HEALTH, ["\t\t"], 1, args))
             for name, provider, script, lines, per_request in (
                 (f"sendgrid, signed, {args.batch} events/request, 1 in {args.bounce_every} a bounce", "sendgrid",
                  SENDGRID, sendgrid_bodies(rows[:quarter], args.batch, args.bounce_every, key), args.batch),

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, String, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.config import Settings
-from newsletter.db import make_engine, unit_of_work
+from newsletter.db import make_engine, session_factory, unit_of_work
+from newsletter.migrate import upgrade
 from newsletter.models import Delivery, DeliveryStatus, ProviderInboxEvent
 from newsletter.providers import inbox
 from newsletter.web.app import create_app
@@ -39,6 +40,7 @@ from tests.test_provider_webhooks import (  # noqa: F401 - fixtures
     status_of,
     suppressed,
 )
+from worker.embedded import EmbeddedScheduler
 
 BASIC = tuple(POSTMARK_AUTH.split(":"))
 
@@ -176,3 +178,35 @@ def test_a_crash_after_acceptance_or_in_the_middle_of_a_batch_loses_nothing(
             assert [r for _, r in waiting(session)] == ["suppressed"] * 3
     finally:
         engine.dispose()
+
+
+def test_without_a_broker_the_embedded_scheduler_applies_an_accepted_event_at_once(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'embedded.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    settings = make_settings(database_url=url, postmark_webhook_auth=POSTMARK_AUTH, sweep_interval_seconds=600)
+    engine.dispose()
+    sessions = session_factory(settings)  # the app's own (SQLite waits for the scheduler's writes)
+    with sessions() as session:
+        send_sample(sessions, session, settings)
+        session.execute(update(Delivery).values(provider_message_id="pid-" + Delivery.id.cast(String)))
+        row_id = session.scalars(select(Delivery.id).order_by(Delivery.id)).first()
+        session.commit()
+    scheduler = EmbeddedScheduler(settings).start()
+    try:
+        with TestClient(create_app(settings)) as web:
+            body = postmark_bounce("r0@example.com", f"pid-{row_id}")
+            assert web.post("/webhooks/postmark", content=body, auth=BASIC).json()["accepted"] == 1
+        deadline = time.monotonic() + 15  # the sweep interval is 10 minutes: only the wake-up can do it
+        while time.monotonic() < deadline:
+            with sessions() as session:  # (a new one each time: SQLite reads a snapshot per transaction)
+                if suppressed(session):
+                    break
+            time.sleep(0.05)
+        with sessions() as session:
+            assert suppressed(session) == {"r0@example.com": "hard_bounce"}
+            assert waiting(session) == [("hard_bounce", "suppressed")]
+    finally:
+        scheduler.stop()

@@ -77,14 +77,18 @@ class EmbeddedScheduler:
         def one_pass(periodic: bool) -> bool:
             return tasks.run_provider_events(self.settings, prune=periodic) == inbox.BATCH
 
-        self._serve(tasks.provider_events_due, one_pass, "applying provider events")
+        # woken by the first of a burst of webhooks, it gathers the rest for a moment: one batch (a handful
+        # of statements and one commit) instead of a transaction per request competing with the requests
+        self._serve(tasks.provider_events_due, one_pass, "applying provider events", gather=tasks.PROVIDER_EVENTS_DELAY)
 
-    def _serve(self, due: threading.Event, one_pass: Callable[[bool], bool], what: str) -> None:
-        """Run `one_pass` until it has nothing more to do whenever `due` is set, and every sweep anyway
-        (`one_pass(True)`: the periodic pass)."""
+    def _serve(self, due: threading.Event, one_pass: Callable[[bool], bool], what: str, gather: float = 0) -> None:
+        """Run `one_pass` until it has nothing more to do whenever `due` is set (`gather` seconds later),
+        and every sweep anyway (`one_pass(True)`: the periodic pass)."""
         retry = scheduling.TICK_SECONDS
         while not self.stopping.is_set():
             periodic = not due.wait(self.settings.sweep_interval_seconds)
+            if not periodic and gather:
+                self.stopping.wait(gather)
             due.clear()
             if self.stopping.is_set():
                 return

@@ -228,6 +228,7 @@ def run_webhooks(settings: Settings) -> dispatch.DispatchReport:
 provider_events_due = threading.Event()
 # With a broker, a web process enqueues at most one pass per this many seconds: that pass starts after
 # them and applies every event accepted meanwhile, so a thousand requests a second cost a few tasks.
+# Without one, serve's thread gathers the events of this long into one pass likewise.
 PROVIDER_EVENTS_DELAY = 0.2
 _enqueued = {"at": 0.0}
 _enqueue_lock = threading.Lock()

@@ -1,6 +1,7 @@
 """Load test of the provider webhooks with their signature checks: SendGrid's signed Event Webhook
-(ECDSA P-256, batches of events), Postmark's basic-auth bounce webhook and Mailgun's HMAC-signed webhook with
-its one-time tokens (one hard bounce a request each), with wrk.
+(ECDSA P-256, batches of events), Postmark's basic-auth bounce webhook, Mailgun's HMAC-signed webhook with
+its one-time tokens and Amazon SES notifications signed by SNS (RSA SHA256, SignatureVersion 2; one hard
+bounce a request each), with wrk.
 
 Usage (PostgreSQL on 127.0.0.1, wrk installed; not part of `make test`):
 
@@ -10,8 +11,14 @@ It creates a scratch database with a sent campaign whose ledger rows carry provi
 one distinct request body per wrk request with a key made here (each batch: one hard bounce per
 --bounce-every events, 50 by default, the rest deliveries; every event about another row), starts
 `newsletter serve` with the matching settings and runs wrk with a Lua script that posts the next body
-with its signature headers. Prints requests/s, events/s and latency percentiles against issue 15's
-target (>= 1,000 signed events/s on this machine), checks that no request was refused, and drops the
+with its signature headers. SES's signing certificate comes from the tests' stand-in for SNS
+(tests/snsserver.py: a test CA and a local HTTPS server the app is pointed at), which the settings allow
+in development only, so SES is measured on a second `newsletter serve` in that mode.
+
+A 200 means the events are accepted (on disk, in the inbox); the server applies them right after, off
+the request path. For each provider it prints requests/s, events/s accepted and latency percentiles
+against issue 15's target (>= 1,000 signed events/s on this machine), checks that no request was
+refused, waits until the inbox is drained and prints how fast the events were applied; then drops the
 database.
 """
 
@@ -35,6 +42,7 @@ from sqlalchemy import text
 from bench.web import bench_database, load_options, milliseconds, run_wrk, seed, serving
 from newsletter.db import make_engine
 from newsletter.models import EventType
+from tests.snsserver import TOPIC, FakeSns, ses_bounce
 
 DATABASE = f"newsletter_bench_webhooks_{os.getpid()}"  # two benches at once never drop each other's
 TARGET_EVENTS = 1000  # signed events/s, issue 15
@@ -66,6 +74,10 @@ SENDGRID = (
     '["X-Twilio-Email-Event-Webhook-Timestamp"] = b[1], ["X-Twilio-Email-Event-Webhook-Signature"] = b[2]}, b[3])'
 )
 MAILGUN = 'return wrk.format("POST", "/webhooks/mailgun", {["Content-Type"] = "application/json"}, b[3])'
+SES = 'return wrk.format("POST", "/webhooks/ses", {["Content-Type"] = "text/plain; charset=UTF-8"}, b[3])'
+# The baseline, in the same run on the same server: the health check (one SELECT 1 on a pooled session in a
+# worker thread), the cheapest request the app answers from the database; what this machine allows now.
+HEALTH = 'return wrk.format("GET", "/healthz")'
 POSTMARK = (
     'return wrk.format("POST", "/webhooks/postmark", {["Content-Type"] = "application/json", '
     '["Authorization"] = "Basic ' + base64.b64encode(POSTMARK_AUTH.encode()).decode() + '"}, b[3])'
@@ -131,6 +143,33 @@ def mailgun_bodies(rows: list[tuple[int, str]]) -> list[str]:
     return lines
 
 
+def ses_bodies(rows: list[tuple[int, str]], sns: FakeSns) -> list[str]:
+    """One SNS notification of an SES hard bounce a request, signed by the stand-in's certificate."""
+    return [f"\t\t{json.dumps(sns.envelope(ses_bounce(f'pid{row_id}', email), version='2'))}" for row_id, email in rows]
+
+
+def applied(url: str, provider: str, timeout: float = 300) -> str:
+    """Wait until the server has applied every event of `provider` it accepted; how fast it did."""
+    engine = make_engine(url)
+    query = text(
+        "SELECT count(*), count(processed_at), min(received_at), max(processed_at) FROM provider_inbox "
+        "WHERE provider = :p"
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            with engine.connect() as conn:
+                total, done, first, last = conn.execute(query, {"p": provider}).one()
+            if done == total or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+    seconds = (last - first).total_seconds() if first and last else 0.0
+    rate = done / seconds if seconds else 0.0
+    return f"{done} of {total} accepted events applied, {rate:.0f} events/s from the first acceptance to the last"
+
+
 def run(base: str, name: str, request: str, lines: list[str], per_request: int, args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as scratch:
         bodies, script = Path(scratch) / "bodies.txt", Path(scratch) / "post.lua"
@@ -175,10 +214,11 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    with bench_database(DATABASE) as url:
+    with bench_database(DATABASE) as url, tempfile.TemporaryDirectory(prefix="bench-sns-") as scratch:
         print(f"seeding {args.rows} ledger rows ...", flush=True)
         seed(url, args.rows)
         rows = ledger(url)
+        quarter = len(rows) // 4  # each webhook acts on rows of its own
         key = ec.generate_private_key(ec.SECP256R1())
         public = key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -188,19 +228,36 @@ def main() -> None:
             "postmark_webhook_auth": POSTMARK_AUTH,
             "mailgun_webhook_signing_key": MAILGUN_KEY,
         }
+        results: list[str] = []
         with serving(url, args.workers, **keys) as (base, command):
-            third = len(rows) // 3  # each webhook acts on rows of its own
-            results = [
-                run(base, f"sendgrid, signed, {args.batch} events/request, 1 in {args.bounce_every} a bounce", SENDGRID,
-                    sendgrid_bodies(rows[:third], args.batch, args.bounce_every, key), args.batch, args),
-                run(base, "postmark, basic auth, 1 hard bounce/request", POSTMARK,
-                    postmark_bodies(rows[third : 2 * third]), 1, args),
-                run(base, "mailgun, HMAC + one-time token, 1 hard bounce/request", MAILGUN,
-                    mailgun_bodies(rows[2 * third :]), 1, args),
-            ]  # fmt: skip
+            results.append(run(base, "baseline: GET /healthz (SELECT 1)", HEALTH, ["\t\t"], 1, args))
+            for name, provider, script, lines, per_request in (
+                (f"sendgrid, signed, {args.batch} events/request, 1 in {args.bounce_every} a bounce", "sendgrid",
+                 SENDGRID, sendgrid_bodies(rows[:quarter], args.batch, args.bounce_every, key), args.batch),
+                ("postmark, basic auth, 1 hard bounce/request", "postmark", POSTMARK,
+                 postmark_bodies(rows[quarter : 2 * quarter]), 1),
+                ("mailgun, HMAC + one-time token, 1 hard bounce/request", "mailgun", MAILGUN,
+                 mailgun_bodies(rows[2 * quarter : 3 * quarter]), 1),
+            ):  # fmt: skip
+                results.append(run(base, name, script, lines, per_request, args))
+                results.append(f"{'':58} {applied(url, provider)}")
+        sns = FakeSns(Path(scratch))
+        try:
+            print("signing the SNS notifications ...", flush=True)
+            lines = ses_bodies(rows[3 * quarter :], sns)
+            development = {"environment": "development", "ses_topic_arns": TOPIC, "sns_certificate_mirror": sns.mirror,
+                           "sns_certificate_ca_file": str(sns.ca_file)}  # fmt: skip
+            with serving(url, args.workers, **development) as (base, ses_command):
+                results.append(
+                    run(base, "ses via sns, RSA SHA256 signature, 1 hard bounce/request", SES, lines, 1, args)
+                )
+                results.append(f"{'':58} {applied(url, 'ses')}")
+        finally:
+            sns.stop()
         print(
-            f"\n$ {' '.join(command)}\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, a distinct body "
-            f"per request, {os.cpu_count()} CPUs; target: >= {TARGET_EVENTS} signed events/s"
+            f"\n$ {' '.join(command)}\n$ {' '.join(ses_command)}   (SES: NEWSLETTER_ENVIRONMENT=development, for the "
+            f"test SNS certificate host)\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, a distinct "
+            f"body per request, {os.cpu_count()} CPUs; target: >= {TARGET_EVENTS} signed events/s"
         )
         print("\n".join(results))
         print(recorded(url))

@@ -200,16 +200,17 @@ def ingest(session: Session, settings: Settings, data: bytes, *, recipient: str 
     """Parse one report and record what it says on the ledger; raises NotAReport for anything else.
 
     `recipient` is the envelope recipient the report was delivered to (postfix's pipe passes it); with
-    VERP_ADDRESS set, that return path (or else the report's Delivered-To or To header) names the delivery
-    when the report quotes no Message-ID of ours.
+    VERP (VERP_ADDRESS, or a list's own address), that return path (or else the report's Delivered-To or
+    To header) names the delivery when the report quotes no Message-ID of ours.
     """
     reports = parse(data)
     verp_id = None
-    if settings.verp_address:
+    ours = verp.known_addresses(session, settings.verp_address)
+    if ours:
         headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(data)
         written = [*headers.get_all("Delivered-To", []), *headers.get_all("To", [])]
         named = [_address(recipient), *(address for _, address in getaddresses([str(v) for v in written]))]
-        verp_id = verp.delivery_of(Tokens.from_settings(settings), settings.verp_address, named)
+        verp_id = verp.delivery_of(Tokens.from_settings(settings), ours, named)
     return [_record(session, settings, report, verp_id) for report in reports]
 
 
@@ -249,9 +250,12 @@ def delivery_of(session: Session, settings: Settings, message_id: str | None) ->
     return row, ""
 
 
-def apply(session: Session, settings: Settings, row: Delivery, report: Report, *, source: str = "mail") -> Outcome:
-    """`_apply`, counted in newsletter_bounces_total{kind,source} when it acted on a bounce or complaint."""
-    outcome = _apply(session, settings, row, report, source=source)
+def apply(
+    session: Session, settings: Settings, row: Delivery, report: Report, *, source: str = "mail", judge: bool = True
+) -> Outcome:
+    """`_apply`, counted in newsletter_bounces_total{kind,source} when it acted on a bounce or complaint.
+    `judge=False`: the caller runs the circuit breaker (`breaker_verdict`) itself, once for a batch."""
+    outcome = _apply(session, settings, row, report, source=source, judge=judge)
     if outcome.result in ("suppressed", "recorded") and report.kind in ("bounce", "complaint"):
         hard = report.hard if report.hard is not None else is_hard_status(report.status or "")
         kind = "complaint" if report.kind == "complaint" else ("hard" if hard else "soft")
@@ -259,7 +263,7 @@ def apply(session: Session, settings: Settings, row: Delivery, report: Report, *
     return outcome
 
 
-def _apply(session: Session, settings: Settings, row: Delivery, report: Report, *, source: str) -> Outcome:
+def _apply(session: Session, settings: Settings, row: Delivery, report: Report, *, source: str, judge: bool) -> Outcome:
     """What a report about one delivery does, whichever way it came (mail here, a provider's webhook in
     newsletter/providers/): a hard bounce or a complaint suppresses the recipient, a soft bounce is
     recorded and suppresses only the SOFT_BOUNCE_LIMIT-th within SOFT_BOUNCE_DAYS, a delivery confirms a
@@ -290,7 +294,8 @@ def _apply(session: Session, settings: Settings, row: Delivery, report: Report, 
 
     if report.kind == "complaint":
         tracking.record_complaint(session, row.id, detail=report.detail[:2000], source=source)
-        return outcome("suppressed", "complaint: never mailed again" + _breaker(session, settings, row))
+        verdict = breaker_verdict(session, settings, row.campaign_id) if judge else ""
+        return outcome("suppressed", "complaint: never mailed again" + verdict)
 
     hard = report.hard if report.hard is not None else is_hard_status(report.status or "")
     bounce = _bounced(session, row, report, source, hard=hard)
@@ -304,7 +309,7 @@ def _apply(session: Session, settings: Settings, row: Delivery, report: Report, 
     outbox.emit_bounce(session, address, ids, hard=hard, suppressed=suppressed, detail=report.detail)
     if hard:
         why = "hard bounce: the address does not exist or refuses mail for good"
-        return outcome("suppressed", why + _breaker(session, settings, row))
+        return outcome("suppressed", why + (breaker_verdict(session, settings, row.campaign_id) if judge else ""))
     if suppressed:
         return outcome(
             "suppressed",
@@ -314,9 +319,10 @@ def _apply(session: Session, settings: Settings, row: Delivery, report: Report, 
     return outcome("recorded", "soft bounce: recorded, the address stays")
 
 
-def _breaker(session: Session, settings: Settings, row: Delivery) -> str:
-    """The circuit breaker's verdict after a complaint or hard bounce, for the outcome's reason."""
-    paused = reputation.check(session, settings, row.campaign_id)
+def breaker_verdict(session: Session, settings: Settings, campaign_id: int) -> str:
+    """The circuit breaker's verdict after a complaint or hard bounce about one of a campaign's messages,
+    for the outcome's reason: the campaigns it paused, or ""."""
+    paused = reputation.check(session, settings, campaign_id)
     return (
         f"; paused campaigns {', '.join(map(str, paused))} ({reputation.REASON_PREFIX} see their status)"
         if paused

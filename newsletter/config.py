@@ -250,6 +250,12 @@ class Settings(BaseSettings):
         None,
         description="Mailgun: the HTTP webhook signing key (Sending > Webhooks). Unset: /webhooks/mailgun is off.",
     )
+    provider_inbox_days: float = Field(
+        7,
+        gt=0,
+        description="Keep provider webhook events this long after they were applied, so a provider's retry "
+        "of one within that time is recognised as a duplicate (providers retry for hours, at most 3 days).",
+    )
     confirm_resend_hours: float = Field(
         24, ge=0, description="At most one confirmation email per address per list in this window."
     )

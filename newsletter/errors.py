@@ -41,7 +41,10 @@ class Forbidden(NewsletterError, PermissionError):
 
 
 class Unauthenticated(NewsletterError, PermissionError):
-    """No valid credentials (API 401)."""
+    """No valid credentials (API 401). `challenge` is the 401's WWW-Authenticate header (RFC 9110): the
+    API's bearer tokens by default; None where no credentials would help (a bad signature)."""
+
+    challenge: str | None = "Bearer"
 
 
 class Unavailable(NewsletterError, RuntimeError):

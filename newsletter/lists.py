@@ -188,10 +188,14 @@ def update_list(
     cors_origins: Sequence[str] | None = None,
     form_fields: Sequence[Mapping[str, Any]] | None = None,
     language: str | None = None,
+    verp: bool | None = None,
+    verp_address: str | None = _UNSET,
 ) -> MailingList:
     """Change the given fields of a list (None leaves a field as it is; reply_to=None clears it; a blank
-    language clears it: pages then follow the reader's browser)."""
+    language clears it: pages then follow the reader's browser; verp_address=None or "" clears it: the
+    installation's VERP_ADDRESS applies)."""
     mailing_list = get_list(session, slug)
+    _set_verp(mailing_list, verp, verp_address)
     if language is not None:
         mailing_list.language = _check_language(language)
     if cors_origins is not None:
@@ -223,6 +227,17 @@ def update_list(
     mailing_list.theme = check_theme(new_theme, list_name=mailing_list.name, postal_address=mailing_list.postal_address)
     session.flush()
     return mailing_list
+
+
+def _set_verp(mailing_list: MailingList, verp: bool | None, address: str | None) -> None:
+    """Whether the list's messages carry a per-delivery return path (VERP), and from which address."""
+    if verp is not None:
+        mailing_list.verp = verp
+    if address is not _UNSET:
+        clean = _address("verp_address", address) if address else None
+        if clean is not None and "+" in clean.partition("@")[0]:
+            raise InvalidList("verp_address: must be a plain address such as bounces@news.example.org (no +)")
+        mailing_list.verp_address = clean
 
 
 def _check_language(language: str | None) -> str | None:

@@ -74,17 +74,25 @@ def emit_bounce(
 ) -> OutboxEvent:
     """subscriber.bounced: a message to them bounced, hard (the address is gone) or soft. `ids`: the
     subscriber's, the list's, the campaign's and the delivery's."""
+    return emit(session, "subscriber.bounced", report_payload(email, ids, suppressed, detail, bounce=hard))
+
+
+def report_payload(
+    email: str | None, ids: tuple[int, int, int, int], suppressed: bool, detail: str, *, bounce: bool | None = None
+) -> dict[str, Any]:
+    """What subscriber.bounced (`bounce`: hard True, soft False) and subscriber.complained (`bounce` None)
+    say about the report, the recipient and their delivery (`ids` as for `emit_bounce`)."""
     subscriber_id, list_id, campaign_id, delivery_id = ids
     payload = {
         "subscriber": {"id": subscriber_id, "email": email},
         "list": {"id": list_id},
         "campaign": {"id": campaign_id},
         "delivery_id": delivery_id,
-        "bounce": "hard" if hard else "soft",
+        **({"bounce": "hard" if bounce else "soft"} if bounce is not None else {}),
         "suppressed": suppressed,
         "detail": detail[:500],
     }
-    return emit(session, "subscriber.bounced", payload)
+    return payload
 
 
 def emit_campaign(session: Session, type_: str, campaign_id: int, **extra: Any) -> OutboxEvent:

@@ -39,6 +39,27 @@ _LATEST_CAMPAIGNS = 20
 
 
 @dataclass(frozen=True)
+class BreakerAlert:
+    """Campaigns the breaker paused for one verdict (the same reason: one domain past its limits)."""
+
+    reason: str  # the rates and the domain, without REASON_PREFIX
+    campaigns: list[tuple[int, str]]  # (id, subject)
+
+
+def alerts(session: Session) -> list[BreakerAlert]:
+    """The campaigns paused by the breaker and not resumed yet, by verdict (the dashboard's alert): one query."""
+    paused = session.execute(
+        select(Campaign.id, Campaign.subject, Campaign.pause_reason)
+        .where(Campaign.status == CampaignStatus.paused, Campaign.pause_reason.startswith(REASON_PREFIX))
+        .order_by(Campaign.id)
+    )
+    by_reason: dict[str, list[tuple[int, str]]] = {}
+    for campaign_id, subject, reason in paused:
+        by_reason.setdefault((reason or "").removeprefix(REASON_PREFIX).strip(), []).append((campaign_id, subject))
+    return [BreakerAlert(reason, campaigns) for reason, campaigns in by_reason.items()]
+
+
+@dataclass(frozen=True)
 class Rates:
     domain: str
     messages: int  # the last messages accepted for the domain (at most REPUTATION_WINDOW)

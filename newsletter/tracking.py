@@ -237,13 +237,8 @@ def record_complaint(session: Session, delivery_id: int, detail: str | None = No
     address = session.scalar(select(Subscriber.email).where(Subscriber.id == subscriber_id))
     if address is not None:
         suppress(session, address, SuppressionReason.complaint, detail=detail)
-    payload = {
-        "subscriber": {"id": subscriber_id, "email": address},
-        "list": {"id": list_id},
-        "campaign": {"id": campaign_id},
-        "delivery_id": delivery_id,
-        "suppressed": address is not None,
-        "detail": (detail or "")[:500],
-    }
-    outbox.emit(session, "subscriber.complained", payload)
+    ids = (subscriber_id, list_id, campaign_id, delivery_id)
+    outbox.emit(
+        session, "subscriber.complained", outbox.report_payload(address, ids, address is not None, detail or "")
+    )
     session.flush()

@@ -1,6 +1,7 @@
 """A stand-in for Amazon SNS's certificate host: a test CA, an SNS-like signing certificate it issued,
 and a local HTTPS server (its certificate from the same CA) that serves the signing certificate at any
-`SimpleNotificationService-*.pem` path and answers subscription confirmations, recording every request."""
+`SimpleNotificationService-*.pem` path and answers subscription confirmations, recording every request;
+and SES's bounce and complaint notifications as SNS carries them. Used by the tests and by bench.webhooks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import ipaddress
 import json
 import ssl
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -124,12 +126,13 @@ class FakeSns:
         cert_url: str = CERT_URL,
         timestamp: dt.datetime | None = None,
         key: rsa.RSAPrivateKey | None = None,
+        message_id: str | None = None,
     ) -> dict[str, str]:
         """An SNS message as SNS posts it, signed (SignatureVersion 1: SHA1, 2: SHA256)."""
         moment = timestamp or dt.datetime.now(dt.UTC)
         envelope = {
             "Type": kind,
-            "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+            "MessageId": message_id or str(uuid.uuid4()),  # SNS's own, the same on its retries
             "TopicArn": topic,
             "Message": json.dumps(message) if message is not None else "You have chosen to subscribe to the topic.",
             "Timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z",
@@ -150,3 +153,62 @@ class FakeSns:
         signature = (key or self.signing_key).sign(signed_text(envelope), padding.PKCS1v15(), algorithm)
         envelope["Signature"] = base64.b64encode(signature).decode()
         return envelope
+
+
+# --- SES's notifications (https://docs.aws.amazon.com/ses/latest/dg/notification-contents.html) ----------
+
+
+def ses_mail(provider_id: str, to: str, message_id: str | None = None) -> dict[str, Any]:
+    """SES's `mail` object; SES names the message by its own id (and its own Message-ID, by default)."""
+    header_id = message_id or f"<{provider_id}@eu-west-1.amazonses.com>"
+    return {
+        "timestamp": "2026-12-01T13:59:58.000Z",
+        "source": "The Weekly <news@example.org>",
+        "sourceArn": "arn:aws:ses:eu-west-1:123456789012:identity/example.org",
+        "sourceIp": "203.0.113.7",
+        "sendingAccountId": "123456789012",
+        "messageId": provider_id,
+        "destination": [to],
+        "headersTruncated": False,
+        "headers": [{"name": "Message-ID", "value": header_id}, {"name": "To", "value": to}],
+        "commonHeaders": {"from": ["The Weekly <news@example.org>"], "to": [to], "messageId": header_id},
+    }
+
+
+def ses_bounce(provider_id: str, to: str, *, permanent: bool = True, message_id: str | None = None) -> dict[str, Any]:
+    return {
+        "notificationType": "Bounce",
+        "bounce": {
+            "feedbackId": "0102018c1b3e5f2a-6a1b2c3d-0000-0000-0000-000000000000-000000",
+            "bounceType": "Permanent" if permanent else "Transient",
+            "bounceSubType": "General" if permanent else "MailboxFull",
+            "bouncedRecipients": [
+                {
+                    "emailAddress": to,
+                    "action": "failed",
+                    "status": "5.1.1" if permanent else "4.2.2",
+                    "diagnosticCode": "smtp; 550 5.1.1 user unknown" if permanent else "smtp; 452 4.2.2 mailbox full",
+                }
+            ],
+            "timestamp": "2026-12-01T14:00:01.000Z",
+            "remoteMtaIp": "198.51.100.25",
+            "reportingMTA": "dsn; a6-1.smtp-out.eu-west-1.amazonses.com",
+        },
+        "mail": ses_mail(provider_id, to, message_id),
+    }
+
+
+def ses_complaint(provider_id: str, to: str, message_id: str | None = None) -> dict[str, Any]:
+    return {
+        "notificationType": "Complaint",
+        "complaint": {
+            "feedbackId": "0102018c1b3e5f2a-complaint-000000",
+            "complaintSubType": None,
+            "complainedRecipients": [{"emailAddress": to}],
+            "timestamp": "2026-12-01T14:05:00.000Z",
+            "userAgent": "Yahoo!-Mail-Feedback/2.0",
+            "complaintFeedbackType": "abuse",
+            "arrivalDate": "2026-12-01T14:00:00.000Z",
+        },
+        "mail": ses_mail(provider_id, to, message_id),
+    }

@@ -6,6 +6,7 @@ import re
 
 from newsletter import bounces, providers
 from newsletter.models import Role
+from newsletter.providers import inbox
 from tests.admin import AdminWeb
 from tests.test_bounces import ARF, postfix_dsn, send_sample
 
@@ -38,3 +39,22 @@ def test_reports_with_source_match_and_outcome_paged(admin_web: AdminWeb) -> Non
     rest = bounces.recent(admin_web.sessions(), before_id=with_older[-1].event_id, limit=2)
     assert [r.kind for r in with_older + rest] == ["bounce", "complaint", "bounce"]
     assert boss.get("/admin/bounces?kind=open").status_code == 200  # not a report kind: all reports
+
+
+def test_provider_events_waiting_to_be_applied_are_counted(admin_web: AdminWeb) -> None:
+    boss = admin_web.signed_in(Role.admin, name="boss")
+    assert "waiting to be applied" not in boss.get("/admin/bounces").text
+    with admin_web.sessions() as session:
+        sent = send_sample(admin_web.sessions, session, admin_web.settings)
+        events = [
+            providers.ProviderEvent("hard_bounce", address, message_id=sent[address].message_id, event_id=address)
+            for address in ("r1@example.com", "r2@example.com")
+        ]
+        assert inbox.accept(session, "postmark", events) == 2
+        session.commit()
+    assert "2 provider events received\n  and waiting to be applied" in boss.get("/admin/bounces").text
+    with admin_web.sessions() as session:
+        assert [p.outcome.result for p in inbox.process(session, admin_web.settings)] == ["suppressed", "suppressed"]
+        session.commit()
+    page = boss.get("/admin/bounces").text
+    assert "waiting to be applied" not in page and page.count("<strong>suppressed</strong> (hard bounce)") == 2

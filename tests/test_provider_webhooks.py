@@ -14,8 +14,10 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -24,10 +26,12 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.config import ConfigError, Settings
+from newsletter.db import unit_of_work
 from newsletter.delivery.composing import MessageMacs
 from newsletter.models import Delivery, DeliveryStatus, Suppression
+from newsletter.providers import inbox
 from newsletter.web.app import create_app
-from tests.snsserver import CERT_URL, REGION, STRANGER_CERT_URL, TOPIC, FakeSns
+from tests.snsserver import CERT_URL, REGION, STRANGER_CERT_URL, TOPIC, FakeSns, ses_bounce, ses_complaint
 from tests.test_bounces import send_sample, state
 
 POSTMARK_AUTH = "postmark:s3cret-webhook-password"
@@ -63,12 +67,55 @@ def hook_settings(
     )
 
 
+def applied(sessions: sessionmaker[Session], settings: Settings) -> list[dict[str, Any]]:
+    """The processing step, as the worker runs it after a webhook's 200: what each accepted event did."""
+    with unit_of_work(sessions) as session:
+        return [done.outcome.as_dict() for done in inbox.process(session, settings)]
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A webhook's answer, and what the processing step run right after it did with the accepted events."""
+
+    answer: httpx.Response
+    events: list[dict[str, Any]]
+
+    @property
+    def status_code(self) -> int:
+        return self.answer.status_code
+
+    @property
+    def text(self) -> str:
+        return self.answer.text
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self.answer.headers
+
+    def json(self) -> Any:
+        return self.answer.json()
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Posts to the app's webhooks; after each 200 the accepted events are applied (`applied`)."""
+
+    client: Hooks
+    settings: Settings
+    sessions: sessionmaker[Session]
+
+    def post(self, url: str, **options: Any) -> Posted:
+        answer = self.client.post(url, **options)
+        return Posted(answer, applied(self.sessions, self.settings) if answer.status_code == 200 else [])
+
+
 @contextmanager
-def webhook_client(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[TestClient]:
+def webhook_client(settings: Settings, sessions: sessionmaker[Session]) -> Iterator[Hooks]:
     app = create_app(settings)
     app.state.sessions = sessions
+    app.state.open_hot_pools = False  # the PostgreSQL fast path would not see this test's rows
     with TestClient(app) as client:
-        yield client
+        yield Hooks(client, settings, sessions)
 
 
 @pytest.fixture
@@ -85,7 +132,7 @@ def sent(sessions: sessionmaker[Session], session: Session, hook_settings: Setti
 
 
 @pytest.fixture
-def client(hook_settings: Settings, sessions: sessionmaker[Session]) -> Iterator[TestClient]:
+def client(hook_settings: Settings, sessions: sessionmaker[Session]) -> Iterator[Hooks]:
     with webhook_client(hook_settings, sessions) as test_client:
         yield test_client
 
@@ -103,78 +150,22 @@ def status_of(session: Session, row: Delivery) -> DeliveryStatus:
 # --- Amazon SES via SNS ------------------------------------------------------------------------------------
 
 
-def ses_mail(provider_id: str, to: str, message_id: str | None = None) -> dict[str, Any]:
-    """SES's `mail` object; SES names the message by its own id (and its own Message-ID, by default)."""
-    header_id = message_id or f"<{provider_id}@eu-west-1.amazonses.com>"
-    return {
-        "timestamp": "2026-12-01T13:59:58.000Z",
-        "source": "The Weekly <news@example.org>",
-        "sourceArn": "arn:aws:ses:eu-west-1:123456789012:identity/example.org",
-        "sourceIp": "203.0.113.7",
-        "sendingAccountId": "123456789012",
-        "messageId": provider_id,
-        "destination": [to],
-        "headersTruncated": False,
-        "headers": [{"name": "Message-ID", "value": header_id}, {"name": "To", "value": to}],
-        "commonHeaders": {"from": ["The Weekly <news@example.org>"], "to": [to], "messageId": header_id},
-    }
-
-
-def ses_bounce(provider_id: str, to: str, *, permanent: bool = True, message_id: str | None = None) -> dict[str, Any]:
-    return {
-        "notificationType": "Bounce",
-        "bounce": {
-            "feedbackId": "0102018c1b3e5f2a-6a1b2c3d-0000-0000-0000-000000000000-000000",
-            "bounceType": "Permanent" if permanent else "Transient",
-            "bounceSubType": "General" if permanent else "MailboxFull",
-            "bouncedRecipients": [
-                {
-                    "emailAddress": to,
-                    "action": "failed",
-                    "status": "5.1.1" if permanent else "4.2.2",
-                    "diagnosticCode": "smtp; 550 5.1.1 user unknown" if permanent else "smtp; 452 4.2.2 mailbox full",
-                }
-            ],
-            "timestamp": "2026-12-01T14:00:01.000Z",
-            "remoteMtaIp": "198.51.100.25",
-            "reportingMTA": "dsn; a6-1.smtp-out.eu-west-1.amazonses.com",
-        },
-        "mail": ses_mail(provider_id, to, message_id),
-    }
-
-
-def ses_complaint(provider_id: str, to: str, message_id: str | None = None) -> dict[str, Any]:
-    return {
-        "notificationType": "Complaint",
-        "complaint": {
-            "feedbackId": "0102018c1b3e5f2a-complaint-000000",
-            "complaintSubType": None,
-            "complainedRecipients": [{"emailAddress": to}],
-            "timestamp": "2026-12-01T14:05:00.000Z",
-            "userAgent": "Yahoo!-Mail-Feedback/2.0",
-            "complaintFeedbackType": "abuse",
-            "arrivalDate": "2026-12-01T14:00:00.000Z",
-        },
-        "mail": ses_mail(provider_id, to, message_id),
-    }
-
-
 def test_ses_signed_bounce_and_complaint_suppress_and_fail_the_rows(
-    client: TestClient, session: Session, sns: FakeSns, sent: dict[str, Delivery]
+    client: Hooks, session: Session, sns: FakeSns, sent: dict[str, Delivery]
 ) -> None:
     fetched_before = len(sns.requests)
     # SignatureVersion 1 (SHA1), matched by SES's message id; version 2 (SHA256), by our own Message-ID.
     bounce = sns.envelope(ses_bounce("pid-r1", "r1@example.com"), version="1")
     answer = client.post("/webhooks/ses", content=json.dumps(bounce))
     assert answer.status_code == 200, answer.text
-    [outcome] = answer.json()["events"]
+    [outcome] = answer.events
     assert (outcome["result"], outcome["delivery_id"]) == ("suppressed", sent["r1@example.com"].id)
     complaint = sns.envelope(
         ses_complaint("unknown-id", "r2@example.com", sent["r2@example.com"].message_id), version="2"
     )
     answer = client.post("/webhooks/ses", content=json.dumps(complaint))
     assert answer.status_code == 200, answer.text
-    assert answer.json()["events"][0]["result"] == "suppressed"
+    assert answer.events[0]["result"] == "suppressed"
     assert suppressed(session) == {"r1@example.com": "hard_bounce", "r2@example.com": "complaint"}
     assert status_of(session, sent["r1@example.com"]) == DeliveryStatus.failed
     assert status_of(session, sent["r0@example.com"]) == DeliveryStatus.sent
@@ -209,13 +200,14 @@ SES_REFUSALS: dict[str, Callable[[FakeSns, dict[str, Any]], dict[str, str]]] = {
 
 @pytest.mark.parametrize("case", SES_REFUSALS)
 def test_ses_refuses_what_sns_did_not_sign_and_changes_nothing(
-    case: str, client: TestClient, session: Session, sns: FakeSns, sent: dict[str, Delivery]
+    case: str, client: Hooks, session: Session, sns: FakeSns, sent: dict[str, Delivery]
 ) -> None:
     envelope = SES_REFUSALS[case](sns, ses_bounce("pid-r1", "r1@example.com"))
     before, fetched = state(session), list(sns.requests)
     answer = client.post("/webhooks/ses", content=json.dumps(envelope))
     assert answer.status_code == 401, answer.text
     assert answer.json()["error"]
+    assert "www-authenticate" not in answer.headers
     if case == "a certificate that is not Amazon's":
         assert "not Amazon's" in answer.json()["error"]  # it chains to a trusted CA, but names another host
     assert state(session) == before
@@ -230,15 +222,17 @@ def test_ses_basic_auth_when_configured(
     body = json.dumps(sns.envelope(ses_bounce("pid-r1", "r1@example.com")))
     before = state(session)
     with webhook_client(settings, sessions) as client:
-        assert client.post("/webhooks/ses", content=body).status_code == 401
-        assert client.post("/webhooks/ses", content=body, auth=("sns", "hook-password-2")).status_code == 401
+        for auth in (None, ("sns", "hook-password-2")):
+            answer = client.post("/webhooks/ses", content=body, auth=auth)
+            # SNS sends its credentials after a Basic challenge
+            assert answer.status_code == 401 and answer.headers["www-authenticate"].startswith('Basic realm="')
         assert state(session) == before
         assert client.post("/webhooks/ses", content=body, auth=("sns", "hook-password-1")).status_code == 200
     assert suppressed(session) == {"r1@example.com": "hard_bounce"}
 
 
 def test_ses_confirms_a_subscription_only_for_an_allowed_topic(
-    client: TestClient, session: Session, sns: FakeSns, sent: dict[str, Delivery]
+    client: Hooks, session: Session, sns: FakeSns, sent: dict[str, Delivery]
 ) -> None:
     before = state(session)
     refused = sns.envelope(kind="SubscriptionConfirmation", topic="arn:aws:sns:eu-west-1:999999999999:stranger")
@@ -260,11 +254,11 @@ def test_ses_confirms_a_subscription_only_for_an_allowed_topic(
 
 
 def test_ses_soft_bounce_is_recorded_and_keeps_the_address(
-    client: TestClient, session: Session, sns: FakeSns, sent: dict[str, Delivery]
+    client: Hooks, session: Session, sns: FakeSns, sent: dict[str, Delivery]
 ) -> None:
     envelope = sns.envelope(ses_bounce("pid-r3", "r3@example.com", permanent=False), version="2")
     answer = client.post("/webhooks/ses", content=json.dumps(envelope))
-    assert answer.status_code == 200 and answer.json()["events"][0]["result"] == "recorded"
+    assert answer.status_code == 200 and answer.events[0]["result"] == "recorded"
     assert suppressed(session) == {}
     assert status_of(session, sent["r3@example.com"]) == DeliveryStatus.failed
 
@@ -303,19 +297,19 @@ def sendgrid_headers(key: ec.EllipticCurvePrivateKey, body: bytes, at: float | N
 
 
 def test_sendgrid_signed_bounce_and_spam_report_suppress(
-    client: TestClient, session: Session, sendgrid_key: ec.EllipticCurvePrivateKey, sent: dict[str, Delivery]
+    client: Hooks, session: Session, sendgrid_key: ec.EllipticCurvePrivateKey, sent: dict[str, Delivery]
 ) -> None:
     body = sendgrid_events(sent)
     answer = client.post("/webhooks/sendgrid", content=body, headers=sendgrid_headers(sendgrid_key, body))
     assert answer.status_code == 200, answer.text
-    assert [e["result"] for e in answer.json()["events"]] == ["suppressed", "suppressed"]
+    assert [e["result"] for e in answer.events] == ["suppressed", "suppressed"]
     assert suppressed(session) == {"r1@example.com": "hard_bounce", "r2@example.com": "complaint"}
     assert status_of(session, sent["r1@example.com"]) == DeliveryStatus.failed
     assert status_of(session, sent["r3@example.com"]) == DeliveryStatus.sent
 
 
 def test_a_delivered_event_confirms_a_row_a_crash_left_unknown(
-    client: TestClient, session: Session, sendgrid_key: ec.EllipticCurvePrivateKey, sent: dict[str, Delivery]
+    client: Hooks, session: Session, sendgrid_key: ec.EllipticCurvePrivateKey, sent: dict[str, Delivery]
 ) -> None:
     unknown = sent["r0@example.com"]
     session.execute(update(Delivery).where(Delivery.id == unknown.id).values(status=DeliveryStatus.unknown))
@@ -328,7 +322,7 @@ def test_a_delivered_event_confirms_a_row_a_crash_left_unknown(
     ]).encode()  # fmt: skip
     answer = client.post("/webhooks/sendgrid", content=body, headers=sendgrid_headers(sendgrid_key, body))
     assert answer.status_code == 200, answer.text
-    assert [(e["kind"], e["result"]) for e in answer.json()["events"]] == [
+    assert [(e["kind"], e["result"]) for e in answer.events] == [
         ("delivered", "recorded"),
         ("delivered", "ignored"),
     ]
@@ -338,7 +332,7 @@ def test_a_delivered_event_confirms_a_row_a_crash_left_unknown(
 
 @pytest.mark.parametrize("case", ["one byte changed", "old timestamp", "wrong key", "no signature"])
 def test_sendgrid_refuses_what_it_did_not_sign(
-    case: str, client: TestClient, session: Session, sendgrid_key: ec.EllipticCurvePrivateKey, sent: dict[str, Delivery]
+    case: str, client: Hooks, session: Session, sendgrid_key: ec.EllipticCurvePrivateKey, sent: dict[str, Delivery]
 ) -> None:
     body = sendgrid_events(sent)
     headers = sendgrid_headers(sendgrid_key, body)
@@ -353,6 +347,7 @@ def test_sendgrid_refuses_what_it_did_not_sign(
     before = state(session)
     answer = client.post("/webhooks/sendgrid", content=body, headers=headers)
     assert answer.status_code == 401, answer.text
+    assert "www-authenticate" not in answer.headers  # a signature is not a credential to be asked for
     assert state(session) == before
 
 
@@ -361,7 +356,7 @@ def test_sendgrid_refuses_what_it_did_not_sign(
 
 def postmark_bounce(email: str, message_id: str, kind: str = "HardBounce") -> bytes:
     return json.dumps({
-        "RecordType": "Bounce", "MessageStream": "outbound", "ID": 4323372036854775807, "Type": kind,
+        "RecordType": "Bounce", "MessageStream": "outbound", "ID": secrets.randbelow(2**62), "Type": kind,
         "TypeCode": 1 if kind == "HardBounce" else 4096, "Name": "Hard bounce",
         "Tag": "weekly", "MessageID": message_id, "Metadata": {}, "ServerID": 23,
         "Description": "The server was unable to deliver your message (ex: unknown user, mailbox not found).",
@@ -373,7 +368,8 @@ def postmark_bounce(email: str, message_id: str, kind: str = "HardBounce") -> by
 
 def postmark_complaint(email: str, message_id: str) -> bytes:
     return json.dumps({
-        "RecordType": "SpamComplaint", "MessageStream": "outbound", "ID": 42, "Type": "SpamComplaint",
+        "RecordType": "SpamComplaint", "MessageStream": "outbound", "ID": secrets.randbelow(2**62),
+        "Type": "SpamComplaint",
         "TypeCode": 512, "Name": "Spam complaint", "Tag": "weekly", "MessageID": message_id, "ServerID": 23,
         "Description": "The subscriber explicitly marked this message as spam.",
         "Details": "Test spam complaint details",
@@ -382,24 +378,26 @@ def postmark_complaint(email: str, message_id: str) -> bytes:
 
 
 def test_postmark_bounce_and_complaint_with_basic_auth_suppress(
-    client: TestClient, session: Session, sent: dict[str, Delivery]
+    client: Hooks, session: Session, sent: dict[str, Delivery]
 ) -> None:
     user, password = POSTMARK_AUTH.split(":")
     for body in (postmark_bounce("r1@example.com", "pid-r1"), postmark_complaint("r2@example.com", "pid-r2")):
         answer = client.post("/webhooks/postmark", content=body, auth=(user, password))
         assert answer.status_code == 200, answer.text
-        assert answer.json()["events"][0]["result"] == "suppressed"
+        assert answer.events[0]["result"] == "suppressed"
     assert suppressed(session) == {"r1@example.com": "hard_bounce", "r2@example.com": "complaint"}
     assert status_of(session, sent["r1@example.com"]) == DeliveryStatus.failed
 
 
 @pytest.mark.parametrize("auth", [None, ("postmark", "s3cret-webhook-passworD"), ("other", "s3cret-webhook-password")])
 def test_postmark_refuses_wrong_credentials(
-    auth: tuple[str, str] | None, client: TestClient, session: Session, sent: dict[str, Delivery]
+    auth: tuple[str, str] | None, client: Hooks, session: Session, sent: dict[str, Delivery]
 ) -> None:
     before = state(session)
     answer = client.post("/webhooks/postmark", content=postmark_bounce("r1@example.com", "pid-r1"), auth=auth)
     assert answer.status_code == 401
+    # Postmark authenticates with basic auth only: the challenge asks for that, never for a bearer token
+    assert answer.headers["www-authenticate"].startswith('Basic realm="')
     assert state(session) == before
 
 
@@ -417,7 +415,7 @@ def mailgun_body(key: str, event: dict[str, Any], *, at: float | None = None, to
 
 def mailgun_event(name: str, recipient: str, message_id: str, **extra: Any) -> dict[str, Any]:
     return {
-        "id": "G9Bn5sl1TC6nu79C8C0bwg", "timestamp": time.time(), "log-level": "error", "event": name,
+        "id": secrets.token_urlsafe(16), "timestamp": time.time(), "log-level": "error", "event": name,
         "recipient": recipient, "recipient-domain": "example.com", "tags": ["weekly"], "user-variables": {},
         "message": {"headers": {"to": recipient, "message-id": message_id, "from": "news@example.org",
                                 "subject": "Issue 42"}, "attachments": [], "size": 31337},
@@ -437,7 +435,7 @@ def mailgun_failure(recipient: str, message_id: str) -> dict[str, Any]:
 @pytest.fixture(params=["database", "redis"])
 def mailgun_client(
     request: pytest.FixtureRequest, hook_settings: Settings, sessions: sessionmaker[Session]
-) -> Iterator[tuple[TestClient, str]]:
+) -> Iterator[tuple[Hooks, str]]:
     """The replay memory in the database (no Redis configured) or in Redis."""
     settings = hook_settings
     if request.param == "redis":
@@ -447,7 +445,7 @@ def mailgun_client(
 
 
 def test_mailgun_signed_failure_and_complaint_suppress_and_a_replay_is_refused(
-    mailgun_client: tuple[TestClient, str], session: Session, sent: dict[str, Delivery]
+    mailgun_client: tuple[Hooks, str], session: Session, sent: dict[str, Delivery]
 ) -> None:
     client, key = mailgun_client
     # Mailgun passes the Message-ID header on without its angle brackets.
@@ -456,7 +454,7 @@ def test_mailgun_signed_failure_and_complaint_suppress_and_a_replay_is_refused(
     )
     answer = client.post("/webhooks/mailgun", content=failure)
     assert answer.status_code == 200, answer.text
-    assert answer.json()["events"][0]["result"] == "suppressed"
+    assert answer.events[0]["result"] == "suppressed"
     complaint = mailgun_body(
         key, mailgun_event("complained", "r2@example.com", (sent["r2@example.com"].message_id or "")[1:-1])
     )
@@ -470,7 +468,7 @@ def test_mailgun_signed_failure_and_complaint_suppress_and_a_replay_is_refused(
 
 @pytest.mark.parametrize("case", ["one byte changed", "old timestamp", "wrong key", "no signature"])
 def test_mailgun_refuses_what_it_did_not_sign(
-    case: str, mailgun_client: tuple[TestClient, str], session: Session, sent: dict[str, Delivery]
+    case: str, mailgun_client: tuple[Hooks, str], session: Session, sent: dict[str, Delivery]
 ) -> None:
     client, key = mailgun_client
     event = mailgun_failure("r1@example.com", (sent["r1@example.com"].message_id or "")[1:-1])
@@ -489,6 +487,7 @@ def test_mailgun_refuses_what_it_did_not_sign(
     before = state(session)
     answer = client.post("/webhooks/mailgun", content=body)
     assert answer.status_code == 401, answer.text
+    assert "www-authenticate" not in answer.headers
     assert state(session) == before
 
 
@@ -496,7 +495,7 @@ def test_mailgun_refuses_what_it_did_not_sign(
 
 
 def test_a_bounce_for_another_installations_message_changes_nothing(
-    client: TestClient, session: Session, sns: FakeSns, sent: dict[str, Delivery]
+    client: Hooks, session: Session, sns: FakeSns, sent: dict[str, Delivery]
 ) -> None:
     row = sent["r1@example.com"]
     # The same campaign and row numbers, under another publication's key: its MAC does not verify here.
@@ -507,18 +506,18 @@ def test_a_bounce_for_another_installations_message_changes_nothing(
                     ses_complaint("pid-of-someone-else", "r1@example.com", message_id=foreign)):  # fmt: skip
         answer = client.post("/webhooks/ses", content=json.dumps(sns.envelope(message)))
         assert answer.status_code == 200, answer.text
-        assert answer.json()["events"][0]["result"] == "ignored"
+        assert answer.events[0]["result"] == "ignored"
     assert state(session) == before
 
 
 def test_a_bounce_naming_another_address_than_the_rows_recipient_changes_nothing(
-    client: TestClient, session: Session, sent: dict[str, Delivery]
+    client: Hooks, session: Session, sent: dict[str, Delivery]
 ) -> None:
     before = state(session)
     answer = client.post(
         "/webhooks/postmark", content=postmark_bounce("r0@example.com", "pid-r1"), auth=tuple(POSTMARK_AUTH.split(":"))
     )
-    assert answer.status_code == 200 and answer.json()["events"][0]["result"] == "ignored"
+    assert answer.status_code == 200 and answer.events[0]["result"] == "ignored"
     assert state(session) == before
 
 

@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,16 +19,17 @@ from newsletter.db import make_engine
 from newsletter.delivery import sending
 from newsletter.mailer import MemoryMailer, SMTPMailer
 from newsletter.models import Campaign, CampaignStatus, Delivery, Digest, Subscriber
+from tests.admin import AdminWeb, csrf_from
 from tests.conftest import TEST_SECRET
 from tests.factories import make_list, make_subscribers, publish_sample
 from tests.smtpserver import RecordingSMTPServer
-from tests.snsserver import FakeSns
+from tests.snsserver import FakeSns, ses_complaint
 from tests.test_bounces import postfix_dsn
 from tests.test_provider_webhooks import (  # noqa: F401 - fixtures
+    Hooks,
     client,
     hook_settings,
     sendgrid_key,
-    ses_complaint,
     sns,
 )
 
@@ -62,7 +62,7 @@ def status(session: Session, campaign_id: int) -> tuple[CampaignStatus, str | No
 
 
 def test_complaints_past_gmails_ceiling_pause_the_domains_campaigns_at_once(
-    sessions: sessionmaker[Session], session: Session, breaker_settings: Settings, client: TestClient, sns: FakeSns,  # noqa: F811
+    sessions: sessionmaker[Session], session: Session, breaker_settings: Settings, client: Hooks, sns: FakeSns,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     settings = breaker_settings
@@ -83,7 +83,7 @@ def test_complaints_past_gmails_ceiling_pause_the_domains_campaigns_at_once(
             # 4 of 1,500 is 0.27%: within the ceiling; the 5th (0.33%) trips the breaker at once
             assert state == (CampaignStatus.sending if n < 5 else CampaignStatus.paused), n
             if n == 5:
-                assert "paused campaigns" in answer.json()["events"][0]["reason"]
+                assert "paused campaigns" in answer.events[0]["reason"]
         state, reason = status(session, campaign_id)
         assert reason is not None and reason.startswith("reputation breaker: complaint rate 0.33% (5 of the last 1500")
         assert "example.org" in reason and "above 0.30%" in reason
@@ -160,3 +160,33 @@ def test_cli_resume_says_which_rates_it_overrides(committed_pg: str, tmp_path: P
         engine.dispose()
     done = cli.run("campaigns", "resume", str(campaign_id))
     assert done.stdout.strip() == f"campaign {campaign_id} resumed, overriding the {reason}"
+
+
+def test_the_dashboard_names_the_paused_campaigns_the_domain_and_the_rates_with_a_resume(
+    admin_web: AdminWeb, sessions: sessionmaker[Session], session: Session, breaker_settings: Settings
+) -> None:
+    settings = breaker_settings.model_copy(update={"hard_bounce_rate_limit": 0.01, "reputation_min_messages": 100})
+    campaign_id, ranges = start_campaign(session, settings, "weekly", 200, "news@example.org")
+    for batch in ranges:
+        sending.send_batch(sessions, settings, MemoryMailer(), campaign_id, batch.first_id, batch.last_id)
+    session.execute(update(Campaign).where(Campaign.id == campaign_id).values(status=CampaignStatus.sending))
+    session.commit()
+    browser = admin_web.signed_in()
+    calm = browser.get("/admin")
+    assert calm.status_code == 200 and "breaker-alert" not in calm.text
+    for email, row in rows_of(session, campaign_id)[:3]:
+        bounces.ingest(session, settings, postfix_dsn(row.message_id or "", email))
+        session.commit()
+    assert status(session, campaign_id)[0] == CampaignStatus.paused
+    page = browser.get("/admin")
+    alert = page.text[page.text.index('<section class="flash flash-error breaker-alert" role="alert"') :]
+    alert = alert[: alert.index("</section>")]
+    subject = delivery.get_campaign(session, campaign_id).subject
+    assert "Sending paused to protect your domain" in alert
+    assert "Hard-bounce rate 1.50% (3 of the last 200 messages from example.org) is above 1.00%" in alert
+    assert f'href="/admin/campaigns/{campaign_id}"' in alert and subject in alert.replace("&#39;", "'")
+    # the resume in the alert is the campaign's own (with its CSRF token); once resumed the alert is gone
+    answer = browser.post(f"/admin/campaigns/{campaign_id}/resume", data={"csrf_token": csrf_from(alert)})
+    assert answer.status_code == 303
+    assert status(session, campaign_id)[0] == CampaignStatus.finished  # (every message had gone out)
+    assert "breaker-alert" not in browser.get("/admin").text

@@ -12,14 +12,16 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import bounces, delivery
+from newsletter import bounces, delivery, lists
 from newsletter.config import ConfigError, Settings
 from newsletter.db import make_engine
 from newsletter.delivery import sending
 from newsletter.mailer import SMTPMailer
-from newsletter.models import Delivery, DeliveryStatus, Subscriber, Suppression
+from newsletter.models import Delivery, DeliveryStatus, Role, Subscriber, Suppression
 from newsletter.tokens import TokenPurpose, Tokens
 from newsletter.verp import delivery_of, return_path
+from tests.admin import AdminWeb, csrf_from
+from tests.factories import make_list
 from tests.smtpserver import RecordingSMTPServer
 from tests.test_bounces import send_sample, state
 from tests.test_delivery_pipeline import planned
@@ -80,7 +82,7 @@ def test_each_message_leaves_with_its_own_signed_return_path(
     for message in received:
         local, _, domain = message.envelope_from.partition("@")
         assert domain == "news.example.org" and local.startswith("bounces+") and local == local.lower()
-        assert delivery_of(tokens, VERP, [message.envelope_from]) == rows[message.rcpt_tos[0]]
+        assert delivery_of(tokens, [VERP], [message.envelope_from]) == rows[message.rcpt_tos[0]]
         assert message.message["Return-Path"] is None  # the receiving server adds it, from the envelope
     assert len({m.envelope_from for m in received}) == 3
 
@@ -176,4 +178,58 @@ def test_return_path_shape() -> None:
     address = return_path(tokens, "Bounces@News.Example.org", 12345)
     local, _, domain = address.partition("@")
     assert domain == "News.Example.org" and local.startswith("Bounces+3039-")
-    assert delivery_of(tokens, "bounces@news.example.org", [None, "x@y", address]) == 12345
+    assert delivery_of(tokens, ["bounces@news.example.org"], [None, "x@y", address]) == 12345
+
+
+def test_a_list_of_its_own_verp_address_is_matched_by_it_without_the_installations(
+    sessions: sessionmaker[Session], session: Session, settings: Settings, smtp_server: RecordingSMTPServer
+) -> None:
+    assert settings.verp_address is None
+    campaign_id, batch = planned(session, settings, 2)
+    lists.update_list(session, "weekly", verp_address="Bounces@Lists.Example.net")
+    session.commit()
+    sending.send_batch(sessions, settings, SMTPMailer(smtp_server.url), campaign_id, batch.first_id, batch.last_id)
+    received = smtp_server.wait_for(2)
+    paths = {m.rcpt_tos[0]: m.envelope_from for m in received}
+    assert all(p.startswith("bounces+") and p.endswith("@lists.example.net") for p in paths.values()), paths
+    session.expire_all()
+    row = session.execute(select(Delivery).join(Subscriber).where(Subscriber.email == "r1@example.com")).scalar_one()
+    # a bounce quoting no headers, piped in with the envelope recipient: the list's return path names the row
+    [outcome] = bounces.ingest(
+        session, settings, bare_dsn("postmaster@lists.example.net", "r1@example.com"), recipient=paths["r1@example.com"]
+    )
+    session.commit()
+    assert (outcome.result, outcome.delivery_id) == ("suppressed", row.id)
+    assert session.scalars(select(Suppression.email)).all() == ["r1@example.com"]
+
+
+def test_a_list_can_turn_verp_off_whatever_the_installation_says(
+    sessions: sessionmaker[Session], session: Session, verp_settings: Settings, smtp_server: RecordingSMTPServer
+) -> None:
+    campaign_id, batch = planned(session, verp_settings, 2)
+    lists.update_list(session, "weekly", verp=False)
+    session.commit()
+    sending.send_batch(sessions, verp_settings, SMTPMailer(smtp_server.url), campaign_id, batch.first_id, batch.last_id)
+    campaign = delivery.get_campaign(session, campaign_id)
+    assert {m.envelope_from for m in smtp_server.wait_for(2)} == {campaign.lists[0].from_email}
+
+
+def test_the_list_form_sets_verp_and_refuses_an_address_with_a_plus(admin_web: AdminWeb) -> None:
+    with admin_web.sessions.begin() as session:
+        make_list(session, slug="weekly", name="Weekly")
+    client = admin_web.signed_in(Role.admin)
+    page = client.get("/admin/lists/weekly")
+    assert 'name="verp" checked' in page.text and 'name="verp_address"' in page.text
+    data = {"name": "Weekly", "from_email": "news@example.org", "opt_in": "double", "visibility": "public",
+            "verp": "on", "csrf_token": csrf_from(page.text)}  # fmt: skip
+    refused = client.post("/admin/lists/weekly", data={**data, "verp_address": "bounces+x@lists.example.net"})
+    assert refused.status_code == 422 and "no +" in refused.text
+    with admin_web.sessions() as session:
+        assert lists.get_list(session, "weekly").verp_address is None
+    done = client.post("/admin/lists/weekly", data={**data, "verp_address": "bounces@lists.example.net"})
+    assert done.status_code == 303
+    off = client.post("/admin/lists/weekly", data={**data, "verp": "", "verp_address": "bounces@lists.example.net"})
+    assert off.status_code == 303
+    with admin_web.sessions() as session:
+        stored = lists.get_list(session, "weekly")
+        assert (stored.verp, stored.verp_address) == (False, "bounces@lists.example.net")

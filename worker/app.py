@@ -35,6 +35,11 @@ app.conf.update(
     beat_schedule={
         "sweep": {"task": "worker.tasks.sweep", "schedule": float(settings.sweep_interval_seconds)},
         "webhooks": {"task": "worker.tasks.dispatch_webhooks", "schedule": float(settings.sweep_interval_seconds)},
+        "provider-events": {
+            "task": "worker.tasks.process_provider_events",
+            "schedule": float(settings.sweep_interval_seconds),
+            "kwargs": {"prune": True},
+        },
     },
 )
 

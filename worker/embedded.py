@@ -9,10 +9,12 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 
 from newsletter.config import Settings
 from newsletter.db import session_scope
 from newsletter.delivery import scheduling
+from newsletter.providers import inbox
 from worker import tasks
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ class EmbeddedScheduler:
             # every process sends webhooks (claims keep them apart): the one whose request emitted an event
             # sends it at once, and each sweeps every SWEEP_INTERVAL_SECONDS for retries due
             threading.Thread(target=self._send_webhooks, name="webhooks", daemon=True),
+            # likewise provider webhook events: applied by the process that accepted them, at once
+            threading.Thread(target=self._apply_provider_events, name="provider-events", daemon=True),
         ]
 
     def start(self) -> EmbeddedScheduler:
@@ -42,7 +46,8 @@ class EmbeddedScheduler:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop; a campaign being sent is left to the next scheduler's sweep (its claims expire)."""
         self.stopping.set()
-        tasks.webhooks_due.set()  # wake the webhook thread so it sees it must stop
+        tasks.webhooks_due.set()  # wake the webhook threads so they see they must stop
+        tasks.provider_events_due.set()
         for thread in self.threads:
             thread.join(timeout)
 
@@ -66,20 +71,35 @@ class EmbeddedScheduler:
             log.exception("embedded scheduler: cannot give up its hold")
 
     def _send_webhooks(self) -> None:
+        self._serve(tasks.webhooks_due, lambda _: tasks.run_webhooks(self.settings).more, "sending webhooks")
+
+    def _apply_provider_events(self) -> None:
+        def one_pass(periodic: bool) -> bool:
+            return tasks.run_provider_events(self.settings, prune=periodic) == inbox.BATCH
+
+        # woken by the first of a burst of webhooks, it gathers the rest for a moment: one batch (a handful
+        # of statements and one commit) instead of a transaction per request competing with the requests
+        self._serve(tasks.provider_events_due, one_pass, "applying provider events", gather=tasks.PROVIDER_EVENTS_DELAY)
+
+    def _serve(self, due: threading.Event, one_pass: Callable[[bool], bool], what: str, gather: float = 0) -> None:
+        """Run `one_pass` until it has nothing more to do whenever `due` is set (`gather` seconds later),
+        and every sweep anyway (`one_pass(True)`: the periodic pass)."""
         retry = scheduling.TICK_SECONDS
         while not self.stopping.is_set():
-            tasks.webhooks_due.wait(self.settings.sweep_interval_seconds)
-            tasks.webhooks_due.clear()
+            periodic = not due.wait(self.settings.sweep_interval_seconds)
+            if not periodic and gather:
+                self.stopping.wait(gather)
+            due.clear()
             if self.stopping.is_set():
                 return
             try:
-                while tasks.run_webhooks(self.settings).more and not self.stopping.is_set():
-                    pass
+                while one_pass(periodic) and not self.stopping.is_set():
+                    periodic = False
                 retry = scheduling.TICK_SECONDS
             except Exception:  # the database is away or SQLite busy: try again soon, backing off to a sweep
-                log.exception("embedded scheduler: sending webhooks failed; again in %.0f s", retry)
+                log.exception("embedded scheduler: %s failed; again in %.0f s", what, retry)
                 if not self.stopping.wait(retry):
-                    tasks.webhooks_due.set()
+                    due.set()
                 retry = min(retry * 2, self.settings.sweep_interval_seconds)
 
     def _run(self) -> None:

@@ -18,6 +18,7 @@ from newsletter.delivery import scheduling, sending
 from newsletter.mailer import Mailer, get_mailer
 from newsletter.models import Subscription
 from newsletter.pacing import get_pacer
+from newsletter.providers import inbox
 from newsletter.ratelimit import RateLimiter, get_rate_limiter
 from newsletter.webhooks import dispatch
 from worker.app import app
@@ -218,3 +219,59 @@ def run_webhooks(settings: Settings) -> dispatch.DispatchReport:
     if report.fanned_out or report.failed or report.disabled:
         log.info("webhooks: %s", report)
     return report
+
+
+# --- provider webhook events (newsletter/providers/inbox.py) ---------------------------------------------
+
+# Set after a webhook accepted events when there is no broker: `newsletter serve`'s provider-events thread
+# wakes up and applies them.
+provider_events_due = threading.Event()
+# With a broker, a web process enqueues at most one pass per this many seconds: that pass starts after
+# them and applies every event accepted meanwhile, so a thousand requests a second cost a few tasks.
+# Without one, serve's thread gathers the events of this long into one pass likewise.
+PROVIDER_EVENTS_DELAY = 0.2
+_enqueued = {"at": 0.0}
+_enqueue_lock = threading.Lock()
+
+
+def _inbox_accepted() -> None:
+    if app.conf.task_always_eager:
+        provider_events_due.set()
+        return
+    with _enqueue_lock:
+        now = time.monotonic()
+        if now - _enqueued["at"] < PROVIDER_EVENTS_DELAY:
+            return
+        _enqueued["at"] = now
+    try:
+        process_provider_events.apply_async(countdown=PROVIDER_EVENTS_DELAY)
+    except Exception:  # the events are committed whatever the broker says: beat's pass applies them
+        _enqueued["at"] = 0.0
+        log.exception("provider events: could not enqueue a pass; the periodic one will apply them")
+
+
+inbox.on_accept(_inbox_accepted)
+
+
+@app.task(acks_late=True)
+def process_provider_events(prune: bool = False) -> None:
+    """Apply the provider events accepted so far, a batch per transaction; Celery beat also runs it each
+    sweep (with `prune`), which picks up events whose task was lost."""
+    settings = get_settings()
+    deadline = time.monotonic() + 20  # keep tasks short; the rest goes to a fresh task
+    while run_provider_events(settings, prune=prune) == inbox.BATCH:
+        prune = False
+        if time.monotonic() > deadline:
+            process_provider_events.delay()
+            return
+
+
+def run_provider_events(settings: Settings, *, prune: bool = False) -> int:
+    """One batch of accepted provider events applied (and, with `prune`, old ones forgotten); how many."""
+    with session_scope(settings) as session:
+        done = inbox.process(session, settings)
+        pruned = inbox.prune(session, settings) if prune else 0
+    if done or pruned:
+        acted = sum(1 for p in done if p.outcome.result in ("suppressed", "recorded"))
+        log.info("provider events: %d applied (%d changed something), %d old ones forgotten", len(done), acted, pruned)
+    return len(done)

@@ -1,4 +1,5 @@
-"""`newsletter bounces`: bounces and complaints that come back by mail, recorded on the ledger."""
+"""`newsletter bounces`: bounces and complaints that come back by mail, recorded on the ledger, and those
+providers' webhooks accepted (`process` applies what is waiting)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import typer
 
 from newsletter import bounces
 from newsletter.cli.console import AsJson, emit_json, note, say, settings, unit_of_work
+from newsletter.providers import inbox
 
-app = typer.Typer(no_args_is_help=True, help="Bounces and complaints that come back by mail.")
+app = typer.Typer(no_args_is_help=True, help="Bounces and complaints that come back by mail or by provider webhook.")
 
 
 def report_sources(paths: list[Path]) -> Iterator[tuple[str, bytes]]:
@@ -78,3 +80,30 @@ def print_outcomes(name: str, outcomes: list[bounces.Outcome]) -> None:
         about = f" (campaign {o.campaign_id}, delivery {o.delivery_id})" if o.delivery_id else ""
         what = " ".join(p for p in (o.report.kind, o.report.status, o.report.recipient) if p)
         say(f"{name}: {what}{about}: {o.result}: {o.reason}")
+
+
+@app.command("process")
+def bounces_process(as_json: AsJson = False) -> None:
+    """Apply the provider webhook events accepted but not applied yet, a batch per transaction.
+
+    `newsletter serve` (without a broker) or the Celery workers do this within moments of each webhook;
+    this is for a look at what is waiting, or after those were stopped.
+    """
+    applied: list[inbox.Processed] = []
+    while True:
+        with unit_of_work() as session:
+            done = inbox.process(session, settings())
+        applied.extend(done)
+        if len(done) < inbox.BATCH:
+            break
+    with unit_of_work() as session:
+        waiting, _ = inbox.backlog(session)
+    if as_json:
+        emit_json({
+            "applied": [{"inbox_id": p.inbox_id, "provider": p.provider, **p.outcome.as_dict()} for p in applied],
+            "waiting": waiting,
+        })  # fmt: skip
+        return
+    for p in applied:
+        print_outcomes(f"{p.provider} event {p.inbox_id}", [p.outcome])
+    say(f"{len(applied)} provider events applied; {waiting} waiting (accepted meanwhile)")

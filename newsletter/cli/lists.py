@@ -93,7 +93,8 @@ def lists_list(as_json: AsJson = False) -> None:
 
 
 SUMMARY_FIELDS = ("id", "slug", "name", "description", "from_email", "from_name", "reply_to", "opt_in", "visibility",
-                  "postal_address", "tracking", "theme", "cors_origins", "form_fields", "language")  # fmt: skip
+                  "postal_address", "tracking", "theme", "cors_origins", "form_fields", "language", "verp",
+                  "verp_address")  # fmt: skip
 
 
 def list_summary(session: Session, mailing_list: MailingList) -> dict[str, Any]:
@@ -114,6 +115,7 @@ def lists_show(slug: str, as_json: AsJson = False) -> None:
         say(f"{key:>16}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
 
 
+# long: one typer option per field of a list; the body only gathers the given ones
 @app.command("update")
 def lists_update(
     slug: str,
@@ -142,6 +144,14 @@ def lists_update(
         ),
     ] = None,
     language: Annotated[str | None, typer.Option(help=LANGUAGE_HELP + " Empty string clears it.")] = None,
+    verp: Annotated[
+        bool | None,
+        typer.Option("--verp/--no-verp", help="A return path of its own for each message (VERP), or the plain one."),
+    ] = None,
+    verp_address: Annotated[
+        str | None,
+        typer.Option(help="VERP from this address (bounces@domain: bounces+TOKEN@domain); '' uses VERP_ADDRESS's."),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Change some fields of a list."""
@@ -156,7 +166,10 @@ def lists_update(
         "tracking": tracking,
         "theme": parse_theme(theme),
         "language": language,
+        "verp": verp,
     }
+    if verp_address is not None:
+        changes["verp_address"] = verp_address
     if reply_to is not None:
         changes["reply_to"] = reply_to or None
     if cors_origin is not None:

@@ -47,7 +47,7 @@ class PreparedCampaign:
         domain = primary.from_email.rpartition("@")[2]
         self.ids = MessageIds(campaign.id, domain, MessageMacs.from_settings(settings))
         self.envelope_from = envelope_address(primary.from_email)
-        self._verp = settings.verp_address
+        self._verp = verp.address_of(primary, settings.verp_address)
         # The shapes of links.unsubscribe_url / preferences_url, their constant part joined once per campaign
         self._unsubscribe = f"{settings.base_url}{links.UNSUBSCRIBE}"
         self._preferences = f"{settings.base_url}{links.PREFERENCES}"

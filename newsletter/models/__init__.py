@@ -61,6 +61,7 @@ from newsletter.models.core import (
 )
 from newsletter.models.webhooks import (
     OutboxEvent,
+    ProviderInboxEvent,
     WebhookDelivery,
     WebhookDeliveryStatus,
     WebhookEndpoint,
@@ -94,6 +95,7 @@ __all__ = [
     "MailingList",
     "OptIn",
     "OutboxEvent",
+    "ProviderInboxEvent",
     "RecoveryCode",
     "Role",
     "Segment",

@@ -24,6 +24,7 @@ from sqlalchemy import (
     func,
     literal_column,
     text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -174,6 +175,11 @@ class MailingList(Base):
     # The uploaded digest template its campaigns use unless one is named (migration 0008); None: bundled.
     # Not a foreign key (SQLite could add one only by copying the table); templates are never deleted.
     default_template_id: Mapped[int | None] = mapped_column(BigID)
+    # VERP (newsletter/verp.py, migration 0016): each message's return path names its delivery, made from
+    # `verp_address` (bounces@domain), else from the installation's VERP_ADDRESS; `verp` False sends this
+    # list's mail with the plain return path (its From) whatever VERP_ADDRESS says.
+    verp: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    verp_address: Mapped[str | None] = mapped_column(String(320))
 
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="mailing_list")
 

@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from newsletter.db import Base, JSONType, UTCDateTime, created_at, intpk, updated_at
+from newsletter.db import Base, BigID, JSONType, UTCDateTime, created_at, intpk, updated_at
 from newsletter.import_tables import ImportJob as ImportJob  # the import wizard's table, in its own module
 from newsletter.import_tables import ImportStatus as ImportStatus
 from newsletter.models.core import (
@@ -101,3 +101,38 @@ class WebhookDelivery(Base):
 
     endpoint: Mapped[WebhookEndpoint] = relationship(lazy="joined")
     event: Mapped[OutboxEvent] = relationship()
+
+
+# --- Provider webhooks (issue 15): the inbox of verified events -------------------------------------------
+
+
+class ProviderInboxEvent(Base):
+    """A bounce, complaint or delivery a provider reported by webhook, verified and accepted by the web app
+    in one INSERT before its 200 (newsletter/providers/inbox.py); its effects on the ledger are applied in
+    batches after that (`processed_at` set in the same transaction as the effects). One row per provider
+    event: a provider's retry of the same event is a duplicate, not a second bounce."""
+
+    __tablename__ = "provider_inbox"
+    __table_args__ = (
+        UniqueConstraint("provider", "event_key"),
+        _partial_index("ix_provider_inbox_unprocessed", "id", "processed_at IS NULL"),
+        NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[intpk]
+    provider: Mapped[str] = mapped_column(String(16))  # ses, sendgrid, postmark, mailgun
+    # sha256 of the provider's own id of the event (SNS MessageId + recipient, sg_event_id, Mailgun's id,
+    # Postmark's record id), or of the event itself when it has none
+    event_key: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # hard_bounce, soft_bounce, complaint, delivered
+    recipient: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(Text)
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(32))
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[created_at]
+    processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), index=True)
+    # what it did, once processed (bounces.Outcome): suppressed, recorded, already recorded, ignored
+    result: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    delivery_id: Mapped[int | None] = mapped_column(BigID)  # not a foreign key: a campaign may be deleted

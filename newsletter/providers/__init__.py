@@ -15,7 +15,7 @@ import base64
 import datetime as dt
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -26,6 +26,7 @@ from newsletter.config import Settings
 from newsletter.delivery.composing import MessageMacs
 from newsletter.errors import Invalid, NotFound, Unauthenticated
 from newsletter.models import Delivery
+from newsletter.providers import batch
 
 Kind = Literal["hard_bounce", "soft_bounce", "complaint", "delivered"]
 
@@ -37,7 +38,19 @@ class WebhookOff(NotFound):
 
 class NotVerified(Unauthenticated):
     """The request is not provably the provider's: bad or missing signature or credentials, a stale or
-    replayed request, a topic or certificate we do not trust. Nothing of it was acted on."""
+    replayed request, a topic or certificate we do not trust. Nothing of it was acted on.
+
+    Its 401 challenges for credentials only where the provider sends some (HTTP basic auth: Postmark, SNS
+    when configured); a signature is not something to be asked for again."""
+
+    challenge = None
+
+    def __init__(self, message: str, *, challenge: str | None = None) -> None:
+        super().__init__(message)
+        self.challenge = challenge
+
+
+BASIC_CHALLENGE = 'Basic realm="newsletter provider webhooks", charset="UTF-8"'
 
 
 class BadPayload(Invalid):
@@ -52,6 +65,7 @@ class ProviderEvent:
     provider_message_id: str | None = None  # the provider's own id of the message
     status: str | None = None  # RFC 3463, e.g. 5.1.1
     diagnostic: str | None = None  # the provider's or remote server's words
+    event_id: str | None = None  # the provider's id of this event (the same on its retries), when it has one
 
     def report(self) -> bounces.Report:
         kind = {"hard_bounce": "bounce", "soft_bounce": "bounce"}.get(self.kind, self.kind)
@@ -80,22 +94,50 @@ def record(
 ) -> list[bounces.Outcome]:
     """Each event's effect on its ledger row; an event matching no row of ours changes nothing. The rows
     of a batch are found with two queries, and its deliveries confirmed with one: a provider reports
-    every delivered message, bounces and complaints are few."""
+    every delivered message, bounces and complaints are few. The circuit breaker judges each campaign
+    that had a complaint or hard bounce once, after the batch's effects (the batch is one recording group)."""
     rows = _rows_of(session, settings, events)
     delivered = [row.id for event, row in zip(events, rows, strict=True) if row and event.kind == "delivered"]
     confirmed = bounces.confirm_delivered(session, delivered)
+    reports = [event.report() for event in events]
+    found = [(row, report) for row, report in zip(rows, reports, strict=True) if row is not None]
+    batched = iter(batch.apply_many(session, found, source=source))
     outcomes = []
-    for event, row in zip(events, rows, strict=True):
-        report = event.report()
-        if row is None:
+    for event, row, report in zip(events, rows, reports, strict=True):
+        done = next(batched) if row is not None else None
+        if done is not None:
+            outcome = done
+        elif row is None:
             outcome = bounces.Outcome(report, None, None, "ignored", "no delivery of ours has this message id")
         elif event.kind == "delivered":
             result: Literal["recorded", "ignored"] = "recorded" if row.id in confirmed else "ignored"
             reason = bounces.CONFIRMED if row.id in confirmed else "delivered: nothing to change"
             outcome = bounces.Outcome(report, row.id, row.campaign_id, result, reason)
         else:
-            outcome = bounces.apply(session, settings, row, report, source=source)
+            outcome = bounces.apply(session, settings, row, report, source=source, judge=False)
         outcomes.append(outcome)
+    return _judged(session, settings, events, outcomes)
+
+
+def _judged(
+    session: Session, settings: Settings, events: list[ProviderEvent], outcomes: list[bounces.Outcome]
+) -> list[bounces.Outcome]:
+    """The breaker's verdict on each campaign a complaint or hard bounce of the batch suppressed for, added
+    to those events' reasons."""
+    judged = [
+        n
+        for n, (event, outcome) in enumerate(zip(events, outcomes, strict=True))
+        if outcome.result == "suppressed" and event.kind in ("complaint", "hard_bounce")
+    ]
+    verdicts = {
+        campaign_id: bounces.breaker_verdict(session, settings, campaign_id)
+        for campaign_id in dict.fromkeys(outcomes[n].campaign_id for n in judged)
+        if campaign_id is not None
+    }
+    for n in judged:
+        verdict = verdicts.get(outcomes[n].campaign_id or 0, "")
+        if verdict:
+            outcomes[n] = replace(outcomes[n], reason=outcomes[n].reason + verdict)
     return outcomes
 
 
@@ -140,7 +182,7 @@ def check_basic_auth(headers: Mapping[str, str], expected: str) -> None:
     except ValueError:
         given = b""
     if not hmac.compare_digest(given, expected.encode()):
-        raise NotVerified("wrong or missing HTTP basic auth credentials")
+        raise NotVerified("wrong or missing HTTP basic auth credentials", challenge=BASIC_CHALLENGE)
 
 
 def check_fresh(moment: dt.datetime, max_age: dt.timedelta, now: dt.datetime | None = None) -> None:

@@ -1,8 +1,8 @@
 """Mailgun's webhooks: an HMAC-SHA256 of the timestamp and a one-time token under the account's webhook
 signing key, in the JSON body's `signature` object. The signature is checked (in constant time) before
 `event-data` is read, a timestamp older than 5 minutes is refused, and each token is remembered for as
-long as its timestamp would pass (in Redis when there is one, else in `webhook_nonces`), so a captured
-request cannot be played again.
+long as its timestamp would pass (in Redis when there is one, else in `webhook_nonces`, written by the
+same statement that accepts the events), so a captured request cannot be played again.
 
 https://documentation.mailgun.com/docs/mailgun/user-manual/tracking-messages/#securing-webhooks
 """
@@ -16,13 +16,7 @@ import hmac
 import json
 from typing import Any
 
-from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
-
 from newsletter.config import Settings
-from newsletter.db import is_postgres, utcnow
-from newsletter.models import WebhookNonce
 from newsletter.providers import (
     BadPayload,
     NotVerified,
@@ -36,10 +30,12 @@ from newsletter.providers import (
 )
 
 MAX_AGE = dt.timedelta(minutes=5)
+NONCE_KEPT = MAX_AGE + dt.timedelta(minutes=5)  # the window, plus the future skew check_fresh allows
 
 
-def verify(session: Session, settings: Settings, body: bytes) -> list[ProviderEvent]:
-    """The events of a request Mailgun signed within 5 minutes and that was not seen before."""
+def verify(settings: Settings, body: bytes) -> tuple[list[ProviderEvent], str]:
+    """The events of a request Mailgun signed within 5 minutes, and the digest of its one-time token, which
+    the caller spends when it accepts the events (`spend_in_redis`, or `providers.inbox.accept`)."""
     if not settings.mailgun_webhook_signing_key:
         raise WebhookOff("Mailgun", "MAILGUN_WEBHOOK_SIGNING_KEY")
     try:
@@ -53,33 +49,29 @@ def verify(session: Session, settings: Settings, body: bytes) -> list[ProviderEv
     if not hmac.compare_digest(expected, signature.lower()):
         raise NotVerified("the request's signature does not verify with the configured signing key")
     check_fresh(unix_time(timestamp), MAX_AGE)
-    if not _first_use(session, settings, token):
-        raise NotVerified("this request was received before (its token is spent): a replay is refused")
     data = payload.get("event-data") if isinstance(payload, dict) else None
     if not isinstance(data, dict):
         raise BadPayload("the body has no event-data object")
     event = _event(data)
-    return [event] if event is not None else []
+    return ([event] if event is not None else []), hashlib.sha256(token.encode()).hexdigest()
 
 
-def _first_use(session: Session, settings: Settings, token: str) -> bool:
-    """Remember the token; False when it was already remembered."""
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    keep = MAX_AGE + dt.timedelta(minutes=5)  # the window, plus the future skew check_fresh allows
-    redis_url = settings.effective_redis_url
-    if redis_url:
-        client = _redis(redis_url)
-        return bool(client.set(f"newsletter:webhook-nonce:mailgun:{digest}", 1, nx=True, ex=keep))
-    now = utcnow()
-    session.execute(delete(WebhookNonce).where(WebhookNonce.seen_at < now - keep))
-    dialect = postgresql if is_postgres(session) else sqlite
-    inserted = session.execute(
-        dialect.insert(WebhookNonce)
-        .values(provider="mailgun", token_hash=digest, seen_at=now)
-        .on_conflict_do_nothing()
-        .returning(WebhookNonce.token_hash)  # (the driver's rowcount is -1 here: the row says it)
-    )
-    return inserted.first() is not None
+REPLAYED = "this request was received before (its token is spent): a replay is refused"
+
+
+def spend_in_redis(redis_url: str, digest: str) -> None:
+    """Remember a token in Redis for as long as its timestamp would pass; NotVerified when it was spent."""
+    if not _redis(redis_url).set(_redis_key(digest), 1, nx=True, ex=NONCE_KEPT):
+        raise NotVerified(REPLAYED)
+
+
+def give_back_in_redis(redis_url: str, digest: str) -> None:
+    """Forget a token spent by a request that then failed (500), so Mailgun's retry of it is accepted."""
+    _redis(redis_url).delete(_redis_key(digest))
+
+
+def _redis_key(digest: str) -> str:
+    return f"newsletter:webhook-nonce:mailgun:{digest}"
 
 
 @functools.cache
@@ -113,4 +105,5 @@ def _event(data: dict[str, Any]) -> ProviderEvent | None:
         provider_message_id=message_id,
         status=enhanced,
         diagnostic=text_of(status.get("description") or status.get("message")),
+        event_id=text_of(data.get("id")),
     )

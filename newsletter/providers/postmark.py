@@ -53,4 +53,6 @@ def _event(item: dict[str, Any]) -> ProviderEvent | None:
         recipient=text_of(item.get("Email") or item.get("Recipient")),
         provider_message_id=text_of(item.get("MessageID")),
         diagnostic=text_of(" ".join(str(item.get(k) or "") for k in ("Name", "Description", "Details"))),
+        # a bounce's or complaint's record id; a delivery has none (its message id and address name it)
+        event_id=f"{record_type}:{item['ID']}" if item.get("ID") is not None else None,
     )

@@ -90,4 +90,5 @@ def _event(item: dict[str, Any]) -> ProviderEvent | None:
         provider_message_id=sg_id.split(".filter", 1)[0] or None,
         status=text_of(item.get("status")),
         diagnostic=text_of(item.get("reason") or item.get("response")),
+        event_id=text_of(item.get("sg_event_id")),
     )

@@ -20,6 +20,7 @@ import ssl
 import threading
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,7 +74,9 @@ def verify(settings: Settings, headers: Mapping[str, str], body: bytes) -> Notic
         _confirm(settings, envelope.get("SubscribeURL", ""))
         return Notice([], confirmed_topic=topic)
     if kind == "Notification":
-        return Notice(parse_message(envelope["Message"]))
+        # SNS's MessageId is the same on its retries; one notification may name several recipients
+        events = parse_message(envelope["Message"])
+        return Notice([replace(e, event_id=f"{envelope['MessageId']}:{n}") for n, e in enumerate(events)])
     return Notice([])  # UnsubscribeConfirmation: nothing to do
 
 

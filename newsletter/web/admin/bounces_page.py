@@ -1,5 +1,6 @@
 """/admin/bounces (admins): the recent bounce and complaint reports — by mail or a provider's webhook —
-with the campaign and subscriber they matched and what was done, newest first, paged by keyset."""
+with the campaign and subscriber they matched and what was done, newest first, paged by keyset; and how
+many provider events are accepted but not applied yet (newsletter/providers/inbox.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.responses import Response
 
 from newsletter import bounces
 from newsletter.models import EventType
+from newsletter.providers import inbox
 from newsletter.web.admin.auth import Admin
 from newsletter.web.admin.errors import AdminRoute
 from newsletter.web.admin.render import render
@@ -34,6 +36,7 @@ def bounces_page(
         kind = None
     rows = bounces.recent(session, kind=kind, before_id=before, limit=PAGE + 1)
     older = rows[PAGE - 1].event_id if len(rows) > PAGE else None
+    waiting, since = inbox.backlog(session)  # provider events accepted, not applied yet
     return render(
         request,
         "bounces.html",
@@ -43,4 +46,6 @@ def bounces_page(
         older=older,
         paged=before is not None,
         sources=SOURCES,
+        waiting=waiting,
+        waiting_since=since,
     )

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
-from newsletter import growth, stats
+from newsletter import growth, reputation, stats
 from newsletter.delivery import progress
 from newsletter.models import Campaign, CampaignStatus, digest_campaigns
 from newsletter.web.admin.auth import Editor
@@ -87,6 +87,7 @@ def dashboard(
         request,
         "dashboard.html",
         title="Dashboard",
+        breaker_alerts=reputation.alerts(session),  # templates/admin/_breaker_alert.html
         sending=sending_now(session),
         recent=recent_campaigns(session),
         growth=per_day,

@@ -23,9 +23,9 @@ from newsletter.web.deps import SessionDep, SettingsDep
 
 router = APIRouter(route_class=AdminRoute)
 LISTS = "/admin/lists"
-TEXT_FIELDS = ("slug", "name", "description", "from_name", "from_email", "reply_to", "postal_address")
+TEXT_FIELDS = ("slug", "name", "description", "from_name", "from_email", "reply_to", "postal_address", "verp_address")
 THEME_FIELDS = ("publication_name", "logo_url", "accent_color")
-FIELDS = (*TEXT_FIELDS, *THEME_FIELDS, "opt_in", "visibility", "tracking", "cors_origins", "form_fields")
+FIELDS = (*TEXT_FIELDS, *THEME_FIELDS, "opt_in", "visibility", "tracking", "verp", "cors_origins", "form_fields")
 MAX_FIELD = 10_000
 
 
@@ -34,6 +34,7 @@ async def _values(request: Request) -> dict[str, str]:
     form = await request.form()
     values = {name: str(form.get(name, ""))[:MAX_FIELD] for name in FIELDS}
     values["tracking"] = "on" if form.get("tracking") else ""
+    values["verp"] = "on" if form.get("verp") else ""
     return values
 
 
@@ -45,6 +46,7 @@ def _values_of(mailing_list: MailingList) -> dict[str, str]:
         "opt_in": mailing_list.opt_in.value,
         "visibility": mailing_list.visibility.value,
         "tracking": "on" if mailing_list.tracking else "",
+        "verp": "on" if mailing_list.verp else "",
         "cors_origins": "\n".join(mailing_list.cors_origins or []),
         "form_fields": "\n".join(
             f"{f['name']}:{f.get('label', '')}{':required' if f.get('required') else ''}"
@@ -63,6 +65,7 @@ def _changes(values: dict[str, str]) -> dict[str, Any]:
         if values["visibility"] in {v.value for v in Visibility}
         else Visibility.public,
         "tracking": bool(values["tracking"]),
+        "verp": bool(values["verp"]),
         "theme": {name: values[name].strip() for name in THEME_FIELDS if values[name].strip()},
         "cors_origins": values["cors_origins"].splitlines(),
         "form_fields": [lists.parse_form_field(line) for line in values["form_fields"].splitlines() if line.strip()],
@@ -141,6 +144,7 @@ def list_index(request: Request, session: SessionDep, me: Admin) -> Response:
 def new_list_form(request: Request, session: SessionDep, settings: SettingsDep, me: Admin) -> Response:
     values = dict.fromkeys(FIELDS, "") | {"opt_in": "double", "visibility": "public"}
     values["tracking"] = "on" if settings.track_default else ""
+    values["verp"] = "on"
     return _form_page(request, session, values, {}, None)
 
 

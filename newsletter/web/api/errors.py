@@ -46,10 +46,18 @@ STATUS_FOR: list[tuple[type[Exception], int]] = [
 ]
 
 
-def error_response(status: int, message: str, detail: Any = None, headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    status: int,
+    message: str,
+    detail: Any = None,
+    headers: dict[str, str] | None = None,
+    *,
+    challenge: str | None = "Bearer",
+) -> Response:
+    """The JSON error; a 401 carries `challenge` as its WWW-Authenticate (unless `headers` name one)."""
     body = ErrorBody(error=message, detail=detail).model_dump(mode="json")
-    if status == 401:
-        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    if status == 401 and challenge:
+        headers = {"WWW-Authenticate": challenge, **(headers or {})}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -95,5 +103,6 @@ def _to_response(exc: Exception) -> Response | None:
         return error_response(422, "the request is not valid: see detail", _validation_detail(exc))
     for kind, status in STATUS_FOR:
         if isinstance(exc, kind):
-            return error_response(status, str(exc), getattr(exc, "detail", None))
+            challenge = exc.challenge if isinstance(exc, errors.Unauthenticated) else None
+            return error_response(status, str(exc), getattr(exc, "detail", None), challenge=challenge)
     return None

@@ -158,6 +158,15 @@ class ListPatch(Strict):
         None, max_length=20, description="The subscribe form's extra fields, stored as attributes."
     )
     language: str | None = Field(None, max_length=35, description=LANGUAGE_HELP + " An empty string clears it.")
+    verp: bool | None = Field(
+        None, description="Send each message with its own return path (VERP), so a bounce quoting nothing is matched."
+    )
+    verp_address: str | None = Field(
+        None,
+        max_length=320,
+        description="The address those return paths are made from (bounces@news.example.org: bounces+TOKEN@...); "
+        "an empty string clears it, and the installation's NEWSLETTER_VERP_ADDRESS applies.",
+    )
 
 
 class Counts(BaseModel):
@@ -182,6 +191,8 @@ class ListOut(BaseModel):
     cors_origins: list[str]
     form_fields: list[dict[str, Any]]
     language: str | None
+    verp: bool = Field(description="Whether the list's messages carry a per-delivery return path (VERP).")
+    verp_address: str | None = Field(description="Its own VERP address; None: NEWSLETTER_VERP_ADDRESS's.")
     counts: Counts
     created_at: dt.datetime
 

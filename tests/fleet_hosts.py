@@ -42,6 +42,7 @@ LEASE_SECONDS = 15
 DB, HOSTS = "nl-db", {"host-a": ("nl-a", "10.231.0.11"), "host-b": ("nl-b", "10.231.0.12")}
 DB_IP, OPERATOR_IP = "10.231.0.1", "10.231.0.100"
 
+
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(args, check=check, capture_output=True)
 

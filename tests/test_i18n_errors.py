@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -138,6 +139,26 @@ def test_a_bad_link_is_refused_in_the_readers_language(site: Web, courier: Maili
         for path in ("/confirm/forged", "/unsubscribe/forged", "/preferences/forged"):
             page = site.client.get(path, headers={"Accept-Language": language})
             assert page.status_code == 404 and said[language] in page.text, (language, path)
+
+
+def test_an_expired_confirmation_link_is_explained_in_the_readers_language(
+    site: Web, session: Session, courier: MailingList, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from itsdangerous import TimestampSigner
+
+    waiting = make_subscriber(session, courier, "late@example.org", confirmed=False)
+    session.commit()
+    signed = int(time.time()) - 8 * 24 * 3600  # the link of an email opened eight days later
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda _signer: signed)
+    token = site.tokens.make(TokenPurpose.confirm, waiting.id, courier.id, bound_to=waiting.created_at)
+    monkeypatch.undo()
+    said = {"en": "This confirmation link has expired", "ru": "Срок действия ссылки для подтверждения истёк",
+            "kk": "Бұл растау сілтемесінің мерзімі өтті"}  # fmt: skip
+    for language in LANGUAGES:
+        page = site.client.get(f"/confirm/{token}", headers={"Accept-Language": language})
+        assert page.status_code == 410 and said[language] in page.text and f'lang="{language}"' in page.text
+    session.expire_all()
+    assert subscription_of(session, waiting, courier).status == "pending"
 
 
 PREFERENCE_REFUSALS = {

@@ -160,7 +160,7 @@ def _read_front_matter(lines: list[str]) -> tuple[dict[str, Any], int]:
     if first is None or not _FRONT_MATTER_FENCE.match(lines[first]):
         raise InvalidDigest(
             "line 1: a Markdown digest starts with YAML front matter between '---' lines "
-            "(title, date, optional slug and intro)"
+            "(title, date, optional slug, language, intro and preheader)"
         )
     end = next((i for i in range(first + 1, len(lines)) if _FRONT_MATTER_FENCE.match(lines[i])), None)
     if end is None:
@@ -170,7 +170,8 @@ def _read_front_matter(lines: list[str]) -> tuple[dict[str, Any], int]:
         data = {}
     if not isinstance(data, dict):
         raise InvalidDigest(
-            f"line {first + 2}: front matter must be 'key: value' lines (title, date, slug, intro), "
+            f"line {first + 2}: front matter must be 'key: value' lines (title, date, slug, language, intro, "
+            "preheader), "
             f"got {type_name(data)}"
         )
     if "items" in data:
@@ -261,7 +262,7 @@ def write_markdown(data: Mapping[str, Any]) -> str:
     format reads as a heading (`# ` or `## ` outside a code block) or an unclosed code fence.
     """
     front: dict[str, Any] = {"title": data["title"], "date": data["date"]}
-    for key in ("slug", "language"):
+    for key in ("slug", "language", "preheader"):
         if data.get(key):
             front[key] = data[key]
     intro = data.get("intro")

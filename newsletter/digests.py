@@ -7,6 +7,7 @@ The Markdown form, for editors who type digests by hand::
     date: 2025-04-26
     slug: foreign-media-2025-04-26      # optional; derived from date + title when missing
     intro: One paragraph of Markdown.   # optional; or write it as text before the first heading
+    preheader: One line for the inbox.  # optional; the snippet after the subject (else the intro's start)
     ---
 
     Intro paragraphs may also go here, before the first heading.
@@ -196,15 +197,17 @@ class Digest(BaseModel):
     slug: str | None = None
     language: str | None = Field(None, max_length=models.column_length(models.Digest.language))
     intro: str | None = None
+    # The inbox snippet, plain text; None: made from the intro (else the first headlines) when rendered.
+    preheader: str | None = Field(None, max_length=models.column_length(models.Digest.preheader))
     items: tuple[DigestItem, ...] = Field(min_length=1)
 
-    @field_validator("title")
+    @field_validator("title", "preheader")
     @classmethod
-    def _single_line(cls, value: str) -> str:
+    def _single_line(cls, value: str | None) -> str | None:
         _check_single_line(value)
         return value
 
-    @field_validator("slug", "intro", "language", mode="before")
+    @field_validator("slug", "intro", "language", "preheader", mode="before")
     @classmethod
     def _optional(cls, value: Any) -> Any:
         return _blank_to_none(value)
@@ -247,8 +250,9 @@ class Digest(BaseModel):
     def canonical_json(self) -> str:
         """Serialise the validated content deterministically, so equal content gives equal text."""
         data = self.model_dump(mode="json")
-        if data["language"] is None:
-            del data["language"]  # digests stored before the field existed keep their hash
+        for key in ("language", "preheader"):
+            if data[key] is None:
+                del data[key]  # digests stored before the field existed keep their hash
         return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
     def content_hash(self) -> str:
@@ -486,6 +490,7 @@ def _fill(stored: models.Digest, digest: Digest) -> None:
     stored.date = digest.date
     stored.language = digest.language
     stored.intro = digest.intro
+    stored.preheader = digest.preheader
     stored.content_hash = digest.content_hash()
     stored.items = [
         models.DigestItem(
@@ -537,6 +542,7 @@ def from_stored(digest: models.Digest) -> Digest:
             "slug": digest.slug,
             "language": digest.language,
             "intro": digest.intro,
+            "preheader": digest.preheader,
             "items": [
                 {
                     "headline": item.headline,

@@ -7,11 +7,36 @@ working. Entry points map by base class, never by the concrete class: a new erro
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Self
 
 
 class NewsletterError(Exception):
-    """Any failure a user can act on; `str(error)` is the sentence to show them."""
+    """Any failure a user can act on; `str(error)` is the sentence to show them.
+
+    An error a reader may meet on a public page is made with `translatable`: its message is an English
+    msgid, marked with `i18n.N_` where it is raised (so `make catalogs` puts it in every catalog), whose
+    `%(name)s` placeholders its parameters fill. A page shows `error.translated(gettext)`, in the page's
+    language, formatted when it is shown; the API and the CLI show `str(error)`, in English.
+    """
+
+    message_id: str | None = None
+    params: Mapping[str, object] = {}
+
+    @classmethod
+    def translatable(cls, message_id: str, /, *, english: str | None = None, **params: object) -> Self:
+        """The error with a message a page can translate; `english`, when given, is what `str()` says instead
+        of the filled-in msgid (a library's more technical reason, kept for the API and the CLI)."""
+        error = cls(english if english is not None else message_id % params)
+        error.message_id = message_id
+        error.params = params
+        return error
+
+    def translated(self, gettext: Callable[[str], str]) -> str:
+        """The message in the language of `gettext` (English, `str(self)`, when it has no msgid)."""
+        if self.message_id is None:
+            return str(self)
+        return gettext(self.message_id) % self.params
 
     def __str__(self) -> str:
         # LookupError's str() quotes its argument as a repr; the message is for people, so print it plainly.

@@ -82,7 +82,11 @@ def check_language(code: str | None) -> str | None:
         return None
     found = supported(code)
     if found is None:
-        raise InvalidLanguage(f"language must be one of {', '.join(available())}, got {code.strip()[:40]!r}")
+        raise InvalidLanguage.translatable(
+            N_("language must be one of %(languages)s, got %(got)s"),
+            languages=", ".join(available()),
+            got=repr(code.strip()[:40]),
+        )
     return found
 
 

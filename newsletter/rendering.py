@@ -279,7 +279,7 @@ def _build_context(
         "dir": i18n.text_direction(language),
         "colors": colors.palette(theme.accent_color),
         "date_label": format_date(digest.date, language),
-        "preheader": preheader(intro_text, sections),
+        "preheader": digest.preheader or preheader(intro_text, sections),
         "intro_html": _render_markdown_html(intro_tokens),
         "intro_text": intro_text,
         "sections": sections,
@@ -297,7 +297,8 @@ def _build_context(
 
 
 def preheader(intro_text: str, sections: Sequence[Mapping[str, Any]]) -> str:
-    """The inbox snippet: the intro's first words, else the first headlines, cut at a word near 140 chars."""
+    """The inbox snippet of a digest without its own `preheader`: the intro's first words, else the first
+    headlines, cut at a word near 140 chars."""
     text = " ".join(intro_text.split()) or " · ".join(
         item["headline"] for section in sections for item in section["items"]
     )

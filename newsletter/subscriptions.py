@@ -235,7 +235,7 @@ def subscribe(
     language = i18n.check_language(language)
     for key, value in (attributes or {}).items():
         if "\x00" in value:  # PostgreSQL's JSON cannot hold it
-            raise InvalidAttribute(f"{key}: contains a NUL character")
+            raise InvalidAttribute.translatable(i18n.N_("%(field)s: contains a NUL character"), field=key)
     now = now or utcnow()
     if is_suppressed(session, email) or is_blocked_domain(session, email):
         return SubscribeResult(None, send_confirmation=False)

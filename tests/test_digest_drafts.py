@@ -150,17 +150,19 @@ def test_a_long_slug_gets_a_copy_slug_within_the_limit(session: Session) -> None
 
 
 def test_a_digest_without_a_language_keeps_the_hash_it_had_before_the_field_existed() -> None:
-    # The sha256 of the canonical JSON without a "language" key, as digests stored before 0005 carry it.
+    # The sha256 of the canonical JSON without the "language" and "preheader" keys, as digests stored before
+    # those fields existed carry it.
     import hashlib
     import json
 
     body = draft().model_dump(mode="json")
-    del body["language"]
+    del body["language"], body["preheader"]
     legacy = hashlib.sha256(
         json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
     ).hexdigest()
     assert draft().content_hash() == legacy
     assert draft(language="en").content_hash() != legacy
+    assert draft(preheader="One line for the inbox").content_hash() != legacy
 
 
 @pytest.mark.parametrize("language", ["english language", "e", "en_US", "x" * 36])

@@ -303,6 +303,7 @@ class Digest(Base):
     date: Mapped[dt.date] = mapped_column(Date, index=True)
     language: Mapped[str | None] = mapped_column(String(35))
     intro: Mapped[str | None] = mapped_column(Text)
+    preheader: Mapped[str | None] = mapped_column(String(255))  # the inbox snippet; None: from the intro
     content_hash: Mapped[str] = mapped_column(String(64))
     published_at: Mapped[created_at]
     updated_at: Mapped[updated_at]

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import colors, i18n, links, rendering
 from newsletter.config import Settings
+from newsletter.errors import Invalid
 from newsletter.models import MailingList, Subscriber, Visibility
 from newsletter.rendering import TEMPLATES_DIR
 
@@ -40,6 +41,7 @@ SECURITY_HEADERS = {
 # The plain-text answers of the endpoints mail clients and providers call (click, one-click unsubscribe).
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 MAX_BODY = 16_384  # a subscribe form or a one-click body is a few dozen bytes
+MAX_FIELDS = 256  # a reader of every list of a large publication, each with its sections, stays below
 
 
 class Pages:
@@ -236,21 +238,36 @@ def _parses(address: str) -> bool:
     return True
 
 
+class UnreadableForm(Invalid):
+    """A body that no form of ours sends: larger than `MAX_BODY`, more than `MAX_FIELDS` fields, not UTF-8."""
+
+    field = "form"
+
+
+def unreadable_form(
+    english: str = "the form's body is too large, has too many fields or is not UTF-8",
+) -> UnreadableForm:
+    return UnreadableForm.translatable(
+        i18n.N_("the form sent more than it holds; please reload the page and try again"), english=english
+    )
+
+
 async def read_body(request: Request) -> bytes:
-    """The request body, or nothing at all when it is larger than any form of ours (`MAX_BODY`)."""
+    """The request body; UnreadableForm when it is larger than any form of ours (`MAX_BODY`)."""
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-        return b""
+        raise unreadable_form()
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
-            return b""
+            raise unreadable_form()
     return body
 
 
 def form_fields(body: bytes) -> dict[str, list[str]]:
+    """A form-encoded body's fields; UnreadableForm for more than `MAX_FIELDS` of them or bytes not UTF-8."""
     try:
-        return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
+        return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FIELDS)
     except (UnicodeDecodeError, ValueError):
-        return {}
+        raise unreadable_form() from None

@@ -1,8 +1,8 @@
 """The digest editor's form: its fields to and from a digest, the add/remove/move buttons, the problems per field.
 
-Fields are `title`, `date`, `language`, `intro` (and `slug` for a new digest) and, per item, `items-N-FIELD`
-for the item's position N from 0. An item whose fields are all empty (just added, not yet written) is kept
-in the form but left out of what is saved.
+Fields are `title`, `date`, `language`, `intro`, `preheader` (and `slug` for a new digest) and, per item,
+`items-N-FIELD` for the item's position N from 0. An item whose fields are all empty (just added, not yet
+written) is kept in the form but left out of what is saved.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from newsletter import digests
 
 ITEM_FIELDS = ("headline", "source", "url", "date", "section", "summary", "image", "image_alt")
-TOP_FIELDS = ("title", "date", "slug", "language", "intro")
+TOP_FIELDS = ("title", "date", "slug", "language", "intro", "preheader")
 MAX_ITEMS = 100  # 8 fields each stays under the 1,000 form fields Starlette parses
 _ITEM_KEY = re.compile(r"^items-(\d{1,3})-([a-z_]+)$")
 _MOVE = re.compile(r"^(remove|up|down):(\d{1,3})$")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
-from newsletter import audit, exports, lists
+from newsletter import audit, exports, i18n, lists
 from newsletter.addresses import InvalidEmail, normalise_email
 from newsletter.models import MailingList, OptIn, Visibility
 from newsletter.subscribers import Search
@@ -25,7 +25,7 @@ router = APIRouter(route_class=AdminRoute)
 LISTS = "/admin/lists"
 TEXT_FIELDS = ("slug", "name", "description", "from_name", "from_email", "reply_to", "postal_address", "verp_address")
 THEME_FIELDS = ("publication_name", "logo_url", "accent_color")
-FIELDS = (*TEXT_FIELDS, *THEME_FIELDS, "opt_in", "visibility", "tracking", "verp", "cors_origins", "form_fields")
+FIELDS = (*TEXT_FIELDS, *THEME_FIELDS, "language", "opt_in", "visibility", "tracking", "verp", "cors_origins", "form_fields")
 MAX_FIELD = 10_000
 
 
@@ -43,6 +43,7 @@ def _values_of(mailing_list: MailingList) -> dict[str, str]:
     return {
         **{name: str(getattr(mailing_list, name) or "") for name in TEXT_FIELDS},
         **{name: str(theme.get(name, "")) for name in THEME_FIELDS},
+        "language": mailing_list.language or "",
         "opt_in": mailing_list.opt_in.value,
         "visibility": mailing_list.visibility.value,
         "tracking": "on" if mailing_list.tracking else "",
@@ -60,6 +61,7 @@ def _changes(values: dict[str, str]) -> dict[str, Any]:
     return {
         **{name: values[name] for name in TEXT_FIELDS if name not in ("slug", "reply_to")},
         "reply_to": values["reply_to"].strip() or None,
+        "language": values["language"],  # blank clears it: the pages follow each reader's browser
         "opt_in": OptIn(values["opt_in"]) if values["opt_in"] in {o.value for o in OptIn} else OptIn.double,
         "visibility": Visibility(values["visibility"])
         if values["visibility"] in {v.value for v in Visibility}
@@ -90,7 +92,7 @@ def problems(values: dict[str, str], changes: dict[str, Any], *, new: bool) -> d
     def check(field: str, run: Any) -> None:
         try:
             run()
-        except (lists.InvalidList, InvalidEmail) as exc:
+        except (lists.InvalidList, InvalidEmail, i18n.InvalidLanguage) as exc:
             found[field_of(str(exc)) if isinstance(exc, lists.InvalidList) else field] = str(exc)
 
     if new and not lists.SLUG.match(values["slug"]):
@@ -100,6 +102,7 @@ def problems(values: dict[str, str], changes: dict[str, Any], *, new: bool) -> d
     check("from_email", lambda: normalise_email(values["from_email"]))
     if changes["reply_to"]:
         check("reply_to", lambda: normalise_email(changes["reply_to"]))
+    check("language", lambda: i18n.check_language(values["language"]))
     check("cors_origins", lambda: lists.check_cors_origins(changes["cors_origins"]))
     check("form_fields", lambda: lists.check_form_fields(changes["form_fields"]))
     if "name" not in found:
@@ -112,6 +115,7 @@ def _form_page(
     request: Request, session: Session, values: dict[str, str], errors: dict[str, str], list_: MailingList | None
 ) -> Response:
     context: dict[str, Any] = {}
+    languages = language_choices("None: each reader's browser decides")
     if list_ is not None:
         settings = request.app.state.settings
         context = {
@@ -120,6 +124,7 @@ def _form_page(
             "subscribe_url": f"{settings.base_url}/subscribe/{list_.slug}",
             "form_fields": list_.form_fields or [],
             "statuses": exports.EXPORT_STATUSES,
+            "language_label": dict(languages).get(list_.language or "", list_.language),
         }
     return render(
         request,
@@ -129,8 +134,14 @@ def _form_page(
         values=values,
         errors=errors,
         mailing_list=list_,
+        languages=languages,
         **({"action": f"{LISTS}/new"} | context),
     )
+
+
+def language_choices(blank: str) -> list[tuple[str, str]]:
+    """The options of a language select: blank (what it means here), then every catalog found."""
+    return [("", blank)] + [(code, f"{i18n.language_name(code)} ({code})") for code in i18n.available()]
 
 
 @router.get(LISTS)

@@ -14,11 +14,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session
 
-from newsletter import audit, exports, gdpr, lists, subscribers
+from newsletter import audit, exports, gdpr, i18n, lists, subscribers
 from newsletter.models import Subscriber, SubscriberStatus, SubscriptionStatus
 from newsletter.subscribers import Search
 from newsletter.web.admin.auth import Admin, actor
 from newsletter.web.admin.errors import AdminRoute
+from newsletter.web.admin.lists import language_choices
 from newsletter.web.admin.render import redirect, render, security_headers
 from newsletter.web.api.lists import csv_response
 from newsletter.web.api.params import MAX_ID, RowId
@@ -117,16 +118,21 @@ def export(
 
 def _subscriber_page(
     request: Request, session: Session, settings: Any, subscriber: Subscriber, *, attributes: str | None = None,
-    error: str | None = None,
+    error: str | None = None, language: str | None = None, language_error: str | None = None,
 ) -> Response:  # fmt: skip
+    languages = language_choices("None: the list's language, else the reader's browser")
     return render(
         request,
         "subscribers/page.html",
-        status_code=422 if error else 200,
+        status_code=422 if error or language_error else 200,
         title=subscriber.email,
         subscriber=subscriber,
         attributes_json=attributes if attributes is not None else json.dumps(subscriber.attributes, indent=2),
         error=error,
+        languages=languages,
+        language_label=dict(languages).get(subscriber.language or "", subscriber.language),
+        values={"language": (subscriber.language or "") if language is None else language},
+        errors={"language": language_error} if language_error else {},
         subscriptions=subscribers.subscriptions_of(session, subscriber),
         timeline=subscribers.activity(session, subscriber),
         bounces=subscribers.bounce_count(session, subscriber, days=settings.soft_bounce_days),
@@ -164,6 +170,23 @@ async def save_attributes(
         subscriber = subscribers.get_subscriber(session, subscriber_id)
         return _subscriber_page(request, session, settings, subscriber, attributes=text, error=f"Not saved: {exc}.")
     return redirect(request, f"{SUBSCRIBERS}/{subscriber_id}", flash="Saved the attributes.")
+
+
+@router.post(SUBSCRIBERS + "/{subscriber_id}/language")
+async def save_language(
+    request: Request, session: SessionDep, settings: SettingsDep, me: Admin, subscriber_id: RowId
+) -> Response:
+    subscriber = subscribers.get_subscriber(session, subscriber_id)
+    chosen = str((await request.form()).get("language", ""))[:100]
+    try:
+        subscribers.update_subscriber(session, subscriber, language=chosen)
+    except i18n.InvalidLanguage as exc:
+        session.rollback()
+        subscriber = subscribers.get_subscriber(session, subscriber_id)
+        return _subscriber_page(request, session, settings, subscriber, language=chosen, language_error=f"{exc}.")
+    audit.record(session, actor(request, me), "subscriber.update", f"subscriber:{subscriber_id}", language=chosen)
+    shown = dict(language_choices("none")).get(subscriber.language or "", "none")
+    return redirect(request, f"{SUBSCRIBERS}/{subscriber_id}", flash=f"Saved the language: {shown}.")
 
 
 @router.get(SUBSCRIBERS + "/{subscriber_id}/export.json")

@@ -117,7 +117,7 @@ def _out(session: SessionDep, digest: models.Digest) -> DigestOut:
     used = digests.campaigns_using(session, digest)
     return DigestOut.model_validate(
         {
-            **{key: getattr(digest, key) for key in ("slug", "title", "date", "language", "intro")},
+            **{key: getattr(digest, key) for key in ("slug", "title", "date", "language", "intro", "preheader")},
             "published_at": digest.published_at,
             "updated_at": digest.updated_at,
             "frozen": bool(used),

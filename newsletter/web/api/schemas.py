@@ -308,6 +308,7 @@ class DigestOut(BaseModel):
     date: dt.date
     language: str | None
     intro: str | None
+    preheader: str | None = Field(description="The inbox snippet; null: made from the intro when rendered.")
     published_at: dt.datetime = Field(description="When the digest was first stored.")
     updated_at: dt.datetime = Field(description="When the draft last changed.")
     frozen: bool = Field(description="A campaign uses it: it can no longer change (duplicate it to edit).")

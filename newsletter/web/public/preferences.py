@@ -8,10 +8,20 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from newsletter import i18n, links, subscriptions
-from newsletter.errors import Invalid
+from newsletter.errors import Invalid, NewsletterError
 from newsletter.tokens import Tokens, UnknownToken
 from newsletter.web.deps import SessionDep, TokensDep
-from newsletter.web.pages import client_ip, form_fields, list_context, masked, not_found, pages, read_body, site_context
+from newsletter.web.pages import (
+    UnreadableForm,
+    client_ip,
+    form_fields,
+    list_context,
+    masked,
+    not_found,
+    pages,
+    read_body,
+    site_context,
+)
 from newsletter.web.public import schema
 
 router = APIRouter()
@@ -23,8 +33,10 @@ def _preferences_page(
     session: Session,
     token: str,
     prefs: subscriptions.Preferences,
-    saved: tuple[str, str] | None = None,
+    saved: str | None = None,
+    error: NewsletterError | None = None,
 ) -> Response:
+    """The page; `saved` is the msgid of what the last POST did, `error` why it saved nothing."""
     first = next((c.mailing_list for c in prefs.choices if c.subscribed), None) or (
         prefs.choices[0].mailing_list if prefs.choices else None
     )
@@ -40,7 +52,7 @@ def _preferences_page(
         token=token,
         prefs=prefs,
         masked_email=masked(prefs.subscriber.email),
-        saved=gettext(saved[0]) % {"error": saved[1]} if saved else None,
+        saved=gettext(saved) % {"error": error.translated(gettext) if error else ""} if saved else None,
         languages=[(code, i18n.language_name(code)) for code in i18n.available()],
         **context,
     )
@@ -57,8 +69,23 @@ def preferences_page(token: str, request: Request, session: SessionDep, tokens: 
 
 @router.post(PATH, response_model=None, responses=schema.PREFERENCES_ANSWERS, openapi_extra=schema.PREFERENCES_BODY)
 async def save_preferences(token: str, request: Request, session: SessionDep, tokens: TokensDep) -> Response:
-    fields = form_fields(await read_body(request))
+    try:
+        fields = form_fields(await read_body(request))
+    except UnreadableForm as exc:  # refused whole: read as no lists checked, it would unsubscribe from all
+        return await run_in_threadpool(_refuse, request, session, tokens, token, exc)
     return await run_in_threadpool(_save_preferences, request, session, tokens, token, fields)
+
+
+def _refuse(request: Request, session: Session, tokens: Tokens, token: str, error: NewsletterError) -> Response:
+    """The page again, saying why nothing was saved (400)."""
+    session.rollback()
+    try:
+        prefs = subscriptions.preferences(session, tokens, token=token)
+    except UnknownToken:
+        return not_found(request, session)
+    response = _preferences_page(request, session, token, prefs, i18n.N_("Nothing was saved: %(error)s"), error)
+    response.status_code = 400
+    return response
 
 
 def _save_preferences(
@@ -68,9 +95,7 @@ def _save_preferences(
         if fields.get("action") == ["unsubscribe_all"]:
             subscriptions.unsubscribe_everything(session, tokens, token=token)
             prefs = subscriptions.preferences(session, tokens, token=token)
-            return _preferences_page(
-                request, session, token, prefs, (i18n.N_("You are unsubscribed from everything."), "")
-            )
+            return _preferences_page(request, session, token, prefs, i18n.N_("You are unsubscribed from everything."))
         lists = {int(v) for v in fields.get("list", []) if _is_id(v)}
         sections = {
             int(key.removeprefix("section.")): values
@@ -91,15 +116,9 @@ def _save_preferences(
         )
     except UnknownToken:
         return not_found(request, session)
-    except Invalid as exc:  # a name that cannot be stored: nothing is saved, the page says why
-        session.rollback()
-        prefs = subscriptions.preferences(session, tokens, token=token)
-        response = _preferences_page(
-            request, session, token, prefs, (i18n.N_("Nothing was saved: %(error)s"), str(exc))
-        )
-        response.status_code = 400
-        return response
-    return _preferences_page(request, session, token, prefs, (i18n.N_("Your preferences are saved."), ""))
+    except Invalid as exc:  # a name or a language that cannot be stored: nothing is saved, the page says why
+        return _refuse(request, session, tokens, token, exc)
+    return _preferences_page(request, session, token, prefs, i18n.N_("Your preferences are saved."))
 
 
 def _is_id(value: str) -> bool:

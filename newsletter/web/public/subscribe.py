@@ -24,14 +24,23 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
 from newsletter import i18n, links, subscriptions
-from newsletter.addresses import InvalidEmail
 from newsletter.config import Settings
 from newsletter.errors import Invalid
 from newsletter.lists import ListNotFound
 from newsletter.models import MailingList, OptIn
-from newsletter.subscriptions import ListNotSubscribable
+from newsletter.subscriptions import InvalidAttribute, ListNotSubscribable
 from newsletter.web.deps import SessionDep
-from newsletter.web.pages import client_ip, form_fields, list_context, message, not_found, pages, read_body
+from newsletter.web.pages import (
+    UnreadableForm,
+    client_ip,
+    form_fields,
+    list_context,
+    message,
+    not_found,
+    pages,
+    read_body,
+    unreadable_form,
+)
 from newsletter.web.public import schema
 from newsletter.web.public.archive import archived_digests
 from newsletter.web.throttle import Throttle
@@ -98,9 +107,10 @@ def _subscribe_page(
     session: Session,
     mailing_list: MailingList,
     *,
-    error: str | None = None,
+    error: Invalid | None = None,
     values: dict[str, str] | None = None,
 ) -> Response:
+    """The form, or the form again with what was typed and why it was refused, in the page's language."""
     context = list_context(mailing_list, request)
     translations = i18n.translations(context["lang"])
     recent = archived_digests(session, 5, list_id=mailing_list.id)
@@ -111,7 +121,8 @@ def _subscribe_page(
         mailing_list=mailing_list,
         fields=_field_specs(mailing_list),
         double_opt_in=mailing_list.opt_in == "double",
-        error=error,
+        error=error.translated(translations.gettext) if error else None,
+        error_field=getattr(error, "field", "email"),
         values=values or {},
         robots="index",
         latest=recent[0] if recent else None,
@@ -192,7 +203,7 @@ def _submitted_values(body: bytes, is_json: bool) -> dict[str, str]:
     try:
         data = json.loads(body or b"{}")
     except ValueError:
-        return {}
+        raise unreadable_form("the body is not JSON") from None
     if not isinstance(data, dict):
         return {}
     values = {k: str(v) for k, v in data.items() if isinstance(v, str | int | float)}
@@ -205,11 +216,14 @@ def _submitted_values(body: bytes, is_json: bool) -> dict[str, str]:
 @router.post(PATH, response_model=None, responses=schema.SUBSCRIBE_ANSWERS, openapi_extra=schema.SUBSCRIBE_BODY)
 async def subscribe(slug: str, request: Request, session: SessionDep) -> Response:
     """The form (HTML answer) and its embeddable JSON variant; see the module docstring."""
-    body = await read_body(request)
     is_json = request.headers.get("content-type", "").startswith("application/json")
     wants_json = is_json or "application/json" in request.headers.get("accept", "")
-    values = _submitted_values(body, is_json)
-    response = await run_in_threadpool(_subscribe, request, session, slug, values, wants_json)
+    unreadable: UnreadableForm | None = None
+    try:
+        values = _submitted_values(await read_body(request), is_json)
+    except UnreadableForm as exc:  # refused once the throttle has counted the attempt
+        values, unreadable = {}, exc
+    response = await run_in_threadpool(_subscribe, request, session, slug, values, wants_json, unreadable)
     # The confirmation email goes out after the answer (issue 11, item 10): sent before it, in embedded
     # mode, it made a new address answer measurably slower than a known one.
     response.background = BackgroundTask(_send_committed_confirmation, request)
@@ -223,7 +237,14 @@ def _send_committed_confirmation(request: Request) -> None:
     start_committed_sequences(request)
 
 
-def _subscribe(request: Request, session: Session, slug: str, values: dict[str, str], wants_json: bool) -> Response:
+def _subscribe(
+    request: Request,
+    session: Session,
+    slug: str,
+    values: dict[str, str],
+    wants_json: bool,
+    unreadable: UnreadableForm | None = None,
+) -> Response:
     mailing_list = _public_list(session, slug)
     cors = _cors_headers(request, mailing_list)
     if mailing_list is None:
@@ -239,7 +260,7 @@ def _subscribe(request: Request, session: Session, slug: str, values: dict[str, 
         # The honeypot: a person never sees the field, a bot fills it. It gets the usual answer, nothing else.
         log.info("subscribe honeypot hit for list %s from %s", slug, client_ip(request))
     else:
-        refused = _record_subscription(request, session, mailing_list, values, cors, wants_json)
+        refused = _record_subscription(request, session, mailing_list, values, cors, wants_json, unreadable)
         if refused is not None:
             return refused
     values_ = {"list": mailing_list.name}
@@ -266,16 +287,20 @@ def _record_subscription(
     values: dict[str, str],
     cors: dict[str, str],
     wants_json: bool,
+    unreadable: UnreadableForm | None = None,
 ) -> Response | None:
-    """Subscribe the submitted address (sending the confirmation after commit); the answer if refused."""
+    """Subscribe the submitted address (sending the confirmation after commit); the answer if refused, in
+    the page's language (the embeddable JSON's `error` too: the embedding page shows it to the reader)."""
     settings: Settings = request.app.state.settings
     attributes = subscriptions.form_attributes(
         mailing_list, {k.removeprefix("attr."): v for k, v in values.items() if k.startswith("attr.")}
     )
     missing = [f["label"] for f in _field_specs(mailing_list) if f["required"] and f["name"] not in attributes]
     try:
+        if unreadable is not None:
+            raise unreadable
         if missing:
-            raise InvalidEmail(f"please also fill in: {', '.join(missing)}")
+            raise InvalidAttribute.translatable(i18n.N_("please also fill in: %(fields)s"), fields=", ".join(missing))
         result = subscriptions.subscribe(
             session,
             mailing_list,
@@ -286,12 +311,13 @@ def _record_subscription(
             resend_hours=settings.confirm_resend_hours,
             language=values.get("language") or None,
         )
-    except Invalid as exc:  # the address, the name or an extra field
+    except Invalid as exc:  # the address, the name, an extra field, the language or the form itself
         session.rollback()
         if wants_json:
-            field = "attributes" if missing else getattr(exc, "field", "email")
-            return JSONResponse({"error": str(exc), "field": field}, 400, headers=cors)
-        return _subscribe_page(request, session, mailing_list, error=str(exc), values=values)
+            gettext = i18n.translations(list_context(mailing_list, request)["lang"]).gettext
+            error = {"error": exc.translated(gettext), "field": getattr(exc, "field", "email")}
+            return JSONResponse(error, 400, headers=cors)
+        return _subscribe_page(request, session, mailing_list, error=exc, values=values)
     if result.send_confirmation and result.subscription_id is not None:
         # sent only once the unit of work committed (the task must see the row), after the answer
         subscription_id = result.subscription_id

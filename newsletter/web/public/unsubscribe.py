@@ -15,6 +15,7 @@ from newsletter.tokens import TokenPurpose, Tokens, UnknownToken
 from newsletter.web.deps import SessionDep, TokensDep, hot_statement, request_unit_of_work
 from newsletter.web.pages import (
     NO_STORE,
+    UnreadableForm,
     client_ip,
     form_fields,
     list_context,
@@ -84,7 +85,10 @@ def unsubscribe_page(token: str, request: Request, session: SessionDep, tokens: 
 @router.post(PATH, response_model=None, responses=schema.ONE_CLICK_ANSWERS, openapi_extra=schema.ONE_CLICK_BODY)
 async def unsubscribe(token: str, request: Request) -> Response:
     """RFC 8058 one-click (body `List-Unsubscribe=One-Click`, no cookies, no auth) and the page's button."""
-    one_click = form_fields(await read_body(request)).get("List-Unsubscribe") == ["One-Click"]
+    try:
+        one_click = form_fields(await read_body(request)).get("List-Unsubscribe") == ["One-Click"]
+    except UnreadableForm:  # no RFC 8058 body: the page's button
+        one_click = False
     if not one_click:
         return await run_in_threadpool(_unsubscribe_button, request, token)
     try:

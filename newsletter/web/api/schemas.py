@@ -116,6 +116,10 @@ class ThemeIn(Strict):
     postal_address: str | None = Field(None, max_length=1000)
 
 
+DEFAULT_TEMPLATE_HELP = (
+    "The name of an uploaded template (`newsletter templates list`, /admin/templates) that the list's campaigns "
+    "use unless a send names another; null or an empty string: the bundled template. An unknown name is a 404."
+)
 LANGUAGE_HELP = "The language of the list's pages and of emails whose digest has none (en, ru, kk, …)."
 
 
@@ -158,6 +162,7 @@ class ListPatch(Strict):
         None, max_length=20, description="The subscribe form's extra fields, stored as attributes."
     )
     language: str | None = Field(None, max_length=35, description=LANGUAGE_HELP + " An empty string clears it.")
+    default_template: str | None = Field(None, max_length=100, pattern=NO_NUL, description=DEFAULT_TEMPLATE_HELP)
 
 
 class Counts(BaseModel):
@@ -182,6 +187,7 @@ class ListOut(BaseModel):
     cors_origins: list[str]
     form_fields: list[dict[str, Any]]
     language: str | None
+    default_template: str | None = Field(description="The template its campaigns use; null: the bundled one.")
     counts: Counts
     created_at: dt.datetime
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import imports, lists
@@ -265,8 +265,12 @@ class _Tracker:
             return
         self.written_at = now
         with unit_of_work(self.sessions) as session:
-            job = get_job(session, self.job_id)
-            job.bytes_done, job.stage, job.heartbeat_at = self.current.bytes_done, self.current.stage, utcnow()
+            # only while it runs: a beat that races the job's end must not write "merging" over "finished"
+            session.execute(
+                update(ImportJob)
+                .where(ImportJob.id == self.job_id, ImportJob.status == ImportStatus.running)
+                .values(bytes_done=self.current.bytes_done, stage=self.current.stage, heartbeat_at=utcnow())
+            )
 
 
 def run_in_thread(

@@ -11,6 +11,9 @@ Usage (PostgreSQL on 127.0.0.1, wrk installed; run by `python -m bench`, not by 
 2. Writes a CSV of `--rows` new people, uploads it to /admin/imports as a browser does, starts the import
    and polls its progress page until it finishes, sampling the web process's RSS. Targets: ≤ 60 s from
    the upload to the report, RSS ≤ 150 MB.
+3. With `--cli-import`: the same file through `newsletter subscribers import everyone FILE --confirmed`
+   into a database seeded the same way, by this checkout's CLI and, side by side, by each
+   `--baseline-cli PATH` given (another checkout's `.venv/bin/newsletter`: the code before a change).
 """
 
 from __future__ import annotations
@@ -154,6 +157,29 @@ def import_through_the_wizard(base: str, cookie: str, pid: int, rows: int) -> li
     ]
 
 
+def cli_import(cli: str, subscribers: int, rows: int) -> str:
+    """The CLI import of the wizard's file into a freshly seeded database, timed from the command's start."""
+    with scratch_database() as url, tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(url)
+        build(engine, subscribers)
+        engine.dispose()
+        path = Path(tmp) / "million.csv"
+        write_csv(path, rows)
+        env = {**os.environ, "NEWSLETTER_DATABASE_URL": url, "NEWSLETTER_SECRET_KEY": SECRET}
+        env.pop("NEWSLETTER_BROKER_URL", None)
+        started = time.monotonic()
+        done = subprocess.run([cli, "subscribers", "import", "everyone", str(path), "--confirmed", "--json"],
+                              env=env, capture_output=True, text=True, check=True)  # fmt: skip
+        elapsed = time.monotonic() - started
+    imported = re.search(r'"imported": (\d+)', done.stdout)
+    return (
+        f"CLI import of {rows:,} rows ({cli}): {elapsed:.1f} s ({rows / elapsed:,.0f} rows/s); "
+        f"imported {int(imported[1]):,}"
+        if imported
+        else f"imported ? ({done.stdout[:200]!r})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=1_000_000)
@@ -161,8 +187,24 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per page")
     parser.add_argument("--connections", type=int, default=1, help="wrk connections (one server worker)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cli-import", action="store_true", help="also time the CLI import of the same file")
+    parser.add_argument("--baseline-cli", action="append", default=[], metavar="PATH",
+                        help="with --cli-import: another `newsletter` to time beside it (repeatable)")  # fmt: skip
+    parser.add_argument("--skip-pages", action="store_true", help="only the import parts (no seeded page timings)")
+    parser.add_argument("--cli-only", action="store_true", help="only part 3 (implies --cli-import)")
     args = parser.parse_args()
     load = os.getloadavg()[0]
+    lines = [] if args.cli_only else pages_and_wizard(args)
+    if args.cli_import or args.cli_only:
+        for cli in [str(Path(sys.executable).with_name("newsletter")), *args.baseline_cli]:
+            lines.append(cli_import(cli, args.subscribers, args.rows))
+            print(lines[-1], flush=True)
+    print(f"\nload average at the start: {load:.1f} (2 cores, shared); at the end: {os.getloadavg()[0]:.1f}")
+    print("\n".join(lines))
+
+
+def pages_and_wizard(args: argparse.Namespace) -> list[str]:
+    """Parts 1 and 2: the search and a subscriber's page under wrk, then the wizard's import."""
     with scratch_database() as url:
         engine = make_engine(url)
         build(engine, args.subscribers)
@@ -178,13 +220,17 @@ def main() -> None:
         try:
             wait_until_up(base, timeout=180)  # a loaded machine starts it slowly
             cookie = sign_in(base, "bench", PASSWORD)
-            lines = []
+            lines: list[str] = []
             searches = ["/admin/subscribers?email=everyone.4242", "/admin/subscribers?name=reader%2012345",
                         "/admin/subscribers?attribute=city%3DCity%207&list=everyone",
                         "/admin/subscribers?status=confirmed&list=everyone", "/admin/subscribers"]  # fmt: skip
             for name, paths in (
-                ("subscriber search", searches),
-                ("subscriber page", [f"/admin/subscribers/{i}" for i in some]),
+                ()
+                if args.skip_pages
+                else (
+                    ("subscriber search", searches),
+                    ("subscriber page", [f"/admin/subscribers/{i}" for i in some]),
+                )
             ):
                 p50, p95, rate = wrk_p95(base, paths, cookie, args)
                 met = "met" if p95 < TARGET_PAGE_MS else "NOT MET"
@@ -197,8 +243,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(20)
-    print(f"\nload average at the start: {load:.1f} (2 cores, shared)")
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         600, ge=10, description="A ledger row in `sending` longer than this is presumed dead."
     )
     sweep_interval_seconds: int = Field(30, ge=1, description="How often the recovery sweep runs.")
+    import_stale_seconds: int = Field(
+        600,
+        ge=60,
+        description="A wizard's import whose process has not shown it is alive for this long (its heartbeat, "
+        "written every few seconds on PostgreSQL; on SQLite, since it started) is marked failed by the sweep.",
+    )
     retry_base_seconds: float = Field(60, gt=0, description="First retry delay; doubles per attempt, with jitter.")
     retry_max_attempts: int = Field(5, ge=1, description="Attempts before a soft failure becomes `failed`.")
     retry_max_age_hours: float = Field(24, gt=0, description="Give up retrying a delivery after this long.")

@@ -9,12 +9,16 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from typing import TYPE_CHECKING
 
 from newsletter.config import Settings
 from newsletter.errors import Invalid
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+# `cryptography` (its Rust core: ~9 MB of a web process's memory) is imported when a key is loaded, not at
+# start: most web processes never sign a message, and a worker loads its key once.
 
 __all__ = [
     "CanonicalFields",
@@ -87,6 +91,9 @@ class DkimSigner:
             raise DkimKeyError(f"DKIM domain {domain!r} is not a domain name")
         if not _DKIM_TOKEN.fullmatch(selector):
             raise DkimKeyError(f"DKIM selector {selector!r} is not a valid selector")
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
         try:
             key = serialization.load_pem_private_key(private_key_pem, password=None)
         except (ValueError, TypeError) as error:
@@ -95,8 +102,13 @@ class DkimSigner:
             if key.key_size < 1024:
                 raise DkimKeyError(f"DKIM RSA key has {key.key_size} bits; use 2048")
             self.algorithm = "rsa-sha256"
+            rsa_key, pkcs1, sha256 = key, padding.PKCS1v15(), hashes.SHA256()
+            self._sign: Callable[[bytes], bytes] = lambda data: rsa_key.sign(data, pkcs1, sha256)
         elif isinstance(key, ed25519.Ed25519PrivateKey):
             self.algorithm = "ed25519-sha256"
+            ed_key = key
+            # RFC 8463: Ed25519 signs the SHA-256 digest
+            self._sign = lambda data: ed_key.sign(hashlib.sha256(data).digest())
         else:
             raise DkimKeyError("DKIM key must be RSA or Ed25519")
         self.domain = domain
@@ -113,6 +125,9 @@ class DkimSigner:
 
     def dns_record(self) -> str:
         """The TXT record to publish at `<selector>._domainkey.<domain>`."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
         public = self._key.public_key()
         if isinstance(public, ed25519.Ed25519PublicKey):
             raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -157,11 +172,7 @@ class DkimSigner:
         ).encode("ascii")
         canonical.append(_relaxed_header(head))
         data = b"".join(canonical)
-        if isinstance(self._key, rsa.RSAPrivateKey):
-            signature = self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-        else:  # RFC 8463: Ed25519 signs the SHA-256 digest
-            signature = self._key.sign(hashlib.sha256(data).digest())
-        b64 = base64.b64encode(signature)
+        b64 = base64.b64encode(self._sign(data))
         folded = b"\r\n ".join(b64[i : i + 72] for i in range(0, len(b64), 72))
         return head + folded + _CRLF + message
 

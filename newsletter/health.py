@@ -14,9 +14,7 @@ import ssl
 from dataclasses import dataclass, field
 from importlib import metadata
 
-import redis
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
 from newsletter import dkim
@@ -175,7 +173,10 @@ def database_state(session: Session) -> Service:
     """The database answers, and at which schema revision (the page itself needed it, so it is up)."""
     connection = session.connection()
     connection.execute(text("SELECT 1"))
-    revision = MigrationContext.configure(connection).get_current_revision()
+    # Alembic's own table, read directly: importing Alembic to read one row costs a web process ~10 MB.
+    revision = None
+    if inspect(connection).has_table("alembic_version"):
+        revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     return Service("database", True, f"{connection.dialect.name}, schema revision {revision or 'none'}")
 
 
@@ -185,6 +186,8 @@ def broker_state(settings: Settings) -> tuple[Service, dict[str, int]]:
         return Service("broker", None, "none: tasks run inside the web process (embedded mode)"), {}
     if not settings.broker_url.startswith(("redis://", "rediss://")):
         return Service("broker", None, "configured; queue depth is shown for Redis brokers only"), {}
+    import redis  # only with a Redis broker, as newsletter.throttle does
+
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
     try:
         depths = {queue: int(client.llen(queue)) for queue in CELERY_QUEUES}

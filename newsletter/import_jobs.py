@@ -9,6 +9,7 @@ the choices and the outcome, the progress a page polls, and the bad lines with t
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import itertools
 import logging
 import os
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter import imports, lists
@@ -32,6 +33,7 @@ from newsletter.models import ImportJob, ImportStatus, MailingList
 log = logging.getLogger(__name__)
 PREVIEW_ROWS = 10
 PROGRESS_EVERY_SECONDS = 0.5
+HEARTBEAT_SECONDS = 10.0  # how often a running import says it is alive, even inside one long statement
 MAX_LINE_SHOWN = 1000  # characters of a bad line kept for its report
 _COPY_CHUNK = 1024 * 1024
 
@@ -164,7 +166,8 @@ def run(
         job = get_job(session, job_id)
         if job.status != ImportStatus.queued:
             raise ImportJobState(f"import {job_id} is {job.status.value}, not queued")
-        job.status, job.started_at, job.stage = ImportStatus.running, utcnow(), "reading"
+        job.status, job.stage = ImportStatus.running, "reading"
+        job.started_at = job.heartbeat_at = utcnow()
         list_slug = session.scalar(select(MailingList.slug).where(MailingList.id == job.list_id)) or ""
         path = Path(job.path or "")
         options = {"confirmed": job.confirmed, "update_existing": job.update_existing}
@@ -195,7 +198,8 @@ def _finish(
         job = get_job(session, job_id)
         if report is not None:
             job.report = {**report.as_dict(), "lines": bad_lines(path, {e.line for e in report.errors})}
-            job.status, job.stage = ImportStatus.finished, "finished"
+            # finished even if the sweep gave up on it meanwhile (on SQLite it cannot beat): the rows are in
+            job.status, job.stage, job.error = ImportStatus.finished, "finished", None
         else:
             job.status, job.stage, job.error = ImportStatus.failed, "failed", error
         job.bytes_done, job.finished_at, job.path = job.size, utcnow(), None
@@ -227,7 +231,11 @@ class _Tracker:
         self.job_id, self.sessions = job_id, sessions if bind is not None and is_postgres(bind) else None
         self.current = Live(0, "reading")
         self.written_at = 0.0
+        self._stopped = threading.Event()
         self._publish()
+        if self.sessions is not None:
+            # The merge is a few long statements with no progress between them: the heartbeat beats apart.
+            threading.Thread(target=self._beat, name=f"import-{job_id}-heartbeat", daemon=True).start()
 
     def bytes_read(self, done: int) -> None:
         self.current = Live(done, self.current.stage)
@@ -238,8 +246,16 @@ class _Tracker:
         self._publish(force=True)
 
     def done(self) -> None:
+        self._stopped.set()
         with _live_lock:
             _live.pop(self.job_id, None)
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_SECONDS):
+            try:
+                self._publish(force=True)
+            except Exception:  # the database is away for a moment: the next beat tries again
+                log.warning("import job %s: could not write its heartbeat", self.job_id, exc_info=True)
 
     def _publish(self, force: bool = False) -> None:
         with _live_lock:
@@ -249,8 +265,12 @@ class _Tracker:
             return
         self.written_at = now
         with unit_of_work(self.sessions) as session:
-            job = get_job(session, self.job_id)
-            job.bytes_done, job.stage = self.current.bytes_done, self.current.stage
+            # only while it runs: a beat that races the job's end must not write "merging" over "finished"
+            session.execute(
+                update(ImportJob)
+                .where(ImportJob.id == self.job_id, ImportJob.status == ImportStatus.running)
+                .values(bytes_done=self.current.bytes_done, stage=self.current.stage, heartbeat_at=utcnow())
+            )
 
 
 def run_in_thread(
@@ -287,6 +307,35 @@ def _mark_failed(sessions: sessionmaker[Session], job_id: int) -> None:
                 "the import stopped on an error (see the log)",
             )
             job.finished_at = utcnow()
+
+
+def fail_abandoned(session: Session, stale_seconds: int, now: dt.datetime | None = None) -> list[int]:
+    """Mark failed the running jobs whose process went quiet for `stale_seconds` (it died: a restart, the
+    OOM killer); their ids. The import ran in one transaction, so a dead one left nothing behind."""
+    now = now or utcnow()
+    cutoff = now - dt.timedelta(seconds=stale_seconds)
+    abandoned = list(
+        session.scalars(
+            select(ImportJob)
+            .where(
+                ImportJob.status == ImportStatus.running,
+                func.coalesce(ImportJob.heartbeat_at, ImportJob.started_at, ImportJob.created_at) < cutoff,
+            )
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for job in abandoned:
+        quiet = round((now - (job.heartbeat_at or job.started_at or job.created_at)).total_seconds() / 60)
+        job.status, job.stage, job.finished_at = ImportStatus.failed, "failed", now
+        job.error = (
+            f"the process running it stopped (no sign of life for {quiet} minute(s): a restart or a crash); "
+            "nothing was imported, upload the file again"
+        )
+        if job.path:
+            Path(job.path).unlink(missing_ok=True)
+            job.path = None
+    session.flush()
+    return [job.id for job in abandoned]
 
 
 def report_rows(job: ImportJob) -> list[dict[str, Any]]:

@@ -56,4 +56,6 @@ class ImportJob(Base):
     created_by: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[created_at]
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # refreshed while the import runs (PostgreSQL): the sweep fails a running job whose process went quiet
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

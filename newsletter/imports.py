@@ -35,7 +35,7 @@ import json
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import IO, Any
 
@@ -58,6 +58,7 @@ from newsletter.subscribers import MAX_ATTRIBUTE_LENGTH, MAX_ATTRIBUTE_NAME_LENG
 from newsletter.text import single_line
 
 CHUNK_ROWS = 5000
+MERGE_WORK_MEM = "64MB"  # per sort or hash of the merge's statements, for the length of the merge only
 MAX_REPORTED_ERRORS = 1000
 MAX_NAME_LENGTH = addresses.NAME_LENGTH
 MAX_COLUMNS = 500  # email, name and the attributes: far more than any real list, far less than a mistake
@@ -246,7 +247,7 @@ def read_rows(
                 elif language.startswith("!"):
                     reason = language[1:]
                 else:
-                    yield replace(_good_row(line, email, name, cells, attribute_columns), language=language)
+                    yield _good_row(line, email, name, language, cells, attribute_columns)
                     continue
         report.add_error(line, reason)
 
@@ -259,11 +260,14 @@ def _language(cells: list[str], at: int | None) -> str:
     return (i18n.supported(given) or "") if given else ""
 
 
-def _good_row(line: int, email: str, name: str, cells: list[str], attribute_columns: list[tuple[int, str]]) -> GoodRow:
+def _good_row(
+    line: int, email: str, name: str, language: str, cells: list[str], attribute_columns: list[tuple[int, str]]
+) -> GoodRow:
     """A valid row as it is stored: without control characters, as from every other writer (text.single_line),
     so an escape sequence in a CSV file's name or value never reaches an admin's terminal either."""
     attributes = {column: value for i, column in attribute_columns if (value := single_line(cells[i])) != ""}
-    return GoodRow(line, email, " ".join(single_line(name).split()), json.dumps(attributes) if attributes else "{}")
+    attributes_json = json.dumps(attributes) if attributes else "{}"
+    return GoodRow(line, email, " ".join(single_line(name).split()), attributes_json, language)
 
 
 @functools.cache
@@ -356,8 +360,17 @@ def import_csv(
         raise ImportRefused(report)
     if stage:
         stage("merging")
+    if postgres:
+        # The merge joins the whole file with the whole table: with the default 4 MB of work_mem its hash
+        # joins spill to disk in batches, and JIT compiling each big statement costs more than it saves.
+        # LOCAL: back to the defaults at the end of this transaction, and just below.
+        session.execute(text(f"SET LOCAL work_mem = '{MERGE_WORK_MEM}'"))
+        session.execute(text("SET LOCAL jit = off"))
     _merge(session, staging, final, mailing_list.id, report, confirmed=confirmed, postgres=postgres,
            update_existing=update_existing)  # fmt: skip
+    if postgres:
+        session.execute(text("SET LOCAL work_mem TO DEFAULT"))
+        session.execute(text("SET LOCAL jit TO DEFAULT"))
     session.execute(text(f"DROP TABLE {staging}"))
     session.execute(text(f"DROP TABLE {final}"))
     if report.imported or report.updated:

@@ -25,6 +25,9 @@ from newsletter.models import (
 from newsletter.text import single_line
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
+# Slugs that name a page of the admin's rather than a list: /admin/lists/new is the form for a new list, so
+# a list called "new" could never be opened there. tests/test_admin_lists.py checks this against the routes.
+RESERVED_SLUGS = frozenset({"new"})
 
 
 class InvalidList(Invalid):
@@ -60,6 +63,8 @@ def create_list(
 ) -> MailingList:
     if not SLUG.match(slug):
         raise InvalidList(f"slug {slug!r}: use lowercase letters, digits and dashes (at most 100)")
+    if slug in RESERVED_SLUGS:
+        raise InvalidList(f"slug {slug!r}: reserved for the admin's pages; choose another, such as {slug}-digest")
     if session.scalar(select(MailingList.id).where(MailingList.slug == slug)) is not None:
         raise InvalidList(f"a list with slug {slug!r} already exists")
     clean_name = " ".join(single_line(name).split())

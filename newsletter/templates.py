@@ -150,6 +150,13 @@ def set_list_default(session: Session, list_slug: str, name: str | None) -> Mail
     return mailing_list
 
 
+def default_name(session: Session, mailing_list: MailingList) -> str | None:
+    """The name of the list's default template, or None for the bundled one."""
+    if mailing_list.default_template_id is None:
+        return None
+    return session.scalar(select(Template.name).where(Template.id == mailing_list.default_template_id))
+
+
 def lists_using(session: Session, template: Template) -> list[str]:
     """The slugs of the lists whose default `template` is."""
     return list(session.scalars(select(MailingList.slug).where(MailingList.default_template_id == template.id)))

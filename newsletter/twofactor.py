@@ -16,15 +16,15 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyotp
-import segno
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
 
 from newsletter import passwords
 from newsletter.config import Settings
@@ -52,12 +52,19 @@ class Enrolment:
         return qr_svg(self.uri)
 
 
+# `cryptography` (~7 MB of a web process) and segno are imported by the first two-factor sign-in or set-up,
+# not at start: most requests never touch a TOTP secret.
 def _cipher(settings: Settings) -> MultiFernet:
+    from cryptography.fernet import Fernet, MultiFernet
+
     keys = (settings.secret_key, *settings.previous_secret_keys)
     return MultiFernet([Fernet(_derive(key)) for key in keys])
 
 
 def _derive(secret_key: str) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     kdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"newsletter totp secret v1")
     return base64.urlsafe_b64encode(kdf.derive(secret_key.encode()))
 
@@ -65,6 +72,8 @@ def _derive(secret_key: str) -> bytes:
 def _secret(settings: Settings, user: User) -> str:
     if user.totp_secret is None:
         raise TwoFactorError(f"{user.name} has not started setting up two-factor sign-in")
+    from cryptography.fernet import InvalidToken
+
     try:
         return _cipher(settings).decrypt(user.totp_secret.encode()).decode()
     except InvalidToken:
@@ -77,6 +86,8 @@ def is_enabled(user: User) -> bool:
 
 def qr_svg(uri: str) -> str:
     """The QR code of `uri` as an inline SVG element, drawn here (no request leaves the server)."""
+    import segno
+
     # omitsize: a viewBox instead of a fixed width and height, so the stylesheet can size it without cropping
     return segno.make(uri, error="m").svg_inline(omitsize=True, dark="#000", light="#fff")
 

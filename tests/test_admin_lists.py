@@ -9,10 +9,12 @@ import html
 import re
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from newsletter import lists
 from newsletter.models import MailingList, Role, Subscription
+from newsletter.web.admin import lists as list_pages
 from tests.admin import AdminWeb, csrf_from
 from tests.factories import make_list, make_subscriber, make_subscribers
 
@@ -90,6 +92,7 @@ BAD_VALUES = [
     ("from_email", "not an address", "@-sign"),
     ("reply_to", "two@@example.org", "invalid characters"),
     ("slug", "Bad Slug", "lowercase letters"),
+    ("slug", "new", "taken by the admin's own pages"),
     ("form_fields", "e mail:Mail", "cannot name a field"),
     ("form_fields", "email:Mail", "cannot name a field"),
     ("name", "   ", "Give the list a name"),
@@ -195,3 +198,15 @@ def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(admin_web:
     with admin_web.sessions() as session:
         assert [m.name for m in lists.all_lists(session)] == ["Weekly"]
         assert session.scalar(select(func.count()).select_from(Subscription)) == 0
+
+
+def test_every_fixed_page_under_lists_is_a_reserved_slug(admin_web: AdminWeb) -> None:
+    """A list whose slug is a page's name (/admin/lists/new) could never be opened: such slugs are refused."""
+    fixed = {
+        path.removeprefix("/admin/lists/").partition("/")[0]
+        for path in (getattr(route, "path", "") for route in list_pages.router.routes)
+        if path.startswith("/admin/lists/") and not path.startswith("/admin/lists/{")
+    }
+    assert fixed == {"new"} and fixed <= lists.RESERVED_SLUGS
+    with admin_web.sessions() as session, pytest.raises(lists.InvalidList, match="reserved for the admin's pages"):
+        lists.create_list(session, slug="new", name="New", from_email="news@example.org")

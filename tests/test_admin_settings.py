@@ -180,7 +180,7 @@ def test_services_queue_schedulers_and_version(admin_web: AdminWeb, redis_url: s
     assert re.search(
         r"newsletter serve</td><td>web-1:7</td>\s*<td>[^<]+<span class=\"status status-error\">stale", page
     )
-    assert f"newsletter {health.version()}" in page and "schema revision 0017" in page  # the head, as in test_models
+    assert f"newsletter {health.version()}" in page and "schema revision 0018" in page  # the head, as in test_models
     with_settings(admin_web, broker_url=f"redis://127.0.0.1:{closed_port()}/0")
     down = admin_web.signed_in(Role.admin, name="boss").get("/admin/settings").text
     assert "Redis does not answer" in down and "failing" in down

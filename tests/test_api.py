@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter import confirmations, delivery, models, templates
+from newsletter import confirmations, delivery, lists, models, templates
 from newsletter.config import Settings
 from newsletter.models import ApiToken, CampaignStatus, Delivery, DeliveryStatus, Subscriber, Subscription, Suppression
 from newsletter.rendering import TEMPLATES_DIR
@@ -81,7 +81,7 @@ ROUTES: list[tuple[str, str, Any, bool]] = [
     ("POST", "/api/v1/users/{name}/reactivate", None, False),
     ("GET", "/api/v1/audit", None, False),
     ("GET", "/api/v1/lists", None, True),
-    ("POST", "/api/v1/lists", {"slug": "new", "name": "New", "from_email": "n@example.org"}, False),
+    ("POST", "/api/v1/lists", {"slug": "fresh", "name": "Fresh", "from_email": "n@example.org"}, False),
     ("GET", "/api/v1/lists/{slug}", None, True),
     ("PATCH", "/api/v1/lists/{slug}", {"description": "changed"}, False),
     ("DELETE", "/api/v1/lists/{spare}", None, False),
@@ -316,6 +316,40 @@ def test_list_crud_with_theme_and_counts(api: Api) -> None:
     assert api.call("DELETE", "/api/v1/lists/daily").status_code == 204
     missing = api.call("GET", "/api/v1/lists/daily")
     assert missing.status_code == 404 and missing.json()["error"] == "no list with slug 'daily'"
+
+
+def test_a_lists_default_template_is_read_and_set_and_an_unknown_one_changes_nothing(api: Api) -> None:
+    with api.sessions() as session:
+        make_list(session, slug="styled", name="Styled")
+        templates.save_template(session, "house", (TEMPLATES_DIR / "email" / "digest" / "body.mjml").read_text())
+        session.commit()
+    assert api.call("GET", "/api/v1/lists/styled").json()["default_template"] is None
+    chosen = api.call("PATCH", "/api/v1/lists/styled", json={"default_template": "house"})
+    assert chosen.status_code == 200 and chosen.json()["default_template"] == "house"
+    assert api.call("GET", "/api/v1/lists", "editor").json()[0]["default_template"] == "house"
+    # an unknown template: 404 naming it, and neither the template nor the other field of the body is stored
+    unknown = api.call("PATCH", "/api/v1/lists/styled", json={"name": "Renamed", "default_template": "nope"})
+    assert unknown.status_code == 404 and "no template named 'nope'" in unknown.json()["error"]
+    for bad in ({"default_template": 7}, {"default_template": "x" * 101}, {"default_template": "a\u0000b"}):
+        assert api.call("PATCH", "/api/v1/lists/styled", json=bad).status_code == 422, bad
+    assert api.call("PATCH", "/api/v1/lists/other", json={"default_template": "house"}).status_code == 404
+    with api.sessions() as session:
+        stored = lists.get_list(session, "styled")
+        assert (stored.name, templates.default_name(session, stored)) == ("Styled", "house")
+    # null (or "") goes back to the bundled template; a campaign then uses none
+    back = api.call("PATCH", "/api/v1/lists/styled", json={"default_template": None})
+    assert back.status_code == 200 and back.json()["default_template"] is None
+    assert api.call("PATCH", "/api/v1/lists/styled", json={"default_template": ""}).json()["default_template"] is None
+    document = api.client.get("/openapi.json").json()
+    assert "default_template" in document["components"]["schemas"]["ListPatch"]["properties"]
+    assert "default_template" in document["components"]["schemas"]["ListOut"]["required"]
+
+
+def test_the_slug_new_is_refused_with_a_reason(api: Api) -> None:
+    body = {"slug": "new", "name": "New", "from_email": "n@example.org"}
+    refused = api.call("POST", "/api/v1/lists", json=body)
+    assert refused.status_code == 422 and "reserved for the admin's pages" in refused.json()["error"]
+    assert api.call("GET", "/api/v1/lists").json() == []
 
 
 def test_new_lists_take_tracking_from_the_setting_unless_told(

@@ -101,6 +101,12 @@ def test_new_lists_take_tracking_from_the_setting_unless_told(cli: Cli) -> None:
     }
 
 
+def test_a_reserved_slug_is_refused_with_one_line(cli: Cli) -> None:
+    failed = cli.run("lists", "create", "new", "--name", "N", "--from-email", "news@example.org", ok=False)
+    assert "reserved for the admin's pages" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+    assert cli.json("lists", "list") == []
+
+
 def test_users_passwords_from_stdin_and_set_password(cli: Cli) -> None:
     created = cli.run("users", "create", "ada", "--role", "admin", "--email", "Ada@Example.org", "--password-stdin",
                       stdin="correct horse battery\n")  # fmt: skip

@@ -25,7 +25,7 @@ def test_upgrade_on_empty_sqlite_is_repeatable(tmp_path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
     upgrade(engine)
     upgrade(engine)  # a second run is a no-op
-    assert current_revision(engine) == "0017"
+    assert current_revision(engine) == "0018"
     assert {"deliveries", "subscribers", "mailing_lists", "suppressions", "heartbeats"} <= set(
         inspect(engine).get_table_names()
     )

@@ -235,3 +235,29 @@ def test_an_import_emits_one_event_per_new_subscription(
         ("subscriber.subscribed", "bob@example.org", "confirmed", "import"),
     ]
     assert {d["list"]["slug"] for _, d in got} == {"weekly"} and got[0][1]["subscriber"]["name"] in ("Ann", "Bob")
+
+
+def test_an_import_writes_only_the_events_an_enabled_endpoint_receives(
+    sessions: sessionmaker[Session], settings: Settings, receiver: Receiver
+) -> None:
+    """A million-row import writes no million events that no endpoint would ever be sent."""
+    import io
+
+    from newsletter import imports
+
+    allowed = settings.model_copy(update={"webhooks_allow_private": True})
+    events = select(OutboxEvent.type).order_by(OutboxEvent.id)
+    with sessions() as session, session.begin():
+        make_list(session, slug="weekly")
+        off = endpoints.create(session, allowed, receiver.url, ["subscriber.subscribed"])
+        off.enabled = False
+        imports.import_csv(session, "weekly", io.BytesIO(b"email\nann@example.org\n"), confirmed=True)
+        assert session.scalars(events).all() == []  # nobody listens: nothing written
+        secret = endpoints.create(session, allowed, receiver.url, ["subscriber.confirmed"]).secret
+        imports.import_csv(session, "weekly", io.BytesIO(b"email\nbob@example.org\ncy@example.org\n"), confirmed=True)
+        assert session.scalars(events).all() == ["subscriber.confirmed"] * 2
+    got = received(sessions, allowed, receiver, secret)
+    assert [(t, d["subscriber"]["email"]) for t, d in got] == [
+        ("subscriber.confirmed", "bob@example.org"),
+        ("subscriber.confirmed", "cy@example.org"),
+    ]

@@ -106,6 +106,12 @@ def run_sweep(settings: Settings) -> None:
     """The sweep and what it finds to do: enqueued, or run in this process in embedded mode."""
     with session_scope(settings) as session:
         report = delivery.sweep(session, settings)
+        abandoned = import_jobs.fail_abandoned(session, settings.import_stale_seconds)
+    if abandoned:
+        logs.event(
+            log, "sweep", f"sweep: import(s) {', '.join(map(str, abandoned))} lost their process; marked failed",
+            level=logging.WARNING, imports=abandoned,
+        )  # fmt: skip
     metrics.count_unknown(report.unknown)
     if report.unknown or report.requeued or report.started:
         became = "pending again (policy resend)" if settings.unknown_policy == "resend" else "unknown"

@@ -12,14 +12,15 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING, Any
 
 from newsletter.config import Settings
 from newsletter.providers import BadPayload, NotVerified, ProviderEvent, WebhookOff, check_fresh, text_of, unix_time
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+# `cryptography` is imported by the first request checked, not at start (see ses.py).
 
 SIGNATURE = "x-twilio-email-event-webhook-signature"
 TIMESTAMP = "x-twilio-email-event-webhook-timestamp"
@@ -28,6 +29,9 @@ MAX_AGE = dt.timedelta(minutes=5)
 
 @lru_cache(maxsize=4)
 def _public_key(text: str) -> ec.EllipticCurvePublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     data = text.strip().encode()
     key = (
         serialization.load_pem_public_key(data)
@@ -50,6 +54,10 @@ def verify(settings: Settings, headers: Mapping[str, str], body: bytes) -> list[
         raise NotVerified("the signature header is not base64") from None
     if not signature or not timestamp:
         raise NotVerified(f"the request has no {SIGNATURE} and {TIMESTAMP} headers")
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
         _public_key(settings.sendgrid_webhook_public_key).verify(
             signature, timestamp.encode() + body, ec.ECDSA(hashes.SHA256())

@@ -21,13 +21,8 @@ import threading
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from newsletter.config import Settings
 from newsletter.errors import Unavailable
@@ -44,6 +39,12 @@ from newsletter.providers import (
     text_of,
 )
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+# `cryptography` is imported by the first SNS message checked (the web process that never receives one
+# does without its ~7 MB), as in sendgrid.py, dkim.py and twofactor.py.
+
 MAX_AGE = dt.timedelta(hours=1)
 _SNS_HOST = r"sns\.[a-z]{2}(?:-[a-z]+)+-\d\.amazonaws\.com(?:\.cn)?"
 CERT_URL = re.compile(rf"https://{_SNS_HOST}/SimpleNotificationService-[0-9a-f]{{16,64}}\.pem")
@@ -53,7 +54,7 @@ _SIGNED_FIELDS = {
     "SubscriptionConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
     "UnsubscribeConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
 }
-_HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
+_HASHES = {"1": "SHA1", "2": "SHA256"}  # SignatureVersion -> the hash's class in cryptography
 _MAX_CERT_BYTES = 64 * 1024
 
 
@@ -108,8 +109,12 @@ def signed_text(envelope: Mapping[str, Any]) -> bytes:
 
 
 def _check_signature(settings: Settings, envelope: dict[str, str]) -> None:
-    algorithm = _HASHES.get(envelope["SignatureVersion"])
-    if algorithm is None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    name = _HASHES.get(envelope["SignatureVersion"])
+    if name is None:
         raise NotVerified(f"unknown SNS SignatureVersion {envelope['SignatureVersion'][:10]!r}")
     try:
         signature = base64.b64decode(envelope["Signature"], validate=True)
@@ -117,7 +122,7 @@ def _check_signature(settings: Settings, envelope: dict[str, str]) -> None:
         raise NotVerified("the SNS Signature is not base64") from None
     key = _certificates.public_key(settings, envelope["SigningCertURL"])
     try:
-        key.verify(signature, signed_text(envelope), padding.PKCS1v15(), algorithm())
+        key.verify(signature, signed_text(envelope), padding.PKCS1v15(), getattr(hashes, name)())
     except InvalidSignature:
         raise NotVerified("the SNS signature does not verify") from None
 
@@ -146,6 +151,9 @@ _certificates = _Certificates()
 
 
 def _signing_key(pem: bytes) -> rsa.RSAPublicKey:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         certificate = x509.load_pem_x509_certificate(pem)
     except ValueError:

@@ -5,6 +5,7 @@ which the endpoint is disabled. Every attempt is a row of the endpoint's deliver
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import random
@@ -12,18 +13,23 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
-from standardwebhooks import Webhook
 
 from newsletter import outbox
 from newsletter.config import Settings
 from newsletter.db import is_postgres, unit_of_work, utcnow
 from newsletter.errors import Conflict, NotFound
 from newsletter.models import OutboxEvent, WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint
-from newsletter.webhooks import destinations, endpoints
+from newsletter.webhooks import endpoints
+
+if TYPE_CHECKING:
+    import httpx
+
+# httpx and standardwebhooks are imported by the first webhook sent: a web process whose publication has no
+# endpoint never loads them (their ~6 MB), though its embedded scheduler runs `dispatch` every sweep.
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,8 @@ def body_of(event: OutboxEvent) -> bytes:
 
 def signed_headers(secret: str, msg_id: str, body: bytes, at: dt.datetime) -> dict[str, str]:
     """The three Standard Webhooks headers (the package's signer: v1 = HMAC-SHA256 of id.timestamp.body)."""
+    from standardwebhooks import Webhook
+
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(at.timestamp())),
@@ -191,6 +199,8 @@ def reclaim_stuck(session: Session, settings: Settings, *, now: dt.datetime) -> 
 
 def post(http: httpx.Client, settings: Settings, attempt: Attempt, *, now: dt.datetime) -> Answer:
     """One signed POST; never raises. Only the start of the answer is read."""
+    import httpx
+
     if len(attempt.body) > settings.webhook_max_payload_bytes:
         error = f"the event is {len(attempt.body)} bytes, over NEWSLETTER_WEBHOOK_MAX_PAYLOAD_BYTES; not sent"
         return Answer(None, None, 0, error, final=True)
@@ -305,9 +315,6 @@ def dispatch(
     report = DispatchReport()
     deadline = time.monotonic() + budget_seconds
     own_client = http is None
-    http = http or destinations.client(
-        allow_private=settings.webhooks_allow_private, timeout=settings.webhook_timeout_seconds
-    )
     try:
         with unit_of_work(sessions) as session:
             reclaim_stuck(session, settings, now=now())
@@ -324,13 +331,23 @@ def dispatch(
                     attempts = claim(session, now=now())
                 if not attempts:
                     return report
-                answers = list(pool.map(lambda a: post(http, settings, a, now=now()), attempts))
+                if http is None:  # the first attempt to send: only now the HTTP client (and httpx)
+                    from newsletter.webhooks import transport
+
+                    http = transport.client(
+                        allow_private=settings.webhooks_allow_private, timeout=settings.webhook_timeout_seconds
+                    )
+                answers = list(pool.map(functools.partial(_post_now, http, settings, now), attempts))
                 _record_all(sessions, settings, attempts, answers, report, now())
         report.more = True
         return report
     finally:
-        if own_client:
+        if own_client and http is not None:
             http.close()
+
+
+def _post_now(http: httpx.Client, settings: Settings, now: Callable[[], dt.datetime], attempt: Attempt) -> Answer:
+    return post(http, settings, attempt, now=now())
 
 
 def _record_all(

@@ -97,6 +97,8 @@ def problems(values: dict[str, str], changes: dict[str, Any], *, new: bool) -> d
 
     if new and not lists.SLUG.match(values["slug"]):
         found["slug"] = "Use lowercase letters, digits and dashes (at most 100), such as weekly-digest."
+    elif new and values["slug"] in lists.RESERVED_SLUGS:
+        found["slug"] = f"{values['slug']!r} is taken by the admin's own pages; choose another, such as weekly-digest."
     if not " ".join(values["name"].split()):
         found["name"] = "Give the list a name; readers see it in the From line and the footer."
     check("from_email", lambda: normalise_email(values["from_email"]))

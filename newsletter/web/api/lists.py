@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from newsletter import audit, exports, imports, lists
+from newsletter import audit, exports, imports, lists, templates
 from newsletter.models import MailingList
 from newsletter.subscribers import Search
 from newsletter.web.api.deps import AdminActor, Editor, JobQueue
@@ -24,7 +24,10 @@ router = APIRouter(tags=["lists"], route_class=ApiRoute)
 def list_out(session: SessionDep, mailing_list: MailingList) -> ListOut:
     counts = lists.subscription_counts(session, mailing_list.id)
     return ListOut(
-        **row_fields(mailing_list, ListOut, exclude={"theme", "counts", "cors_origins", "form_fields"}),
+        **row_fields(
+            mailing_list, ListOut, exclude={"theme", "counts", "cors_origins", "form_fields", "default_template"}
+        ),
+        default_template=templates.default_name(session, mailing_list),
         cors_origins=mailing_list.cors_origins or [],
         form_fields=mailing_list.form_fields or [],
         theme=mailing_list.theme or {},
@@ -56,14 +59,22 @@ def get_list(session: SessionDep, _: Editor, slug: SlugPath) -> ListOut:
     return list_out(session, lists.get_list(session, slug))
 
 
-@router.patch("/lists/{slug}", responses=NOT_FOUND, summary="Change some fields of a list")
+@router.patch(
+    "/lists/{slug}",
+    responses={404: described("No list with this slug, or no template named as `default_template`.")},
+    summary="Change some fields of a list (its default template too)",
+)
 def update_list(body: ListPatch, session: SessionDep, who: AdminActor, slug: SlugPath) -> ListOut:
-    changes: dict[str, Any] = body.model_dump(exclude_unset=True, exclude={"theme", "form_fields"})
+    changes: dict[str, Any] = body.model_dump(exclude_unset=True, exclude={"theme", "form_fields", "default_template"})
     if body.form_fields is not None:
         changes["form_fields"] = [field.model_dump() for field in body.form_fields]
     if "theme" in body.model_fields_set:
         changes["theme"] = body.theme.model_dump(exclude_none=True) if body.theme else {}
     updated = lists.update_list(session, slug, **changes)
+    if "default_template" in body.model_fields_set:
+        # An unknown name is a 404 naming the template, as for a campaign's; the request then changes nothing.
+        templates.set_list_default(session, slug, body.default_template or None)
+        changes["default_template"] = body.default_template or None
     audit.record(session, who, "list.update", f"list:{slug}", fields=sorted(changes))
     return list_out(session, updated)
 

@@ -116,6 +116,10 @@ class ThemeIn(Strict):
     postal_address: str | None = Field(None, max_length=1000)
 
 
+DEFAULT_TEMPLATE_HELP = (
+    "The name of an uploaded template (`newsletter templates list`, /admin/templates) that the list's campaigns "
+    "use unless a send names another; null or an empty string: the bundled template. An unknown name is a 404."
+)
 LANGUAGE_HELP = "The language of the list's pages and of emails whose digest has none (en, ru, kk, …)."
 
 
@@ -164,9 +168,11 @@ class ListPatch(Strict):
     verp_address: str | None = Field(
         None,
         max_length=320,
+        pattern=NO_NUL,
         description="The address those return paths are made from (bounces@news.example.org: bounces+TOKEN@...); "
         "an empty string clears it, and the installation's NEWSLETTER_VERP_ADDRESS applies.",
     )
+    default_template: str | None = Field(None, max_length=100, pattern=NO_NUL, description=DEFAULT_TEMPLATE_HELP)
 
 
 class Counts(BaseModel):
@@ -193,6 +199,7 @@ class ListOut(BaseModel):
     language: str | None
     verp: bool = Field(description="Whether the list's messages carry a per-delivery return path (VERP).")
     verp_address: str | None = Field(description="Its own VERP address; None: NEWSLETTER_VERP_ADDRESS's.")
+    default_template: str | None = Field(description="The template its campaigns use; null: the bundled one.")
     counts: Counts
     created_at: dt.datetime
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from feedgen.feed import FeedGenerator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
@@ -183,6 +182,8 @@ def feed(request: Request, session: SessionDep, settings: SettingsDep, list_slug
     language = i18n.supported(one.language if one else None) or i18n.DEFAULT
     digests = archived_digests(session, limit=20, list_id=one.id if one else None)
     query = f"?list={one.slug}" if one is not None else ""
+    from feedgen.feed import FeedGenerator  # with lxml, ~5 MB that only the feed's requests need
+
     generator = FeedGenerator()
     generator.id(links.archive_url(settings.base_url) + query)
     generator.title(site["publication"] if one is None else one.name)

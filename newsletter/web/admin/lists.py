@@ -25,7 +25,17 @@ router = APIRouter(route_class=AdminRoute)
 LISTS = "/admin/lists"
 TEXT_FIELDS = ("slug", "name", "description", "from_name", "from_email", "reply_to", "postal_address", "verp_address")
 THEME_FIELDS = ("publication_name", "logo_url", "accent_color")
-FIELDS = (*TEXT_FIELDS, *THEME_FIELDS, "language", "opt_in", "visibility", "tracking", "verp", "cors_origins", "form_fields")
+FIELDS = (
+    *TEXT_FIELDS,
+    *THEME_FIELDS,
+    "language",
+    "opt_in",
+    "visibility",
+    "tracking",
+    "verp",
+    "cors_origins",
+    "form_fields",
+)
 MAX_FIELD = 10_000
 
 

@@ -54,6 +54,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 # BIGINT on PostgreSQL, but INTEGER on SQLite so that it stays an auto-incrementing rowid alias.
 BigID = BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
+# The largest id either backend can hold (bigint, SQLite's INTEGER): a larger one names no row, and binding it
+# is an error of the driver (SQLite: OverflowError), so the API and the CLI refuse it as a bad value first.
+MAX_ID = 2**63 - 1
 JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 intpk = Annotated[int, mapped_column(BigID, primary_key=True, autoincrement=True)]

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from newsletter import audit
-from newsletter.cli.console import AsJson, emit_json, fail, print_table, say, unit_of_work
+from newsletter.cli.console import AsJson, emit_json, fail, id_option, print_table, say, unit_of_work
 
 
 def parse_since(value: str | None) -> dt.datetime | None:
@@ -39,7 +39,7 @@ def audit_log(
     ] = None,
     since: Annotated[str | None, typer.Option(help="From this date or time, or this far back: 7d, 12h.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=200, help="At most this many entries.")] = 50,
-    before: Annotated[int | None, typer.Option(help="Only entries older than this id (the next page).")] = None,
+    before: Annotated[int | None, id_option("Only entries older than this id (the next page).")] = None,
     as_json: AsJson = False,
 ) -> None:
     """The audit log, newest first: sends, schedules, list and user changes, imports, erasures, sign-ins."""

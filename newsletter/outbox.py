@@ -24,6 +24,7 @@ EVENT_TYPES = (
     "campaign.started",
     "campaign.finished",
     "campaign.paused",
+    "campaign.cancelled",
     "sequence.step_sent",
 )
 

@@ -77,7 +77,17 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# SQLite's lower() folds ASCII letters only ("Алматы" stays as it is); this one is Python's str.lower(),
+# registered on every connection, like PostgreSQL's lower() under a UTF-8 locale.
+UNICODE_LOWER = "unicode_lower"
+
+
+def _unicode_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.create_function(UNICODE_LOWER, 1, _unicode_lower, deterministic=True)
     cursor = dbapi_connection.cursor()
     # WAL lets the web app read while a worker writes; busy_timeout queues writers instead of failing.
     cursor.execute("PRAGMA journal_mode=WAL")

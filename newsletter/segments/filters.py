@@ -55,7 +55,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from newsletter.db import is_postgres, utcnow
+from newsletter.db import UNICODE_LOWER, is_postgres, utcnow
 from newsletter.errors import Invalid
 from newsletter.models import (
     Campaign,
@@ -108,7 +108,7 @@ class AttrEquals(_Strict):
 
 
 class AttrContains(_Strict):
-    """A text attribute holding `value` (case-sensitive: SQLite's lower() folds ASCII only)."""
+    """A text attribute holding `value`, in any letter case (Алматы holds "алм" and "АЛМ" alike)."""
 
     name: Name
     op: Literal["contains"]
@@ -476,8 +476,11 @@ class _Compiler:
         return and_(self.compare(name, "ge", low), self.compare(name, "le", high))
 
     def _contains_text(self, name: str, value: str) -> ColumnElement[bool]:
+        """Case-insensitive for every alphabet: both sides lowered by the database, with the same function."""
         position = func.strpos if self.postgres else func.instr
-        return _two_valued(and_(self._is_text(name), position(self._text(name), value) > 0))
+        lower = func.lower if self.postgres else getattr(func, UNICODE_LOWER)
+        found = position(lower(self._text(name)), lower(literal(value))) > 0
+        return _two_valued(and_(self._is_text(name), found))
 
     def compare(self, name: str, op: str, value: Any) -> ColumnElement[bool]:
         if isinstance(value, dt.date):

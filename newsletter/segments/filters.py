@@ -55,7 +55,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from newsletter.db import UNICODE_LOWER, is_postgres, utcnow
+from newsletter.db import MAX_ID, UNICODE_LOWER, is_postgres, utcnow
 from newsletter.errors import Invalid
 from newsletter.models import (
     Campaign,
@@ -95,9 +95,12 @@ class _Strict(BaseModel):
 
 
 Name = Annotated[str, StringConstraints(pattern=ATTRIBUTE_NAME)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
-Scalar = StrictBool | StrictInt | StrictFloat | Text
-Number = StrictInt | StrictFloat
+# No NUL (PostgreSQL text cannot hold one), and integers a database can bind (SQLite's are 64-bit): beyond,
+# a filter is refused naming the value instead of failing in the driver.
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\x00]*$")]
+Integer = Annotated[StrictInt, Field(ge=-MAX_ID - 1, le=MAX_ID)]
+Scalar = StrictBool | Integer | StrictFloat | Text
+Number = Integer | StrictFloat
 Comparable = Number | dt.date
 
 
@@ -175,7 +178,7 @@ class BounceSpec(_Strict):
 
 
 class ReceivedSpec(_Strict):
-    campaign: Annotated[int, Field(ge=1)]
+    campaign: Annotated[int, Field(ge=1, le=MAX_ID)]
     opened: bool | None = None
     clicked: bool | None = None
 

@@ -39,7 +39,9 @@ def list_suppressions(
     session: SessionDep,
     _: Admin,
     reason: SuppressionReason | None = None,
-    email: Annotated[str | None, Query(max_length=320, description="Substring, or an exact erased address.")] = None,
+    email: Annotated[
+        str | None, Query(max_length=320, pattern=NO_NUL, description="Substring, or an exact erased address.")
+    ] = None,
     after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=suppressions.MAX_PAGE)] = 100,
 ) -> SuppressionPage:
@@ -66,7 +68,7 @@ async def import_csv(
     request: Request,
     session: SessionDep,
     who: AdminActor,
-    detail: Annotated[str | None, Query(max_length=1000, description="Why, for the record.")] = None,
+    detail: Annotated[str | None, Query(max_length=1000, pattern=NO_NUL, description="Why, for the record.")] = None,
 ) -> SuppressionImportOut:
     async with csv_upload(request) as upload:
         text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")

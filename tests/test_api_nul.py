@@ -15,6 +15,7 @@ from tests.test_api import api, world  # noqa: F401  # the PostgreSQL API client
 
 pytestmark = pytest.mark.postgres
 NUL = "a\x00b"
+NEW_LIST = {"slug": "new", "name": "N", "from_email": "n@example.org"}
 THEME = {"publication_name": "P", "logo_url": "https://example.org/l.png", "accent_color": "#123456"}
 
 # (method, path, json body or None, query or None, the field the error names); {…} come from `world`
@@ -25,8 +26,7 @@ CASES: list[tuple[str, str, Any, Any, str]] = [
     ("PATCH", "/api/v1/lists/weekly", {"cors_origins": ["https://example.org", NUL]}, None, "cors_origins"),
     *[("PATCH", "/api/v1/lists/weekly", {"theme": {**THEME, f: NUL}}, None, f) for f in THEME],
     ("PATCH", "/api/v1/lists/weekly", {"theme": {"postal_address": NUL}}, None, "postal_address"),
-    ("POST", "/api/v1/lists", {"slug": "new", "name": "N", "from_email": "n@example.org", "language": NUL}, None,
-     "language"),  # fmt: skip
+    ("POST", "/api/v1/lists", {**NEW_LIST, "language": NUL}, None, "language"),
     ("POST", "/api/v1/subscribers", {"email": "c@example.com", "attributes": {NUL: "x"}}, None, "attributes"),
     ("POST", "/api/v1/subscribers", {"email": "c@example.com", "attributes": {"city": NUL}}, None, "attributes"),
     ("POST", "/api/v1/subscribers", {"email": "c@example.com", "lists": [NUL]}, None, "lists"),
@@ -54,19 +54,19 @@ CASES: list[tuple[str, str, Any, Any, str]] = [
 ]
 
 
-def filled(value: Any, world: dict[str, Any]) -> Any:
+def filled(value: Any, rows: dict[str, Any]) -> Any:
     if isinstance(value, str):
-        return value.format(**world) if "{" in value else value
+        return value.format(**rows) if "{" in value else value
     if isinstance(value, list):
-        return [filled(v, world) for v in value]
+        return [filled(v, rows) for v in value]
     if isinstance(value, dict):
-        return {k: filled(v, world) for k, v in value.items()}
+        return {k: filled(v, rows) for k, v in value.items()}
     return value
 
 
-def snapshot(api: Api) -> dict[str, Any]:
+def snapshot(client: Api) -> dict[str, Any]:
     """Every row these requests could write, as they are."""
-    with api.sessions() as session:
+    with client.sessions() as session:
         counts = {
             table.__name__: session.scalar(select(func.count()).select_from(table))
             for table in (models.MailingList, models.Subscriber, models.Subscription, models.Campaign)

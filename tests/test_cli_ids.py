@@ -88,6 +88,9 @@ def test_an_id_larger_than_a_database_id_is_a_usage_error(database: str) -> None
         # the largest id is still an id: it names no row (exit 1 with the reason), as any unknown id
         result = runner.invoke(app, [w.replace("{id}", str(MAX_ID)) for w in words])
         assert result.exit_code != 2 and not isinstance(result.exception, OverflowError), (words, result.output)
+    # not an id, but the same overflow: a span further back than dates reach is a one-line refusal
+    result = runner.invoke(app, ["audit", "--since", "9" * 15 + "d"])
+    assert result.exit_code == 1 and "before the year 1" in str(result.exception), result.output
     assert snapshot() == before
     with session_scope(get_settings()) as session:
         assert session.get(Campaign, campaign.id).status == CampaignStatus.draft  # type: ignore[union-attr]

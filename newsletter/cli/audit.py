@@ -17,7 +17,10 @@ def parse_since(value: str | None) -> dt.datetime | None:
         return None
     spans = {"m": "minutes", "h": "hours", "d": "days"}
     if value[:-1].isdigit() and value[-1:] in spans:
-        return dt.datetime.now(dt.UTC) - dt.timedelta(**{spans[value[-1]]: int(value[:-1])})
+        try:
+            return dt.datetime.now(dt.UTC) - dt.timedelta(**{spans[value[-1]]: int(value[:-1])})
+        except OverflowError:  # further back than datetime reaches (year 1)
+            fail(f"--since {value!r} reaches back before the year 1: give a shorter span or a date")
     try:
         when = dt.datetime.fromisoformat(value)
     except ValueError:

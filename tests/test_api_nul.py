@@ -1,6 +1,7 @@
-"""A NUL in any text the admin API takes (a body's field, a list item, an attribute's name or value, a query
-filter) is a 422 naming the field, with nothing changed: PostgreSQL text and JSONB cannot hold one, and the
-schema fuzz (tests/test_api_schema.py with NUL-laden strings) found each of these as a 500."""
+"""A NUL in the text the admin API takes (a body's field, a list item, a query filter) is a 422 naming the
+field, with nothing changed: PostgreSQL text cannot hold one, and the schema fuzz (tests/test_api_schema.py
+with NUL-laden strings) found these as 500s. Attributes, and the subscriber and suppression searches (where
+a NUL finds nothing), are tested in test_api.py."""
 
 from __future__ import annotations
 
@@ -27,11 +28,8 @@ CASES: list[tuple[str, str, Any, Any, str]] = [
     *[("PATCH", "/api/v1/lists/weekly", {"theme": {**THEME, f: NUL}}, None, f) for f in THEME],
     ("PATCH", "/api/v1/lists/weekly", {"theme": {"postal_address": NUL}}, None, "postal_address"),
     ("POST", "/api/v1/lists", {**NEW_LIST, "language": NUL}, None, "language"),
-    ("POST", "/api/v1/subscribers", {"email": "c@example.com", "attributes": {NUL: "x"}}, None, "attributes"),
-    ("POST", "/api/v1/subscribers", {"email": "c@example.com", "attributes": {"city": NUL}}, None, "attributes"),
     ("POST", "/api/v1/subscribers", {"email": "c@example.com", "lists": [NUL]}, None, "lists"),
     ("POST", "/api/v1/subscribers", {"email": "c@example.com", "language": NUL}, None, "language"),
-    ("PATCH", "/api/v1/subscribers/{subscriber}", {"attributes": {"city": NUL}}, None, "attributes"),
     ("PATCH", "/api/v1/subscribers/{subscriber}", {"language": NUL}, None, "language"),
     ("POST", "/api/v1/subscribers/{subscriber}/unsubscribe", {"lists": [NUL]}, None, "lists"),
     ("POST", "/api/v1/campaigns", {"digest": "{digest}", "lists": [NUL]}, None, "lists"),
@@ -45,11 +43,6 @@ CASES: list[tuple[str, str, Any, Any, str]] = [
     ("PATCH", "/api/v1/webhooks/{endpoint}", {"events": [NUL]}, None, "events"),
     ("GET", "/api/v1/campaigns/reach", None, {"list": "weekly", "segment": NUL}, "segment"),
     ("GET", "/api/v1/campaigns/{campaign}/deliveries", None, {"search": NUL}, "search"),
-    ("GET", "/api/v1/subscribers", None, {"email": NUL}, "email"),
-    ("GET", "/api/v1/subscribers", None, {"attribute": "city:" + NUL}, "attribute"),
-    ("GET", "/api/v1/subscribers", None, {"attribute": NUL + ":x"}, "attribute"),
-    ("GET", "/api/v1/subscribers/export", None, {"email": NUL}, "email"),
-    ("GET", "/api/v1/suppressions", None, {"email": NUL}, "email"),
     ("POST", "/api/v1/suppressions/import", None, {"detail": NUL}, "detail"),
 ]
 

@@ -31,7 +31,6 @@ NO_NUL = r"^[^\x00]*$"
 EMAIL_LENGTH = column_length(Subscriber.email)
 Scalar = str | int | float | bool | None
 NulFree = Annotated[str, StringConstraints(pattern=NO_NUL)]  # a list item or a dict key
-ScalarIn = NulFree | int | float | bool | None  # an attribute's value as a request gives it
 
 
 class Strict(BaseModel):
@@ -224,7 +223,7 @@ class SubscriberPage(BaseModel):
 class SubscriberIn(Strict):
     email: str = Field(max_length=EMAIL_LENGTH, pattern=NO_NUL)
     name: str = Field("", max_length=NAME_LENGTH, pattern=NO_NUL)
-    attributes: dict[NulFree, ScalarIn] = Field(default_factory=dict)
+    attributes: dict[str, Scalar] = Field(default_factory=dict)  # NUL: refused by subscribers.py, named
     lists: list[NulFree] = Field(default_factory=list, max_length=100)
     language: str | None = Field(
         None, max_length=35, pattern=NO_NUL, description="The reader's language (en, ru, kk, …)."
@@ -238,7 +237,7 @@ class SubscriberIn(Strict):
 
 class SubscriberPatch(Strict):
     name: str | None = Field(None, max_length=NAME_LENGTH, pattern=NO_NUL)
-    attributes: dict[NulFree, ScalarIn] | None = Field(None, description="Merged in; a null value deletes a key.")
+    attributes: dict[str, Scalar] | None = Field(None, description="Merged in; a null value deletes a key.")
     replace_attributes: bool = False
     blocked: bool | None = None
     language: str | None = Field(

@@ -15,7 +15,6 @@ from newsletter.web.api.errors import NOT_FOUND, ApiRoute
 from newsletter.web.api.lists import csv_response
 from newsletter.web.api.params import Cursor, RowId
 from newsletter.web.api.schemas import (
-    NO_NUL,
     SLUG_PATTERN,
     SubscriberIn,
     SubscriberOut,
@@ -62,14 +61,14 @@ def one(session: Session, subscriber: Subscriber) -> SubscriberOut:
 
 
 def search_params(
-    email: Annotated[str | None, Query(max_length=320, pattern=NO_NUL, description="Substring of the address.")] = None,
+    email: Annotated[str | None, Query(max_length=320, description="Substring of the address.")] = None,
     status: SubscriberStatus | None = None,
     list: Annotated[str | None, Query(pattern=SLUG_PATTERN, description="On this list.")] = None,
     subscription_status: Annotated[
         SubscriptionStatus | None, Query(description="With a subscription in this state (on `list` if given).")
     ] = None,
     attribute: Annotated[
-        str | None, Query(max_length=1100, pattern=r"^[^:\x00]+:[^\x00]*$", description="NAME:VALUE, compared as text.")
+        str | None, Query(max_length=1100, pattern=r"^[^:]+:.*$", description="NAME:VALUE, compared as text.")
     ] = None,
 ) -> subscribers.Search:
     pair = None

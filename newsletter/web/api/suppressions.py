@@ -39,9 +39,7 @@ def list_suppressions(
     session: SessionDep,
     _: Admin,
     reason: SuppressionReason | None = None,
-    email: Annotated[
-        str | None, Query(max_length=320, pattern=NO_NUL, description="Substring, or an exact erased address.")
-    ] = None,
+    email: Annotated[str | None, Query(max_length=320, description="Substring, or an exact erased address.")] = None,
     after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=suppressions.MAX_PAGE)] = 100,
 ) -> SuppressionPage:

@@ -63,6 +63,8 @@ def create_list(
     theme: Mapping[str, Any] | None = None,
     language: str | None = None,
 ) -> MailingList:
+    _refuse_nul(name=name, from_email=from_email, from_name=from_name, postal_address=postal_address,
+                description=description, reply_to=reply_to, language=language)  # fmt: skip
     if not SLUG.match(slug):
         raise InvalidList(f"slug {slug!r}: use lowercase letters, digits and dashes (at most 100)")
     if session.scalar(select(MailingList.id).where(MailingList.slug == slug)) is not None:
@@ -93,6 +95,13 @@ def create_list(
     return mailing_list
 
 
+def _refuse_nul(**fields: str | None) -> None:
+    """No text of a list can hold a NUL (PostgreSQL refuses one): named, before anything is stored."""
+    for field, value in fields.items():
+        if value is not None and "\x00" in value:
+            raise InvalidList(f"{field}: contains a NUL character")
+
+
 def _address(field: str, value: str) -> str:
     try:
         return normalise_email(value)
@@ -118,6 +127,8 @@ def check_theme(theme: Mapping[str, Any], *, list_name: str, postal_address: str
     for key, value in theme.items():
         if value is not None and not isinstance(value, str):
             raise InvalidList(f"theme.{key}: must be a string")
+        if value is not None and "\x00" in value:
+            raise InvalidList(f"theme.{key}: contains a NUL character")
     values = {"publication_name": list_name, "postal_address": postal_address}
     values.update({k: v for k, v in theme.items() if v})
     try:
@@ -197,6 +208,9 @@ def update_list(
     """Change the given fields of a list (None leaves a field as it is; reply_to=None clears it; a blank
     language clears it: pages then follow the reader's browser)."""
     mailing_list = get_list(session, slug)
+    _refuse_nul(name=name, description=description, from_email=from_email, from_name=from_name,
+                reply_to=reply_to if isinstance(reply_to, str) else None, postal_address=postal_address,
+                language=language)  # fmt: skip
     if language is not None:
         mailing_list.language = _check_language(language)
     if cors_origins is not None:

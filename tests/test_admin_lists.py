@@ -93,6 +93,11 @@ BAD_VALUES = [
     ("form_fields", "e mail:Mail", "cannot name a field"),
     ("form_fields", "email:Mail", "cannot name a field"),
     ("name", "   ", "Give the list a name"),
+    # PostgreSQL cannot store a NUL: refused beside the field (these were 500s)
+    ("name", "Weekly\x00", "NUL"),
+    ("from_name", "Ed\x00", "NUL"),
+    ("postal_address", "1 Street\x00", "NUL"),
+    ("publication_name", "KZ\x00", "NUL"),
 ]
 
 

@@ -54,6 +54,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 # BIGINT on PostgreSQL, but INTEGER on SQLite so that it stays an auto-incrementing rowid alias.
 BigID = BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
+# The largest id either backend can hold (bigint, SQLite's INTEGER): a larger one names no row, and binding it
+# is an error of the driver (SQLite: OverflowError), so the API and the CLI refuse it as a bad value first.
+MAX_ID = 2**63 - 1
 JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 intpk = Annotated[int, mapped_column(BigID, primary_key=True, autoincrement=True)]
@@ -74,7 +77,17 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# SQLite's lower() folds ASCII letters only ("Алматы" stays as it is); this one is Python's str.lower(),
+# registered on every connection, like PostgreSQL's lower() under a UTF-8 locale.
+UNICODE_LOWER = "unicode_lower"
+
+
+def _unicode_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.create_function(UNICODE_LOWER, 1, _unicode_lower, deterministic=True)
     cursor = dbapi_connection.cursor()
     # WAL lets the web app read while a worker writes; busy_timeout queues writers instead of failing.
     cursor.execute("PRAGMA journal_mode=WAL")

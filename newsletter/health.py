@@ -17,13 +17,13 @@ from importlib import metadata
 from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
-from newsletter import dkim
+from newsletter import dkim, queues
 from newsletter.config import Settings
 from newsletter.db import utcnow
 from newsletter.models import Heartbeat
 from newsletter.smtpservers import SmtpServer
 
-CELERY_QUEUES = ("celery",)  # the queues worker/ uses: Celery's default one
+CELERY_QUEUES = queues.ALL  # the queues worker/ routes tasks to
 RECENT = dt.timedelta(minutes=10)
 CHECK_TIMEOUT = 10.0  # seconds: a button press should not hang for the pool's 30 s timeout
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -15,12 +16,16 @@ from newsletter.errors import Conflict, Invalid, NotFound
 from newsletter.models import (
     Campaign,
     CampaignStatus,
+    Delivery,
+    EmailSequence,
     MailingList,
     OptIn,
+    SequenceStep,
     Subscription,
     SubscriptionStatus,
     Visibility,
     campaign_lists,
+    digest_campaigns,
 )
 from newsletter.text import single_line
 
@@ -61,6 +66,8 @@ def create_list(
     theme: Mapping[str, Any] | None = None,
     language: str | None = None,
 ) -> MailingList:
+    _refuse_nul(name=name, from_email=from_email, from_name=from_name, postal_address=postal_address,
+                description=description, reply_to=reply_to, language=language)  # fmt: skip
     if not SLUG.match(slug):
         raise InvalidList(f"slug {slug!r}: use lowercase letters, digits and dashes (at most 100)")
     if slug in RESERVED_SLUGS:
@@ -93,6 +100,13 @@ def create_list(
     return mailing_list
 
 
+def _refuse_nul(**fields: str | None) -> None:
+    """No text of a list can hold a NUL (PostgreSQL refuses one): named, before anything is stored."""
+    for field, value in fields.items():
+        if value is not None and "\x00" in value:
+            raise InvalidList(f"{field}: contains a NUL character")
+
+
 def _address(field: str, value: str) -> str:
     try:
         return normalise_email(value)
@@ -118,6 +132,8 @@ def check_theme(theme: Mapping[str, Any], *, list_name: str, postal_address: str
     for key, value in theme.items():
         if value is not None and not isinstance(value, str):
             raise InvalidList(f"theme.{key}: must be a string")
+        if value is not None and "\x00" in value:
+            raise InvalidList(f"theme.{key}: contains a NUL character")
     values = {"publication_name": list_name, "postal_address": postal_address}
     values.update({k: v for k, v in theme.items() if v})
     try:
@@ -200,6 +216,9 @@ def update_list(
     language clears it: pages then follow the reader's browser; verp_address=None or "" clears it: the
     installation's VERP_ADDRESS applies)."""
     mailing_list = get_list(session, slug)
+    _refuse_nul(name=name, description=description, from_email=from_email, from_name=from_name,
+                reply_to=reply_to if isinstance(reply_to, str) else None, postal_address=postal_address,
+                language=language, verp_address=verp_address if isinstance(verp_address, str) else None)  # fmt: skip
     _set_verp(mailing_list, verp, verp_address)
     if language is not None:
         mailing_list.language = _check_language(language)
@@ -252,17 +271,47 @@ def _check_language(language: str | None) -> str | None:
         raise InvalidList(str(exc)) from None
 
 
-def delete_list(session: Session, slug: str) -> None:
-    """Delete a list and its subscriptions; refused while a campaign to it is running or waiting to run.
+@dataclass(frozen=True)
+class Removal:
+    """What deleting a list removes with it: the confirmation page and the commands say so."""
+
+    subscriptions: dict[str, int]  # per status, with their consent records
+    sequence_steps: int  # the steps of its welcome sequence (0: it has none)
+    sequence_messages: int  # the ledger rows of its sequence: who was sent (or is due) which step
+
+
+def removal(session: Session, mailing_list: MailingList) -> Removal:
+    steps = session.scalar(
+        select(func.count(SequenceStep.id)).join(EmailSequence).where(EmailSequence.list_id == mailing_list.id)
+    )
+    messages = session.scalar(
+        select(func.count(Delivery.id)).where(Delivery.campaign_id.in_(_sequence_campaigns(mailing_list.id)))
+    )
+    return Removal(subscription_counts(session, mailing_list.id), steps or 0, messages or 0)
+
+
+def _sequence_campaigns(list_id: int) -> Any:
+    """The long-lived campaigns of the list's sequence steps, those of steps removed since included."""
+    return (
+        select(Campaign.id)
+        .join(campaign_lists, campaign_lists.c.campaign_id == Campaign.id)
+        .where(campaign_lists.c.list_id == list_id, ~digest_campaigns())
+    )
+
+
+def delete_list(session: Session, slug: str) -> Removal:
+    """Delete a list, its subscriptions and its welcome sequence (steps, their campaigns and ledger);
+    refused while a campaign of a digest to it is running or waiting to run.
 
     Finished campaigns keep their ledger but lose the link to the list, so delete is also refused when
-    any campaign ever went to it: their statistics would lose their audience.
+    any digest's campaign ever went to it: their statistics would lose their audience. A sequence's
+    campaigns are the sequence itself (they never finish while it exists), so they go with it.
     """
     mailing_list = get_list(session, slug)
     campaigns = session.execute(
         select(Campaign.id, Campaign.status)
         .join(campaign_lists, campaign_lists.c.campaign_id == Campaign.id)
-        .where(campaign_lists.c.list_id == mailing_list.id)
+        .where(campaign_lists.c.list_id == mailing_list.id, digest_campaigns())
         .order_by(Campaign.id)
     ).all()
     active = [cid for cid, status in campaigns if status in _RUNNING]
@@ -273,9 +322,17 @@ def delete_list(session: Session, slug: str) -> None:
             f"list {slug!r} was sent campaign(s) {', '.join(str(c) for c, _ in campaigns)}; "
             "their statistics depend on it, so it cannot be deleted"
         )
-    # The database cascades to subscriptions; the ORM would try to orphan them first.
+    removed = removal(session, mailing_list)
+    sequence_campaigns = list(session.scalars(_sequence_campaigns(mailing_list.id)))
+    # In the order the foreign keys allow: the sequence (the database cascades to its steps), then the steps'
+    # campaigns (to their ledger, links, events, counters and list links), then the list (to subscriptions;
+    # the ORM would try to orphan them first).
+    session.execute(delete(EmailSequence).where(EmailSequence.list_id == mailing_list.id))
+    if sequence_campaigns:
+        session.execute(delete(Campaign).where(Campaign.id.in_(sequence_campaigns)))
     session.execute(delete(MailingList).where(MailingList.id == mailing_list.id))
     session.expire_all()
+    return removed
 
 
 _RUNNING = (CampaignStatus.sending, CampaignStatus.paused, CampaignStatus.scheduled, CampaignStatus.draft)

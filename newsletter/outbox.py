@@ -46,6 +46,7 @@ EVENT_TYPES = (
     "campaign.started",
     "campaign.finished",
     "campaign.paused",
+    "campaign.cancelled",
     "sequence.step_sent",
 )
 

@@ -96,6 +96,11 @@ BAD_VALUES = [
     ("form_fields", "e mail:Mail", "cannot name a field"),
     ("form_fields", "email:Mail", "cannot name a field"),
     ("name", "   ", "Give the list a name"),
+    # PostgreSQL cannot store a NUL: refused beside the field (these were 500s)
+    ("name", "Weekly\x00", "NUL"),
+    ("from_name", "Ed\x00", "NUL"),
+    ("postal_address", "1 Street\x00", "NUL"),
+    ("publication_name", "KZ\x00", "NUL"),
 ]
 
 
@@ -152,6 +157,31 @@ def test_delete_says_what_it_removes_and_needs_the_slug_typed(admin_web: AdminWe
     assert done.status_code == 303 and list_count(admin_web) == 0
     with admin_web.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Subscription)) == 0
+
+
+def test_delete_of_a_list_with_a_sequence_says_it_goes_too_and_removes_it(admin_web: AdminWeb) -> None:
+    from newsletter import sequences
+    from newsletter.models import Campaign, EmailSequence
+
+    with admin_web.sessions.begin() as session:
+        weekly = make_list(session, slug="weekly")
+        make_subscribers(session, weekly, 2)
+        sequences.create_sequence(session, "weekly")
+        for subject in ("Welcome", "A week in"):
+            sequences.add_step(session, admin_web.settings, "weekly", subject=subject, body="Hello.")
+        sequences.enable(session, "weekly")
+    client = admin_web.signed_in(Role.admin)
+    page = client.get("/admin/lists/weekly/delete")
+    said = text_of(page.text)
+    assert "removes its welcome sequence: 2 step(s)" in said and "0 welcome email(s) sent or due" in said
+    done = client.post(
+        "/admin/lists/weekly/delete", data={"confirm_slug": "weekly", "csrf_token": csrf_from(page.text)}
+    )
+    assert done.status_code == 303 and list_count(admin_web) == 0
+    assert "its welcome sequence" in text_of(client.get(done.headers["location"]).text)
+    with admin_web.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(EmailSequence)) == 0
+        assert session.scalar(select(func.count()).select_from(Campaign)) == 0
 
 
 def test_the_export_streams_the_chosen_status_with_cells_neutralised(admin_web: AdminWeb) -> None:

@@ -55,6 +55,8 @@ def test_admin_creates_edits_counts_and_deletes(admin_web: AdminWeb, world: dict
     wrong = client.post("/admin/segments/count", data={"csrf_token": token, "filter": '{"opened": {"last": 0}}'})
     assert "filter.opened.last:" in text_of(wrong.text)
 
+    nul = client.post("/admin/segments/new", data={"csrf_token": token, "name": "alm\x00aty", "filter": ALMATY})
+    assert nul.status_code == 422 and "NUL" in text_of(nul.text) and stored(admin_web) == []  # was a 500
     bad = '{"all": [{"attribute": {"name": "city", "op": "like", "value": "A"}}]}'
     refused = client.post("/admin/segments/new", data={"csrf_token": token, "name": "almaty", "filter": bad})
     assert refused.status_code == 422

@@ -92,3 +92,16 @@ def test_bad_steps_are_refused_naming_the_field_and_nothing_changes(api: Api) ->
         assert steps(api) == before
     assert api.call("GET", "/api/v1/sequences/nosuchlist", "editor").status_code == 404
     assert api.call("PATCH", "/api/v1/sequences/weekly/steps/9", json={"subject": "x"}).status_code == 404
+
+
+def test_deleting_a_list_removes_its_sequence(api: Api) -> None:
+    assert api.call("POST", "/api/v1/sequences", json={"list": "weekly"}).status_code == 201
+    body = {"subject": "Welcome", "body": "Hello."}
+    added = api.call("POST", "/api/v1/sequences/weekly/steps", json=body)
+    assert added.status_code == 201 and api.call("POST", "/api/v1/sequences/weekly/enable").status_code == 200
+    campaign_id = added.json()["steps"][0]["campaign_id"]
+    entry = api.client.get("/openapi.json").json()["paths"]["/api/v1/lists/{slug}"]["delete"]
+    assert "welcome sequence" in entry["summary"] and "steps not sent yet are never sent" in entry["description"]
+    assert api.call("DELETE", "/api/v1/lists/weekly").status_code == 204
+    assert api.call("GET", "/api/v1/sequences/weekly").status_code == 404
+    assert api.call("GET", f"/api/v1/campaigns/{campaign_id}").status_code == 404  # the step's campaign went too

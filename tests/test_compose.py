@@ -168,3 +168,25 @@ def test_alert_rules_and_the_dashboard_reference_metrics_that_exist() -> None:
     panelled = referenced_metrics(exprs)
     assert panelled <= known, panelled - known
     assert len(panelled) >= 16  # every metric of the issue has its panel
+
+
+def test_workers_consume_every_queue_the_app_routes_to() -> None:
+    """The housekeeping queue exists only if workers read it: compose, systemd and the docs start them alike."""
+    from newsletter import queues
+    from worker import app
+
+    routed = {app.amqp.router.route({}, name)["queue"].name for name in app.tasks if name.startswith("worker.")}
+    assert routed == set(queues.ALL)  # the sweep and the webhook dispatcher, and the batches
+    assert app.amqp.router.route({}, "worker.tasks.sweep")["queue"].name == queues.HOUSEKEEPING
+    assert app.amqp.router.route({}, "worker.tasks.send_batch")["queue"].name == queues.BATCHES
+    assert {entry["task"] for entry in app.conf.beat_schedule.values()} <= {
+        name for name in app.tasks if app.amqp.router.route({}, name)["queue"].name == queues.HOUSEKEEPING
+    }
+    assert set(app.amqp.queues) == set(queues.ALL)  # what a worker started without -Q consumes
+    command = SERVICES["worker"]["command"]
+    assert set(command[command.index("-Q") + 1].split(",")) == set(queues.ALL)
+    started = "celery -A worker worker -Q " + queues.WORKER_QUEUES
+    for path in ("README.md", "docs/production.md", "deploy/systemd/newsletter-worker.service"):
+        text = (ROOT / path).read_text()
+        workers = re.findall(r"celery -A worker worker[^`\n#]*", text)
+        assert workers and all(w.startswith(started) for w in workers), (path, workers)

@@ -323,3 +323,55 @@ def test_a_step_can_use_an_uploaded_template_made_for_steps(settings: Settings, 
     assert "editors" not in sequences.get_step(session, "weekly", 1).campaign.html
     with pytest.raises(templates.InvalidTemplate):  # neither a digest's nor a step's: refused at upload
         templates.save_template(session, "broken", "<mjml><mj-body>{{ nothing_here }}</mj-body></mjml>")
+
+
+def test_deleting_a_list_removes_its_sequence_and_the_steps_campaigns(settings: Settings, session: Session) -> None:
+    from sqlalchemy import func
+
+    from newsletter import delivery, lists
+    from newsletter.models import Campaign, EmailSequence, MailingList
+    from tests.factories import publish_sample
+
+    with_sequence(session, settings, opt_in=OptIn.single)
+    weekly = lists.get_list(session, "weekly")
+    reader = make_subscriber(session, weekly, "reader@example.com")
+    sequences.plan_due(session, settings)
+    (welcome,) = ledger(session, 1)
+    welcome.status = DeliveryStatus.sent  # step 1 went out, and a removed step leaves its campaign behind
+    sequences.add_step(session, settings, "weekly", subject="Gone", body="Removed before it went out.")
+    sequences.remove_step(session, "weekly", 3)
+    step_campaigns = set(session.scalars(select(Campaign.id).where(Campaign.digest_id.is_(None))))
+    assert len(step_campaigns) == 3
+    other = make_list(session, slug="other")
+    make_subscriber(session, other, "other@example.com")
+    kept = delivery.create_campaign(session, digest_slug=publish_sample(session).slug, list_slugs=["other"])
+    session.flush()
+    assert lists.removal(session, weekly) == lists.Removal({"pending": 0, "confirmed": 1, "unsubscribed": 0}, 2, 1)
+
+    removed = lists.delete_list(session, "weekly")  # the steps' campaigns are `sending`: no longer in the way
+    assert (removed.sequence_steps, removed.sequence_messages, removed.subscriptions["confirmed"]) == (2, 1, 1)
+    session.expire_all()
+    assert session.scalar(select(MailingList.id).where(MailingList.slug == "weekly")) is None
+    assert session.scalar(select(func.count()).select_from(EmailSequence)) == 0
+    assert session.scalar(select(func.count()).select_from(SequenceStep)) == 0
+    assert session.scalars(select(Campaign.id).where(Campaign.id.in_(step_campaigns))).all() == []
+    assert session.scalars(select(Delivery).where(Delivery.subscriber_id == reader.id)).all() == []
+    assert sequences.plan_due(session, settings) == []  # nothing of it is sent any more
+    assert session.get(Campaign, kept.id) is not None and lists.get_list(session, "other")  # others untouched
+
+
+def test_a_list_sent_a_digest_keeps_its_sequence_when_delete_is_refused(settings: Settings, session: Session) -> None:
+    from newsletter import delivery, lists
+    from newsletter.models import Campaign
+    from tests.factories import publish_sample
+
+    with_sequence(session, settings, opt_in=OptIn.single)
+    make_subscriber(session, lists.get_list(session, "weekly"), "reader@example.com")
+    sent = delivery.create_campaign(session, digest_slug=publish_sample(session).slug, list_slugs=["weekly"])
+    sent.status = CampaignStatus.finished
+    session.flush()
+    with pytest.raises(lists.ListInUse, match=rf"was sent campaign\(s\) {sent.id};"):
+        lists.delete_list(session, "weekly")  # names the digest's campaign only, not the steps' as "sending"
+    session.expire_all()
+    assert [s.subject for s in sequences.get_sequence(session, "weekly").steps] == ["Welcome aboard", "Your first week"]
+    assert session.scalar(select(Campaign.id).where(Campaign.digest_id.is_(None)).limit(1)) is not None

@@ -112,3 +112,16 @@ def test_a_sequence_is_set_up_turned_on_and_reported_from_the_cli(cli: InProcess
             ],
         }
     ]
+
+
+def test_deleting_a_list_says_its_sequence_goes_with_it(cli: InProcessCli) -> None:
+    cli.run("lists", "create", "weekly", "--name", "The Weekly", "--from-email", "news@example.org")
+    cli.run("sequences", "create", "weekly")
+    cli.run("sequences", "steps", "add", "weekly", "--subject", "Welcome", "--body", "-", stdin="Hello.")
+    cli.run("sequences", "enable", "weekly")
+    (step,) = cli.json("sequences", "status", "weekly")
+    deleted = cli.run("lists", "delete", "weekly")
+    assert "deleted list weekly: 0 subscription(s) and its welcome sequence (1 step(s)" in deleted.stdout
+    assert cli.json("sequences", "list") == []
+    assert "no campaign" in cli.run("campaigns", "status", str(step["campaign_id"]), ok=False).stderr
+    assert cli.run("lists", "delete", "weekly", ok=False).stderr.startswith("error: no list")

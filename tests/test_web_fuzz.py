@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -42,6 +43,8 @@ NASTY = st.one_of(
 # draws those strings from NASTY instead of from all of Unicode, where NUL and 5,000 x are rare.
 NASTY_FORMAT = "x-nasty-text"
 schemathesis.openapi.format(NASTY_FORMAT, NASTY)
+# Bounded for the suite; a longer hunt sets NEWSLETTER_TEST_FUZZ_EXAMPLES (per operation; the plain pass x4).
+EXAMPLES = int(os.environ.get("NEWSLETTER_TEST_FUZZ_EXAMPLES", "15"))
 PUBLIC_PATHS = {
     "/subscribe/{slug}",
     "/confirm/{token}",
@@ -87,7 +90,7 @@ def site(make_settings: Callable[..., Settings], pg_url: str, pg_sessions: sessi
 def test_public_routes_never_answer_5xx(site: Api) -> None:
     client = site.client
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=4 * EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(page=st.sampled_from(PAGES), value=NASTY, field=NASTY, method=st.sampled_from(["GET", "POST"]))
     def check(page: str, value: str, field: str, method: str) -> None:
         path = page.format(quote(value.encode("utf-8", "surrogatepass"), safe=""))
@@ -129,7 +132,7 @@ def test_public_routes_conform_to_their_openapi_entries(site: Api) -> None:
             operation = result.ok()
 
             @given(case=operation.as_strategy())
-            @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
             def exercise(case: Any) -> None:
                 case.call_and_validate(
                     checks=[checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance]

@@ -183,6 +183,32 @@ def test_an_editors_pause_carries_its_reason(
     ]
 
 
+def test_a_cancel_is_an_event_with_its_counts_and_only_once_it_commits(
+    sessions: sessionmaker[Session], hooked: tuple[Settings, str], receiver: Receiver
+) -> None:
+    settings, secret = hooked
+    with sessions() as session, session.begin():
+        weekly = make_list(session, slug="weekly")
+        make_subscribers(session, weekly, 3)
+        campaign = delivery.create_campaign(session, digest_slug=publish_sample(session).slug, list_slugs=["weekly"])
+        delivery.start(session, settings, campaign.id)
+    received(sessions, settings, receiver, secret)  # the subscriptions and the start
+    with sessions() as session:  # a cancel that does not commit tells no one
+        delivery.cancel(session, campaign.id)
+        session.rollback()
+    assert received(sessions, settings, receiver, secret) == []
+    with sessions() as session, session.begin():
+        delivery.cancel(session, campaign.id)
+    ((type_, data),) = received(sessions, settings, receiver, secret)
+    assert type_ == "campaign.cancelled" and data["by"] == "editor"
+    assert (data["campaign"]["id"], data["campaign"]["status"]) == (campaign.id, "cancelled")
+    assert data["campaign"]["finished_at"] is not None
+    assert (data["counts"]["skipped"], data["counts"]["pending"], data["counts"]["sent"]) == (3, 0, 0)
+    with sessions() as session, session.begin(), pytest.raises(delivery.CampaignError):
+        delivery.cancel(session, campaign.id)  # refused: already cancelled, and no second event
+    assert received(sessions, settings, receiver, secret) == []
+
+
 def test_the_outbox_payloads_are_json_and_small(session: Session) -> None:
     weekly = make_list(session)
     make_subscriber(session, weekly)

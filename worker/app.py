@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from kombu import Queue
 
+from newsletter import queues
 from newsletter.config import get_settings
 
 settings = get_settings()
@@ -32,6 +34,14 @@ app.conf.update(
     # Batches take seconds; an hour of visibility only matters if a whole worker host disappears,
     # and the periodic sweep re-enqueues such work long before that.
     broker_transport_options={"visibility_timeout": 3600},
+    # Periodic housekeeping on its own queue, which every worker consumes beside the batches' (newsletter/
+    # queues.py): a worker started without -Q consumes every queue listed here.
+    task_default_queue=queues.BATCHES,
+    task_queues=[Queue(name, routing_key=name) for name in queues.ALL],
+    task_routes={
+        "worker.tasks.sweep": {"queue": queues.HOUSEKEEPING},
+        "worker.tasks.dispatch_webhooks": {"queue": queues.HOUSEKEEPING},
+    },
     beat_schedule={
         "sweep": {"task": "worker.tasks.sweep", "schedule": float(settings.sweep_interval_seconds)},
         "webhooks": {"task": "worker.tasks.dispatch_webhooks", "schedule": float(settings.sweep_interval_seconds)},

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from newsletter import audit
-from newsletter.cli.console import AsJson, emit_json, fail, print_table, say, unit_of_work
+from newsletter.cli.console import AsJson, emit_json, fail, id_option, print_table, say, unit_of_work
 
 
 def parse_since(value: str | None) -> dt.datetime | None:
@@ -17,7 +17,10 @@ def parse_since(value: str | None) -> dt.datetime | None:
         return None
     spans = {"m": "minutes", "h": "hours", "d": "days"}
     if value[:-1].isdigit() and value[-1:] in spans:
-        return dt.datetime.now(dt.UTC) - dt.timedelta(**{spans[value[-1]]: int(value[:-1])})
+        try:
+            return dt.datetime.now(dt.UTC) - dt.timedelta(**{spans[value[-1]]: int(value[:-1])})
+        except OverflowError:  # further back than datetime reaches (year 1)
+            fail(f"--since {value!r} reaches back before the year 1: give a shorter span or a date")
     try:
         when = dt.datetime.fromisoformat(value)
     except ValueError:
@@ -39,7 +42,7 @@ def audit_log(
     ] = None,
     since: Annotated[str | None, typer.Option(help="From this date or time, or this far back: 7d, 12h.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=200, help="At most this many entries.")] = 50,
-    before: Annotated[int | None, typer.Option(help="Only entries older than this id (the next page).")] = None,
+    before: Annotated[int | None, id_option("Only entries older than this id (the next page).")] = None,
     as_json: AsJson = False,
 ) -> None:
     """The audit log, newest first: sends, schedules, list and user changes, imports, erasures, sign-ins."""

@@ -18,6 +18,8 @@ from newsletter.cli.console import (
     emit_json,
     err,
     fail,
+    id_argument,
+    id_option,
     note,
     print_table,
     say,
@@ -32,6 +34,7 @@ from newsletter.models import CampaignStatus, DeliveryStatus
 from newsletter.pacing import Pace, get_pacer
 
 app = typer.Typer(no_args_is_help=True, help="Campaigns: send, watch, pause, resume, cancel.")
+CampaignId = Annotated[int, id_argument("The campaign's id (see `campaigns list`).")]
 
 # `from worker import tasks` stays inside the commands that enqueue: worker.app reads the settings when
 # imported, and a bad configuration must reach main()'s one-line error rather than stop the import of
@@ -165,7 +168,7 @@ def watch(campaign_id: int, *, quiet: bool = False, poll: float = 1.0) -> None:
 
 
 @app.command("status")
-def campaigns_status(campaign_id: int, as_json: AsJson = False) -> None:
+def campaigns_status(campaign_id: CampaignId, as_json: AsJson = False) -> None:
     """Counts per delivery status, opens, clicks per link, unsubscribes, bounces, rate and duration."""
     with unit_of_work() as session:
         result = stats.campaign_report(session, campaign_id)
@@ -235,9 +238,9 @@ def campaigns_list(
 
 @app.command("deliveries")
 def campaigns_deliveries(
-    campaign_id: int,
+    campaign_id: CampaignId,
     status: Annotated[str, typer.Option(help="Comma-separated, e.g. failed,unknown.")] = "",
-    after: Annotated[int | None, typer.Option(help="Cursor printed by the previous page.")] = None,
+    after: Annotated[int | None, id_option("Cursor printed by the previous page.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
     as_json: AsJson = False,
 ) -> None:
@@ -259,7 +262,7 @@ def campaigns_deliveries(
 
 @app.command("resend")
 def campaigns_resend(
-    campaign_id: int,
+    campaign_id: CampaignId,
     status: Annotated[str | None, typer.Option(help="Which recipients: failed, unknown or failed,unknown.")] = None,
     non_openers: Annotated[
         bool,
@@ -318,13 +321,13 @@ def resend_to_non_openers(campaign_id: int, subject: str | None, when: dt.dateti
 
 
 @app.command("pause")
-def campaigns_pause(campaign_id: int) -> None:
+def campaigns_pause(campaign_id: CampaignId) -> None:
     """Stop claiming new recipients; rows stay pending."""
     steer(campaign_id, delivery.pause, "paused", "campaign.pause")
 
 
 @app.command("resume")
-def campaigns_resume(campaign_id: int) -> None:
+def campaigns_resume(campaign_id: CampaignId) -> None:
     """Carry on where a pause stopped; never resends a delivered message."""
     from worker import tasks
 
@@ -340,7 +343,7 @@ def campaigns_resume(campaign_id: int) -> None:
 
 
 @app.command("cancel")
-def campaigns_cancel(campaign_id: int) -> None:
+def campaigns_cancel(campaign_id: CampaignId) -> None:
     """Stop for good; recipients not yet sent to are marked skipped."""
     steer(campaign_id, delivery.cancel, "cancelled", "campaign.cancel")
 

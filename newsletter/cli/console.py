@@ -22,7 +22,7 @@ from rich.text import Text
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings, get_settings
-from newsletter.db import session_scope
+from newsletter.db import MAX_ID, session_scope
 
 out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 err = Console(stderr=True, highlight=False, markup=False, emoji=False)
@@ -63,6 +63,17 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Non
 
 
 AsJson = Annotated[bool, typer.Option("--json")]  # a command's `--json`: print for scripts with emit_json()
+
+
+def id_argument(help: str) -> Any:
+    """A row id argument: beyond what a database id can be it is a usage error (exit 2) naming the range,
+    not a driver's overflow traceback."""
+    return typer.Argument(min=1, max=MAX_ID, help=help)
+
+
+def id_option(help: str) -> Any:
+    """An id option that pages (`--before ID`, `--after ID`), bounded like id_argument."""
+    return typer.Option(min=0, max=MAX_ID, help=help)
 
 
 def say_next_page(cursor: int | None) -> None:

@@ -185,8 +185,18 @@ def lists_update(
 
 @app.command("delete")
 def lists_delete(slug: str) -> None:
-    """Delete a list and its subscriptions (refused once campaigns went to it)."""
+    """Delete a list, its subscriptions and its welcome sequence (refused once campaigns went to it)."""
     with unit_of_work() as session:
-        lists.delete_list(session, slug)
-        audit.record(session, audit.Actor.cli(), "list.delete", f"list:{slug}")
-    say(f"deleted list {slug}")
+        removed = lists.delete_list(session, slug)
+        audit.record(
+            session, audit.Actor.cli(), "list.delete", f"list:{slug}",
+            subscriptions=removed.subscriptions, sequence_steps=removed.sequence_steps,
+        )  # fmt: skip
+    subscriptions = sum(removed.subscriptions.values())
+    sequence = ""
+    if removed.sequence_steps:
+        sequence = (
+            f" and its welcome sequence ({removed.sequence_steps} step(s), "
+            f"the record of {removed.sequence_messages} welcome email(s))"
+        )
+    say(f"deleted list {slug}: {subscriptions} subscription(s){sequence}")

@@ -9,6 +9,7 @@ import typer
 
 from newsletter import sequences
 from newsletter.cli.console import AsJson, emit_json, fail, note, print_table, say, settings, unit_of_work
+from newsletter.db import MAX_ID
 from newsletter.models import EmailSequence
 
 app = typer.Typer(no_args_is_help=True, help="Welcome and follow-up emails of a list, sent as subscribers confirm.")
@@ -16,7 +17,7 @@ steps = typer.Typer(no_args_is_help=True, help="The steps of a list's sequence."
 app.add_typer(steps, name="steps")
 
 Slug = Annotated[str, typer.Argument(help="The list's slug.")]
-Position = Annotated[int, typer.Argument(help="The step's number, 1 for the first.")]
+Position = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The step's number, 1 for the first.")]
 Subject = Annotated[str | None, typer.Option("--subject", help="The email's subject.")]
 BodyFile = Annotated[
     Path | None, typer.Option("--body", help="A Markdown file with the email's text ('-' reads standard input).")
@@ -211,7 +212,9 @@ def steps_remove(slug: Slug, position: Position) -> None:
 
 
 @steps.command("move")
-def steps_move(slug: Slug, position: Position, to: Annotated[int, typer.Argument(help="Its new number.")]) -> None:
+def steps_move(
+    slug: Slug, position: Position, to: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="Its new number.")]
+) -> None:
     """Move a step to another place in the order."""
     with unit_of_work() as session:
         sequences.move_step(session, slug, position, to)

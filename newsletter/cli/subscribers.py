@@ -17,6 +17,7 @@ from newsletter.cli.console import (
     emit_json,
     err,
     fail,
+    id_option,
     note,
     print_table,
     readable_json,
@@ -216,7 +217,7 @@ def subscribers_search(
     list_slug: Annotated[str | None, typer.Option("--list")] = None,
     status: Annotated[SubscriberStatus | None, typer.Option()] = None,
     attribute: Annotated[str | None, typer.Option(help="NAME:VALUE")] = None,
-    after: Annotated[int | None, typer.Option(help="Cursor printed by the previous page.")] = None,
+    after: Annotated[int | None, id_option("Cursor printed by the previous page.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     as_json: AsJson = False,
 ) -> None:

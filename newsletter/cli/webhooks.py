@@ -6,14 +6,25 @@ from typing import Annotated, Any
 
 import typer
 
-from newsletter.cli.console import AsJson, emit_json, fail, note, print_table, say, settings, unit_of_work
+from newsletter.cli.console import (
+    AsJson,
+    emit_json,
+    fail,
+    id_argument,
+    id_option,
+    note,
+    print_table,
+    say,
+    settings,
+    unit_of_work,
+)
 from newsletter.models import WebhookDelivery, WebhookEndpoint
 from newsletter.outbox import EVENT_TYPES
 from newsletter.webhooks import dispatch, endpoints
 
 app = typer.Typer(no_args_is_help=True, help="Outgoing webhooks: endpoints that receive signed events.")
 
-EndpointId = Annotated[int, typer.Argument(help="The endpoint's id (see `webhooks list`).")]
+EndpointId = Annotated[int, id_argument("The endpoint's id (see `webhooks list`).")]
 
 
 def endpoint_json(endpoint: WebhookEndpoint) -> dict[str, Any]:
@@ -105,7 +116,7 @@ def webhooks_show(endpoint_id: EndpointId, as_json: AsJson = False) -> None:
 @app.command("deliveries")
 def webhooks_deliveries(
     endpoint_id: EndpointId,
-    before: Annotated[int | None, typer.Option(help="Older than this delivery id (the next page).")] = None,
+    before: Annotated[int | None, id_option("Older than this delivery id (the next page).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     as_json: AsJson = False,
 ) -> None:
@@ -137,7 +148,7 @@ def webhooks_deliveries(
 
 @app.command("redeliver")
 def webhooks_redeliver(
-    delivery_id: Annotated[int, typer.Argument(help="A delivery id from `webhooks deliveries`.")],
+    delivery_id: Annotated[int, id_argument("A delivery id from `webhooks deliveries`.")],
     as_json: AsJson = False,
 ) -> None:
     """Send that delivery's event to its endpoint again, once, now."""

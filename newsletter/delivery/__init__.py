@@ -323,6 +323,10 @@ def cancel(session: Session, campaign_id: int) -> Campaign:
     session.flush()
     log_state(campaign_id, CampaignStatus.cancelled)
     skip_pending(session, campaign_id)
+    # in this transaction, like the pause: the receivers learn of it only if the cancel commits; the
+    # counts are the ledger's now (rows a worker holds in flight may still end sent or skipped)
+    counts = counters.read(session, campaign_id).counts
+    outbox.emit_campaign(session, "campaign.cancelled", campaign_id, counts=counts, by="editor")
     return campaign
 
 

@@ -57,6 +57,8 @@ def check_name(name: str) -> str:
     clean = " ".join(single_line(name).split())
     if not clean:
         raise InvalidSegment("name: must not be empty")
+    if "\x00" in clean:
+        raise InvalidSegment("name: contains a NUL character")
     if len(clean) > NAME_LENGTH:
         raise InvalidSegment(f"name: at most {NAME_LENGTH} characters")
     return clean

@@ -55,7 +55,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from newsletter.db import is_postgres, utcnow
+from newsletter.db import MAX_ID, UNICODE_LOWER, is_postgres, utcnow
 from newsletter.errors import Invalid
 from newsletter.models import (
     Campaign,
@@ -95,9 +95,12 @@ class _Strict(BaseModel):
 
 
 Name = Annotated[str, StringConstraints(pattern=ATTRIBUTE_NAME)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
-Scalar = StrictBool | StrictInt | StrictFloat | Text
-Number = StrictInt | StrictFloat
+# No NUL (PostgreSQL text cannot hold one), and integers a database can bind (SQLite's are 64-bit): beyond,
+# a filter is refused naming the value instead of failing in the driver.
+Text = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=r"^[^\x00]*$")]
+Integer = Annotated[StrictInt, Field(ge=-MAX_ID - 1, le=MAX_ID)]
+Scalar = StrictBool | Integer | StrictFloat | Text
+Number = Integer | StrictFloat
 Comparable = Number | dt.date
 
 
@@ -108,7 +111,7 @@ class AttrEquals(_Strict):
 
 
 class AttrContains(_Strict):
-    """A text attribute holding `value` (case-sensitive: SQLite's lower() folds ASCII only)."""
+    """A text attribute holding `value`, in any letter case (Алматы holds "алм" and "АЛМ" alike)."""
 
     name: Name
     op: Literal["contains"]
@@ -175,7 +178,7 @@ class BounceSpec(_Strict):
 
 
 class ReceivedSpec(_Strict):
-    campaign: Annotated[int, Field(ge=1)]
+    campaign: Annotated[int, Field(ge=1, le=MAX_ID)]
     opened: bool | None = None
     clicked: bool | None = None
 
@@ -476,8 +479,11 @@ class _Compiler:
         return and_(self.compare(name, "ge", low), self.compare(name, "le", high))
 
     def _contains_text(self, name: str, value: str) -> ColumnElement[bool]:
+        """Case-insensitive for every alphabet: both sides lowered by the database, with the same function."""
         position = func.strpos if self.postgres else func.instr
-        return _two_valued(and_(self._is_text(name), position(self._text(name), value) > 0))
+        lower = func.lower if self.postgres else getattr(func, UNICODE_LOWER)
+        found = position(lower(self._text(name)), lower(literal(value))) > 0
+        return _two_valued(and_(self._is_text(name), found))
 
     def compare(self, name: str, op: str, value: Any) -> ColumnElement[bool]:
         if isinstance(value, dt.date):

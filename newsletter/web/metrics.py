@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from newsletter import metrics
+from newsletter import metrics, queues
 from newsletter.config import Settings
 from newsletter.metrics import server_label
 from newsletter.models import Campaign, CampaignCount, CampaignStatus, MailingList, Subscription
@@ -153,7 +153,7 @@ def _sending_counts(session: Session) -> list[tuple[int, str, int]]:
 class BrokerCollector(Collector):
     """Batches waiting in the Celery queue (Redis list lengths) and each SMTP server's shared pace."""
 
-    def __init__(self, redis_url: str | None, pacer: Any | None, queue: str = "celery") -> None:
+    def __init__(self, redis_url: str | None, pacer: Any | None, queue: str = queues.BATCHES) -> None:
         self.redis_url, self.pacer, self.queue = redis_url, pacer, queue
         self._client: Any = None
 

@@ -228,7 +228,7 @@ def _delete_page(request: Request, session: Session, mailing_list: MailingList, 
         status_code=422 if error else 200,
         title=f"Delete {mailing_list.name}?",
         mailing_list=mailing_list,
-        counts=lists.subscription_counts(session, mailing_list.id),
+        removal=lists.removal(session, mailing_list),
         error=error,
     )
 
@@ -239,14 +239,17 @@ async def delete(request: Request, session: SessionDep, me: Admin, slug: SlugPat
     typed = str((await request.form()).get("confirm_slug", "")).strip()
     if typed != slug:
         return _delete_page(request, session, mailing_list, error=f"Type {slug} exactly to delete this list.")
-    counts = lists.subscription_counts(session, mailing_list.id)
     try:
-        lists.delete_list(session, slug)
-        audit.record(session, actor(request, me), "list.delete", f"list:{slug}", subscriptions=counts)
+        removed = lists.delete_list(session, slug)
+        audit.record(
+            session, actor(request, me), "list.delete", f"list:{slug}",
+            subscriptions=removed.subscriptions, sequence_steps=removed.sequence_steps,
+        )  # fmt: skip
     except lists.ListInUse as exc:
         session.rollback()
         return _delete_page(request, session, lists.get_list(session, slug), error=str(exc))
-    return redirect(request, LISTS, flash=f"Deleted the list {slug} and its subscriptions.")
+    sequence = " and its welcome sequence" if removed.sequence_steps else ""
+    return redirect(request, LISTS, flash=f"Deleted the list {slug}, its subscriptions{sequence}.")
 
 
 @router.get(LISTS + "/{slug}/export")

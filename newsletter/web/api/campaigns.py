@@ -14,6 +14,7 @@ from newsletter.web.api.deps import Editor, EditorActor, JobQueue
 from newsletter.web.api.errors import CONFLICT, NOT_FOUND, ApiRoute, described
 from newsletter.web.api.params import Cursor, RowId
 from newsletter.web.api.schemas import (
+    NO_NUL,
     SLUG_PATTERN,
     CampaignIn,
     CampaignReport,
@@ -104,7 +105,9 @@ def reach(
         list[Annotated[str, Query(pattern=SLUG_PATTERN)]],
         Query(alias="list", max_length=100, description="Repeatable: ?list=a&list=b"),
     ] = [],  # noqa: B006 - FastAPI copies the default
-    segment: Annotated[str | None, Query(max_length=100, description="Only those in this segment")] = None,
+    segment: Annotated[
+        str | None, Query(max_length=100, pattern=NO_NUL, description="Only those in this segment")
+    ] = None,
 ) -> Reach:
     return Reach(lists=list(dict.fromkeys(lists)), segment=segment, recipients=stats.reach(session, lists, segment))
 
@@ -126,7 +129,7 @@ def deliveries(
     status: Annotated[
         list[DeliveryStatus] | None, Query(description="Repeatable: ?status=failed&status=unknown")
     ] = None,
-    search: Annotated[str | None, Query(max_length=320, description="The start of the address")] = None,
+    search: Annotated[str | None, Query(max_length=320, pattern=NO_NUL, description="The start of the address")] = None,
     after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=stats.MAX_PAGE)] = 100,
 ) -> DeliveryPage:

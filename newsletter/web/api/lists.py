@@ -83,11 +83,17 @@ def update_list(body: ListPatch, session: SessionDep, who: AdminActor, slug: Slu
     "/lists/{slug}",
     status_code=204,
     responses={**NOT_FOUND, **CONFLICT},
-    summary="Delete a list (refused once campaigns went to it)",
+    summary="Delete a list, its subscriptions and its welcome sequence (refused once campaigns went to it)",
+    description="Removes the list's subscriptions (with their consent records) and its welcome sequence: the "
+    "steps, their campaigns and the record of who was sent which step; steps not sent yet are never sent. "
+    "Refused (409) once a digest's campaign went to the list. The subscribers stay, with their other lists.",
 )
 def delete_list(session: SessionDep, who: AdminActor, slug: SlugPath) -> Response:
-    lists.delete_list(session, slug)
-    audit.record(session, who, "list.delete", f"list:{slug}")
+    removed = lists.delete_list(session, slug)
+    audit.record(
+        session, who, "list.delete", f"list:{slug}",
+        subscriptions=removed.subscriptions, sequence_steps=removed.sequence_steps,
+    )  # fmt: skip
     return Response(status_code=204)
 
 

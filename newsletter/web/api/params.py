@@ -12,11 +12,11 @@ from fastapi import HTTPException, Path, Query, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from newsletter.db import MAX_ID
 from newsletter.web.api.schemas import SLUG_PATTERN
 
 # Annotated, not `= Path(...)` defaults: FastAPI copies an Annotated parameter's FieldInfo for each use,
 # while a shared default instance takes the name of the last parameter it was declared for.
-MAX_ID = 2**63 - 1  # PostgreSQL's bigint: larger ids are a 422, not a database error
 RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 SlugPath = Annotated[str, Path(pattern=SLUG_PATTERN)]
 Cursor = Annotated[int | None, Query(ge=0, le=MAX_ID, description="`next_cursor` of the previous page.")]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from newsletter.addresses import NAME_LENGTH
 from newsletter.models import (
@@ -30,6 +30,7 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,99}$"
 NO_NUL = r"^[^\x00]*$"
 EMAIL_LENGTH = column_length(Subscriber.email)
 Scalar = str | int | float | bool | None
+NulFree = Annotated[str, StringConstraints(pattern=NO_NUL)]  # a list item: refused with a 422 like a field
 
 
 class Strict(BaseModel):
@@ -81,7 +82,9 @@ class RoleIn(Strict):
 
 
 class TokenIn(Strict):
-    purpose: str = Field(min_length=1, max_length=100, description="What the token is for: 'newsroom CMS'.")
+    purpose: str = Field(
+        min_length=1, max_length=100, pattern=NO_NUL, description="What the token is for: 'newsroom CMS'."
+    )
 
 
 class Deactivated(BaseModel):
@@ -110,10 +113,10 @@ class AuditPage(BaseModel):
 
 
 class ThemeIn(Strict):
-    publication_name: str | None = Field(None, max_length=255)
-    logo_url: str | None = Field(None, max_length=2000)
-    accent_color: str | None = Field(None, max_length=7)
-    postal_address: str | None = Field(None, max_length=1000)
+    publication_name: str | None = Field(None, max_length=255, pattern=NO_NUL)
+    logo_url: str | None = Field(None, max_length=2000, pattern=NO_NUL)
+    accent_color: str | None = Field(None, max_length=7, pattern=NO_NUL)
+    postal_address: str | None = Field(None, max_length=1000, pattern=NO_NUL)
 
 
 DEFAULT_TEMPLATE_HELP = (
@@ -135,7 +138,7 @@ class ListIn(Strict):
     postal_address: str = Field("", max_length=1000, pattern=NO_NUL)
     tracking: bool | None = Field(None, description="Open/click tracking; default: NEWSLETTER_TRACK_DEFAULT.")
     theme: ThemeIn | None = None
-    language: str | None = Field(None, max_length=35, description=LANGUAGE_HELP)
+    language: str | None = Field(None, max_length=35, pattern=NO_NUL, description=LANGUAGE_HELP)
 
 
 class FormFieldIn(Strict):
@@ -145,23 +148,25 @@ class FormFieldIn(Strict):
 
 
 class ListPatch(Strict):
-    name: str | None = Field(None, min_length=1, max_length=255)
-    from_email: str | None = Field(None, max_length=320)
-    from_name: str | None = Field(None, max_length=255)
-    reply_to: str | None = Field(None, max_length=320, description="An empty string clears it.")
-    description: str | None = Field(None, max_length=10_000)
+    name: str | None = Field(None, min_length=1, max_length=255, pattern=NO_NUL)
+    from_email: str | None = Field(None, max_length=320, pattern=NO_NUL)
+    from_name: str | None = Field(None, max_length=255, pattern=NO_NUL)
+    reply_to: str | None = Field(None, max_length=320, pattern=NO_NUL, description="An empty string clears it.")
+    description: str | None = Field(None, max_length=10_000, pattern=NO_NUL)
     opt_in: OptIn | None = None
     visibility: Visibility | None = None
-    postal_address: str | None = Field(None, max_length=1000)
+    postal_address: str | None = Field(None, max_length=1000, pattern=NO_NUL)
     tracking: bool | None = None
     theme: ThemeIn | None = Field(None, description="Replaces the whole theme.")
-    cors_origins: list[str] | None = Field(
+    cors_origins: list[NulFree] | None = Field(
         None, max_length=50, description="Sites that may post the subscribe form (`https://example.org`, or `*`)."
     )
     form_fields: list[FormFieldIn] | None = Field(
         None, max_length=20, description="The subscribe form's extra fields, stored as attributes."
     )
-    language: str | None = Field(None, max_length=35, description=LANGUAGE_HELP + " An empty string clears it.")
+    language: str | None = Field(
+        None, max_length=35, pattern=NO_NUL, description=LANGUAGE_HELP + " An empty string clears it."
+    )
     verp: bool | None = Field(
         None, description="Send each message with its own return path (VERP), so a bounce quoting nothing is matched."
     )
@@ -236,9 +241,11 @@ class SubscriberPage(BaseModel):
 class SubscriberIn(Strict):
     email: str = Field(max_length=EMAIL_LENGTH, pattern=NO_NUL)
     name: str = Field("", max_length=NAME_LENGTH, pattern=NO_NUL)
-    attributes: dict[str, Scalar] = Field(default_factory=dict)
-    lists: list[str] = Field(default_factory=list, max_length=100)
-    language: str | None = Field(None, max_length=35, description="The reader's language (en, ru, kk, …).")
+    attributes: dict[str, Scalar] = Field(default_factory=dict)  # NUL: refused by subscribers.py, named
+    lists: list[NulFree] = Field(default_factory=list, max_length=100)
+    language: str | None = Field(
+        None, max_length=35, pattern=NO_NUL, description="The reader's language (en, ru, kk, …)."
+    )
     confirmed: bool = Field(
         False,
         description="Consent was obtained elsewhere: no confirmation email. Otherwise a subscription to a "
@@ -251,11 +258,13 @@ class SubscriberPatch(Strict):
     attributes: dict[str, Scalar] | None = Field(None, description="Merged in; a null value deletes a key.")
     replace_attributes: bool = False
     blocked: bool | None = None
-    language: str | None = Field(None, max_length=35, description="The reader's language; an empty string clears it.")
+    language: str | None = Field(
+        None, max_length=35, pattern=NO_NUL, description="The reader's language; an empty string clears it."
+    )
 
 
 class UnsubscribeIn(Strict):
-    lists: list[str] = Field(default_factory=list, max_length=100, description="Empty: every list.")
+    lists: list[NulFree] = Field(default_factory=list, max_length=100, description="Empty: every list.")
 
 
 class Unsubscribed(BaseModel):
@@ -337,26 +346,31 @@ class Published(BaseModel):
 
 class CampaignIn(Strict):
     digest: str = Field(pattern=SLUG_PATTERN)
-    lists: list[str] = Field(min_length=1, max_length=100)
+    lists: list[NulFree] = Field(min_length=1, max_length=100)
     at: dt.datetime | None = Field(None, description="ISO 8601 with timezone; omitted: send now.")
-    subject: str | None = Field(None, max_length=500)
+    subject: str | None = Field(None, max_length=500, pattern=NO_NUL)
     again: bool = Field(False, description="Send even if a list already got this digest.")
     template: str | None = Field(
-        None, max_length=100, description="An uploaded template's name; omitted: the bundled template."
+        None, max_length=100, pattern=NO_NUL, description="An uploaded template's name; omitted: the bundled template."
     )
     segment: str | None = Field(
-        None, max_length=100, description="A segment's name: only the lists' subscribers in it (see /segments)."
+        None,
+        max_length=100,
+        pattern=NO_NUL,
+        description="A segment's name: only the lists' subscribers in it (see /segments).",
     )
 
 
 class NonOpenersIn(Strict):
-    subject: str | None = Field(None, max_length=500, description="A new subject; omitted: the first one's.")
+    subject: str | None = Field(
+        None, max_length=500, pattern=NO_NUL, description="A new subject; omitted: the first one's."
+    )
     at: dt.datetime | None = Field(None, description="ISO 8601 with timezone; omitted: send now.")
 
 
 class TestSendIn(Strict):
     digest: str = Field(pattern=SLUG_PATTERN)
-    to: str = Field(min_length=3, max_length=320, description="Where the test message goes.")
+    to: str = Field(min_length=3, max_length=320, pattern=NO_NUL, description="Where the test message goes.")
     list: str | None = Field(None, pattern=SLUG_PATTERN, description="Render for this list (default: the first).")
 
 

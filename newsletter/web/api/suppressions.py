@@ -66,7 +66,7 @@ async def import_csv(
     request: Request,
     session: SessionDep,
     who: AdminActor,
-    detail: Annotated[str | None, Query(max_length=1000, description="Why, for the record.")] = None,
+    detail: Annotated[str | None, Query(max_length=1000, pattern=NO_NUL, description="Why, for the record.")] = None,
 ) -> SuppressionImportOut:
     async with csv_upload(request) as upload:
         text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")

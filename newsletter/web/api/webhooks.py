@@ -25,12 +25,16 @@ EVENTS = f'Event types ({", ".join(EVENT_TYPES)}), or ["*"] for all.'
 
 class WebhookIn(BaseModel):
     url: str = Field(max_length=MAX_URL_LENGTH, pattern=NO_NUL, description="https:// on a public address.")
-    events: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=20, description=EVENTS)
+    events: list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]] = Field(
+        min_length=1, max_length=20, description=EVENTS
+    )
     description: str = Field("", max_length=endpoints.MAX_DESCRIPTION, pattern=NO_NUL)
 
 
 class WebhookPatch(BaseModel):
-    events: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=20, description=EVENTS)
+    events: list[Annotated[str, Field(max_length=64, pattern=NO_NUL)]] | None = Field(
+        None, max_length=20, description=EVENTS
+    )
     enabled: bool | None = None
 
 

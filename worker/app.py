@@ -41,6 +41,7 @@ app.conf.update(
     task_routes={
         "worker.tasks.sweep": {"queue": queues.HOUSEKEEPING},
         "worker.tasks.dispatch_webhooks": {"queue": queues.HOUSEKEEPING},
+        "worker.tasks.process_provider_events": {"queue": queues.HOUSEKEEPING},
     },
     beat_schedule={
         "sweep": {"task": "worker.tasks.sweep", "schedule": float(settings.sweep_interval_seconds)},

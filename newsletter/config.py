@@ -127,8 +127,8 @@ class Settings(BaseSettings):
         gt=0,
         le=1,
         description="Each second of replies without pacing signals raises a cut pace by this share of the rate "
-        "the server accepted when it was cut (a quarter of that past it; at least 1 msg/s), up to the server's "
-        "rate= option or RATE_LIMIT.",
+        "the server accepted when it was cut (past that rate, a quarter of it at first, doubling each second; at "
+        "least 1 msg/s), up to the server's rate= option or RATE_LIMIT.",
     )
     pacing_tolerance: float = Field(
         0.1,

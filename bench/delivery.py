@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from bench import naive_worker, pacing
+from bench import naive_worker
 from bench.workers import CpuMeter, Workers, peak_rss_mb, settings_env, start_workers
 from newsletter import delivery, digests, lists, migrate
 from newsletter.config import Settings, load_settings
@@ -39,6 +40,9 @@ from newsletter.models import (
     SubscriptionSource,
     SubscriptionStatus,
 )
+
+if TYPE_CHECKING:
+    from bench import pacing  # which imports this module: imported where used, below
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "newsletter" / "samples" / "sample-digest.md"
@@ -367,6 +371,8 @@ class Figures:
 def _pacing(
     settings: Settings, engine: Engine, digest: str, sink_port: int, args: argparse.Namespace, work: Path
 ) -> pacing.PacingFigures:
+    from bench import pacing
+
     print("\npacing (bench.pacing): smtp-sink behind a proxy that throttles at R, then one failing 20% at random")
     return pacing.measure(settings, engine, digest, sink_port, args, work)
 
@@ -375,6 +381,8 @@ def _side_by_side(
     figures: Figures, paced: pacing.PacingFigures | None, args: argparse.Namespace, engine: Engine
 ) -> None:
     """The run's figures in one table: the user's path, the tuned path, smtp-source, pacing."""
+    from bench import pacing
+
     with engine.connect() as conn:
         autovacuum = conn.scalar(text("SHOW autovacuum"))
     source = figures.source
@@ -418,6 +426,8 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument("--plan-runs", type=int, default=1, help="with --plan-only: plan that many campaigns")
     parser.add_argument("--skip-pacing", action="store_true", help="without the throttle and random-failure runs")
+    from bench import pacing
+
     pacing.arguments(parser)
     return parser.parse_args()
 

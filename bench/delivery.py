@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -26,7 +27,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from bench import naive_worker
-from bench.workers import peak_rss_mb, settings_env, start_workers
+from bench.workers import CpuMeter, Workers, peak_rss_mb, settings_env, start_workers
 from newsletter import delivery, digests, lists, migrate
 from newsletter.config import Settings, load_settings
 from newsletter.db import make_engine, session_factory, session_scope, utcnow
@@ -39,6 +40,9 @@ from newsletter.models import (
     SubscriptionSource,
     SubscriptionStatus,
 )
+
+if TYPE_CHECKING:
+    from bench import pacing  # which imports this module: imported where used, below
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "newsletter" / "samples" / "sample-digest.md"
@@ -181,10 +185,16 @@ class Run:
     sending_seconds: float
     peak_rss_mb: float
     counts: dict[str, int]
+    cpu: tuple[float, float] = (0.0, 0.0)  # CPU seconds of the worker processes, of the database backends
 
     @property
     def rate(self) -> float:
         return self.recipients / self.seconds
+
+    def cpu_per_1000(self) -> str:
+        """CPU seconds per 1,000 messages sent: workers + PostgreSQL backends (and each)."""
+        workers, database = (1000 * s / max(self.recipients, 1) for s in self.cpu)
+        return f"{workers + database:.3f} CPU s/1,000 msgs ({workers:.3f} workers + {database:.3f} PostgreSQL)"
 
 
 def run_campaign(
@@ -195,10 +205,26 @@ def run_campaign(
     workers = start_workers(settings, concurrency, log)
     try:
         started = time.monotonic()
-        sending_since: float | None = None
         send_task(settings, "worker.tasks.start_campaign", campaign_id)
+        seconds, rss, cpu = wait_finished(settings, campaign_id, workers, started, stop_after=stop_after)
+    finally:
+        workers.stop()
+    return finished_run(settings, campaign_id, seconds, rss, cpu)
+
+
+def wait_finished(
+    settings: Settings, campaign_id: int, workers: Workers, started: float, *, stop_after: float | None = None
+) -> tuple[float, float, tuple[float, float]]:
+    """Wait for the campaign to finish (or cancel it `stop_after` seconds after it started sending), metering
+    the CPU of the workers and the database meanwhile. Returns the seconds since `started`, the workers'
+    peak RSS and their CPU seconds (workers, database backends)."""
+    engine = make_engine(settings.database_url)
+    meter = CpuMeter(engine, workers.proc.pid)
+    sending_since: float | None = None
+    try:
         while True:
             time.sleep(0.2)
+            meter.sample()
             with session_scope(settings) as session:
                 campaign = delivery.get_campaign(session, campaign_id)
                 if campaign.status == CampaignStatus.finished:
@@ -209,15 +235,17 @@ def run_campaign(
                     delivery.cancel(session, campaign_id)
                     break
             if workers.proc.poll() is not None:
-                raise RuntimeError(f"the workers died; see {log}")
+                raise RuntimeError(f"the workers died; see {workers.log}")
         seconds = time.monotonic() - started
-        rss = peak_rss_mb(workers.proc.pid)
+        meter.sample()
+        return seconds, peak_rss_mb(workers.proc.pid), meter.seconds()
     finally:
-        workers.stop()
-    return finished_run(settings, campaign_id, seconds, rss)
+        engine.dispose()
 
 
-def finished_run(settings: Settings, campaign_id: int, seconds: float, rss: float) -> Run:
+def finished_run(
+    settings: Settings, campaign_id: int, seconds: float, rss: float, cpu: tuple[float, float] = (0.0, 0.0)
+) -> Run:
     """A run's figures from its ledger: how many were sent, and for how long the campaign was sending."""
     with session_scope(settings) as session:
         campaign = delivery.get_campaign(session, campaign_id)
@@ -225,7 +253,7 @@ def finished_run(settings: Settings, campaign_id: int, seconds: float, rss: floa
         assert campaign.started_at is not None
         end = campaign.finished_at or utcnow()
         sending = (end - campaign.started_at).total_seconds()
-    return Run(counts.get(DeliveryStatus.sent, 0), seconds, sending, rss, counts)
+    return Run(counts.get(DeliveryStatus.sent, 0), seconds, sending, rss, counts, cpu)
 
 
 def newsletter_command(settings: Settings, *args: str) -> str:
@@ -254,23 +282,14 @@ def user_path(settings: Settings, digest: str, slug: str, recipients: int, work:
     started = time.monotonic()
     newsletter_command(settings, "subscribers", "import", slug, str(people), "--confirmed")
     import_seconds = time.monotonic() - started
-    log = work / "workers.log"
-    workers = start_workers(settings, None, log)
+    workers = start_workers(settings, None, work / "workers.log")
     try:
         started = time.monotonic()
         campaign_id = int(newsletter_command(settings, "campaigns", "send", digest, "--list", slug, "--again"))
-        while True:
-            time.sleep(0.2)
-            with session_scope(settings) as session:
-                if delivery.get_campaign(session, campaign_id).status == CampaignStatus.finished:
-                    break
-            if workers.proc.poll() is not None:
-                raise RuntimeError(f"the workers died; see {log}")
-        seconds = time.monotonic() - started
-        rss = peak_rss_mb(workers.proc.pid)
+        seconds, rss, cpu = wait_finished(settings, campaign_id, workers, started)
     finally:
         workers.stop()
-    return import_seconds, finished_run(settings, campaign_id, seconds, rss)
+    return import_seconds, finished_run(settings, campaign_id, seconds, rss, cpu)
 
 
 def plan_only(settings: Settings, digest: str, slug: str) -> tuple[float, int]:
@@ -333,10 +352,60 @@ def main() -> None:
         )
         engine = make_engine(url)
         digest = publish(settings)
-        main_run = _main_campaign(settings, digest, engine, work, args, sink_port)
+        figures = _main_campaign(settings, digest, engine, work, args, sink_port)
+        paced = None if args.skip_pacing else _pacing(settings, engine, digest, sink_port, args, work)
+        _side_by_side(figures, paced, args, engine)
         if not args.quick:
-            _more_campaigns(settings, digest, engine, work, args, main_run)
+            _more_campaigns(settings, digest, engine, work, args, figures.tuned)
         engine.dispose()
+
+
+@dataclass
+class Figures:
+    source: float  # smtp-source's best messages/s
+    user: Run
+    user_dkim: Run
+    tuned: Run
+
+
+def _pacing(
+    settings: Settings, engine: Engine, digest: str, sink_port: int, args: argparse.Namespace, work: Path
+) -> pacing.PacingFigures:
+    from bench import pacing
+
+    print("\npacing (bench.pacing): smtp-sink behind a proxy that throttles at R, then one failing 20% at random")
+    return pacing.measure(settings, engine, digest, sink_port, args, work)
+
+
+def _side_by_side(
+    figures: Figures, paced: pacing.PacingFigures | None, args: argparse.Namespace, engine: Engine
+) -> None:
+    """The run's figures in one table: the user's path, the tuned path, smtp-source, pacing."""
+    from bench import pacing
+
+    with engine.connect() as conn:
+        autovacuum = conn.scalar(text("SHOW autovacuum"))
+    source = figures.source
+    rows = [
+        ("smtp-source -d -s 4 (C), best of before/after", source, "1.00", ""),
+        (f"user's path: CLI import, `campaigns send`, default workers (autovacuum {autovacuum})",
+         figures.user.rate, f"{figures.user.rate / source:.2f} (target >= 0.65)", figures.user.cpu_per_1000()),
+        ("user's path with DKIM (target >= 1,200 msg/s)", figures.user_dkim.rate,
+         f"{figures.user_dkim.rate / source:.2f}", figures.user_dkim.cpu_per_1000()),
+        (f"tuned path: SQL seed + ANALYZE, --concurrency {args.concurrency}", figures.tuned.rate,
+         f"{figures.tuned.rate / source:.2f}", figures.tuned.cpu_per_1000()),
+    ]  # fmt: skip
+    print(f"\nside by side (one run; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}):")
+    print(f"  {'':<78} {'msg/s':>7}  {'of smtp-source':<26} CPU per 1,000 messages")
+    for name, rate, ratio, cpu in rows:
+        print(f"  {name:<78} {rate:7,.0f}  {ratio:<26} {cpu}")
+    if paced is not None:
+        for rate, achieved, refused in paced.throttled:
+            print(f"  {f'throttled at R = {rate:.0f}/s (target 0.8-1.2 R)':<78} {achieved:7,.0f}  "
+                  f"{achieved / rate:.2f} of R, 421 to {refused:.1%} of transactions")  # fmt: skip
+        print(f"  {f'20% random transient failures ({pacing.describe_faults(args)})':<78} "
+              f"{paced.faulty.rate:7,.0f}  {paced.faulty_ratio:.2f} of the clean {paced.clean.rate:,.0f}/s "
+              f"(target >= 0.50); ledger {paced.faulty.counts}")  # fmt: skip
 
 
 def _arguments() -> argparse.Namespace:
@@ -356,12 +425,16 @@ def _arguments() -> argparse.Namespace:
         "--plan-only", action="store_true", help="only seed --plan-recipients subscribers and time planning them"
     )
     parser.add_argument("--plan-runs", type=int, default=1, help="with --plan-only: plan that many campaigns")
+    parser.add_argument("--skip-pacing", action="store_true", help="without the throttle and random-failure runs")
+    from bench import pacing
+
+    pacing.arguments(parser)
     return parser.parse_args()
 
 
 def _main_campaign(
     settings: Settings, digest: str, engine: Engine, work: Path, args: argparse.Namespace, sink_port: int
-) -> Run:
+) -> Figures:
     """smtp-source's rate into the sink before and after, and the pipeline's on the main campaign between."""
     message = sample_message(settings, digest)
     print(f"message: the sample digest, {len(message):,} bytes (DKIM off), worker concurrency {args.concurrency}")
@@ -404,8 +477,7 @@ def _main_campaign(
         f"user's path with DKIM (import {dkim_import:.1f}s): {dkim_user_run.rate:,.0f} messages/s "
         f"(target >= 1,200; ledger {dkim_user_run.counts})"
     )
-
-    return main_run
+    return Figures(source_rate, user_run, dkim_user_run, main_run)
 
 
 def _more_campaigns(

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.delivery import free_port, process, publish, run_campaign, scratch_database, seed, wait_port
-from newsletter.config import load_settings
+from sqlalchemy import Engine
+
+from bench.delivery import Run, free_port, process, publish, run_campaign, scratch_database, seed, wait_port
+from newsletter.config import Settings, load_settings
 from newsletter.db import make_engine
 from newsletter.pacing import RedisPacer
 
@@ -183,13 +185,96 @@ class ProxyProcess:
         return refused / max(1, accepted + refused)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+@dataclass
+class PacingFigures:
+    """The throttle runs (R, achieved steady rate, share of 421s) and the clean vs random-failure runs."""
+
+    throttled: list[tuple[float, float, float]]
+    clean: Run
+    faulty: Run
+    clean_steady: float
+    faulty_steady: float
+    faulty_refused: float
+
+    @property
+    def faulty_ratio(self) -> float:
+        return self.faulty.rate / self.clean.rate
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rates", default="100,400", help="throttle thresholds R (msg/s), comma-separated")
     parser.add_argument("--seconds", type=float, default=25, help="campaign size for a throttle run: R x this")
-    parser.add_argument("--recipients", type=int, default=10_000, help="campaign size for the random-failure run")
+    parser.add_argument("--fault-recipients", type=int, default=10_000, help="campaign size, random-failure run")
     parser.add_argument("--faults", choices=["mixed", "no-421"], default="mixed", help="the random failures' mix")
-    parser.add_argument("--skip-throttle", action="store_true", help="only the random-failure figures")
+
+
+def measure(
+    settings: Settings, engine: Engine, digest: str, sink_port: int, args: argparse.Namespace, work: Path
+) -> PacingFigures:
+    """Throttle runs at each R, then the clean and the random-failure campaigns, all into smtp-sink behind
+    the proxy. `settings` carry the database and the broker (Redis: the pace is shared through it)."""
+    base = settings.model_copy(update={"retry_base_seconds": 0.2, "retry_max_attempts": 10})
+    import redis as redis_client
+
+    flush = redis_client.Redis.from_url(base.broker_url or "")
+    throttled = []
+    for rate in (float(r) for r in args.rates.split(",") if r):
+        count = int(rate * args.seconds)
+        with ProxyProcess(sink_port, rate, (), count) as proxy:
+            run_settings = base.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{proxy.port}?max_connections=64"})
+            slug = f"throttle{int(rate)}"
+            seed(engine, slug, count)
+            flush.flushdb()  # each run starts from an unknown pace
+            run = run_campaign(run_settings, digest, slug, args.concurrency, work / "workers.log")
+            throttled.append((rate, proxy.steady_rate, proxy.refused_share))
+            print(
+                f"  R {rate:5.0f}/s: achieved {proxy.steady_rate:6.1f}/s ({proxy.steady_rate / rate:.2f} of R; "
+                f"target 0.8-1.2), 421 to {proxy.refused_share:.1%} of transactions; {count:,} recipients in "
+                f"{run.seconds:.1f}s, ledger {run.counts}",
+                flush=True,
+            )
+    results = {}
+    mix = RANDOM_FAULTS if args.faults == "mixed" else NO_421_FAULTS
+    for faults in (False, True):
+        with ProxyProcess(sink_port, None, mix if faults else (), args.fault_recipients) as proxy:
+            run_settings = base.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{proxy.port}?max_connections=64"})
+            slug = "random" if faults else "clean"
+            seed(engine, slug, args.fault_recipients)
+            flush.flushdb()
+            run = run_campaign(run_settings, digest, slug, args.concurrency, work / "workers.log")
+            results[faults] = (run, proxy.steady_rate, proxy.refused_share)
+            paces = [p.as_dict() for p in RedisPacer(base.broker_url or "").snapshot()]
+            print(f"  ({slug} run: {run.seconds:.1f}s; ledger {run.counts}; pace at the end {paces})", flush=True)
+    (clean, clean_steady, _), (faulty, faulty_steady, refused) = results[False], results[True]
+    return PacingFigures(throttled, clean, faulty, clean_steady, faulty_steady, refused)
+
+
+def describe_faults(args: argparse.Namespace) -> str:
+    mix = RANDOM_FAULTS if args.faults == "mixed" else NO_421_FAULTS
+    return b", ".join(b"%d%% %s" % (round(share * 100), answer[:9].strip()) for share, answer in mix).decode()
+
+
+def report(figures: PacingFigures, args: argparse.Namespace) -> None:
+    print("\npacing against a server throttling at R (token bucket; 421 4.7.0 and hang up above it):")
+    for rate, achieved, refused in figures.throttled:
+        print(f"  R {rate:5.0f}/s: achieved {achieved:6.1f}/s = {achieved / rate:.2f} of R (target 0.8-1.2), "
+              f"421 to {refused:.1%} of transactions")  # fmt: skip
+    clean, faulty = figures.clean, figures.faulty
+    print(
+        f"\n{args.fault_recipients:,} recipients, clean vs 20% random transient failures ({describe_faults(args)}):\n"
+        f"  clean:  {clean.rate:6,.0f} msg/s end to end ({clean.seconds:.1f}s), steady {figures.clean_steady:,.0f}/s\n"
+        f"  faulty: {faulty.rate:6,.0f} msg/s end to end ({faulty.seconds:.1f}s), steady "
+        f"{figures.faulty_steady:,.0f}/s; {figures.faulty_refused:.1%} of transactions refused; "
+        f"ledger {faulty.counts}\n"
+        f"  ratio faulty / clean: {figures.faulty_ratio:.2f} end to end, "
+        f"{figures.faulty_steady / max(figures.clean_steady, 1):.2f} steady (target >= 0.50; before the pacer ~2 msg/s)"
+    )
+
+
+def run_alone() -> None:
+    """`python -m bench.pacing`: these figures alone (`make bench` prints them with bench.delivery's)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    arguments(parser)
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "4")))
     args = parser.parse_args()
 
@@ -198,68 +283,16 @@ def main() -> None:
     sink = ["smtp-sink", "-u", "nobody", f"127.0.0.1:{sink_port}", "1024"]
     redis = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     with process(sink, sink_port), process(redis, redis_port), scratch_database() as url:
-        base = load_settings(
-            database_url=url,
-            broker_url=f"redis://127.0.0.1:{redis_port}/0",
-            secret_key=SECRET,
-            base_url="https://news.example.org",
-            environment="production",
-            # deferred recipients come back within seconds: the figure is the pace, not the backoff policy
-            retry_base_seconds=0.2,
-            retry_max_attempts=10,
-        )
+        settings = load_settings(
+            database_url=url, broker_url=f"redis://127.0.0.1:{redis_port}/0", secret_key=SECRET,
+            base_url="https://news.example.org", environment="production",
+        )  # fmt: skip
         engine = make_engine(url)
-        digest = publish(base)
+        digest = publish(settings)
         print(f"worker concurrency {args.concurrency}; retries after 0.2 s doubling; smtp-sink behind our proxy")
-
-        import redis as redis_client
-
-        flush = redis_client.Redis(port=redis_port)
-
-        lines = []
-        for rate in (float(r) for r in args.rates.split(",") if not args.skip_throttle):
-            count = int(rate * args.seconds)
-            with ProxyProcess(sink_port, rate, (), count) as proxy:
-                settings = base.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{proxy.port}?max_connections=64"})
-                slug = f"throttle{int(rate)}"
-                seed(engine, slug, count)
-                flush.flushdb()  # each run starts from an unknown pace
-                run = run_campaign(settings, digest, slug, args.concurrency, work / "workers.log")
-                achieved = proxy.steady_rate
-                lines.append(
-                    f"  R {rate:5.0f}/s: achieved {achieved:6.1f}/s ({achieved / rate:.2f} of R; target 0.8-1.2), "
-                    f"421 to {proxy.refused_share:.1%} of transactions; {count:,} recipients in {run.seconds:.1f}s, "
-                    f"ledger {run.counts}"
-                )
-                print(lines[-1], flush=True)
-
-        results = {}
-        mix = RANDOM_FAULTS if args.faults == "mixed" else NO_421_FAULTS
-        for faults in (False, True):
-            with ProxyProcess(sink_port, None, mix if faults else (), args.recipients) as proxy:
-                settings = base.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{proxy.port}?max_connections=64"})
-                slug = "random" if faults else "clean"
-                seed(engine, slug, args.recipients)
-                flush.flushdb()
-                run = run_campaign(settings, digest, slug, args.concurrency, work / "workers.log")
-                results[faults] = (run, proxy.steady_rate, proxy.refused_share)
-                paces = [p.as_dict() for p in RedisPacer(base.broker_url or "").snapshot()]
-                print(f"  ({slug} run: {run.seconds:.1f}s; pace at the end {paces})", flush=True)
-        clean, faulty = results[False], results[True]
-        print("\npacing against a server throttling at R (token bucket; 421 4.7.0 and hang up above it):")
-        print("\n".join(lines))
-        described = b", ".join(b"%d%% %s" % (round(share * 100), answer[:9].strip()) for share, answer in mix)
-        print(
-            f"\n{args.recipients:,} recipients, clean vs 20% random transient failures ({described.decode()}):\n"
-            f"  clean:  {clean[0].rate:6,.0f} msg/s end to end ({clean[0].seconds:.1f}s), "
-            f"steady {clean[1]:,.0f}/s\n"
-            f"  faulty: {faulty[0].rate:6,.0f} msg/s end to end ({faulty[0].seconds:.1f}s), "
-            f"steady {faulty[1]:,.0f}/s; {faulty[2]:.1%} of transactions refused; ledger {faulty[0].counts}\n"
-            f"  ratio faulty / clean: {faulty[0].rate / clean[0].rate:.2f} end to end, "
-            f"{faulty[1] / max(clean[1], 1):.2f} steady (target >= 0.50; before the pacer ~2 msg/s)"
-        )
+        report(measure(settings, engine, digest, sink_port, args, work), args)
         engine.dispose()
 
 
 if __name__ == "__main__":
-    main()
+    run_alone()

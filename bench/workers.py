@@ -1,4 +1,5 @@
-"""Celery worker processes for the benches: start a pool with given settings, stop it, read its peak RSS."""
+"""Celery worker processes for the benches: start a pool with given settings, stop it, read its peak RSS and
+the CPU time it and its database backends used (a figure the machine's load does not change much)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy import Engine, text
 
 from newsletter.config import Settings
 
@@ -44,6 +47,54 @@ def peak_rss_mb(pid: int) -> float:
         except OSError:
             continue
     return peak / 1024
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used from now on by a worker pool's processes and by the PostgreSQL backends of its
+    database (read from /proc; the database server runs on this machine). Call `sample` often: a process
+    that exits counts with its last sample."""
+
+    def __init__(self, engine: Engine, root: int) -> None:
+        self.engine, self.root = engine, root
+        self._start: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._backends: set[int] = set()
+        self._pids(initial=True)
+
+    def _pids(self, *, initial: bool = False) -> None:
+        with self.engine.connect() as conn:
+            backends = conn.scalars(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            ).all()
+        self._backends.update(backends)
+        for pid in [*process_tree(self.root), *backends]:
+            used = cpu_seconds(pid)
+            if used is None:
+                continue
+            if initial:
+                self._start[pid] = used
+            self._last[pid] = used
+
+    def sample(self) -> None:
+        self._pids()
+
+    def seconds(self) -> tuple[float, float]:
+        """(worker processes, database backends)."""
+        used = {pid: last - self._start.get(pid, 0.0) for pid, last in self._last.items()}
+        database = sum(v for pid, v in used.items() if pid in self._backends)
+        return sum(used.values()) - database, database
 
 
 @dataclass

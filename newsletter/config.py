@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         0.5, gt=0, description="Pacing never slows an SMTP server below this many messages per second."
     )
     pacing_decrease: float = Field(
-        0.8,
+        0.9,
         gt=0,
         lt=1,
         description='On a pacing signal (421, 4.7.x, 4.2.1, "too many connections"), a server\'s pace becomes '
@@ -133,7 +133,8 @@ class Settings(BaseSettings):
         gt=0,
         le=1,
         description="Each second of replies without pacing signals raises a cut pace by this share of the rate "
-        "it was cut from (at least 1 msg/s), up to the server's rate= option or RATE_LIMIT.",
+        "the server accepted when it was cut (past that rate, a quarter of it at first, doubling each second; at "
+        "least 1 msg/s), up to the server's rate= option or RATE_LIMIT.",
     )
     pacing_tolerance: float = Field(
         0.1,

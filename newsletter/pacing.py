@@ -3,11 +3,15 @@
 A server says "too fast" with a pacing signal (421, 4.7.x, 4.2.1, "too many connections/messages"). Each
 second of replies is judged as a whole: when clearly more than PACING_TOLERANCE of them (by two standard
 deviations) were pacing signals, the pace is cut to PACING_DECREASE times the rate the server actually
-answered; every second without that, it rises by PACING_INCREASE of the rate it was cut from, up to
-the ceiling (the server's `rate=` option or RATE_LIMIT). So the pace settles just under what the server
-accepts, and a lone 421 among hundreds of accepted messages (a server restarting one listener) does not halve
-a campaign's speed — cutting on each one was what collapsed the old per-process throttle ladder to one message
-every 1.6 s. Other temporary replies (451 4.3.x local problem, 452 storage, 4.2.2 mailbox full) defer the
+answered, and that rate is remembered as what the server accepts. Every second without that, the pace rises
+by PACING_INCREASE of that accepted rate (back to it within a second or two); past it, by a quarter of such
+a step at first, doubling with each step (a rate measured in a burst may be low), and there the share of
+signals alone (no deviation margin) cuts again: the server is known to throttle, and each refusal costs a
+reconnection. So the pace settles just under what the server accepts,
+with few refusals, up to the ceiling (the server's `rate=` option or RATE_LIMIT); a lone 421 among hundreds
+of accepted messages (a server restarting one listener) does not halve a campaign's speed — cutting on each
+one was what collapsed the old per-process throttle ladder to one message every 1.6 s. Other temporary
+replies (451 4.3.x local problem, 452 storage, 4.2.2 mailbox full) defer the
 recipient only: they count as answers here, never as a reason to slow the server down.
 """
 
@@ -32,6 +36,7 @@ WINDOW_SECONDS = 1.0  # replies are judged a second at a time; a cut waits this 
 _FLUSH_SECONDS = 0.05  # unlimited pace: how often a process tells Redis what its servers answered
 _REFRESH_SECONDS = 0.5  # unlimited pace: how often a process looks whether another one cut it
 _IDLE_SECONDS = 3600  # a server not sent to for an hour starts again from its ceiling
+_PROBE_SHARE = 0.25  # past the rate accepted at the last cut, the first step is this share of a full one
 
 _ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _TOO_MANY = re.compile(r"too many (connections|messages|recipients|mails|emails)|too fast|slow down|rate limit", re.I)
@@ -57,7 +62,7 @@ def is_pacing_signal(code: int, text: str) -> bool:
 @dataclass(frozen=True)
 class PacingParams:
     floor: float = 0.5
-    decrease: float = 0.8
+    decrease: float = 0.9
     increase: float = 0.1
     tolerance: float = 0.1
     ceiling: float | None = None  # for servers without their own `rate=`
@@ -115,17 +120,38 @@ class Pacer(Protocol):
 #   rate      current pace in msg/s; 0 = unlimited (at or above the ceiling, or never cut)
 #   tokens at token bucket at `rate`, holding one message at most: evenly spaced, never a burst
 #   ws n sig  the current window's start, replies and pacing signals; pn psig the previous window's
-#   cut_from  the rate the last cut started from, which sizes the additive steps
+#   cut_from  the rate the last cut started from; accepted, the rate answered meanwhile: they size the steps
+#   probe     the share of a full step the next step past `accepted` takes (doubles with each)
 #   changed   when the rate last changed; reason, reason_at: the reply behind the last cut
 #
 # `_advance` is the reference implementation; `_LUA` below is the same steps line by line, run atomically
 # inside Redis so that any number of processes update one state.
 
 
-def _significant(signals: float, replies: float, tolerance: float) -> bool:
+def _significant(signals: float, replies: float, tolerance: float, probing: bool = False) -> bool:
     """More pacing signals than the tolerated share, by two standard deviations of that share: a
-    server refusing a steady 7% at random is not mistaken for one refusing all above a rate."""
+    server refusing a steady 7% at random is not mistaken for one refusing all above a rate. While
+    `probing` above the rate the server accepted at its last cut, the share alone decides (3 signals at
+    least): that server is known to throttle, and each extra refusal costs a reconnection."""
+    if probing:
+        return signals >= 3 and signals > tolerance * replies
     return signals > tolerance * replies + 2 * math.sqrt(replies * tolerance * (1 - tolerance))
+
+
+def _step(s: dict[str, Any], rate: float, increase: float) -> float:
+    """The additive step per second: `increase` of what the server accepted at the last cut while below it;
+    past it, a quarter of that at first, doubling with each step without a new cut (an estimate taken in a
+    burst may be low: the pace must not crawl to the server's real rate), up to `increase` of the rate cut
+    from. Without an accepted rate (nothing went through at the cut), `increase` of the rate cut from."""
+    accepted = s.get("accepted", 0.0)
+    full = max(1.0, increase * max(s.get("cut_from", rate), accepted))
+    if accepted <= 0:
+        return full
+    if rate < accepted:
+        return max(1.0, increase * accepted)
+    probe = s.get("probe", _PROBE_SHARE)
+    s["probe"] = probe * 2
+    return min(full, max(1.0, increase * accepted * probe))
 
 
 def _advance(
@@ -155,10 +181,15 @@ def _advance(
     signals = s["psig"] * weight + s["sig"]
     span = min(WINDOW_SECONDS, max(now - s["first"], 0.05))
     changed = s.get("changed", 0.0)
-    if signal and _significant(signals, replies, p.tolerance) and now - changed >= WINDOW_SECONDS:
+    accepted = s.get("accepted", 0.0)
+    probing = 0 < accepted <= rate
+    if signal and _significant(signals, replies, p.tolerance, probing) and now - changed >= WINDOW_SECONDS:
         answered = (replies - signals) / span
         sending = rate if rate > 0 else max(replies / span, answered)
         s["cut_from"] = sending
+        s["accepted"] = answered  # what the server took while refusing the rest: its rate, as far as known
+        # a first cut's estimate, from an unpaced burst of reconnections, may be far too low: probe at once
+        s["probe"] = _PROBE_SHARE if s.get("rate", 0.0) > 0 else 1.0
         rate = max(p.floor, p.decrease * min(sending, answered))
         if ceiling > 0:
             rate = min(rate, ceiling)
@@ -166,7 +197,7 @@ def _advance(
         # judge the new pace on its own replies, not on those the old one drew
         s.update(ws=now, n=0, sig=0, pn=0, psig=0, first=now)
     elif rate > 0 and answers and now - changed >= WINDOW_SECONDS and signals / max(replies, 1) <= p.tolerance:
-        step = max(1.0, p.increase * s.get("cut_from", rate))
+        step = _step(s, rate, p.increase)
         rate = rate + step * min((now - changed) / WINDOW_SECONDS, 3.0)
         if ceiling > 0 and rate >= ceiling:
             rate = 0.0  # back at the ceiling: nothing left to remember
@@ -192,6 +223,7 @@ local answers, signal, reason, take = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3]
 local ceiling, floor, decrease, increase, tolerance = tonumber(ARGV[5]), tonumber(ARGV[6]),
   tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local W = tonumber(ARGV[10])
+local PROBE_SHARE = tonumber(ARGV[14])
 local age = math.min(tonumber(ARGV[13]), W)
 local out = {}
 local rate = num('rate', 0)
@@ -209,18 +241,34 @@ local replies = pn * weight + n
 local signals = psig * weight + sig
 local span = math.min(W, math.max(now - first, 0.05))
 local changed = num('changed', 0)
-local significant = signals > tolerance * replies + 2 * math.sqrt(replies * tolerance * (1 - tolerance))
+local accepted = num('accepted', 0)
+local significant
+if accepted > 0 and accepted <= rate then
+  significant = signals >= 3 and signals > tolerance * replies
+else
+  significant = signals > tolerance * replies + 2 * math.sqrt(replies * tolerance * (1 - tolerance))
+end
 if signal and significant and now - changed >= W then
   local answered = (replies - signals) / span
   local sending = rate
   if rate <= 0 then sending = math.max(replies / span, answered) end
   out['cut_from'] = sending
+  out['accepted'] = answered
+  if rate > 0 then out['probe'] = PROBE_SHARE else out['probe'] = 1 end
   rate = math.max(floor, decrease * math.min(sending, answered))
   if ceiling > 0 then rate = math.min(rate, ceiling) end
   out['rate'], out['changed'], out['reason'], out['reason_at'] = rate, now, reason, now
   ws, n, sig, pn, psig, first = now, 0, 0, 0, 0, now
 elseif rate > 0 and answers > 0 and now - changed >= W and signals / math.max(replies, 1) <= tolerance then
-  local step = math.max(1, increase * num('cut_from', rate))
+  local full = math.max(1, increase * math.max(num('cut_from', rate), accepted))
+  local step = full
+  if accepted > 0 and rate < accepted then
+    step = math.max(1, increase * accepted)
+  elseif accepted > 0 then
+    local probe = num('probe', PROBE_SHARE)
+    out['probe'] = probe * 2
+    step = math.min(full, math.max(1, increase * accepted * probe))
+  end
   rate = rate + step * math.min((now - changed) / W, 3)
   if ceiling > 0 and rate >= ceiling then rate = 0 end
   out['rate'], out['changed'] = rate, now
@@ -328,7 +376,7 @@ class RedisPacer:
             wait, rate = self._script(
                 keys=[self.prefix + server, self.prefix + "servers"],
                 args=[answers, int(signal), reason, int(take), ceiling, p.floor, p.decrease, p.increase,
-                      p.tolerance, WINDOW_SECONDS, _IDLE_SECONDS, server, age],
+                      p.tolerance, WINDOW_SECONDS, _IDLE_SECONDS, server, age, _PROBE_SHARE],
             )  # fmt: skip
         except redis.RedisError as error:
             # Redis restarting must not stop the send: pace this process alone meanwhile. With N workers

@@ -312,6 +312,45 @@ def test_subscribers_get_only_the_sections_they_chose(
     assert reason == NOTHING_WANTED
 
 
+def test_every_recheck_at_claim_holds_for_changes_after_planning(
+    sessions: sessionmaker[Session], session: Session, settings: Settings
+) -> None:
+    """Between planning and sending: a suppressed address, a blocked subscriber, one who left the campaign's
+    only list they were on, are skipped; one who left list a but is still on the campaign's list b is sent
+    to, with the sections chosen on the row's own list; nobody else is touched (the claim's re-checks run
+    per row, as index probes on PostgreSQL)."""
+    a, b = make_list(session, slug="a"), make_list(session, slug="b")
+    keep, suppressed, blocked, gone, moved = (
+        make_subscriber(session, a, f"{name}@example.com")
+        for name in ("keep", "suppressed", "blocked", "gone", "moved")
+    )
+    subscriptions.add_subscription(session, b, moved, source=subscriptions.SubscriptionSource.admin, confirmed=True)
+    subscription_of(session, keep, a).sections = ["Tourism"]
+    session.flush()
+    campaign_id, ranges = start_campaign(session, settings, "a", "b")
+    assert ledger(session, campaign_id) == {"pending": 5}
+    suppressions.suppress(session, suppressed.email, SuppressionReason.complaint)
+    subscribers.set_blocked(session, blocked, True)
+    for subscriber, mailing_list in ((gone, a), (moved, a)):
+        subscriptions.unsubscribe_subscription(
+            session, subscription_of(session, subscriber, mailing_list), source="test"
+        )
+    session.commit()
+    mailer = MemoryMailer()
+    send_all(sessions, settings, mailer, ranges)
+    assert sorted(m.recipient for m in mailer.sent) == ["keep@example.com", "moved@example.com"]
+    [tourist] = [m for m in mailer.sent if m.recipient == "keep@example.com"]
+    body = email.message_from_bytes(tourist.data, policy=email.policy.default).get_body(("plain",)).get_content()
+    assert "Steppe road trips" in body and "Central Asian foreign ministers" not in body
+    assert ledger(session, campaign_id) == {"sent": 2, "skipped": 3}
+    skipped = session.scalars(
+        select(Delivery.subscriber_id).where(
+            Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.skipped
+        )
+    ).all()
+    assert sorted(skipped) == sorted([suppressed.id, blocked.id, gone.id])
+
+
 def test_addresses_at_a_blocked_domain_are_neither_planned_nor_sent(
     sessions: sessionmaker[Session], session: Session, settings: Settings
 ) -> None:

@@ -15,11 +15,13 @@ from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryStatus
 
 
 def _held_by(worker: str, campaign_id: int, first_id: int, last_id: int) -> tuple[Any, ...]:
-    """The rows of a batch range that `worker` (its per-run claim token) still holds in `sending`."""
+    """The rows of a batch range that `worker` (its per-run claim token) still holds in `sending`: only the
+    claim sets `claimed_by` and every write out of `sending` clears it (see ledger._PG_RECORD_SENT_SQL),
+    so no status test, which would steer PostgreSQL to the partial index of sending rows (an entry for every
+    row ever claimed until VACUUM) instead of the range's ids."""
     return (
         Delivery.campaign_id == campaign_id,
         Delivery.id.between(first_id, last_id),
-        Delivery.status == DeliveryStatus.sending,
         Delivery.claimed_by == worker,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -175,6 +176,7 @@ def test_workers_consume_every_queue_the_app_routes_to() -> None:
     from newsletter import queues
     from worker import app
 
+    importlib.import_module("worker.tasks")  # registers the tasks (alone, nothing else in this run has)
     routed = {app.amqp.router.route({}, name)["queue"].name for name in app.tasks if name.startswith("worker.")}
     assert routed == set(queues.ALL)  # the sweep and the webhook dispatcher, and the batches
     assert app.amqp.router.route({}, "worker.tasks.sweep")["queue"].name == queues.HOUSEKEEPING

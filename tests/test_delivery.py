@@ -420,3 +420,122 @@ def test_cancel_never_waits_for_rows_a_worker_has_locked_and_the_sweep_skips_the
             assert delivery.get_campaign(session, campaign_id).status == CampaignStatus.cancelled
     finally:
         engine.dispose()
+
+
+def _deferring_run(sessions, session, settings, deferred: int) -> tuple[list[str], list[Delivery]]:
+    """One group of 10 with `deferred` recipients answered 451 (the last of them planned 100 hours ago, past
+    the retry age): the statements the batch ran, and the campaign's rows."""
+    from sqlalchemy import event
+
+    mailing_list = make_list(session, slug=f"weekly{deferred}")
+    people = make_subscribers(session, mailing_list, 10, prefix=f"d{deferred}-")
+    campaign_id, ranges = start_campaign(session, settings, mailing_list.slug)
+    old = session.scalar(
+        select(Delivery.id).where(
+            Delivery.campaign_id == campaign_id, Delivery.subscriber_id == people[deferred - 1].id
+        )
+    )
+    session.execute(
+        Delivery.__table__.update().where(Delivery.id == old).values(created_at=utcnow() - dt.timedelta(hours=100))
+    )
+    session.commit()
+    refused = {p.email: SendResult(451, "4.3.0 Try again later") for p in people[:deferred]}
+    statements: list[str] = []
+    bind = session.connection().engine
+
+    def count(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    event.listen(bind, "before_cursor_execute", count)
+    try:
+        send_all(sessions, settings, MemoryMailer(refused), ranges)
+    finally:
+        event.remove(bind, "before_cursor_execute", count)
+    session.expire_all()
+    rows = session.scalars(select(Delivery).where(Delivery.campaign_id == campaign_id).order_by(Delivery.id)).all()
+    return statements, list(rows)
+
+
+def test_a_groups_deferred_rows_are_written_in_one_statement_with_their_own_backoff(
+    sessions: sessionmaker[Session], session: Session, make_settings, settings: Settings
+) -> None:
+    settings = make_settings(
+        database_url=settings.database_url, retry_base_seconds=60, retry_max_age_hours=48, outcome_flush_count=10
+    )
+    before = utcnow()
+    few, _ = _deferring_run(sessions, session, settings, 2)
+    many, rows = _deferring_run(sessions, session, settings, 8)
+    # deferring 8 of 10 costs no more statements than deferring 2 (it was a SELECT and an UPDATE per row)
+    assert len(many) == len(few)
+    deferred, too_old, sent = rows[:7], rows[7], rows[8:]
+    for row in deferred:
+        assert (row.status, row.attempts, row.smtp_code, row.smtp_text) == (
+            DeliveryStatus.pending,
+            1,
+            451,
+            "4.3.0 Try again later",
+        )
+        assert row.claimed_by is None and row.next_attempt_at is not None
+        wait = (row.next_attempt_at - before).total_seconds()
+        assert 60 * 0.8 - 1 <= wait <= 60 * 1.2 + 5  # the first retry: the base delay, with jitter
+    assert len({row.next_attempt_at for row in deferred}) > 1  # each row its own jitter
+    assert (too_old.status, too_old.smtp_code, too_old.next_attempt_at) == (DeliveryStatus.failed, 451, None)
+    assert too_old.smtp_text == "gave up after 1 attempts: 4.3.0 Try again later"
+    assert [row.status for row in sent] == [DeliveryStatus.sent] * 2
+
+
+def test_a_deferred_row_out_of_attempts_fails_and_the_rest_of_its_group_is_deferred(
+    sessions: sessionmaker[Session], session: Session, make_settings, settings: Settings
+) -> None:
+    settings = make_settings(database_url=settings.database_url, retry_base_seconds=60, retry_max_attempts=2)
+    mailing_list = make_list(session, slug="weekly")
+    people = make_subscribers(session, mailing_list, 3)
+    campaign_id, ranges = start_campaign(session, settings, "weekly")
+    # the first recipient was tried once already: this attempt is its last
+    session.execute(
+        Delivery.__table__.update()
+        .where(Delivery.campaign_id == campaign_id, Delivery.subscriber_id == people[0].id)
+        .values(attempts=1)
+    )
+    session.commit()
+    mailer = MemoryMailer({p.email: SendResult(452, "4.3.1 Insufficient system storage") for p in people[:2]})
+    send_all(sessions, settings, mailer, ranges)
+    session.expire_all()
+    rows = session.scalars(select(Delivery).where(Delivery.campaign_id == campaign_id).order_by(Delivery.id)).all()
+    assert [(r.status, r.attempts, r.smtp_code) for r in rows] == [
+        (DeliveryStatus.failed, 2, 452),
+        (DeliveryStatus.pending, 1, 452),
+        (DeliveryStatus.sent, 1, 250),
+    ]
+    assert rows[0].smtp_text == "gave up after 2 attempts: 4.3.1 Insufficient system storage"
+    assert rows[0].next_attempt_at is None and rows[1].next_attempt_at is not None
+    assert [m.recipient for m in mailer.sent] == [people[2].email]
+
+
+def test_on_postgres_a_group_with_deferrals_is_recorded_with_the_next_claim_in_one_statement(
+    committed_pg: str, pg_engine, make_settings
+) -> None:
+    """The batch's own autocommit connection (not the tests' rolled-back one): a group with deferred rows
+    takes the clean group's path, its outcomes and the next claim in one statement."""
+    settings = make_settings(
+        database_url=committed_pg, retry_base_seconds=60, retry_max_age_hours=48, outcome_flush_count=10
+    )
+    sessions = sessionmaker(bind=pg_engine, expire_on_commit=False)
+    before = utcnow()
+    with sessions() as session:
+        few, _ = _deferring_run(sessions, session, settings, 2)
+        many, rows = _deferring_run(sessions, session, settings, 8)
+    # was BEGIN, the sent rows' UPDATE, a SELECT and an UPDATE per deferred row, the claim, COMMIT
+    assert len(many) == len(few)
+    recorded = [s for s in many if "deferred AS (" in s]
+    assert len(recorded) == 1 and "WITH recorded AS (" in recorded[0] and "picked AS (" in recorded[0]
+    deferred, too_old = rows[:7], rows[7]
+    assert {(r.status, r.attempts, r.smtp_code, r.claimed_by) for r in deferred} == {
+        (DeliveryStatus.pending, 1, 451, None)
+    }
+    assert all(60 * 0.8 - 1 <= (r.next_attempt_at - before).total_seconds() <= 60 * 1.2 + 5 for r in deferred)
+    assert (too_old.status, too_old.smtp_text) == (
+        DeliveryStatus.failed,
+        "gave up after 1 attempts: 4.3.0 Try again later",
+    )
+    assert [r.status for r in rows[8:]] == [DeliveryStatus.sent] * 2

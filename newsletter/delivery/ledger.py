@@ -2,19 +2,30 @@
 
 A row moves pending -> sending (claimed, in one set-based UPDATE) -> sent | failed | pending (retry later) |
 unknown (a crash left its fate unknown) | skipped (unsubscribed meanwhile, or campaign cancelled). Every
-write here is set-based: one statement per group of rows, never one per recipient, except retries and
-failures, which are rare and each need their own values.
+write here is set-based: one statement per group of rows, never one per recipient (each row's own values,
+as a deferred row's next attempt, picked by id), except permanent failures, which are rare and each bring
+a bounce event and perhaps a suppression.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Result
 from sqlalchemy.orm import Session
@@ -22,6 +33,13 @@ from sqlalchemy.orm import Session
 from newsletter import outbox
 from newsletter.config import Settings
 from newsletter.db import is_postgres, utcnow
+from newsletter.delivery.deferrals import (
+    PG_RECORD_DEFERRED,
+    PG_RECORD_DEFERRED_SQL,
+    Deferral,
+    deferred_params,
+    record_deferred,
+)
 from newsletter.mailer import SendResult, classify
 from newsletter.models import (
     Campaign,
@@ -331,6 +349,13 @@ WHERE deliveries.id = m.id AND claimed_by = :worker
 _PG_RECORD_SENT = text(_PG_RECORD_SENT_SQL)
 _PG_RECORD_AND_CLAIM = text(f"WITH recorded AS ({_PG_RECORD_SENT_SQL} RETURNING 1)," + _PG_CLAIM_CTES)
 
+# With the deferred rows' statement (deferrals.py), a group with deferrals costs a clean group's round trip.
+_PG_DEFERRED_AND_CLAIM = text(f"WITH deferred AS ({PG_RECORD_DEFERRED_SQL} RETURNING 1)," + _PG_CLAIM_CTES)
+_PG_RECORD_BOTH_AND_CLAIM = text(
+    f"WITH recorded AS ({_PG_RECORD_SENT_SQL} RETURNING 1), deferred AS ({PG_RECORD_DEFERRED_SQL} RETURNING 1),"
+    + _PG_CLAIM_CTES
+)
+
 
 def _claim_params(campaign_id: int, first_id: int, last_id: int, limit: int, worker: str) -> dict[str, Any]:
     return {
@@ -354,6 +379,10 @@ def _record_sent_params(ids: MessageIds, outcomes: Outcomes, worker: str) -> dic
         "resent": RESENT_AFTER_UNKNOWN,
         "message_ids": [ids.of(delivery_id) for delivery_id in sent],
     }
+
+
+def _deferrals(outcomes: Outcomes) -> list[Deferral]:
+    return [Deferral(claimed.delivery_id, claimed.attempts, result) for claimed, result in outcomes.retry]
 
 
 def _claimed(rows: Sequence[Any]) -> list[Claimed]:
@@ -430,6 +459,7 @@ def claim(session: Session, campaign_id: int, first_id: int, last_id: int, *, li
 
 def record_sent_and_claim(
     conn: Connection,
+    settings: Settings,
     ids: MessageIds,
     outcomes: Outcomes,
     worker: str,
@@ -439,17 +469,26 @@ def record_sent_and_claim(
     last_id: int,
     limit: int,
 ) -> list[Claimed]:
-    """Record a group whose messages were all accepted and claim the next, as one autocommit statement
-    (PostgreSQL only)."""
+    """Record a group whose messages were all accepted or deferred and claim the next, as one autocommit
+    statement (PostgreSQL only)."""
     if not claim_next:
         if outcomes.sent:
             conn.execute(_PG_RECORD_SENT, _record_sent_params(ids, outcomes, worker))
+        if outcomes.retry:
+            conn.execute(PG_RECORD_DEFERRED, deferred_params(settings, _deferrals(outcomes), worker))
         return []
     params = _claim_params(ids.campaign_id, first_id, last_id, limit, worker)
-    if not outcomes.sent:
-        return _claimed(conn.execute(_PG_CLAIM, params).all())
-    params |= _record_sent_params(ids, outcomes, worker)
-    return _claimed(conn.execute(_PG_RECORD_AND_CLAIM, params).all())
+    if outcomes.sent:
+        params |= _record_sent_params(ids, outcomes, worker)
+    if outcomes.retry:
+        params |= deferred_params(settings, _deferrals(outcomes), worker)
+    statement = {
+        (False, False): _PG_CLAIM,
+        (True, False): _PG_RECORD_AND_CLAIM,
+        (False, True): _PG_DEFERRED_AND_CLAIM,
+        (True, True): _PG_RECORD_BOTH_AND_CLAIM,
+    }[bool(outcomes.sent), bool(outcomes.retry)]
+    return _claimed(conn.execute(statement, params).all())
 
 
 def record(session: Session, settings: Settings, ids: MessageIds, outcomes: Outcomes, worker: str) -> None:
@@ -479,8 +518,10 @@ def record(session: Session, settings: Settings, ids: MessageIds, outcomes: Outc
             )
             .execution_options(synchronize_session=False)
         )
-    for claimed, result in outcomes.retry:
-        _record_retry(session, settings, claimed, result, now, mine)
+    if outcomes.retry and is_postgres(session):
+        session.connection().execute(PG_RECORD_DEFERRED, deferred_params(settings, _deferrals(outcomes), worker))
+    elif outcomes.retry:
+        record_deferred(session, settings, _deferrals(outcomes), now, mine)
     for claimed, result in outcomes.failed:
         _record_failure(session, settings, ids.campaign_id, claimed, result, mine)
     if outcomes.unwanted:
@@ -496,38 +537,6 @@ def record(session: Session, settings: Settings, ids: MessageIds, outcomes: Outc
             .where(Delivery.id == claimed.delivery_id, *mine)
             .values(status=DeliveryStatus.failed, smtp_code=None, smtp_text=reason[:2000], claimed_by=None)
         )
-
-
-def _record_retry(
-    session: Session, settings: Settings, claimed: Claimed, result: SendResult, now: dt.datetime, mine: Any
-) -> None:
-    created = session.scalar(select(Delivery.created_at).where(Delivery.id == claimed.delivery_id))
-    too_old = created is not None and now - created > dt.timedelta(hours=settings.retry_max_age_hours)
-    if claimed.attempts >= settings.retry_max_attempts or too_old:
-        session.execute(
-            update(Delivery)
-            .where(Delivery.id == claimed.delivery_id, *mine)
-            .values(
-                status=DeliveryStatus.failed,
-                smtp_code=result.code or None,
-                smtp_text=f"gave up after {claimed.attempts} attempts: {result.text}"[:2000],
-                claimed_by=None,
-            )
-        )
-        return
-    delay = settings.retry_base_seconds * 2 ** (claimed.attempts - 1)
-    delay *= random.uniform(0.8, 1.2)  # jitter so retries of one outage do not arrive together
-    session.execute(
-        update(Delivery)
-        .where(Delivery.id == claimed.delivery_id, *mine)
-        .values(
-            status=DeliveryStatus.pending,
-            next_attempt_at=now + dt.timedelta(seconds=delay),
-            smtp_code=result.code or None,
-            smtp_text=result.text[:2000],
-            claimed_by=None,
-        )
-    )
 
 
 def is_hard_status(status: str) -> bool:

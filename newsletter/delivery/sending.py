@@ -293,7 +293,8 @@ class _BatchRun:
         """Write the outcomes (and claim the next group), riding out a short database outage."""
         self.window.add(outcomes)
         reason = self.window.verdict(self.settings.auto_pause_failure_rate)
-        clean = reason is None and len(outcomes.sent) == len(outcomes)
+        # sent and deferred rows are written by the one-statement fast path; failures need their events
+        clean = reason is None and len(outcomes.sent) + len(outcomes.retry) == len(outcomes)
         deadline = time.monotonic() + self.patience
         while True:
             try:
@@ -321,6 +322,7 @@ class _BatchRun:
             return self._claimed(
                 record_sent_and_claim(
                     self.fast,
+                    self.settings,
                     prepared.ids,
                     outcomes,
                     self.worker,

@@ -14,9 +14,7 @@ sign-in, and every wrong password or code, goes into the audit log with the clie
 from __future__ import annotations
 
 import hmac
-import math
 import secrets
-import time
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -39,7 +37,7 @@ from newsletter.web.admin.auth import (
 from newsletter.web.admin.render import redirect, render
 from newsletter.web.deps import SessionDep
 from newsletter.web.pages import client_ip
-from newsletter.web.throttle import Throttle, make_throttle
+from newsletter.web.throttle import Throttle, make_throttle, minutes_to_wait
 
 router = APIRouter()
 
@@ -121,7 +119,8 @@ def _limited(throttles: SignInThrottles, name: str, ip: str | None) -> str | Non
     ip_ok = throttles.ip.allow(ip or "unknown")
     if account_ok and ip_ok:
         return None
-    minutes = math.ceil((SIGN_IN_WINDOW - time.time() % SIGN_IN_WINDOW) / 60)
+    limit, key = (throttles.account, name.casefold()) if not account_ok else (throttles.ip, ip or "unknown")
+    minutes = minutes_to_wait(limit.retry_after(key))
     wait = f"{minutes} minute{'s' if minutes != 1 else ''}"
     if not account_ok:
         return f"Too many sign-in attempts for this account; try again in {wait}."

@@ -46,7 +46,7 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from bench.delivery import ROOT, free_port, process, publish, scratch_database, seed, session_scope_for
-from bench.web import wait_until_up
+from bench.web import serve_env, wait_until_up
 from newsletter import delivery, users
 from newsletter.config import Settings, load_settings
 from newsletter.db import make_engine
@@ -216,15 +216,8 @@ def start_server(name: str, url: str, broker: str, pythonpath: str | None, args:
     scheduler and send the campaign's pending rows while the pages are measured."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "NEWSLETTER_DATABASE_URL": url,
-        "NEWSLETTER_SECRET_KEY": SECRET,
-        "NEWSLETTER_ENVIRONMENT": "production",
-        "NEWSLETTER_BASE_URL": base,
-        "NEWSLETTER_BROKER_URL": broker,
-        "PGAPPNAME": f"bench-admin-{name}",  # its database backends, whose CPU time is measured
-    }
+    env = serve_env(url, base, broker_url=broker, secret_key=SECRET)
+    env["PGAPPNAME"] = f"bench-admin-{name}"  # its database backends, whose CPU time is measured
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     command = [str(Path(sys.executable).with_name("newsletter")), "serve", "--port", str(port)]

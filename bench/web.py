@@ -280,13 +280,10 @@ def bench_database(name: str) -> Iterator[str]:
         admin.dispose()
 
 
-@contextmanager
-def serving(url: str, workers: int, **settings: str) -> Iterator[tuple[str, list[str]]]:
-    """`newsletter serve --workers N` in production mode on a free port, on `url` with `settings` (as
-    NEWSLETTER_* variables); gives its base URL and command line, stops it afterwards."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
+def serve_env(url: str, base: str, **settings: str) -> dict[str, str]:
+    """The environment of a benchmarked `newsletter serve`: production mode on `url`, answering as `base`, with
+    `settings` as NEWSLETTER_* variables."""
+    return {
         **os.environ,
         "NEWSLETTER_DATABASE_URL": url,
         "NEWSLETTER_SECRET_KEY": SECRET,
@@ -294,6 +291,15 @@ def serving(url: str, workers: int, **settings: str) -> Iterator[tuple[str, list
         "NEWSLETTER_BASE_URL": base,
         **{f"NEWSLETTER_{key.upper()}": value for key, value in settings.items()},
     }
+
+
+@contextmanager
+def serving(url: str, workers: int, **settings: str) -> Iterator[tuple[str, list[str]]]:
+    """`newsletter serve --workers N` in production mode on a free port, on `url` with `settings` (as
+    NEWSLETTER_* variables); gives its base URL and command line, stops it afterwards."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = serve_env(url, base, **settings)
     env.pop("NEWSLETTER_BROKER_URL", None)
     newsletter = Path(sys.executable).with_name("newsletter")
     command = [str(newsletter), "serve", "--port", str(port), "--workers", str(workers)]

@@ -316,9 +316,10 @@ def queries_per_request(servers: list[Server], url: str, token: str, campaign_id
 
 
 def baseline_source(ref: str, into: Path) -> str:
-    """The package and templates of commit `ref` of this repository, for PYTHONPATH."""
+    """The package, templates and worker of commit `ref` of this repository, for PYTHONPATH (its worker too:
+    a served app that enqueues imports it, and this checkout's would not match that package)."""
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", ref, "newsletter", "templates"], capture_output=True, check=True
+        ["git", "-C", str(ROOT), "archive", ref, "newsletter", "templates", "worker"], capture_output=True, check=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return str(into)

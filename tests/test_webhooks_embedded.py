@@ -18,14 +18,18 @@ from tests.webhookreceiver import Receiver, verify
 from worker.embedded import EmbeddedScheduler
 
 
-def test_a_committed_event_is_sent_by_the_embedded_scheduler(
-    tmp_path: Path, make_settings: Callable[..., Settings]
-) -> None:
+@pytest.fixture
+def embedded_settings(tmp_path: Path, make_settings: Callable[..., Settings]) -> Settings:
+    """Embedded mode on a migrated SQLite file, webhooks allowed to the local receiver, no sweep meanwhile."""
     url = f"sqlite:///{tmp_path / 'embedded.db'}"
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
-    settings = make_settings(database_url=url, webhooks_allow_private=True, sweep_interval_seconds=600)
+    return make_settings(database_url=url, webhooks_allow_private=True, sweep_interval_seconds=600)
+
+
+def test_a_committed_event_is_sent_by_the_embedded_scheduler(embedded_settings: Settings) -> None:
+    settings = embedded_settings
     with Receiver() as receiver:
         scheduler = EmbeddedScheduler(settings).start()
         try:
@@ -43,17 +47,13 @@ def test_a_committed_event_is_sent_by_the_embedded_scheduler(
 
 
 def test_a_failed_pass_is_tried_again_soon_not_at_the_next_sweep(
-    tmp_path: Path, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+    embedded_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sqlalchemy.exc import OperationalError
 
     from worker import tasks
 
-    url = f"sqlite:///{tmp_path / 'embedded.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    settings = make_settings(database_url=url, webhooks_allow_private=True, sweep_interval_seconds=600)
+    settings = embedded_settings
     real, passes = tasks.run_webhooks, []
 
     def busy_once(settings: Settings) -> object:
